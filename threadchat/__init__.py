@@ -1,0 +1,3 @@
+"""threadchat: a threaded multi-user chat server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from threadchat.cli import main
+
+raise SystemExit(main())
