@@ -1,0 +1,147 @@
+"""Server configuration: one table of settings, read from flags, environment and a TOML file.
+
+Precedence: command-line flag, then THREADCHAT_<NAME> environment variable, then the
+`--config` TOML file (same keys, with `_` or `-`), then the default. Each setting is one
+field of `Config`; its metadata gives the help text, so `serve --help` documents every key.
+"""
+
+import argparse
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "THREADCHAT_"
+
+
+def setting(default: Any, help: str, *, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)")
+    line_port: int = setting(7000, "TCP port of the native line protocol (0 disables it)")
+    log_level: str = setting("info", "log level: debug, info, warning or error")
+    server_name: str = setting("threadchat", "name the server gives itself to clients")
+    max_line: int = setting(4096, "longest accepted line in bytes; longer lines are dropped")
+    flood_burst: int = setting(20, "lines a client may send at once before flood control")
+    flood_rate: float = setting(
+        10.0, "lines per second a client may send (0 turns flood control off)"
+    )
+    sendq: int = setting(1048576, "bytes queued for one client before it is cut off")
+    name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
+    ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")
+    ping_timeout: float = setting(60.0, "seconds a pinged client has to answer")
+
+
+def _settings() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(Config))
+
+
+def _base_type(annotation: Any) -> Any:
+    """The scalar type of a field: int, float, str, bool, or list for list[str]."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return list
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    return annotation
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --config and one flag per setting (default SUPPRESS, so absence is visible)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML file with any of these keys (env {ENV_PREFIX}CONFIG)",
+    )
+    for f in _settings():
+        kind = _base_type(f.type)
+        env = ENV_PREFIX + f.name.upper()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} (default {default!r}; env {env})"
+        if kind is bool:
+            parser.add_argument(
+                _flag(f.name),
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif kind is list:
+            parser.add_argument(
+                _flag(f.name), action="append", default=argparse.SUPPRESS, help=help_text
+            )
+        else:
+            parser.add_argument(_flag(f.name), type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _convert(name: str, kind: Any, value: Any, source: str) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is list:
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            return [v.strip() for v in str(value).split(",") if v.strip()]
+        if kind is float and isinstance(value, int | float | str):
+            return float(value)
+        if kind is int and isinstance(value, int | str) and not isinstance(value, bool):
+            return int(value)
+        if kind is str and isinstance(value, str):
+            return value
+    except ValueError:
+        pass
+    raise ConfigError(f"{source}: {name} = {value!r} is not a valid {kind.__name__}")
+
+
+def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """Merge flags, environment and config file into a Config (raises ConfigError)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    known = {f.name: _base_type(f.type) for f in _settings()}
+    if config_path:
+        try:
+            table = tomllib.loads(Path(config_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as problem:
+            raise ConfigError(f"cannot read config file {config_path}: {problem}") from problem
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"{config_path}: unknown key {key!r}")
+            values[name] = _convert(name, known[name], value, config_path)
+    for name, kind in known.items():
+        env = ENV_PREFIX + name.upper()
+        if env in environ:
+            values[name] = _convert(name, kind, environ[env], f"environment {env}")
+        if hasattr(args, name):
+            values[name] = _convert(name, kind, getattr(args, name), _flag(name))
+    return Config(**values)
+
+
+def describe(config: Config) -> Sequence[str]:
+    return [f"{f.name} = {getattr(config, f.name)!r}" for f in _settings()]

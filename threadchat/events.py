@@ -1,0 +1,162 @@
+"""Protocol-neutral events: what the hub fans out and what a connection is told.
+
+Every protocol module turns these into its own bytes (`protocols/line.py`, `protocols/irc.py`,
+...). They are immutable so one event object can be shared by every recipient's encoder.
+"""
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+_ids = itertools.count(1)
+
+
+def next_id() -> int:
+    """A server-wide increasing event id (itertools.count is atomic under the GIL)."""
+    return next(_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int = field(default_factory=next_id, kw_only=True)
+    ts: float = field(default_factory=time.time, kw_only=True)
+
+
+# Message kinds. An action is /me; a notice is IRC's NOTICE (never auto-answered).
+TEXT = "text"
+ACTION = "action"
+NOTICE = "notice"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessage(Event):
+    room: str
+    sender: str
+    text: str
+    kind: str = TEXT
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage(Event):
+    sender: str
+    target: str
+    text: str
+    kind: str = TEXT
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(Event):
+    room: str
+    nick: str
+    account: str | None = None
+    realname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Left(Event):
+    room: str
+    nick: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked(Event):
+    room: str
+    nick: str
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Event):
+    nick: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged(Event):
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged(Event):
+    room: str
+    topic: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice(Event):
+    """Text from the server itself, e.g. that it is shutting down."""
+
+    text: str
+
+
+# Direct replies: sent to one connection only, never fanned out.
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Event):
+    nick: str
+    server: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    name: str
+    members: int
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList(Event):
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WhoList(Event):
+    room: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo(Event):
+    room: str
+    topic: str
+    by: str
+    set_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ok(Event):
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Event):
+    code: str
+    message: str
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice(Event):
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelpText(Event):
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Event):
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Event):
+    token: str

@@ -1,0 +1,391 @@
+"""The hub: users, rooms and routing, shared by every protocol and transport.
+
+Threads: any number of transport threads call the hub at once. One lock guards all hub state.
+Events are *enqueued* to recipients while the lock is held (so every recipient sees a room's
+events in one order, and a join is seen before the joiner's first message), but nothing under
+the lock touches a socket: `Connection.send_bytes` only appends to a bounded outbox, and the
+flush happens when the caller's delivery batch ends (see `delivery.py`).
+
+The one place where events leave the hub is `Hub._fan_out`; a later multi-node setup puts a
+message bus behind it.
+"""
+
+import fnmatch
+import logging
+import threading
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from threadchat import delivery, events, names
+from threadchat.events import Event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOM = "lobby"
+# Modes a new room starts with: only members may speak in it (n), only operators set the topic (t).
+DEFAULT_ROOM_MODES = frozenset("nt")
+
+
+class HubError(Exception):
+    """A request the hub refuses; `code` is stable and protocol modules map it to their errors."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Connection(Protocol):
+    """What the hub needs from the transport side of one user."""
+
+    def codec_key(self) -> Hashable:
+        """Recipients with equal keys get identical bytes for the same event."""
+        ...
+
+    def encode(self, event: Event) -> bytes | None:
+        """The bytes for `event`, or None when this connection shows nothing for it."""
+        ...
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue bytes for the peer; never blocks."""
+        ...
+
+
+@dataclass(eq=False)
+class User:
+    nick: str
+    conn: Connection
+    username: str = ""
+    realname: str = ""
+    host: str = ""
+    account: str | None = None
+    away: str | None = None
+    # User modes of IRC (i, w, o, ...), kept here so every protocol can see operators.
+    modes: set[str] = field(default_factory=set)
+    signon: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+    rooms: dict[str, "Room"] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return names.fold(self.nick)
+
+    @property
+    def mask(self) -> str:
+        return f"{self.nick}!{self.username or self.nick}@{self.host or 'unknown'}"
+
+
+@dataclass(eq=False)
+class Room:
+    name: str
+    created: float = field(default_factory=time.time)
+    topic: str = ""
+    topic_by: str = ""
+    topic_at: float = 0.0
+    owner: str | None = None
+    # Sets of folded nicknames.
+    operators: set[str] = field(default_factory=set)
+    voiced: set[str] = field(default_factory=set)
+    invited: set[str] = field(default_factory=set)
+    modes: set[str] = field(default_factory=lambda: set(DEFAULT_ROOM_MODES))
+    password: str | None = None
+    limit: int | None = None
+    bans: list[str] = field(default_factory=list)
+    members: dict[str, User] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return names.fold(self.name)
+
+    def is_banned(self, user: User) -> bool:
+        mask = names.fold(user.mask)
+        return any(fnmatch.fnmatchcase(mask, names.fold(ban)) for ban in self.bans)
+
+    def can_speak(self, user: User) -> bool:
+        if "m" not in self.modes:
+            return True
+        return user.key in self.operators or user.key in self.voiced
+
+
+class Hub:
+    def __init__(self, server_name: str = "threadchat") -> None:
+        self.server_name = server_name
+        self._lock = threading.Lock()
+        self._users: dict[str, User] = {}
+        self._rooms: dict[str, Room] = {}
+
+    # -- users -----------------------------------------------------------------------------
+
+    def register(self, conn: Connection, nick: str, **identity: str) -> User:
+        """Claim `nick` for a new user; raises HubError('invalid_name' | 'name_in_use')."""
+        _check_nick(nick)
+        user = User(nick=nick, conn=conn, **identity)
+        with self._lock:
+            if user.key in self._users:
+                raise HubError("name_in_use", f"the name {nick} is taken")
+            self._users[user.key] = user
+        log.info("%s registered", nick)
+        return user
+
+    def nick_available(self, nick: str) -> bool:
+        with self._lock:
+            return names.fold(nick) not in self._users
+
+    def unregister(self, user: User, reason: str) -> None:
+        """Remove `user` from every room and the server; the rooms' members see the quit."""
+        with delivery.batch(), self._lock:
+            if self._users.get(user.key) is not user:
+                return
+            del self._users[user.key]
+            peers = self._peers(user)
+            for room in list(user.rooms.values()):
+                self._remove_member(room, user)
+            self._fan_out(events.Quit(nick=user.nick, reason=reason), peers)
+        log.info("%s quit (%s)", user.nick, reason)
+
+    def change_nick(self, user: User, new: str) -> None:
+        _check_nick(new)
+        with delivery.batch(), self._lock:
+            old_key, new_key = user.key, names.fold(new)
+            holder = self._users.get(new_key)
+            if holder is not None and holder is not user:
+                raise HubError("name_in_use", f"the name {new} is taken")
+            old = user.nick
+            if old == new:
+                return
+            del self._users[old_key]
+            user.nick = new
+            self._users[new_key] = user
+            for room in user.rooms.values():
+                del room.members[old_key]
+                room.members[new_key] = user
+                for group in (room.operators, room.voiced):
+                    if old_key in group:
+                        group.discard(old_key)
+                        group.add(new_key)
+            self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
+
+    def find_user(self, nick: str) -> User | None:
+        with self._lock:
+            return self._users.get(names.fold(nick))
+
+    def users(self) -> list[User]:
+        with self._lock:
+            return list(self._users.values())
+
+    def user_count(self) -> int:
+        with self._lock:
+            return len(self._users)
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    def join(self, user: User, room_name: str, password: str | None = None) -> Room:
+        """Put `user` in the room (created on first join, with the user as its operator)."""
+        _check_room(room_name)
+        with delivery.batch(), self._lock:
+            key = names.fold(room_name)
+            room = self._rooms.get(key)
+            if room is not None and key in user.rooms:
+                raise HubError("already_in_room", f"you are already in {room.name}")
+            if room is None:
+                room = Room(name=room_name, owner=user.account or user.nick)
+                room.operators.add(user.key)
+                self._rooms[key] = room
+            else:
+                self._check_may_join(user, room, password)
+            room.invited.discard(user.key)
+            room.members[user.key] = user
+            user.rooms[key] = room
+            self._fan_out(
+                events.Joined(
+                    room=room.name, nick=user.nick, account=user.account, realname=user.realname
+                ),
+                room.members.values(),
+            )
+            return room
+
+    def _check_may_join(self, user: User, room: Room, password: str | None) -> None:
+        if "o" in user.modes:
+            return  # server operators may override channel modes
+        if room.is_banned(user):
+            raise HubError("banned", f"you are banned from {room.name}")
+        if "i" in room.modes and user.key not in room.invited:
+            raise HubError("invite_only", f"{room.name} is invite only")
+        if room.password is not None and password != room.password:
+            raise HubError("bad_room_key", f"{room.name} needs the right key")
+        if room.limit is not None and len(room.members) >= room.limit:
+            raise HubError("room_full", f"{room.name} is full")
+
+    def leave(self, user: User, room_name: str, reason: str = "") -> None:
+        with delivery.batch(), self._lock:
+            room = self._member_room(user, room_name)
+            self._fan_out(
+                events.Left(room=room.name, nick=user.nick, reason=reason), room.members.values()
+            )
+            self._remove_member(room, user)
+
+    def say(self, user: User, room_name: str, text: str, kind: str = events.TEXT) -> None:
+        """Send to every member of the room except the sender."""
+        _check_text(text)
+        with delivery.batch(), self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            member = user.key in room.members
+            if not member and "n" in room.modes:
+                raise HubError("not_in_room", f"you are not in {room.name}")
+            if not room.can_speak(user) and "o" not in user.modes:
+                raise HubError("moderated", f"{room.name} is moderated and you have no voice")
+            user.last_active = time.time()
+            event = events.RoomMessage(
+                room=room.name, sender=user.nick, text=text, kind=kind, account=user.account
+            )
+            recipients = room.members.values()
+            if member:
+                recipients = [m for m in recipients if m is not user]
+            self._fan_out(event, recipients)
+
+    def send_private(self, user: User, target: str, text: str, kind: str = events.TEXT) -> User:
+        """Send to one user only; returns the recipient (whose `away` a caller may report)."""
+        _check_text(text)
+        with delivery.batch(), self._lock:
+            recipient = self._users.get(names.fold(target))
+            if recipient is None:
+                raise HubError("no_such_nick", f"there is nobody called {target}")
+            user.last_active = time.time()
+            event = events.PrivateMessage(
+                sender=user.nick,
+                target=recipient.nick,
+                text=text,
+                kind=kind,
+                account=user.account,
+            )
+            self._fan_out(event, [recipient])
+            return recipient
+
+    def set_topic(self, user: User, room_name: str, topic: str) -> None:
+        _check_text(topic)
+        if len(topic) > names.TOPIC_MAX:
+            raise HubError("too_long", f"a topic is at most {names.TOPIC_MAX} characters")
+        with delivery.batch(), self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            if user.key not in room.members and "o" not in user.modes:
+                raise HubError("not_in_room", f"you are not in {room.name}")
+            if "t" in room.modes and not self._is_operator(user, room):
+                raise HubError("not_operator", f"only operators of {room.name} set its topic")
+            room.topic, room.topic_by, room.topic_at = topic, user.nick, time.time()
+            self._fan_out(
+                events.TopicChanged(room=room.name, topic=topic, by=user.nick),
+                room.members.values(),
+            )
+
+    def topic(self, room_name: str) -> events.TopicInfo:
+        with self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            return events.TopicInfo(
+                room=room.name, topic=room.topic, by=room.topic_by, set_at=room.topic_at
+            )
+
+    def room_list(self) -> tuple[events.RoomInfo, ...]:
+        with self._lock:
+            return tuple(
+                events.RoomInfo(name=r.name, members=len(r.members), topic=r.topic)
+                for r in sorted(self._rooms.values(), key=lambda r: r.key)
+            )
+
+    def members(self, room_name: str) -> tuple[str, tuple[str, ...]]:
+        """The room's display name and its members' nicknames, in joining order."""
+        with self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            return room.name, tuple(u.nick for u in room.members.values())
+
+    def get_room(self, room_name: str) -> Room | None:
+        """The live room object; read its fields only under `locked()` (they change)."""
+        with self._lock:
+            return self._rooms.get(names.fold(room_name))
+
+    def locked(self) -> threading.Lock:
+        """The hub lock, for protocol code that reads several room or user fields consistently.
+
+        Never do socket I/O or call other hub methods while holding it.
+        """
+        return self._lock
+
+    def broadcast_notice(self, text: str) -> None:
+        """A server notice to every connected user (e.g. shutdown)."""
+        with delivery.batch(), self._lock:
+            self._fan_out(events.ServerNotice(text=text), list(self._users.values()))
+
+    # -- internals (hub lock held) ---------------------------------------------------------
+
+    def _member_room(self, user: User, room_name: str) -> Room:
+        room = user.rooms.get(names.fold(room_name))
+        if room is None:
+            if names.fold(room_name) in self._rooms:
+                raise HubError("not_in_room", f"you are not in {room_name}")
+            raise HubError("no_such_room", f"there is no room {room_name}")
+        return room
+
+    def _is_operator(self, user: User, room: Room) -> bool:
+        return user.key in room.operators or "o" in user.modes
+
+    def _remove_member(self, room: Room, user: User) -> None:
+        room.members.pop(user.key, None)
+        room.operators.discard(user.key)
+        room.voiced.discard(user.key)
+        user.rooms.pop(room.key, None)
+        if not room.members:
+            del self._rooms[room.key]
+
+    def _peers(self, user: User) -> list[User]:
+        """Everyone who shares a room with `user`, each once, without `user`."""
+        seen: dict[int, User] = {}
+        for room in user.rooms.values():
+            for member in room.members.values():
+                seen[id(member)] = member
+        seen.pop(id(user), None)
+        return list(seen.values())
+
+    def _fan_out(self, event: Event, recipients: Iterable[User]) -> None:
+        """Encode `event` once per distinct codec and queue it for each recipient.
+
+        This is the seam where delivery leaves the node: everything above decides *who*,
+        this decides *how*. It runs under the hub lock and only enqueues.
+        """
+        encoded: dict[Hashable, bytes | None] = {}
+        for user in recipients:
+            conn = user.conn
+            key = conn.codec_key()
+            try:
+                data = encoded[key]
+            except KeyError:
+                data = encoded[key] = conn.encode(event)
+            if data:
+                conn.send_bytes(data)
+
+
+def _check_nick(nick: str) -> None:
+    problem = names.nick_error(nick)
+    if problem:
+        raise HubError("invalid_name", problem)
+
+
+def _check_room(room: str) -> None:
+    problem = names.room_error(room)
+    if problem:
+        raise HubError("invalid_room", problem)
+
+
+def _check_text(text: str) -> None:
+    # Only what would break every protocol's framing; each protocol applies its own stricter
+    # rules before calling the hub (the native one refuses every control character).
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise HubError("control_chars", "messages cannot contain CR, LF or NUL")

@@ -1,0 +1,66 @@
+"""Validation and case folding of nicknames, room names and message text.
+
+Nicknames are one namespace across every protocol, so they follow the strictest of them (IRC):
+ASCII, starting with a letter or one of IRC's special characters, compared case-insensitively
+with ASCII case mapping (announced to IRC clients as CASEMAPPING=ascii).
+"""
+
+import re
+
+# IRC's NICKLEN: long enough for real names, short enough for every IRC client's layout.
+NICK_MAX = 30
+# IRC's CHANNELLEN minus the leading '#'.
+ROOM_MAX = 49
+# A topic longer than this does not fit one IRC line next to the other parameters.
+TOPIC_MAX = 390
+
+_NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*")
+_ROOM_RE = re.compile(r"[A-Za-z0-9_.-]+")
+# C0 controls, DEL and C1 controls: none of them belongs in chat text; ESC would let one user
+# drive another user's terminal. TAB is the one control people type on purpose.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_ANY_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def fold(name: str) -> str:
+    """Case-fold a nickname or room name for comparison (ASCII case mapping)."""
+    return name.lower()
+
+
+def nick_error(nick: str) -> str | None:
+    """Say why `nick` is not a valid nickname, or return None when it is valid."""
+    if not nick:
+        return "a name cannot be empty"
+    if len(nick) > NICK_MAX:
+        return f"a name is at most {NICK_MAX} characters"
+    if _ANY_CONTROL_RE.search(nick):
+        return "a name cannot contain control characters"
+    if not _NICK_RE.fullmatch(nick):
+        return (
+            "a name starts with a letter or one of []\\`_^{|} and holds only ASCII letters, "
+            "digits and []\\`_^{|}-"
+        )
+    return None
+
+
+def room_error(room: str) -> str | None:
+    """Say why `room` is not a valid room name, or return None when it is valid."""
+    if not room:
+        return "a room name cannot be empty"
+    if len(room) > ROOM_MAX:
+        return f"a room name is at most {ROOM_MAX} characters"
+    if not _ROOM_RE.fullmatch(room):
+        return "a room name holds only ASCII letters, digits and _ . -"
+    return None
+
+
+def text_error(text: str) -> str | None:
+    """Say why `text` cannot be sent as a message, or return None when it can."""
+    if _CONTROL_RE.search(text):
+        return "messages cannot contain control characters (such as NUL or ESC)"
+    return None
+
+
+def strip_controls(text: str) -> str:
+    """Replace control characters so that text from the wire is safe to print on a terminal."""
+    return _CONTROL_RE.sub("\N{REPLACEMENT CHARACTER}", text)

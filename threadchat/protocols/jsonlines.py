@@ -1,0 +1,188 @@
+"""The native JSON event schema: requests from dicts, events to dicts.
+
+Shared by every transport that carries JSON (TCP JSON mode, UDP datagrams, WebSocket frames);
+`docs/protocol.md` is the reference. Pure functions, no I/O.
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from threadchat import events, requests
+from threadchat.events import Event
+
+
+def timestamp(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-25T12:00:00.123Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _kind_fields(kind: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {"action": kind == events.ACTION}
+    if kind == events.NOTICE:
+        fields["notice"] = True
+    return fields
+
+
+def event_to_dict(event: Event) -> dict[str, Any] | None:
+    """The JSON object for `event`, or None for events this schema does not carry."""
+    body: dict[str, Any]
+    match event:
+        case events.RoomMessage():
+            body = {"type": "message", "room": event.room, "from": event.sender}
+            body["text"] = event.text
+            body.update(_kind_fields(event.kind))
+        case events.PrivateMessage():
+            body = {"type": "private", "from": event.sender, "to": event.target}
+            body["text"] = event.text
+            body.update(_kind_fields(event.kind))
+        case events.Joined():
+            body = {"type": "join", "room": event.room, "name": event.nick}
+        case events.Left():
+            body = {"type": "leave", "room": event.room, "name": event.nick}
+            body["reason"] = event.reason
+        case events.Kicked():
+            body = {"type": "leave", "room": event.room, "name": event.nick}
+            body["reason"] = f"kicked by {event.by}" + (f": {event.reason}" if event.reason else "")
+        case events.Quit():
+            body = {"type": "quit", "name": event.nick, "reason": event.reason}
+        case events.NickChanged():
+            body = {"type": "nick", "old": event.old, "new": event.new}
+        case events.TopicChanged():
+            body = {"type": "topic", "room": event.room, "topic": event.topic, "by": event.by}
+        case events.TopicInfo():
+            body = {"type": "topic", "room": event.room, "topic": event.topic, "by": event.by}
+        case events.ServerNotice() | events.Notice():
+            body = {"type": "notice", "text": event.text}
+        case events.Welcome():
+            body = {"type": "welcome", "name": event.nick, "server": event.server}
+        case events.RoomList():
+            rooms = [{"name": r.name, "members": r.members, "topic": r.topic} for r in event.rooms]
+            body = {"type": "rooms", "rooms": rooms}
+        case events.WhoList():
+            body = {"type": "who", "room": event.room, "members": list(event.members)}
+        case events.HelpText():
+            body = {"type": "notice", "text": "\n".join(event.lines)}
+        case events.Ok():
+            body = {"type": "ok", "ref": event.ref}
+        case events.Error():
+            body = {"type": "error", "code": event.code, "message": event.message}
+            if event.ref is not None:
+                body["ref"] = event.ref
+        case events.Ping():
+            body = {"type": "ping", "token": event.token}
+        case events.Pong():
+            body = {"type": "pong", "token": event.token}
+        case _:
+            return None
+    body["id"] = event.id
+    body["ts"] = timestamp(event.ts)
+    return body
+
+
+def encode_event(event: Event) -> bytes | None:
+    """One JSON line (compact, UTF-8, LF-terminated) for `event`."""
+    body = event_to_dict(event)
+    if body is None:
+        return None
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _text(obj: dict[str, Any], key: str, *, required: bool = True, default: str = "") -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise _BadRequest(f'"{key}" is required')
+        return default
+    if not isinstance(value, str):
+        raise _BadRequest(f'"{key}" must be a string')
+    return value
+
+
+def _optional_text(obj: dict[str, Any], key: str) -> str | None:
+    return _text(obj, key) if obj.get(key) is not None else None
+
+
+def _flag(obj: dict[str, Any], key: str) -> bool:
+    value = obj.get(key, False)
+    if not isinstance(value, bool):
+        raise _BadRequest(f'"{key}" must be true or false')
+    return value
+
+
+def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | None:
+    match kind:
+        case "hello":
+            return requests.Hello(name=_text(obj, "name"), ref=ref)
+        case "say":
+            return requests.Say(
+                text=_text(obj, "text"),
+                room=_optional_text(obj, "room"),
+                action=_flag(obj, "action"),
+                ref=ref,
+            )
+        case "msg":
+            return requests.SendPrivate(
+                target=_text(obj, "to"),
+                text=_text(obj, "text"),
+                action=_flag(obj, "action"),
+                ref=ref,
+            )
+        case "join":
+            return requests.JoinRoom(room=_text(obj, "room"), ref=ref)
+        case "leave":
+            return requests.LeaveRoom(
+                room=_optional_text(obj, "room"),
+                reason=_text(obj, "reason", required=False),
+                ref=ref,
+            )
+        case "nick":
+            return requests.ChangeNick(name=_text(obj, "name"), ref=ref)
+        case "topic":
+            return requests.Topic(
+                room=_optional_text(obj, "room"), topic=_optional_text(obj, "topic"), ref=ref
+            )
+        case "rooms":
+            return requests.ListRooms(ref=ref)
+        case "who":
+            return requests.Who(room=_optional_text(obj, "room"), ref=ref)
+        case "help":
+            return requests.Help(ref=ref)
+        case "ping":
+            return requests.ClientPing(token=_text(obj, "token", required=False), ref=ref)
+        case "pong":
+            return requests.ClientPong(token=_text(obj, "token", required=False), ref=ref)
+        case "quit":
+            return requests.QuitRequest(reason=_text(obj, "reason", required=False), ref=ref)
+    return None
+
+
+def parse_request(obj: object) -> requests.Request:
+    """Turn one decoded JSON value into a request; problems become `requests.Invalid`."""
+    if not isinstance(obj, dict):
+        return requests.Invalid("bad_request", "each line must be a JSON object")
+    ref = obj.get("ref")
+    if (ref is not None and not isinstance(ref, str | int)) or isinstance(ref, bool):
+        return requests.Invalid("bad_request", '"ref" must be a string or an integer')
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        return requests.Invalid("bad_request", 'every object needs a "type" string', ref)
+    try:
+        request = _build(kind, obj, ref)
+    except _BadRequest as problem:
+        return requests.Invalid("bad_request", f"{kind}: {problem}", ref)
+    if request is None:
+        return requests.Invalid("unknown_type", f'unknown type "{kind}"', ref)
+    return request
+
+
+def parse_line(line: str) -> requests.Request:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return requests.Invalid("bad_json", "that line is not valid JSON")
+    return parse_request(obj)

@@ -1,0 +1,127 @@
+"""The server: the hub, its listeners, the housekeeper thread, and a clean shutdown."""
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from threadchat.config import Config
+from threadchat.hub import Hub
+from threadchat.transports.native import LineConnection
+from threadchat.transports.tcp import TcpConnection, TcpListener
+
+log = logging.getLogger(__name__)
+
+# How long queued messages may take to reach their clients on shutdown.
+SHUTDOWN_FLUSH = 2.0
+# How long to wait for reader threads to finish once their sockets are shut down.
+SHUTDOWN_JOIN = 5.0
+# Thread stacks are reserved address space, not memory, but thousands of them add up; this is
+# ample for the reader's call depth (JSON nesting is bounded by the recursion limit).
+THREAD_STACK = 1024 * 1024
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = Hub(server_name=config.server_name)
+        self.stopping = threading.Event()
+        self.listeners: list[TcpListener] = []
+        self._connections: set[TcpConnection] = set()
+        self._connections_lock = threading.Lock()
+        self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper")
+        self._stopped = False
+
+    def start(self) -> None:
+        """Bind every configured listener and start their threads (raises OSError on bind)."""
+        threading.stack_size(THREAD_STACK)
+        if self.config.line_port > 0:
+            self.listeners.append(
+                TcpListener(
+                    self, self.config.host, self.config.line_port, LineConnection, name="line"
+                )
+            )
+        for listener in self.listeners:
+            listener.start()
+            log.info(
+                "%s protocol listening on %s port %d",
+                listener.name,
+                self.config.host,
+                listener.port,
+            )
+        self._housekeeper.start()
+
+    def listener(self, name: str) -> TcpListener:
+        return next(listener for listener in self.listeners if listener.name == name)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def adopt(self, conn: TcpConnection) -> None:
+        # Register before start(): the thread may finish (and call forget) at once.
+        with self._connections_lock:
+            if self.stopping.is_set():
+                conn.sock.close()
+                return
+            self._connections.add(conn)
+        conn.thread.start()
+
+    def forget(self, conn: TcpConnection) -> None:
+        with self._connections_lock:
+            self._connections.discard(conn)
+
+    def connections(self) -> list[TcpConnection]:
+        with self._connections_lock:
+            return list(self._connections)
+
+    def _housekeep(self) -> None:
+        while not self.stopping.wait(HOUSEKEEPING_INTERVAL):
+            now = time.monotonic()
+            for conn in self.connections():
+                try:
+                    conn.tick(now)
+                except Exception:
+                    log.exception("%s: housekeeping failed", conn.label)
+
+    # -- running and stopping ----------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT (Ctrl+C) or SIGTERM, then stop cleanly."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.stopping.wait()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop accepting, tell everyone, flush for at most SHUTDOWN_FLUSH s, close all."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping.set()
+        for listener in self.listeners:
+            if listener.thread.is_alive():
+                listener.thread.join()
+        conns = self.connections()
+        self.hub.broadcast_notice("the server is shutting down")
+        deadline = time.monotonic() + SHUTDOWN_FLUSH
+        for conn in conns:
+            conn.outbox.wait_empty(max(0.0, deadline - time.monotonic()))
+        for conn in conns:
+            conn.abort("server shutdown")
+        deadline = time.monotonic() + SHUTDOWN_JOIN
+        for conn in conns:
+            conn.thread.join(max(0.0, deadline - time.monotonic()))
+        if self._housekeeper.is_alive():
+            self._housekeeper.join()
+        left = [c.label for c in self.connections()]
+        if left:
+            log.warning("connections still open after shutdown: %s", ", ".join(left))
+        log.info("stopped")

@@ -1,0 +1,209 @@
+"""One native user's session: carries out native requests against the hub.
+
+Protocol-neutral on purpose: TCP (text and JSON mode), UDP and WebSocket transports all feed
+`requests.Request` objects in and give a `reply` callable for direct answers. The session is
+owned by its connection's reader thread, so it needs no lock of its own.
+"""
+
+import logging
+from collections.abc import Callable
+
+from threadchat import events, names, requests
+from threadchat.events import Event
+from threadchat.hub import DEFAULT_ROOM, Connection, Hub, HubError, User
+
+log = logging.getLogger(__name__)
+
+
+class SessionEnded(Exception):
+    """The user asked to quit; `reason` is what the others see."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NativeSession:
+    def __init__(
+        self,
+        hub: Hub,
+        conn: Connection,
+        reply: Callable[[Event], None],
+        *,
+        label: str,
+        on_registered: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.hub = hub
+        self.conn = conn
+        self.reply = reply
+        self.label = label
+        self.on_registered = on_registered
+        self.user: User | None = None
+        # Text mode's "where plain lines go": the room joined last that the user is still in.
+        self.current_room: str | None = None
+
+    @property
+    def several_rooms(self) -> bool:
+        return self.user is not None and len(self.user.rooms) > 1
+
+    def handle(self, request: requests.Request) -> None:
+        """Carry out one request; problems become error replies. Raises SessionEnded on quit."""
+        ref = getattr(request, "ref", None)
+        try:
+            if isinstance(request, requests.Invalid):
+                self._refuse(request.code, request.message, ref)
+                return
+            if self.user is None:
+                self._handle_unregistered(request)
+                return
+            handler = _HANDLERS.get(type(request))
+            if handler is None:
+                self._refuse("bad_request", "you are already registered", ref)
+                return
+            answered = handler(self, request)
+            if ref is not None and not answered:
+                self.reply(events.Ok(ref=ref))
+        except HubError as problem:
+            self._refuse(problem.code, problem.message, ref)
+
+    def _refuse(self, code: str, message: str, ref: object = None) -> None:
+        log.info("%s: refused (%s): %s", self.label, code, message)
+        self.reply(events.Error(code=code, message=message, ref=ref))
+
+    def _handle_unregistered(self, request: requests.Request) -> None:
+        if isinstance(request, requests.QuitRequest):
+            raise SessionEnded(request.reason or "quit")
+        if isinstance(request, requests.ClientPing):
+            self.reply(events.Pong(token=request.token))
+            return
+        if not isinstance(request, requests.Hello):
+            self._refuse("not_registered", "say who you are first (your name, or a hello)")
+            return
+        try:
+            self.user = self.hub.register(self.conn, request.name, host=self.label)
+        except HubError as problem:
+            self._refuse(problem.code, problem.message, request.ref)
+            self.reply(events.Notice(text="choose another name"))
+            return
+        self.on_registered()
+        self.reply(events.Welcome(nick=self.user.nick, server=self.hub.server_name))
+        self._join(DEFAULT_ROOM)
+        if request.ref is not None:
+            self.reply(events.Ok(ref=request.ref))
+
+    # Handlers return True when they already answered a request that carried a ref.
+
+    def _join(self, room_name: str) -> None:
+        assert self.user is not None
+        room = self.hub.join(self.user, room_name)
+        self.current_room = room.name
+        info = self.hub.topic(room.name)
+        if info.topic:
+            self.reply(info)
+        name, members = self.hub.members(room.name)
+        self.reply(events.WhoList(room=name, members=members))
+
+    def _on_join(self, request: requests.JoinRoom) -> bool:
+        self._join(request.room)
+        return False
+
+    def _room_or_current(self, room: str | None) -> str:
+        if room:
+            return room
+        if self.current_room is None:
+            raise HubError("no_room", "you are in no room; /join ROOM first")
+        return self.current_room
+
+    def _on_leave(self, request: requests.LeaveRoom) -> bool:
+        assert self.user is not None
+        room = self._room_or_current(request.room)
+        self.hub.leave(self.user, room, request.reason)
+        if self.current_room is None or names.fold(self.current_room) == names.fold(room):
+            remaining = list(self.user.rooms.values())
+            self.current_room = remaining[-1].name if remaining else None
+        return False
+
+    def _on_say(self, request: requests.Say) -> bool:
+        assert self.user is not None
+        problem = names.text_error(request.text)
+        if problem:
+            raise HubError("control_chars", problem)
+        if not request.text:
+            raise HubError("bad_request", "empty message")
+        room = self._room_or_current(request.room)
+        kind = events.ACTION if request.action else events.TEXT
+        self.hub.say(self.user, room, request.text, kind)
+        return False
+
+    def _on_private(self, request: requests.SendPrivate) -> bool:
+        assert self.user is not None
+        problem = names.text_error(request.text)
+        if problem:
+            raise HubError("control_chars", problem)
+        kind = events.ACTION if request.action else events.TEXT
+        recipient = self.hub.send_private(self.user, request.target, request.text, kind)
+        if recipient.away:
+            self.reply(events.Notice(text=f"{recipient.nick} is away: {recipient.away}"))
+        return False
+
+    def _on_nick(self, request: requests.ChangeNick) -> bool:
+        assert self.user is not None
+        self.hub.change_nick(self.user, request.name)
+        return False
+
+    def _on_topic(self, request: requests.Topic) -> bool:
+        assert self.user is not None
+        room = self._room_or_current(request.room)
+        if request.topic is None:
+            self.reply(self.hub.topic(room))
+            return False
+        problem = names.text_error(request.topic)
+        if problem:
+            raise HubError("control_chars", problem)
+        self.hub.set_topic(self.user, room, request.topic)
+        return False
+
+    def _on_rooms(self, request: requests.ListRooms) -> bool:
+        self.reply(events.RoomList(rooms=self.hub.room_list()))
+        return False
+
+    def _on_who(self, request: requests.Who) -> bool:
+        name, members = self.hub.members(self._room_or_current(request.room))
+        self.reply(events.WhoList(room=name, members=members))
+        return False
+
+    def _on_help(self, request: requests.Help) -> bool:
+        from threadchat.protocols.line import HELP_LINES
+
+        self.reply(events.HelpText(lines=HELP_LINES))
+        return False
+
+    def _on_ping(self, request: requests.ClientPing) -> bool:
+        self.reply(events.Pong(token=request.token))
+        return False
+
+    def _on_pong(self, request: requests.ClientPong) -> bool:
+        return True  # liveness is tracked by the transport; a pong needs no answer
+
+    def _on_quit(self, request: requests.QuitRequest) -> bool:
+        raise SessionEnded(request.reason or "quit")
+
+    def _on_hello(self, request: requests.Hello) -> bool:
+        raise HubError("bad_request", "you are already registered; /nick changes your name")
+
+
+_HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
+    requests.JoinRoom: NativeSession._on_join,
+    requests.LeaveRoom: NativeSession._on_leave,
+    requests.Say: NativeSession._on_say,
+    requests.SendPrivate: NativeSession._on_private,
+    requests.ChangeNick: NativeSession._on_nick,
+    requests.Topic: NativeSession._on_topic,
+    requests.ListRooms: NativeSession._on_rooms,
+    requests.Who: NativeSession._on_who,
+    requests.Help: NativeSession._on_help,
+    requests.ClientPing: NativeSession._on_ping,
+    requests.ClientPong: NativeSession._on_pong,
+    requests.QuitRequest: NativeSession._on_quit,
+    requests.Hello: NativeSession._on_hello,
+}  # type: ignore[dict-item]

@@ -1,0 +1,100 @@
+"""The native line protocol over TCP (text mode for people and nc, JSON mode for programs)."""
+
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from threadchat import events
+from threadchat.events import Event
+from threadchat.protocols.line import JSON_MODE, LineProtocol
+from threadchat.session import NativeSession, SessionEnded
+from threadchat.transports.tcp import TcpConnection
+
+if TYPE_CHECKING:
+    from threadchat.server import Server
+
+log = logging.getLogger(__name__)
+
+
+class LineConnection(TcpConnection):
+    kind = "line"
+
+    def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
+        super().__init__(server, sock, address)
+        self.protocol = LineProtocol(server.config.max_line)
+        self.session = NativeSession(
+            server.hub,
+            self,
+            self.reply,
+            label=self.label,
+            on_registered=self._on_registered,
+        )
+        self._ping_sent_at: float | None = None
+
+    # -- the hub's side (any thread, hub lock held) ----------------------------------------
+
+    def codec_key(self) -> Hashable:
+        return self.protocol.codec_key(self.session.several_rooms)
+
+    def encode(self, event: Event) -> bytes | None:
+        return self.protocol.encode(event, self.session.several_rooms)
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def reply(self, event: Event) -> None:
+        data = self.protocol.encode(event, self.session.several_rooms)
+        if data:
+            self.send_bytes(data)
+
+    def _on_registered(self) -> None:
+        self.protocol.registered = True
+
+    def handle_data(self, data: bytes) -> bool:
+        self._ping_sent_at = None
+        for request in self.protocol.receive_data(data):
+            if self.protocol.registered:
+                self.throttle()
+            try:
+                self.session.handle(request)
+            except SessionEnded as ended:
+                self.close_after_flush(ended.reason)
+                return False
+        if self.protocol.fatal:
+            log.warning("%s: no newline in 64 KiB, closing", self.label)
+            self.reply(events.Error(code="line_too_long", message="no newline in 64 KiB: closing"))
+            self.close_after_flush("protocol error")
+            return False
+        return True
+
+    def on_flood(self) -> None:
+        config = self.server.config
+        self.reply(
+            events.Notice(
+                text=f"flood control: over {config.flood_burst} lines at once or "
+                f"{config.flood_rate:g} lines/s, your lines are now read more slowly"
+            )
+        )
+
+    def on_close(self, reason: str) -> None:
+        if self.session.user is not None:
+            self.server.hub.unregister(self.session.user, reason)
+
+    def tick(self, now: float) -> None:
+        config = self.server.config
+        if self.session.user is None:
+            if now - self.connected_at > config.name_timeout:
+                log.info("%s: no name within %gs, closing", self.label, config.name_timeout)
+                self.reply(events.Error(code="timeout", message="no name given in time"))
+                self.abort("timed out")
+            return
+        if self.protocol.mode != JSON_MODE or config.ping_interval <= 0:
+            return
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at > config.ping_timeout:
+                self.abort("timed out")
+        elif now - self.last_input > config.ping_interval:
+            self._ping_sent_at = time.monotonic()
+            self.reply(events.Ping(token=secrets.token_hex(4)))

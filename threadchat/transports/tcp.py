@@ -1,0 +1,224 @@
+"""TCP transport: one acceptor thread per listener, one reader thread per connection.
+
+`TcpConnection` owns its socket: only its reader thread closes it. Other threads (the
+housekeeper, the server on shutdown, an overflowing outbox) end a connection with `abort`,
+which records why and shuts the socket down; the blocked `recv` then returns and the reader
+thread cleans up, so there is exactly one place where a user leaves.
+"""
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from threadchat import delivery
+from threadchat.flood import TokenBucket
+from threadchat.transports.outbox import Outbox
+
+if TYPE_CHECKING:
+    from threadchat.server import Server
+
+log = logging.getLogger(__name__)
+
+# One recv takes whatever a burst delivered, so its lines are handled as one batch.
+RECV_SIZE = 65536
+# TCP keepalive: find peers that vanished without a FIN (cable pulled, laptop closed) within
+# about two minutes, without pinging people who are merely quiet.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 6
+# How often an acceptor looks up from accept() to see whether the server is stopping.
+ACCEPT_POLL = 0.25
+
+
+def tune_socket(sock: socket.socket) -> None:
+    sock.setblocking(True)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+class TcpConnection:
+    """Base of every TCP connection: socket, outbox, reader thread, flood pacing, shutdown.
+
+    Subclasses implement `handle_data` (one recv's bytes, inside a delivery batch),
+    `on_close` (leave the hub), and may override `tick` (periodic timeouts) and `on_flood`.
+    """
+
+    kind = "tcp"
+
+    def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.label = f"{address[0]}:{address[1]}"
+        config = server.config
+        self.outbox = Outbox(sock, config.sendq, self._on_overflow)
+        self.bucket = TokenBucket(config.flood_rate, config.flood_burst)
+        self.connected_at = time.monotonic()
+        self.last_input = self.connected_at
+        self.abort_reason: str | None = None
+        self._flooding = False
+        self._batch = delivery.batch()
+        self.thread = threading.Thread(
+            target=self._run, name=f"{self.kind}-reader {self.label}", daemon=True
+        )
+
+    # -- called from other threads ---------------------------------------------------------
+
+    def send_bytes(self, data: bytes) -> None:
+        self.outbox.put(data)
+
+    def abort(self, reason: str) -> None:
+        """End this connection from any thread; the first reason given wins."""
+        if self.abort_reason is None:
+            self.abort_reason = reason
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def tick(self, now: float) -> None:
+        """Called about once a second by the housekeeper to enforce timeouts."""
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        reason = "EOF"
+        try:
+            self.on_connect()
+            while self.abort_reason is None:
+                data = self.sock.recv(RECV_SIZE)
+                if not data:
+                    break
+                self.last_input = time.monotonic()
+                with self._batch:
+                    if not self.handle_data(data):
+                        break
+        except ConnectionResetError:
+            reason = "connection reset"
+        except TimeoutError:
+            reason = "timed out"
+        except OSError as problem:
+            reason = f"connection error: {problem.strerror or problem}"
+        except Exception:
+            log.exception("%s: internal error", self.label)
+            reason = "internal error"
+        finally:
+            self._finish(self.abort_reason or reason)
+
+    def _finish(self, reason: str) -> None:
+        try:
+            self.on_close(reason)
+        except Exception:
+            log.exception("%s: error while closing", self.label)
+        self.outbox.close()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.server.forget(self)
+        log.debug("%s: closed (%s)", self.label, reason)
+
+    def throttle(self) -> None:
+        """Take a flood token for one line; when none is left, pause reading this connection.
+
+        While paused the kernel buffers fill and TCP pushes back on the flooder alone. What
+        earlier lines queued is flushed first, so their recipients do not wait for the pause.
+        """
+        delay = self.bucket.delay()
+        if delay <= 0:
+            self._flooding = False
+            return
+        if not self._flooding:
+            self._flooding = True
+            log.info("%s: flood, reading paused", self.label)
+            self.on_flood()
+        self._batch.__exit__(None, None, None)
+        self.server.stopping.wait(delay)
+        self._batch.__enter__()
+
+    def close_after_flush(self, reason: str, timeout: float = 2.0) -> None:
+        """End the connection once what is queued for it has been sent (e.g. after /quit)."""
+        self._batch.__exit__(None, None, None)
+        self.outbox.wait_empty(timeout)
+        self._batch.__enter__()
+        self.abort(reason)
+
+    def _on_overflow(self) -> None:
+        log.warning(
+            "%s: send queue exceeded (%d bytes), cutting off", self.label, self.outbox.limit
+        )
+        self.abort("send queue exceeded")
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def on_connect(self) -> None:
+        pass
+
+    def handle_data(self, data: bytes) -> bool:
+        """Handle one recv's bytes; return False to close the connection."""
+        raise NotImplementedError
+
+    def on_close(self, reason: str) -> None:
+        pass
+
+    def on_flood(self) -> None:
+        pass
+
+
+class TcpListener:
+    """A listening socket and its acceptor thread, creating one connection per client."""
+
+    def __init__(
+        self,
+        server: "Server",
+        host: str,
+        port: int,
+        connection_class: type[TcpConnection],
+        *,
+        name: str,
+        backlog: int = 1024,
+    ) -> None:
+        self.server = server
+        self.connection_class = connection_class
+        self.name = name
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.sock.settimeout(ACCEPT_POLL)
+        self.address = self.sock.getsockname()
+        self.thread = threading.Thread(target=self._accept_loop, name=f"{name}-acceptor")
+
+    @property
+    def port(self) -> int:
+        return int(self.address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self.server.stopping.is_set():
+            try:
+                sock, address = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError as problem:
+                if self.server.stopping.is_set():
+                    break
+                # Out of file descriptors or similar: say so, and do not spin.
+                log.error("%s: accept failed: %s", self.name, problem)
+                self.server.stopping.wait(0.1)
+                continue
+            try:
+                tune_socket(sock)
+                conn = self.connection_class(self.server, sock, address)
+            except OSError as problem:
+                log.warning("%s: dropping new connection: %s", self.name, problem)
+                sock.close()
+                continue
+            self.server.adopt(conn)
+        self.sock.close()
