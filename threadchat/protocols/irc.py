@@ -400,7 +400,10 @@ class MalformedLine:
 
 @dataclass(frozen=True, slots=True)
 class LineTooLong:
-    """A line broke the length limits and was dropped; answer 417 and keep the connection."""
+    """A line broke the length limits and was dropped; answer 417 and keep the connection.
+
+    ``length`` is the line's size in bytes as counted for the limit (informational).
+    """
 
     length: int
 
@@ -1011,7 +1014,8 @@ class Registration:
         return name
 
     def _cap_lines(self, sub: str, words: list[str]) -> list[Message]:
-        multiline = self.cap_version >= CAP_LS_VERSION_MULTILINE
+        # Only LS and LIST define the '*' continuation marker; NEW/DEL lines stand alone.
+        multiline = self.cap_version >= CAP_LS_VERSION_MULTILINE and sub in ("LS", "LIST")
         target = self.target
 
         def build(text: str, more: bool) -> Message:
