@@ -24,8 +24,10 @@ HOUSEKEEPING_INTERVAL = 1.0
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, ephemeral_ports: bool = False) -> None:
+        """`ephemeral_ports` binds every enabled listener to a free port (for tests)."""
         self.config = config
+        self.ephemeral_ports = ephemeral_ports
         self.hub = Hub(server_name=config.server_name)
         self.stopping = threading.Event()
         self.listeners: list[TcpListener] = []
@@ -40,7 +42,11 @@ class Server:
         if self.config.line_port > 0:
             self.listeners.append(
                 TcpListener(
-                    self, self.config.host, self.config.line_port, LineConnection, name="line"
+                    self,
+                    self.config.host,
+                    self.port(self.config.line_port),
+                    LineConnection,
+                    name="line",
                 )
             )
         for listener in self.listeners:
@@ -52,6 +58,9 @@ class Server:
                 listener.port,
             )
         self._housekeeper.start()
+
+    def port(self, configured: int) -> int:
+        return 0 if self.ephemeral_ports else configured
 
     def listener(self, name: str) -> TcpListener:
         return next(listener for listener in self.listeners if listener.name == name)

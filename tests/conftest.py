@@ -1,0 +1,158 @@
+"""Shared fixtures: a real server on ephemeral loopback ports, and raw-socket clients."""
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from threadchat.config import Config
+from threadchat.server import Server
+
+# Every blocking wait in the tests is bounded by this.
+WAIT = 5.0
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., Server]]:
+    """Start servers with chosen settings; each is stopped after the test."""
+    started: list[Server] = []
+
+    def start(**settings: Any) -> Server:
+        # Flood control off unless a test asks for it: tests send bursts on purpose.
+        base = Config(flood_rate=0, log_level="debug")
+        server = Server(replace(base, **settings), ephemeral_ports=True)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+class LineClient:
+    """A raw TCP client, as nc would be: send lines, read lines with a bounded wait."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=WAIT)
+        self.buffer = b""
+
+    def send(self, *lines: str) -> None:
+        self.sock.sendall("".join(line + "\n" for line in lines).encode())
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_line(self, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no line within {timeout}s; have {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed; have {self.buffer!r}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def expect(self, predicate: Callable[[str], bool] | str, timeout: float = WAIT) -> str:
+        """Read lines until one matches (a substring, or a predicate); return it."""
+        check = predicate if callable(predicate) else (lambda line: predicate in line)
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            try:
+                line = self.read_line(max(0.0, deadline - time.monotonic()))
+            except TimeoutError as problem:
+                raise AssertionError(f"no line matching {predicate!r}; saw {seen}") from problem
+            seen.append(line)
+            if check(line):
+                return line
+
+    def read_until_closed(self, timeout: float = WAIT) -> list[str]:
+        """Every line until the server closes the connection."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                lines.append(self.read_line(max(0.0, deadline - time.monotonic())))
+            except (EOFError, ConnectionResetError):
+                return lines
+
+    def quiet(self, timeout: float = 0.3) -> list[str]:
+        """Lines that arrive within `timeout` (for asserting that nothing else arrives)."""
+        lines = []
+        try:
+            while True:
+                lines.append(self.read_line(timeout))
+        except (TimeoutError, EOFError):
+            return lines
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class JsonClient(LineClient):
+    def send_json(self, **obj: Any) -> None:
+        self.send(json.dumps(obj))
+
+    def read_event(self, timeout: float = WAIT) -> dict[str, Any]:
+        return json.loads(self.read_line(timeout))
+
+    def expect_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            try:
+                event = self.read_event(max(0.0, deadline - time.monotonic()))
+            except TimeoutError as problem:
+                raise AssertionError(f"no {kind} event with {fields}; saw {seen}") from problem
+            seen.append(event)
+            if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                return event
+
+
+@pytest.fixture
+def connect(server: Server) -> Iterator[Callable[..., LineClient]]:
+    """Open text-mode clients to `server`; `connect("alice")` registers and waits for the welcome."""
+    clients: list[LineClient] = []
+
+    def open_client(name: str | None = None) -> LineClient:
+        client = LineClient(server.listener("line").port)
+        clients.append(client)
+        if name is not None:
+            client.send(name)
+            client.expect("--- in lobby:")
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def connect_json(server: Server) -> Iterator[Callable[..., JsonClient]]:
+    clients: list[JsonClient] = []
+
+    def open_client(name: str | None = None) -> JsonClient:
+        client = JsonClient(server.listener("line").port)
+        clients.append(client)
+        if name is not None:
+            client.send_json(type="hello", name=name)
+            client.expect_event("who", room="lobby")
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
