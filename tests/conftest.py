@@ -125,7 +125,7 @@ class JsonClient(LineClient):
 
 @pytest.fixture
 def connect(server: Server) -> Iterator[Callable[..., LineClient]]:
-    """Open text-mode clients to `server`; `connect("alice")` registers and waits for the welcome."""
+    """Open text-mode clients; `connect("alice")` registers and waits until in the lobby."""
     clients: list[LineClient] = []
 
     def open_client(name: str | None = None) -> LineClient:
