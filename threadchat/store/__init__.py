@@ -1,0 +1,53 @@
+"""Persistent storage: messages, rooms, accounts. The hub uses the Store interface only."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from threadchat.store.base import (
+    MAX_HISTORY_LIMIT,
+    AccountExistsError,
+    HistoryQuery,
+    Ref,
+    RoomRecord,
+    Store,
+    StoredMessage,
+    StoreError,
+    fold,
+)
+
+# Relative to the server's working directory, like most self-hosted servers' defaults.
+DEFAULT_DATA_DIR = "./data"
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "MAX_HISTORY_LIMIT",
+    "AccountExistsError",
+    "HistoryQuery",
+    "Ref",
+    "RoomRecord",
+    "Store",
+    "StoreError",
+    "StoredMessage",
+    "add_data_dir_argument",
+    "fold",
+    "open_store",
+]
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--data-dir DIR` (default ./data) to a command line parser."""
+    parser.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        type=Path,
+        help="directory holding threadchat.db (created if missing; default: %(default)s)",
+    )
+
+
+def open_store(data_dir: str | Path = DEFAULT_DATA_DIR) -> Store:
+    """Open the embedded SQLite store in `data_dir`; raises StoreError naming path and reason."""
+    from threadchat.store.sqlite import SQLiteStore
+
+    return SQLiteStore(data_dir)

@@ -1,0 +1,419 @@
+"""Tests of the storage layer: SQLite backend, history queries, accounts, durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from threadchat.store import passwords
+from threadchat.store.base import (
+    MAX_HISTORY_LIMIT,
+    AccountExistsError,
+    HistoryQuery,
+    Ref,
+    RoomRecord,
+    Store,
+    StoreError,
+)
+from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
+from threadchat.store.sqlite import DB_FILENAME, SQLiteStore
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVIL = "x'); DROP TABLE messages; --\"\\%_*?[]"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def say(s: SQLiteStore, room: str, text: str, sender: str = "alice") -> int:
+    return s.append(sender=sender, room=room, text=text).id
+
+
+def texts(messages: list) -> list[str]:
+    return [m.text for m in messages]
+
+
+def test_implements_protocol(store: SQLiteStore) -> None:
+    assert isinstance(store, Store)
+
+
+def test_restart_keeps_messages_rooms_accounts_bans(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    s = SQLiteStore(data)
+    say(s, "Dev", "hello")
+    s.append(sender="alice", sender_account="alice", target="bob", target_account="bob", text="pm")
+    room = RoomRecord(
+        name="Dev",
+        created_ts=1000,
+        topic="the topic",
+        topic_by="alice",
+        topic_ts=2000,
+        owner="alice",
+        operators=frozenset({"alice", "carol"}),
+        voiced=frozenset({"dave"}),
+        modes=frozenset("tnkl"),
+        key="sesame",
+        limit=25,
+        bans=frozenset({"*!*@bad.example", "mallory"}),
+    )
+    s.save_room(room)
+    s.create_account("Alice", "correct horse")
+    s.close()
+
+    s = SQLiteStore(data)
+    try:
+        assert texts(s.room_history("dev", HistoryQuery.latest(10))) == ["hello"]
+        assert texts(s.private_history("bob", "alice", HistoryQuery.latest(10))) == ["pm"]
+        assert s.load_rooms() == [room]
+        assert s.verify_password("alice", "correct horse")
+        assert s.account_exists("ALICE")
+    finally:
+        s.close()
+
+
+def test_room_upsert_and_delete(store: SQLiteStore) -> None:
+    store.save_room(RoomRecord(name="dev", created_ts=1, bans=frozenset({"a", "b"})))
+    store.save_room(RoomRecord(name="Dev", created_ts=1, topic="new", bans=frozenset({"b"})))
+    (room,) = store.load_rooms()
+    assert (room.name, room.topic, room.bans) == ("Dev", "new", frozenset({"b"}))
+    assert store.delete_room("DEV")
+    assert not store.delete_room("dev")
+    assert store.load_rooms() == []
+
+
+def test_concurrent_appends_unique_increasing_ids(store: SQLiteStore) -> None:
+    threads, per_thread = 12, 40  # 480: fits in one history page
+    ids: dict[int, list[int]] = {}
+    start = threading.Barrier(threads)
+
+    def worker(n: int) -> None:
+        start.wait(timeout=10)
+        ids[n] = [say(store, "load", f"{n}:{i}") for i in range(per_thread)]
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=30)
+    assert len(ids) == threads
+    for own in ids.values():
+        assert own == sorted(own)
+    every = [i for own in ids.values() for i in own]
+    assert len(set(every)) == threads * per_thread
+    stored = store.room_history("load", HistoryQuery.latest(MAX_HISTORY_LIMIT))
+    assert sorted(every) == [m.id for m in stored]
+    # Timestamps never go backwards along ids.
+    assert [m.ts for m in stored] == sorted(m.ts for m in stored)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    from threadchat.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(sys.argv[1])
+    out = threading.Lock()
+
+    def loop(n):
+        i = 0
+        while True:
+            mid = store.append(sender="w%d" % n, room="crash", text="m%d-%d" % (n, i)).id
+            i += 1
+            with out:
+                sys.stdout.write("%d\\n" % mid)
+                sys.stdout.flush()
+
+    for n in range(4):
+        threading.Thread(target=loop, args=(n,), daemon=True).start()
+    threading.Event().wait()
+    """
+)
+
+
+def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(data)], stdout=subprocess.PIPE, env=env
+    )
+    acknowledged: list[int] = []
+    try:
+        assert proc.stdout is not None
+        while len(acknowledged) < 500:
+            line = proc.stdout.readline()
+            assert line, "child exited early"
+            acknowledged.append(int(line))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    # Lines printed before the kill but not yet read count too; a cut-off last line does not.
+    acknowledged += [int(x) for x in rest.decode().split("\n")[:-1]]
+
+    s = SQLiteStore(data)
+    try:
+        rows = set()
+        with sqlite3.connect(data / DB_FILENAME) as conn:
+            rows = {r[0] for r in conn.execute("SELECT id FROM messages")}
+        assert set(acknowledged) <= rows
+        # The store is usable after the crash and ids keep increasing.
+        assert say(s, "crash", "after") > max(rows)
+    finally:
+        s.close()
+
+
+def test_private_history_isolation(store: SQLiteStore) -> None:
+    store.append(sender="Alice", sender_account="alice", target="bob", target_account="Bob",
+                 text="a->b")  # fmt: skip
+    store.append(sender="bob", sender_account="bob", target="alice", target_account="alice",
+                 text="b->a")  # fmt: skip
+    store.append(sender="carol", sender_account="carol", target="bob", target_account="bob",
+                 text="c->b")  # fmt: skip
+    store.append(sender="guest", sender_account=None, target="bob", target_account="bob",
+                 text="anonymous")  # fmt: skip
+    q = HistoryQuery.latest(50)
+    assert texts(store.private_history("alice", "bob", q)) == ["a->b", "b->a"]
+    assert texts(store.private_history("BOB", "ALICE", q)) == ["a->b", "b->a"]
+    assert texts(store.private_history("bob", "carol", q)) == ["c->b"]
+    assert texts(store.private_history("carol", "alice", q)) == []
+    assert store.room_history("bob", q) == []
+    with pytest.raises(ValueError):
+        store.private_history("", "bob", q)
+
+
+def test_limits_clamped(store: SQLiteStore) -> None:
+    for i in range(MAX_HISTORY_LIMIT + 20):
+        say(store, "big", str(i))
+    latest = store.room_history("big", HistoryQuery.latest(10**9))
+    assert len(latest) == MAX_HISTORY_LIMIT
+    assert latest[-1].text == str(MAX_HISTORY_LIMIT + 19)
+    assert store.room_history("big", HistoryQuery.latest(-3)) == []
+    assert len(store.room_history("big", HistoryQuery.after(Ref.msgid(0), 10**6))) == 500
+
+
+def test_history_modes(store: SQLiteStore) -> None:
+    msgs = [store.append(sender="a", room="r", text=str(i)) for i in range(10)]
+    say(store, "other", "noise")
+    ids = [m.id for m in msgs]
+
+    def q(query: HistoryQuery) -> list[str]:
+        return texts(store.room_history("R", query))
+
+    assert q(HistoryQuery.latest(3)) == ["7", "8", "9"]
+    assert q(HistoryQuery.latest(5, after=Ref.msgid(ids[7]))) == ["8", "9"]
+    assert q(HistoryQuery.before(Ref.msgid(ids[5]), 3)) == ["2", "3", "4"]
+    assert q(HistoryQuery.after(Ref.msgid(ids[5]), 3)) == ["6", "7", "8"]
+    assert q(HistoryQuery.around(Ref.msgid(ids[5]), 4)) == ["3", "4", "5", "6"]
+    assert q(HistoryQuery.between(Ref.msgid(ids[1]), Ref.msgid(ids[8]), 3)) == ["2", "3", "4"]
+    assert q(HistoryQuery.between(Ref.msgid(ids[8]), Ref.msgid(ids[1]), 3)) == ["5", "6", "7"]
+    # Timestamp references: strictly before/after a time.
+    ts_after_all = msgs[-1].ts + 1
+    assert q(HistoryQuery.before(Ref.at(ts_after_all), 2)) == ["8", "9"]
+    assert q(HistoryQuery.after(Ref.at(msgs[0].ts - 1), 2)) == ["0", "1"]
+    assert q(HistoryQuery.after(Ref.at(ts_after_all), 2)) == []
+    assert q(HistoryQuery.between(Ref.at(msgs[0].ts - 1), Ref.msgid(ids[3]), 50)) == [
+        "0",
+        "1",
+        "2",
+    ]
+    assert q(HistoryQuery.between(Ref.msgid(10**9), Ref.at(0), 5)) == []
+
+
+def test_sql_metacharacters_stored_verbatim(store: SQLiteStore) -> None:
+    store.append(sender=EVIL, sender_account=EVIL, room=EVIL, text=EVIL, action=True)
+    (m,) = store.room_history(EVIL, HistoryQuery.latest(5))
+    assert (m.room, m.sender, m.sender_account, m.text, m.action) == (EVIL, EVIL, EVIL, EVIL, True)
+    assert (
+        store.room_history("x'); DROP TABLE messages; --\"\\%_*?[x", HistoryQuery.latest(5)) == []
+    )
+    room = RoomRecord(name=EVIL, created_ts=1, topic=EVIL, key=EVIL, bans=frozenset({EVIL}))
+    store.save_room(room)
+    assert store.load_rooms() == [room]
+    store.create_account(EVIL, EVIL)
+    assert store.verify_password(EVIL, EVIL)
+    assert not store.account_exists("x%")
+
+
+def test_accounts(store: SQLiteStore) -> None:
+    assert not store.account_exists("alice")
+    assert not store.verify_password("alice", "pw")
+    store.create_account("Alice", "s3cret!")
+    with pytest.raises(AccountExistsError):
+        store.create_account("ALICE", "other")
+    assert store.account_exists("aLiCe")
+    assert store.verify_password("alice", "s3cret!")
+    assert not store.verify_password("alice", "S3cret!")
+    assert not store.change_password("alice", "wrong", "new")
+    assert store.change_password("ALICE", "s3cret!", "new pass")
+    assert not store.verify_password("alice", "s3cret!")
+    assert store.verify_password("alice", "new pass")
+    assert not store.change_password("nobody", "x", "y")
+    with sqlite3.connect(store.db_path) as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM accounts").fetchone()
+    assert "new pass" not in stored and stored.startswith("scrypt$")
+
+
+def test_password_hash_format_and_rehash(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = passwords.hash_password("pw"), passwords.hash_password("pw")
+    assert a != b  # per-hash random salt
+    assert passwords.verify_password("pw", a) and not passwords.verify_password("pW", a)
+    assert not passwords.needs_rehash(a)
+    for broken in ("", "scrypt$1$2", "md5$x$y$z$a$b", a[:-4] + "!!!!", "scrypt$99999999$8$1$AA$AA"):
+        assert not passwords.verify_password("pw", broken)
+    with pytest.raises(ValueError):
+        passwords.hash_password("x" * (passwords.MAX_PASSWORD_BYTES + 1))
+    monkeypatch.setattr(passwords, "SCRYPT_N", 2**15)
+    assert passwords.needs_rehash(a)
+    assert passwords.verify_password("pw", a)  # old parameters still verify
+
+
+def test_password_upgraded_on_login(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create_account("alice", "pw")
+    monkeypatch.setattr(passwords, "SCRYPT_N", 2**13)
+    assert store.verify_password("alice", "pw")
+    with sqlite3.connect(store.db_path) as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM accounts").fetchone()
+    assert stored.startswith("scrypt$8192$")
+    assert store.verify_password("alice", "pw")
+
+
+def test_purge_older_than(store: SQLiteStore) -> None:
+    old = [store.append(sender="a", room="r", text=f"old{i}") for i in range(3)]
+    cutoff = old[-1].ts + 1
+    with sqlite3.connect(store.db_path) as conn:  # age them without sleeping
+        conn.execute("UPDATE messages SET ts = ts - 10 WHERE id <= ?", (old[-1].id,))
+    new = store.append(sender="a", room="r", text="new")
+    assert store.purge_older_than(cutoff - 5) == 3
+    assert texts(store.room_history("r", HistoryQuery.latest(10))) == ["new"]
+    assert store.append(sender="a", room="r", text="next").id > new.id
+
+
+def test_migration_upgrades_v1_and_keeps_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    conn = sqlite3.connect(data / DB_FILENAME)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO messages (ts, room_key, room, sender, text) VALUES (5, 'dev', 'Dev', 'a', 'x')"
+    )
+    conn.execute("INSERT INTO rooms (room_key, name, topic, created_ts) VALUES ('dev','Dev','t',1)")
+    conn.execute(
+        "INSERT INTO accounts VALUES ('alice', 'Alice', ?, 1)", (passwords.hash_password("pw"),)
+    )
+    conn.commit()
+    conn.close()
+
+    s = SQLiteStore(data)
+    try:
+        assert texts(s.room_history("dev", HistoryQuery.latest(5))) == ["x"]
+        assert s.load_rooms() == [RoomRecord(name="Dev", created_ts=1, topic="t")]
+        assert s.verify_password("alice", "pw")
+        assert say(s, "dev", "y") > 1
+    finally:
+        s.close()
+    with sqlite3.connect(data / DB_FILENAME) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / DB_FILENAME) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        SQLiteStore(data)
+
+
+def test_data_dir_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-dir"
+    path.write_text("")
+    with pytest.raises(StoreError, match="not-a-dir") as info:
+        SQLiteStore(path)
+    assert "not a directory" in str(info.value)
+    with pytest.raises(StoreError, match="not-a-dir"):
+        SQLiteStore(path / "sub")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "ro"
+    data.mkdir()
+    data.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match="not writable") as info:
+            SQLiteStore(data)
+        assert str(data) in str(info.value)
+    finally:
+        data.chmod(0o700)
+
+
+def test_second_open_of_same_dir_refused(store: SQLiteStore) -> None:
+    with pytest.raises(StoreError, match="in use"):
+        SQLiteStore(store.data_dir)
+
+
+def test_write_failure_reported_and_writer_survives(store: SQLiteStore) -> None:
+    say(store, "r", "before")
+
+    def disk_full(conn: sqlite3.Connection) -> None:
+        # Simulates a full disk: SQLite fails with SQLITE_FULL once the file would grow.
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    store._submit(disk_full, None)
+    with pytest.raises(StoreError, match="full"):
+        store.append(sender="a", room="r", text="x" * 200_000)
+    store._submit(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"), None)
+    say(store, "r", "after")
+    assert texts(store.room_history("r", HistoryQuery.latest(5))) == ["before", "after"]
+
+
+def test_close_flushes_and_rejects_later_writes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    s = SQLiteStore(data)
+    done: list[int] = []
+    failed: list[StoreError] = []
+    go = threading.Barrier(9)
+
+    def writer() -> None:
+        go.wait(timeout=10)
+        for _ in range(50):
+            try:
+                done.append(say(s, "r", "m"))
+            except StoreError as e:
+                failed.append(e)
+                return
+
+    workers = [threading.Thread(target=writer) for _ in range(8)]
+    for t in workers:
+        t.start()
+    go.wait(timeout=10)
+    s.close()
+    for t in workers:
+        t.join(timeout=30)
+    with pytest.raises(StoreError, match="closed"):
+        say(s, "r", "late")
+    s.close()  # idempotent
+    s = SQLiteStore(data)
+    try:
+        stored = {m.id for m in s.room_history("r", HistoryQuery.latest(MAX_HISTORY_LIMIT))}
+        assert set(done) == stored
+    finally:
+        s.close()

@@ -1,0 +1,229 @@
+"""The storage interface of threadchat: what the hub may rely on, whatever the backend.
+
+The interface is deliberately narrow (append, history queries, rooms, accounts, retention) so
+that a second backend (PostgreSQL, shared by several server nodes) can implement it without
+knowing anything about SQLite. Every method is safe to call from any thread.
+
+Times are integers: milliseconds since the Unix epoch, UTC. Message ids are integers assigned by
+the store, unique and increasing in commit order, never reused (not even after a purge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+# Largest number of messages one history query returns. Bounds the work and the reply size a
+# single client request can cause (IRC servers commonly advertise CHATHISTORY limits of 100-1000).
+MAX_HISTORY_LIMIT = 500
+
+# Room names, nicknames and account names compare case-insensitively with the IRC "ascii"
+# casemapping: only A-Z fold, so two names that look different never collide by Unicode rules.
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """Return the case-insensitive key of a room, nick or account name (ascii casemapping)."""
+    return name.translate(_ASCII_FOLD)
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (cannot open, write failed, closed, timed out).
+
+    The message is meant for an operator: it names the path or the operation and the reason.
+    """
+
+
+class AccountExistsError(StoreError):
+    """create_account() was given a name that is already registered (case-insensitively)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as committed. Exactly one of `room` and `target` is set.
+
+    For a room message `room` is the room name as the sender spelled it. For a private message
+    `target` is the recipient's nick and `target_account` its account (None if not logged in).
+    """
+
+    id: int
+    ts: int
+    sender: str
+    sender_account: str | None
+    text: str
+    action: bool
+    room: str | None = None
+    target: str | None = None
+    target_account: str | None = None
+
+    @property
+    def is_private(self) -> bool:
+        return self.room is None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A position in a history: a message id (IRC `msgid=`) or a time in ms (`timestamp=`)."""
+
+    kind: Literal["id", "ts"]
+    value: int
+
+    @classmethod
+    def msgid(cls, message_id: int) -> Ref:
+        return cls("id", message_id)
+
+    @classmethod
+    def at(cls, ts_ms: int) -> Ref:
+        return cls("ts", ts_ms)
+
+
+HistoryMode = Literal["latest", "before", "after", "around", "between"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """One history request. Results are always returned oldest first.
+
+    - latest(limit, after=None): the newest `limit` messages (only those after `after` if given).
+    - before(ref, limit): the newest `limit` messages strictly before `ref`.
+    - after(ref, limit): the oldest `limit` messages strictly after `ref`.
+    - around(ref, limit): up to limit//2 messages before `ref`, the rest at or after it.
+    - between(start, end, limit): messages strictly between the two; if `start` is the earlier
+      one, the `limit` oldest of them, otherwise the `limit` newest (IRC chathistory BETWEEN).
+
+    `limit` is clamped to 0..MAX_HISTORY_LIMIT by the store.
+    """
+
+    mode: HistoryMode
+    limit: int
+    ref: Ref | None = None
+    end: Ref | None = None
+
+    @classmethod
+    def latest(cls, limit: int, after: Ref | None = None) -> HistoryQuery:
+        return cls("latest", limit, after)
+
+    @classmethod
+    def before(cls, ref: Ref, limit: int) -> HistoryQuery:
+        return cls("before", limit, ref)
+
+    @classmethod
+    def after(cls, ref: Ref, limit: int) -> HistoryQuery:
+        return cls("after", limit, ref)
+
+    @classmethod
+    def around(cls, ref: Ref, limit: int) -> HistoryQuery:
+        return cls("around", limit, ref)
+
+    @classmethod
+    def between(cls, start: Ref, end: Ref, limit: int) -> HistoryQuery:
+        return cls("between", limit, start, end)
+
+
+def clamp_limit(limit: int) -> int:
+    """The number of messages a query may return: `limit` forced into 0..MAX_HISTORY_LIMIT."""
+    return max(0, min(int(limit), MAX_HISTORY_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """The persistent state of a room. `name` keeps its spelling; it is keyed by fold(name).
+
+    `modes` holds single mode letters (of "tnmikl"); `key` and `limit` are the arguments of
+    modes k and l. `operators` and `voiced` are account names; `bans` are masks or accounts,
+    stored verbatim (matching them is the hub's business).
+    """
+
+    name: str
+    created_ts: int
+    topic: str = ""
+    topic_by: str | None = None
+    topic_ts: int | None = None
+    owner: str | None = None
+    operators: frozenset[str] = field(default_factory=frozenset)
+    voiced: frozenset[str] = field(default_factory=frozenset)
+    modes: frozenset[str] = field(default_factory=frozenset)
+    key: str | None = None
+    limit: int | None = None
+    bans: frozenset[str] = field(default_factory=frozenset)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the hub needs from persistent storage. All methods are thread-safe.
+
+    Write methods return only once the change is durably committed (see the backend for the
+    exact durability guarantee) and raise StoreError if it was not.
+    """
+
+    # --- messages -------------------------------------------------------------------------
+    def append(
+        self,
+        *,
+        sender: str,
+        text: str,
+        room: str | None = None,
+        target: str | None = None,
+        sender_account: str | None = None,
+        target_account: str | None = None,
+        action: bool = False,
+        timeout: float | None = None,
+    ) -> StoredMessage:
+        """Commit one room message (`room` given) or private message (`target` given).
+
+        Returns the stored message with its id and ts. Raises StoreError if the commit failed
+        or was not confirmed within `timeout` seconds (None: the backend's default).
+        """
+        ...
+
+    def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
+        """Messages of `room` (case-insensitive) selected by `query`, oldest first."""
+        ...
+
+    def private_history(
+        self, asker_account: str, peer_account: str, query: HistoryQuery
+    ) -> list[StoredMessage]:
+        """Private messages between the two accounts (either direction), oldest first.
+
+        Only the two members of a pair can read it: the pair is always {asker, peer}, so the
+        caller must pass the account of whoever asks. Messages where either side had no
+        account are never returned.
+        """
+        ...
+
+    def purge_older_than(self, cutoff_ts: int) -> int:
+        """Delete messages with ts < cutoff_ts; return how many were deleted."""
+        ...
+
+    # --- rooms ----------------------------------------------------------------------------
+    def load_rooms(self) -> list[RoomRecord]:
+        """Every persisted room."""
+        ...
+
+    def save_room(self, room: RoomRecord) -> None:
+        """Insert or replace the room keyed by fold(room.name)."""
+        ...
+
+    def delete_room(self, name: str) -> bool:
+        """Forget a room; True if it existed."""
+        ...
+
+    # --- accounts -------------------------------------------------------------------------
+    def create_account(self, name: str, password: str) -> None:
+        """Register an account; AccountExistsError if the name is taken (case-insensitively)."""
+        ...
+
+    def verify_password(self, name: str, password: str) -> bool:
+        """True iff the account exists and the password matches."""
+        ...
+
+    def change_password(self, name: str, old_password: str, new_password: str) -> bool:
+        """Replace the password if `old_password` is right; False otherwise."""
+        ...
+
+    def account_exists(self, name: str) -> bool: ...
+
+    # --- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Commit pending writes, stop background threads, release files. Idempotent."""
+        ...

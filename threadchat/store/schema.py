@@ -1,0 +1,63 @@
+"""Versioned SQLite schema: MIGRATIONS[i] upgrades a database from version i to i + 1.
+
+The version lives in PRAGMA user_version. Steps are only ever appended, never edited: a data
+directory written by any earlier release is upgraded in place on start, never recreated.
+Each step is a list of single statements (not a script) so that it runs inside one explicit
+transaction together with the user_version bump: a failed upgrade leaves the old version intact.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # v1: messages, accounts, rooms with their topic.
+    (
+        """CREATE TABLE accounts (
+            name_key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            created_ts INTEGER NOT NULL
+        )""",
+        # AUTOINCREMENT: ids are never reused, even after the newest rows are purged, so a
+        # client's msgid reference can never point at a different message later.
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts INTEGER NOT NULL,
+            room_key TEXT,
+            room TEXT,
+            sender TEXT NOT NULL,
+            sender_account TEXT,
+            target TEXT,
+            target_account TEXT,
+            pair_lo TEXT,
+            pair_hi TEXT,
+            text TEXT NOT NULL,
+            action INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX messages_room ON messages (room_key, id)",
+        "CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, id)",
+        """CREATE TABLE rooms (
+            room_key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            topic TEXT NOT NULL DEFAULT '',
+            topic_by TEXT,
+            topic_ts INTEGER,
+            created_ts INTEGER NOT NULL
+        )""",
+    ),
+    # v2: room ownership, modes, key, limit and access lists; a ts index for retention.
+    (
+        "ALTER TABLE rooms ADD COLUMN owner TEXT",
+        "ALTER TABLE rooms ADD COLUMN modes TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE rooms ADD COLUMN room_password TEXT",
+        "ALTER TABLE rooms ADD COLUMN user_limit INTEGER",
+        """CREATE TABLE room_entries (
+            room_key TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('op', 'voice', 'ban')),
+            value TEXT NOT NULL,
+            PRIMARY KEY (room_key, kind, value)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX messages_ts ON messages (ts)",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,678 @@
+"""The embedded SQLite store: one file, threadchat.db, in the data directory.
+
+Writes: one writer thread owns the only connection that writes. Callers enqueue a job and wait
+for its Future; the writer takes everything queued (group commit), runs each job inside a
+SAVEPOINT of one transaction, commits once, then completes every Future. So append() returns
+only after its message is committed, yet N concurrent appends cost one commit, not N.
+
+Reads: a small pool of separate read-only connections. In WAL mode readers see the last commit
+and never wait for the writer.
+
+Durability: journal_mode=WAL with synchronous=NORMAL by default. A commit is then written to the
+WAL file (in the OS page cache) before append() returns, but fsync happens only at checkpoints.
+That survives a crash of the process (kill -9, OOM kill): the kernel still holds the data and
+writes it out. Only an OS crash or power loss can lose the last commits (the database stays
+consistent either way). Chat history does not justify an fsync per commit; an operator who
+wants power-loss durability passes synchronous="FULL" (see bench/store_bench.py for the cost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from threadchat.store import passwords
+from threadchat.store.base import (
+    AccountExistsError,
+    HistoryQuery,
+    Ref,
+    RoomRecord,
+    StoredMessage,
+    StoreError,
+    clamp_limit,
+    fold,
+)
+from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "threadchat.db"
+LOCK_FILENAME = "threadchat.lock"
+
+# How long a writer waits for its commit by default. Long enough to ride out a checkpoint or a
+# slow disk; short enough that a hung disk reaches the sender as an error instead of a thread
+# stuck forever.
+WRITE_TIMEOUT = 10.0
+# Jobs the writer folds into one transaction at most: bounds the time one commit holds waiters
+# and the work lost to a failed commit.
+MAX_BATCH = 1000
+# Jobs queued at most; beyond that writers get StoreError at once rather than growing memory
+# without bound while the disk cannot keep up.
+MAX_PENDING_WRITES = 20_000
+# Read connections kept open: enough for concurrent history requests on two cores; each costs a
+# page cache, so not one per client thread.
+READ_POOL_SIZE = 4
+# How long a reader waits for a free read connection before giving up.
+READ_WAIT_TIMEOUT = 10.0
+# How long close() waits for the writer thread to finish the queue.
+CLOSE_TIMEOUT = 10.0
+# How long a connection waits for a lock held by another connection (checkpoints, migrations).
+BUSY_TIMEOUT = 5.0
+# Rows deleted per purge transaction, so that retention never holds up appends for long.
+PURGE_CHUNK = 5000
+
+_T = TypeVar("_T")
+_COLUMNS = "id, ts, room, sender, sender_account, target, target_account, text, action"
+_ENTRY_KINDS = {"op": "operators", "voice": "voiced", "ban": "bans"}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
+    mid, ts, room, sender, sender_account, target, target_account, text, action = row
+    return StoredMessage(
+        id=mid,
+        ts=ts,
+        sender=sender,
+        sender_account=sender_account,
+        text=text,
+        action=bool(action),
+        room=room,
+        target=target,
+        target_account=target_account,
+    )
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+_STOP = object()
+
+
+class SQLiteStore:
+    """Store backed by SQLite in `data_dir` (created if missing). Implements base.Store.
+
+    Raises StoreError, naming the path and the reason, if the directory cannot be created or
+    written, is used by another process, or holds a database of a newer schema.
+    `group_commit=False` commits each write on its own (for benchmarks only).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        group_commit: bool = True,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        self.data_dir = Path(data_dir)
+        self.db_path = self.data_dir / DB_FILENAME
+        self._synchronous = synchronous
+        self._max_batch = MAX_BATCH if group_commit else 1
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=MAX_PENDING_WRITES)
+        self._closed = False
+        self._state_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._free_readers: queue.Queue[sqlite3.Connection] = queue.Queue()
+        self._lock_fd = self._prepare_directory()
+        try:
+            self._wconn = self._connect_writer()
+            try:
+                self._migrate(self._wconn)
+                row = self._wconn.execute("SELECT MAX(ts) FROM messages").fetchone()
+            except BaseException:
+                self._wconn.close()
+                raise
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        # Only the writer thread touches this after start: ts never decreases along ids, so
+        # "ordered by id" and "ordered by time" agree even if the wall clock steps back.
+        self._last_ts: int = row[0] or 0
+        self._writer = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def _prepare_directory(self) -> int:
+        path = self.data_dir
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"data directory {path} is not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create data directory {path}: {e.strerror or e}") from e
+        # SQLite reports a read-only directory only as "unable to open database file"; a probe
+        # file gives the operator the real reason (permission denied, read-only file system...).
+        probe = path / f".write-test-{os.getpid()}-{threading.get_ident()}"
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise StoreError(f"data directory {path} is not writable: {e.strerror or e}") from e
+        try:
+            lock_fd = os.open(path / LOCK_FILENAME, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as e:
+            raise StoreError(f"cannot open lock file in {path}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(lock_fd)
+            raise StoreError(f"data directory {path} is in use by another process") from e
+        return lock_fd
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.db_path,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # handed between threads, never shared at once
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {self.db_path}: {e}") from e
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"database {self.db_path}: cannot enable WAL (got {mode})")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as e:
+            conn.close()
+            raise StoreError(f"cannot open database {self.db_path}: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read database {self.db_path}: {e}") from e
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.db_path} has schema v{version}, newer than this release "
+                f"(v{SCHEMA_VERSION}); refusing to touch it"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in MIGRATIONS[target - 1]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"upgrading {self.db_path} to schema v{target} failed: {e}") from e
+            log.info("upgraded %s to schema v%d", self.db_path, target)
+
+    # --- the writer ---------------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], _T], timeout: float | None) -> _T:
+        """Run `fn(conn)` in the writer's transaction; return its result once committed."""
+        job = _Job(fn)
+        with self._state_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise StoreError("too many pending writes; the disk cannot keep up") from None
+        wait = WRITE_TIMEOUT if timeout is None else timeout
+        try:
+            return job.future.result(timeout=wait)
+        except TimeoutError:
+            raise StoreError(f"write not confirmed within {wait:g}s") from None
+
+    def _writer_loop(self) -> None:
+        conn = self._wconn
+        stopping = False
+        while not stopping:
+            batch: list[_Job] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    self._commit_batch(conn, batch)
+                except Exception as e:  # never let the writer die: fail this batch, go on
+                    log.exception("store writer: unexpected error")
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    self._fail(batch, StoreError(f"write failed: {e}"))
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: BaseException) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        pending = batch
+        # Some errors (disk full, I/O error) make SQLite roll back the whole transaction, which
+        # undoes the jobs before the failing one too: retry the others in a fresh transaction.
+        while pending:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                self._fail(pending, StoreError(f"cannot start a write transaction: {e}"))
+                return
+            results: list[tuple[_Job, Any]] = []
+            errors: list[tuple[_Job, BaseException]] = []
+            retry: list[_Job] | None = None
+            for i, job in enumerate(pending):
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append((job, job.fn(conn)))
+                    conn.execute("RELEASE job")
+                except Exception as e:
+                    err = e if isinstance(e, StoreError) else self._wrap(e)
+                    if not conn.in_transaction:
+                        job.future.set_exception(err)
+                        self._settle_errors(errors)
+                        retry = [j for j, _ in results] + pending[i + 1 :]
+                        break
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    errors.append((job, err))
+            if retry is not None:
+                pending = retry
+                continue
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                self._fail(pending, StoreError(f"commit failed: {e}"))
+                return
+            for job, result in results:
+                job.future.set_result(result)
+            self._settle_errors(errors)
+            return
+
+    @staticmethod
+    def _settle_errors(errors: list[tuple[_Job, BaseException]]) -> None:
+        for job, err in errors:
+            if not job.future.done():
+                job.future.set_exception(err)
+
+    @staticmethod
+    def _wrap(e: Exception) -> Exception:
+        if isinstance(e, sqlite3.Error):
+            return StoreError(f"write failed: {e}")
+        return e
+
+    # --- reads --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            conn = self._free_readers.get_nowait()
+        except queue.Empty:
+            with self._state_lock:
+                create = len(self._readers) < READ_POOL_SIZE
+                if create:
+                    conn = self._connect()
+                    conn.execute("PRAGMA query_only=1")
+                    self._readers.append(conn)
+            if not create:
+                try:
+                    conn = self._free_readers.get(timeout=READ_WAIT_TIMEOUT)
+                except queue.Empty:
+                    raise StoreError("no read connection free in time") from None
+        try:
+            yield conn
+        except sqlite3.Error as e:
+            raise StoreError(f"read failed: {e}") from e
+        finally:
+            self._free_readers.put(conn)
+
+    def _query(self, sql: str, args: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
+        with self._reader() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def append(
+        self,
+        *,
+        sender: str,
+        text: str,
+        room: str | None = None,
+        target: str | None = None,
+        sender_account: str | None = None,
+        target_account: str | None = None,
+        action: bool = False,
+        timeout: float | None = None,
+    ) -> StoredMessage:
+        if (room is None) == (target is None):
+            raise ValueError("exactly one of room and target must be given")
+        room_key = fold(room) if room is not None else None
+        pair_lo = pair_hi = None
+        if room is None and sender_account and target_account:
+            pair_lo, pair_hi = sorted((fold(sender_account), fold(target_account)))
+
+        def insert(conn: sqlite3.Connection) -> StoredMessage:
+            ts = max(_now_ms(), self._last_ts)
+            cur = conn.execute(
+                "INSERT INTO messages (ts, room_key, room, sender, sender_account, target,"
+                " target_account, pair_lo, pair_hi, text, action)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ts, room_key, room, sender, sender_account, target, target_account,
+                 pair_lo, pair_hi, text, int(action)),
+            )  # fmt: skip
+            self._last_ts = ts
+            assert cur.lastrowid is not None
+            return StoredMessage(
+                id=cur.lastrowid,
+                ts=ts,
+                sender=sender,
+                sender_account=sender_account,
+                text=text,
+                action=bool(action),
+                room=room,
+                target=target,
+                target_account=target_account,
+            )
+
+        return self._submit(insert, timeout)
+
+    def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
+        return self._history("room_key = ?", (fold(room),), query)
+
+    def private_history(
+        self, asker_account: str, peer_account: str, query: HistoryQuery
+    ) -> list[StoredMessage]:
+        if not asker_account or not peer_account:
+            raise ValueError("private history needs both accounts")
+        lo, hi = sorted((fold(asker_account), fold(peer_account)))
+        return self._history("pair_lo = ? AND pair_hi = ?", (lo, hi), query)
+
+    def _history(
+        self, scope: str, scope_args: tuple[str, ...], q: HistoryQuery
+    ) -> list[StoredMessage]:
+        limit = clamp_limit(q.limit)
+        if limit == 0:
+            return []
+        base = f"SELECT {_COLUMNS} FROM messages WHERE {scope}"
+
+        def select(conds: list[tuple[Ref, str]], newest: bool, n: int) -> list[StoredMessage]:
+            sql, args = base, list(scope_args)
+            for ref, op in conds:
+                sql += f" AND {_column(ref)} {op} ?"
+                args.append(ref.value)
+            sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
+            args.append(n)
+            rows = [_row_to_message(r) for r in self._query(sql, args)]
+            return rows[::-1] if newest else rows
+
+        if q.mode == "latest":
+            return select([(q.ref, ">")] if q.ref else [], True, limit)
+        if q.ref is None:
+            raise ValueError(f"history mode {q.mode} needs a reference")
+        if q.mode == "before":
+            return select([(q.ref, "<")], True, limit)
+        if q.mode == "after":
+            return select([(q.ref, ">")], False, limit)
+        if q.mode == "around":
+            older = select([(q.ref, "<")], True, limit // 2)
+            return older + select([(q.ref, ">=")], False, limit - len(older))
+        if q.mode == "between":
+            if q.end is None:
+                raise ValueError("history mode between needs two references")
+            forward = self._is_before(q.ref, q.end)
+            if forward is None:
+                return []
+            if forward:
+                return select([(q.ref, ">"), (q.end, "<")], False, limit)
+            return select([(q.ref, "<"), (q.end, ">")], True, limit)
+        raise ValueError(f"unknown history mode {q.mode!r}")
+
+    def _is_before(self, a: Ref, b: Ref) -> bool | None:
+        """Whether position a is not later than b; None if an id reference is unknown."""
+        if a.kind == b.kind:
+            return a.value <= b.value
+        ts: list[int] = []
+        for ref in (a, b):
+            if ref.kind == "ts":
+                ts.append(ref.value)
+                continue
+            rows = self._query("SELECT ts FROM messages WHERE id = ?", (ref.value,))
+            if not rows:
+                return None
+            ts.append(rows[0][0])
+        return ts[0] <= ts[1]
+
+    def purge_older_than(self, cutoff_ts: int) -> int:
+        def purge_chunk(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM messages WHERE id IN"
+                " (SELECT id FROM messages WHERE ts < ? ORDER BY id LIMIT ?)",
+                (cutoff_ts, PURGE_CHUNK),
+            )
+            return cur.rowcount
+
+        total = 0
+        while True:
+            n = self._submit(purge_chunk, None)
+            total += n
+            if n < PURGE_CHUNK:
+                return total
+
+    # --- rooms --------------------------------------------------------------------------------
+
+    def load_rooms(self) -> list[RoomRecord]:
+        rows = self._query(
+            "SELECT room_key, name, topic, topic_by, topic_ts, created_ts, owner, modes,"
+            " room_password, user_limit FROM rooms ORDER BY room_key",
+            (),
+        )
+        entries: dict[str, dict[str, set[str]]] = {}
+        for key, kind, value in self._query("SELECT room_key, kind, value FROM room_entries", ()):
+            entries.setdefault(key, {}).setdefault(kind, set()).add(value)
+        rooms = []
+        for key, name, topic, topic_by, topic_ts, created, owner, modes, rkey, limit in rows:
+            lists = entries.get(key, {})
+            rooms.append(
+                RoomRecord(
+                    name=name,
+                    created_ts=created,
+                    topic=topic,
+                    topic_by=topic_by,
+                    topic_ts=topic_ts,
+                    owner=owner,
+                    operators=frozenset(lists.get("op", ())),
+                    voiced=frozenset(lists.get("voice", ())),
+                    modes=frozenset(modes),
+                    key=rkey,
+                    limit=limit,
+                    bans=frozenset(lists.get("ban", ())),
+                )
+            )
+        return rooms
+
+    def save_room(self, room: RoomRecord) -> None:
+        key = fold(room.name)
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO rooms (room_key, name, topic, topic_by, topic_ts, created_ts, owner,"
+                " modes, room_password, user_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (room_key) DO UPDATE SET name = excluded.name,"
+                " topic = excluded.topic, topic_by = excluded.topic_by,"
+                " topic_ts = excluded.topic_ts, created_ts = excluded.created_ts,"
+                " owner = excluded.owner, modes = excluded.modes,"
+                " room_password = excluded.room_password, user_limit = excluded.user_limit",
+                (key, room.name, room.topic, room.topic_by, room.topic_ts, room.created_ts,
+                 room.owner, "".join(sorted(room.modes)), room.key, room.limit),
+            )  # fmt: skip
+            conn.execute("DELETE FROM room_entries WHERE room_key = ?", (key,))
+            conn.executemany(
+                "INSERT INTO room_entries (room_key, kind, value) VALUES (?, ?, ?)",
+                [
+                    (key, kind, value)
+                    for kind, attr in _ENTRY_KINDS.items()
+                    for value in getattr(room, attr)
+                ],
+            )
+
+        self._submit(upsert, None)
+
+    def delete_room(self, name: str) -> bool:
+        key = fold(name)
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM room_entries WHERE room_key = ?", (key,))
+            return conn.execute("DELETE FROM rooms WHERE room_key = ?", (key,)).rowcount > 0
+
+        return self._submit(delete, None)
+
+    # --- accounts -----------------------------------------------------------------------------
+
+    def create_account(self, name: str, password: str) -> None:
+        if not name:
+            raise ValueError("empty account name")
+        key = fold(name)
+        # Hash in the caller's thread: scrypt takes tens of ms and must not stall the writer.
+        encoded = passwords.hash_password(password)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO accounts (name_key, name, password_hash, created_ts)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, name, encoded, _now_ms()),
+                )
+            except sqlite3.IntegrityError:
+                raise AccountExistsError(f"account {name!r} already exists") from None
+
+        self._submit(insert, None)
+
+    def _password_hash(self, name: str) -> str | None:
+        rows = self._query("SELECT password_hash FROM accounts WHERE name_key = ?", (fold(name),))
+        return rows[0][0] if rows else None
+
+    def _replace_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
+        key = fold(name)
+
+        def update(conn: sqlite3.Connection) -> bool:
+            # Compare-and-set: a concurrent password change wins over a stale one.
+            cur = conn.execute(
+                "UPDATE accounts SET password_hash = ? WHERE name_key = ? AND password_hash = ?",
+                (new_hash, key, old_hash),
+            )
+            return cur.rowcount == 1
+
+        return self._submit(update, None)
+
+    def verify_password(self, name: str, password: str) -> bool:
+        stored = self._password_hash(name)
+        if stored is None:
+            passwords.burn_time(password)
+            return False
+        if not passwords.verify_password(password, stored):
+            return False
+        if passwords.needs_rehash(stored):
+            # Parameters were raised since this hash was made: upgrade it now that we know the
+            # password. Best effort; the login itself already succeeded.
+            with contextlib.suppress(StoreError, ValueError):
+                self._replace_hash(name, stored, passwords.hash_password(password))
+        return True
+
+    def change_password(self, name: str, old_password: str, new_password: str) -> bool:
+        stored = self._password_hash(name)
+        if stored is None:
+            passwords.burn_time(old_password)
+            return False
+        if not passwords.verify_password(old_password, stored):
+            return False
+        return self._replace_hash(name, stored, passwords.hash_password(new_password))
+
+    def account_exists(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM accounts WHERE name_key = ?", (fold(name),)))
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT)
+        except queue.Full:
+            log.error("store writer queue full at close; pending writes may be lost")
+        self._writer.join(CLOSE_TIMEOUT)
+        if self._writer.is_alive():
+            log.error("store writer did not stop within %ss", CLOSE_TIMEOUT)
+        # Anything still queued (only if the writer hung) must not leave callers waiting.
+        leftovers: list[_Job] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                leftovers.append(item)
+        self._fail(leftovers, StoreError("store is closed"))
+        with self._state_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _column(ref: Ref) -> str:
+    # The column name comes from this fixed mapping, never from input: only values are bound.
+    if ref.kind == "id":
+        return "id"
+    if ref.kind == "ts":
+        return "ts"
+    raise ValueError(f"unknown reference kind {ref.kind!r}")
