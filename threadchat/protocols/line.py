@@ -259,13 +259,16 @@ class LineProtocol:
             else:
                 yield requests.Hello(name=line.strip())
 
+    # Until the first line shows the mode, speak text: a person behind nc reads it, and
+    # JSON clients send their hello at once.
+
     def codec_key(self, several_rooms: bool) -> Hashable:
-        if self.mode == TEXT_MODE:
+        if self.mode != JSON_MODE:
             return (TEXT_MODE, several_rooms)
         return JSON_MODE
 
     def encode(self, event: Event, several_rooms: bool = False) -> bytes | None:
-        if self.mode == TEXT_MODE:
+        if self.mode != JSON_MODE:
             text = render_text(event, several_rooms)
             if text is None:
                 return None
