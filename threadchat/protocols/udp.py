@@ -2,7 +2,9 @@
 
 Nothing here touches a socket, a thread or the wall clock: every method that depends on time
 takes ``now`` (seconds, any monotonic origin).  Transports feed received bytes in and carry out
-the returned actions.  None of the classes is thread-safe; a transport serialises calls with one
+the returned actions, and call ``poll(now)`` no later than ``next_deadline()``.  Timers compare
+``now >= start + interval``, the same sum ``next_deadline`` reports, so polling exactly at the
+deadline always does the work (``now - start >= interval`` can miss by one ulp).  None of the classes is thread-safe; a transport serialises calls with one
 lock per endpoint.
 
 Envelope (one per datagram, compact UTF-8 JSON object, at most ``MAX_DATAGRAM_SIZE`` bytes)::
@@ -468,7 +470,7 @@ class ReliableChannel:
         """Datagrams to retransmit at ``now``; sets ``failed`` after ``give_up_after``."""
         if self.failed or not self._unacked:
             return []
-        if now - self._progress_at >= self.give_up_after:
+        if now >= self._progress_at + self.give_up_after:
             self.failed = True
             self._unacked.clear()
             self._queue.clear()
@@ -719,7 +721,7 @@ class ServerEndpoint:
         return [Send(addr, reply)]
 
     def _expire_pending(self, now: float) -> None:
-        stale = [a for a, p in self._pending.items() if now - p.created >= self.handshake_timeout]
+        stale = [a for a, p in self._pending.items() if now >= p.created + self.handshake_timeout]
         for addr in stale:
             del self._pending[addr]
 
@@ -753,7 +755,7 @@ class ServerEndpoint:
         self._expire_pending(now)
         actions: list[Action] = []
         for addr, session in list(self._sessions.items()):
-            if now - session.last_heard >= self.session_timeout:
+            if now >= session.last_heard + self.session_timeout:
                 del self._sessions[addr]
                 actions.append(Send(addr, encode_bye(session.token, "timed out")))
                 actions.append(Drop(addr, "timed out"))
@@ -928,7 +930,7 @@ class ClientEndpoint:
             return []
         channel = self.channel
         unproven = channel is None or not self._confirmed
-        if unproven and now - self._started >= self._give_up_after:
+        if unproven and now >= self._started + self._give_up_after:
             return self._close("peer unreachable")
         if channel is None:
             if now < self._retry_due:
@@ -936,7 +938,7 @@ class ClientEndpoint:
             self._stats["retransmits"] += 1
             self._bump_retry(now)
             return self._sends([self._hello], now)
-        if now - self._last_heard >= self.session_timeout:
+        if now >= self._last_heard + self.session_timeout:
             return self._close("timed out")
         out = channel.poll(now)
         if channel.failed:
@@ -944,7 +946,7 @@ class ClientEndpoint:
         if not self._confirmed and now >= self._retry_due:
             self._bump_retry(now)
             out.append(channel.ack_datagram())
-        elif not out and now - self._last_sent >= self.keepalive_interval:
+        elif not out and now >= self._last_sent + self.keepalive_interval:
             out.append(encode_keepalive(channel.token, channel.ack_number))
         return self._sends(out, now)
 
