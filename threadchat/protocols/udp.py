@@ -4,8 +4,9 @@ Nothing here touches a socket, a thread or the wall clock: every method that dep
 takes ``now`` (seconds, any monotonic origin).  Transports feed received bytes in and carry out
 the returned actions, and call ``poll(now)`` no later than ``next_deadline()``.  Timers compare
 ``now >= start + interval``, the same sum ``next_deadline`` reports, so polling exactly at the
-deadline always does the work (``now - start >= interval`` can miss by one ulp).  None of the classes is thread-safe; a transport serialises calls with one
-lock per endpoint.
+deadline always does the work (``now - start >= interval`` can miss by one ulp).
+
+None of the classes is thread-safe; a transport serialises calls with one lock per endpoint.
 
 Envelope (one per datagram, compact UTF-8 JSON object, at most ``MAX_DATAGRAM_SIZE`` bytes)::
 
