@@ -640,3 +640,12 @@ def test_silent_client_is_timed_out_even_without_pending_data() -> None:
     # The client notices too: its keepalives go unanswered.
     link.run_until(lambda: bool(link.client_drops), limit=cut + 2 * udp.SESSION_TIMEOUT)
     assert link.client_drops[CLIENT][1] == Drop(SERVER, "timed out")
+
+
+def test_late_copy_of_the_opening_hello_is_a_duplicate_not_a_forgery() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    late = udp.encode_hello("alice", client.nonce)
+    assert sends(server.receive(late, CLIENT, 1.0)) == []
+    assert server.stats["duplicates"] == 1 and "forged" not in server.stats
+    assert server.has_session(CLIENT)

@@ -577,6 +577,7 @@ class _Pending:
 @dataclass(slots=True)
 class _Session:
     token: str
+    nonce: str
     channel: ReliableChannel
     last_heard: float
 
@@ -669,7 +670,7 @@ class ServerEndpoint:
     ) -> _Session:
         del self._pending[addr]
         channel = ReliableChannel(pending.token, stats=self._stats, **self._channel_options)
-        session = _Session(pending.token, channel, now)
+        session = _Session(pending.token, pending.nonce, channel, now)
         self._sessions[addr] = session
         self._stats["registered"] += 1
         actions.append(Registered(addr, pending.hello["name"]))
@@ -702,9 +703,11 @@ class ServerEndpoint:
         assert env.nonce is not None and env.event is not None
         if size < MIN_HELLO_SIZE:
             return self._reject(addr, "short_hello", "hello not padded")
-        if addr in self._sessions:
-            # A late copy of the hello that opened this session, or someone else's: either way
-            # the registered session must not be disturbed.
+        session = self._sessions.get(addr)
+        if session is not None:
+            # The registered session must not be disturbed, whoever sent this.
+            if hmac.compare_digest(session.nonce, env.nonce):
+                return self._reject(addr, "duplicates", "late copy of the opening hello")
             return self._reject(addr, "forged", "address already has a session")
         pending = self._pending.get(addr)
         if pending is not None and pending.nonce != env.nonce:
