@@ -44,7 +44,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -388,7 +388,7 @@ class ReliableChannel:
         self.failed = False
         self._next_seq = 1
         self._unacked: dict[int, _Outstanding] = {}  # insertion order == seq order
-        self._queue: list[Event] = []
+        self._queue: deque[Event] = deque()
         self._progress_at = 0.0
         self._delivered = 0  # cumulative: highest seq handed to the caller
         self._buffer: dict[int, Event] = {}
@@ -423,7 +423,7 @@ class ReliableChannel:
         while self._queue and len(self._unacked) < self.send_window:
             if not self._unacked:
                 self._progress_at = now
-            event = self._queue.pop(0)
+            event = self._queue.popleft()
             seq = self._next_seq
             self._next_seq += 1
             self._unacked[seq] = _Outstanding(event, self.initial_rto, now + self.initial_rto)
