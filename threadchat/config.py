@@ -29,6 +29,8 @@ def setting(default: Any, help: str, *, factory: Any = None) -> Any:
 class Config:
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)")
     line_port: int = setting(7000, "TCP port of the native line protocol (0 disables it)")
+    udp_port: int = setting(7000, "UDP port of the native JSON datagram protocol (0 disables it)")
+    udp_timeout: float = setting(60.0, "seconds of silence before a UDP user is removed")
     log_level: str = setting("info", "log level: debug, info, warning or error")
     server_name: str = setting("threadchat", "name the server gives itself to clients")
     max_line: int = setting(4096, "longest accepted line in bytes; longer lines are dropped")

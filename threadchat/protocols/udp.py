@@ -51,6 +51,21 @@ from typing import Any
 Address = tuple[Any, ...]
 Event = dict[str, Any]
 
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event already serialised as one compact JSON object (UTF-8, no trailing newline).
+
+    Senders may queue this instead of a dict so a server fanning one event out to many UDP
+    users serialises it once: the envelope is spliced around the bytes, never re-encoded.
+    The bytes are trusted to be a valid JSON object; receivers always see plain dicts.
+    """
+
+    json: bytes
+
+
+OutEvent = Event | EncodedEvent
+
 PROTOCOL_VERSION = 1
 
 # 1280 (IPv6 minimum MTU) - 40 (IPv6) - 8 (UDP) leaves 1232; 1200 keeps a margin for tunnels,
@@ -247,7 +262,11 @@ def encode_accept(nonce: str, token: str) -> bytes:
     return _dumps({"v": PROTOCOL_VERSION, "k": "accept", "c": nonce, "t": token})
 
 
-def encode_data(token: str, seq: int, ack: int, event: Event) -> bytes:
+def encode_data(token: str, seq: int, ack: int, event: OutEvent) -> bytes:
+    if isinstance(event, EncodedEvent):
+        # Same key order and compact form as the dict path, so both encodings are identical.
+        head = _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack})
+        return head[:-1] + b',"e":' + event.json + b"}"
     return _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack, "e": event})
 
 
@@ -269,14 +288,79 @@ def encode_bye(token: str, reason: str = "") -> bytes:
     return _dumps(obj)
 
 
-def data_datagram_size(event: Event) -> int:
+def data_datagram_size(event: OutEvent) -> int:
     """Worst-case size of a data datagram carrying ``event`` (longest token, seq and ack)."""
     return len(encode_data("x" * MAX_TOKEN_LENGTH, MAX_SEQ, MAX_SEQ, event))
 
 
-def event_fits(event: Event) -> bool:
+def event_fits(event: OutEvent) -> bool:
     """True if ``event`` can always be sent in one datagram."""
     return data_datagram_size(event) <= MAX_DATAGRAM_SIZE
+
+
+# Fields that may be cut into consecutive pieces when an event is too large for one datagram:
+# lists (who, rooms) split between items, message text between characters.
+SPLITTABLE_FIELDS = ("members", "rooms", "text")
+
+
+def _fits_with(event: Event, key: str, value: Any, more: bool) -> bool:
+    piece = {**event, key: value}
+    if more:
+        piece["more"] = True
+    return event_fits(piece)
+
+
+def _largest_prefix(event: Event, key: str, value: Any) -> int:
+    """Length of the longest prefix of ``value`` that fits as a "more" piece (0 if none)."""
+    low, high = 0, len(value)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _fits_with(event, key, value[:middle], True):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def fit_event(event: Event) -> list[Event]:
+    """``event`` as one or more events that each fit in one datagram.
+
+    An event too large is cut along its first splittable field (``members``, ``rooms`` or
+    ``text``): every piece repeats the other fields (id and ts included) and all but the last
+    carry ``"more": true``, so a client joins consecutive pieces of the same id.  Failing that,
+    the longest string field is shortened and the event marked ``"truncated": true``.  Returns
+    [] only if not even that fits (no event of the native schema is that large).
+    """
+    if event_fits(event):
+        return [event]
+    for key in SPLITTABLE_FIELDS:
+        value = event.get(key)
+        if not isinstance(value, list | str) or len(value) < 2:
+            continue
+        pieces: list[Event] = []
+        rest = value
+        while not _fits_with(event, key, rest, False):
+            n = _largest_prefix(event, key, rest)
+            if n == 0:
+                break
+            pieces.append({**event, key: rest[:n], "more": True})
+            rest = rest[n:]
+        else:
+            return [*pieces, {**event, key: rest}]
+    strings = [k for k, v in event.items() if isinstance(v, str) and k not in ("type", "ts")]
+    if not strings:
+        return []
+    longest = max(strings, key=lambda k: len(event[k]))
+    base = {**event, "truncated": True}
+    low, high = 0, len(event[longest])
+    while low < high:
+        middle = (low + high + 1) // 2
+        if event_fits({**base, longest: event[longest][:middle]}):
+            low = middle
+        else:
+            high = middle - 1
+    shortened = {**base, longest: event[longest][:low]}
+    return [shortened] if event_fits(shortened) else []
 
 
 def amplification_ok(request_size: int, reply_size: int) -> bool:
@@ -351,7 +435,7 @@ class RateLimiter:
 
 @dataclass(slots=True)
 class _Outstanding:
-    event: Event
+    event: OutEvent
     rto: float
     due: float
 
@@ -388,7 +472,7 @@ class ReliableChannel:
         self.failed = False
         self._next_seq = 1
         self._unacked: dict[int, _Outstanding] = {}  # insertion order == seq order
-        self._queue: deque[Event] = deque()
+        self._queue: deque[OutEvent] = deque()
         self._progress_at = 0.0
         self._delivered = 0  # cumulative: highest seq handed to the caller
         self._buffer: dict[int, Event] = {}
@@ -402,7 +486,7 @@ class ReliableChannel:
         """Events sent or queued and not yet acknowledged."""
         return len(self._unacked) + len(self._queue)
 
-    def send(self, event: Event, now: float) -> list[bytes]:
+    def send(self, event: OutEvent, now: float) -> list[bytes]:
         """Queue ``event``; return the datagrams to send now (empty if the window is full).
 
         Raises :class:`DatagramTooLarge` (nothing queued) or :class:`SendQueueFull`.
@@ -729,7 +813,7 @@ class ServerEndpoint:
         for addr in stale:
             del self._pending[addr]
 
-    def send_event(self, addr: Address, event: Event, now: float) -> list[Action]:
+    def send_event(self, addr: Address, event: OutEvent, now: float) -> list[Action]:
         """Queue ``event`` for the user at ``addr``.
 
         Returns [] if ``addr`` has no session (it may have just been dropped), or
@@ -771,6 +855,10 @@ class ServerEndpoint:
                 continue
             actions.extend(Send(addr, datagram) for datagram in out)
         return actions
+
+    def unacked(self) -> int:
+        """Events sent or queued to any session and not yet acknowledged (for a flush wait)."""
+        return sum(session.channel.unacked for session in self._sessions.values())
 
     def next_deadline(self) -> float | None:
         """Earliest time ``poll`` has work to do (None if there are no sessions or handshakes)."""
