@@ -190,7 +190,9 @@ class ChatClient:
                 self.me = _text(event, "name") or self.me
             case "ok" if event.get("ref") == self._hello_ref and self.me is not None:
                 self._settle(REGISTERED, self.me)
-            case "error" if self.me is None and event.get("code") in NAME_REFUSALS:
+            case "error" if self.me is None and (
+                event.get("code") in NAME_REFUSALS or event.get("ref") == self._hello_ref
+            ):
                 self._settle(REFUSED, _text(event, "message") or "that name was refused")
             case "error" | "notice":
                 self.last_word = _text(event, "message" if kind == "error" else "text")

@@ -21,6 +21,7 @@ from threadchat.client.transport import (
     DEFAULT_PORT,
     AddressError,
     TcpTransport,
+    Transport,
     parse_address,
 )
 
@@ -111,13 +112,14 @@ class _TtyUI:
     def __init__(self) -> None:
         from prompt_toolkit import PromptSession
 
-        self.session: Any = PromptSession()
+        # erase_when_done: an accepted line leaves the screen; what it did (the message as
+        # sent, the join) is shown instead, so nothing appears twice.
+        self.session: Any = PromptSession(erase_when_done=True)
         self._print_lock = threading.Lock()
         self._client: ChatClient | None = None
 
     def ask_name(self, problem: str | None) -> str | None:
-        if problem is not None:
-            print(problem, file=sys.stderr)
+        # A refusal was already shown as the server's error line: just ask again.
         try:
             name = str(self.session.prompt("your name: ")).strip()
         except (EOFError, KeyboardInterrupt):
@@ -162,7 +164,8 @@ class _TtyUI:
                 loop.call_soon_threadsafe(self._stop_if_closed)
 
 
-def _connect(address: str) -> tuple[TcpTransport | None, str]:
+def _connect(address: str) -> tuple[Transport | None, str]:
+    # The one place that picks a transport: --udp and --tls will choose here.
     try:
         host, port = parse_address(address)
     except AddressError as problem:
@@ -216,5 +219,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(f"threadchat: {client.reason()}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # while waiting for the server to accept the name
+        return 130
     finally:
         transport.close()

@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7000
@@ -21,6 +21,22 @@ CONNECT_TIMEOUT = 10.0
 # big server) stay far below; a server that sends more without a newline is not speaking JSON
 # lines, and the client must not buffer it without bound.
 MAX_LINE = 1024 * 1024
+
+
+class Transport(Protocol):
+    """What the client needs from a transport (TCP now; UDP and TLS can follow)."""
+
+    closed: threading.Event
+
+    def send(self, obj: dict[str, Any]) -> bool: ...
+
+    def start(
+        self,
+        on_event: Callable[[dict[str, Any]], None],
+        on_closed: Callable[[str | None], None],
+    ) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class AddressError(ValueError):
