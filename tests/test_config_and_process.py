@@ -82,6 +82,7 @@ def test_process_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int
     try:
         alice, bob = LineClient(port), LineClient(port)
         alice.send("alice")
+        alice.expect("--- in lobby")
         bob.send("bob")
         alice.expect("--> bob joined")
         bob.send("before the end")

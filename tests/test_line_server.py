@@ -141,6 +141,7 @@ def test_overlong_line_is_dropped_with_error_connection_stays(
     port = server.listener("line").port
     alice, bob = LineClient(port), LineClient(port)
     alice.send("alice")
+    alice.expect("--- in lobby")
     bob.send("bob")
     alice.expect("--> bob joined")
     alice.send("x" * 101, "short one")
@@ -189,6 +190,7 @@ def test_flood_pauses_reading_and_says_so_once(make_server: Callable[..., Server
     port = server.listener("line").port
     flooder, listener = LineClient(port), LineClient(port)
     flooder.send("flooder")
+    flooder.expect("--- in lobby")
     listener.send("listener")
     flooder.expect("--> listener joined")
     started = time.monotonic()
@@ -214,6 +216,7 @@ def test_idle_json_client_is_pinged_then_dropped(make_server: Callable[..., Serv
     port = server.listener("line").port
     watcher, idle = LineClient(port), JsonClient(port)
     watcher.send("watcher")
+    watcher.expect("--- in lobby")
     idle.send_json(type="hello", name="idle")
     ping = idle.expect_event("ping")
     idle.send_json(type="pong", token=ping["token"])
