@@ -63,8 +63,11 @@ def row(rec: dict[str, Any]) -> str:
     if "error" in r or "skipped" in r:
         return f"{name:<26} {rec['server']:<16} {r.get('error') or r.get('skipped')}"
     if "held" in r:
-        return (f"{name:<26} {rec['server']:<16} held {r['held']}/{r['clients']} "
-                f"in {r['connect_s']:.1f}s  rss/conn {fmt(r['rss_kb_per_conn'], 1, 1)} KiB")  # fmt: skip
+        per_conn = fmt(r["rss_kb_per_conn"], 1, 1)
+        return (
+            f"{name:<26} {rec['server']:<16} held {r['held']}/{r['clients']} "
+            f"in {r['connect_s']:.1f}s  rss/conn {per_conn} KiB"
+        )
     extra = ""
     if r.get("slow_consumer") is not None:
         s = r["slow_consumer"]
@@ -86,13 +89,16 @@ HEADER = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--scenario", default="all",
-                        help="comma-separated names or 'all': " + ", ".join(SCENARIOS))
-    parser.add_argument("--servers", default=DEFAULT_SERVERS,
-                        help="comma-separated: " + ", ".join(SERVERS))
+    parser.add_argument(
+        "--scenario", default="all", help="comma-separated names or 'all': " + ", ".join(SCENARIOS)
+    )
+    parser.add_argument(
+        "--servers", default=DEFAULT_SERVERS, help="comma-separated: " + ", ".join(SERVERS)
+    )
     parser.add_argument("--duration", type=float, default=None, help="seconds of sending per run")
-    parser.add_argument("--quick", action="store_true",
-                        help="short runs, and only the scenarios marked quick")
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs, and only the scenarios marked quick"
+    )
     parser.add_argument("--no-save", action="store_true", help="do not append to results.jsonl")
     args = parser.parse_args(argv)  # fmt: skip
 

@@ -15,6 +15,7 @@ rate mode senders also follow a fixed schedule; the window then only stops unbou
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing as mp
 import random
@@ -29,8 +30,8 @@ from typing import Any
 
 MARK = b"~bm~"
 RECV_BYTES = 262144
-# Text padding so a message line is roughly the size of a short chat line (~100 bytes on IRC).
-PAD = "x" * 40
+# Default text padding: a message line is then about a short chat line (~100 bytes on IRC).
+DEFAULT_PAD = 40
 # Bounds for every phase: nothing in the generator may wait forever.
 CONNECT_TIMEOUT_S = 120.0
 QUIET_S = 0.3
@@ -38,6 +39,7 @@ QUIESCE_MAX_S = 15.0
 PIPE_TIMEOUT_S = 180.0
 # Latency samples kept per worker; beyond this the sample rate is what limits memory.
 MAX_SAMPLES = 400_000
+SLOW_RCVBUF = 4096
 
 
 @dataclass
@@ -61,6 +63,7 @@ class WorkerConfig:
     window: int = 32
     rate_per_sender: float = 0.0
     sample_every: int = 16
+    pad_bytes: int = DEFAULT_PAD
 
 
 @dataclass(eq=False)
@@ -105,6 +108,7 @@ class Worker:
         for c in self.clients:
             c.sock.close()  # replaced at connect time; keeps the field non-optional
         self.irc = cfg.protocol == "irc"
+        self.pad = "x" * cfg.pad_bytes
         self.samples = array("q")
         self.sample_debt = 0.0
         self.disconnects = 0
@@ -126,6 +130,10 @@ class Worker:
                 c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 c.sock.setblocking(False)
                 c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if c.plan.slow:
+                    # A small fixed receive buffer stands in for a slow link: loopback buffers
+                    # would otherwise absorb megabytes and hide the stall for the whole run.
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
                 err = c.sock.connect_ex((self.cfg.host, self.cfg.port))
                 if err not in (0, errno.EINPROGRESS):
                     failed += 1
@@ -239,10 +247,8 @@ class Worker:
         if c.state == "ready":
             self.disconnects += 1
         c.state = "closed"
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(c.sock)
-        except (KeyError, ValueError):
-            pass
         c.sock.close()
 
     def quiesce(self) -> dict[str, Any]:
@@ -312,7 +318,7 @@ class Worker:
     def _sample(self, data: bytes, pos: int, now: int) -> None:
         start = pos + len(MARK)
         end = data.find(b" ", start, start + 24)
-        try:
+        try:  # noqa: SIM105 - hot path: contextlib.suppress costs a call per sample
             self.samples.append(now - int(data[start:end]))
         except ValueError:
             pass
@@ -331,7 +337,7 @@ class Worker:
             pos = data.find(MARK, pos + 4)
 
     def _make_line(self, c: Client, room: str, seq: int, t_ns: int) -> bytes:
-        text = f"~bm~{t_ns} {c.plan.gid} {seq} {PAD}"
+        text = f"~bm~{t_ns} {c.plan.gid} {seq} {self.pad}"
         if self.irc:
             return f"PRIVMSG #{room} :{text}\r\n".encode()
         return _json_line(f'{{"type":"say","room":"{room}","text":"{text}","action":false}}')
@@ -545,10 +551,8 @@ class WorkerPool:
 
     def close(self) -> None:
         for p in self.pipes:
-            try:
+            with contextlib.suppress(OSError):
                 p.send(("exit", None))
-            except OSError:
-                pass
         for proc in self.procs:
             proc.join(5.0)
             if proc.is_alive():

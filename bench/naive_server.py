@@ -12,6 +12,7 @@ Run: ``python bench/naive_server.py --port P``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import socket
@@ -39,11 +40,8 @@ class Client:
 
     def send(self, data: bytes) -> None:
         # Per-socket lock: two relaying threads must not interleave halves of their lines.
-        with self.send_lock:
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                pass
+        with self.send_lock, contextlib.suppress(OSError):
+            self.sock.sendall(data)
 
 
 class NaiveServer:
@@ -129,8 +127,12 @@ class NaiveServer:
             room, text = str(req.get("room", "")), str(req.get("text", ""))
             irc = f":{client.nick}!u@h PRIVMSG #{room} :{text}\r\n".encode()
             self.relay(
-                client, room, irc, self.json_event("message", room=room, **{"from": client.nick},
-                                                   text=text, action=False)
+                client,
+                room,
+                irc,
+                self.json_event(
+                    "message", room=room, **{"from": client.nick}, text=text, action=False
+                ),
             )
         elif kind == "ping":
             client.send(self.json_event("pong", token=req.get("token", "")))

@@ -46,6 +46,7 @@ class TrafficPlan:
     duration: float = 8.0
     drain_s: float = 5.0
     workers: int = DEFAULT_WORKERS
+    pad_bytes: int = 40
 
 
 def plan_clients(n: int, rooms: int, senders: int, slow: bool) -> list[ClientPlan]:
@@ -112,7 +113,8 @@ def run_traffic(spec: ServerSpec, plan: TrafficPlan, **server_opts: object) -> d
         window = plan.window if not plan.rate else max(plan.window, int(rate_per_sender * 2))
         parts = split(plans, plan.workers, plan.rooms)
         pool = WorkerPool(_configs(server, parts, window=window, rate_per_sender=rate_per_sender,
-                                   sample_every=plan.sample_every))  # fmt: skip
+                                   sample_every=plan.sample_every,
+                                   pad_bytes=plan.pad_bytes))  # fmt: skip
         t_c = time.monotonic()
         conn = pool.ask_all("connect")
         connect_s = time.monotonic() - t_c
@@ -149,6 +151,7 @@ def run_traffic(spec: ServerSpec, plan: TrafficPlan, **server_opts: object) -> d
     return {
         "clients": plan.clients, "rooms": plan.rooms, "senders": senders,
         "rate_target": plan.rate, "window": window, "duration_s": plan.duration,
+        "pad_bytes": plan.pad_bytes,
         "ready": ready, "connect_s": round(connect_s, 3),
         "sent": sum(r["sent"] for r in results), "expected": expected, "received": received,
         "completeness": received / expected if expected else None,

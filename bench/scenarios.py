@@ -43,12 +43,16 @@ def _idle(count: int) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
     return run
 
 
-SLOW_PLAN = TrafficPlan(clients=100, senders=10, rate=1500, sample_every=1)
+# ~460-byte lines (IRC caps a line at 512) at 1,500 msgs/s push ~0.7 MB/s at the stalled
+# member, so the server's socket buffers (MiBs on loopback) fill within a few seconds.
+SLOW_PLAN = TrafficPlan(clients=100, senders=10, rate=1500, sample_every=1, pad_bytes=400)
+SLOW_MIN_DURATION_S = 8.0
 
 
 def _slow_consumer(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
     """Same paced room twice, without and with one member that never reads."""
-    base = replace(SLOW_PLAN, duration=opts.duration, drain_s=opts.drain_s)
+    duration = max(opts.duration, SLOW_MIN_DURATION_S)
+    base = replace(SLOW_PLAN, duration=duration, drain_s=opts.drain_s)
     without = run_traffic(spec, base)
     with_slow = run_traffic(spec, replace(base, slow_consumer=True))
     with_slow["baseline_p99_ms"] = without["p99_ms"]

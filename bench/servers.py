@@ -122,7 +122,7 @@ def _popen(cmd: list[str], cwd: str | None = None) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=raise_nofile_limit,  # noqa: PLW1509 - no threads started in the harness yet
+        preexec_fn=raise_nofile_limit,  # the harness starts no threads
     )
 
 
