@@ -40,6 +40,7 @@ PIPE_TIMEOUT_S = 180.0
 # Latency samples kept per worker; beyond this the sample rate is what limits memory.
 MAX_SAMPLES = 400_000
 SLOW_RCVBUF = 4096
+MAX_DRAIN_S = 60.0
 
 
 @dataclass
@@ -415,15 +416,24 @@ class Worker:
                     room = c.plan.rooms[i % len(c.plan.rooms)]
                     sent_by_room[room] -= 1
         self.pipe.send({"sent_by_room": sent_by_room, "send_s": time.monotonic() - t0})
+        # Drain ends when everything owed arrived, or nothing arrived for drain_s (a loss, not
+        # a slow server: a deep queue keeps draining), and never later than MAX_DRAIN_S.
         expected = None
-        drain_end = 0.0
+        drain_s = 0.0
+        drain_end = hard_end = float("inf")
+        last_got = -1
         while True:
             if expected is None and self.pipe.poll(0):
                 totals, drain_s = self.pipe.recv()
                 expected = self._expected(totals, senders)
                 drain_end = time.monotonic() + drain_s
+                hard_end = time.monotonic() + MAX_DRAIN_S
             got = sum(c.got for c in self.clients if not c.plan.slow)
-            if expected is not None and (got >= expected or time.monotonic() >= drain_end):
+            if got != last_got:
+                last_got, drain_end = got, time.monotonic() + drain_s
+            if expected is not None and (
+                got >= expected or time.monotonic() >= min(drain_end, hard_end)
+            ):
                 break
             if time.monotonic() - t0 > duration + PIPE_TIMEOUT_S:
                 break
