@@ -99,7 +99,9 @@ def test_connection_reset_mid_session_ends_that_user_only(connect: Connect) -> N
     bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     bob.send_raw(b"half a line without newline")
     bob.close()
-    assert alice.expect("<-- bob") == "<-- bob quit (connection reset)"
+    # Linux reports an RST that lands right behind data as EOF on the next recv, so either
+    # reason is the kernel's truth; what matters is that only bob is gone.
+    assert alice.expect("<-- bob") in ("<-- bob quit (connection reset)", "<-- bob quit (EOF)")
     carol.send("still here")
     alice.expect("carol: still here")
 
@@ -139,6 +141,7 @@ def test_overlong_line_is_dropped_with_error_connection_stays(
     port = server.listener("line").port
     alice, bob = LineClient(port), LineClient(port)
     alice.send("alice")
+    alice.expect("--- in lobby")
     bob.send("bob")
     alice.expect("--> bob joined")
     alice.send("x" * 101, "short one")
@@ -187,6 +190,7 @@ def test_flood_pauses_reading_and_says_so_once(make_server: Callable[..., Server
     port = server.listener("line").port
     flooder, listener = LineClient(port), LineClient(port)
     flooder.send("flooder")
+    flooder.expect("--- in lobby")
     listener.send("listener")
     flooder.expect("--> listener joined")
     started = time.monotonic()
@@ -212,6 +216,7 @@ def test_idle_json_client_is_pinged_then_dropped(make_server: Callable[..., Serv
     port = server.listener("line").port
     watcher, idle = LineClient(port), JsonClient(port)
     watcher.send("watcher")
+    watcher.expect("--- in lobby")
     idle.send_json(type="hello", name="idle")
     ping = idle.expect_event("ping")
     idle.send_json(type="pong", token=ping["token"])
@@ -226,25 +231,26 @@ def test_idle_json_client_is_pinged_then_dropped(make_server: Callable[..., Serv
 def test_client_that_never_reads_is_cut_off_while_fast_reader_gets_everything(
     make_server: Callable[..., Server],
 ) -> None:
-    server = make_server(sendq=64 * 1024)
+    # One recv (64 KiB) can queue that much for each recipient before the batch flushes.
+    server = make_server(sendq=256 * 1024)
     port = server.listener("line").port
-    sender, fast, slow = LineClient(port), LineClient(port), LineClient(port)
-    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender, fast, slow = LineClient(port), LineClient(port), LineClient(port, rcvbuf=4096)
     for client, name in ((sender, "sender"), (fast, "fast"), (slow, "slow")):
         client.send(name)
         client.expect("--- in lobby")
-    count, per_batch = 4000, 100
+    count, per_batch = 3000, 100
     payload = "z" * 1000
     received: list[str] = []
+    others: list[str] = []
     for start in range(0, count, per_batch):
         sender.send(*[f"{i} {payload}" for i in range(start, start + per_batch)])
         # Pace the sender by the fast reader, which keeps up; the slow one never reads.
         while len(received) < start + per_batch:
             line = fast.read_line()
-            if line.startswith("sender:"):
-                received.append(line)
+            (received if line.startswith("sender:") else others).append(line)
     assert [int(line.split()[1]) for line in received] == list(range(count))
-    assert fast.expect("<-- slow") == "<-- slow quit (send queue exceeded)"
+    others += fast.quiet()
+    assert "<-- slow quit (send queue exceeded)" in others
 
 
 def test_shutdown_tells_everyone_and_closes_all_sockets(
