@@ -14,7 +14,7 @@ import pytest
 from conftest import WAIT, JsonClient, LineClient
 from lossy_relay import LossyRelay
 
-from threadchat.client.udp import UdpTransport, parse_address, split_request
+from threadchat.client.udp import UdpTransport, split_request
 from threadchat.protocols import udp as proto
 from threadchat.server import Server
 
@@ -27,10 +27,10 @@ class UdpClient:
 
     def __init__(self, port: int, name: str, host: str = "127.0.0.1", **options: Any) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.disconnected: queue.Queue[str] = queue.Queue()
-        self.transport = UdpTransport(
-            host, port, name, self.events.put, self.disconnected.put, endpoint_options=options
-        ).start()
+        self.disconnected: queue.Queue[str | None] = queue.Queue()
+        self.transport = UdpTransport(host, port, endpoint_options=options)
+        self.transport.start(self.events.put, self.disconnected.put)
+        assert self.transport.send({"type": "hello", "name": name})
 
     def send(self, **obj: Any) -> None:
         self.transport.send(obj)
@@ -187,7 +187,7 @@ def test_udp_and_tcp_users_chat_in_one_room(
     bob.expect_event("join", room="dev", name="alice")
     bob.send(type="quit", reason="gone fishing")
     alice.expect("<-- bob quit (gone fishing)")
-    assert bob.disconnected.get(timeout=WAIT) == "gone fishing"
+    assert bob.disconnected.get(timeout=WAIT) is None  # a clean end: we asked for it
 
 
 def test_private_messages_both_ways(
@@ -431,8 +431,26 @@ def test_client_splits_a_long_say() -> None:
         split_request({"type": "topic", "room": "lobby", "topic": "t" * 3000})
 
 
-def test_parse_address() -> None:
-    assert parse_address("example.org") == ("example.org", 7000)
-    assert parse_address("example.org:7001") == ("example.org", 7001)
-    assert parse_address("[::1]:7002") == ("::1", 7002)
-    assert parse_address("[::1]") == ("::1", 7000)
+# -- the terminal client over UDP ----------------------------------------------------------
+
+
+def test_connect_udp_client_chats_with_a_tcp_user(
+    server: Server, connect_json: ConnectJson
+) -> None:
+    from test_client import ClientProcess
+
+    assert server.udp is not None
+    bob = connect_json("bob")
+    alice = ClientProcess("--udp", f"127.0.0.1:{server.udp.port}", "--name", "alice")
+    try:
+        alice.expect("in lobby:")
+        bob.expect_event("join", room="lobby", name="alice")
+        alice.send("hello over udp")
+        bob.expect_event("message", room="lobby", text="hello over udp")
+        bob.send_json(type="say", room="lobby", text="hi alice")
+        alice.expect("<bob> hi alice")
+        code, _ = alice.finish()
+        assert code == 0
+        bob.expect_event("quit", name="alice")
+    finally:
+        alice.kill()

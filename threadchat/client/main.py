@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"HOST[:PORT] of the server's line port (default {DEFAULT_HOST}:{DEFAULT_PORT})",
     )
     parser.add_argument("--name", help="your nickname (asked for when not given)")
+    parser.add_argument(
+        "--udp",
+        action="store_true",
+        help="speak the UDP datagram protocol to the server's udp_port (same default port)",
+    )
 
 
 class _StdinLines:
@@ -164,13 +169,17 @@ class _TtyUI:
                 loop.call_soon_threadsafe(self._stop_if_closed)
 
 
-def _connect(address: str) -> tuple[Transport | None, str]:
+def _connect(address: str, udp: bool = False) -> tuple[Transport | None, str]:
     # The one place that picks a transport: --udp and --tls will choose here.
     try:
         host, port = parse_address(address)
     except AddressError as problem:
         return None, str(problem)
     try:
+        if udp:
+            from threadchat.client.udp import UdpTransport
+
+            return UdpTransport(host, port), ""
         return TcpTransport(host, port), ""
     except OSError as problem:
         return None, f"cannot connect to {host}:{port}: {problem.strerror or problem}"
@@ -183,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if not name:
         print("threadchat: no name given", file=sys.stderr)
         return 2
-    transport, problem = _connect(args.address)
+    transport, problem = _connect(args.address, getattr(args, "udp", False))
     if transport is None:
         print(f"threadchat: {problem}", file=sys.stderr)
         return 1

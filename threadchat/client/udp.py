@@ -10,8 +10,9 @@ Threads:
   deadline it wakes the receive thread through a socket pair, so no third thread is needed.
 
 `_lock` guards the endpoint (not thread-safe) and is never held while calling back or while
-doing socket I/O.  When the session ends (server unreachable, timed out, or a bye from the
-server) `on_disconnect(reason)` is called once, from the receive thread.
+doing socket I/O.  When the session ends `on_closed(problem)` is called exactly once: None
+after a quit we sent or our own `close`, else "server unreachable" (no answer for the
+protocol's give-up time), "timed out", or the reason in the server's bye ("server shutdown").
 """
 
 from __future__ import annotations
@@ -29,27 +30,13 @@ from threadchat.protocols import udp as proto
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 7000
 # Events whose text may be cut into several requests when it does not fit in one datagram.
 _SPLIT_TEXT_TYPES = frozenset({"say", "msg"})
 # How long `close` waits for the receive thread.
 CLOSE_JOIN = 2.0
-# How long `close` lets queued events (the quit) be acknowledged before the bye.
-CLOSE_FLUSH = 1.0
 
 # The endpoint's wording -> what a person at a terminal is told.
 _REASONS = {"peer unreachable": "server unreachable"}
-
-
-def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """HOST[:PORT], with [v6]:PORT for IPv6 literals."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host or "127.0.0.1", int(port)
-    return text or "127.0.0.1", default_port
 
 
 def split_request(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,93 +63,102 @@ def split_request(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class UdpTransport:
-    """One UDP session with a server, delivering event dicts to `on_event`.
+    """One UDP session with a server; the client's `Transport` (see `transport.py`).
 
-    `send(obj)` may be called from any thread once `start` returned; events sent before the
-    server accepted the hello are queued and go out when it does.
+    The session starts with the first object sent, which must be a hello: its name (and ref)
+    travel in the handshake.  Later hellos (after a refused name) go as ordinary requests.
+    Objects sent before the server accepted the handshake are queued and go out when it does.
     """
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        name: str,
-        on_event: Callable[[dict[str, Any]], None],
-        on_disconnect: Callable[[str], None],
-        *,
-        endpoint_options: dict[str, Any] | None = None,
+        self, host: str, port: int, *, endpoint_options: dict[str, Any] | None = None
     ) -> None:
+        """Resolve the server (raises OSError); nothing is sent before the first hello."""
         family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self.server = sockaddr
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.endpoint = proto.ClientEndpoint(name, sockaddr, **(endpoint_options or {}))
-        self.on_event = on_event
-        self.on_disconnect = on_disconnect
-        self.connected = threading.Event()
+        self.endpoint: proto.ClientEndpoint | None = None
+        self._endpoint_options = endpoint_options or {}
+        self.on_event: Callable[[dict[str, Any]], None] = lambda event: None
+        self.on_closed: Callable[[str | None], None] = lambda problem: None
         self.closed = threading.Event()
         self.close_reason: str | None = None
+        self._quit_sent = False
+        self._closing = False
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stop = threading.Event()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="udp-client-receiver", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="udp-receive", daemon=True)
 
     @property
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return self.endpoint.stats
+            return self.endpoint.stats if self.endpoint is not None else {}
 
-    def start(self) -> UdpTransport:
-        with self._lock:
-            actions = self.endpoint.connect(time.monotonic())
+    def start(
+        self,
+        on_event: Callable[[dict[str, Any]], None],
+        on_closed: Callable[[str | None], None],
+    ) -> None:
+        """Run the receive thread.  `on_closed(problem)` gets None after a quit we sent."""
+        self.on_event = on_event
+        self.on_closed = on_closed
         self._thread.start()
-        self._carry_out(actions)
-        return self
 
-    def send(self, obj: dict[str, Any]) -> None:
-        """Send one request (split if it is a long say/msg); raises DatagramTooLarge if it
-        cannot fit, SendQueueFull if the server stopped acknowledging long ago."""
-        pieces = split_request(obj)
-        actions: list[proto.Action] = []
-        with self._lock:
-            for piece in pieces:
-                actions.extend(self.endpoint.send(piece, time.monotonic()))
+    def send(self, obj: dict[str, Any]) -> bool:
+        """Send one request (a long say/msg is split); False if it could not be sent."""
+        if self.closed.is_set() or self._closing:
+            return False
+        try:
+            pieces = split_request(obj)
+            actions = self._queue(obj, pieces)
+        except proto.UdpProtocolError as problem:
+            log.warning("udp client: not sent: %s", problem)
+            return False
         self._carry_out(actions)
         self._wake()
+        return True
 
-    def close(self, reason: str = "") -> None:
-        """Quit (reliably, if the server still answers), say bye, stop the receive thread.
+    def _queue(self, obj: dict[str, Any], pieces: list[dict[str, Any]]) -> list[proto.Action]:
+        now = time.monotonic()
+        with self._lock:
+            if self.endpoint is None:
+                name = obj.get("name")
+                if obj.get("type") != "hello" or not isinstance(name, str):
+                    raise proto.UdpProtocolError("the first request must be a hello")
+                ref = obj.get("ref")
+                self.endpoint = proto.ClientEndpoint(
+                    name,
+                    self.server,
+                    hello_ref=ref if isinstance(ref, str | int) else None,
+                    **self._endpoint_options,
+                )
+                return self.endpoint.connect(now)
+            if obj.get("type") == "quit":
+                self._quit_sent = True
+            actions: list[proto.Action] = []
+            for piece in pieces:
+                actions.extend(self.endpoint.send(piece, now))
+            return actions
 
-        `on_disconnect` is not called for a close the caller asked for.  Idempotent.
-        """
+    def close(self) -> None:
+        """End the session (a bye) and the receive thread; idempotent, from any thread."""
         if self._closing:
             return
         self._closing = True
-        if not self.closed.is_set() and self.connected.is_set():
-            with contextlib.suppress(proto.UdpProtocolError):
-                self.send({"type": "quit", "reason": reason} if reason else {"type": "quit"})
-            self._wait_acked(CLOSE_FLUSH)
         with self._lock:
-            actions = self.endpoint.close(reason)
+            actions = self.endpoint.close("quit") if self.endpoint is not None else []
         self._carry_out(actions)
         self._stop.set()
         self._wake()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(CLOSE_JOIN)
+        self._disconnected(None)
         for sock in (self.sock, self._wake_r, self._wake_w):
             sock.close()
-
-    def _wait_acked(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.closed.is_set():
-            with self._lock:
-                channel = self.endpoint.channel
-                if channel is None or channel.unacked == 0:
-                    return
-            self.closed.wait(0.01)
 
     # -- socket I/O (no lock held) ---------------------------------------------------------
 
@@ -176,7 +172,7 @@ class UdpTransport:
                         # Lost like any datagram; retransmission or give-up follows.
                         log.debug("udp client: sendto: %s", problem)
                 case proto.Connected():
-                    self.connected.set()
+                    log.debug("udp client: session accepted by %s", self.server)
                 case proto.Deliver(_, event):
                     try:
                         self.on_event(event)
@@ -187,18 +183,19 @@ class UdpTransport:
                 case proto.Rejected(addr, why):
                     log.debug("udp client: ignored datagram from %s: %s", addr, why)
 
-    def _disconnected(self, reason: str) -> None:
-        if self.closed.is_set():
-            return
+    def _disconnected(self, reason: str | None) -> None:
+        with self._lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
+        if reason is not None and self._quit_sent:
+            reason = None  # the server's bye answering our quit: a clean end
         self.close_reason = reason
-        self.closed.set()
         self._stop.set()
-        if self._closing:
-            return
         try:
-            self.on_disconnect(reason)
+            self.on_closed(reason)
         except Exception:
-            log.exception("udp client: disconnect callback failed")
+            log.exception("udp client: close callback failed")
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -212,7 +209,8 @@ class UdpTransport:
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stop.is_set():
                 with self._lock:
-                    deadline = self.endpoint.next_deadline()
+                    endpoint = self.endpoint
+                    deadline = endpoint.next_deadline() if endpoint is not None else None
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     ready = selector.select(timeout)
@@ -225,7 +223,7 @@ class UdpTransport:
                     else:
                         self._drain()
                 with self._lock:
-                    actions = self.endpoint.poll(time.monotonic())
+                    actions = endpoint.poll(time.monotonic()) if endpoint is not None else []
                 self._carry_out(actions)
 
     def _drain(self) -> None:
@@ -239,5 +237,7 @@ class UdpTransport:
                 log.debug("udp client: recvfrom: %s", problem)
                 return
             with self._lock:
+                if self.endpoint is None:
+                    continue  # nothing sent yet: nothing can be an answer
                 actions = self.endpoint.receive(data, addr, time.monotonic())
             self._carry_out(actions)

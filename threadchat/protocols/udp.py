@@ -243,13 +243,18 @@ def decode(data: bytes) -> Envelope:
     )
 
 
-def encode_hello(name: str, nonce: str) -> bytes:
+def encode_hello(name: str, nonce: str, ref: str | int | None = None) -> bytes:
     """The client's first datagram, padded to exactly ``MIN_HELLO_SIZE`` bytes.
 
+    ``ref`` (optional) rides in the hello event, so the server's ``ok`` for it tells the
+    client that registration finished, as in TCP JSON mode.
     Raises :class:`DatagramTooLarge` if the name does not leave room for the envelope.
     """
-    base = {"v": PROTOCOL_VERSION, "k": "hello", "c": nonce}
-    base["e"] = {"type": "hello", "name": name}
+    base: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "hello", "c": nonce}
+    hello: dict[str, Any] = {"type": "hello", "name": name}
+    if ref is not None:
+        hello["ref"] = ref
+    base["e"] = hello
     base["p"] = ""
     room = MIN_HELLO_SIZE - len(_dumps(base))
     if room < 0:
@@ -887,6 +892,7 @@ class ClientEndpoint:
         keepalive_interval: float = KEEPALIVE_INTERVAL,
         session_timeout: float = SESSION_TIMEOUT,
         channel_options: dict[str, Any] | None = None,
+        hello_ref: str | int | None = None,
     ) -> None:
         self.name = name
         self.server = server
@@ -894,7 +900,7 @@ class ClientEndpoint:
         self.keepalive_interval = keepalive_interval
         self.session_timeout = session_timeout
         self._channel_options = channel_options or {}
-        self._hello = encode_hello(name, self.nonce)  # raises DatagramTooLarge early
+        self._hello = encode_hello(name, self.nonce, hello_ref)  # raises DatagramTooLarge early
         self._stats: Counter[str] = Counter()
         self.state = "new"  # new -> handshaking -> connected -> closed
         self.close_reason: str | None = None
