@@ -454,3 +454,13 @@ def test_connect_udp_client_chats_with_a_tcp_user(
         bob.expect_event("quit", name="alice")
     finally:
         alice.kill()
+
+
+def test_session_without_an_accepted_name_is_closed(
+    make_server: Callable[..., Server], udp_clients: Callable[..., UdpClient]
+) -> None:
+    server = make_server(name_timeout=0.3)
+    client = udp_clients(server, "bad name!")
+    client.expect_event("error", code="invalid_name")
+    client.expect_event("error", code="timeout")
+    assert client.disconnected.get(timeout=WAIT) == "no name given in time"

@@ -649,3 +649,18 @@ def test_late_copy_of_the_opening_hello_is_a_duplicate_not_a_forgery() -> None:
     assert sends(server.receive(late, CLIENT, 1.0)) == []
     assert server.stats["duplicates"] == 1 and "forged" not in server.stats
     assert server.has_session(CLIENT)
+
+
+def test_encoded_event_envelope_is_identical_to_the_dict_one() -> None:
+    event = {"type": "message", "room": "r", "from": "é", "text": "hi", "id": 3}
+    compact = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    encoded = udp.EncodedEvent(compact.encode())
+    assert udp.encode_data("tok", 5, 2, encoded) == udp.encode_data("tok", 5, 2, event)
+    assert udp.data_datagram_size(encoded) == udp.data_datagram_size(event)
+    assert udp.decode(udp.encode_data("tok", 5, 2, encoded)).event == event
+
+
+def test_hello_ref_travels_in_the_handshake() -> None:
+    hello = udp.encode_hello("alice", "nonce", ref=9)
+    assert len(hello) == udp.MIN_HELLO_SIZE
+    assert udp.decode(hello).event == {"type": "hello", "name": "alice", "ref": 9}

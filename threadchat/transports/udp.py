@@ -262,10 +262,19 @@ class UdpListener:
 
     # -- ending sessions (either thread) ---------------------------------------------------
 
-    def _close_user(self, user: UdpUser, reason: str) -> None:
-        """End a session the endpoint still holds: tell the peer with a bye, then drop."""
+    def _close_user(self, user: UdpUser, reason: str, last_word: str | None = None) -> None:
+        """End a session the endpoint still holds: tell the peer with a bye, then drop.
+
+        `last_word` is an error code sent (best effort, just before the bye) with `reason`
+        as its message; the outbound queue is bypassed because the session ends now.
+        """
+        actions: list[proto.Action] = []
         with self._lock:
-            actions = self.endpoint.close(user.addr, reason)
+            if last_word is not None:
+                error = jsonlines.event_to_dict(events.Error(code=last_word, message=reason))
+                assert error is not None
+                actions.extend(self.endpoint.send_event(user.addr, error, time.monotonic()))
+            actions.extend(self.endpoint.close(user.addr, reason))
         self._carry_out(actions)
         self._drop(user.addr, reason, user)
 
@@ -359,8 +368,7 @@ class UdpListener:
         limit = self.server.config.name_timeout
         for user in self.users():
             if user.session.user is None and now - user.created > limit:
-                user.reply(events.Error(code="timeout", message="no name given in time"))
-                self._close_user(user, "no name given in time")
+                self._close_user(user, "no name given in time", last_word="timeout")
 
     # -- shutdown --------------------------------------------------------------------------
 
