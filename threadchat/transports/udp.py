@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import selectors
 import socket
 import threading
 import time
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How often the receive thread looks up from recvfrom to see whether it should stop.
-RECV_POLL = 0.25
 # Events queued for one UDP user in the outbound queue (before the reliable channel, which has
 # its own bound of proto.MAX_SEND_QUEUE).  The sender drains this queue within milliseconds,
 # so reaching the bound means the sender is far behind: drop the user rather than grow.
@@ -123,7 +122,10 @@ class UdpListener:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind((host, port))
-        self.sock.settimeout(RECV_POLL)
+        self.sock.setblocking(False)
+        # stop() writes here to wake the receive thread: it blocks with no timeout, since
+        # periodic wake-ups cost every other thread latency for nothing.
+        self._wake_r, self._wake_w = socket.socketpair()
         self.address = self.sock.getsockname()
         self.endpoint = proto.ServerEndpoint(session_timeout=config.udp_timeout)
         self.stats: Counter[str] = Counter()
@@ -172,18 +174,25 @@ class UdpListener:
     # -- the receive thread ----------------------------------------------------------------
 
     def _receive_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.sock:
+                        self._drain()
+
+    def _drain(self) -> None:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
-            except TimeoutError:
-                continue
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as problem:
-                if self._stop.is_set():
-                    break
                 # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
                 self.stats["recv_errors"] += 1
                 log.debug("udp: recvfrom: %s", problem)
-                continue
+                return
             try:
                 self._on_datagram(data, addr)
             except Exception:
@@ -390,8 +399,11 @@ class UdpListener:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
         for thread in (self._receiver, self._sender):
             if thread.is_alive():
                 thread.join()
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        for sock in (self.sock, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                sock.close()
