@@ -10,8 +10,8 @@ Mapping to the hub:
   with 403). Nicknames are one namespace with the native protocol; private messages cross.
 - Sources: an IRC user is `nick!~ident@ip` (the `~` says the ident was not verified); a native
   user is `nick!nick@ip` (native clients have no ident), so bans on `*!*@ip` work for both
-  kinds in IRC's view. A user who has already left the hub (the source of a QUIT) is shown
-  as `nick!nick@<server name>`.
+  kinds in IRC's view. The QUIT of a native user, who has already left the hub when it is
+  encoded, comes from `nick!nick@<server name>`.
 - Text passes through unchanged except that the hub refuses CR, LF and NUL: IRC formatting
   codes (bold \\x02, colour \\x03, ...) and CTCP reach IRC peers intact; the native text mode
   replaces control characters when it prints, and JSON clients receive them as sent.
@@ -100,6 +100,10 @@ KICKLEN = 300
 USERLEN = 10
 REALNAME_MAX = 100
 BANMASK_MAX = 100
+
+# Sources of IRC users being unregistered right now (folded nick -> source), so that their
+# QUIT, encoded after the hub has forgotten them, still shows their real mask.
+_departing: dict[str, str] = {}
 
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
 _PREFIX = {"o": "@", "v": "+"}
@@ -190,7 +194,7 @@ class IrcConnection(TcpConnection):
     def _source(self, nick: str) -> str:
         user = self.hub.user_unlocked(nick)
         if user is None:
-            return f"{nick}!{nick}@{self.server_name}"
+            return _departing.get(names.fold(nick)) or f"{nick}!{nick}@{self.server_name}"
         return source_of(user, nick)
 
     def _event_messages(self, event: Event) -> list[Message]:
@@ -356,7 +360,12 @@ class IrcConnection(TcpConnection):
     def on_close(self, reason: str) -> None:
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
-            self.hub.unregister(self.user, reason)
+            key = self.user.key
+            _departing[key] = self.mask
+            try:
+                self.hub.unregister(self.user, reason)
+            finally:
+                _departing.pop(key, None)
 
     def tick(self, now: float) -> None:
         config = self.server.config
@@ -890,8 +899,8 @@ class IrcConnection(TcpConnection):
             oper_name, _, oper_password = entry.partition(":")
             if oper_name == name:
                 if hmac.compare_digest(password.encode(), oper_password.encode()):
-                    self.hub.grant_server_operator(self.user)
                     self.error(Numeric.RPL_YOUREOPER)
+                    self.hub.grant_server_operator(self.user)
                     log.info("%s: %s is now a server operator", self.label, self.user.nick)
                 else:
                     self.error(Numeric.ERR_PASSWDMISMATCH)
