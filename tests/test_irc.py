@@ -499,11 +499,15 @@ def test_who_whois_ison_userhost_list(
     assert row.params[1:7] == ["*", "nat", "127.0.0.1", "threadchat", "nat", "H"]
     alice.expect_msg("315")
     alice.send("WHOIS nat")
-    assert alice.expect_msg("311").params[1:5] == ["nat", "nat", "127.0.0.1", "*"]
+    whois = alice.expect_msg("311")
+    assert whois.params[1:] == ["nat", "nat", "127.0.0.1", "*", "threadchat native user"]
     assert alice.expect_msg("319").params[2] == "@#lobby"  # nat created the lobby
     assert "native" in alice.expect_msg("312").params[3]
     alice.expect_msg("317")
     alice.expect_msg("318")
+    alice.send("WHOWAS ghost")
+    assert alice.expect_msg("406").params[1] == "ghost"
+    alice.expect_msg("369")
     alice.send("WHOIS ghost", "WHOIS")
     assert alice.expect_msg("401").params[1] == "ghost"
     alice.expect_msg("318")

@@ -118,6 +118,13 @@ def ident_host(user: User) -> tuple[str, str]:
     return user.nick, _safe_host(host)
 
 
+def realname_of(user: User) -> str:
+    """The realname IRC users see; native clients give none."""
+    if user.realname or isinstance(user.conn, IrcConnection):
+        return user.realname
+    return "threadchat native user"
+
+
 def source_of(user: User, nick: str | None = None) -> str:
     ident, host = ident_host(user)
     return f"{nick or user.nick}!{ident}@{host}"
@@ -685,7 +692,7 @@ class IrcConnection(TcpConnection):
             self.server_name,
             user.nick,
             flags,
-            f"0 {user.realname}",
+            f"0 {realname_of(user)}",
         )
 
     def on_whois(self, message: Message) -> None:
@@ -699,7 +706,7 @@ class IrcConnection(TcpConnection):
             self.error(Numeric.RPL_ENDOFWHOIS, nick)
             return
         ident, host = ident_host(user)
-        self.numeric(Numeric.RPL_WHOISUSER, user.nick, ident, host, "*", user.realname)
+        self.numeric(Numeric.RPL_WHOISUSER, user.nick, ident, host, "*", realname_of(user))
         rooms = self.hub.user_rooms(user)
         if rooms:
             multi = "multi-prefix" in self.caps
@@ -728,6 +735,12 @@ class IrcConnection(TcpConnection):
             "seconds idle, signon time",
         )
         self.error(Numeric.RPL_ENDOFWHOIS, user.nick)
+
+    def on_whowas(self, message: Message) -> None:
+        # No history of departed users is kept (yet); clients wait for the end numeric.
+        nick = message.params[0]
+        self.numeric("406", nick, "There was no such nickname")
+        self.numeric("369", nick, "End of WHOWAS")
 
     def on_ison(self, message: Message) -> None:
         wanted = " ".join(message.params).split()
@@ -1067,6 +1080,7 @@ COMMANDS: dict[str, Command] = {
     "LIST": Command(IrcConnection.on_list),
     "WHO": Command(IrcConnection.on_who),
     "WHOIS": Command(IrcConnection.on_whois),
+    "WHOWAS": Command(IrcConnection.on_whowas, min_params=1),
     "ISON": Command(IrcConnection.on_ison, min_params=1),
     "USERHOST": Command(IrcConnection.on_userhost, min_params=1),
     "AWAY": Command(IrcConnection.on_away),
