@@ -58,7 +58,8 @@ def free_port() -> int:
 
 def start_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port))
+    # Only the line listener: the default ports of the others may be taken on a test machine.
+    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port), THREADCHAT_IRC_PORT="0")
     proc = subprocess.Popen(
         [sys.executable, "-m", "threadchat", "serve", "--log-level", "info"],
         cwd=tmp_path,

@@ -42,6 +42,15 @@ class Config:
     name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
     ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")
     ping_timeout: float = setting(60.0, "seconds a pinged client has to answer")
+    irc_port: int = setting(6667, "TCP port of the IRC protocol (0 disables it)")
+    irc_password: str | None = setting(
+        None, "connection password IRC clients must send with PASS (default: none)"
+    )
+    oper: list[str] = field(
+        default_factory=list,
+        metadata={"help": "IRC operator NAME:PASSWORD (repeatable); OPER NAME PASSWORD uses it"},
+    )
+    motd: str = setting("", "message of the day shown to IRC clients (empty: none, 422)")
 
 
 def _settings() -> list[dataclasses.Field]:

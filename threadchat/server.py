@@ -8,6 +8,7 @@ from types import FrameType
 
 from threadchat.config import Config
 from threadchat.hub import Hub
+from threadchat.transports.irc import IrcConnection
 from threadchat.transports.native import LineConnection
 from threadchat.transports.tcp import TcpConnection, TcpListener
 from threadchat.transports.udp import UdpListener
@@ -49,6 +50,16 @@ class Server:
                     self.port(self.config.line_port),
                     LineConnection,
                     name="line",
+                )
+            )
+        if self.config.irc_port > 0:
+            self.listeners.append(
+                TcpListener(
+                    self,
+                    self.config.host,
+                    self.port(self.config.irc_port),
+                    IrcConnection,
+                    name="irc",
                 )
             )
         if self.config.udp_port > 0:

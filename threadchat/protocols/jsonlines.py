@@ -73,6 +73,18 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "ping", "token": event.token}
         case events.Pong():
             body = {"type": "pong", "token": event.token}
+        case events.ModeChanged():
+            body = {"type": "mode", "by": event.by, "changes": event.changes}
+            body["args"] = list(event.args)
+            body.update({"room": event.room} if event.room is not None else {"name": event.target})
+        case events.AwayChanged():
+            body = {"type": "away", "name": event.nick, "away": event.away}
+        case events.Invited():
+            body = {"type": "invite", "room": event.room, "name": event.nick, "by": event.by}
+        case events.Wallops():
+            body = {"type": "wallops", "from": event.sender, "text": event.text}
+        case events.Killed():
+            body = {"type": "notice", "text": f"{event.by} disconnected you: {event.reason}"}
         case _:
             return None
     body["id"] = event.id

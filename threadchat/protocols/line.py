@@ -212,6 +212,16 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return "\n".join(f"--- {line}" for line in event.lines)
         case events.Error():
             return f"!!! {event.message}"
+        case events.ModeChanged():
+            args = " ".join(event.args)
+            where = f" on {event.room}" if event.room is not None else ""
+            return f"--- {event.by} sets mode {event.changes} {args}".rstrip() + where
+        case events.Invited():
+            return f"--- {event.by} invites you to {event.room} (/join {event.room})"
+        case events.Wallops():
+            return f"--- wallops from {event.sender}: {event.text}"
+        case events.Killed():
+            return f"!!! {event.by} disconnected you: {event.reason}"
     return None
 
 
