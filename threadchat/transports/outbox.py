@@ -23,7 +23,6 @@ from threadchat import delivery
 log = logging.getLogger(__name__)
 
 
-
 class Outbox:
     def __init__(self, sock: socket.socket, limit: int, on_overflow: Callable[[], None]) -> None:
         self._sock = sock
