@@ -63,6 +63,8 @@ class TcpConnection:
         self.label = f"{address[0]}:{address[1]}"
         config = server.config
         self.outbox = Outbox(sock, config.sendq, self._on_overflow)
+        # The hub calls send_bytes once per delivery: bind it straight to the outbox.
+        self.send_bytes = self.outbox.put
         self.bucket = TokenBucket(config.flood_rate, config.flood_burst)
         self.connected_at = time.monotonic()
         self.last_input = self.connected_at
@@ -74,9 +76,6 @@ class TcpConnection:
         )
 
     # -- called from other threads ---------------------------------------------------------
-
-    def send_bytes(self, data: bytes) -> None:
-        self.outbox.put(data)
 
     def abort(self, reason: str) -> None:
         """End this connection from any thread; the first reason given wins."""
