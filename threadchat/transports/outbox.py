@@ -54,6 +54,11 @@ class Outbox:
             self._dirty = True
             delivery.mark_dirty(self)
 
+    def direct(self) -> tuple[list[bytes], "Outbox"]:
+        """The queue itself and this outbox, for the hub's fast fan-out: appending to the list
+        and marking the outbox dirty (delivery.mark_all_dirty) is exactly what `put` does."""
+        return self._chunks, self
+
     @property
     def queued(self) -> int:
         """Bytes waiting to be sent (queued, or handed to a blocked writer thread)."""

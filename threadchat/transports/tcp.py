@@ -77,6 +77,10 @@ class TcpConnection:
 
     # -- called from other threads ---------------------------------------------------------
 
+    def direct_queue(self) -> tuple[list[bytes], Outbox] | None:
+        """For the hub's fast fan-out; subclasses whose codec key is fixed return the outbox's."""
+        return None
+
     def abort(self, reason: str) -> None:
         """End this connection from any thread; the first reason given wins."""
         if self.abort_reason is None:
