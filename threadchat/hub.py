@@ -120,8 +120,12 @@ class Room:
 
 
 class Hub:
-    def __init__(self, server_name: str = "threadchat") -> None:
+    def __init__(self, server_name: str = "threadchat", *, quiet_room_size: int = 200) -> None:
         self.server_name = server_name
+        # Rooms with more members than this do not announce joins, parts and quits (IRC's
+        # "auditorium" idea): in a lobby of N people each arrival would cost N lines, so
+        # N arrivals cost N^2, which is what made 15,000 connections crawl when measured.
+        self.quiet_room_size = quiet_room_size
         self._lock = threading.Lock()
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
@@ -149,7 +153,7 @@ class Hub:
             if self._users.get(user.key) is not user:
                 return
             del self._users[user.key]
-            peers = self._peers(user)
+            peers = self._peers(user, announced_only=True)
             for room in list(user.rooms.values()):
                 self._remove_member(room, user)
             self._fan_out(events.Quit(nick=user.nick, reason=reason), peers)
@@ -213,7 +217,7 @@ class Hub:
                 events.Joined(
                     room=room.name, nick=user.nick, account=user.account, realname=user.realname
                 ),
-                room.members.values(),
+                self._audience(room, user),
             )
             return room
 
@@ -233,7 +237,8 @@ class Hub:
         with delivery.batch(), self._lock:
             room = self._member_room(user, room_name)
             self._fan_out(
-                events.Left(room=room.name, nick=user.nick, reason=reason), room.members.values()
+                events.Left(room=room.name, nick=user.nick, reason=reason),
+                self._audience(room, user),
             )
             self._remove_member(room, user)
 
@@ -354,10 +359,20 @@ class Hub:
         if not room.members:
             del self._rooms[room.key]
 
-    def _peers(self, user: User) -> list[User]:
-        """Everyone who shares a room with `user`, each once, without `user`."""
+    def _audience(self, room: Room, user: User) -> Iterable[User]:
+        """Who sees `user` arrive or leave: every member, or in a quiet (big) room only them."""
+        if len(room.members) > self.quiet_room_size:
+            return [user] if user.key in room.members else []
+        return room.members.values()
+
+    def _peers(self, user: User, *, announced_only: bool = False) -> list[User]:
+        """Everyone who shares a room with `user`, each once, without `user`.
+
+        `announced_only` leaves out quiet rooms (see `quiet_room_size`)."""
         seen: dict[int, User] = {}
         for room in user.rooms.values():
+            if announced_only and len(room.members) > self.quiet_room_size:
+                continue
             for member in room.members.values():
                 seen[id(member)] = member
         seen.pop(id(user), None)

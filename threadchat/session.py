@@ -101,7 +101,11 @@ class NativeSession:
         if info.topic:
             self.reply(info)
         name, members = self.hub.members(room.name)
-        self.reply(events.WhoList(room=name, members=members))
+        if len(members) > self.hub.quiet_room_size:
+            # A list of thousands of names on every join helps nobody; /who still gives it.
+            self.reply(events.Notice(text=f"{name} has {len(members)} members; /who lists them"))
+        else:
+            self.reply(events.WhoList(room=name, members=members))
 
     def _on_join(self, request: requests.JoinRoom) -> bool:
         self._join(request.room)
