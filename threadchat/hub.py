@@ -320,6 +320,11 @@ class Hub:
                 raise HubError("no_such_room", f"there is no room {room_name}")
             return room.name, tuple(u.nick for u in room.members.values())
 
+    def member_count(self, room_name: str) -> int:
+        with self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            return len(room.members) if room is not None else 0
+
     def get_room(self, room_name: str) -> Room | None:
         """The live room object; read its fields only under `locked()` (they change)."""
         with self._lock:
