@@ -102,7 +102,7 @@ class Room:
     limit: int | None = None
     bans: list[str] = field(default_factory=list)
     members: dict[str, User] = field(default_factory=dict)
-    # The members grouped for fast fan-out (see Hub._fan_out_room); None when out of date.
+    # The members grouped for fast fan-out (see Hub._fan_out_groups); None when out of date.
     groups: "list[_CodecGroup] | None" = None
 
     @property
@@ -258,7 +258,15 @@ class Hub:
             event = events.RoomMessage(
                 room=room.name, sender=user.nick, text=text, kind=kind, account=user.account
             )
-            self._fan_out_room(event, room, user)
+            groups = room.groups
+            if groups is None:
+                groups = room.groups = _group_by_codec(room.members.values())
+        # Encoding and fan-out run after the hub lock is released: the lock then covers only
+        # the checks above (a few microseconds), where holding it through the fan-out was
+        # measured to keep readers queueing on it and handing the GIL back and forth.
+        # Each group's appends are one C-level loop, which no other Python thread can
+        # interleave, so the members of a group still see the room's messages in one order.
+        self._fan_out_groups(event, groups, user)
 
     def send_private(self, user: User, target: str, text: str, kind: str = events.TEXT) -> User:
         """Send to one user only; returns the recipient (whose `away` a caller may report)."""
@@ -400,7 +408,9 @@ class Hub:
             if data:
                 conn.send_bytes(data)
 
-    def _fan_out_room(self, event: Event, room: Room, exclude: User | None) -> None:
+    def _fan_out_groups(
+        self, event: Event, groups: "list[_CodecGroup]", exclude: User | None
+    ) -> None:
         """`_fan_out` to a room's members except `exclude`, at C speed per recipient.
 
         Members are grouped by codec key once per membership change; a message then costs
@@ -408,9 +418,6 @@ class Hub:
         insertion done by `set.update`, instead of several Python calls. This is the hot
         path of a busy room: it was measured as most of the server's CPU time.
         """
-        groups = room.groups
-        if groups is None:
-            groups = room.groups = _group_by_codec(room.members.values())
         for group in groups:
             if group.queues is None:
                 self._fan_out(event, [u for u in group.users if u is not exclude])
