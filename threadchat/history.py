@@ -16,9 +16,12 @@ often noisy), and the store has no kind for them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from threadchat import events, names
@@ -33,6 +36,7 @@ from threadchat.store.base import (
     StoreError,
     clamp_limit,
 )
+from threadchat.store.sqlite import wait_for
 
 if TYPE_CHECKING:
     from threadchat import requests
@@ -52,6 +56,60 @@ ERROR_LOG_INTERVAL = 60.0
 # How often the retention thread deletes expired messages. Hourly keeps the database within an
 # hour of the configured age while costing next to nothing.
 RETENTION_INTERVAL = 3600.0
+
+
+Relay = Callable[[dict[str, Any]], None]
+
+# Pipelining: a reader thread that handles several lines from one recv() queues all their
+# writes, waits once (they share one group commit), then relays them in order. The messages
+# still reach nobody before they are committed; the thread just stops paying one commit
+# round-trip per line. Thread-local, like delivery batches.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def pipelined() -> Iterator[None]:
+    """Within this block, messages of this thread are committed and relayed together at its
+    end (or at `complete()`). Re-entrant: only the outermost block completes."""
+    if getattr(_local, "pending", None) is not None:
+        yield
+        return
+    _local.pending = []
+    try:
+        yield
+    finally:
+        try:
+            complete()
+        finally:
+            _local.pending = None
+
+
+def complete() -> None:
+    """Wait for this thread's queued writes and relay their messages, in order.
+
+    A caller must complete before anything that could overtake the queued messages: another
+    request of the same user (a /leave after a line), or sending replies to the network.
+    """
+    pending: list[tuple[Future[StoredMessage], MessageLog, User, Relay]] | None = getattr(
+        _local, "pending", None
+    )
+    if not pending:
+        return
+    batch = pending[:]
+    pending.clear()
+    for future, service, user, relay in batch:
+        try:
+            stored = wait_for(future, RECORD_TIMEOUT)
+            stamp: dict[str, Any] = {"id": stored.id, "ts": stored.ts / 1000}
+        except StoreError as problem:
+            service._report(user, problem)
+            stamp = {}
+        try:
+            relay(stamp)
+        except HubError as problem:
+            # Checked before queueing; only a kick, mute or quit meanwhile gets here. The
+            # message is stored but not relayed, as if it had arrived just after the change.
+            log.debug("%s: queued message not relayed: %s", user.nick, problem.message)
 
 
 def to_event(message: StoredMessage) -> Event:
@@ -89,6 +147,42 @@ class MessageLog:
         self._last_error_log = 0.0
 
     # -- writing (called by the hub for every message, outside its lock) --------------------
+
+    def submit(
+        self,
+        user: User,
+        text: str,
+        kind: str,
+        relay: Relay,
+        *,
+        room: str | None = None,
+        target: User | None = None,
+    ) -> None:
+        """Commit a message, then call `relay` with the event fields (id, ts) to relay it with.
+
+        Outside `pipelined()` this happens before returning, and relay's HubError reaches
+        the caller. Inside it the write is only queued; `complete()` relays.
+        """
+        pending = getattr(_local, "pending", None)
+        append_async = getattr(self.store, "append_async", None)
+        if pending is None or kind == events.NOTICE or append_async is None:
+            relay(self.record(user, text, kind, room=room, target=target))
+            return
+        try:
+            future = append_async(
+                sender=user.nick,
+                sender_account=user.account,
+                text=text,
+                action=kind == events.ACTION,
+                room=room,
+                target=target.nick if target is not None else None,
+                target_account=target.account if target is not None else None,
+            )
+        except StoreError as problem:
+            self._report(user, problem)
+            relay({})
+            return
+        pending.append((future, self, user, relay))
 
     def record(
         self,

@@ -264,27 +264,36 @@ class Hub:
         """
         _check_text(text)
         with delivery.batch():
-            stamp: dict[str, Any] = {}
-            if self.history is not None:
-                with self._lock:
-                    name = self._room_to_speak(user, room_name).name
-                stamp = self.history.record(user, text, kind, room=name)
+            if self.history is None:
+                self._relay_room(user, room_name, text, kind, {})
+                return
             with self._lock:
-                room = self._room_to_speak(user, room_name)
-                member = user.key in room.members
-                user.last_active = time.time()
-                event = events.RoomMessage(
-                    room=room.name,
-                    sender=user.nick,
-                    text=text,
-                    kind=kind,
-                    account=user.account,
-                    **stamp,
-                )
-                recipients = room.members.values()
-                if member:
-                    recipients = [m for m in recipients if m is not user]
-                self._fan_out(event, recipients)
+                name = self._room_to_speak(user, room_name).name
+
+            def relay(stamp: dict[str, Any]) -> None:
+                self._relay_room(user, room_name, text, kind, stamp)
+
+            self.history.submit(user, text, kind, relay, room=name)
+
+    def _relay_room(
+        self, user: User, room_name: str, text: str, kind: str, stamp: dict[str, Any]
+    ) -> None:
+        with delivery.batch(), self._lock:
+            room = self._room_to_speak(user, room_name)
+            member = user.key in room.members
+            user.last_active = time.time()
+            event = events.RoomMessage(
+                room=room.name,
+                sender=user.nick,
+                text=text,
+                kind=kind,
+                account=user.account,
+                **stamp,
+            )
+            recipients = room.members.values()
+            if member:
+                recipients = [m for m in recipients if m is not user]
+            self._fan_out(event, recipients)
 
     def _room_to_speak(self, user: User, room_name: str) -> Room:
         """The room `user` may speak in now; raises HubError saying why not (lock held)."""
@@ -304,27 +313,36 @@ class Hub:
         """Send to one user only; returns the recipient (whose `away` a caller may report)."""
         _check_text(text)
         with delivery.batch():
-            stamp: dict[str, Any] = {}
-            if self.history is not None:
-                first = self.find_user(target)
-                if first is None:
-                    raise HubError("no_such_nick", f"there is nobody called {target}")
-                stamp = self.history.record(user, text, kind, target=first)
-            with self._lock:
-                recipient = self._users.get(names.fold(target))
-                if recipient is None:
-                    raise HubError("no_such_nick", f"there is nobody called {target}")
-                user.last_active = time.time()
-                event = events.PrivateMessage(
-                    sender=user.nick,
-                    target=recipient.nick,
-                    text=text,
-                    kind=kind,
-                    account=user.account,
-                    **stamp,
-                )
-                self._fan_out(event, [recipient])
-                return recipient
+            first = self.find_user(target)
+            if first is None:
+                raise HubError("no_such_nick", f"there is nobody called {target}")
+            if self.history is None:
+                return self._relay_private(user, target, text, kind, {})
+
+            def relay(stamp: dict[str, Any]) -> None:
+                self._relay_private(user, target, text, kind, stamp)
+
+            self.history.submit(user, text, kind, relay, target=first)
+            return first
+
+    def _relay_private(
+        self, user: User, target: str, text: str, kind: str, stamp: dict[str, Any]
+    ) -> User:
+        with delivery.batch(), self._lock:
+            recipient = self._users.get(names.fold(target))
+            if recipient is None:
+                raise HubError("no_such_nick", f"there is nobody called {target}")
+            user.last_active = time.time()
+            event = events.PrivateMessage(
+                sender=user.nick,
+                target=recipient.nick,
+                text=text,
+                kind=kind,
+                account=user.account,
+                **stamp,
+            )
+            self._fan_out(event, [recipient])
+            return recipient
 
     def set_topic(self, user: User, room_name: str, topic: str) -> None:
         _check_text(topic)
