@@ -404,3 +404,14 @@ def test_lines_of_one_write_are_relayed_in_order_with_other_requests(
     assert server.store is not None
     stored = server.store.room_history("lobby", HistoryQuery.latest(10))
     assert [m.text for m in stored] == ["one", "two", "four"]
+
+
+def test_retention_runs_only_when_configured_and_stops_with_the_server(
+    make_server: Callable[..., Server],
+) -> None:
+    forever = make_server()
+    assert forever._retention is None
+    server = make_server(history_days=30)
+    assert server._retention is not None and server._retention.is_alive()
+    server.stop()
+    assert not server._retention.is_alive()

@@ -90,6 +90,9 @@ class NativeSession:
             self._refuse(problem.code, problem.message, request.ref)
             if problem.code == "name_in_use":
                 self.reply(events.Notice(text="choose another name"))
+            elif problem.code == "bad_login":
+                text = "a name alone joins as a guest; NAME PASSWORD logs in to an account"
+                self.reply(events.Notice(text=text))
             return
         self.on_registered()
         self.reply(events.Welcome(nick=self.user.nick, server=self.hub.server_name))
