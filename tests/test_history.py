@@ -323,13 +323,20 @@ def test_kill_9_loses_no_message_that_anyone_received(tmp_path: Path) -> None:
             clients.append(client)
 
         def send(client: JsonClient, n: int) -> None:
+            # Sender 0 writes ten lines at a time: they arrive in one read and are committed
+            # together (pipelined); the others one line at a time.
+            per_write = 10 if n == 0 else 1
             i = 0
             while not stop.is_set():
+                lines = [
+                    json.dumps({"type": "say", "room": "lobby", "text": f"s{n}-{i + k}"})
+                    for k in range(per_write)
+                ]
                 try:
-                    client.send_json(type="say", room="lobby", text=f"s{n}-{i}")
+                    client.send(*lines)
                 except OSError:
                     return
-                i += 1
+                i += per_write
                 time.sleep(0.001)
 
         def listen() -> None:
@@ -347,7 +354,7 @@ def test_kill_9_loses_no_message_that_anyone_received(tmp_path: Path) -> None:
         for thread in [*threads, reader]:
             thread.start()
         deadline = time.monotonic() + WAIT
-        while len(received) < 200 and time.monotonic() < deadline:
+        while len(received) < 2000 and time.monotonic() < deadline:
             time.sleep(0.01)
         server.send_signal(signal.SIGKILL)
         server.wait(WAIT)
@@ -359,7 +366,7 @@ def test_kill_9_loses_no_message_that_anyone_received(tmp_path: Path) -> None:
         if server.poll() is None:
             server.kill()
             server.wait(WAIT)
-    assert len(received) >= 200
+    assert len(received) >= 2000
     store = open_store(tmp_path)
     try:
         stored: set[str] = set()
