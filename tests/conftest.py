@@ -50,8 +50,13 @@ def server(make_server: Callable[..., Server]) -> Server:
 class LineClient:
     """A raw TCP client, as nc would be: send lines, read lines with a bounded wait."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=WAIT)
+    def __init__(self, port: int, host: str = "127.0.0.1", *, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.settimeout(WAIT)
+        if rcvbuf is not None:
+            # Before connect, so the small window is what the server sees from the start.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect((host, port))
         self.buffer = b""
 
     def send(self, *lines: str) -> None:

@@ -112,7 +112,11 @@ def test_account_bans_follow_the_account_not_the_nick(
     server = make_server()
     alice, bob = registered(server, "alice"), registered(server, "bob")
     join(alice, "den")
+    watcher = client(server, "watcher")
+    join(watcher, "den")
     assert act(alice, "ban", 1, room="den", name="bob")["type"] == "ok"
+    mode = watcher.expect_event("mode", room="den")
+    assert (mode["changes"], mode["args"]) == ("+b", ["~a:bob"])
     assert act(bob, "nick", 2, name="robert")["type"] == "ok"
     assert act(bob, "join", 3, room="den")["code"] == "banned"
     assert act(alice, "unban", 4, room="den", name="~a:bob")["type"] == "ok"
@@ -128,7 +132,7 @@ def test_topic_lock(make_server: Callable[..., Server]) -> None:
     join(bob, "den")
     assert act(bob, "topic", 1, room="den", topic="mine")["code"] == "not_operator"
     assert act(alice, "topiclock", 2, room="den", on=False)["type"] == "ok"
-    bob.expect_event("moderation", action="topicunlock")
+    assert bob.expect_event("mode", room="den")["changes"] == "-t"
     assert act(bob, "topic", 3, room="den", topic="mine")["type"] == "ok"
     assert act(alice, "topiclock", 4, room="den", on=True)["type"] == "ok"
     assert act(bob, "topic", 5, room="den", topic="again")["code"] == "not_operator"
@@ -150,10 +154,31 @@ def test_text_mode_moderation_commands(make_server: Callable[..., Server]) -> No
     bob.send("hello?")
     bob.expect("!!! you are muted in den")
     alice.send("/unmute bob", "/op #den bob")
-    bob.expect("--- alice made bob an operator of den")
+    bob.expect("--- alice sets mode +o bob on den")
     bob.send("/topiclock off")
-    bob.expect("unlocked the topic of den")
+    bob.expect("--- bob sets mode -t on den")
     bob.send("/kick alice bye now")
     alice.expect("<-- alice was kicked from den by bob (bye now)")
     alice.send("/kick")
     alice.expect("usage: /kick")
+
+
+def test_irc_style_mode_changes_persist_too(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    from threadchat.hub import ModeChange
+
+    first = make_server(data_dir=str(tmp_path))
+    alice, bob = registered(first, "alice"), registered(first, "bob")
+    join(alice, "club")
+    join(bob, "club")
+    owner = first.hub.find_user("alice")
+    assert owner is not None
+    changes = [ModeChange(True, "o", "bob"), ModeChange(True, "m"), ModeChange(True, "b", "x!*@*")]
+    assert len(first.hub.set_room_modes(owner, "club", changes)) == 3
+    first.stop()
+    second = make_server(data_dir=str(tmp_path))
+    assert second.store is not None
+    record = next(r for r in second.store.load_rooms() if r.name == "club")
+    assert record.operators == {"bob"} and "m" in record.modes and record.bans == {"x!*@*"}
+    assert record.owner == "alice"

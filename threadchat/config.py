@@ -29,6 +29,8 @@ def setting(default: Any, help: str, *, factory: Any = None) -> Any:
 class Config:
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)")
     line_port: int = setting(7000, "TCP port of the native line protocol (0 disables it)")
+    udp_port: int = setting(7000, "UDP port of the native JSON datagram protocol (0 disables it)")
+    udp_timeout: float = setting(60.0, "seconds of silence before a UDP user is removed")
     log_level: str = setting("info", "log level: debug, info, warning or error")
     server_name: str = setting("threadchat", "name the server gives itself to clients")
     max_line: int = setting(4096, "longest accepted line in bytes; longer lines are dropped")
@@ -40,6 +42,15 @@ class Config:
     name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
     ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")
     ping_timeout: float = setting(60.0, "seconds a pinged client has to answer")
+    irc_port: int = setting(6667, "TCP port of the IRC protocol (0 disables it)")
+    irc_password: str | None = setting(
+        None, "connection password IRC clients must send with PASS (default: none)"
+    )
+    oper: list[str] = field(
+        default_factory=list,
+        metadata={"help": "IRC operator NAME:PASSWORD (repeatable); OPER NAME PASSWORD uses it"},
+    )
+    motd: str = setting("", "message of the day shown to IRC clients (empty: none, 422)")
     # Storage, history, accounts, moderation, TLS (see docs/history.md).
     data_dir: str = setting("./data", "directory of the database (threadchat.db) and TLS files")
     history: bool = setting(True, "store room and private messages (--no-history: relay only)")

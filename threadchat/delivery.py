@@ -1,9 +1,14 @@
-"""Delivery batches: enqueue to many recipients first, then write each recipient once.
+"""Delivery: enqueue to many recipients first, then write each recipient once.
 
-A reader thread wraps everything it does for one `recv()` in `batch()`. Outboxes that receive
-data meanwhile are only scheduled; when the outermost batch ends (after the hub lock has been
-released) each scheduled outbox is flushed once. A burst of N lines therefore costs one write
-per recipient instead of N, and no socket I/O ever happens under the hub lock.
+Outboxes that receive data are marked dirty in one shared list. Flushing is combined across
+sender threads: whichever thread wins a non-blocking try of the flush lock sends every dirty
+outbox with one `send` each, including data other senders queued meanwhile; a thread that
+loses the try simply goes on, since the winner re-checks the list after releasing the lock.
+Under load, many messages from many senders thus reach each recipient in one write.
+
+A reader thread wraps everything it does for one `recv()` in `batch()`, so flushing happens
+once at the end of the batch, after the hub lock has been released: no socket I/O ever
+happens under the hub lock, and a burst of N lines costs one write per recipient, not N.
 """
 
 import threading
@@ -15,31 +20,48 @@ class Flushable(Protocol):
 
 
 _local = threading.local()
+_dirty: list[Flushable] = []
+_dirty_lock = threading.Lock()
+_flush_lock = threading.Lock()
 
 
-class batch:
-    """Defer flushes scheduled on this thread until the outermost batch exits (re-entrant)."""
+class batch:  # lower case: used as a context manager, it reads like a function
+    """Defer flushing on this thread until the outermost batch exits (re-entrant)."""
 
     __slots__ = ("_outer",)
 
     def __enter__(self) -> None:
-        self._outer = getattr(_local, "pending", None) is None
+        self._outer = not getattr(_local, "open", False)
         if self._outer:
-            _local.pending = {}
+            _local.open = True
 
     def __exit__(self, *exc: object) -> None:
-        if not self._outer:
+        if self._outer:
+            _local.open = False
+            flush_dirty()
+
+
+def mark_dirty(target: Flushable) -> None:
+    """Have `target` flushed: at the end of this thread's batch, or now when none is open.
+
+    The caller marks each target once until its flush starts (outboxes keep a flag).
+    """
+    with _dirty_lock:
+        _dirty.append(target)
+    if not getattr(_local, "open", False):
+        flush_dirty()
+
+
+def flush_dirty() -> None:
+    """Flush every dirty target, unless another thread is doing it right now."""
+    global _dirty
+    while _dirty:
+        if not _flush_lock.acquire(blocking=False):
             return
-        pending: dict[int, Flushable] = _local.pending
-        _local.pending = None
-        for target in pending.values():
-            target.flush()
-
-
-def schedule_flush(target: Flushable) -> None:
-    """Flush `target` at the end of this thread's batch, or now when no batch is open."""
-    pending: dict[int, Flushable] | None = getattr(_local, "pending", None)
-    if pending is None:
-        target.flush()
-    else:
-        pending[id(target)] = target
+        try:
+            with _dirty_lock:
+                targets, _dirty = _dirty, []
+            for target in targets:
+                target.flush()
+        finally:
+            _flush_lock.release()

@@ -165,6 +165,58 @@ class Pong(Event):
     token: str
 
 
+# -- moderation and IRC-facing events (fanned out like the ones above) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChanged(Event):
+    """Modes changed: a room's (`room` set) or a user's own (`room` None, `target` the user).
+
+    `changes` is in IRC form ("+o-v", "+k"); `args` are the parameters in order (nicknames for
+    o and v, the key for +k, the limit for +l, masks for b).
+    """
+
+    by: str
+    changes: str
+    args: tuple[str, ...] = ()
+    room: str | None = None
+    target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AwayChanged(Event):
+    """`nick` went away with the message `away`, or came back (`away` None)."""
+
+    nick: str
+    away: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Invited(Event):
+    """`by` invites `nick` (the recipient) to `room`."""
+
+    room: str
+    nick: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wallops(Event):
+    """A message from a server operator to every user who asked for wallops (user mode w)."""
+
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Killed(Event):
+    """Told only to the user `nick` whom server operator `by` disconnects."""
+
+    nick: str
+    by: str
+    reason: str
+
+
 # Storage, accounts and moderation (history.py, accounts.py, moderation.py).
 
 
@@ -196,7 +248,7 @@ class LoggedIn(Event):
 class Moderated(Event):
     """A room moderation change, seen by the room's members.
 
-    `action` is one of op, deop, ban, unban, mute, unmute, topiclock, topicunlock.
+    `action` is mute or unmute (changes with an IRC mode letter are ModeChanged events).
     """
 
     room: str

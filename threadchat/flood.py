@@ -34,3 +34,19 @@ class TokenBucket:
         if self._tokens >= 0:
             return 0.0
         return -self._tokens / self.rate
+
+    def try_take(self) -> bool:
+        """Take one token if one is available now; False (and no debt) otherwise.
+
+        For transports that refuse over-limit requests instead of pausing (UDP): a refused
+        request costs nothing, so a client that stops flooding is served again at once.
+        """
+        if not self.enabled:
+            return True
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True

@@ -14,7 +14,7 @@ import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -457,6 +457,215 @@ class Hub:
             if data:
                 conn.send_bytes(data)
 
+    # -- moderation and IRC-facing operations ----------------------------------------------
+    # Added for the IRC transport but protocol-neutral: any protocol may offer these.
+
+    def user_unlocked(self, nick: str) -> User | None:
+        """The user called `nick`, for encoders running under the hub lock (during fan-out)."""
+        return self._users.get(names.fold(nick))
+
+    def counts(self) -> tuple[int, int, int]:
+        """(users, server operators, rooms) right now."""
+        with self._lock:
+            opers = sum(1 for u in self._users.values() if "o" in u.modes)
+            return len(self._users), opers, len(self._rooms)
+
+    def room_state(self, room_name: str) -> "RoomState":
+        """A consistent snapshot of a room (raises HubError('no_such_room'))."""
+        with self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            return self._room_state(room)
+
+    def room_states(self) -> list["RoomState"]:
+        with self._lock:
+            return [self._room_state(r) for r in sorted(self._rooms.values(), key=lambda r: r.key)]
+
+    def user_rooms(self, user: User) -> tuple[tuple[str, str], ...]:
+        """The rooms `user` is in, each with the user's status letters there ("o", "v", "ov")."""
+        with self._lock:
+            return tuple((r.name, _status(r, user)) for r in user.rooms.values())
+
+    def set_room_modes(
+        self, user: User, room_name: str, changes: Sequence["ModeChange"]
+    ) -> list["ModeChange"]:
+        """Apply room mode changes as `user`; returns those that changed something.
+
+        Letters: i m n t (flags), k (key), l (limit, a positive number), b (ban mask),
+        o and v (a member's nickname). Needs room operator status or server operator mode.
+        Raises HubError: no_such_room, not_operator, no_such_nick, user_not_in_room.
+        Members see one ModeChanged event with every applied change.
+        """
+        with delivery.batch(), self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            if not self._is_operator(user, room):
+                raise HubError("not_operator", f"you are not an operator of {room.name}")
+            applied = [c for c in (self._apply_mode(room, c) for c in changes) if c is not None]
+            if applied:
+                event = _mode_event(user.nick, applied, room=room.name)
+                self._fan_out(event, room.members.values())
+                if self.moderation is not None:
+                    for change in applied:
+                        self.moderation.mode_applied(room, change)
+        if applied and room.persistent and self.moderation is not None:
+            self.moderation.save(room)
+        return applied
+
+    def set_user_modes(self, user: User, changes: Sequence["ModeChange"]) -> list["ModeChange"]:
+        """Change `user`'s own modes: i and w freely; o may only be dropped (see grant)."""
+        with delivery.batch(), self._lock:
+            applied: list[ModeChange] = []
+            for change in changes:
+                if change.letter not in USER_MODES or (change.add and change.letter == "o"):
+                    continue
+                if change.add != (change.letter in user.modes):
+                    (user.modes.add if change.add else user.modes.discard)(change.letter)
+                    applied.append(change)
+            if applied:
+                self._fan_out(_mode_event(user.nick, applied, target=user.nick), [user])
+            return applied
+
+    def grant_server_operator(self, user: User) -> None:
+        """Make `user` a server operator (the caller has checked the credentials)."""
+        with delivery.batch(), self._lock:
+            if "o" not in user.modes:
+                user.modes.add("o")
+                self._fan_out(
+                    _mode_event(user.nick, [ModeChange(True, "o")], target=user.nick), [user]
+                )
+
+    def kick(self, user: User, room_name: str, nick: str, reason: str = "") -> None:
+        """Remove `nick` from the room as `user` (a room or server operator)."""
+        _check_text(reason)
+        with delivery.batch(), self._lock:
+            room = self._rooms.get(names.fold(room_name))
+            if room is None:
+                raise HubError("no_such_room", f"there is no room {room_name}")
+            if user.key not in room.members and "o" not in user.modes:
+                raise HubError("not_in_room", f"you are not in {room.name}")
+            if not self._is_operator(user, room):
+                raise HubError("not_operator", f"you are not an operator of {room.name}")
+            target = self._users.get(names.fold(nick))
+            if target is None:
+                raise HubError("no_such_nick", f"there is nobody called {nick}")
+            if target.key not in room.members:
+                raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
+            event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
+            self._fan_out(event, room.members.values())
+            self._remove_member(room, target)
+
+    def invite(self, user: User, nick: str, room_name: str) -> User:
+        """Invite `nick` to a room `user` is in; the invitee may then pass +i. Returns them."""
+        with delivery.batch(), self._lock:
+            target = self._users.get(names.fold(nick))
+            if target is None:
+                raise HubError("no_such_nick", f"there is nobody called {nick}")
+            room = self._member_room(user, room_name)
+            if target.key in room.members:
+                raise HubError("user_in_room", f"{target.nick} is already in {room.name}")
+            if "i" in room.modes and not self._is_operator(user, room):
+                raise HubError("not_operator", f"only operators invite to {room.name}")
+            room.invited.add(target.key)
+            self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
+            return target
+
+    def set_away(self, user: User, message: str | None) -> None:
+        """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
+        if message is not None:
+            _check_text(message)
+        with delivery.batch(), self._lock:
+            if user.away == message:
+                return
+            user.away = message
+            event = events.AwayChanged(nick=user.nick, away=message)
+            self._fan_out(event, self._peers(user))
+
+    def wallops(self, user: User, text: str) -> None:
+        """A server operator's message to every user with user mode w."""
+        _check_text(text)
+        with delivery.batch(), self._lock:
+            if "o" not in user.modes:
+                raise HubError("not_privileged", "only server operators send wallops")
+            readers = [u for u in self._users.values() if "w" in u.modes]
+            self._fan_out(events.Wallops(sender=user.nick, text=text), readers)
+
+    def kill(self, user: User, nick: str, reason: str) -> User:
+        """Tell `nick` that server operator `user` disconnects them, and return them.
+
+        The caller ends the victim's connection (the hub owns no sockets); the victim's
+        transport then unregisters it, so everyone sees an ordinary quit.
+        """
+        _check_text(reason)
+        with delivery.batch(), self._lock:
+            if "o" not in user.modes:
+                raise HubError("not_privileged", "only server operators may kill")
+            target = self._users.get(names.fold(nick))
+            if target is None:
+                raise HubError("no_such_nick", f"there is nobody called {nick}")
+            self._fan_out(events.Killed(nick=target.nick, by=user.nick, reason=reason), [target])
+            return target
+
+    def _room_state(self, room: Room) -> "RoomState":
+        return RoomState(
+            name=room.name,
+            created=room.created,
+            topic=room.topic,
+            topic_by=room.topic_by,
+            topic_at=room.topic_at,
+            modes=frozenset(room.modes),
+            password=room.password,
+            limit=room.limit,
+            bans=tuple(room.bans),
+            members=tuple((u, _status(room, u)) for u in room.members.values()),
+        )
+
+    def _apply_mode(self, room: Room, change: "ModeChange") -> "ModeChange | None":
+        letter, add, arg = change.letter, change.add, change.arg
+        if letter in "imnt":
+            if add == (letter in room.modes):
+                return None
+            (room.modes.add if add else room.modes.discard)(letter)
+            return ModeChange(add, letter)
+        if letter in "ov":
+            target = self._users.get(names.fold(arg or ""))
+            if target is None:
+                raise HubError("no_such_nick", f"there is nobody called {arg}")
+            if target.key not in room.members:
+                raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
+            group = room.operators if letter == "o" else room.voiced
+            if add == (target.key in group):
+                return None
+            (group.add if add else group.discard)(target.key)
+            return ModeChange(add, letter, target.nick)
+        if letter == "k":
+            if add and arg:
+                room.password = arg
+                return ModeChange(True, "k", arg)
+            if not add and room.password is not None:
+                room.password = None
+                return ModeChange(False, "k", "*")
+            return None
+        if letter == "l":
+            if add and arg and arg.isdigit() and int(arg) > 0:
+                room.limit = int(arg)
+                return ModeChange(True, "l", str(room.limit))
+            if not add and room.limit is not None:
+                room.limit = None
+                return ModeChange(False, "l")
+            return None
+        if letter == "b" and arg:
+            present = [b for b in room.bans if names.fold(b) == names.fold(arg)]
+            if add and not present and len(room.bans) < MAX_BANS:
+                room.bans.append(arg)
+                return ModeChange(True, "b", arg)
+            if not add and present:
+                room.bans.remove(present[0])
+                return ModeChange(False, "b", present[0])
+        return None
+
 
 def _check_nick(nick: str) -> None:
     problem = names.nick_error(nick)
@@ -475,3 +684,57 @@ def _check_text(text: str) -> None:
     # rules before calling the hub (the native one refuses every control character).
     if "\r" in text or "\n" in text or "\0" in text:
         raise HubError("control_chars", "messages cannot contain CR, LF or NUL")
+
+
+# -- moderation helpers ---------------------------------------------------------------------
+
+# User modes a user may hold: invisible, wallops reader, server operator.
+USER_MODES = frozenset("iwo")
+# Room modes the hub understands (b, k, l take arguments; o, v name a member).
+ROOM_MODES = frozenset("imntklbov")
+# Bans per room: enough for real moderation, small enough that every join's ban check
+# (one glob match per entry, under the hub lock) stays cheap.
+MAX_BANS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """One mode letter being set (`add`) or unset, with its argument if it takes one."""
+
+    add: bool
+    letter: str
+    arg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """A snapshot of a room; `members` pairs each user with their status letters ("ov")."""
+
+    name: str
+    created: float
+    topic: str
+    topic_by: str
+    topic_at: float
+    modes: frozenset[str]
+    password: str | None
+    limit: int | None
+    bans: tuple[str, ...]
+    members: tuple[tuple[User, str], ...]
+
+
+def _status(room: Room, user: User) -> str:
+    return ("o" if user.key in room.operators else "") + ("v" if user.key in room.voiced else "")
+
+
+def _mode_event(
+    by: str, changes: Sequence[ModeChange], *, room: str | None = None, target: str = ""
+) -> events.ModeChanged:
+    text, sign = "", ""
+    for change in changes:
+        wanted = "+" if change.add else "-"
+        if wanted != sign:
+            text += wanted
+            sign = wanted
+        text += change.letter
+    args = tuple(c.arg for c in changes if c.arg is not None)
+    return events.ModeChanged(by=by, changes=text, args=args, room=room, target=target)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from threadchat import delivery, events, names
-from threadchat.hub import Hub, HubError, Room, User
+from threadchat.hub import MAX_BANS, Hub, HubError, ModeChange, Room, User, _mode_event
 from threadchat.store.base import RoomRecord, Store, StoreError
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ MUTE_PREFIX = "~q:"
 ACCOUNT_PREFIX = "~a:"
 # Modes the store keeps (see RoomRecord); others (none today) live only while the room does.
 STORED_MODES = frozenset("tnmikl")
-# Bans and mutes per room at most: each join checks every ban, so the list must stay short.
-MAX_BANS = 100
 
 
 @dataclass
@@ -199,25 +197,21 @@ class RoomKeeper:
     # -- actions ----------------------------------------------------------------------------
 
     def moderate(self, actor: User, room_name: str, action: str, target: str, reason: str) -> None:
-        """Carry out one moderation action; raises HubError when it is not allowed."""
+        """Carry out one moderation action; raises HubError when it is not allowed.
+
+        op/deop/ban/unban are room mode changes (+o, -o, +b, -b): members see the same
+        ModeChanged event an IRC MODE produces. mute/unmute have no IRC mode and are shown as a
+        Moderated event; kick as Kicked.
+        """
         room = self._room_for(actor, room_name)
         entry = self._entry_for(target) if action in ("ban", "unban", "mute", "unmute") else ""
-        shown = target
         with delivery.batch(), self.hub.locked():
             grants = self._grants.setdefault(room.key, Grants())
             match action:
                 case "op" | "deop":
                     member = self._member(room, target)
-                    group = room.operators
-                    if action == "op":
-                        group.add(member.key)
-                    else:
-                        group.discard(member.key)
-                    if member.account is not None and room.persistent:
-                        accounts = grants.operators
-                        change = accounts.add if action == "op" else accounts.discard
-                        change(names.fold(member.account))
-                    shown = member.nick
+                    change = ModeChange(action == "op", "o", member.nick)
+                    self._apply(actor, room, [change])
                 case "kick":
                     member = self._member(room, target)
                     kicked = events.Kicked(
@@ -226,42 +220,62 @@ class RoomKeeper:
                     self.hub._fan_out(kicked, list(room.members.values()))
                     self.hub._remove_member(room, member)
                     return
-                case "ban" | "mute":
-                    entries = room.bans if action == "ban" else grants.muted
-                    if len(entries) >= MAX_BANS:
-                        raise HubError("too_many", f"{room.name} has {MAX_BANS} entries")
-                    if action == "ban" and entry not in room.bans:
-                        room.bans.append(entry)
-                    elif action == "mute":
-                        grants.muted.add(entry)
-                    shown = entry
+                case "ban":
+                    if len(room.bans) >= MAX_BANS:
+                        raise HubError("too_many", f"{room.name} has {MAX_BANS} bans")
+                    self._apply(actor, room, [ModeChange(True, "b", entry)])
                 case "unban":
-                    if entry not in room.bans and target not in room.bans:
+                    for candidate in (entry, target):
+                        if self._apply(actor, room, [ModeChange(False, "b", candidate)]):
+                            break
+                    else:
                         raise HubError("no_such_ban", f"{target} is not banned here")
-                    room.bans[:] = [b for b in room.bans if b not in (entry, target)]
-                    shown = entry
-                case "unmute":
-                    if entry not in grants.muted and target not in grants.muted:
+                case "mute" | "unmute":
+                    if action == "mute":
+                        if len(grants.muted) >= MAX_BANS:
+                            raise HubError("too_many", f"{room.name} has {MAX_BANS} mutes")
+                        grants.muted.add(entry)
+                    elif entry in grants.muted or target in grants.muted:
+                        grants.muted.difference_update({entry, target})
+                    else:
                         raise HubError("no_such_mute", f"{target} is not muted here")
-                    grants.muted.difference_update({entry, target})
-                    shown = entry
+                    event = events.Moderated(
+                        room=room.name, by=actor.nick, action=action, target=entry
+                    )
+                    self.hub._fan_out(event, list(room.members.values()))
                 case _:
                     raise HubError("bad_request", f"unknown action {action}")
-            event = events.Moderated(room=room.name, by=actor.nick, action=action, target=shown)
-            self.hub._fan_out(event, list(room.members.values()))
         self.save(room)
 
     def topic_lock(self, actor: User, room_name: str, locked: bool) -> None:
+        """Mode +t / -t: only operators set the topic."""
         room = self._room_for(actor, room_name)
         with delivery.batch(), self.hub.locked():
-            if locked:
-                room.modes.add("t")
-            else:
-                room.modes.discard("t")
-            action = "topiclock" if locked else "topicunlock"
-            event = events.Moderated(room=room.name, by=actor.nick, action=action)
-            self.hub._fan_out(event, list(room.members.values()))
+            self._apply(actor, room, [ModeChange(locked, "t")])
         self.save(room)
+
+    def _apply(self, actor: User, room: Room, changes: list[ModeChange]) -> list[ModeChange]:
+        """Apply mode changes the way an IRC MODE does and show them (lock held)."""
+        applied = [c for c in (self.hub._apply_mode(room, c) for c in changes) if c is not None]
+        for change in applied:
+            self.mode_applied(room, change)
+        if applied:
+            event = _mode_event(actor.nick, applied, room=room.name)
+            self.hub._fan_out(event, list(room.members.values()))
+        return applied
+
+    def mode_applied(self, room: Room, change: ModeChange) -> None:
+        """Keep account grants in step with +o/-o/+v/-v of a member (lock held).
+
+        Called for native moderation and for IRC MODE (Hub.set_room_modes)."""
+        if change.letter not in "ov" or not room.persistent or change.arg is None:
+            return
+        member = room.members.get(names.fold(change.arg))
+        if member is None or member.account is None:
+            return
+        grants = self._grants.setdefault(room.key, Grants())
+        group = grants.operators if change.letter == "o" else grants.voiced
+        (group.add if change.add else group.discard)(names.fold(member.account))
 
     @staticmethod
     def _member(room: Room, nick: str) -> User:

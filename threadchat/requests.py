@@ -19,6 +19,9 @@ class Hello(Request):
     ref: object = None
     # Logs in to the account `name` while registering. Never shown in reprs (logs).
     password: str | None = field(default=None, repr=False)
+    # Text mode: the whole first line when it was split into name and password. If `name` is
+    # no account, the line was a (bad) name with a space, not a login. Holds the password.
+    first_line: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,10 @@ from types import FrameType
 from threadchat.config import Config
 from threadchat.hub import Hub
 from threadchat.store.base import Store
+from threadchat.transports.irc import IrcConnection
 from threadchat.transports.native import LineConnection
 from threadchat.transports.tcp import TcpConnection, TcpListener
+from threadchat.transports.udp import UdpListener
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Server:
         self.hub = Hub(server_name=config.server_name)
         self.stopping = threading.Event()
         self.listeners: list[TcpListener] = []
+        self.udp: UdpListener | None = None
         self._connections: set[TcpConnection] = set()
         self._connections_lock = threading.Lock()
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper")
@@ -65,6 +68,20 @@ class Server:
                     name="line",
                 )
             )
+        if self.config.irc_port > 0:
+            self.listeners.append(
+                TcpListener(
+                    self,
+                    self.config.host,
+                    self.port(self.config.irc_port),
+                    IrcConnection,
+                    name="irc",
+                )
+            )
+        if self.config.udp_port > 0:
+            self.udp = UdpListener(self, self.config.host, self.port(self.config.udp_port))
+            self.udp.start()
+            log.info("udp protocol listening on %s port %d", self.config.host, self.udp.port)
         for listener in self.listeners:
             listener.start()
             log.info(
@@ -144,6 +161,8 @@ class Server:
         deadline = time.monotonic() + SHUTDOWN_FLUSH
         for conn in conns:
             conn.outbox.wait_empty(max(0.0, deadline - time.monotonic()))
+        if self.udp is not None:
+            self.udp.stop(deadline)
         for conn in conns:
             conn.abort("server shutdown")
         deadline = time.monotonic() + SHUTDOWN_JOIN

@@ -81,6 +81,14 @@ class NativeSession:
         if not isinstance(request, requests.Hello):
             self._refuse("not_registered", "say who you are first (your name, or a hello)")
             return
+        accounts_service = self.hub.accounts
+        if (
+            request.first_line is not None
+            and accounts_service is not None
+            and not accounts_service.is_registered(request.name)
+        ):
+            # "john smith" as a first line is a name with a space, not a login attempt.
+            request = requests.Hello(name=request.first_line, ref=request.ref)
         try:
             identity = {"host": self.label}
             if request.password is not None:

@@ -88,6 +88,18 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "ping", "token": event.token}
         case events.Pong():
             body = {"type": "pong", "token": event.token}
+        case events.ModeChanged():
+            body = {"type": "mode", "by": event.by, "changes": event.changes}
+            body["args"] = list(event.args)
+            body.update({"room": event.room} if event.room is not None else {"name": event.target})
+        case events.AwayChanged():
+            body = {"type": "away", "name": event.nick, "away": event.away}
+        case events.Invited():
+            body = {"type": "invite", "room": event.room, "name": event.nick, "by": event.by}
+        case events.Wallops():
+            body = {"type": "wallops", "from": event.sender, "text": event.text}
+        case events.Killed():
+            body = {"type": "notice", "text": f"{event.by} disconnected you: {event.reason}"}
         case _:
             return None
     body["id"] = event.id
@@ -294,3 +306,55 @@ def parse_line(line: str) -> requests.Request:
     except (ValueError, RecursionError):
         return requests.Invalid("bad_json", "that line is not valid JSON")
     return parse_request(obj)
+
+
+def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
+    """The JSON object a client sends for `request` (the inverse of `parse_request`).
+
+    Optional fields that hold their default are left out; None for `requests.Invalid`.
+    """
+    body: dict[str, Any]
+    match request:
+        case requests.Hello():
+            body = {"type": "hello", "name": request.name}
+        case requests.Say():
+            body = {"type": "say", "text": request.text, "action": request.action}
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.SendPrivate():
+            body = {"type": "msg", "to": request.target, "text": request.text}
+            body["action"] = request.action
+        case requests.JoinRoom():
+            body = {"type": "join", "room": request.room}
+        case requests.LeaveRoom():
+            body = {"type": "leave", "reason": request.reason}
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.ChangeNick():
+            body = {"type": "nick", "name": request.name}
+        case requests.Topic():
+            body = {"type": "topic"}
+            if request.room is not None:
+                body["room"] = request.room
+            if request.topic is not None:
+                body["topic"] = request.topic
+        case requests.ListRooms():
+            body = {"type": "rooms"}
+        case requests.Who():
+            body = {"type": "who"}
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.Help():
+            body = {"type": "help"}
+        case requests.ClientPing():
+            body = {"type": "ping", "token": request.token}
+        case requests.ClientPong():
+            body = {"type": "pong", "token": request.token}
+        case requests.QuitRequest():
+            body = {"type": "quit", "reason": request.reason}
+        case _:
+            return None
+    ref = getattr(request, "ref", None)
+    if ref is not None:
+        body["ref"] = ref
+    return body

@@ -257,7 +257,7 @@ def parse_first_line(line: str) -> requests.Request:
     if len(words) == 3 and words[0].lower() == "/login":
         words = words[1:]
     if len(words) == 2:
-        return requests.Hello(name=words[0], password=words[1])
+        return requests.Hello(name=words[0], password=words[1], first_line=line.strip())
     return requests.Hello(name=line.strip())
 
 
@@ -337,6 +337,16 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return "\n".join(f"--- {line}" for line in event.lines)
         case events.Error():
             return f"!!! {event.message}"
+        case events.ModeChanged():
+            args = " ".join(event.args)
+            where = f" on {event.room}" if event.room is not None else ""
+            return f"--- {event.by} sets mode {event.changes} {args}".rstrip() + where
+        case events.Invited():
+            return f"--- {event.by} invites you to {event.room} (/join {event.room})"
+        case events.Wallops():
+            return f"--- wallops from {event.sender}: {event.text}"
+        case events.Killed():
+            return f"!!! {event.by} disconnected you: {event.reason}"
         case events.HistoryPage():
             return _render_page(event)
         case events.LoggedIn():
@@ -350,14 +360,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
 
 
 _MODERATION_TEXT = {
-    "op": "--- {by} made {target} an operator of {room}",
-    "deop": "--- {by} took operator status in {room} from {target}",
-    "ban": "--- {by} banned {target} from {room}",
-    "unban": "--- {by} lifted the ban on {target} in {room}",
     "mute": "--- {by} muted {target} in {room}",
     "unmute": "--- {by} unmuted {target} in {room}",
-    "topiclock": "--- {by} locked the topic of {room}",
-    "topicunlock": "--- {by} unlocked the topic of {room}",
 }
 
 
@@ -416,13 +420,16 @@ class LineProtocol:
             else:
                 yield parse_first_line(line)
 
+    # Until the first line shows the mode, speak text: a person behind nc reads it, and
+    # JSON clients send their hello at once.
+
     def codec_key(self, several_rooms: bool) -> Hashable:
-        if self.mode == TEXT_MODE:
+        if self.mode != JSON_MODE:
             return (TEXT_MODE, several_rooms)
         return JSON_MODE
 
     def encode(self, event: Event, several_rooms: bool = False) -> bytes | None:
-        if self.mode == TEXT_MODE:
+        if self.mode != JSON_MODE:
             text = render_text(event, several_rooms)
             if text is None:
                 return None

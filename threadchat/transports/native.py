@@ -39,6 +39,9 @@ class LineConnection(TcpConnection):
     # -- the hub's side (any thread, hub lock held) ----------------------------------------
 
     def codec_key(self) -> Hashable:
+        # Called once per delivery: the common JSON case must stay one comparison.
+        if self.protocol.mode == JSON_MODE:
+            return JSON_MODE
         return self.protocol.codec_key(self.session.several_rooms)
 
     def encode(self, event: Event) -> bytes | None:

@@ -1,0 +1,170 @@
+"""Write docs/performance.md (and a PNG chart when matplotlib is installed) from results.jsonl.
+
+Run: ``python -m bench.report``. The latest record of each scenario x server (x variant) wins.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from bench.__main__ import RESULTS
+from bench.servers import REPO_DIR
+
+DOC = REPO_DIR / "docs" / "performance.md"
+CHART = REPO_DIR / "docs" / "performance.png"
+
+
+def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for rec in records:
+        key = (rec["scenario"], rec["server"], rec["result"].get("variant", ""))
+        by_key[key] = rec
+    return list(by_key.values())
+
+
+def _n(v: Any, digits: int = 0, scale: float = 1.0) -> str:
+    return "-" if v is None else f"{v * scale:,.{digits}f}"
+
+
+def traffic_table(recs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| scenario | server | deliveries/s | per server CPU-s | p50 ms | p99 ms | max ms "
+        "| delivered | server CPU | RSS MiB | generator CPU % (per worker) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for rec in recs:
+        r = rec["result"]
+        if "deliveries_per_s" not in r:
+            continue
+        name = rec["scenario"] + (f" [{r['variant']}]" if r.get("variant") else "")
+        lines.append(
+            f"| {name} | {rec['server']} | {_n(r['deliveries_per_s'])} "
+            f"| {_n(r['deliveries_per_cpu_s'])} | {_n(r['p50_ms'], 1)} | {_n(r['p99_ms'], 1)} "
+            f"| {_n(r['max_ms'], 1)} | {_n(r['completeness'], 1, 100)} % "
+            f"| {_n(r['server_cpu_pct'])} % | {_n(r['server_rss_kb_end'] / 1024, 1)} "
+            f"| {' / '.join(_n(g) for g in r['generator_cpu_pct'])} |"
+        )
+    return lines
+
+
+def slow_table(recs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| server | others' p99 ms (without → with) | delivered to others (without → with) "
+        "| slow client cut off |",
+        "|---|--:|--:|---|",
+    ]
+    for rec in recs:
+        r = rec["result"]
+        if rec["scenario"] != "slow-consumer" or "slow_consumer" not in r:
+            continue
+        s = r["slow_consumer"] or {}
+        lines.append(
+            f"| {rec['server']} | {_n(r.get('baseline_p99_ms'), 1)} → {_n(r['p99_ms'], 1)} "
+            f"| {_n(r.get('baseline_completeness'), 1, 100)} % → {_n(r['completeness'], 1, 100)} % "
+            f"| {'yes' if s.get('cut_off') else 'no'} |"
+        )
+    return lines
+
+
+def idle_table(recs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| scenario | server | held | time to connect s | connects/s | RSS per connection KiB |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for rec in recs:
+        r = rec["result"]
+        if "held" in r:
+            lines.append(
+                f"| {rec['scenario']} | {rec['server']} | {r['held']} / {r['clients']} "
+                f"| {_n(r['connect_s'], 2)} | {_n(r['connects_per_s'])} "
+                f"| {_n(r['rss_kb_per_conn'], 1)} |"
+            )
+    return lines
+
+
+def chart(recs: list[dict[str, Any]]) -> bool:
+    """Throughput bars and latency distributions per server; False when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    traffic = [r for r in recs if "deliveries_per_s" in r["result"] and r["result"].get("cdf_ms")]
+    scenarios = sorted({r["scenario"] for r in traffic})
+    servers = sorted({r["server"] for r in traffic})
+    if not traffic:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    width = 0.8 / max(1, len(servers))
+    for i, server in enumerate(servers):
+        vals = []
+        for sc in scenarios:
+            match = [r for r in traffic if r["scenario"] == sc and r["server"] == server]
+            vals.append(match[-1]["result"]["deliveries_per_s"] / 1e6 if match else 0)
+        axes[0].bar([x + i * width for x in range(len(scenarios))], vals, width, label=server)
+    axes[0].set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(scenarios))])
+    axes[0].set_xticklabels(scenarios, rotation=30, ha="right")
+    axes[0].set_ylabel("delivered messages / s (millions)")
+    axes[0].set_title("Throughput (higher is better)")
+    axes[0].legend()
+    pcts = [*range(1, 100), 99.9]
+    for rec in traffic:
+        if rec["scenario"] not in ("rate-100", "rate-1000"):
+            continue
+        axes[1].plot(rec["result"]["cdf_ms"], pcts, label=f"{rec['server']} {rec['scenario']}")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("latency ms (log)")
+    axes[1].set_ylabel("percentile")
+    axes[1].set_title("Latency distribution at fixed rate (left is better)")
+    axes[1].grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    CHART.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(CHART, dpi=110)
+    return True
+
+
+def main() -> int:
+    if not RESULTS.exists():
+        print(f"no results yet: run `python -m bench` first ({RESULTS})", file=sys.stderr)
+        return 1
+    records = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    recs = latest(records)
+    newest = records[-1]
+    m = newest["machine"]
+    has_chart = chart(recs)
+    out = [
+        "# Performance",
+        "",
+        "Generated by `python -m bench.report` from `bench/results/results.jsonl` "
+        "(latest result per scenario and server).",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['mem_gib']} GiB RAM, "
+        f"Linux {m['kernel']}, Python {m['python']}. Commit `{newest['commit']}`.",
+        "",
+        f"Latest command: `{newest['command']}`",
+        "",
+        "Load generator and servers share the machine's cores: the generator's own CPU is shown "
+        "so a generator limit is not mistaken for a server limit. Deliveries are messages "
+        "received by clients (a room message to C members counts C-1). Latency is send to "
+        "receipt on the same clock. Fan-out runs keep at most `window` messages per sender "
+        "unseen by a probe receiver; rate runs send on a fixed schedule.",
+        "",
+    ]
+    if has_chart:
+        out += ["![throughput and latency](performance.png)", ""]
+    out += ["## Traffic", "", *traffic_table(recs), ""]
+    out += ["## Slow consumer", "", *slow_table(recs), ""]
+    out += ["## Idle connections", "", *idle_table(recs), ""]
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text("\n".join(out))
+    print(f"wrote {DOC}" + (f" and {CHART}" if has_chart else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Named scenarios: each maps a server to one or more result records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bench.runner import TrafficPlan, run_idle, run_traffic
+from bench.servers import ServerSpec
+
+# Senders keep at most this many of their own messages un-received by a probe reader: enough to
+# keep ngircd busy at C=100 (measured), small enough that receivers are not cut off for lag.
+FAST_WINDOW = 128
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float = 8.0
+    drain_s: float = 5.0
+    quick: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    run: Callable[[ServerSpec, Options], list[dict[str, Any]]]
+    in_quick: bool = True
+
+
+def _traffic(plan: TrafficPlan) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
+    def run(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+        return [run_traffic(spec, replace(plan, duration=opts.duration, drain_s=opts.drain_s))]
+
+    return run
+
+
+def _idle(count: int) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
+    def run(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+        return [run_idle(spec, count)]
+
+    return run
+
+
+# ~460-byte lines (IRC caps a line at 512) at 1,500 msgs/s push ~0.7 MB/s at the stalled
+# member, so the server's socket buffers (MiBs on loopback) fill within a few seconds.
+SLOW_PLAN = TrafficPlan(clients=100, senders=10, rate=1500, sample_every=1, pad_bytes=400)
+SLOW_MIN_DURATION_S = 8.0
+
+
+def _slow_consumer(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+    """Same paced room twice, without and with one member that never reads."""
+    duration = max(opts.duration, SLOW_MIN_DURATION_S)
+    base = replace(SLOW_PLAN, duration=duration, drain_s=opts.drain_s)
+    without = run_traffic(spec, base)
+    with_slow = run_traffic(spec, replace(base, slow_consumer=True))
+    with_slow["baseline_p99_ms"] = without["p99_ms"]
+    with_slow["baseline_completeness"] = without["completeness"]
+    return [with_slow]
+
+
+def _history(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+    if not spec.supports_history:
+        return [{"skipped": "server has no history option"}]
+    plan = TrafficPlan(clients=100, senders=10, window=FAST_WINDOW)
+    plan = replace(plan, duration=opts.duration, drain_s=opts.drain_s)
+    out = []
+    for on in (False, True):
+        rec = run_traffic(spec, plan, history=on)
+        rec["variant"] = f"history={'on' if on else 'off'}"
+        out.append(rec)
+    return out
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("fanout-100", "1 room, C=100, S=10, as fast as the window allows",
+                 _traffic(TrafficPlan(clients=100, senders=10, window=FAST_WINDOW))),
+        Scenario("fanout-1000", "1 room, C=1000, S=10, as fast as the window allows",
+                 _traffic(TrafficPlan(clients=1000, senders=10, window=FAST_WINDOW))),
+        Scenario("rate-100", "1 room, C=100, S=10, 1,500 msgs/s total, every line timed",
+                 _traffic(TrafficPlan(clients=100, senders=10, rate=1500, sample_every=1))),
+        Scenario("rate-1000", "1 room, C=1000, S=10, 200 msgs/s total, every line timed",
+                 _traffic(TrafficPlan(clients=1000, senders=10, rate=200, sample_every=1))),
+        Scenario("rooms-200x10", "200 rooms of 10 (2,000 clients), 1 sender per room, windowed",
+                 _traffic(TrafficPlan(clients=2000, rooms=200, senders=200, window=32))),
+        Scenario("idle-1000", "1,000 idle registered clients", _idle(1000)),
+        Scenario("idle-5000", "5,000 idle registered clients", _idle(5000), in_quick=False),
+        Scenario("idle-15000", "15,000 idle registered clients", _idle(15000), in_quick=False),
+        Scenario("slow-consumer", "rate-100 with one member that never reads vs without",
+                 _slow_consumer),
+        Scenario("history", "fanout-100 with message history off vs on (threadchat only)",
+                 _history),
+    )
+}  # fmt: skip

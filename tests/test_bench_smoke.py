@@ -1,0 +1,41 @@
+"""Smoke test of the benchmark harness against the naive reference server (no speed goals)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.runner import TrafficPlan, plan_clients, run_idle, run_traffic
+from bench.servers import SERVERS
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_plan_puts_senders_first_in_each_room() -> None:
+    plans = plan_clients(20, rooms=2, senders=4, slow=True)
+    assert [p.rooms[0] for p in plans].count("r0") == 10
+    assert [p.gid for p in plans if p.sender] == [0, 1, 10, 11]
+    assert [p.gid for p in plans if p.slow] == [9]
+
+
+@pytest.mark.parametrize("server", ["naive", "naive-json"])
+def test_every_delivery_is_counted(server: str) -> None:
+    clients = 6
+    plan = TrafficPlan(clients=clients, senders=2, rate=200, sample_every=1, duration=1.0,
+                       drain_s=5.0)  # fmt: skip
+    result = run_traffic(SERVERS[server], plan)
+    assert result["ready"] == clients
+    assert result["sent"] > 50
+    # One room: each message reaches every member but its sender.
+    assert result["expected"] == result["sent"] * (clients - 1)
+    assert result["received"] == result["expected"]
+    assert result["completeness"] == 1.0
+    # sample_every=1 times every delivered line.
+    assert result["samples"] == result["received"]
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["server_alive"] and result["disconnects"] == 0
+
+
+def test_idle_clients_are_held() -> None:
+    result = run_idle(SERVERS["naive"], 40)
+    assert result["held"] == 40
+    assert result["server_alive"]

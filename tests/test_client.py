@@ -1,0 +1,588 @@
+"""The terminal client: rendering and command translation in memory, the program end to end."""
+
+import json
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from conftest import WAIT, JsonClient
+
+from threadchat import requests
+from threadchat.client import render
+from threadchat.client.chat import ChatClient
+from threadchat.client.transport import AddressError, parse_address
+from threadchat.protocols import jsonlines
+from threadchat.server import Server
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+TS = "2026-11-25T12:34:56.789Z"
+LOCAL_HHMM = datetime(2026, 11, 25, 12, 34, 56, tzinfo=UTC).astimezone().strftime("%H:%M")
+EVIL = "\x1b]0;owned\x07\x1b[2J\x9b31m\x00\r\n"
+
+
+def plain(event: dict[str, Any], me: str | None = "alice", room: str | None = "lobby") -> list[str]:
+    lines = render.render_event(event, me=me, current_room=room, now=NOW)
+    return [render.to_plain(line) for line in lines]
+
+
+# -- render ------------------------------------------------------------------------------------
+
+
+def test_message_shows_local_time_name_and_text() -> None:
+    event = {"type": "message", "room": "lobby", "from": "bob", "text": "hi", "ts": TS}
+    assert plain(event) == [f"{LOCAL_HHMM} <bob> hi"]
+
+
+def test_message_in_another_room_names_the_room() -> None:
+    event = {"type": "message", "room": "dev", "from": "bob", "text": "hi", "ts": TS}
+    assert plain(event) == [f"{LOCAL_HHMM} [dev] <bob> hi"]
+    assert plain(event, room="DEV") == [f"{LOCAL_HHMM} <bob> hi"]
+
+
+def test_actions_notices_and_private_messages() -> None:
+    base = {"type": "message", "room": "lobby", "from": "bob", "text": "waves", "ts": TS}
+    assert plain({**base, "action": True}) == [f"{LOCAL_HHMM} * bob waves"]
+    assert plain({**base, "notice": True}) == [f"{LOCAL_HHMM} -bob- waves"]
+    private = {"type": "private", "from": "bob", "to": "alice", "text": "psst", "ts": TS}
+    assert plain(private) == [f"{LOCAL_HHMM} [private] <bob> psst"]
+    mine = {**private, "from": "Alice", "to": "bob"}
+    assert plain(mine) == [f"{LOCAL_HHMM} [private to bob] <Alice> psst"]
+
+
+def test_room_and_server_events() -> None:
+    cases = [
+        ({"type": "join", "room": "dev", "name": "bob"}, ["--> bob joined dev"]),
+        (
+            {"type": "leave", "room": "dev", "name": "bob", "reason": "bye"},
+            ["<-- bob left dev (bye)"],
+        ),
+        ({"type": "quit", "name": "bob", "reason": ""}, ["<-- bob quit"]),
+        ({"type": "nick", "old": "bob", "new": "rob"}, ["--- bob is now known as rob"]),
+        ({"type": "topic", "room": "dev", "topic": "", "by": ""}, ["--- dev has no topic"]),
+        (
+            {"type": "topic", "room": "dev", "topic": "tests", "by": "bob"},
+            ["--- topic of dev: tests (set by bob)"],
+        ),
+        ({"type": "who", "room": "dev", "members": ["a", "b"]}, ["--- in dev: a, b"]),
+        (
+            {"type": "rooms", "rooms": [{"name": "dev", "members": 1, "topic": "x"}]},
+            ["--- dev (1 member): x"],
+        ),
+        ({"type": "rooms", "rooms": []}, ["--- there are no rooms; /join ROOM creates one"]),
+        ({"type": "notice", "text": "one\ntwo"}, ["--- one", "--- two"]),
+        ({"type": "error", "code": "x", "message": "no"}, ["!!! no"]),
+        ({"type": "ok", "ref": 1}, []),
+        ({"type": "ping", "token": "t"}, []),
+        ({"type": "future-thing"}, []),
+    ]
+    for event, expected in cases:
+        assert plain({**event, "ts": TS}) == [f"{LOCAL_HHMM} {line}" for line in expected]
+
+
+def test_missing_or_bad_timestamp_uses_now() -> None:
+    hhmm = NOW.astimezone().strftime("%H:%M")
+    assert plain({"type": "notice", "text": "x"}) == [f"{hhmm} --- x"]
+    assert plain({"type": "notice", "text": "x", "ts": "yesterday"}) == [f"{hhmm} --- x"]
+
+
+def test_controls_from_the_wire_never_reach_the_terminal() -> None:
+    events = [
+        {"type": "message", "room": EVIL, "from": EVIL, "text": EVIL, "action": True},
+        {"type": "private", "from": EVIL, "to": EVIL, "text": EVIL},
+        {"type": "join", "room": EVIL, "name": EVIL},
+        {"type": "leave", "room": EVIL, "name": EVIL, "reason": EVIL},
+        {"type": "quit", "name": EVIL, "reason": EVIL},
+        {"type": "nick", "old": EVIL, "new": EVIL},
+        {"type": "topic", "room": EVIL, "topic": EVIL, "by": EVIL},
+        {"type": "who", "room": EVIL, "members": [EVIL, 3, None]},
+        {"type": "rooms", "rooms": [{"name": EVIL, "members": EVIL, "topic": EVIL}, "x"]},
+        {"type": "welcome", "name": EVIL, "server": EVIL},
+        {"type": "notice", "text": EVIL},
+        {"type": "error", "message": EVIL},
+    ]
+    for event in events:
+        lines = render.render_event({**event, "ts": EVIL}, me=EVIL, current_room=None, now=NOW)
+        assert lines, event
+        for line in lines:
+            text = render.to_plain(line)
+            assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]", text), (event, text)
+            assert "owned" in text or event["type"] in ("who", "rooms", "error", "notice")
+            # In colour, the only escapes are the client's own colour codes.
+            coloured = re.sub(r"\x1b\[[0-9;]*m", "", render.to_ansi(line))
+            assert coloured == text
+
+
+def test_non_text_fields_do_not_break_rendering() -> None:
+    event = {"type": "message", "room": ["x"], "from": {"a": 1}, "text": None, "action": "yes"}
+    assert plain(event) == [f"{NOW.astimezone():%H:%M} [] <> "]
+
+
+def test_name_colours_are_stable_and_case_insensitive() -> None:
+    assert render.nick_style("Alice") == render.nick_style("alice")
+    styles = {render.nick_style(f"user{i}") for i in range(50)}
+    assert len(styles) > 5
+    # Not salted per process: a known value.
+    assert (
+        render.nick_style("alice")
+        == render.nick_style("ALICE")
+        == "nick:" + str(__import__("zlib").crc32(b"alice") % len(render.NICK_COLOURS))
+    )
+    line = render.render_event(
+        {"type": "join", "room": "x", "name": "bob"}, me=None, current_room=None, now=NOW
+    )[0]
+    code = render.NICK_COLOURS[int(render.nick_style("bob").split(":")[1])]
+    assert f"\x1b[{code}mbob\x1b[0m" in render.to_ansi(line)
+
+
+# -- request_to_dict, addresses ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        requests.Hello(name="alice", ref=1),
+        requests.Say(text="hi", room="dev", action=True),
+        requests.Say(text="hi"),
+        requests.SendPrivate(target="bob", text="psst", ref="r"),
+        requests.JoinRoom(room="dev"),
+        requests.LeaveRoom(room="dev", reason="bye"),
+        requests.LeaveRoom(),
+        requests.ChangeNick(name="rob"),
+        requests.Topic(room="dev"),
+        requests.Topic(room="dev", topic="t"),
+        requests.ListRooms(),
+        requests.Who(room="dev"),
+        requests.Help(),
+        requests.ClientPing(token="x"),
+        requests.ClientPong(token="x"),
+        requests.QuitRequest(reason="bye"),
+    ],
+)
+def test_request_to_dict_is_the_inverse_of_parse_request(request_: requests.Request) -> None:
+    body = jsonlines.request_to_dict(request_)
+    assert body is not None
+    assert jsonlines.parse_request(json.loads(json.dumps(body))) == request_
+
+
+def test_request_to_dict_has_nothing_for_invalid() -> None:
+    assert jsonlines.request_to_dict(requests.Invalid("x", "y")) is None
+
+
+def test_parse_address() -> None:
+    assert parse_address("") == ("127.0.0.1", 7000)
+    assert parse_address("example.org") == ("example.org", 7000)
+    assert parse_address("localhost:7001") == ("localhost", 7001)
+    assert parse_address(":7002") == ("127.0.0.1", 7002)
+    assert parse_address("[::1]:7003") == ("::1", 7003)
+    assert parse_address("[::1]") == ("::1", 7000)
+    for bad in ("host:port", "host:0", "host:70000", "[::1", "[::1]x"):
+        with pytest.raises(AddressError):
+            parse_address(bad)
+
+
+# -- ChatClient in memory ------------------------------------------------------------------
+
+
+class Harness:
+    """A ChatClient whose requests are recorded and whose ok/error replies come back at once."""
+
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.shown: list[str] = []
+        self.refuse = refuse or {}
+        self.client = ChatClient(self.send, self.show, clock=lambda: NOW)
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        self.sent.append(obj)
+        if "ref" in obj:
+            if obj["type"] in self.refuse:
+                reply = {"type": "error", "code": "x", "message": self.refuse[obj["type"]]}
+                self.client.handle_event({**reply, "ref": obj["ref"]})
+            else:
+                self.echo_server(obj)
+                self.client.handle_event({"type": "ok", "ref": obj["ref"]})
+        return True
+
+    def echo_server(self, obj: dict[str, Any]) -> None:
+        me = self.client.me
+        if obj["type"] == "join":
+            self.client.handle_event({"type": "join", "room": obj["room"], "name": me})
+        elif obj["type"] == "leave":
+            self.client.handle_event({"type": "leave", "room": obj["room"], "name": me})
+        elif obj["type"] == "nick":
+            self.client.handle_event({"type": "nick", "old": me, "new": obj["name"]})
+
+    def show(self, lines: list[render.Line]) -> None:
+        self.shown += [render.to_plain(line)[6:] for line in lines]  # without "HH:MM "
+
+    def register(self, name: str = "alice") -> None:
+        self.client.handle_event({"type": "welcome", "name": name, "server": "s"})
+        self.client.handle_event({"type": "join", "room": "lobby", "name": name})
+        self.sent.clear()
+        self.shown.clear()
+
+    def types(self, *lines: str) -> None:
+        for line in lines:
+            self.client.handle_input(line)
+
+
+def test_plain_lines_go_to_the_current_room_and_are_shown() -> None:
+    h = Harness()
+    h.register()
+    assert h.client.prompt_text() == "[lobby] alice> "
+    h.types("hello", "//slash", "/me waves", "   ")
+    assert h.sent == [
+        {"type": "say", "room": "lobby", "text": "hello", "action": False},
+        {"type": "say", "room": "lobby", "text": "/slash", "action": False},
+        {"type": "say", "room": "lobby", "text": "waves", "action": True},
+    ]
+    assert h.shown == ["<alice> hello", "<alice> /slash", "* alice waves"]
+
+
+def test_join_leave_and_nick_follow_the_server() -> None:
+    h = Harness()
+    h.register()
+    h.types("/join #dev", "here")
+    assert h.client.current_room == "dev"
+    assert h.sent[-1] == {"type": "say", "room": "dev", "text": "here", "action": False}
+    h.types("/leave", "back")
+    assert h.sent[-2] == {"type": "leave", "room": "dev", "reason": "", "ref": 2}
+    assert h.sent[-1]["room"] == "lobby"
+    h.types("/nick rob")
+    assert h.client.me == "rob"
+    assert h.client.prompt_text() == "[lobby] rob> "
+
+
+def test_commands_are_translated() -> None:
+    h = Harness()
+    h.register()
+    h.types("/rooms", "/who", "/who #dev", "/topic", "/topic #dev new topic", "/help")
+    assert h.sent == [
+        {"type": "rooms"},
+        {"type": "who", "room": "lobby"},
+        {"type": "who", "room": "dev"},
+        {"type": "topic", "room": "lobby"},
+        {"type": "topic", "room": "dev", "topic": "new topic"},
+        {"type": "help"},
+    ]
+    assert h.client.handle_input("/quit later") is False
+    assert h.sent[-1] == {"type": "quit", "reason": "later"}
+    assert h.client.quitting
+
+
+def test_private_message_is_shown_once_accepted() -> None:
+    h = Harness()
+    h.register()
+    h.types("/msg bob psst")
+    assert h.sent[-1] == {"type": "msg", "to": "bob", "text": "psst", "action": False, "ref": 1}
+    assert h.shown == ["[private to bob] <alice> psst"]
+    h = Harness(refuse={"msg": "there is nobody called bob"})
+    h.register()
+    h.types("/msg bob psst")
+    assert h.shown == ["!!! there is nobody called bob"]
+
+
+def test_bad_commands_and_no_room_are_answered_locally() -> None:
+    h = Harness()
+    h.register()
+    h.types("/frobnicate", "/msg", "/leave")
+    assert h.shown[:2] == [
+        "!!! unknown command /frobnicate; try /help",
+        "!!! usage: /msg NICK text",
+    ]
+    sent = len(h.sent)
+    h.types("anyone?")
+    assert len(h.sent) == sent
+    assert h.shown[-1] == "!!! you are in no room; /join ROOM first"
+
+
+def test_ping_is_answered_and_not_shown() -> None:
+    h = Harness()
+    h.register()
+    h.client.handle_event({"type": "ping", "token": "abc"})
+    assert h.sent == [{"type": "pong", "token": "abc"}]
+    assert h.shown == []
+
+
+def test_disconnect_reason_is_the_last_notice_only_if_it_came_last() -> None:
+    h = Harness()
+    h.register()
+    h.client.handle_event({"type": "notice", "text": "going down"})
+    assert h.client.reason() == "going down"
+    h.client.handle_event({"type": "join", "room": "lobby", "name": "bob"})
+    assert h.client.reason() == "connection closed by server"
+    h.client.handle_event({"type": "error", "code": "flood", "message": "slow\x1b[2J"})
+    assert h.client.reason() == "slow\N{REPLACEMENT CHARACTER}[2J"
+
+
+# -- the program end to end ----------------------------------------------------------------
+
+
+class ClientProcess:
+    """`threadchat connect` as a subprocess with piped stdin/stdout/stderr."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "threadchat", "connect", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def send(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(line + "\n" for line in lines))
+        self.proc.stdin.flush()
+
+    def expect(self, text: str, timeout: float = WAIT) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; saw {self.seen}") from None
+            if line is None:
+                raise AssertionError(f"output ended without {text!r}; saw {self.seen}")
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def finish(self, timeout: float = WAIT) -> tuple[int, str]:
+        """Close stdin, wait for the exit; (exit code, stderr)."""
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait(timeout)
+        assert self.proc.stderr is not None
+        return self.proc.returncode, self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+RunClient = Callable[..., ClientProcess]
+
+
+@pytest.fixture
+def run_client() -> Iterator[Callable[..., ClientProcess]]:
+    started: list[ClientProcess] = []
+
+    def start(*args: str) -> ClientProcess:
+        client = ClientProcess(*args)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.kill()
+
+
+def address(server: Server) -> str:
+    return f"127.0.0.1:{server.listener('line').port}"
+
+
+def test_messages_both_ways(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    bob = connect_json("bob")
+    alice = run_client(address(server), "--name", "alice")
+    alice.expect("in lobby:")
+    bob.expect_event("join", room="lobby", name="alice")
+    alice.send("hello bob")
+    bob.expect_event("message", room="lobby", text="hello bob")
+    assert alice.expect("<alice> hello bob")
+    bob.send_json(type="say", room="lobby", text="hi alice")
+    alice.expect("<bob> hi alice")
+    bob.send_json(type="say", room="lobby", text="waves", action=True)
+    alice.expect("* bob waves")
+    code, _ = alice.finish()
+    assert code == 0
+    bob.expect_event("quit", name="alice")
+
+
+def test_join_switches_the_room_plain_lines_go_to(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    bob = connect_json("bob")
+    bob.send_json(type="join", room="dev")
+    bob.expect_event("who", room="dev")
+    alice = run_client(address(server), "--name", "alice")
+    alice.expect("in lobby:")
+    alice.send("/join dev", "in dev now", "/join ops")
+    bob.expect_event("join", room="dev", name="alice")
+    bob.expect_event("message", room="dev", text="in dev now")
+    alice.expect("in ops: alice")
+    bob.send_json(type="say", room="dev", text="not current")
+    alice.expect("[dev] <bob> not current")
+    alice.send("/leave", "back in dev")
+    bob.expect_event("message", room="dev", text="back in dev")
+    assert alice.finish()[0] == 0
+
+
+def test_private_messages(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    bob = connect_json("bob")
+    alice = run_client(address(server), "--name", "alice")
+    alice.expect("in lobby:")
+    alice.send("/msg bob psst", "/msg nobody hello?")
+    bob.expect_event("private", to="bob", text="psst")
+    alice.expect("[private to bob] <alice> psst")
+    alice.expect("!!! there is nobody called nobody")
+    bob.send_json(type="msg", to="alice", text="yes?")
+    alice.expect("[private] <bob> yes?")
+    assert alice.finish()[0] == 0
+
+
+def test_name_from_the_first_stdin_line(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    bob = connect_json("bob")
+    carol = run_client(address(server))
+    carol.send("carol", "hi")
+    bob.expect_event("message", room="lobby", text="hi")
+    carol.expect("welcome to")
+    assert carol.finish()[0] == 0
+
+
+def test_refused_name_exits_non_zero(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    connect_json("bob")
+    second = run_client(address(server), "--name", "BOB")
+    code, err = second.finish()
+    assert code != 0
+    assert "bob" in err.lower() and "threadchat:" in err
+    invalid = run_client(address(server), "--name", "no spaces")
+    code, err = invalid.finish()
+    assert code != 0 and "name" in err
+
+
+def test_server_stop_is_reported(
+    make_server: Callable[..., Server], run_client: Callable[..., ClientProcess]
+) -> None:
+    server = make_server()
+    alice = run_client(address(server), "--name", "alice")
+    alice.expect("in lobby:")
+    server.stop()
+    alice.proc.wait(WAIT)
+    code, err = alice.finish()
+    assert code == 1
+    assert "the server is shutting down" in err
+
+
+def test_unreachable_server_exits_non_zero(run_client: Callable[..., ClientProcess]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, err = run_client(f"127.0.0.1:{port}", "--name", "alice").finish()
+    assert code == 1 and "cannot connect" in err
+
+
+class FakeServer:
+    """One scripted connection: for what a real server never sends (controls, pings, resets)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(WAIT)
+        self.port = self.listener.getsockname()[1]
+        self.conn: JsonClient | None = None
+
+    def accept(self) -> JsonClient:
+        sock, _ = self.listener.accept()
+        client = JsonClient.__new__(JsonClient)
+        client.sock, client.buffer = sock, b""
+        self.conn = client
+        return client
+
+    def send(self, **event: Any) -> None:
+        assert self.conn is not None
+        self.conn.send(json.dumps({"id": 1, "ts": TS, **event}))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    yield fake
+    fake.close()
+
+
+def test_hostile_server_output_is_neutralised_and_pings_answered(
+    fake_server: FakeServer, run_client: Callable[..., ClientProcess]
+) -> None:
+    alice = run_client(f"127.0.0.1:{fake_server.port}", "--name", "alice")
+    conn = fake_server.accept()
+    hello = conn.read_event()
+    assert hello["type"] == "hello" and hello["name"] == "alice"
+    fake_server.send(type="welcome", name="alice", server="fake")
+    fake_server.send(type="join", room=EVIL, name="alice")
+    fake_server.send(type="ok", ref=hello["ref"])
+    fake_server.send(type="message", room=EVIL, text=EVIL + "end", **{"from": EVIL})
+    conn.send("not json \x1b[2J", "[1, 2]")
+    fake_server.send(type="ping", token="tok")
+    assert conn.read_event() == {"type": "pong", "token": "tok"}
+    line = alice.expect("end")
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "".join(alice.seen))
+    assert "owned" in line
+    alice.send("typed")
+    said = conn.read_event()
+    assert said["type"] == "say" and said["text"] == "typed"
+    assert said["room"] == EVIL  # the real room name goes back to the server unchanged
+    fake_server.send(type="error", code="flood", message="too fast")
+    conn.close()
+    alice.proc.wait(WAIT)  # before finish() closes stdin, which would be a clean quit
+    code, err = alice.finish()
+    assert code == 1 and "too fast" in err
+
+
+def test_registration_waits_for_the_hello_answer() -> None:
+    h = Harness()
+    h.client.hello("bob")
+    ref = h.sent[-1]["ref"]
+    h.client.handle_event({"type": "error", "code": "name_in_use", "message": "taken", "ref": ref})
+    assert h.client.wait_registered(0) == ("refused", "taken")
+    h.client.hello("alice")
+    ref = h.sent[-1]["ref"]
+    h.client.handle_event({"type": "welcome", "name": "alice", "server": "s"})
+    assert h.client.wait_registered(0) == ("closed", "no answer from the server")
+    h.client.handle_event({"type": "join", "room": "lobby", "name": "alice"})
+    h.client.handle_event({"type": "ok", "ref": ref})
+    assert h.client.wait_registered(0) == ("registered", "alice")
+    assert h.client.current_room == "lobby"

@@ -1,0 +1,100 @@
+"""Configuration precedence, and the server as a real process: start, chat, signals, exit 0."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, LineClient
+
+from threadchat import cli, config
+
+
+def parse(argv: list[str], environ: dict[str, str]) -> config.Config:
+    args = cli.build_parser().parse_args(["serve", *argv])
+    return config.load(args, environ)
+
+
+def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
+    toml = tmp_path / "threadchat.toml"
+    toml.write_text('line-port = 7100\nmax_line = 200\nflood_rate = 3.5\nhost = "::1"\n')
+    env = {"THREADCHAT_CONFIG": str(toml), "THREADCHAT_MAX_LINE": "300"}
+    settings = parse(["--max-line", "400"], env)
+    assert settings.max_line == 400  # flag
+    settings = parse([], env)
+    assert settings.max_line == 300  # environment
+    assert settings.line_port == 7100 and settings.flood_rate == 3.5  # file
+    assert settings.sendq == 1048576  # default
+
+
+def test_bad_values_are_reported_with_their_source(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="THREADCHAT_SENDQ"):
+        parse([], {"THREADCHAT_SENDQ": "lots"})
+    toml = tmp_path / "bad.toml"
+    toml.write_text("colour = 'blue'\n")
+    with pytest.raises(config.ConfigError, match="unknown key 'colour'"):
+        parse(["--config", str(toml)], {})
+
+
+def test_serve_help_documents_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = capsys.readouterr().out
+    import dataclasses
+
+    for field in dataclasses.fields(config.Config):
+        assert "--" + field.name.replace("_", "-") in text
+        assert "THREADCHAT_" + field.name.upper() in text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    # Only the line listener: the default ports of the others may be taken on a test machine.
+    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port), THREADCHAT_IRC_PORT="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadchat", "serve", "--log-level", "info"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # bounded: the process prints this line or exits
+        if "listening" in line:
+            return proc, port
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_process_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int) -> None:
+    proc, port = start_process(tmp_path)
+    try:
+        alice, bob = LineClient(port), LineClient(port)
+        alice.send("alice")
+        alice.expect("--- in lobby")
+        bob.send("bob")
+        alice.expect("--> bob joined")
+        bob.send("before the end")
+        alice.expect("bob: before the end")
+        proc.send_signal(signum)
+        assert "--- the server is shutting down" in alice.read_until_closed()
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "stopped" in output and "Traceback" not in output

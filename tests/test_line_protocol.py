@@ -1,0 +1,82 @@
+"""The sans-I/O parts of the native protocol, driven in memory."""
+
+import json
+
+from threadchat import events, requests
+from threadchat.flood import TokenBucket
+from threadchat.protocols import jsonlines
+from threadchat.protocols.line import MAX_UNTERMINATED, LineFramer, LineProtocol, render_text
+
+
+def test_framer_splits_lf_and_crlf_across_reads() -> None:
+    framer = LineFramer(max_line=10)
+    assert framer.feed(b"one\r\ntw") == [b"one"]
+    assert framer.feed(b"o\nthree\n") == [b"two", b"three"]
+
+
+def test_framer_drops_overlong_line_once_and_recovers() -> None:
+    framer = LineFramer(max_line=4)
+    assert framer.feed(b"12345") == [None]
+    assert framer.feed(b"678") == []
+    assert framer.feed(b"9\nok\n") == [b"ok"]
+    assert not framer.fatal
+
+
+def test_framer_is_fatal_after_64k_without_newline() -> None:
+    framer = LineFramer(max_line=4096)
+    for _ in range(MAX_UNTERMINATED // 4096):
+        framer.feed(b"x" * 4096)
+    assert not framer.fatal
+    framer.feed(b"x")
+    assert framer.fatal
+
+
+def test_first_line_picks_json_mode() -> None:
+    protocol = LineProtocol()
+    [hello] = protocol.receive_data(b'{"type":"hello","name":"bot","ref":1}\n')
+    assert hello == requests.Hello(name="bot", ref=1)
+    assert protocol.mode == "json"
+    data = protocol.encode(events.RoomMessage(room="lobby", sender="a", text="hi", id=5, ts=0.0))
+    assert data is not None
+    assert json.loads(data) == {
+        "type": "message",
+        "room": "lobby",
+        "from": "a",
+        "text": "hi",
+        "action": False,
+        "id": 5,
+        "ts": "1970-01-01T00:00:00.000Z",
+    }
+
+
+def test_text_rendering_strips_control_characters_from_other_protocols() -> None:
+    protocol = LineProtocol()
+    list(protocol.receive_data(b"alice\n"))
+    data = protocol.encode(events.RoomMessage(room="lobby", sender="ircuser", text="\x1b[31mred"))
+    assert data == "ircuser: \ufffd[31mred\n".encode()
+
+
+def test_room_shown_only_for_users_in_several_rooms() -> None:
+    message = events.RoomMessage(room="dev", sender="bob", text="hi")
+    assert render_text(message, several_rooms=False) == "bob: hi"
+    assert render_text(message, several_rooms=True) == "[dev] bob: hi"
+
+
+def test_json_requests_are_validated() -> None:
+    assert jsonlines.parse_line("[1]") == requests.Invalid(
+        "bad_request", "each line must be a JSON object"
+    )
+    assert jsonlines.parse_line('{"type":"join"}').code == "bad_request"  # type: ignore[attr-defined]
+    assert jsonlines.parse_line('{"type":"say","text":"x","ref":true}').code == "bad_request"  # type: ignore[attr-defined]
+    deep = "[" * 5000 + "]" * 5000
+    assert jsonlines.parse_line(deep).code == "bad_json"  # type: ignore[attr-defined]
+
+
+def test_token_bucket_allows_burst_then_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10, burst=3, clock=lambda: now[0])
+    assert [bucket.delay() for _ in range(3)] == [0, 0, 0]
+    assert bucket.delay() == 0.1
+    now[0] = 1.0
+    assert bucket.delay() == 0
+    assert not TokenBucket(rate=0, burst=3).enabled

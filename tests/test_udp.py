@@ -1,0 +1,466 @@
+"""The UDP transport end to end: real datagrams on 127.0.0.1, the same hub as TCP users."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import WAIT, JsonClient, LineClient
+from lossy_relay import LossyRelay
+
+from threadchat.client.udp import UdpTransport, split_request
+from threadchat.protocols import udp as proto
+from threadchat.server import Server
+
+Connect = Callable[..., LineClient]
+ConnectJson = Callable[..., JsonClient]
+
+
+class UdpClient:
+    """A UdpTransport with its events in a queue, and bounded waits on them."""
+
+    def __init__(self, port: int, name: str, host: str = "127.0.0.1", **options: Any) -> None:
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.disconnected: queue.Queue[str | None] = queue.Queue()
+        self.transport = UdpTransport(host, port, endpoint_options=options)
+        self.transport.start(self.events.put, self.disconnected.put)
+        assert self.transport.send({"type": "hello", "name": name})
+
+    def send(self, **obj: Any) -> None:
+        self.transport.send(obj)
+
+    def expect_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {kind} event with {fields}; saw {seen}") from None
+            seen.append(event)
+            if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                return event
+
+    def quiet(self, timeout: float = 0.3) -> list[dict[str, Any]]:
+        got = []
+        try:
+            while True:
+                got.append(self.events.get(timeout=timeout))
+        except queue.Empty:
+            return got
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@pytest.fixture
+def udp_clients() -> Iterator[Callable[..., UdpClient]]:
+    clients: list[UdpClient] = []
+
+    def open_client(server: Server, name: str, *, port: int | None = None, **kw: Any) -> UdpClient:
+        assert server.udp is not None
+        client = UdpClient(port if port is not None else server.udp.port, name, **kw)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+class RawUdp:
+    """A hand-driven UDP peer for bad input: handshake by hand, then arbitrary datagrams."""
+
+    def __init__(self, port: int) -> None:
+        self.server = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.token = ""
+        self.seq = 0
+        self.ack = 0
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.server)
+
+    def recv(self, timeout: float = WAIT) -> bytes:
+        self.sock.settimeout(timeout)
+        data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
+        assert addr == self.server
+        return data
+
+    def handshake(self, name: str) -> None:
+        nonce = proto.new_nonce()
+        self.send(proto.encode_hello(name, nonce))
+        accept = proto.decode(self.recv())
+        assert accept.kind == "accept" and accept.nonce == nonce and accept.token
+        self.token = accept.token
+        self.send(proto.encode_ack(self.token, 0))
+
+    def send_event(self, event: dict[str, Any], seq: int | None = None) -> bytes:
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        data = proto.encode_data(self.token, seq, self.ack, event)
+        self.send(data)
+        return data
+
+    def expect_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
+        """Read data datagrams (acking them, in order only) until a matching event."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                env = proto.decode(self.recv(remaining))
+            except TimeoutError:
+                raise AssertionError(f"no {kind} event with {fields}; saw {seen}") from None
+            if env.kind != "data" or env.seq is None or env.event is None:
+                continue
+            if env.seq == self.ack + 1:
+                self.ack = env.seq
+                event = env.event
+                seen.append(event)
+                self.send(proto.encode_ack(self.token, self.ack))
+                if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                    return event
+            else:
+                self.send(proto.encode_ack(self.token, self.ack))
+
+    def close(self) -> None:
+        if self.token:
+            # Spares the server's shutdown a flush wait for events this peer never acked.
+            self.send(proto.encode_bye(self.token))
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_udp(server: Server) -> Iterator[Callable[[], RawUdp]]:
+    peers: list[RawUdp] = []
+
+    def open_peer() -> RawUdp:
+        assert server.udp is not None
+        peer = RawUdp(server.udp.port)
+        peers.append(peer)
+        return peer
+
+    yield open_peer
+    for peer in peers:
+        peer.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll a server-side condition that has no event to wait on (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+# -- sharing rooms with TCP users ----------------------------------------------------------
+
+
+def test_udp_and_tcp_users_chat_in_one_room(
+    server: Server, connect: Connect, udp_clients: Callable[..., UdpClient]
+) -> None:
+    alice = connect("alice")
+    bob = udp_clients(server, "bob")
+    bob.expect_event("welcome", name="bob")
+    who = bob.expect_event("who", room="lobby")
+    assert who["members"] == ["alice", "bob"]
+    alice.expect("--> bob joined lobby")
+    bob.send(type="say", room="lobby", text="hello from udp")
+    alice.expect("bob: hello from udp")
+    alice.send("hello from tcp")
+    message = bob.expect_event("message", room="lobby")
+    assert message["from"] == "alice" and message["text"] == "hello from tcp"
+    assert isinstance(message["id"], int) and message["ts"].endswith("Z")
+    bob.send(type="join", room="dev")
+    alice.send("/join dev")
+    bob.expect_event("join", room="dev", name="alice")
+    bob.send(type="quit", reason="gone fishing")
+    alice.expect("<-- bob quit (gone fishing)")
+    assert bob.disconnected.get(timeout=WAIT) is None  # a clean end: we asked for it
+
+
+def test_private_messages_both_ways(
+    server: Server, connect_json: ConnectJson, udp_clients: Callable[..., UdpClient]
+) -> None:
+    carol = connect_json("carol")
+    dave = udp_clients(server, "dave")
+    dave.expect_event("who", room="lobby")
+    dave.send(type="msg", to="carol", text="psst", ref=7)
+    event = carol.expect_event("private", to="carol")
+    assert event["from"] == "dave" and event["text"] == "psst"
+    dave.expect_event("ok", ref=7)
+    carol.send_json(type="msg", to="dave", text="yes?", action=True)
+    event = dave.expect_event("private", to="dave")
+    assert event["from"] == "carol" and event["text"] == "yes?" and event["action"] is True
+
+
+def test_taken_name_is_refused_and_a_new_hello_works(
+    server: Server, connect: Connect, udp_clients: Callable[..., UdpClient]
+) -> None:
+    connect("erin")
+    other = udp_clients(server, "Erin")
+    other.expect_event("error", code="name_in_use")
+    other.send(type="hello", name="erin2")
+    other.expect_event("welcome", name="erin2")
+
+
+def test_silent_udp_user_times_out_and_the_room_is_told(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(udp_timeout=0.5)
+    assert server.udp is not None
+    alice = LineClient(server.listener("line").port)
+    peer = RawUdp(server.udp.port)
+    try:
+        alice.send("alice")
+        alice.expect("--- in lobby:")
+        peer.handshake("quiet")
+        peer.expect_event("who", room="lobby")
+        alice.expect("--> quiet joined lobby")
+        # The raw peer sends no keepalives: silence past udp_timeout removes it.
+        alice.expect("<-- quiet quit (timed out)")
+        bye = proto.decode(peer.recv())
+        while bye.kind != "bye":
+            bye = proto.decode(peer.recv())
+        assert bye.reason == "timed out"
+        assert server.udp.users() == []
+    finally:
+        alice.close()
+        peer.close()
+
+
+def test_keepalives_keep_an_idle_client(
+    make_server: Callable[..., Server], udp_clients: Callable[..., UdpClient]
+) -> None:
+    server = make_server(udp_timeout=0.6)
+    client = udp_clients(server, "idle", keepalive_interval=0.1)
+    client.expect_event("who", room="lobby")
+    assert client.quiet(1.2) == []
+    assert client.disconnected.empty()
+    assert server.hub.find_user("idle") is not None
+
+
+# -- reliability over a lossy path ---------------------------------------------------------
+
+
+def test_lossy_relay_every_message_once_in_order(
+    server: Server, connect_json: ConnectJson, udp_clients: Callable[..., UdpClient]
+) -> None:
+    count = 30
+    tcp = connect_json("tcp")
+    assert server.udp is not None
+    with LossyRelay(
+        ("127.0.0.1", server.udp.port), drop=0.2, duplicate=0.1, reorder=0.1, seed=4
+    ) as relay:
+        host, port = relay.address
+        lossy = udp_clients(server, "lossy", host=host, port=port)
+        lossy.expect_event("who", room="lobby", timeout=15)
+        tcp.expect_event("join", name="lossy")
+        for n in range(count):
+            lossy.send(type="say", room="lobby", text=f"up {n}")
+            tcp.send_json(type="say", room="lobby", text=f"down {n}")
+        up = [tcp.expect_event("message", timeout=15)["text"] for _ in range(count)]
+        down = [lossy.expect_event("message", timeout=15)["text"] for _ in range(count)]
+        assert up == [f"up {n}" for n in range(count)]
+        assert down == [f"down {n}" for n in range(count)]
+        assert tcp.quiet() == [] and lossy.quiet() == []
+        assert relay.stats["dropped"] > 0 and relay.stats["duplicated"] > 0
+        lossy.close()
+
+
+def test_client_reports_an_unreachable_server(udp_clients: Callable[..., UdpClient]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))  # bound, never answers
+        port = hole.getsockname()[1]
+        client = UdpClient(port, "lonely", channel_options={"give_up_after": 0.5})
+        try:
+            assert client.disconnected.get(timeout=WAIT) == "server unreachable"
+        finally:
+            client.close()
+
+
+def test_shutdown_tells_udp_users(
+    make_server: Callable[..., Server], udp_clients: Callable[..., UdpClient]
+) -> None:
+    server = make_server()
+    client = udp_clients(server, "last")
+    client.expect_event("who", room="lobby")
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    client.expect_event("notice", text="the server is shutting down")
+    assert client.disconnected.get(timeout=WAIT) == "server shutdown"
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+
+
+# -- security limits and bad input ---------------------------------------------------------
+
+
+def test_reply_to_an_unproven_hello_is_never_larger(raw_udp: Callable[[], RawUdp]) -> None:
+    peer = raw_udp()
+    hello = proto.encode_hello("amp", proto.new_nonce())
+    peer.send(hello)
+    reply = peer.recv()
+    assert len(reply) <= len(hello)
+    assert proto.decode(reply).kind == "accept"
+    # An unpadded hello gets nothing at all.
+    short = json.dumps(
+        {"v": 1, "k": "hello", "c": "n" * 16, "e": {"type": "hello", "name": "amp2"}}
+    ).encode()
+    peer.send(short)
+    with pytest.raises(TimeoutError):
+        peer.recv(0.3)
+
+
+def test_forged_token_datagrams_are_ignored(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    assert server.udp is not None
+    watcher = connect_json("watcher")
+    victim = raw_udp()
+    victim.handshake("victim")
+    victim.expect_event("who", room="lobby")
+    # Another address using the victim's token: no session there.
+    mallory = raw_udp()
+    mallory.token = victim.token
+    mallory.send_event({"type": "say", "room": "lobby", "text": "forged 1"}, seq=1)
+    # The victim's address with a wrong token (a spoofed source guessing tokens).
+    forged = proto.encode_data("x" * 22, 1, 0, {"type": "say", "room": "lobby", "text": "forged 2"})
+    victim.send(forged)
+    wait_for(lambda: server.udp.endpoint_stats().get("forged", 0) >= 1)
+    assert server.udp.endpoint_stats().get("unknown_session", 0) >= 1
+    victim.send_event({"type": "say", "room": "lobby", "text": "genuine"})
+    assert watcher.expect_event("message")["text"] == "genuine"
+
+
+def test_bad_datagrams_are_counted_and_the_session_survives(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    assert server.udp is not None
+    watcher = connect_json("watcher")
+    peer = raw_udp()
+    peer.handshake("noisy")
+    peer.expect_event("who", room="lobby")
+    before = server.udp.endpoint_stats()
+    first = peer.send_event({"type": "say", "room": "lobby", "text": "once"})
+    assert watcher.expect_event("message")["text"] == "once"
+    peer.send(first)  # replayed sequence number
+    peer.send(first[: len(first) // 2])  # truncated
+    peer.send(b"\xff\xfe not json at all")
+    peer.send(b"[1, 2, 3]")
+    peer.send(json.dumps({"v": 1, "k": "data", "t": peer.token, "s": -5, "a": 0}).encode())
+    # Oversize from the session's owner: a clear error comes back.
+    huge = {"type": "say", "room": "lobby", "text": "y" * 1500}
+    peer.sock.sendto(proto.encode_data(peer.token, 99, peer.ack, huge), peer.server)
+    error = peer.expect_event("error", code=proto.ERROR_DATAGRAM_TOO_LARGE)
+    assert "1200" in error["message"]
+    # Request-level nonsense inside valid envelopes becomes error events.
+    peer.send_event({"type": "nonsense"})
+    peer.expect_event("error", code="unknown_type")
+    peer.send_event({"type": "say", "room": 5, "text": "x"})
+    peer.expect_event("error", code="bad_request")
+    peer.send_event({"type": "say", "room": "lobby", "text": "still here"})
+    assert watcher.expect_event("message")["text"] == "still here"
+    assert watcher.quiet() == []  # "once" was not repeated
+    after = server.udp.endpoint_stats()
+    assert after["duplicates"] > before.get("duplicates", 0)
+    assert after["malformed"] >= before.get("malformed", 0) + 4
+    assert after["oversize"] == before.get("oversize", 0) + 1
+    assert server.udp.stats["internal_errors"] == 0
+
+
+def test_flooding_udp_user_gets_flood_errors(
+    make_server: Callable[..., Server], udp_clients: Callable[..., UdpClient]
+) -> None:
+    server = make_server(flood_rate=0.5, flood_burst=3)
+    client = udp_clients(server, "flooder")
+    client.expect_event("who", room="lobby")
+    for n in range(6):
+        client.send(type="say", room="lobby", text=f"spam {n}", ref=n)
+    refused = {client.expect_event("error", code="flood")["ref"] for _ in range(3)}
+    assert refused <= {3, 4, 5} and len(refused) == 3
+
+
+# -- events too large for one datagram -----------------------------------------------------
+
+
+def test_long_message_from_tcp_reaches_udp_in_pieces(
+    server: Server, connect_json: ConnectJson, udp_clients: Callable[..., UdpClient]
+) -> None:
+    talker = connect_json("talker")
+    reader = udp_clients(server, "reader")
+    reader.expect_event("who", room="lobby")
+    talker.expect_event("join", name="reader")
+    text = "".join(f"{n:04d}é " for n in range(300))  # 2400 bytes of UTF-8
+    talker.send_json(type="say", room="lobby", text=text)
+    pieces = [reader.expect_event("message")]
+    while pieces[-1].get("more"):
+        pieces.append(reader.expect_event("message"))
+    assert len(pieces) > 2
+    assert "".join(p["text"] for p in pieces) == text
+    assert len({p["id"] for p in pieces}) == 1
+
+
+def test_fit_event_splits_lists_and_truncates_other_fields() -> None:
+    who = {"type": "who", "room": "big", "members": [f"user{n:05d}" for n in range(400)]}
+    pieces = proto.fit_event({**who, "id": 1, "ts": "2026-01-01T00:00:00.000Z"})
+    assert len(pieces) > 1 and all(proto.event_fits(p) for p in pieces)
+    assert [m for p in pieces for m in p["members"]] == who["members"]
+    assert all(p.get("more") for p in pieces[:-1]) and "more" not in pieces[-1]
+    quit_event = {"type": "quit", "name": "x", "reason": "r" * 3000, "id": 2, "ts": "t"}
+    (short,) = proto.fit_event(quit_event)
+    assert short["truncated"] is True and proto.event_fits(short)
+    assert short["reason"] == "r" * len(short["reason"])
+
+
+def test_client_splits_a_long_say() -> None:
+    pieces = split_request({"type": "say", "room": "lobby", "text": "z" * 3000})
+    assert len(pieces) == 3 and "".join(p["text"] for p in pieces) == "z" * 3000
+    with pytest.raises(proto.DatagramTooLarge):
+        split_request({"type": "topic", "room": "lobby", "topic": "t" * 3000})
+
+
+# -- the terminal client over UDP ----------------------------------------------------------
+
+
+def test_connect_udp_client_chats_with_a_tcp_user(
+    server: Server, connect_json: ConnectJson
+) -> None:
+    from test_client import ClientProcess
+
+    assert server.udp is not None
+    bob = connect_json("bob")
+    alice = ClientProcess("--udp", f"127.0.0.1:{server.udp.port}", "--name", "alice")
+    try:
+        alice.expect("in lobby:")
+        bob.expect_event("join", room="lobby", name="alice")
+        alice.send("hello over udp")
+        bob.expect_event("message", room="lobby", text="hello over udp")
+        bob.send_json(type="say", room="lobby", text="hi alice")
+        alice.expect("<bob> hi alice")
+        code, _ = alice.finish()
+        assert code == 0
+        bob.expect_event("quit", name="alice")
+    finally:
+        alice.kill()
+
+
+def test_session_without_an_accepted_name_is_closed(
+    make_server: Callable[..., Server], udp_clients: Callable[..., UdpClient]
+) -> None:
+    server = make_server(name_timeout=0.3)
+    client = udp_clients(server, "bad name!")
+    client.expect_event("error", code="invalid_name")
+    client.expect_event("error", code="timeout")
+    assert client.disconnected.get(timeout=WAIT) == "no name given in time"

@@ -1,0 +1,666 @@
+"""In-memory tests of the sans-I/O UDP protocol, including a seeded lossy link simulation."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from threadchat.protocols import udp
+from threadchat.protocols.udp import (
+    Action,
+    ClientEndpoint,
+    Connected,
+    Deliver,
+    Drop,
+    ErrorReply,
+    Registered,
+    Rejected,
+    ReliableChannel,
+    Send,
+    ServerEndpoint,
+)
+
+CLIENT = ("127.0.0.1", 40001)
+OTHER = ("127.0.0.1", 40002)
+SERVER = ("127.0.0.1", 7000)
+
+
+def unlimited() -> udp.RateLimiter:
+    return udp.RateLimiter(rate=1e9, burst=1e9)
+
+
+def sends(actions: list[Action]) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def envelopes(actions: list[Action]) -> list[udp.Envelope]:
+    return [udp.decode(a.data) for a in sends(actions)]
+
+
+def handshake(
+    server: ServerEndpoint, name: str = "alice", addr: tuple[str, int] = CLIENT, now: float = 0.0
+) -> tuple[ClientEndpoint, list[Action]]:
+    """Run a loss-free handshake; returns the client and the server's actions on validation."""
+    client = ClientEndpoint(name, SERVER)
+    (hello,) = sends(client.connect(now))
+    (accept,) = sends(server.receive(hello.data, addr, now))
+    client_actions = client.receive(accept.data, SERVER, now)
+    assert any(isinstance(a, Connected) for a in client_actions)
+    server_actions: list[Action] = []
+    for send in sends(client_actions):
+        server_actions += server.receive(send.data, addr, now)
+    for send in sends(server_actions):
+        client.receive(send.data, SERVER, now)
+    return client, server_actions
+
+
+# --- codec -----------------------------------------------------------------------------------
+
+
+def test_hello_is_padded_to_exactly_the_minimum_size() -> None:
+    data = udp.encode_hello("alice", udp.new_nonce())
+    assert len(data) == udp.MIN_HELLO_SIZE
+    env = udp.decode(data)
+    assert env.kind == "hello"
+    assert env.event == {"type": "hello", "name": "alice"}
+
+
+def test_hello_with_a_huge_name_is_refused() -> None:
+    with pytest.raises(udp.DatagramTooLarge):
+        udp.encode_hello("x" * 2000, "nonce")
+    with pytest.raises(udp.DatagramTooLarge):
+        ClientEndpoint("x" * 2000, SERVER)
+
+
+def test_data_roundtrip_is_compact_json() -> None:
+    event = {"type": "say", "room": "lobby", "text": "héllo"}
+    data = udp.encode_data("tok", 3, 2, event)
+    assert b" " not in data.replace("héllo".encode(), b"")
+    assert json.loads(data) == {"v": 1, "k": "data", "t": "tok", "s": 3, "a": 2, "e": event}
+    env = udp.decode(data)
+    assert (env.kind, env.token, env.seq, env.ack, env.event) == ("data", "tok", 3, 2, event)
+
+
+def test_ack_roundtrip_with_selective_acks() -> None:
+    env = udp.decode(udp.encode_ack("tok", 4, [6, 9]))
+    assert (env.kind, env.ack, env.sacks) == ("ack", 4, (6, 9))
+
+
+GOOD = {"v": 1, "k": "data", "t": "tok", "s": 1, "a": 0, "e": {"type": "say"}}
+
+BAD_DATAGRAMS: list[tuple[str, bytes]] = [
+    ("empty", b""),
+    ("not json", b"hello there"),
+    ("truncated", udp.encode_data("tok", 1, 0, {"type": "say", "text": "hi"})[:-3]),
+    ("invalid utf-8", b'{"v":1,"k":"ack","t":"\xff","a":0}'),
+    ("not an object", b"[1,2,3]"),
+    ("NaN", b'{"v":1,"k":"ack","t":"tok","a":NaN}'),
+    ("wrong version", json.dumps({**GOOD, "v": 2}).encode()),
+    ("version as string", json.dumps({**GOOD, "v": "1"}).encode()),
+    ("version missing", json.dumps({k: v for k, v in GOOD.items() if k != "v"}).encode()),
+    ("unknown kind", json.dumps({**GOOD, "k": "shout"}).encode()),
+    ("kind not a string", json.dumps({**GOOD, "k": 5}).encode()),
+    ("seq as string", json.dumps({**GOOD, "s": "1"}).encode()),
+    ("seq as bool", json.dumps({**GOOD, "s": True}).encode()),
+    ("seq zero", json.dumps({**GOOD, "s": 0}).encode()),
+    ("seq huge", json.dumps({**GOOD, "s": 2**64}).encode()),
+    ("ack negative", json.dumps({**GOOD, "a": -1}).encode()),
+    ("event not an object", json.dumps({**GOOD, "e": "say hi"}).encode()),
+    ("token missing", json.dumps({k: v for k, v in GOOD.items() if k != "t"}).encode()),
+    ("token empty", json.dumps({**GOOD, "t": ""}).encode()),
+    ("sacks not a list", json.dumps({**GOOD, "sa": 5}).encode()),
+    ("too many sacks", json.dumps({**GOOD, "sa": list(range(1, 40))}).encode()),
+    ("hello without name", b'{"v":1,"k":"hello","c":"n","e":{"type":"hello"}}'),
+    ("hello without nonce", b'{"v":1,"k":"hello","e":{"type":"hello","name":"a"}}'),
+    ("deep nesting", b"[" * 1100),
+    ("oversize", json.dumps({**GOOD, "e": {"type": "say", "text": "x" * 1300}}).encode()),
+]
+
+
+@pytest.mark.parametrize(("label", "data"), BAD_DATAGRAMS, ids=[b[0] for b in BAD_DATAGRAMS])
+def test_decode_rejects_bad_datagrams(label: str, data: bytes) -> None:
+    with pytest.raises(udp.MalformedDatagram):
+        udp.decode(data)
+
+
+# --- server: handshake, address validation, amplification ------------------------------------
+
+
+def test_accept_is_never_larger_than_the_hello() -> None:
+    server = ServerEndpoint()
+    hello = udp.encode_hello("alice", "n1")
+    (reply,) = sends(server.receive(hello, CLIENT, 0.0))
+    assert udp.amplification_ok(len(hello), len(reply.data))
+    assert len(reply.data) < 100
+    env = udp.decode(reply.data)
+    assert env.kind == "accept" and env.nonce == "n1" and env.token
+
+
+def test_amplification_check() -> None:
+    assert udp.amplification_ok(1200, 1200)
+    assert udp.amplification_ok(1200, 80)
+    assert not udp.amplification_ok(80, 81)
+
+
+def test_unpadded_hello_gets_no_reply() -> None:
+    server = ServerEndpoint()
+    short = b'{"v":1,"k":"hello","c":"n","e":{"type":"hello","name":"alice"}}'
+    actions = server.receive(short, CLIENT, 0.0)
+    assert sends(actions) == []
+    assert server.stats["short_hello"] == 1
+
+
+def test_user_is_registered_only_after_the_address_is_proven() -> None:
+    server = ServerEndpoint()
+    client = ClientEndpoint("alice", SERVER)
+    (hello,) = sends(client.connect(0.0))
+    first = server.receive(hello.data, CLIENT, 0.0)
+    assert not any(isinstance(a, Registered) for a in first)
+    assert not server.has_session(CLIENT)
+    # Retransmitted hello gets the same accept (same token), still no registration.
+    again = server.receive(hello.data, CLIENT, 0.1)
+    assert sends(again)[0].data == sends(first)[0].data
+    client_actions = client.receive(sends(first)[0].data, SERVER, 0.1)
+    assert [type(a) for a in client_actions][:1] == [Connected]
+    proof = sends(client_actions)[0]
+    actions = server.receive(proof.data, CLIENT, 0.2)
+    assert actions[0] == Registered(CLIENT, "alice")
+    assert actions[1] == Deliver(CLIENT, {"type": "hello", "name": "alice"})
+    assert server.addresses() == [CLIENT]
+
+
+def test_second_hello_for_a_busy_address_does_not_steal_it() -> None:
+    server = ServerEndpoint()
+    server.receive(udp.encode_hello("alice", "n1"), CLIENT, 0.0)
+    actions = server.receive(udp.encode_hello("mallory", "n2"), CLIENT, 0.1)
+    assert sends(actions) == [] and server.stats["forged"] == 1
+    handshake_server = ServerEndpoint()
+    handshake(handshake_server)
+    actions = handshake_server.receive(udp.encode_hello("mallory", "n3"), CLIENT, 1.0)
+    assert sends(actions) == [] and handshake_server.stats["forged"] == 1
+
+
+def test_pending_handshakes_expire_and_are_bounded() -> None:
+    server = ServerEndpoint(max_pending=2, rate_limiter=unlimited())
+    for port in range(3):
+        server.receive(udp.encode_hello("a", f"n{port}"), ("127.0.0.1", port), 0.0)
+    assert server.stats["handshakes_full"] == 1
+    assert server.next_deadline() == udp.HANDSHAKE_TIMEOUT
+    server.poll(udp.HANDSHAKE_TIMEOUT)
+    # After expiry a stale token no longer registers anyone, and new handshakes fit again.
+    actions = server.receive(udp.encode_hello("a", "n9"), ("127.0.0.1", 9), 11.0)
+    assert sends(actions)
+
+
+# --- server: forged, replayed, oversize, malformed -------------------------------------------
+
+
+def test_wrong_token_is_ignored_and_counted() -> None:
+    server = ServerEndpoint()
+    handshake(server)
+    forged = udp.encode_data("not-the-token", 1, 0, {"type": "say", "room": "x", "text": "hi"})
+    actions = server.receive(forged, CLIENT, 1.0)
+    assert actions == [Rejected(CLIENT, "token mismatch")]
+    assert server.stats["forged"] == 1
+
+
+def test_valid_token_from_another_address_is_ignored() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    _, _ = handshake(server, "bob", OTHER)
+    assert client.token is not None
+    stolen = udp.encode_data(client.token, 1, 0, {"type": "say", "room": "x", "text": "hi"})
+    actions = server.receive(stolen, OTHER, 1.0)
+    assert not any(isinstance(a, Deliver) for a in actions)
+    assert server.stats["forged"] == 1
+    actions = server.receive(stolen, ("10.0.0.9", 1), 1.0)
+    assert not any(isinstance(a, Deliver) for a in actions)
+    assert server.stats["unknown_session"] == 1
+
+
+def test_replayed_sequence_numbers_are_delivered_once_and_reacked() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    (datagram,) = sends(client.send({"type": "say", "room": "x", "text": "once"}, 1.0))
+    first = server.receive(datagram.data, CLIENT, 1.0)
+    replay = server.receive(datagram.data, CLIENT, 1.1)
+    assert [a for a in first if isinstance(a, Deliver)] == [
+        Deliver(CLIENT, {"type": "say", "room": "x", "text": "once"})
+    ]
+    assert not any(isinstance(a, Deliver) for a in replay)
+    assert [e.kind for e in envelopes(replay)] == ["ack"]
+    assert server.stats["duplicates"] == 1
+
+
+def test_oversize_datagram_from_a_session_gets_an_error() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    assert client.token is not None
+    big = udp.encode_data(client.token, 1, 0, {"type": "say", "text": "x" * 1500})
+    (action,) = server.receive(big, CLIENT, 1.0)
+    assert isinstance(action, ErrorReply)
+    assert action.code == udp.ERROR_DATAGRAM_TOO_LARGE and action.addr == CLIENT
+    forged_big = udp.encode_data("wrong", 1, 0, {"type": "say", "text": "x" * 1500})
+    assert server.receive(forged_big, CLIENT, 1.0) == [Rejected(CLIENT, "datagram too large")]
+    assert server.receive(big, OTHER, 1.0) == [Rejected(OTHER, "datagram too large")]
+    assert server.stats["oversize"] == 3
+
+
+@pytest.mark.parametrize(("label", "data"), BAD_DATAGRAMS, ids=[b[0] for b in BAD_DATAGRAMS])
+def test_server_drops_and_counts_bad_datagrams(label: str, data: bytes) -> None:
+    server = ServerEndpoint()
+    handshake(server)
+    actions = server.receive(data, CLIENT, 1.0)
+    assert all(isinstance(a, Rejected | ErrorReply) for a in actions)
+    stats = server.stats
+    assert stats.get("malformed", 0) + stats.get("oversize", 0) == 1
+
+
+def test_server_never_raises_on_random_bytes() -> None:
+    rng = random.Random(7)
+    server = ServerEndpoint(rate_limiter=unlimited())
+    client, _ = handshake(server)
+    valid = sends(client.send({"type": "say", "room": "x", "text": "hello"}, 1.0))[0].data
+    for i in range(3000):
+        if i % 2:
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(60)))
+        else:
+            # Mutate a valid datagram: flip, cut or insert bytes.
+            buf = bytearray(valid)
+            for _ in range(rng.randrange(1, 4)):
+                pos = rng.randrange(len(buf))
+                buf[pos] = rng.randrange(256)
+            data = bytes(buf[: rng.randrange(1, len(buf) + 1)])
+        server.receive(data, CLIENT, 1.0)
+    assert server.stats["malformed"] > 1000
+
+
+def test_datagrams_before_any_handshake_are_ignored() -> None:
+    server = ServerEndpoint()
+    actions = server.receive(udp.encode_ack("tok", 0), CLIENT, 0.0)
+    assert actions == [Rejected(CLIENT, "no session for address")]
+    accept = udp.encode_accept("n", "tok")
+    assert isinstance(server.receive(accept, CLIENT, 0.0)[0], Rejected)
+    assert server.stats == {"unknown_session": 1, "malformed": 1}
+
+
+def test_rate_limit_per_address() -> None:
+    server = ServerEndpoint(rate_limiter=udp.RateLimiter(rate=10, burst=5))
+    for _ in range(5):
+        server.receive(b"junk", CLIENT, 0.0)
+    assert server.receive(b"junk", CLIENT, 0.0) == [Rejected(CLIENT, "rate limited")]
+    assert server.stats["rate_limited"] == 1
+    # Another address has its own bucket; time refills the first one.
+    assert server.receive(b"junk", OTHER, 0.0) != [Rejected(OTHER, "rate limited")]
+    assert server.receive(b"junk", CLIENT, 0.1) != [Rejected(CLIENT, "rate limited")]
+
+
+def test_token_bucket_and_bounded_limiter() -> None:
+    bucket = udp.TokenBucket(rate=2, burst=2, now=0.0)
+    assert [bucket.allow(0.0) for _ in range(3)] == [True, True, False]
+    assert bucket.allow(0.5)
+    assert not bucket.allow(0.4)  # clock going backwards grants nothing
+    limiter = udp.RateLimiter(rate=1, burst=1, max_addresses=10)
+    for port in range(100):
+        limiter.allow(("h", port), float(port) / 100)
+    assert len(limiter) <= 10
+
+
+# --- sending limits ------------------------------------------------------------------------
+
+
+def test_oversize_event_is_refused_on_send() -> None:
+    big = {"type": "say", "room": "lobby", "text": "x" * 1200}
+    channel = ReliableChannel("tok")
+    with pytest.raises(udp.DatagramTooLarge):
+        channel.send(big, 0.0)
+    assert channel.unacked == 0
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    with pytest.raises(udp.DatagramTooLarge):
+        client.send(big, 1.0)
+    with pytest.raises(udp.DatagramTooLarge):
+        server.send_event(CLIENT, big, 1.0)
+    assert udp.event_fits({"type": "say", "room": "lobby", "text": "x" * 1000})
+    assert not udp.event_fits(big)
+
+
+def test_send_window_is_bounded_and_refills_on_ack() -> None:
+    sender = ReliableChannel("tok", send_window=4, max_queue=3)
+    out = [d for i in range(7) for d in sender.send({"type": "n", "i": i}, 0.0)]
+    assert len(out) == 4
+    with pytest.raises(udp.SendQueueFull):
+        sender.send({"type": "n", "i": 7}, 0.0)
+    _, more = sender.receive(udp.decode(udp.encode_ack("tok", 2)), 0.1)
+    assert [udp.decode(d).seq for d in more] == [5, 6]
+
+
+def test_server_drops_a_peer_whose_queue_overflows() -> None:
+    server = ServerEndpoint(channel_options={"send_window": 2, "max_queue": 2})
+    handshake(server)
+    results = [server.send_event(CLIENT, {"type": "notice", "text": str(i)}, 1.0) for i in range(5)]
+    assert results[-1] == [Drop(CLIENT, "send queue full")]
+    assert not server.has_session(CLIENT)
+    assert server.send_event(CLIENT, {"type": "notice", "text": "late"}, 1.0) == []
+
+
+def test_receive_window_drops_far_future_seqs() -> None:
+    receiver = ReliableChannel("tok", recv_window=8)
+    far = udp.decode(udp.encode_data("tok", 9, 0, {"type": "x"}))
+    delivered, _ = receiver.receive(far, 0.0)
+    assert delivered == [] and receiver.stats["out_of_window"] == 1
+    near = udp.decode(udp.encode_data("tok", 8, 0, {"type": "y"}))
+    _, out = receiver.receive(near, 0.0)
+    assert udp.decode(out[0]).sacks == (8,)
+
+
+def test_reordered_data_is_delivered_in_order() -> None:
+    receiver = ReliableChannel("tok")
+    got = []
+    for seq in (3, 1, 4, 2, 2, 5):
+        env = udp.decode(udp.encode_data("tok", seq, 0, {"type": "x", "n": seq}))
+        delivered, _ = receiver.receive(env, 0.0)
+        got += [e["n"] for e in delivered]
+    assert got == [1, 2, 3, 4, 5]
+    assert receiver.stats["duplicates"] == 1
+
+
+def test_retransmission_backs_off_exponentially_then_gives_up() -> None:
+    channel = ReliableChannel("tok")
+    channel.send({"type": "x"}, 0.0)
+    times = []
+    now = 0.0
+    while True:
+        deadline = channel.next_deadline()
+        if deadline is None:
+            break
+        now = deadline
+        if channel.poll(now):
+            times.append(round(now, 6))
+    assert channel.failed
+    gaps = [round(b - a, 6) for a, b in zip([0.0, *times], times, strict=False)]
+    assert gaps[:5] == [0.2, 0.4, 0.8, 1.6, 2.0]
+    assert all(g == udp.MAX_RTO for g in gaps[4:])
+    assert now == pytest.approx(udp.GIVE_UP_AFTER)
+    assert channel.stats["retransmits"] == len(times)
+    assert channel.send({"type": "x"}, now) == []
+
+
+def test_selective_ack_stops_retransmission_of_that_seq() -> None:
+    channel = ReliableChannel("tok")
+    for i in range(3):
+        channel.send({"type": "x", "i": i}, 0.0)
+    channel.receive(udp.decode(udp.encode_ack("tok", 0, [2])), 0.1)
+    resent = [udp.decode(d).seq for d in channel.poll(0.2)]
+    assert resent == [1, 3]
+
+
+# --- bye and liveness ------------------------------------------------------------------------
+
+
+def test_client_bye_drops_the_session() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    (bye,) = sends(client.close("gone"))
+    assert server.receive(bye.data, CLIENT, 2.0) == [Drop(CLIENT, "gone")]
+    assert not server.has_session(CLIENT)
+    assert client.poll(100.0) == []
+
+
+def test_server_close_tells_the_client() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    (bye,) = sends(server.close(CLIENT, "kicked"))
+    assert client.receive(bye.data, SERVER, 1.0) == [Drop(SERVER, "kicked")]
+    assert client.state == "closed"
+    assert server.close(CLIENT) == []
+
+
+def test_client_ignores_datagrams_not_from_the_server() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    (bye,) = sends(server.close(CLIENT, "kicked"))
+    assert client.receive(bye.data, OTHER, 1.0) == [Rejected(OTHER, "not from the server")]
+    assert client.receive(udp.encode_bye("wrong"), SERVER, 1.0) == [
+        Rejected(SERVER, "token mismatch")
+    ]
+    assert client.receive(udp.encode_accept("other-nonce", "t"), SERVER, 1.0)[0] == Rejected(
+        SERVER, "nonce mismatch"
+    )
+    assert client.state == "connected"
+    assert client.stats["wrong_source"] == 1 and client.stats["forged"] == 2
+
+
+def test_silent_session_times_out_on_the_server() -> None:
+    server = ServerEndpoint()
+    handshake(server)
+    assert server.next_deadline() == udp.SESSION_TIMEOUT
+    assert server.poll(udp.SESSION_TIMEOUT - 0.01) == []
+    actions = server.poll(udp.SESSION_TIMEOUT)
+    assert Drop(CLIENT, "timed out") in actions
+    assert udp.decode(sends(actions)[0].data).kind == "bye"
+    assert not server.has_session(CLIENT)
+
+
+def test_client_gives_up_on_an_absent_server() -> None:
+    client = ClientEndpoint("alice", SERVER)
+    client.connect(0.0)
+    hellos = 1
+    result: list[Action] = []
+    while not result or not isinstance(result[-1], Drop):
+        deadline = client.next_deadline()
+        assert deadline is not None
+        result = client.poll(deadline)
+        hellos += len(sends(result))
+    assert result[-1] == Drop(SERVER, "peer unreachable")
+    assert client.next_deadline() is None
+    assert 5 <= hellos <= 12  # exponential backoff, not a flood
+
+
+# --- lossy link simulation -------------------------------------------------------------------
+
+
+class LossyLink:
+    """Seeded in-memory network: drops, duplicates and reorders (random delay) datagrams."""
+
+    def __init__(
+        self, seed: int, drop: float = 0.2, duplicate: float = 0.1, max_delay: float = 0.08
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.drop = drop
+        self.duplicate = duplicate
+        self.max_delay = max_delay
+        self.now = 0.0
+        self.up = True
+        self._heap: list[tuple[float, int, Any, Any, bytes]] = []
+        self._n = 0
+        self.server = ServerEndpoint(rate_limiter=unlimited())
+        self.clients: dict[Any, ClientEndpoint] = {}
+        self.server_got: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        self.client_got: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        self.server_drops: list[tuple[float, Drop]] = []
+        self.client_drops: dict[Any, tuple[float, Drop]] = {}
+        self.registered: list[Registered] = []
+
+    def transmit(self, src: Any, dst: Any, data: bytes) -> None:
+        if not self.up or self.rng.random() < self.drop:
+            return
+        copies = 2 if self.rng.random() < self.duplicate else 1
+        for _ in range(copies):
+            self._n += 1
+            delay = self.rng.uniform(0.001, self.max_delay)
+            heapq.heappush(self._heap, (self.now + delay, self._n, src, dst, data))
+
+    def add_client(self, addr: Any, name: str) -> ClientEndpoint:
+        client = ClientEndpoint(name, SERVER)
+        self.clients[addr] = client
+        self.on_client(addr, client.connect(self.now))
+        return client
+
+    def on_server(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self.transmit(SERVER, a.addr, a.data)
+            elif isinstance(a, Deliver):
+                self.server_got[a.addr].append(a.event)
+            elif isinstance(a, Drop):
+                self.server_drops.append((self.now, a))
+            elif isinstance(a, Registered):
+                self.registered.append(a)
+
+    def on_client(self, addr: Any, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self.transmit(addr, SERVER, a.data)
+            elif isinstance(a, Deliver):
+                self.client_got[addr].append(a.event)
+            elif isinstance(a, Drop):
+                self.client_drops[addr] = (self.now, a)
+
+    def client_send(self, addr: Any, event: dict[str, Any]) -> None:
+        self.on_client(addr, self.clients[addr].send(event, self.now))
+
+    def server_send(self, addr: Any, event: dict[str, Any]) -> None:
+        self.on_server(self.server.send_event(addr, event, self.now))
+
+    def step(self) -> bool:
+        """Advance virtual time to the next arrival or timer; False when nothing is left."""
+        deadlines = [self.server.next_deadline()]
+        deadlines += [c.next_deadline() for c in self.clients.values()]
+        if self._heap:
+            deadlines.append(self._heap[0][0])
+        pending = [d for d in deadlines if d is not None]
+        if not pending:
+            return False
+        self.now = max(self.now, min(pending))
+        while self._heap and self._heap[0][0] <= self.now:
+            _, _, src, dst, data = heapq.heappop(self._heap)
+            if dst == SERVER:
+                self.on_server(self.server.receive(data, src, self.now))
+            elif dst in self.clients:
+                self.on_client(dst, self.clients[dst].receive(data, SERVER, self.now))
+        self.on_server(self.server.poll(self.now))
+        for addr, client in self.clients.items():
+            self.on_client(addr, client.poll(self.now))
+        return True
+
+    def run_until(self, done: Any, limit: float) -> None:
+        while not done() and self.now < limit:
+            if not self.step():
+                break
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 42])
+def test_lossy_link_delivers_exactly_once_in_order_both_ways(seed: int) -> None:
+    link = LossyLink(seed)
+    addrs = [("10.0.0.1", 5000 + i) for i in range(3)]
+    for i, addr in enumerate(addrs):
+        link.add_client(addr, f"user{i}")
+    link.run_until(lambda: len(link.registered) == 3, limit=20.0)
+    assert {r.addr for r in link.registered} == set(addrs)
+    count = 150
+    for n in range(count):
+        for addr in addrs:
+            link.client_send(addr, {"type": "say", "room": "lobby", "text": f"{addr[1]}:{n}"})
+            link.server_send(addr, {"type": "notice", "text": f"to {addr[1]}:{n}"})
+        if n % 10 == 0:
+            link.step()
+
+    def all_delivered() -> bool:
+        return all(
+            len(link.server_got[a]) == count + 1 and len(link.client_got[a]) == count for a in addrs
+        )
+
+    link.run_until(all_delivered, limit=link.now + 60.0)
+    for addr in addrs:
+        hello, *says = link.server_got[addr]
+        assert hello["type"] == "hello"
+        assert [e["text"] for e in says] == [f"{addr[1]}:{n}" for n in range(count)]
+        assert [e["text"] for e in link.client_got[addr]] == [
+            f"to {addr[1]}:{n}" for n in range(count)
+        ]
+    assert link.server_drops == [] and link.client_drops == {}
+    stats = link.server.stats
+    assert stats["retransmits"] > 0 and stats["duplicates"] > 0
+
+
+def test_keepalives_hold_an_idle_session_open_over_a_lossy_link() -> None:
+    link = LossyLink(5, drop=0.1, duplicate=0.0)
+    link.add_client(CLIENT, "idle")
+    link.run_until(lambda: bool(link.registered), limit=20.0)
+    link.run_until(lambda: False, limit=5 * udp.SESSION_TIMEOUT)
+    assert link.server_drops == [] and link.client_drops == {}
+    assert link.server.has_session(CLIENT)
+
+
+def test_dead_client_is_reported_unreachable_after_the_bounded_time() -> None:
+    link = LossyLink(9)
+    link.add_client(CLIENT, "alice")
+    link.run_until(lambda: bool(link.registered), limit=20.0)
+    link.run_until(lambda: False, limit=link.now + 1.0)
+    link.up = False
+    cut = link.now
+    link.server_send(CLIENT, {"type": "notice", "text": "anyone there?"})
+    link.run_until(lambda: bool(link.server_drops), limit=cut + 30.0)
+    ((when, drop),) = link.server_drops
+    assert drop == Drop(CLIENT, "peer unreachable")
+    assert cut + udp.GIVE_UP_AFTER - 0.01 <= when <= cut + udp.GIVE_UP_AFTER + udp.MAX_RTO
+    assert not link.server.has_session(CLIENT)
+
+
+def test_dead_server_is_reported_to_the_client() -> None:
+    link = LossyLink(11)
+    link.add_client(CLIENT, "alice")
+    link.run_until(lambda: bool(link.registered), limit=20.0)
+    link.run_until(lambda: False, limit=link.now + 1.0)
+    link.up = False
+    cut = link.now
+    link.client_send(CLIENT, {"type": "say", "room": "lobby", "text": "hello?"})
+    link.run_until(lambda: bool(link.client_drops), limit=cut + 30.0)
+    when, drop = link.client_drops[CLIENT]
+    assert drop == Drop(SERVER, "peer unreachable")
+    assert when <= cut + udp.GIVE_UP_AFTER + udp.MAX_RTO
+
+
+def test_silent_client_is_timed_out_even_without_pending_data() -> None:
+    link = LossyLink(13, drop=0.0, duplicate=0.0)
+    link.add_client(CLIENT, "alice")
+    link.run_until(lambda: bool(link.registered), limit=20.0)
+    link.up = False
+    cut = link.now
+    link.run_until(lambda: bool(link.server_drops), limit=cut + 2 * udp.SESSION_TIMEOUT)
+    ((when, drop),) = link.server_drops
+    assert drop == Drop(CLIENT, "timed out")
+    assert when <= cut + udp.SESSION_TIMEOUT
+    # The client notices too: its keepalives go unanswered.
+    link.run_until(lambda: bool(link.client_drops), limit=cut + 2 * udp.SESSION_TIMEOUT)
+    assert link.client_drops[CLIENT][1] == Drop(SERVER, "timed out")
+
+
+def test_late_copy_of_the_opening_hello_is_a_duplicate_not_a_forgery() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    late = udp.encode_hello("alice", client.nonce)
+    assert sends(server.receive(late, CLIENT, 1.0)) == []
+    assert server.stats["duplicates"] == 1 and "forged" not in server.stats
+    assert server.has_session(CLIENT)
+
+
+def test_encoded_event_envelope_is_identical_to_the_dict_one() -> None:
+    event = {"type": "message", "room": "r", "from": "é", "text": "hi", "id": 3}
+    compact = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    encoded = udp.EncodedEvent(compact.encode())
+    assert udp.encode_data("tok", 5, 2, encoded) == udp.encode_data("tok", 5, 2, event)
+    assert udp.data_datagram_size(encoded) == udp.data_datagram_size(event)
+    assert udp.decode(udp.encode_data("tok", 5, 2, encoded)).event == event
+
+
+def test_hello_ref_travels_in_the_handshake() -> None:
+    hello = udp.encode_hello("alice", "nonce", ref=9)
+    assert len(hello) == udp.MIN_HELLO_SIZE
+    assert udp.decode(hello).event == {"type": "hello", "name": "alice", "ref": 9}

@@ -1,0 +1,1071 @@
+"""Sans-I/O protocol for threadchat over UDP: envelope codec, reliable channel, endpoints.
+
+Nothing here touches a socket, a thread or the wall clock: every method that depends on time
+takes ``now`` (seconds, any monotonic origin).  Transports feed received bytes in and carry out
+the returned actions, and call ``poll(now)`` no later than ``next_deadline()``.  Timers compare
+``now >= start + interval``, the same sum ``next_deadline`` reports, so polling exactly at the
+deadline always does the work (``now - start >= interval`` can miss by one ulp).
+
+None of the classes is thread-safe; a transport serialises calls with one lock per endpoint.
+
+Envelope (one per datagram, compact UTF-8 JSON object, at most ``MAX_DATAGRAM_SIZE`` bytes)::
+
+    {"v": 1, "k": KIND, ...}
+
+    hello      client -> server  {"v","k","c": nonce, "e": {"type":"hello","name":...}, "p": pad}
+    accept     server -> client  {"v","k","c": nonce echoed, "t": session token}
+    data       both directions   {"v","k","t","s": seq, "a": cumulative ack, "e": event}
+    ack        both directions   {"v","k","t","a": cumulative ack, "sa": [selective acks]?}
+    keepalive  client -> server  {"v","k","t","a"}         (the server answers with an ack)
+    bye        both directions   {"v","k","t","r": reason?}
+
+``e`` is exactly one event of the native JSON-lines schema.  ``s`` counts from 1 per direction;
+``a`` is the highest seq delivered in order (0 = none); ``sa`` lists seqs above ``a`` that are
+buffered.  Unknown keys are ignored so later versions can add fields.
+
+Handshake and address validation (no amplification, no spoofed registrations):
+
+1. The client sends a hello padded with ``p`` to exactly ``MIN_HELLO_SIZE`` bytes, carrying a
+   random nonce ``c`` and the hello event, and retransmits it until answered.
+2. The server keeps a *pending* handshake for the address and answers with an accept (tens of
+   bytes, checked with :func:`amplification_ok`) holding the nonce and a fresh random token.
+   Before the address is proven, nothing but that accept is ever sent to it.
+3. The client then sends a token-bearing datagram (an ack) until it hears from the server.  Only
+   someone who received the accept at that address knows the token, so on this datagram the
+   server registers the session (:class:`Registered`, then :class:`Deliver` of the hello event).
+
+Every later datagram must carry the token registered for its source address; anything else is
+dropped and counted (``forged`` / ``unknown_session``).  A session is bound to one address: a
+NAT rebinding ends it (the client times out and reconnects).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+Address = tuple[Any, ...]
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event already serialised as one compact JSON object (UTF-8, no trailing newline).
+
+    Senders may queue this instead of a dict so a server fanning one event out to many UDP
+    users serialises it once: the envelope is spliced around the bytes, never re-encoded.
+    The bytes are trusted to be a valid JSON object; receivers always see plain dicts.
+    """
+
+    json: bytes
+
+
+OutEvent = Event | EncodedEvent
+
+PROTOCOL_VERSION = 1
+
+# 1280 (IPv6 minimum MTU) - 40 (IPv6) - 8 (UDP) leaves 1232; 1200 keeps a margin for tunnels,
+# so a datagram is never fragmented on any path (the same reasoning QUIC uses).
+MAX_DATAGRAM_SIZE = 1200
+# A hello is padded to a full datagram so every reply to an unproven address (an accept of
+# ~70 bytes) is far smaller than the request: a spoofed hello cannot amplify traffic.
+MIN_HELLO_SIZE = MAX_DATAGRAM_SIZE
+# Transports must read with a buffer this large so an oversize datagram is seen (and refused)
+# rather than silently truncated into something that might parse.
+RECV_BUFFER_SIZE = 65536
+
+# First retransmission after 200 ms: well above loopback/LAN RTT, short enough for chat.
+INITIAL_RTO = 0.2
+# Doubling stops at 2 s so a recovered link is noticed quickly within GIVE_UP_AFTER.
+MAX_RTO = 2.0
+# Unacknowledged data with no progress for this long means the peer is gone.
+GIVE_UP_AFTER = 10.0
+# Client keepalive period: below common NAT UDP mapping lifetimes (30 s+).
+KEEPALIVE_INTERVAL = 15.0
+# A session silent this long (four missed keepalives) is removed as "timed out".
+SESSION_TIMEOUT = 60.0
+# A pending (unproven) handshake is forgotten after this; bounds state held for strangers.
+HANDSHAKE_TIMEOUT = 10.0
+# Caps the state a flood of (possibly spoofed) hellos can make the server hold.
+MAX_PENDING_HANDSHAKES = 1024
+# Caps registered UDP sessions; the hub has its own user limits on top.
+MAX_SESSIONS = 4096
+
+# Datagrams in flight per direction; kept below RECV_WINDOW so in-window data is never dropped.
+SEND_WINDOW = 64
+# Out-of-order datagrams the receiver buffers; seqs beyond are dropped (and counted).
+RECV_WINDOW = 128
+# Events queued behind a full send window; beyond this the peer cannot keep up and is dropped.
+MAX_SEND_QUEUE = 512
+# Selective acks per ack datagram; keeps acks small and bounded.
+MAX_SACKS = 32
+# Largest seq accepted: exact in every JSON implementation (2**53 - 1).
+MAX_SEQ = 2**53 - 1
+
+# 16 random bytes (128 bits) make a token unguessable for an off-path attacker.
+TOKEN_BYTES = 16
+# Nonce only has to be unpredictable for the lifetime of one handshake.
+NONCE_BYTES = 12
+# Upper bounds for strings we accept from the wire.
+MAX_TOKEN_LENGTH = 64
+MAX_NONCE_LENGTH = 64
+MAX_REASON_LENGTH = 200
+
+# Per-address datagram rate: a chat client sends a few per second (plus one ack per received
+# event); 200/s with a burst of 400 tolerates busy rooms and stops floods from one address.
+RATE_LIMIT_PER_SECOND = 200.0
+RATE_LIMIT_BURST = 400.0
+# Bounds the rate limiter's table; idle buckets are evicted first.
+MAX_RATE_LIMITED_ADDRESSES = 8192
+
+ERROR_DATAGRAM_TOO_LARGE = "datagram_too_large"
+
+KINDS = frozenset({"hello", "accept", "data", "ack", "keepalive", "bye"})
+_TOKEN_KINDS = frozenset({"data", "ack", "keepalive", "bye"})
+
+
+class UdpProtocolError(Exception):
+    """Base class of the errors this module raises to callers."""
+
+
+class DatagramTooLarge(UdpProtocolError, ValueError):
+    """An event would not fit in one datagram of ``MAX_DATAGRAM_SIZE`` bytes."""
+
+
+class SendQueueFull(UdpProtocolError):
+    """More than ``MAX_SEND_QUEUE`` events wait behind the send window."""
+
+
+class MalformedDatagram(UdpProtocolError, ValueError):
+    """A received datagram is not a valid envelope; ``str(exc)`` says why."""
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; letting them in would make us emit invalid JSON later.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _loads(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded datagram; fields not used by ``kind`` are None / empty."""
+
+    kind: str
+    token: str | None = None
+    seq: int | None = None
+    ack: int | None = None
+    sacks: tuple[int, ...] = ()
+    event: Event | None = None
+    nonce: str | None = None
+    reason: str | None = None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short_str(obj: dict[str, Any], key: str, limit: int, required: bool) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise MalformedDatagram(f"bad {key!r}")
+    return value
+
+
+def _seq_field(obj: dict[str, Any], key: str, low: int) -> int:
+    value = obj.get(key)
+    if not _is_int(value) or not low <= value <= MAX_SEQ:
+        raise MalformedDatagram(f"bad {key!r}")
+    return value
+
+
+def decode(data: bytes) -> Envelope:
+    """Parse and validate one datagram; raises :class:`MalformedDatagram` and nothing else."""
+    if len(data) > MAX_DATAGRAM_SIZE:
+        raise MalformedDatagram("datagram too large")
+    try:
+        obj = _loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedDatagram("not JSON") from exc
+    if not isinstance(obj, dict):
+        raise MalformedDatagram("not an object")
+    version = obj.get("v")
+    if not _is_int(version) or version != PROTOCOL_VERSION:
+        raise MalformedDatagram("unsupported version")
+    kind = obj.get("k")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise MalformedDatagram("unknown kind")
+    token = _short_str(obj, "t", MAX_TOKEN_LENGTH, kind in _TOKEN_KINDS or kind == "accept")
+    if kind == "hello":
+        event = obj.get("e")
+        if (
+            not isinstance(event, dict)
+            or event.get("type") != "hello"
+            or not isinstance(event.get("name"), str)
+        ):
+            raise MalformedDatagram("bad hello event")
+        if not isinstance(obj.get("p", ""), str):
+            raise MalformedDatagram("bad padding")
+        return Envelope(kind, event=event, nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True))
+    if kind == "accept":
+        return Envelope(kind, token=token, nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True))
+    if kind == "bye":
+        return Envelope(kind, token=token, reason=_short_str(obj, "r", MAX_REASON_LENGTH, False))
+    ack = _seq_field(obj, "a", 0)
+    if kind == "keepalive":
+        return Envelope(kind, token=token, ack=ack)
+    raw_sacks = obj.get("sa", [])
+    if (
+        not isinstance(raw_sacks, list)
+        or len(raw_sacks) > MAX_SACKS
+        or not all(_is_int(s) and 0 < s <= MAX_SEQ for s in raw_sacks)
+    ):
+        raise MalformedDatagram("bad 'sa'")
+    if kind == "ack":
+        return Envelope(kind, token=token, ack=ack, sacks=tuple(raw_sacks))
+    event = obj.get("e")
+    if not isinstance(event, dict):
+        raise MalformedDatagram("bad event")
+    return Envelope(
+        kind, token=token, seq=_seq_field(obj, "s", 1), ack=ack, sacks=tuple(raw_sacks), event=event
+    )
+
+
+def encode_hello(name: str, nonce: str, ref: str | int | None = None) -> bytes:
+    """The client's first datagram, padded to exactly ``MIN_HELLO_SIZE`` bytes.
+
+    ``ref`` (optional) rides in the hello event, so the server's ``ok`` for it tells the
+    client that registration finished, as in TCP JSON mode.
+    Raises :class:`DatagramTooLarge` if the name does not leave room for the envelope.
+    """
+    base: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "hello", "c": nonce}
+    hello: dict[str, Any] = {"type": "hello", "name": name}
+    if ref is not None:
+        hello["ref"] = ref
+    base["e"] = hello
+    base["p"] = ""
+    room = MIN_HELLO_SIZE - len(_dumps(base))
+    if room < 0:
+        raise DatagramTooLarge("name too long for a hello datagram")
+    base["p"] = "." * room
+    return _dumps(base)
+
+
+def encode_accept(nonce: str, token: str) -> bytes:
+    return _dumps({"v": PROTOCOL_VERSION, "k": "accept", "c": nonce, "t": token})
+
+
+def encode_data(token: str, seq: int, ack: int, event: OutEvent) -> bytes:
+    if isinstance(event, EncodedEvent):
+        # Same key order and compact form as the dict path, so both encodings are identical.
+        head = _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack})
+        return head[:-1] + b',"e":' + event.json + b"}"
+    return _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack, "e": event})
+
+
+def encode_ack(token: str, ack: int, sacks: tuple[int, ...] | list[int] = ()) -> bytes:
+    obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "ack", "t": token, "a": ack}
+    if sacks:
+        obj["sa"] = list(sacks)[:MAX_SACKS]
+    return _dumps(obj)
+
+
+def encode_keepalive(token: str, ack: int) -> bytes:
+    return _dumps({"v": PROTOCOL_VERSION, "k": "keepalive", "t": token, "a": ack})
+
+
+def encode_bye(token: str, reason: str = "") -> bytes:
+    obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "bye", "t": token}
+    if reason:
+        obj["r"] = reason[:MAX_REASON_LENGTH]
+    return _dumps(obj)
+
+
+def data_datagram_size(event: OutEvent) -> int:
+    """Worst-case size of a data datagram carrying ``event`` (longest token, seq and ack)."""
+    return len(encode_data("x" * MAX_TOKEN_LENGTH, MAX_SEQ, MAX_SEQ, event))
+
+
+def event_fits(event: OutEvent) -> bool:
+    """True if ``event`` can always be sent in one datagram."""
+    return data_datagram_size(event) <= MAX_DATAGRAM_SIZE
+
+
+# Fields that may be cut into consecutive pieces when an event is too large for one datagram:
+# lists (who, rooms) split between items, message text between characters.
+SPLITTABLE_FIELDS = ("members", "rooms", "text")
+
+
+def _fits_with(event: Event, key: str, value: Any, more: bool) -> bool:
+    piece = {**event, key: value}
+    if more:
+        piece["more"] = True
+    return event_fits(piece)
+
+
+def _largest_prefix(event: Event, key: str, value: Any) -> int:
+    """Length of the longest prefix of ``value`` that fits as a "more" piece (0 if none)."""
+    low, high = 0, len(value)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _fits_with(event, key, value[:middle], True):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def fit_event(event: Event) -> list[Event]:
+    """``event`` as one or more events that each fit in one datagram.
+
+    An event too large is cut along its first splittable field (``members``, ``rooms`` or
+    ``text``): every piece repeats the other fields (id and ts included) and all but the last
+    carry ``"more": true``, so a client joins consecutive pieces of the same id.  Failing that,
+    the longest string field is shortened and the event marked ``"truncated": true``.  Returns
+    [] only if not even that fits (no event of the native schema is that large).
+    """
+    if event_fits(event):
+        return [event]
+    for key in SPLITTABLE_FIELDS:
+        value = event.get(key)
+        if not isinstance(value, list | str) or len(value) < 2:
+            continue
+        pieces: list[Event] = []
+        rest = value
+        while not _fits_with(event, key, rest, False):
+            n = _largest_prefix(event, key, rest)
+            if n == 0:
+                break
+            pieces.append({**event, key: rest[:n], "more": True})
+            rest = rest[n:]
+        else:
+            return [*pieces, {**event, key: rest}]
+    strings = [k for k, v in event.items() if isinstance(v, str) and k not in ("type", "ts")]
+    if not strings:
+        return []
+    longest = max(strings, key=lambda k: len(event[k]))
+    base = {**event, "truncated": True}
+    low, high = 0, len(event[longest])
+    while low < high:
+        middle = (low + high + 1) // 2
+        if event_fits({**base, longest: event[longest][:middle]}):
+            low = middle
+        else:
+            high = middle - 1
+    shortened = {**base, longest: event[longest][:low]}
+    return [shortened] if event_fits(shortened) else []
+
+
+def amplification_ok(request_size: int, reply_size: int) -> bool:
+    """True if a reply to an unproven address is no larger than the datagram that caused it."""
+    return 0 <= reply_size <= request_size
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(NONCE_BYTES)
+
+
+class TokenBucket:
+    """Classic token bucket: ``rate`` tokens per second, holding at most ``burst``."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = now
+
+    def allow(self, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if available; a clock going backwards adds nothing."""
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+
+class RateLimiter:
+    """One :class:`TokenBucket` per address, in a table of bounded size."""
+
+    def __init__(
+        self,
+        rate: float = RATE_LIMIT_PER_SECOND,
+        burst: float = RATE_LIMIT_BURST,
+        max_addresses: int = MAX_RATE_LIMITED_ADDRESSES,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._buckets: dict[Address, TokenBucket] = {}
+
+    def allow(self, addr: Address, now: float, cost: float = 1.0) -> bool:
+        bucket = self._buckets.get(addr)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._evict(now)
+            bucket = self._buckets[addr] = TokenBucket(self.rate, self.burst, now)
+        return bucket.allow(now, cost)
+
+    def _evict(self, now: float) -> None:
+        # A bucket idle long enough to be full again carries no information: forget it.
+        refill_time = self.burst / self.rate if self.rate > 0 else float("inf")
+        idle = [a for a, b in self._buckets.items() if now - b.updated >= refill_time]
+        for addr in idle:
+            del self._buckets[addr]
+        if len(self._buckets) >= self.max_addresses:
+            # Still full: drop the least recently used, the table must stay bounded.
+            oldest = min(self._buckets, key=lambda a: self._buckets[a].updated)
+            del self._buckets[oldest]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    event: OutEvent
+    rto: float
+    due: float
+
+
+class ReliableChannel:
+    """Reliable, ordered, de-duplicated event stream to and from one peer.
+
+    ``send`` queues events; ``receive`` takes decoded envelopes of kind data/ack/keepalive;
+    ``poll`` retransmits due datagrams.  Once no progress was made for ``give_up_after``
+    seconds while data was unacknowledged, ``failed`` becomes True and the channel goes quiet.
+    Counters (``duplicates``, ``retransmits``, ``out_of_window``) go to ``stats``.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        stats: Counter[str] | None = None,
+        send_window: int = SEND_WINDOW,
+        recv_window: int = RECV_WINDOW,
+        max_queue: int = MAX_SEND_QUEUE,
+        initial_rto: float = INITIAL_RTO,
+        max_rto: float = MAX_RTO,
+        give_up_after: float = GIVE_UP_AFTER,
+    ) -> None:
+        self.token = token
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.send_window = send_window
+        self.recv_window = recv_window
+        self.max_queue = max_queue
+        self.initial_rto = initial_rto
+        self.max_rto = max_rto
+        self.give_up_after = give_up_after
+        self.failed = False
+        self._next_seq = 1
+        self._unacked: dict[int, _Outstanding] = {}  # insertion order == seq order
+        self._queue: deque[OutEvent] = deque()
+        self._progress_at = 0.0
+        self._delivered = 0  # cumulative: highest seq handed to the caller
+        self._buffer: dict[int, Event] = {}
+
+    @property
+    def ack_number(self) -> int:
+        return self._delivered
+
+    @property
+    def unacked(self) -> int:
+        """Events sent or queued and not yet acknowledged."""
+        return len(self._unacked) + len(self._queue)
+
+    def send(self, event: OutEvent, now: float) -> list[bytes]:
+        """Queue ``event``; return the datagrams to send now (empty if the window is full).
+
+        Raises :class:`DatagramTooLarge` (nothing queued) or :class:`SendQueueFull`.
+        """
+        if not event_fits(event):
+            raise DatagramTooLarge(
+                f"event needs {data_datagram_size(event)} bytes, limit {MAX_DATAGRAM_SIZE}"
+            )
+        if self.failed:
+            return []
+        if len(self._queue) >= self.max_queue:
+            raise SendQueueFull("peer is not acknowledging fast enough")
+        self._queue.append(event)
+        return self._fill_window(now)
+
+    def _fill_window(self, now: float) -> list[bytes]:
+        out: list[bytes] = []
+        while self._queue and len(self._unacked) < self.send_window:
+            if not self._unacked:
+                self._progress_at = now
+            event = self._queue.popleft()
+            seq = self._next_seq
+            self._next_seq += 1
+            self._unacked[seq] = _Outstanding(event, self.initial_rto, now + self.initial_rto)
+            out.append(encode_data(self.token, seq, self._delivered, event))
+        return out
+
+    def receive(self, env: Envelope, now: float) -> tuple[list[Event], list[bytes]]:
+        """Process a data/ack/keepalive envelope; return (events delivered in order, datagrams)."""
+        out: list[bytes] = []
+        if env.ack is not None:
+            out.extend(self._on_ack(env.ack, env.sacks, now))
+        if env.kind != "data" or env.seq is None or env.event is None:
+            return [], out
+        delivered: list[Event] = []
+        seq = env.seq
+        if seq <= self._delivered or seq in self._buffer:
+            self.stats["duplicates"] += 1
+        elif seq > self._delivered + self.recv_window:
+            self.stats["out_of_window"] += 1
+        else:
+            self._buffer[seq] = env.event
+            while self._delivered + 1 in self._buffer:
+                self._delivered += 1
+                delivered.append(self._buffer.pop(self._delivered))
+        # Acknowledge every data datagram, duplicates included: the peer may have lost our ack.
+        out.append(self.ack_datagram())
+        return delivered, out
+
+    def ack_datagram(self) -> bytes:
+        """A pure ack of everything received so far (cumulative plus selective)."""
+        sacks = sorted(self._buffer)[:MAX_SACKS]
+        return encode_ack(self.token, self._delivered, sacks)
+
+    def _on_ack(self, ack: int, sacks: tuple[int, ...], now: float) -> list[bytes]:
+        acked = [s for s in self._unacked if s <= ack]
+        acked.extend(s for s in sacks if s in self._unacked and s > ack)
+        for seq in acked:
+            del self._unacked[seq]
+        if not acked:
+            return []
+        self._progress_at = now
+        return self._fill_window(now)
+
+    def poll(self, now: float) -> list[bytes]:
+        """Datagrams to retransmit at ``now``; sets ``failed`` after ``give_up_after``."""
+        if self.failed or not self._unacked:
+            return []
+        if now >= self._progress_at + self.give_up_after:
+            self.failed = True
+            self._unacked.clear()
+            self._queue.clear()
+            return []
+        out: list[bytes] = []
+        for seq, item in self._unacked.items():
+            if item.due <= now:
+                item.rto = min(item.rto * 2, self.max_rto)
+                item.due = now + item.rto
+                self.stats["retransmits"] += 1
+                out.append(encode_data(self.token, seq, self._delivered, item.event))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """Earliest time ``poll`` has work to do, or None while nothing is outstanding."""
+        if self.failed or not self._unacked:
+            return None
+        earliest = min(item.due for item in self._unacked.values())
+        return min(earliest, self._progress_at + self.give_up_after)
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions returned by the endpoints.  A transport carries them out in order.
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``data`` to ``addr``."""
+
+    addr: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """``event`` arrived from ``addr``, in order and exactly once."""
+
+    addr: Address
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """Server: ``addr`` proved it owns its address; a new user named ``name`` connects.
+
+    Always followed by a :class:`Deliver` of the hello event itself.
+    """
+
+    addr: Address
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """Client: the server accepted the hello; events may flow."""
+
+    addr: Address
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The session with ``addr`` is over and already forgotten by the endpoint.
+
+    ``reason`` is "timed out", "peer unreachable", "send queue full", or the peer's bye reason.
+    """
+
+    addr: Address
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """Server: send an error event (``code``, ``message``) to the user at ``addr``.
+
+    Returned instead of a ready event so the hub stamps ``id`` and ``ts`` as for any event.
+    """
+
+    addr: Address
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A datagram from ``addr`` was ignored (already counted in ``stats``); for logging."""
+
+    addr: Address
+    reason: str
+
+
+Action = Send | Deliver | Registered | Connected | Drop | ErrorReply | Rejected
+
+
+@dataclass(slots=True)
+class _Pending:
+    nonce: str
+    token: str
+    hello: Event
+    created: float
+
+
+@dataclass(slots=True)
+class _Session:
+    token: str
+    nonce: str
+    channel: ReliableChannel
+    last_heard: float
+
+
+class ServerEndpoint:
+    """The server's table of UDP sessions, keyed by source address.
+
+    ``receive`` routes raw datagrams, ``send_event`` queues an event for a registered address,
+    ``poll`` retransmits and expires, ``close`` ends a session.  All return lists of actions.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        session_timeout: float = SESSION_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_sessions: int = MAX_SESSIONS,
+        max_pending: int = MAX_PENDING_HANDSHAKES,
+        channel_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.session_timeout = session_timeout
+        self.handshake_timeout = handshake_timeout
+        self.max_sessions = max_sessions
+        self.max_pending = max_pending
+        self._channel_options = channel_options or {}
+        self._stats: Counter[str] = Counter()
+        self._sessions: dict[Address, _Session] = {}
+        self._pending: dict[Address, _Pending] = {}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: malformed, forged, unknown_session, oversize, short_hello, rate_limited,
+        handshakes_full, sessions_full, duplicates, retransmits, out_of_window, registered."""
+        return dict(self._stats)
+
+    def addresses(self) -> list[Address]:
+        """Registered (address-proven) sessions."""
+        return list(self._sessions)
+
+    def has_session(self, addr: Address) -> bool:
+        return addr in self._sessions
+
+    def _reject(self, addr: Address, counter: str, reason: str) -> list[Action]:
+        self._stats[counter] += 1
+        return [Rejected(addr, reason)]
+
+    def receive(self, data: bytes, addr: Address, now: float) -> list[Action]:
+        """Handle one datagram from ``addr``.  Never raises on bad input."""
+        if not self.rate_limiter.allow(addr, now):
+            return self._reject(addr, "rate_limited", "rate limited")
+        if len(data) > MAX_DATAGRAM_SIZE:
+            return self._on_oversize(data, addr)
+        try:
+            env = decode(data)
+        except MalformedDatagram as exc:
+            return self._reject(addr, "malformed", str(exc))
+        if env.kind == "hello":
+            return self._on_hello(env, len(data), addr, now)
+        if env.kind not in _TOKEN_KINDS or env.token is None:
+            return self._reject(addr, "malformed", f"unexpected {env.kind}")
+        actions: list[Action] = []
+        session = self._sessions.get(addr)
+        if session is None:
+            pending = self._pending.get(addr)
+            if pending is None:
+                return self._reject(addr, "unknown_session", "no session for address")
+            if not hmac.compare_digest(pending.token, env.token):
+                return self._reject(addr, "forged", "token mismatch")
+            if len(self._sessions) >= self.max_sessions:
+                del self._pending[addr]
+                return self._reject(addr, "sessions_full", "too many sessions")
+            session = self._register(addr, pending, now, actions)
+        elif not hmac.compare_digest(session.token, env.token):
+            return self._reject(addr, "forged", "token mismatch")
+        session.last_heard = now
+        if env.kind == "bye":
+            del self._sessions[addr]
+            return [*actions, Drop(addr, env.reason or "quit")]
+        delivered, out = session.channel.receive(env, now)
+        if env.kind == "keepalive":
+            out.append(session.channel.ack_datagram())
+        actions.extend(Deliver(addr, event) for event in delivered)
+        actions.extend(Send(addr, datagram) for datagram in out)
+        return actions
+
+    def _register(
+        self, addr: Address, pending: _Pending, now: float, actions: list[Action]
+    ) -> _Session:
+        del self._pending[addr]
+        channel = ReliableChannel(pending.token, stats=self._stats, **self._channel_options)
+        session = _Session(pending.token, pending.nonce, channel, now)
+        self._sessions[addr] = session
+        self._stats["registered"] += 1
+        actions.append(Registered(addr, pending.hello["name"]))
+        actions.append(Deliver(addr, pending.hello))
+        # Tell the client its address is proven, so it stops resending its first ack.
+        actions.append(Send(addr, channel.ack_datagram()))
+        return session
+
+    def _on_oversize(self, data: bytes, addr: Address) -> list[Action]:
+        self._stats["oversize"] += 1
+        session = self._sessions.get(addr)
+        token = None
+        if session is not None:
+            # Answer only a datagram that proves it comes from the session's owner.
+            try:
+                obj = _loads(data)
+                token = obj.get("t") if isinstance(obj, dict) else None
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                token = None
+        if (
+            session is not None
+            and isinstance(token, str)
+            and hmac.compare_digest(session.token, token)
+        ):
+            message = f"datagram of {len(data)} bytes exceeds the {MAX_DATAGRAM_SIZE}-byte limit"
+            return [ErrorReply(addr, ERROR_DATAGRAM_TOO_LARGE, message)]
+        return [Rejected(addr, "datagram too large")]
+
+    def _on_hello(self, env: Envelope, size: int, addr: Address, now: float) -> list[Action]:
+        assert env.nonce is not None and env.event is not None
+        if size < MIN_HELLO_SIZE:
+            return self._reject(addr, "short_hello", "hello not padded")
+        session = self._sessions.get(addr)
+        if session is not None:
+            # The registered session must not be disturbed, whoever sent this.
+            if hmac.compare_digest(session.nonce, env.nonce):
+                return self._reject(addr, "duplicates", "late copy of the opening hello")
+            return self._reject(addr, "forged", "address already has a session")
+        pending = self._pending.get(addr)
+        if pending is not None and pending.nonce != env.nonce:
+            return self._reject(addr, "forged", "handshake in progress for address")
+        if pending is None:
+            if len(self._pending) >= self.max_pending:
+                self._expire_pending(now)
+            if len(self._pending) >= self.max_pending:
+                return self._reject(addr, "handshakes_full", "too many handshakes")
+            pending = _Pending(env.nonce, new_token(), env.event, now)
+            self._pending[addr] = pending
+        reply = encode_accept(pending.nonce, pending.token)
+        if not amplification_ok(size, len(reply)):  # pragma: no cover - guarded by MIN_HELLO_SIZE
+            return self._reject(addr, "short_hello", "reply would amplify")
+        return [Send(addr, reply)]
+
+    def _expire_pending(self, now: float) -> None:
+        stale = [a for a, p in self._pending.items() if now >= p.created + self.handshake_timeout]
+        for addr in stale:
+            del self._pending[addr]
+
+    def send_event(self, addr: Address, event: OutEvent, now: float) -> list[Action]:
+        """Queue ``event`` for the user at ``addr``.
+
+        Returns [] if ``addr`` has no session (it may have just been dropped), or
+        [Drop(addr, "send queue full")] if the peer cannot keep up (session forgotten).
+        Raises :class:`DatagramTooLarge` if the event cannot fit in one datagram.
+        """
+        session = self._sessions.get(addr)
+        if session is None:
+            return []
+        try:
+            out = session.channel.send(event, now)
+        except SendQueueFull:
+            del self._sessions[addr]
+            return [Drop(addr, "send queue full")]
+        return [Send(addr, datagram) for datagram in out]
+
+    def close(self, addr: Address, reason: str = "") -> list[Action]:
+        """Forget the session (e.g. the hub removed the user) and tell the peer with a bye."""
+        session = self._sessions.pop(addr, None)
+        self._pending.pop(addr, None)
+        if session is None:
+            return []
+        return [Send(addr, encode_bye(session.token, reason))]
+
+    def poll(self, now: float) -> list[Action]:
+        """Retransmissions, plus Drop for unreachable and silent sessions; expires handshakes."""
+        self._expire_pending(now)
+        actions: list[Action] = []
+        for addr, session in list(self._sessions.items()):
+            if now >= session.last_heard + self.session_timeout:
+                del self._sessions[addr]
+                actions.append(Send(addr, encode_bye(session.token, "timed out")))
+                actions.append(Drop(addr, "timed out"))
+                continue
+            out = session.channel.poll(now)
+            if session.channel.failed:
+                del self._sessions[addr]
+                actions.append(Drop(addr, "peer unreachable"))
+                continue
+            actions.extend(Send(addr, datagram) for datagram in out)
+        return actions
+
+    def unacked(self) -> int:
+        """Events sent or queued to any session and not yet acknowledged (for a flush wait)."""
+        return sum(session.channel.unacked for session in self._sessions.values())
+
+    def next_deadline(self) -> float | None:
+        """Earliest time ``poll`` has work to do (None if there are no sessions or handshakes)."""
+        deadlines = [p.created + self.handshake_timeout for p in self._pending.values()]
+        for session in self._sessions.values():
+            deadlines.append(session.last_heard + self.session_timeout)
+            channel_deadline = session.channel.next_deadline()
+            if channel_deadline is not None:
+                deadlines.append(channel_deadline)
+        return min(deadlines, default=None)
+
+
+class ClientEndpoint:
+    """The client's side of one UDP session with the server at ``server``.
+
+    Lifecycle: ``connect`` -> (``Connected``) -> ``send``/``receive``/``poll`` -> ``close`` or
+    ``Drop``.  Events sent before the accept are queued and flushed on ``Connected``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        server: Address,
+        *,
+        nonce: str | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        session_timeout: float = SESSION_TIMEOUT,
+        channel_options: dict[str, Any] | None = None,
+        hello_ref: str | int | None = None,
+    ) -> None:
+        self.name = name
+        self.server = server
+        self.nonce = nonce if nonce is not None else new_nonce()
+        self.keepalive_interval = keepalive_interval
+        self.session_timeout = session_timeout
+        self._channel_options = channel_options or {}
+        self._hello = encode_hello(name, self.nonce, hello_ref)  # raises DatagramTooLarge early
+        self._stats: Counter[str] = Counter()
+        self.state = "new"  # new -> handshaking -> connected -> closed
+        self.close_reason: str | None = None
+        self.channel: ReliableChannel | None = None
+        self._early: list[Event] = []
+        self._confirmed = False
+        self._retry_rto = INITIAL_RTO
+        self._retry_due = 0.0
+        self._started = 0.0
+        self._last_sent = 0.0
+        self._last_heard = 0.0
+        self._give_up_after = float(self._channel_options.get("give_up_after", GIVE_UP_AFTER))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: malformed, forged, wrong_source, duplicates, retransmits, out_of_window."""
+        return dict(self._stats)
+
+    @property
+    def token(self) -> str | None:
+        return self.channel.token if self.channel is not None else None
+
+    def connect(self, now: float) -> list[Action]:
+        """Start the handshake: the padded hello datagram."""
+        if self.state != "new":
+            return []
+        self.state = "handshaking"
+        self._started = now
+        self._retry_due = now + self._retry_rto
+        self._last_sent = now
+        return [Send(self.server, self._hello)]
+
+    def send(self, event: Event, now: float) -> list[Action]:
+        """Queue ``event`` for the server.  Raises DatagramTooLarge / SendQueueFull."""
+        if not event_fits(event):
+            raise DatagramTooLarge(
+                f"event needs {data_datagram_size(event)} bytes, limit {MAX_DATAGRAM_SIZE}"
+            )
+        if self.state == "closed":
+            return []
+        if self.channel is None:
+            if len(self._early) >= MAX_SEND_QUEUE:
+                raise SendQueueFull("not connected yet and the queue is full")
+            self._early.append(event)
+            return []
+        return self._sends(self.channel.send(event, now), now)
+
+    def _sends(self, datagrams: list[bytes], now: float) -> list[Action]:
+        if datagrams:
+            self._last_sent = now
+        return [Send(self.server, d) for d in datagrams]
+
+    def receive(self, data: bytes, addr: Address, now: float) -> list[Action]:
+        """Handle one datagram; anything not from the server or not valid is dropped."""
+        if addr != self.server:
+            self._stats["wrong_source"] += 1
+            return [Rejected(addr, "not from the server")]
+        if self.state in ("new", "closed"):
+            return [Rejected(addr, f"state {self.state}")]
+        try:
+            env = decode(data)
+        except MalformedDatagram as exc:
+            self._stats["malformed"] += 1
+            return [Rejected(addr, str(exc))]
+        if env.kind == "accept":
+            return self._on_accept(env, now)
+        if env.kind not in _TOKEN_KINDS or env.token is None:
+            self._stats["malformed"] += 1
+            return [Rejected(addr, f"unexpected {env.kind}")]
+        channel = self.channel
+        if channel is None or not hmac.compare_digest(channel.token, env.token):
+            self._stats["forged"] += 1
+            return [Rejected(addr, "token mismatch")]
+        self._last_heard = now
+        self._confirmed = True
+        if env.kind == "bye":
+            return self._close(env.reason or "closed by server")
+        delivered, out = channel.receive(env, now)
+        if env.kind == "keepalive":
+            out.append(channel.ack_datagram())
+        actions: list[Action] = [Deliver(addr, event) for event in delivered]
+        actions.extend(self._sends(out, now))
+        return actions
+
+    def _on_accept(self, env: Envelope, now: float) -> list[Action]:
+        assert env.nonce is not None and env.token is not None
+        if not hmac.compare_digest(env.nonce, self.nonce):
+            self._stats["forged"] += 1
+            return [Rejected(self.server, "nonce mismatch")]
+        if self.channel is not None:
+            self._stats["duplicates"] += 1
+            return []
+        self.state = "connected"
+        self.channel = ReliableChannel(env.token, stats=self._stats, **self._channel_options)
+        self._last_heard = now
+        self._retry_rto = INITIAL_RTO
+        self._retry_due = now + self._retry_rto
+        self._started = now
+        actions: list[Action] = [Connected(self.server, env.token)]
+        # The first token-bearing datagram proves our address; an ack is the smallest one.
+        out = [self.channel.ack_datagram()]
+        early, self._early = self._early, []
+        for event in early:
+            out.extend(self.channel.send(event, now))
+        actions.extend(self._sends(out, now))
+        return actions
+
+    def close(self, reason: str = "") -> list[Action]:
+        """End the session: a best-effort bye (no retransmission)."""
+        token = self.token
+        if self.state == "closed":
+            return []
+        self.state = "closed"
+        self.close_reason = reason or "closed"
+        return [Send(self.server, encode_bye(token, reason))] if token else []
+
+    def _close(self, reason: str) -> list[Action]:
+        self.state = "closed"
+        self.close_reason = reason
+        return [Drop(self.server, reason)]
+
+    def poll(self, now: float) -> list[Action]:
+        """Hello/ack retries, retransmissions, keepalives, and Drop on failure or silence."""
+        if self.state in ("new", "closed"):
+            return []
+        channel = self.channel
+        unproven = channel is None or not self._confirmed
+        if unproven and now >= self._started + self._give_up_after:
+            return self._close("peer unreachable")
+        if channel is None:
+            if now < self._retry_due:
+                return []
+            self._stats["retransmits"] += 1
+            self._bump_retry(now)
+            return self._sends([self._hello], now)
+        if now >= self._last_heard + self.session_timeout:
+            return self._close("timed out")
+        out = channel.poll(now)
+        if channel.failed:
+            return self._close("peer unreachable")
+        if not self._confirmed and now >= self._retry_due:
+            self._bump_retry(now)
+            out.append(channel.ack_datagram())
+        elif not out and now >= self._last_sent + self.keepalive_interval:
+            out.append(encode_keepalive(channel.token, channel.ack_number))
+        return self._sends(out, now)
+
+    def _bump_retry(self, now: float) -> None:
+        self._retry_rto = min(self._retry_rto * 2, MAX_RTO)
+        self._retry_due = now + self._retry_rto
+
+    def next_deadline(self) -> float | None:
+        """Earliest time ``poll`` has work to do; None once closed."""
+        if self.state in ("new", "closed"):
+            return None
+        channel = self.channel
+        if channel is None:
+            return min(self._retry_due, self._started + self._give_up_after)
+        deadlines = [
+            self._last_heard + self.session_timeout,
+            self._last_sent + self.keepalive_interval,
+        ]
+        if not self._confirmed:
+            deadlines += [self._retry_due, self._started + self._give_up_after]
+        channel_deadline = channel.next_deadline()
+        if channel_deadline is not None:
+            deadlines.append(channel_deadline)
+        return min(deadlines)

@@ -1,0 +1,1100 @@
+"""IRC over TCP: irssi, weechat, HexChat and IRC libraries on the same hub as everyone else.
+
+One reader thread per connection, like every transport (see `transports/native.py`). The
+sans-I/O parts (framing, parsing, registration and CAP negotiation, per-capability encoding)
+live in `protocols/irc.py`; this module carries out commands against the hub and turns hub
+events into IRC lines.
+
+Mapping to the hub:
+- IRC channel `#name` is room `name` (rooms are ASCII `[A-Za-z0-9_.-]`, so `#café` is refused
+  with 403). Nicknames are one namespace with the native protocol; private messages cross.
+- Sources: an IRC user is `nick!~ident@ip` (the `~` says the ident was not verified); a native
+  user is `nick!nick@ip` (native clients have no ident), so bans on `*!*@ip` work for both
+  kinds in IRC's view. The QUIT of a native user, who has already left the hub when it is
+  encoded, comes from `nick!nick@<server name>`.
+- Text passes through unchanged except that the hub refuses CR, LF and NUL: IRC formatting
+  codes (bold \\x02, colour \\x03, ...) and CTCP reach IRC peers intact; the native text mode
+  replaces control characters when it prints, and JSON clients receive them as sent.
+  `PRIVMSG` with CTCP ACTION becomes a hub action (`/me`), so native users see `* nick text`.
+- Flood control slows down reading (our policy for every protocol) instead of disconnecting,
+  so `Excess Flood` is never sent; an overflowing send queue ends the link with
+  `SendQ exceeded`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hmac
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from threadchat import __version__, events, names
+from threadchat.events import Event
+from threadchat.hub import MAX_BANS, HubError, ModeChange, RoomState, User
+from threadchat.protocols.irc import (
+    CHANNELLEN,
+    NICKLEN,
+    BufferOverflow,
+    Formatter,
+    IrcLineReader,
+    LineTooLong,
+    MalformedLine,
+    Message,
+    MessageReceived,
+    Numeric,
+    Registration,
+    channel_to_room,
+    fits_line,
+    is_valid_nick,
+    isupport,
+    pack_words,
+    reply,
+    reply_with_text,
+    split_targets,
+)
+from threadchat.transports.tcp import TcpConnection
+
+if TYPE_CHECKING:
+    from threadchat.server import Server
+
+log = logging.getLogger(__name__)
+
+VERSION = f"threadchat-{__version__}"
+STARTED = time.time()
+
+# Capabilities we offer. `sasl` (PLAIN) and `draft/chathistory` are added here once accounts
+# and history exist (the history issue); announcing them before they work would make
+# clients wait for an authentication or history that never comes.
+OFFERED_CAPS: dict[str, str | None] = {
+    "cap-notify": None,
+    "multi-prefix": None,
+    "server-time": None,
+    "message-tags": None,
+    "echo-message": None,
+    "away-notify": None,
+    "account-tag": None,
+    "extended-join": None,
+    "userhost-in-names": None,
+    "batch": None,
+}
+# Capabilities that change how a fanned-out event is encoded beyond tags (tags are covered by
+# Formatter.variant); part of codec_key so recipients that differ only here share bytes.
+_SHAPE_CAPS = ("extended-join", "away-notify")
+
+# Channels one user may be in (CHANLIMIT): every join costs fan-out work on each message.
+MAX_CHANNELS = 50
+# Targets per PRIVMSG/NOTICE (TARGMAX): enough for real use, too few to spam efficiently.
+MAX_TARGETS = 4
+# Mode changes with a parameter per MODE command (MODES), as most servers allow.
+MAX_MODES = 6
+# Length limits we announce and enforce; they keep every reply that repeats them in 512 bytes.
+KEYLEN = 23
+AWAYLEN = 200
+KICKLEN = 300
+USERLEN = 10
+REALNAME_MAX = 100
+BANMASK_MAX = 100
+
+# Sources of IRC users being unregistered right now (folded nick -> source), so that their
+# QUIT, encoded after the hub has forgotten them, still shows their real mask.
+_departing: dict[str, str] = {}
+
+_IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
+_PREFIX = {"o": "@", "v": "+"}
+
+
+def ident_host(user: User) -> tuple[str, str]:
+    """The username and host IRC users see for `user` (of any protocol)."""
+    if isinstance(user.conn, IrcConnection):
+        return user.username, user.host
+    # Native connections register with their label "ip:port".
+    host = user.host.rsplit(":", 1)[0] if user.host else "unknown"
+    return user.nick, _safe_host(host)
+
+
+def realname_of(user: User) -> str:
+    """The realname IRC users see; native clients give none."""
+    if user.realname or isinstance(user.conn, IrcConnection):
+        return user.realname
+    return "threadchat native user"
+
+
+def source_of(user: User, nick: str | None = None) -> str:
+    ident, host = ident_host(user)
+    return f"{nick or user.nick}!{ident}@{host}"
+
+
+def _safe_host(host: str) -> str:
+    # "::1" would start a trailing parameter in WHO replies; IRC servers write "0::1".
+    return "0" + host if host.startswith(":") else host
+
+
+def _status_prefix(letters: str, multi: bool) -> str:
+    prefixes = "".join(_PREFIX[c] for c in "ov" if c in letters)
+    return prefixes if multi else prefixes[:1]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A row of the command table: the dispatcher checks registration and parameter count."""
+
+    handler: Callable[[IrcConnection, Message], None]
+    before_registration: bool = False
+    min_params: int = 0
+
+
+# Hub refusals as IRC numerics; the subject (nick or channel) is added by the caller.
+_HUB_NUMERICS: dict[str, Numeric] = {
+    "no_such_room": Numeric.ERR_NOSUCHCHANNEL,
+    "invalid_room": Numeric.ERR_NOSUCHCHANNEL,
+    "no_such_nick": Numeric.ERR_NOSUCHNICK,
+    "not_in_room": Numeric.ERR_NOTONCHANNEL,
+    "not_operator": Numeric.ERR_CHANOPRIVSNEEDED,
+    "banned": Numeric.ERR_BANNEDFROMCHAN,
+    "invite_only": Numeric.ERR_INVITEONLYCHAN,
+    "bad_room_key": Numeric.ERR_BADCHANNELKEY,
+    "room_full": Numeric.ERR_CHANNELISFULL,
+    "moderated": Numeric.ERR_CANNOTSENDTOCHAN,
+    "name_in_use": Numeric.ERR_NICKNAMEINUSE,
+    "invalid_name": Numeric.ERR_ERRONEUSNICKNAME,
+    "not_privileged": Numeric.ERR_NOPRIVILEGES,
+}
+
+
+class IrcConnection(TcpConnection):
+    kind = "irc"
+
+    def __init__(self, server: Server, sock: socket.socket, address: tuple) -> None:
+        super().__init__(server, sock, address)
+        self.hub = server.hub
+        self.server_name = server.config.server_name
+        self.reader = IrcLineReader()
+        self.reg = Registration(self.server_name, OFFERED_CAPS)
+        # Replaced, never mutated: fan-out on other threads reads it without a lock.
+        self.caps: frozenset[str] = frozenset()
+        self.user: User | None = None
+        self.host = _safe_host(str(address[0]))
+        self._ping_sent_at: float | None = None
+        self._closing: str | None = None
+
+    # -- the hub's side (any thread, hub lock held) ----------------------------------------
+
+    def codec_key(self) -> Hashable:
+        return ("irc", Formatter.variant(self.caps), *(c in self.caps for c in _SHAPE_CAPS))
+
+    def encode(self, event: Event) -> bytes | None:
+        messages = self._event_messages(event)
+        if not messages:
+            return None
+        try:
+            return b"".join(Formatter(m, time=event.ts).encode(self.caps) for m in messages)
+        except ValueError:
+            log.exception("%s: cannot encode %r", self.label, event)
+            return None
+
+    def _source(self, nick: str) -> str:
+        user = self.hub.user_unlocked(nick)
+        if user is None:
+            return _departing.get(names.fold(nick)) or f"{nick}!{nick}@{self.server_name}"
+        return source_of(user, nick)
+
+    def _event_messages(self, event: Event) -> list[Message]:
+        match event:
+            case events.RoomMessage():
+                source, channel = self._source(event.sender), "#" + event.room
+                return chat_messages(source, channel, event.text, event.kind, event.account)
+            case events.PrivateMessage():
+                source = self._source(event.sender)
+                return chat_messages(source, event.target, event.text, event.kind, event.account)
+            case events.Joined():
+                params = ["#" + event.room]
+                if "extended-join" in self.caps:
+                    params += [event.account or "*", event.realname]
+                return [Message("JOIN", params, self._source(event.nick))]
+            case events.Left():
+                params = ["#" + event.room] + ([event.reason] if event.reason else [])
+                return [Message("PART", params, self._source(event.nick))]
+            case events.Kicked():
+                params = ["#" + event.room, event.nick, event.reason or event.by]
+                return [Message("KICK", params, self._source(event.by))]
+            case events.Quit():
+                return [Message("QUIT", [event.reason], self._source(event.nick))]
+            case events.NickChanged():
+                user = self.hub.user_unlocked(event.new)
+                source = source_of(user, event.old) if user else self._source(event.old)
+                return [Message("NICK", [event.new], source)]
+            case events.TopicChanged():
+                params = ["#" + event.room, event.topic]
+                return [Message("TOPIC", params, self._source(event.by))]
+            case events.ModeChanged():
+                target = "#" + event.room if event.room is not None else event.target
+                params = [target, event.changes, *event.args]
+                return [Message("MODE", params, self._source(event.by))]
+            case events.AwayChanged():
+                if "away-notify" not in self.caps:
+                    return []
+                params = [event.away] if event.away else []
+                return [Message("AWAY", params, self._source(event.nick))]
+            case events.Invited():
+                params = [event.nick, "#" + event.room]
+                return [Message("INVITE", params, self._source(event.by))]
+            case events.Wallops():
+                return [Message("WALLOPS", [event.text], self._source(event.sender))]
+            case events.Killed():
+                text = f"Closing Link: {self.host} (Killed ({event.by} ({event.reason})))"
+                return [Message("ERROR", [text])]
+            case events.ServerNotice():
+                text = event.text.replace("\n", " ")
+                return [Message("NOTICE", ["*", text], self.server_name)]
+        return []
+
+    # -- sending from the reader thread ----------------------------------------------------
+
+    @property
+    def nick(self) -> str:
+        return self.user.nick if self.user is not None else "*"
+
+    @property
+    def mask(self) -> str:
+        assert self.user is not None
+        return source_of(self.user)
+
+    def send(self, *messages: Message) -> None:
+        for message in messages:
+            try:
+                self.send_bytes(message.to_bytes())
+            except ValueError:
+                # A reply built from a client's own words; never worth the connection.
+                log.warning("%s: unsendable reply %r", self.label, message)
+
+    def numeric(self, numeric: Numeric | str, *params: str) -> None:
+        self.send(reply(self.server_name, numeric, self.nick, *params))
+
+    def error(self, numeric: Numeric, *params: str) -> None:
+        self.send(reply_with_text(self.server_name, numeric, self.nick, *params))
+
+    def notice(self, text: str) -> None:
+        self.send(Message("NOTICE", [self.nick, text], self.server_name))
+
+    def hub_error(self, problem: HubError, *, nick: str = "*", channel: str = "*") -> None:
+        """Answer a hub refusal with its numeric, naming the nick or channel it concerns."""
+        numeric = _HUB_NUMERICS.get(problem.code)
+        if problem.code == "user_not_in_room":
+            self.error(Numeric.ERR_USERNOTINCHANNEL, nick, channel)
+        elif problem.code == "user_in_room":
+            self.error(Numeric.ERR_USERONCHANNEL, nick, channel)
+        elif problem.code in ("no_such_nick", "name_in_use", "invalid_name"):
+            self.error(_HUB_NUMERICS[problem.code], nick)
+        elif numeric is Numeric.ERR_NOPRIVILEGES:
+            self.error(numeric)
+        elif numeric is not None:
+            self.error(numeric, channel)
+        else:
+            self.numeric(Numeric.ERR_UNKNOWNERROR, "*", problem.message)
+
+    def close_link(self, reason: str, quit_reason: str | None = None) -> None:
+        """Say ERROR, flush, and end the connection (the reader loop stops)."""
+        self.send(Message("ERROR", [f"Closing Link: {self.host} ({reason})"]))
+        self._closing = quit_reason or reason
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def handle_data(self, data: bytes) -> bool:
+        self._ping_sent_at = None
+        for item in self.reader.receive_data(data):
+            match item:
+                case MessageReceived(message=message):
+                    if self.user is not None:
+                        self.throttle()
+                    self.dispatch(message)
+                case LineTooLong():
+                    self.error(Numeric.ERR_INPUTTOOLONG)
+                case MalformedLine(line=line, reason=reason):
+                    self._malformed(line, reason)
+                case BufferOverflow():
+                    self.close_link("Input buffer exceeded: no newline in 64 KiB")
+            if self._closing is not None:
+                self.close_after_flush(self._closing)
+                return False
+        return True
+
+    def _malformed(self, line: str, reason: str) -> None:
+        words = [w for w in line.split(" ") if w and w[0] not in "@:"]
+        word = words[0] if words else "*"
+        if reason.startswith("invalid command") and not names.text_error(word):
+            self.error(Numeric.ERR_UNKNOWNCOMMAND, word)
+        else:
+            self.numeric(Numeric.ERR_UNKNOWNERROR, "*", f"Malformed line: {reason}")
+
+    def dispatch(self, message: Message) -> None:
+        command = COMMANDS.get(message.command)
+        if command is None:
+            if self.user is None:
+                self.error(Numeric.ERR_NOTREGISTERED)
+            else:
+                self.error(Numeric.ERR_UNKNOWNCOMMAND, message.command)
+            return
+        if self.user is None and not command.before_registration:
+            self.error(Numeric.ERR_NOTREGISTERED)
+            return
+        if len(message.params) < command.min_params:
+            self.error(Numeric.ERR_NEEDMOREPARAMS, message.command)
+            return
+        try:
+            command.handler(self, message)
+        except HubError as problem:
+            # Handlers catch the refusals they can name precisely; this is the rest.
+            subject = message.params[0] if message.params else "*"
+            self.hub_error(problem, nick=subject, channel=subject)
+
+    def on_flood(self) -> None:
+        config = self.server.config
+        self.notice(
+            f"*** Flood control: more than {config.flood_burst} lines at once or "
+            f"{config.flood_rate:g} lines/s; your lines are now read more slowly"
+        )
+
+    def _on_overflow(self) -> None:
+        log.warning("%s: SendQ exceeded (%d bytes), cutting off", self.label, self.outbox.limit)
+        self.abort("SendQ exceeded")
+
+    def on_close(self, reason: str) -> None:
+        if self.user is not None:
+            reason = {"EOF": "Connection closed"}.get(reason, reason)
+            key = self.user.key
+            _departing[key] = self.mask
+            try:
+                self.hub.unregister(self.user, reason)
+            finally:
+                _departing.pop(key, None)
+
+    def tick(self, now: float) -> None:
+        config = self.server.config
+        if self.user is None:
+            if now - self.connected_at > config.name_timeout:
+                log.info("%s: not registered within %gs", self.label, config.name_timeout)
+                self.send(Message("ERROR", [f"Closing Link: {self.host} (Registration timeout)"]))
+                self.abort("Registration timeout")
+            return
+        if config.ping_interval <= 0:
+            return
+        if self._ping_sent_at is not None:
+            waited = now - self._ping_sent_at
+            if waited > config.ping_timeout:
+                reason = f"Ping timeout: {int(waited)} seconds"
+                self.send(Message("ERROR", [f"Closing Link: {self.host} ({reason})"]))
+                self.abort(reason)
+        elif now - self.last_input > config.ping_interval:
+            self._ping_sent_at = now
+            self.send(Message("PING", [self.server_name]))
+
+    def flush_now(self) -> None:
+        """Flush what this thread queued so far (to every recipient), then keep batching."""
+        self._batch.__exit__(None, None, None)
+        self._batch.__enter__()
+
+    # -- registration ----------------------------------------------------------------------
+
+    def on_registration(self, message: Message) -> None:
+        step = self.reg.handle(message)
+        self.send(*step.replies)
+        if step.cap_changes:
+            self.caps = self.reg.enabled
+        if step.nick_to_check and not self.hub.nick_available(step.nick_to_check):
+            self.send(*self.reg.reject_nick(step.nick_to_check))
+            return
+        if step.ready:
+            self._register()
+
+    def _register(self) -> None:
+        config = self.server.config
+        if config.irc_password is not None:
+            given = (self.reg.password or "").encode()
+            if not hmac.compare_digest(given, config.irc_password.encode()):
+                self.error(Numeric.ERR_PASSWDMISMATCH)
+                self.close_link("Bad password")
+                return
+        nick = self.reg.nick
+        assert nick is not None
+        ident = "~" + (_IDENT_BAD.sub("", self.reg.username or "")[: USERLEN - 1] or "user")
+        realname = (self.reg.realname or "")[:REALNAME_MAX]
+        try:
+            user = self.hub.register(self, nick, username=ident, realname=realname, host=self.host)
+        except HubError as problem:
+            numeric = _HUB_NUMERICS.get(problem.code, Numeric.ERR_ERRONEUSNICKNAME)
+            self.send(*self.reg.reject_nick(nick, numeric))
+            return
+        self.user = user
+        self.reg.complete(nick)
+        log.info("%s: registered as %s (irc)", self.label, nick)
+        self._welcome()
+
+    def _welcome(self) -> None:
+        created = datetime.fromtimestamp(STARTED, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        welcome = f"Welcome to the {self.server_name} IRC network, {self.mask}"
+        self.numeric(Numeric.RPL_WELCOME, welcome)
+        self.numeric(Numeric.RPL_YOURHOST, f"Your host is {self.server_name}, running {VERSION}")
+        self.numeric(Numeric.RPL_CREATED, f"This server was created {created}")
+        self.numeric(Numeric.RPL_MYINFO, self.server_name, VERSION, "iow", "biklmnotv", "bklov")
+        self._isupport()
+        self._lusers()
+        self._motd()
+
+    def _isupport(self) -> None:
+        tokens: dict[str, str | None] = {
+            "AWAYLEN": str(AWAYLEN),
+            "CASEMAPPING": "ascii",
+            "CHANLIMIT": f"#:{MAX_CHANNELS}",
+            "CHANMODES": "b,k,l,imnt",
+            "CHANNELLEN": str(CHANNELLEN),
+            "CHANTYPES": "#",
+            "KEYLEN": str(KEYLEN),
+            "KICKLEN": str(KICKLEN),
+            "MAXLIST": f"b:{MAX_BANS}",
+            "MAXTARGETS": str(MAX_TARGETS),
+            "MODES": str(MAX_MODES),
+            "NETWORK": self.server_name,
+            "NICKLEN": str(NICKLEN),
+            "PREFIX": "(ov)@+",
+            "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
+            "TOPICLEN": str(names.TOPIC_MAX),
+            "USERLEN": str(USERLEN),
+        }
+        self.send(*isupport(self.server_name, self.nick, tokens))
+
+    # -- commands ------------------------------------------------------------------------------
+    # Handlers run on the reader thread inside its delivery batch; `self.user` is set for
+    # every handler not marked before_registration.
+
+    def on_nick(self, message: Message) -> None:
+        if self.user is None:
+            self.on_registration(message)
+            return
+        if not message.params or not message.params[0]:
+            self.error(Numeric.ERR_NONICKNAMEGIVEN)
+            return
+        new = message.params[0]
+        if not is_valid_nick(new):
+            self.error(Numeric.ERR_ERRONEUSNICKNAME, new)
+            return
+        try:
+            self.hub.change_nick(self.user, new)
+        except HubError as problem:
+            self.hub_error(problem, nick=new)
+            return
+        self.reg.nick = self.user.nick
+
+    def on_ping(self, message: Message) -> None:
+        self.send(Message("PONG", [self.server_name, message.params[0]], self.server_name))
+
+    def on_pong(self, message: Message) -> None:
+        pass  # any input already counts as an answer
+
+    def on_quit(self, message: Message) -> None:
+        text = message.params[0] if message.params and message.params[0] else ""
+        reason = f"Quit: {text}" if text else "Client Quit"
+        self.close_link(reason)
+
+    def on_join(self, message: Message) -> None:
+        assert self.user is not None
+        if message.params[0] == "0":
+            for room in self.hub.user_rooms(self.user):
+                self.hub.leave(self.user, room[0], "Left all channels")
+            return
+        channels = split_targets(message.params[0])
+        keys = message.params[1].split(",") if len(message.params) > 1 else []
+        if not channels:
+            self.error(Numeric.ERR_NEEDMOREPARAMS, "JOIN")
+        for i, channel in enumerate(channels):
+            room = channel_to_room(channel)
+            if room is None:
+                self.error(Numeric.ERR_NOSUCHCHANNEL, channel)
+                continue
+            if len(self.user.rooms) >= MAX_CHANNELS:
+                self.error(Numeric.ERR_TOOMANYCHANNELS, channel)
+                continue
+            key = keys[i] if i < len(keys) and keys[i] else None
+            try:
+                joined = self.hub.join(self.user, room, key)
+            except HubError as problem:
+                if problem.code != "already_in_room":
+                    self.hub_error(problem, channel=channel)
+                continue
+            info = self.hub.topic(joined.name)
+            if info.topic:
+                self._send_topic(info)
+            self._send_names(joined.name)
+
+    def on_part(self, message: Message) -> None:
+        assert self.user is not None
+        reason = message.params[1] if len(message.params) > 1 else ""
+        for channel in split_targets(message.params[0]):
+            room = channel_to_room(channel)
+            try:
+                if room is None:
+                    raise HubError("no_such_room", channel)
+                self.hub.leave(self.user, room, reason)
+            except HubError as problem:
+                self.hub_error(problem, channel=channel)
+
+    def on_message(self, message: Message) -> None:
+        assert self.user is not None
+        notice = message.command == "NOTICE"
+        if not message.params or not message.params[0]:
+            if not notice:
+                self.error(Numeric.ERR_NORECIPIENT)
+            return
+        if len(message.params) < 2 or not message.params[1]:
+            if not notice:
+                self.error(Numeric.ERR_NOTEXTTOSEND)
+            return
+        text, kind = message.params[1], events.NOTICE if notice else events.TEXT
+        action = _ctcp_action(text)
+        if action is not None and not notice:
+            text, kind = action, events.ACTION
+        targets = split_targets(message.params[0])
+        for target in targets[MAX_TARGETS:]:
+            self.numeric("407", target, "Too many targets")
+        for target in targets[:MAX_TARGETS]:
+            try:
+                echo_target = self._deliver(target, text, kind, notice)
+            except HubError as problem:
+                if not notice:  # RFC: never answer a NOTICE automatically
+                    self.hub_error(problem, nick=target, channel=target)
+                continue
+            if "echo-message" in self.caps:
+                echoes = chat_messages(self.mask, echo_target, text, kind, self.user.account)
+                for echo in echoes:
+                    self.send_bytes(Formatter(echo, time=time.time()).encode(self.caps))
+
+    def _deliver(self, target: str, text: str, kind: str, notice: bool) -> str:
+        assert self.user is not None
+        if target.startswith("#"):
+            room = channel_to_room(target)
+            if room is None:
+                raise HubError("no_such_room", target)
+            try:
+                self.hub.say(self.user, room, text, kind)
+            except HubError as problem:
+                if problem.code == "not_in_room":
+                    raise HubError("moderated", problem.message) from problem
+                raise
+            return target
+        recipient = self.hub.send_private(self.user, target, text, kind)
+        if recipient.away and not notice:
+            self.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
+        return recipient.nick
+
+    def on_tagmsg(self, message: Message) -> None:
+        # Client-only tags (typing notifications, reactions) are accepted and not relayed yet:
+        # relaying needs a hub event that carries tags.
+        if "message-tags" not in self.caps:
+            self.error(Numeric.ERR_UNKNOWNCOMMAND, "TAGMSG")
+
+    def on_topic(self, message: Message) -> None:
+        assert self.user is not None
+        channel = message.params[0]
+        room = channel_to_room(channel)
+        try:
+            if room is None:
+                raise HubError("no_such_room", channel)
+            if len(message.params) == 1:
+                self._send_topic(self.hub.topic(room), empty_too=True)
+                return
+            self.hub.set_topic(self.user, room, message.params[1][: names.TOPIC_MAX])
+        except HubError as problem:
+            self.hub_error(problem, channel=channel)
+
+    def _send_topic(self, info: events.TopicInfo, empty_too: bool = False) -> None:
+        channel = "#" + info.room
+        if not info.topic:
+            if empty_too:
+                self.error(Numeric.RPL_NOTOPIC, channel)
+            return
+        self.numeric(Numeric.RPL_TOPIC, channel, info.topic)
+        self.numeric(Numeric.RPL_TOPICWHOTIME, channel, info.by or "*", str(int(info.set_at)))
+
+    def on_names(self, message: Message) -> None:
+        if not message.params or not message.params[0]:
+            self.error(Numeric.RPL_ENDOFNAMES, "*")
+            return
+        for channel in split_targets(message.params[0]):
+            room = channel_to_room(channel)
+            if room is None or self.hub.get_room(room) is None:
+                self.error(Numeric.RPL_ENDOFNAMES, channel)
+                continue
+            self._send_names(room)
+
+    def _send_names(self, room: str) -> None:
+        try:
+            state = self.hub.room_state(room)
+        except HubError:
+            self.error(Numeric.RPL_ENDOFNAMES, "#" + room)
+            return
+        channel = "#" + state.name
+        multi = "multi-prefix" in self.caps
+        full = "userhost-in-names" in self.caps
+        entries = [
+            _status_prefix(letters, multi) + (source_of(user) if full else user.nick)
+            for user, letters in state.members
+        ]
+
+        def build(text: str, more: bool) -> Message:
+            return reply(self.server_name, Numeric.RPL_NAMREPLY, self.nick, "=", channel, text)
+
+        self.send(*pack_words(entries, build))
+        self.error(Numeric.RPL_ENDOFNAMES, channel)
+
+    def on_list(self, message: Message) -> None:
+        wanted = None
+        if message.params and message.params[0]:
+            wanted = {names.fold(c) for c in split_targets(message.params[0])}
+        self.numeric(Numeric.RPL_LISTSTART, "Channel", "Users  Name")
+        for state in self.hub.room_states():
+            channel = "#" + state.name
+            if wanted is None or names.fold(channel) in wanted:
+                self.numeric(Numeric.RPL_LIST, channel, str(len(state.members)), state.topic)
+        self.error(Numeric.RPL_LISTEND)
+
+    def on_who(self, message: Message) -> None:
+        mask = message.params[0] if message.params and message.params[0] else "*"
+        room = channel_to_room(mask)
+        if room is not None:
+            try:
+                state = self.hub.room_state(room)
+            except HubError:
+                state = None
+            if state is not None:
+                for user, letters in state.members:
+                    self._who_reply("#" + state.name, user, letters)
+        else:
+            pattern = names.fold(mask)
+            for user in self.hub.users():
+                if fnmatch.fnmatchcase(names.fold(user.nick), pattern) or pattern == "0":
+                    self._who_reply("*", user, "")
+        self.error(Numeric.RPL_ENDOFWHO, mask)
+
+    def _who_reply(self, channel: str, user: User, letters: str) -> None:
+        ident, host = ident_host(user)
+        flags = ("G" if user.away else "H") + ("*" if "o" in user.modes else "")
+        flags += _status_prefix(letters, "multi-prefix" in self.caps)
+        self.numeric(
+            Numeric.RPL_WHOREPLY,
+            channel,
+            ident,
+            host,
+            self.server_name,
+            user.nick,
+            flags,
+            f"0 {realname_of(user)}",
+        )
+
+    def on_whois(self, message: Message) -> None:
+        if not message.params or not message.params[-1]:
+            self.error(Numeric.ERR_NONICKNAMEGIVEN)
+            return
+        nick = split_targets(message.params[-1])[0]
+        user = self.hub.find_user(nick)
+        if user is None:
+            self.error(Numeric.ERR_NOSUCHNICK, nick)
+            self.error(Numeric.RPL_ENDOFWHOIS, nick)
+            return
+        ident, host = ident_host(user)
+        self.numeric(Numeric.RPL_WHOISUSER, user.nick, ident, host, "*", realname_of(user))
+        rooms = self.hub.user_rooms(user)
+        if rooms:
+            multi = "multi-prefix" in self.caps
+            words = [_status_prefix(letters, multi) + "#" + name for name, letters in rooms]
+
+            def build(text: str, more: bool) -> Message:
+                return reply(
+                    self.server_name, Numeric.RPL_WHOISCHANNELS, self.nick, user.nick, text
+                )
+
+            self.send(*pack_words(words, build))
+        kind = "IRC" if isinstance(user.conn, IrcConnection) else "native protocol"
+        self.numeric(Numeric.RPL_WHOISSERVER, user.nick, self.server_name, f"threadchat ({kind})")
+        if user.away:
+            self.numeric(Numeric.RPL_AWAY, user.nick, user.away)
+        if "o" in user.modes:
+            self.numeric(Numeric.RPL_WHOISOPERATOR, user.nick, "is an IRC operator")
+        if user.account:
+            self.numeric(Numeric.RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
+        idle = str(max(0, int(time.time() - user.last_active)))
+        self.numeric(
+            Numeric.RPL_WHOISIDLE,
+            user.nick,
+            idle,
+            str(int(user.signon)),
+            "seconds idle, signon time",
+        )
+        self.error(Numeric.RPL_ENDOFWHOIS, user.nick)
+
+    def on_whowas(self, message: Message) -> None:
+        # No history of departed users is kept (yet); clients wait for the end numeric.
+        nick = message.params[0]
+        self.numeric("406", nick, "There was no such nickname")
+        self.numeric("369", nick, "End of WHOWAS")
+
+    def on_ison(self, message: Message) -> None:
+        wanted = " ".join(message.params).split()
+        present = [u.nick for u in map(self.hub.find_user, wanted) if u is not None]
+        self.numeric(Numeric.RPL_ISON, " ".join(present))
+
+    def on_userhost(self, message: Message) -> None:
+        replies = []
+        for nick in " ".join(message.params).split()[:5]:
+            user = self.hub.find_user(nick)
+            if user is not None:
+                ident, host = ident_host(user)
+                oper = "*" if "o" in user.modes else ""
+                away = "-" if user.away else "+"
+                replies.append(f"{user.nick}{oper}={away}{ident}@{host}")
+        self.numeric(Numeric.RPL_USERHOST, " ".join(replies))
+
+    def on_away(self, message: Message) -> None:
+        assert self.user is not None
+        text = message.params[0][:AWAYLEN] if message.params else ""
+        self.hub.set_away(self.user, text or None)
+        self.error(Numeric.RPL_NOWAWAY if text else Numeric.RPL_UNAWAY)
+
+    def on_mode(self, message: Message) -> None:
+        target = message.params[0]
+        if target.startswith("#"):
+            self._channel_mode(target, message.params[1:])
+        else:
+            self._user_mode(target, message.params[1:])
+
+    def _user_mode(self, target: str, args: list[str]) -> None:
+        assert self.user is not None
+        if names.fold(target) != self.user.key:
+            if self.hub.find_user(target) is None:
+                self.error(Numeric.ERR_NOSUCHNICK, target)
+            else:
+                self.error(Numeric.ERR_USERSDONTMATCH)
+            return
+        if not args or not args[0]:
+            self.numeric(Numeric.RPL_UMODEIS, "+" + "".join(sorted(self.user.modes)))
+            return
+        changes, unknown, add = [], False, True
+        for letter in args[0]:
+            if letter in "+-":
+                add = letter == "+"
+            elif letter in "iwo":
+                changes.append(ModeChange(add, letter))
+            else:
+                unknown = True
+        if unknown:
+            self.error(Numeric.ERR_UMODEUNKNOWNFLAG)
+        self.hub.set_user_modes(self.user, changes)
+
+    def _channel_mode(self, channel: str, args: list[str]) -> None:
+        assert self.user is not None
+        room = channel_to_room(channel)
+        try:
+            if room is None:
+                raise HubError("no_such_room", channel)
+            state = self.hub.room_state(room)
+        except HubError as problem:
+            self.hub_error(problem, channel=channel)
+            return
+        channel = "#" + state.name
+        if not args or not args[0]:
+            self._send_channel_modes(state)
+            return
+        changes, list_bans = self._parse_channel_modes(args[0], args[1:])
+        if list_bans:
+            for ban in state.bans:
+                self.numeric(Numeric.RPL_BANLIST, channel, ban)
+            self.error(Numeric.RPL_ENDOFBANLIST, channel)
+        if not changes:
+            return
+        try:
+            self.hub.set_room_modes(self.user, state.name, changes)
+        except HubError as problem:
+            # The hub's messages name the nick: "there is nobody called X", "X is not in R".
+            words = problem.message.split()
+            nick = words[-1] if problem.code == "no_such_nick" else words[0]
+            self.hub_error(problem, nick=nick, channel=channel)
+
+    def _send_channel_modes(self, state: RoomState) -> None:
+        channel = "#" + state.name
+        letters = "".join(sorted(state.modes))
+        params: list[str] = []
+        member = any(user is self.user for user, _ in state.members)
+        if state.password is not None:
+            letters += "k"
+            params.append(state.password if member else "*")
+        if state.limit is not None:
+            letters += "l"
+            params.append(str(state.limit))
+        self.numeric(Numeric.RPL_CHANNELMODEIS, channel, "+" + letters, *params)
+        self.numeric(Numeric.RPL_CREATIONTIME, channel, str(int(state.created)))
+
+    def _parse_channel_modes(self, text: str, args: list[str]) -> tuple[list[ModeChange], bool]:
+        """Mode letters and their arguments as ModeChanges; True if the ban list was asked."""
+        changes: list[ModeChange] = []
+        list_bans = False
+        add = True
+        queue = list(args)
+        with_arg = 0
+        for letter in text:
+            if letter in "+-":
+                add = letter == "+"
+                continue
+            if letter in "imnt":
+                changes.append(ModeChange(add, letter))
+                continue
+            if letter not in "bklov":
+                self.error(Numeric.ERR_UNKNOWNMODE, letter)
+                continue
+            needs_arg = letter in "bkov" or (letter == "l" and add)
+            if not needs_arg:
+                changes.append(ModeChange(add, letter))
+                continue
+            if not queue:
+                if letter == "b":
+                    list_bans = True
+                elif letter == "k" and not add:
+                    changes.append(ModeChange(False, "k"))
+                continue
+            arg = queue.pop(0)
+            with_arg += 1
+            if with_arg > MAX_MODES:
+                break
+            if letter == "b":
+                arg = _ban_mask(arg)
+            if letter == "k" and (not arg or len(arg) > KEYLEN or _bad_word(arg)):
+                continue
+            if letter == "b" and (len(arg) > BANMASK_MAX or _bad_word(arg)):
+                continue
+            changes.append(ModeChange(add, letter, arg))
+        return changes, list_bans
+
+    def on_kick(self, message: Message) -> None:
+        assert self.user is not None
+        channel = message.params[0]
+        reason = (message.params[2] if len(message.params) > 2 else "")[:KICKLEN]
+        room = channel_to_room(channel)
+        for nick in split_targets(message.params[1])[:1]:
+            try:
+                if room is None:
+                    raise HubError("no_such_room", channel)
+                self.hub.kick(self.user, room, nick, reason)
+            except HubError as problem:
+                self.hub_error(problem, nick=nick, channel=channel)
+
+    def on_invite(self, message: Message) -> None:
+        assert self.user is not None
+        nick, channel = message.params[0], message.params[1]
+        room = channel_to_room(channel)
+        try:
+            if room is None:
+                raise HubError("no_such_room", channel)
+            target = self.hub.invite(self.user, nick, room)
+        except HubError as problem:
+            self.hub_error(problem, nick=nick, channel=channel)
+            return
+        self.numeric(Numeric.RPL_INVITING, target.nick, channel)
+        if target.away:
+            self.numeric(Numeric.RPL_AWAY, target.nick, target.away)
+
+    def on_oper(self, message: Message) -> None:
+        assert self.user is not None
+        name, password = message.params[0], message.params[1]
+        for entry in self.server.config.oper:
+            oper_name, _, oper_password = entry.partition(":")
+            if oper_name == name:
+                if hmac.compare_digest(password.encode(), oper_password.encode()):
+                    self.error(Numeric.RPL_YOUREOPER)
+                    self.hub.grant_server_operator(self.user)
+                    log.info("%s: %s is now a server operator", self.label, self.user.nick)
+                else:
+                    self.error(Numeric.ERR_PASSWDMISMATCH)
+                return
+        self.error(Numeric.ERR_NOOPERHOST)
+
+    def on_kill(self, message: Message) -> None:
+        assert self.user is not None
+        nick, comment = message.params[0], message.params[1]
+        try:
+            victim = self.hub.kill(self.user, nick, comment)
+        except HubError as problem:
+            self.hub_error(problem, nick=nick)
+            return
+        # Let the victim's ERROR line leave before its socket is shut down.
+        self.flush_now()
+        abort = getattr(victim.conn, "abort", None)
+        if abort is not None:
+            abort(f"Killed ({self.user.nick} ({comment}))")
+
+    def on_wallops(self, message: Message) -> None:
+        assert self.user is not None
+        self.hub.wallops(self.user, message.params[0])
+
+    def on_info(self, message: Message) -> None:
+        for line in (
+            f"{VERSION}: a threaded chat server",
+            "IRC and the native protocol share one hub: #room here is room elsewhere.",
+        ):
+            self.numeric(Numeric.RPL_INFO, line)
+        self.error(Numeric.RPL_ENDOFINFO)
+
+    def on_version(self, message: Message) -> None:
+        self.numeric(Numeric.RPL_VERSION, VERSION, self.server_name, "threadchat IRC transport")
+        self._isupport()
+
+    def on_time(self, message: Message) -> None:
+        now = datetime.now(UTC).strftime("%A %B %d %Y -- %H:%M:%S UTC")
+        self.numeric(Numeric.RPL_TIME, self.server_name, now)
+
+    def on_admin(self, message: Message) -> None:
+        self.numeric(Numeric.RPL_ADMINME, self.server_name, "Administrative info")
+        self.numeric(Numeric.RPL_ADMINLOC1, f"{self.server_name}, a threadchat server")
+        self.numeric(Numeric.RPL_ADMINLOC2, "Run by its operators (see OPER)")
+        self.numeric(Numeric.RPL_ADMINEMAIL, "no e-mail configured")
+
+    def on_help(self, message: Message) -> None:
+        subject = message.params[0].upper() if message.params and message.params[0] else "*"
+        lines = [
+            f"threadchat speaks IRC; commands: {' '.join(sorted(COMMANDS))}",
+            "Channels are rooms of the native protocol: #dev is room dev.",
+        ]
+        self.numeric("704", subject, lines[0])
+        for line in lines[1:]:
+            self.numeric("705", subject, line)
+        self.numeric("706", subject, "End of /HELP")
+
+    def on_lusers(self, message: Message | None = None) -> None:
+        self._lusers()
+
+    def _lusers(self) -> None:
+        users, opers, rooms = self.hub.counts()
+        unknown = max(0, len(self.server.connections()) - users)
+        self.numeric(
+            Numeric.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers"
+        )
+        self.numeric(Numeric.RPL_LUSEROP, str(opers), "operator(s) online")
+        self.numeric(Numeric.RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
+        self.numeric(Numeric.RPL_LUSERCHANNELS, str(rooms), "channels formed")
+        self.numeric(Numeric.RPL_LUSERME, f"I have {users} clients and 0 servers")
+
+    def on_motd(self, message: Message | None = None) -> None:
+        self._motd()
+
+    def _motd(self) -> None:
+        text = self.server.config.motd
+        if not text:
+            self.error(Numeric.ERR_NOMOTD)
+            return
+        self.numeric(Numeric.RPL_MOTDSTART, f"- {self.server_name} Message of the day - ")
+        for line in text.splitlines():
+            self.numeric(Numeric.RPL_MOTD, f"- {line}")
+        self.error(Numeric.RPL_ENDOFMOTD)
+
+
+def chat_messages(
+    source: str, target: str, text: str, kind: str, account: str | None
+) -> list[Message]:
+    """PRIVMSG/NOTICE lines for one hub message, split so each fits IRC's 512 bytes.
+
+    Native clients may send longer lines than IRC allows; they are split at character
+    boundaries rather than truncated.
+    """
+    command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
+    tags: dict[str, str | None] = {"account": account} if account else {}
+
+    def build(body: str) -> Message:
+        wrapped = f"\x01ACTION {body}\x01" if kind == events.ACTION else body
+        return Message(command, [target, wrapped], source, dict(tags))
+
+    message = build(text)
+    if fits_line(message):
+        return [message]
+    room = 512 - len(build("").to_bytes()) - 1
+    return [build(chunk) for chunk in _utf8_chunks(text, max(room, 16))]
+
+
+def _utf8_chunks(text: str, size: int) -> Iterable[str]:
+    chunk: list[str] = []
+    used = 0
+    for ch in text:
+        n = len(ch.encode())
+        if used + n > size:
+            yield "".join(chunk)
+            chunk, used = [], 0
+        chunk.append(ch)
+        used += n
+    if chunk:
+        yield "".join(chunk)
+
+
+def _ctcp_action(text: str) -> str | None:
+    """The text of a CTCP ACTION (`\\x01ACTION waves\\x01`), or None for other text."""
+    if not text.startswith("\x01ACTION"):
+        return None
+    body = text[len("\x01ACTION") :]
+    if body.endswith("\x01"):
+        body = body[:-1]
+    if body and not body.startswith(" "):
+        return None  # e.g. "\x01ACTIONS": some other CTCP
+    return body[1:] if body else ""
+
+
+def _ban_mask(mask: str) -> str:
+    """Complete a ban the way IRC servers do: nick -> nick!*@*, user@host -> *!user@host."""
+    if "!" not in mask and "@" not in mask:
+        return mask + "!*@*"
+    if "!" not in mask:
+        return "*!" + mask
+    if "@" not in mask:
+        return mask + "@*"
+    return mask
+
+
+def _bad_word(word: str) -> bool:
+    return word.startswith(":") or any(c in word for c in " ,\x07") or bool(names.text_error(word))
+
+
+COMMANDS: dict[str, Command] = {
+    "CAP": Command(IrcConnection.on_registration, True),
+    "PASS": Command(IrcConnection.on_registration, True),
+    "USER": Command(IrcConnection.on_registration, True),
+    "NICK": Command(IrcConnection.on_nick, True),
+    "PING": Command(IrcConnection.on_ping, True, 1),
+    "PONG": Command(IrcConnection.on_pong, True),
+    "QUIT": Command(IrcConnection.on_quit, True),
+    "JOIN": Command(IrcConnection.on_join, min_params=1),
+    "PART": Command(IrcConnection.on_part, min_params=1),
+    "PRIVMSG": Command(IrcConnection.on_message),
+    "NOTICE": Command(IrcConnection.on_message),
+    "TAGMSG": Command(IrcConnection.on_tagmsg, min_params=1),
+    "TOPIC": Command(IrcConnection.on_topic, min_params=1),
+    "NAMES": Command(IrcConnection.on_names),
+    "LIST": Command(IrcConnection.on_list),
+    "WHO": Command(IrcConnection.on_who),
+    "WHOIS": Command(IrcConnection.on_whois),
+    "WHOWAS": Command(IrcConnection.on_whowas, min_params=1),
+    "ISON": Command(IrcConnection.on_ison, min_params=1),
+    "USERHOST": Command(IrcConnection.on_userhost, min_params=1),
+    "AWAY": Command(IrcConnection.on_away),
+    "MODE": Command(IrcConnection.on_mode, min_params=1),
+    "KICK": Command(IrcConnection.on_kick, min_params=2),
+    "INVITE": Command(IrcConnection.on_invite, min_params=2),
+    "OPER": Command(IrcConnection.on_oper, min_params=2),
+    "KILL": Command(IrcConnection.on_kill, min_params=2),
+    "WALLOPS": Command(IrcConnection.on_wallops, min_params=1),
+    "INFO": Command(IrcConnection.on_info),
+    "VERSION": Command(IrcConnection.on_version),
+    "TIME": Command(IrcConnection.on_time),
+    "ADMIN": Command(IrcConnection.on_admin),
+    "HELP": Command(IrcConnection.on_help),
+    "LUSERS": Command(IrcConnection.on_lusers),
+    "MOTD": Command(IrcConnection.on_motd),
+}

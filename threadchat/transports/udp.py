@@ -1,0 +1,409 @@
+"""UDP transport: native JSON events in datagrams, on the same hub as every TCP user.
+
+The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
+`threadchat.protocols.udp`; this module only runs it.  Threads and locks:
+
+- **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> carries out the actions.
+  Requests of UDP users are parsed and handled here by each user's `NativeSession`, inside a
+  delivery batch, as a TCP reader thread does.  Any exception while handling one datagram is
+  logged and counted (`internal_errors`); the thread goes on with the next datagram.
+- **sender thread**: drains the outbound queue of (user, bytes) items that the hub filled via
+  `UdpUser.send_bytes`, hands each event to `ServerEndpoint.send_event`, and calls
+  `ServerEndpoint.poll` at `next_deadline()` for retransmissions and timeouts.
+- `_lock` guards the endpoint and the address -> user table.  It is a leaf: nothing else is
+  locked and no hub method is called while it is held.
+- `_cond` guards the outbound queue; also a leaf (taken by `send_bytes` under the hub lock).
+- each `UdpUser.lock` serialises that user's session: handling a request (receive thread)
+  and dropping the user (either thread), so a drop can never race a registration.  Order:
+  user lock, then hub lock, then `_cond`.
+
+Sockets are never written under a lock, and sends use MSG_DONTWAIT: a full socket buffer is
+just loss, which the reliable channel repairs by retransmission.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from threadchat import delivery, events, names
+from threadchat.events import Event
+from threadchat.flood import TokenBucket
+from threadchat.protocols import jsonlines
+from threadchat.protocols import udp as proto
+from threadchat.protocols.line import JSON_MODE
+from threadchat.session import NativeSession, SessionEnded
+
+if TYPE_CHECKING:
+    from threadchat.server import Server
+
+log = logging.getLogger(__name__)
+
+# Events queued for one UDP user in the outbound queue (before the reliable channel, which has
+# its own bound of proto.MAX_SEND_QUEUE).  The sender drains this queue within milliseconds,
+# so reaching the bound means the sender is far behind: drop the user rather than grow.
+MAX_USER_BACKLOG = 1024
+# Items the sender thread takes from the queue per round, so timers are not starved by a burst.
+SENDER_BATCH = 256
+# Timers may move earlier because of what the receive thread did (data sent in reply to an ack
+# opening the window); the sender therefore re-reads next_deadline at least this often while
+# any session exists.  50 ms is small against the 200 ms initial retransmission timeout.
+TIMER_SLACK = 0.05
+# How often sessions that never got a name past the hub are checked against name_timeout.
+HOUSEKEEPING_INTERVAL = 1.0
+# Poll step while waiting for the last events to be acknowledged on shutdown.
+FLUSH_POLL = 0.01
+
+# The endpoint says "send queue full"; users everywhere else see TCP's wording.
+_DROP_REASONS = {"send queue full": "send queue exceeded"}
+
+
+def _drop_reason(reason: str) -> str:
+    """What the rooms see: the endpoint's wording mapped, a peer's bye reason sanitised."""
+    reason = _DROP_REASONS.get(reason, reason)
+    return "quit" if names.text_error(reason) else reason
+
+
+class UdpUser:
+    """One UDP session as the hub sees it: the hub's `Connection` interface plus a session."""
+
+    kind = "udp"
+
+    def __init__(self, listener: UdpListener, addr: proto.Address) -> None:
+        self.listener = listener
+        self.addr = addr
+        self.label = f"udp {addr[0]}:{addr[1]}"
+        self.lock = threading.Lock()
+        self.gone = False
+        self.created = time.monotonic()
+        # Items in the outbound queue (guarded by the listener's _cond).
+        self.backlog = 0
+        self.overflowed = False
+        config = listener.server.config
+        self.bucket = TokenBucket(config.flood_rate, config.flood_burst)
+        self.session = NativeSession(listener.server.hub, self, self.reply, label=self.label)
+
+    # -- the hub's side (any thread, hub lock held) ----------------------------------------
+
+    def codec_key(self) -> Hashable:
+        # The same bytes as TCP JSON mode: one encoding per event serves both transports.
+        return JSON_MODE
+
+    def encode(self, event: Event) -> bytes | None:
+        return jsonlines.encode_event(event)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.listener.enqueue(self, data)
+
+    # -- the session's side ----------------------------------------------------------------
+
+    def reply(self, event: Event) -> None:
+        data = self.encode(event)
+        if data:
+            self.send_bytes(data)
+
+
+class UdpListener:
+    """A UDP socket serving native JSON users; see the module docstring for the threads."""
+
+    name = "udp"
+
+    def __init__(self, server: Server, host: str, port: int) -> None:
+        self.server = server
+        config = server.config
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.setblocking(False)
+        # stop() writes here to wake the receive thread: it blocks with no timeout, since
+        # periodic wake-ups cost every other thread latency for nothing.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.address = self.sock.getsockname()
+        self.endpoint = proto.ServerEndpoint(session_timeout=config.udp_timeout)
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._users: dict[proto.Address, UdpUser] = {}
+        self._cond = threading.Condition(threading.Lock())
+        # (user, JSON line) to send, or (user, None): drop the user (backlog exceeded).
+        self._queue: deque[tuple[UdpUser, bytes | None]] = deque()
+        self._deadline: float | None = None
+        self._stop = threading.Event()
+        self._closing = False
+        self._receiver = threading.Thread(target=self._receive_loop, name="udp-receiver")
+        self._sender = threading.Thread(target=self._send_loop, name="udp-sender")
+
+    @property
+    def port(self) -> int:
+        return int(self.address[1])
+
+    def start(self) -> None:
+        self._receiver.start()
+        self._sender.start()
+
+    def users(self) -> list[UdpUser]:
+        with self._lock:
+            return list(self._users.values())
+
+    def endpoint_stats(self) -> dict[str, int]:
+        with self._lock:
+            return self.endpoint.stats
+
+    # -- outbound queue (any thread; called under the hub lock) ----------------------------
+
+    def enqueue(self, user: UdpUser, data: bytes) -> None:
+        """Queue one encoded event for `user`; never blocks, never does I/O."""
+        with self._cond:
+            if user.overflowed or user.gone:
+                return
+            if user.backlog >= MAX_USER_BACKLOG:
+                user.overflowed = True
+                self._queue.append((user, None))
+            else:
+                user.backlog += 1
+                self._queue.append((user, data))
+            self._cond.notify()
+
+    # -- the receive thread ----------------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.sock:
+                        self._drain()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as problem:
+                # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
+                self.stats["recv_errors"] += 1
+                log.debug("udp: recvfrom: %s", problem)
+                return
+            try:
+                self._on_datagram(data, addr)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("udp: error handling a datagram from %s", addr)
+
+    def _on_datagram(self, data: bytes, addr: proto.Address) -> None:
+        now = time.monotonic()
+        with self._lock:
+            had_timers = self._deadline is not None
+            actions = self.endpoint.receive(data, addr, now)
+        with delivery.batch():
+            self._carry_out(actions)
+        if not had_timers and any(isinstance(a, proto.Send) for a in actions):
+            # The sender may be sleeping without a deadline: let it look again.
+            with self._cond:
+                self._deadline = now
+                self._cond.notify()
+
+    def _carry_out(self, actions: list[proto.Action]) -> None:
+        for action in actions:
+            match action:
+                case proto.Send(addr, data):
+                    self._sendto(data, addr)
+                case proto.Registered(addr, name):
+                    user = UdpUser(self, addr)
+                    with self._lock:
+                        self._users[addr] = user
+                    log.info("%s: address proven for %s", user.label, name)
+                case proto.Deliver(addr, event):
+                    self._deliver(addr, event)
+                case proto.Drop(addr, reason):
+                    self._drop(addr, _drop_reason(reason))
+                case proto.ErrorReply(addr, code, message):
+                    with self._lock:
+                        user = self._users.get(addr)
+                    if user is not None:
+                        user.reply(events.Error(code=code, message=message))
+                case proto.Rejected(addr, reason):
+                    log.debug("udp: ignored datagram from %s: %s", addr, reason)
+
+    def _sendto(self, data: bytes, addr: proto.Address) -> None:
+        try:
+            self.sock.sendto(data, socket.MSG_DONTWAIT, addr)
+        except OSError as problem:
+            # Full buffer or unreachable peer: as if the network lost it; retransmission
+            # or the session timeout takes care of the rest.
+            self.stats["send_errors"] += 1
+            log.debug("udp: sendto %s: %s", addr, problem)
+
+    def _deliver(self, addr: proto.Address, event: proto.Event) -> None:
+        with self._lock:
+            user = self._users.get(addr)
+        if user is None:
+            return
+        request = jsonlines.parse_request(event)
+        with user.lock:
+            if user.gone:
+                return
+            if user.session.user is not None and not user.bucket.try_take():
+                # A receive thread serving everyone cannot pause for one user, so an
+                # over-limit request is refused outright; the client may send it again.
+                self.stats["flood"] += 1
+                ref = getattr(request, "ref", None)
+                user.reply(
+                    events.Error(code="flood", message="too many requests: slow down", ref=ref)
+                )
+                return
+            try:
+                user.session.handle(request)
+            except SessionEnded as ended:
+                reason = ended.reason
+            else:
+                return
+        self._close_user(user, reason)
+
+    # -- ending sessions (either thread) ---------------------------------------------------
+
+    def _close_user(self, user: UdpUser, reason: str, last_word: str | None = None) -> None:
+        """End a session the endpoint still holds: tell the peer with a bye, then drop.
+
+        `last_word` is an error code sent (best effort, just before the bye) with `reason`
+        as its message; the outbound queue is bypassed because the session ends now.
+        """
+        actions: list[proto.Action] = []
+        with self._lock:
+            if last_word is not None:
+                error = jsonlines.event_to_dict(events.Error(code=last_word, message=reason))
+                assert error is not None
+                actions.extend(self.endpoint.send_event(user.addr, error, time.monotonic()))
+            actions.extend(self.endpoint.close(user.addr, reason))
+        self._carry_out(actions)
+        self._drop(user.addr, reason, user)
+
+    def _drop(self, addr: proto.Address, reason: str, user: UdpUser | None = None) -> None:
+        """Forget the user at `addr` (the endpoint already has) and take it off the hub."""
+        with self._lock:
+            if user is None:
+                user = self._users.get(addr)
+            if user is None or self._users.get(addr) is not user:
+                return
+            del self._users[addr]
+        with user.lock:
+            if user.gone:
+                return
+            user.gone = True
+            hub_user = user.session.user
+        log.info("%s: session ended (%s)", user.label, reason)
+        if hub_user is not None:
+            self.server.hub.unregister(hub_user, reason)
+
+    # -- the sender thread -----------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop.is_set():
+                    timeout = None
+                    if self._deadline is not None:
+                        timeout = self._deadline - time.monotonic()
+                        if timeout <= 0:
+                            break
+                    self._cond.wait(timeout)
+                if self._stop.is_set():
+                    return
+                items = [self._queue.popleft() for _ in range(min(SENDER_BATCH, len(self._queue)))]
+                for user, data in items:
+                    if data is not None:
+                        user.backlog -= 1
+            try:
+                self._send_round(items)
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                    self._housekeep(now)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("udp: sender round failed")
+
+    def _send_round(self, items: list[tuple[UdpUser, bytes | None]]) -> None:
+        now = time.monotonic()
+        actions: list[proto.Action] = []
+        overflowed: list[UdpUser] = []
+        with self._lock:
+            for user, data in items:
+                if data is None:
+                    overflowed.append(user)
+                    continue
+                if self._users.get(user.addr) is not user:
+                    continue  # dropped meanwhile
+                for event in self._fit(data):
+                    actions.extend(self.endpoint.send_event(user.addr, event, now))
+            deadline = self.endpoint.next_deadline()
+            if deadline is not None and now >= deadline:
+                actions.extend(self.endpoint.poll(now))
+                deadline = self.endpoint.next_deadline()
+        if deadline is not None:
+            # Re-read at least every TIMER_SLACK: the receive thread may have added timers.
+            deadline = min(deadline, now + TIMER_SLACK)
+        with self._cond:
+            self._deadline = deadline
+        with delivery.batch():
+            self._carry_out(actions)
+        for user in overflowed:
+            log.warning("%s: send queue exceeded (%d events)", user.label, MAX_USER_BACKLOG)
+            self._close_user(user, "send queue exceeded")
+
+    def _fit(self, data: bytes) -> list[proto.OutEvent]:
+        encoded = proto.EncodedEvent(data.rstrip(b"\n"))
+        if proto.event_fits(encoded):
+            return [encoded]
+        # Rare (long member lists, long texts from TCP users): parse once and cut to size.
+        pieces = proto.fit_event(json.loads(encoded.json))
+        self.stats["split_events"] += 1
+        if not pieces:
+            self.stats["unsendable_events"] += 1
+            log.warning("udp: event too large for a datagram, not sent: %.200r", data)
+        return list(pieces)
+
+    def _housekeep(self, now: float) -> None:
+        limit = self.server.config.name_timeout
+        for user in self.users():
+            if user.session.user is None and now - user.created > limit:
+                self._close_user(user, "no name given in time", last_word="timeout")
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def stop(self, deadline: float) -> None:
+        """Flush what is queued until `deadline` (monotonic), say bye to everyone, stop."""
+        if self._closing:
+            return
+        self._closing = True
+        while time.monotonic() < deadline:
+            with self._cond:
+                queued = bool(self._queue)
+            with self._lock:
+                unacked = self.endpoint.unacked()
+            if not queued and not unacked:
+                break
+            self._stop.wait(FLUSH_POLL)
+        for user in self.users():
+            self._close_user(user, "server shutdown")
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        for thread in (self._receiver, self._sender):
+            if thread.is_alive():
+                thread.join()
+        for sock in (self.sock, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                sock.close()
