@@ -125,3 +125,31 @@ def test_unusable_certificate_files_stop_the_start(
         make_server(tls_cert=str(garbage))
     with pytest.raises(StartupError, match="needs --tls-cert"):
         make_server(tls_key=str(garbage))
+
+
+# -- the terminal client ----------------------------------------------------------------------
+
+
+def test_client_connects_with_tls_and_refuses_an_untrusted_server(
+    tls_server: Server, ca: trustme.CA, tmp_path: Path
+) -> None:
+    from test_client import ClientProcess
+
+    address = f"127.0.0.1:{tls_server.listener('line').port}"
+    untrusted = ClientProcess(address, "--name", "alice", "--tls")
+    try:
+        code, err = untrusted.finish()
+    finally:
+        untrusted.kill()
+    assert code == 1 and "not trusted" in err and "--cafile" in err
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    for extra in (["--cafile", str(ca_file)], ["--insecure"]):
+        trusted = ClientProcess(address, "--name", "bob", *extra)
+        try:
+            trusted.expect("in lobby:")
+            trusted.send("/quit")
+            code, _ = trusted.finish()
+        finally:
+            trusted.kill()
+        assert code == 0
