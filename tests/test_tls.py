@@ -28,8 +28,9 @@ def tls_server(make_server: Callable[..., Server], ca: trustme.CA, tmp_path: Pat
 
 
 def tls_client(port: int, context: ssl.SSLContext) -> JsonClient:
+    # A plain SSLSocket: the test client reads and writes from one thread only.
     client = JsonClient(port)
-    client.sock = tls.wrap_client(client.sock, "127.0.0.1", context)
+    client.sock = context.wrap_socket(client.sock, server_hostname="127.0.0.1")
     return client
 
 

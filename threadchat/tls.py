@@ -71,9 +71,14 @@ def client_context(cafile: str | None = None, insecure: bool = False) -> ssl.SSL
     return context
 
 
-def wrap_client(sock: socket.socket, host: str, context: ssl.SSLContext) -> ssl.SSLSocket:
-    """Client side: wrap a connected socket and do the handshake (raises ssl.SSLError)."""
-    return context.wrap_socket(sock, server_hostname=host)
+def wrap_client(
+    sock: socket.socket, host: str, context: ssl.SSLContext, timeout: float = HANDSHAKE_TIMEOUT
+) -> TlsChannel:
+    """Client side: a TlsChannel over a connected socket, handshake done (raises ssl.SSLError,
+    e.g. SSLCertVerificationError). Safe to read from one thread while others send."""
+    channel = TlsChannel(sock, context, server_side=False, server_hostname=host)
+    channel.handshake(timeout)
+    return channel
 
 
 def ensure_self_signed(data_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -136,22 +141,42 @@ def ensure_self_signed(data_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 class TlsChannel:
-    """A server-side TLS connection over a connected socket, with the socket methods the
-    transports use (recv, send, sendall, shutdown, close). See the module docstring."""
+    """A TLS connection over a connected socket, with the socket methods the transports use
+    (recv, send, sendall, shutdown, close). See the module docstring. Server side by default;
+    the client uses it too (via wrap_client), for the same reason: one thread reads while
+    another sends, which an SSLSocket does not allow safely."""
 
-    def __init__(self, raw: socket.socket, context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        raw: socket.socket,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = True,
+        server_hostname: str | None = None,
+    ) -> None:
         self.raw = raw
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._tls = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=None if server_side else server_hostname,
+        )
         self._tls_lock = threading.Lock()  # guards the SSLObject and both BIOs; CPU work only
         self._send_lock = threading.Lock()  # keeps records in order on the wire
         self._handshaken = False
 
     # -- reading (the connection's reader thread only) --------------------------------------
 
-    def _handshake(self) -> None:
-        self.raw.settimeout(HANDSHAKE_TIMEOUT)
+    def handshake(self, timeout: float | None = None) -> None:
+        """Do the TLS handshake now, bounded by `timeout` (default HANDSHAKE_TIMEOUT)."""
+        if not self._handshaken:
+            self._handshake(HANDSHAKE_TIMEOUT if timeout is None else timeout)
+
+    def _handshake(self, timeout: float) -> None:
+        previous = self.raw.gettimeout()
+        self.raw.settimeout(timeout)
         try:
             while True:
                 with self._tls_lock:
@@ -170,13 +195,13 @@ class TlsChannel:
                     self._incoming.write(data)
         except TimeoutError:
             raise TimeoutError("TLS handshake timed out") from None
-        self.raw.settimeout(None)
+        self.raw.settimeout(previous)
         self._handshaken = True
 
     def recv(self, size: int) -> bytes:
         """Decrypted bytes (b"" at EOF); raises OSError (ssl.SSLError) on a TLS error."""
         if not self._handshaken:
-            self._handshake()
+            self._handshake(HANDSHAKE_TIMEOUT)
         while True:
             with self._tls_lock:
                 try:
@@ -230,6 +255,11 @@ class TlsChannel:
     def getpeername(self) -> object:
         return self.raw.getpeername()
 
-    @property
+    def settimeout(self, timeout: float | None) -> None:
+        self.raw.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self.raw.gettimeout()
+
     def version(self) -> str | None:
         return self._tls.version()

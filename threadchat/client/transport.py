@@ -78,13 +78,13 @@ class TcpTransport:
         """Connect (raises OSError when that fails, ssl.SSLError for a TLS problem such as an
         unverified certificate); receiving starts with `start`.
 
-        With `tls` the socket is an SSLSocket read by the receive thread while `send` writes
-        from others: fine for one person's chat traffic; the server side avoids it (tls.py).
+        With `tls` the socket is a tls.TlsChannel, which (unlike an SSLSocket) may be read
+        by the receive thread while `send` writes from another.
         """
         sock = socket.create_connection((host, port), timeout=timeout)
         if tls is not None:
             try:
-                sock = wrap_client(sock, host, tls)  # the handshake, bounded by `timeout`
+                sock = wrap_client(sock, host, tls, timeout)  # type: ignore[assignment]
             except BaseException:
                 sock.close()
                 raise
