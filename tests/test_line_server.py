@@ -303,3 +303,25 @@ def test_text_and_json_users_share_a_room(
     assert event["from"] == "texty" and event["action"] is True
     json_user.send_json(type="say", room="lobby", text="hello texty")
     assert text_user.expect("jason:") == "jason: hello texty"
+
+
+def test_big_rooms_do_not_announce_arrivals_and_departures(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(quiet_room_size=2)
+    port = server.listener("line").port
+    alice, bob, carol = LineClient(port), LineClient(port), LineClient(port)
+    alice.send("alice")
+    alice.expect("--- in lobby")
+    bob.send("bob")
+    alice.expect("--> bob joined lobby")
+    carol.send("carol")
+    assert carol.expect("--> carol") == "--> carol joined lobby"
+    assert carol.expect("members") == "--- lobby has 3 members; /who lists them"
+    carol.send("/quit")
+    carol.read_until_closed()
+    bob.send("still talking")
+    # The very next line alice reads is bob's: nothing of carol coming or going.
+    assert alice.read_line() == "bob: still talking"
+    alice.send("/who")
+    assert alice.expect("--- in lobby") == "--- in lobby: alice, bob"

@@ -1,5 +1,6 @@
 """TLS on the TCP listeners: a test CA, self-signed quick start, plain clients, slow handshakes."""
 
+import json
 import socket
 import ssl
 from collections.abc import Callable
@@ -58,6 +59,10 @@ def test_chat_over_tls(tls_server: Server, ca: trustme.CA, tmp_path: Path) -> No
     lines = [f"line {i} " + "x" * 200 for i in range(300)]
     for text in lines:
         alice.send_json(type="say", room="lobby", text=text)
+    received = [bob.expect_event("message")["text"] for _ in lines]
+    assert received == lines
+    # One write of many lines: the server reads it in several recv calls, some non-blocking.
+    alice.send(*(json.dumps({"type": "say", "room": "lobby", "text": t}) for t in lines))
     received = [bob.expect_event("message")["text"] for _ in lines]
     assert received == lines
 

@@ -38,6 +38,9 @@ class Config:
     flood_rate: float = setting(
         10.0, "lines per second a client may send (0 turns flood control off)"
     )
+    quiet_room_size: int = setting(
+        200, "rooms with more members than this do not announce joins, leaves and quits"
+    )
     sendq: int = setting(1048576, "bytes queued for one client before it is cut off")
     name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
     ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")

@@ -12,6 +12,7 @@ happens under the hub lock, and a burst of N lines costs one write per recipient
 """
 
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
 
@@ -20,8 +21,9 @@ class Flushable(Protocol):
 
 
 _local = threading.local()
-_dirty: list[Flushable] = []
-_dirty_lock = threading.Lock()
+# Targets waiting for a flush. A set, so a target marked many times is flushed once; never
+# replaced, so set.add and set.pop (atomic under the GIL) need no lock of ours.
+_dirty: set[Flushable] = set()
 _flush_lock = threading.Lock()
 
 
@@ -42,26 +44,30 @@ class batch:  # lower case: used as a context manager, it reads like a function
 
 
 def mark_dirty(target: Flushable) -> None:
-    """Have `target` flushed: at the end of this thread's batch, or now when none is open.
-
-    The caller marks each target once until its flush starts (outboxes keep a flag).
-    """
-    with _dirty_lock:
-        _dirty.append(target)
+    """Have `target` flushed: at the end of this thread's batch, or now when none is open."""
+    _dirty.add(target)
     if not getattr(_local, "open", False):
         flush_dirty()
 
 
+def mark_all_dirty(targets: Iterable[Flushable]) -> None:
+    """Mark many targets at C speed; only for callers inside a batch (the hub's fan-out)."""
+    _dirty.update(targets)
+
+
 def flush_dirty() -> None:
     """Flush every dirty target, unless another thread is doing it right now."""
-    global _dirty
     while _dirty:
         if not _flush_lock.acquire(blocking=False):
             return
         try:
-            with _dirty_lock:
-                targets, _dirty = _dirty, []
-            for target in targets:
+            # One round: what is dirty now. Targets marked meanwhile are the next round's,
+            # so their data rides along with everything queued until then.
+            for _ in range(len(_dirty)):
+                try:
+                    target = _dirty.pop()
+                except KeyError:
+                    break
                 target.flush()
         finally:
             _flush_lock.release()

@@ -36,7 +36,7 @@ class Server:
         """`ephemeral_ports` binds every enabled listener to a free port (for tests)."""
         self.config = config
         self.ephemeral_ports = ephemeral_ports
-        self.hub = Hub(server_name=config.server_name)
+        self.hub = Hub(server_name=config.server_name, quiet_room_size=config.quiet_room_size)
         self.stopping = threading.Event()
         self.listeners: list[TcpListener] = []
         self.udp: UdpListener | None = None

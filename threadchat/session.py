@@ -121,8 +121,13 @@ class NativeSession:
         info = self.hub.topic(room.name)
         if info.topic:
             self.reply(info)
-        name, members = self.hub.members(room.name)
-        self.reply(events.WhoList(room=name, members=members))
+        count = self.hub.member_count(room.name)
+        if count > self.hub.quiet_room_size:
+            # A list of thousands of names on every join helps nobody; /who still gives it.
+            self.reply(events.Notice(text=f"{room.name} has {count} members; /who lists them"))
+        else:
+            name, members = self.hub.members(room.name)
+            self.reply(events.WhoList(room=name, members=members))
         history.replay_on_join(self, room.name)
 
     def _on_join(self, request: requests.JoinRoom) -> bool:

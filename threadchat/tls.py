@@ -198,10 +198,14 @@ class TlsChannel:
         self.raw.settimeout(previous)
         self._handshaken = True
 
-    def recv(self, size: int) -> bytes:
-        """Decrypted bytes (b"" at EOF); raises OSError (ssl.SSLError) on a TLS error."""
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        """Decrypted bytes (b"" at EOF); raises OSError (ssl.SSLError) on a TLS error.
+
+        `flags` may hold MSG_DONTWAIT: then BlockingIOError when nothing can be read at once.
+        """
         if not self._handshaken:
             self._handshake(HANDSHAKE_TIMEOUT)
+        raw_flags = flags & socket.MSG_DONTWAIT
         while True:
             with self._tls_lock:
                 try:
@@ -215,7 +219,7 @@ class TlsChannel:
                 self._send_pending()  # e.g. a TLS 1.3 key update answer
             if data is not None:
                 return data
-            raw = self.raw.recv(RAW_RECV)
+            raw = self.raw.recv(RAW_RECV, raw_flags)  # BlockingIOError when non-blocking
             if not raw:
                 return b""
             with self._tls_lock:

@@ -1119,17 +1119,13 @@ class Formatter:
     from several threads; a race at worst encodes a variant twice.
     """
 
-    __slots__ = ("_cache", "message")
+    __slots__ = ("_cache", "_time", "message")
 
     def __init__(self, message: Message, *, time: datetime | float | None = None) -> None:
-        if time is not None:
-            message = Message(
-                message.command,
-                message.params,
-                message.source,
-                {**message.tags, "time": format_server_time(time)},
-            )
         self.message = message
+        # Formatted only for a variant that shows it: most recipients have no server-time,
+        # and formatting a time costs more than serialising the whole line.
+        self._time = time
         self._cache: dict[frozenset[str], bytes] = {}
         # Serialise eagerly once so a bad message fails at the sender, not per recipient.
         self._cache[frozenset()] = self._encode(frozenset())
@@ -1151,4 +1147,6 @@ class Formatter:
     def _encode(self, key: frozenset[str]) -> bytes:
         msg = self.message
         tags = {k: v for k, v in msg.tags.items() if TAG_CAPABILITY.get(k, "message-tags") in key}
+        if self._time is not None and "server-time" in key:
+            tags["time"] = format_server_time(self._time)
         return serialize(Message(msg.command, msg.params, msg.source, tags))

@@ -58,6 +58,7 @@ from threadchat.protocols.irc import (
     reply_with_text,
     split_targets,
 )
+from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ class IrcConnection(TcpConnection):
         self.sasl_account: str | None = None
         self.registered_account: str | None = None
         # Replaced, never mutated: fan-out on other threads reads it without a lock.
-        self.caps: frozenset[str] = frozenset()
+        self.caps = frozenset()
         self.user: User | None = None
         self.host = _safe_host(str(address[0]))
         self._ping_sent_at: float | None = None
@@ -192,8 +193,25 @@ class IrcConnection(TcpConnection):
 
     # -- the hub's side (any thread, hub lock held) ----------------------------------------
 
+    @property
+    def caps(self) -> frozenset[str]:
+        return self._caps
+
+    @caps.setter
+    def caps(self, value: frozenset[str]) -> None:
+        self._caps = frozenset(value)
+        # Computed when capabilities change, not per delivery (codec_key runs once per recipient).
+        shape = tuple(c in self._caps for c in _SHAPE_CAPS)
+        self._codec_key = ("irc", Formatter.variant(self._caps), *shape)
+        user = getattr(self, "user", None)
+        if user is not None:
+            self.hub.codec_changed(user)
+
+    def direct_queue(self) -> tuple[list[bytes], Outbox]:
+        return self.outbox.direct()
+
     def codec_key(self) -> Hashable:
-        return ("irc", Formatter.variant(self.caps), *(c in self.caps for c in _SHAPE_CAPS))
+        return self._codec_key
 
     def encode(self, event: Event) -> bytes | None:
         messages = self._event_messages(event)

@@ -11,6 +11,7 @@ from threadchat import events, history, requests
 from threadchat.events import Event
 from threadchat.protocols.line import JSON_MODE, LineProtocol
 from threadchat.session import NativeSession, SessionEnded
+from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
 if TYPE_CHECKING:
@@ -43,6 +44,10 @@ class LineConnection(TcpConnection):
         if self.protocol.mode == JSON_MODE:
             return JSON_MODE
         return self.protocol.codec_key(self.session.several_rooms)
+
+    def direct_queue(self) -> tuple[list[bytes], Outbox] | None:
+        # Text mode's codec depends on how many rooms the user is in: served one by one.
+        return self.outbox.direct() if self.protocol.mode == JSON_MODE else None
 
     def encode(self, event: Event) -> bytes | None:
         return self.protocol.encode(event, self.session.several_rooms)

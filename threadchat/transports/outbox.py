@@ -1,16 +1,23 @@
 """A connection's bounded outbound queue.
 
-Any thread may `put` bytes (it never blocks). `flush` tries one non-blocking send from the
-calling thread; whatever the kernel does not take is handed to a writer thread that is started
-only when such a backlog exists and exits as soon as it has drained it. So a fast reader costs
-no extra thread, and a slow reader never stalls the sender, whose thread moves on at once.
-(A writer that lingered after draining was measured: every later put then had to wake it,
+Any thread may `put` bytes; it never blocks and takes no lock: `put` is a `list.append`, which
+the GIL makes atomic, plus marking the outbox dirty. This matters because `put` runs once per
+recipient of every message, under the hub lock: a per-outbox lock there was measured to
+convoy the reader threads (a lock holder preempted by the GIL stalls the whole fan-out).
+
+`flush` (run by whichever thread flushes dirty outboxes, see `delivery.py`) sends everything
+queued with one non-blocking `send`. Whatever the kernel does not take is handed to a writer
+thread, started only when such a backlog exists and ending as soon as it has drained it. So a
+fast reader costs no extra thread, and a slow reader never stalls the sender.
+(A writer that lingered after draining was measured too: every later put then had to wake it,
 a thread switch per delivery, which cut fan-out throughput several times over.)
 
 Past `limit` queued bytes the outbox gives up: it drops its data and calls `on_overflow`,
 which cuts the connection off ("send queue exceeded") instead of letting it grow without end.
+The bound is checked when flushing, so it can be exceeded by at most what arrives between two
+flushes of this outbox.
 
-Exactly one thread writes to the socket at a time: whoever holds `_writing`.
+Exactly one thread writes to the socket at a time: whoever set `_writing` under `_lock`.
 """
 
 import logging
@@ -28,57 +35,62 @@ class Outbox:
         self._sock = sock
         self.limit = limit
         self._on_overflow = on_overflow
-        self._lock = threading.Lock()
-        # For the writer thread and wait_empty only; the hot paths take the bare lock.
-        self._cond = threading.Condition(self._lock)
+        # Appended to without a lock (see the module docstring); only the head is ever removed,
+        # with `del chunks[:n]` for the n chunks taken, so concurrent appends are never lost.
         self._chunks: list[bytes] = []
-        # Bytes queued or handed to the kernel-send in progress, counted against `limit`.
-        self._queued = 0
-        self._writing = False
-        self._writer: threading.Thread | None = None
-        self._closed = False
-        self._overflow_reported = False
         self._dirty = False
+        self._lock = threading.Lock()
+        # Notified whenever the outbox may have become empty (for wait_empty).
+        self._drained = threading.Condition(self._lock)
+        self._writing = False
+        # Bytes taken from the queue by the writer thread and not yet confirmed sent.
+        self._in_flight = 0
+        self._closed = False
         self.overflowed = False
+
+    def put(self, data: bytes) -> None:
+        self._chunks.append(data)
+        if not self._dirty:
+            self._dirty = True
+            delivery.mark_dirty(self)
+
+    def direct(self) -> tuple[list[bytes], "Outbox"]:
+        """The queue itself and this outbox, for the hub's fast fan-out: appending to the list
+        and marking the outbox dirty (delivery.mark_all_dirty) is exactly what `put` does."""
+        return self._chunks, self
 
     @property
     def queued(self) -> int:
-        return self._queued
+        """Bytes waiting to be sent (queued, or handed to a blocked writer thread)."""
+        return self._in_flight + sum(map(len, self._chunks))
 
-    def put(self, data: bytes) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if self._queued + len(data) > self.limit:
-                self._closed = self.overflowed = True
-                self._chunks.clear()
-                self._cond.notify_all()
-            else:
-                self._chunks.append(data)
-                self._queued += len(data)
-                if self._writer is not None:
-                    self._cond.notify()
-                    return
-            if self._dirty:
-                return
-            self._dirty = True
-        delivery.mark_dirty(self)
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        count = len(chunks)
+        data = chunks[0] if count == 1 else b"".join(chunks[:count])
+        del chunks[:count]
+        return data
 
     def flush(self) -> None:
-        """Send what is queued without blocking; leave any rest to the writer thread."""
+        """Send what is queued without blocking; leave any rest to a writer thread."""
+        self._dirty = False
         with self._lock:
-            self._dirty = False
-            if self.overflowed and not self._overflow_reported:
-                self._overflow_reported = True
-                report = True
-            else:
-                report = False
-                if self._writing or not self._chunks or self._closed:
-                    return
-                self._writing = True
-                data = self._take()
-        if report:
-            self._on_overflow()
+            if self._closed:
+                self._chunks.clear()
+                return
+            if self._writing:
+                # A writer thread is draining a backlog; it picks up the new chunks itself.
+                if self.queued > self.limit:
+                    self._overflow()
+                return
+            if not self._chunks:
+                return
+            self._writing = True
+        data = self._take()
+        if len(data) > self.limit:
+            with self._lock:
+                self._writing = False
+                self._overflow()
             return
         try:
             sent = self._sock.send(data, socket.MSG_DONTWAIT)
@@ -88,59 +100,63 @@ class Outbox:
             self._fail()
             return
         with self._lock:
-            self._queued -= sent
-            if sent < len(data):
-                self._chunks.insert(0, data[sent:])
-            if not self._chunks or self._closed:
+            if sent == len(data):
                 self._writing = False
-                self._cond.notify_all()
+                self._drained.notify_all()
+                return
+            rest = data[sent:]
+            self._in_flight = len(rest)
+            if self.queued > self.limit:
+                self._overflow()
                 return
             # A backlog: the writer thread owns `_writing` from here on.
-            self._writer = threading.Thread(target=self._drain, name="writer", daemon=True)
-            self._writer.start()
+            threading.Thread(target=self._drain, args=(rest,), name="writer", daemon=True).start()
 
-    def _take(self) -> bytes:
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        return data
-
-    def _drain(self) -> None:
+    def _drain(self, data: bytes) -> None:
         while True:
-            with self._lock:
-                if not self._chunks or self._closed:
-                    self._writing = False
-                    self._writer = None
-                    self._cond.notify_all()
-                    return
-                data = self._take()
             try:
                 self._sock.sendall(data)
             except OSError:
                 self._fail()
                 return
-            with self._cond:
-                self._queued -= len(data)
-                if not self._chunks:
-                    self._cond.notify_all()
+            with self._lock:
+                self._in_flight = 0
+                if self._closed or not self._chunks:
+                    # Checked under the lock that flush() takes before it looks at _writing,
+                    # so a chunk appended now is sent by the flush its put scheduled.
+                    self._writing = False
+                    self._drained.notify_all()
+                    return
+            data = self._take()
+            self._in_flight = len(data)
+
+    def _overflow(self) -> None:
+        """Give up on this client (outbox lock held): drop its data, cut it off."""
+        self._closed = self.overflowed = True
+        self._chunks.clear()
+        self._drained.notify_all()
+        # Only shuts the socket down and records the reason; safe under our lock.
+        self._on_overflow()
 
     def _fail(self) -> None:
         # The peer is gone; its reader thread sees that too and ends the session.
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._writing = False
-            self._writer = None
+            self._in_flight = 0
             self._chunks.clear()
-            self._cond.notify_all()
+            self._drained.notify_all()
 
     def wait_empty(self, timeout: float) -> bool:
         """Wait until everything queued has been handed to the kernel (or the outbox closed)."""
-        with self._cond:
-            return self._cond.wait_for(
+        delivery.flush_dirty()
+        with self._drained:
+            return self._drained.wait_for(
                 lambda: self._closed or (not self._chunks and not self._writing), timeout
             )
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._chunks.clear()
-            self._cond.notify_all()
+            self._drained.notify_all()

@@ -100,6 +100,9 @@ class UdpUser:
     def encode(self, event: Event) -> bytes | None:
         return jsonlines.encode_event(event)
 
+    def direct_queue(self) -> None:
+        return None  # served through send_bytes: UDP wraps each event in its own datagram
+
     def send_bytes(self, data: bytes) -> None:
         self.listener.enqueue(self, data)
 
