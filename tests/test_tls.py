@@ -159,3 +159,10 @@ def test_client_connects_with_tls_and_refuses_an_untrusted_server(
         finally:
             trusted.kill()
         assert code == 0
+
+
+def test_irc_listener_speaks_tls_too(tls_server: Server, ca: trustme.CA, tmp_path: Path) -> None:
+    client = JsonClient(tls_server.listener("irc").port)
+    client.sock = trusting(ca, tmp_path).wrap_socket(client.sock, server_hostname="127.0.0.1")
+    client.send("NICK tlsuser", "USER t 0 * :T")
+    assert " 001 tlsuser " in client.expect(" 001 ")
