@@ -44,7 +44,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def threadchat_command(line_port: int, irc_port: int, history: bool | None = None) -> list[str]:
+def threadchat_command(
+    line_port: int, irc_port: int, history: bool | None = None, data_dir: str | None = None
+) -> list[str]:
     """The exact command that starts threadchat for a run; adjust here when its CLI changes."""
     cmd = [
         sys.executable, "-m", "threadchat", "serve",
@@ -55,8 +57,9 @@ def threadchat_command(line_port: int, irc_port: int, history: bool | None = Non
         "--flood-rate", "0",
         "--log-level", "warning",
     ]  # fmt: skip
+    if data_dir is not None:
+        cmd += ["--data-dir", data_dir]
     if history is not None:
-        # Placeholder until threadchat grows the option: name it here once it exists.
         cmd += ["--history" if history else "--no-history"]
     return cmd
 
@@ -214,11 +217,15 @@ def _launch_naive(options: dict[str, object]) -> RunningServer:
 def _launch_threadchat(options: dict[str, object]) -> RunningServer:
     line_port, irc_port = free_port(), free_port()
     history = options.get("history")
-    cmd = threadchat_command(line_port, irc_port, history if isinstance(history, bool) else None)
+    # A fresh data directory per run: the database starts empty and never lands in the repo.
+    tmp = tempfile.mkdtemp(prefix="bench-threadchat-")
+    cmd = threadchat_command(
+        line_port, irc_port, history if isinstance(history, bool) else None, data_dir=tmp
+    )
     proc = _popen(cmd, cwd=str(REPO_DIR))
     protocol = str(options["protocol"])
     port = irc_port if protocol == "irc" else line_port
-    return RunningServer(f"threadchat-{protocol}", proc, port, protocol, 16)
+    return RunningServer(f"threadchat-{protocol}", proc, port, protocol, 16, tmpdir=tmp)
 
 
 SERVERS: dict[str, ServerSpec] = {

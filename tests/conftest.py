@@ -17,15 +17,23 @@ WAIT = 5.0
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., Server]]:
-    """Start servers with chosen settings; each is stopped after the test."""
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start servers with chosen settings; each is stopped after the test.
+
+    Each server gets its own fresh data directory unless `data_dir` is given.
+    """
     started: list[Server] = []
 
     def start(**settings: Any) -> Server:
         # Flood control off unless a test asks for it: tests send bursts on purpose.
-        base = Config(flood_rate=0, log_level="debug")
+        data_dir = str(tmp_path_factory.mktemp("data"))
+        base = Config(flood_rate=0, log_level="debug", data_dir=data_dir)
         server = Server(replace(base, **settings), ephemeral_ports=True)
-        server.start()
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
         started.append(server)
         return server
 

@@ -9,7 +9,7 @@ from threadchat import __version__, config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from threadchat.server import Server
+    from threadchat.server import Server, StartupError
 
     try:
         settings = config.load(args)
@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = Server(settings)
     try:
         server.start()
-    except OSError as problem:
+    except (OSError, StartupError) as problem:
         logging.getLogger("threadchat").error("cannot start: %s", problem)
         server.stop()
         return 1

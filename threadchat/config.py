@@ -54,6 +54,21 @@ class Config:
         metadata={"help": "IRC operator NAME:PASSWORD (repeatable); OPER NAME PASSWORD uses it"},
     )
     motd: str = setting("", "message of the day shown to IRC clients (empty: none, 422)")
+    # Storage, history, accounts, moderation, TLS (see docs/history.md).
+    data_dir: str = setting("./data", "directory of the database (threadchat.db) and TLS files")
+    history: bool = setting(True, "store room and private messages (--no-history: relay only)")
+    history_on_join: int = setting(50, "stored messages a user is shown on joining a room")
+    history_days: float = setting(0.0, "delete messages older than this many days (0: never)")
+    # setting() with a factory returns a field(default_factory=...), which RUF009 cannot see.
+    admins: list[str] = setting(None, "server administrators (account names)", factory=list)  # noqa: RUF009
+    nick_enforcement: str = setting(
+        "strict", "registered names: strict (guests refused) or grace (renamed after 30 s)"
+    )
+    tls_cert: str = setting("", "PEM certificate (chain): every TCP listener speaks TLS")
+    tls_key: str = setting("", "PEM private key of --tls-cert (default: in the cert file)")
+    tls_self_signed: bool = setting(
+        False, "TLS with a self-signed certificate made once and kept in the data directory"
+    )
 
 
 def _settings() -> list[dataclasses.Field]:

@@ -35,6 +35,8 @@ class RoomMessage(Event):
     text: str
     kind: str = TEXT
     account: str | None = None
+    # True when replayed from stored history (id and ts are then the stored ones).
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class PrivateMessage(Event):
     text: str
     kind: str = TEXT
     account: str | None = None
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,3 +215,43 @@ class Killed(Event):
     nick: str
     by: str
     reason: str
+
+
+# Storage, accounts and moderation (history.py, accounts.py, moderation.py).
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage(Event):
+    """Stored messages answering one history request, oldest first (a direct reply).
+
+    `room` is set for a room's history, `peer` for a private conversation; `messages` are
+    RoomMessage / PrivateMessage events with history=True. `more` is True when the page is full,
+    so older (or newer) messages may exist.
+    """
+
+    room: str | None
+    peer: str | None
+    messages: tuple[Event, ...]
+    more: bool = False
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn(Event):
+    """This connection is now logged in to `account` (a direct reply)."""
+
+    account: str
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Moderated(Event):
+    """A room moderation change, seen by the room's members.
+
+    `action` is mute or unmute (changes with an IRC mode letter are ModeChanged events).
+    """
+
+    room: str
+    by: str
+    action: str
+    target: str = ""

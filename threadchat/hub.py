@@ -18,10 +18,15 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from threadchat import delivery, events, names
 from threadchat.events import Event
+
+if TYPE_CHECKING:
+    from threadchat.accounts import AccountService
+    from threadchat.history import MessageLog
+    from threadchat.moderation import RoomKeeper
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,8 @@ class Room:
     members: dict[str, User] = field(default_factory=dict)
     # The members grouped for fast fan-out (see Hub._fan_out_groups); None when out of date.
     groups: "list[_CodecGroup] | None" = None
+    # Kept (and stored) while empty: rooms created by a logged-in user (see moderation.py).
+    persistent: bool = False
 
     @property
     def key(self) -> str:
@@ -111,6 +118,11 @@ class Room:
 
     def is_banned(self, user: User) -> bool:
         mask = names.fold(user.mask)
+        if user.account is not None:
+            # "~a:NAME" bans an account, whatever nick or host it comes from.
+            account_ban = "~a:" + names.fold(user.account)
+            if any(names.fold(ban) == account_ban for ban in self.bans):
+                return True
         return any(fnmatch.fnmatchcase(mask, names.fold(ban)) for ban in self.bans)
 
     def can_speak(self, user: User) -> bool:
@@ -129,12 +141,20 @@ class Hub:
         self._lock = threading.Lock()
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
+        # Services the server plugs in when it has a store; None keeps the hub memory-only.
+        # history: commits each message before it is relayed. accounts: guards registered
+        # names. moderation: keeps rooms of account owners, mutes, grants on join.
+        self.history: MessageLog | None = None
+        self.accounts: AccountService | None = None
+        self.moderation: RoomKeeper | None = None
 
     # -- users -----------------------------------------------------------------------------
 
     def register(self, conn: Connection, nick: str, **identity: str) -> User:
         """Claim `nick` for a new user; raises HubError('invalid_name' | 'name_in_use')."""
         _check_nick(nick)
+        if self.accounts is not None:
+            self.accounts.check_name(nick, identity.get("account"))
         user = User(nick=nick, conn=conn, **identity)
         with self._lock:
             if user.key in self._users:
@@ -161,6 +181,8 @@ class Hub:
 
     def change_nick(self, user: User, new: str) -> None:
         _check_nick(new)
+        if self.accounts is not None and names.fold(new) != user.key:
+            self.accounts.check_name(new, user.account)
         with delivery.batch(), self._lock:
             old_key, new_key = user.key, names.fold(new)
             holder = self._users.get(new_key)
@@ -198,6 +220,7 @@ class Hub:
     def join(self, user: User, room_name: str, password: str | None = None) -> Room:
         """Put `user` in the room (created on first join, with the user as its operator)."""
         _check_room(room_name)
+        created = False
         with delivery.batch(), self._lock:
             key = names.fold(room_name)
             room = self._rooms.get(key)
@@ -207,8 +230,13 @@ class Hub:
                 room = Room(name=room_name, owner=user.account or user.nick)
                 room.operators.add(user.key)
                 self._rooms[key] = room
+                created = True
+                if self.moderation is not None:
+                    self.moderation.created(user, room)
             else:
                 self._check_may_join(user, room, password)
+                if self.moderation is not None:
+                    self.moderation.joining(user, room)
             room.invited.discard(user.key)
             room.members[user.key] = user
             room.groups = None
@@ -219,7 +247,9 @@ class Hub:
                 ),
                 self._audience(room, user),
             )
-            return room
+        if created and room.persistent and self.moderation is not None:
+            self.moderation.save(room)
+        return room
 
     def _check_may_join(self, user: User, room: Room, password: str | None) -> None:
         if "o" in user.modes:
@@ -243,20 +273,37 @@ class Hub:
             self._remove_member(room, user)
 
     def say(self, user: User, room_name: str, text: str, kind: str = events.TEXT) -> None:
-        """Send to every member of the room except the sender."""
+        """Send to every member of the room except the sender.
+
+        With a history service the message is committed first and relayed with its stored id
+        and time; the commit happens outside the lock, as it waits for the disk.
+        """
         _check_text(text)
+        with delivery.batch():
+            if self.history is None:
+                self._relay_room(user, room_name, text, kind, {})
+                return
+            with self._lock:
+                name = self._room_to_speak(user, room_name).name
+
+            def relay(stamp: dict[str, Any]) -> None:
+                self._relay_room(user, room_name, text, kind, stamp)
+
+            self.history.submit(user, text, kind, relay, room=name)
+
+    def _relay_room(
+        self, user: User, room_name: str, text: str, kind: str, stamp: dict[str, Any]
+    ) -> None:
         with delivery.batch(), self._lock:
-            room = self._rooms.get(names.fold(room_name))
-            if room is None:
-                raise HubError("no_such_room", f"there is no room {room_name}")
-            member = user.key in room.members
-            if not member and "n" in room.modes:
-                raise HubError("not_in_room", f"you are not in {room.name}")
-            if not room.can_speak(user) and "o" not in user.modes:
-                raise HubError("moderated", f"{room.name} is moderated and you have no voice")
+            room = self._room_to_speak(user, room_name)
             user.last_active = time.time()
             event = events.RoomMessage(
-                room=room.name, sender=user.nick, text=text, kind=kind, account=user.account
+                room=room.name,
+                sender=user.nick,
+                text=text,
+                kind=kind,
+                account=user.account,
+                **stamp,
             )
             groups = room.groups
             if groups is None:
@@ -268,9 +315,39 @@ class Hub:
         # interleave, so the members of a group still see the room's messages in one order.
         self._fan_out_groups(event, groups, user)
 
+    def _room_to_speak(self, user: User, room_name: str) -> Room:
+        """The room `user` may speak in now; raises HubError saying why not (lock held)."""
+        room = self._rooms.get(names.fold(room_name))
+        if room is None:
+            raise HubError("no_such_room", f"there is no room {room_name}")
+        member = user.key in room.members
+        if not member and "n" in room.modes:
+            raise HubError("not_in_room", f"you are not in {room.name}")
+        if not room.can_speak(user) and "o" not in user.modes:
+            raise HubError("moderated", f"{room.name} is moderated and you have no voice")
+        if self.moderation is not None and self.moderation.is_muted(user, room):
+            raise HubError("muted", f"you are muted in {room.name}")
+        return room
+
     def send_private(self, user: User, target: str, text: str, kind: str = events.TEXT) -> User:
         """Send to one user only; returns the recipient (whose `away` a caller may report)."""
         _check_text(text)
+        with delivery.batch():
+            first = self.find_user(target)
+            if first is None:
+                raise HubError("no_such_nick", f"there is nobody called {target}")
+            if self.history is None:
+                return self._relay_private(user, target, text, kind, {})
+
+            def relay(stamp: dict[str, Any]) -> None:
+                self._relay_private(user, target, text, kind, stamp)
+
+            self.history.submit(user, text, kind, relay, target=first)
+            return first
+
+    def _relay_private(
+        self, user: User, target: str, text: str, kind: str, stamp: dict[str, Any]
+    ) -> User:
         with delivery.batch(), self._lock:
             recipient = self._users.get(names.fold(target))
             if recipient is None:
@@ -282,6 +359,7 @@ class Hub:
                 text=text,
                 kind=kind,
                 account=user.account,
+                **stamp,
             )
             self._fan_out(event, [recipient])
             return recipient
@@ -303,6 +381,8 @@ class Hub:
                 events.TopicChanged(room=room.name, topic=topic, by=user.nick),
                 room.members.values(),
             )
+        if room.persistent and self.moderation is not None:
+            self.moderation.save(room)
 
     def topic(self, room_name: str) -> events.TopicInfo:
         with self._lock:
@@ -338,6 +418,11 @@ class Hub:
         with self._lock:
             return self._rooms.get(names.fold(room_name))
 
+    def restore_room(self, room: Room) -> None:
+        """Add a room loaded from storage (at start, before anyone connects)."""
+        with self._lock:
+            self._rooms.setdefault(room.key, room)
+
     def locked(self) -> threading.Lock:
         """The hub lock, for protocol code that reads several room or user fields consistently.
 
@@ -369,7 +454,7 @@ class Hub:
         room.operators.discard(user.key)
         room.voiced.discard(user.key)
         user.rooms.pop(room.key, None)
-        if not room.members:
+        if not room.members and not room.persistent:
             del self._rooms[room.key]
 
     def _audience(self, room: Room, user: User) -> Iterable[User]:
@@ -489,7 +574,12 @@ class Hub:
             if applied:
                 event = _mode_event(user.nick, applied, room=room.name)
                 self._fan_out(event, room.members.values())
-            return applied
+                if self.moderation is not None:
+                    for change in applied:
+                        self.moderation.mode_applied(room, change)
+        if applied and room.persistent and self.moderation is not None:
+            self.moderation.save(room)
+        return applied
 
     def set_user_modes(self, user: User, changes: Sequence["ModeChange"]) -> list["ModeChange"]:
         """Change `user`'s own modes: i and w freely; o may only be dropped (see grant)."""

@@ -3,7 +3,9 @@
 `ref` is the client's own correlation value, echoed in the direct reply (JSON mode).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from threadchat.store.base import Ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +17,11 @@ class Request:
 class Hello(Request):
     name: str
     ref: object = None
+    # Logs in to the account `name` while registering. Never shown in reprs (logs).
+    password: str | None = field(default=None, repr=False)
+    # Text mode: the whole first line when it was split into name and password. If `name` is
+    # no account, the line was a (bad) name with a space, not a login. Holds the password.
+    first_line: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,4 +110,67 @@ class Invalid(Request):
 
     code: str
     message: str
+    ref: object = None
+
+
+# Storage, accounts and moderation. Password fields are kept out of reprs so that no log line
+# can ever contain one.
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest(Request):
+    """A page of history: of `room`, of the private conversation with account `peer`, or
+    (neither given) of the current room. `before`/`after` bound the page (both: between);
+    `more` (text mode) continues back from the oldest message the session last showed."""
+
+    room: str | None = None
+    peer: str | None = None
+    before: Ref | None = None
+    after: Ref | None = None
+    limit: int | None = None
+    more: bool = False
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Register(Request):
+    password: str = field(repr=False)
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Login(Request):
+    name: str
+    password: str = field(repr=False)
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePassword(Request):
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+    ref: object = None
+
+
+# Moderation actions taking a target (a nick, a mask, or an account).
+MODERATION_ACTIONS = ("op", "deop", "kick", "ban", "unban", "mute", "unmute")
+
+
+@dataclass(frozen=True, slots=True)
+class Moderate(Request):
+    """One of MODERATION_ACTIONS on `target` in `room` (None: the current room)."""
+
+    action: str
+    target: str
+    room: str | None = None
+    reason: str = ""
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLock(Request):
+    """Lock (only operators set the topic, mode t) or unlock the topic of a room."""
+
+    locked: bool
+    room: str | None = None
     ref: object = None

@@ -2,12 +2,14 @@
 
 import logging
 import signal
+import ssl
 import threading
 import time
 from types import FrameType
 
 from threadchat.config import Config
 from threadchat.hub import Hub
+from threadchat.store.base import Store
 from threadchat.transports.irc import IrcConnection
 from threadchat.transports.native import LineConnection
 from threadchat.transports.tcp import TcpConnection, TcpListener
@@ -25,6 +27,10 @@ THREAD_STACK = 1024 * 1024
 HOUSEKEEPING_INTERVAL = 1.0
 
 
+class StartupError(Exception):
+    """The server cannot start (unusable data directory, bad TLS files); says why."""
+
+
 class Server:
     def __init__(self, config: Config, *, ephemeral_ports: bool = False) -> None:
         """`ephemeral_ports` binds every enabled listener to a free port (for tests)."""
@@ -38,10 +44,20 @@ class Server:
         self._connections_lock = threading.Lock()
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper")
         self._stopped = False
+        self.store: Store | None = None
+        # Set when TLS is configured: every TCP listener then wraps its connections.
+        self.tls_context: ssl.SSLContext | None = None
+        self._retention: threading.Thread | None = None
 
     def start(self) -> None:
-        """Bind every configured listener and start their threads (raises OSError on bind)."""
+        """Open storage, bind every configured listener and start their threads.
+
+        Raises StartupError (storage, TLS) or OSError (bind) with a message for the operator.
+        """
         threading.stack_size(THREAD_STACK)
+        from threadchat import services
+
+        services.start(self)
         if self.config.line_port > 0:
             self.listeners.append(
                 TcpListener(
@@ -109,6 +125,11 @@ class Server:
                     conn.tick(now)
                 except Exception:
                     log.exception("%s: housekeeping failed", conn.label)
+            if self.hub.accounts is not None:
+                try:
+                    self.hub.accounts.tick(self.hub)
+                except Exception:
+                    log.exception("account housekeeping failed")
 
     # -- running and stopping ----------------------------------------------------------------
 
@@ -149,6 +170,9 @@ class Server:
             conn.thread.join(max(0.0, deadline - time.monotonic()))
         if self._housekeeper.is_alive():
             self._housekeeper.join()
+        from threadchat import services
+
+        services.stop(self)
         left = [c.label for c in self.connections()]
         if left:
             log.warning("connections still open after shutdown: %s", ", ".join(left))

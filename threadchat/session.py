@@ -8,7 +8,7 @@ owned by its connection's reader thread, so it needs no lock of its own.
 import logging
 from collections.abc import Callable
 
-from threadchat import events, names, requests
+from threadchat import accounts, events, history, moderation, names, requests
 from threadchat.events import Event
 from threadchat.hub import DEFAULT_ROOM, Connection, Hub, HubError, User
 
@@ -41,6 +41,8 @@ class NativeSession:
         self.user: User | None = None
         # Text mode's "where plain lines go": the room joined last that the user is still in.
         self.current_room: str | None = None
+        # Where `/history more` continues: (room, peer, oldest message id shown, page size).
+        self.history_cursor: tuple[str | None, str | None, int, int] | None = None
 
     @property
     def several_rooms(self) -> bool:
@@ -79,14 +81,33 @@ class NativeSession:
         if not isinstance(request, requests.Hello):
             self._refuse("not_registered", "say who you are first (your name, or a hello)")
             return
+        accounts_service = self.hub.accounts
+        if (
+            request.first_line is not None
+            and accounts_service is not None
+            and not accounts_service.is_registered(request.name)
+        ):
+            # "john smith" as a first line is a name with a space, not a login attempt.
+            request = requests.Hello(name=request.first_line, ref=request.ref)
         try:
-            self.user = self.hub.register(self.conn, request.name, host=self.label)
+            identity = {"host": self.label}
+            if request.password is not None:
+                identity["account"] = accounts.login_on_hello(self, request)
+            self.user = self.hub.register(self.conn, request.name, **identity)
         except HubError as problem:
             self._refuse(problem.code, problem.message, request.ref)
-            self.reply(events.Notice(text="choose another name"))
+            if problem.code == "name_in_use":
+                self.reply(events.Notice(text="choose another name"))
+            elif problem.code == "bad_login":
+                text = "a name alone joins as a guest; NAME PASSWORD logs in to an account"
+                self.reply(events.Notice(text=text))
             return
         self.on_registered()
         self.reply(events.Welcome(nick=self.user.nick, server=self.hub.server_name))
+        if self.user.account is not None and self.hub.accounts is not None:
+            self.hub.accounts.logged_in(self.hub, self.user, self.user.account)
+            self.reply(events.LoggedIn(account=self.user.account))
+        accounts.grace_notice(self)
         self._join(DEFAULT_ROOM)
         if request.ref is not None:
             self.reply(events.Ok(ref=request.ref))
@@ -107,6 +128,7 @@ class NativeSession:
         else:
             name, members = self.hub.members(room.name)
             self.reply(events.WhoList(room=name, members=members))
+        history.replay_on_join(self, room.name)
 
     def _on_join(self, request: requests.JoinRoom) -> bool:
         self._join(request.room)
@@ -154,6 +176,7 @@ class NativeSession:
     def _on_nick(self, request: requests.ChangeNick) -> bool:
         assert self.user is not None
         self.hub.change_nick(self.user, request.name)
+        accounts.grace_notice(self)
         return False
 
     def _on_topic(self, request: requests.Topic) -> bool:
@@ -212,3 +235,15 @@ _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
     requests.QuitRequest: NativeSession._on_quit,
     requests.Hello: NativeSession._on_hello,
 }  # type: ignore[dict-item]
+
+# History, accounts and moderation live in their own modules.
+_HANDLERS.update(
+    {
+        requests.HistoryRequest: history.handle_history,
+        requests.Register: accounts.handle_register,
+        requests.Login: accounts.handle_login,
+        requests.ChangePassword: accounts.handle_password,
+        requests.Moderate: moderation.handle_moderate,
+        requests.TopicLock: moderation.handle_topic_lock,
+    }  # type: ignore[dict-item]
+)

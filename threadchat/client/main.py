@@ -9,6 +9,7 @@ and events are printed as plain lines, so the client can be scripted.
 import argparse
 import contextlib
 import os
+import ssl
 import sys
 import threading
 from typing import Any
@@ -24,6 +25,7 @@ from threadchat.client.transport import (
     Transport,
     parse_address,
 )
+from threadchat.tls import client_context
 
 # How long the client waits for the server to close after it sent quit.
 QUIT_WAIT = 5.0
@@ -43,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--udp",
         action="store_true",
         help="speak the UDP datagram protocol to the server's udp_port (same default port)",
+    )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument(
+        "--cafile", help="PEM file of the CA (or self-signed certificate) to trust (implies --tls)"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="TLS without checking the server's certificate (implies --tls; testing only)",
     )
 
 
@@ -169,18 +180,28 @@ class _TtyUI:
                 loop.call_soon_threadsafe(self._stop_if_closed)
 
 
-def _connect(address: str, udp: bool = False) -> tuple[Transport | None, str]:
-    # The one place that picks a transport: --udp and --tls will choose here.
+def _connect(
+    address: str, udp: bool = False, tls: ssl.SSLContext | None = None
+) -> tuple[Transport | None, str]:
+    # The one place that picks a transport.
     try:
         host, port = parse_address(address)
     except AddressError as problem:
         return None, str(problem)
+    if udp and tls is not None:
+        return None, "--udp and --tls cannot be combined"
     try:
         if udp:
             from threadchat.client.udp import UdpTransport
 
             return UdpTransport(host, port), ""
-        return TcpTransport(host, port), ""
+        return TcpTransport(host, port, tls=tls), ""
+    except ssl.SSLCertVerificationError as problem:
+        detail = problem.verify_message or problem.reason
+        return None, (
+            f"cannot connect to {host}:{port}: the server's certificate is not trusted "
+            f"({detail}); --cafile FILE trusts it, --insecure skips the check"
+        )
     except OSError as problem:
         return None, f"cannot connect to {host}:{port}: {problem.strerror or problem}"
 
@@ -192,7 +213,14 @@ def run(args: argparse.Namespace) -> int:
     if not name:
         print("threadchat: no name given", file=sys.stderr)
         return 2
-    transport, problem = _connect(args.address, getattr(args, "udp", False))
+    context = None
+    if args.tls or args.cafile or args.insecure:
+        try:
+            context = client_context(args.cafile, args.insecure)
+        except OSError as error:  # an unreadable --cafile
+            print(f"threadchat: cannot use {args.cafile}: {error}", file=sys.stderr)
+            return 1
+    transport, problem = _connect(args.address, getattr(args, "udp", False), context)
     if transport is None:
         print(f"threadchat: {problem}", file=sys.stderr)
         return 1

@@ -9,9 +9,12 @@ the same shape.
 import contextlib
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from threadchat.tls import wrap_client
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7000
@@ -64,9 +67,28 @@ def parse_address(text: str) -> tuple[str, int]:
 class TcpTransport:
     """The native protocol's JSON mode over one TCP connection."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT) -> None:
-        """Connect (raises OSError when that fails); receiving starts with `start`."""
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Connect (raises OSError when that fails, ssl.SSLError for a TLS problem such as an
+        unverified certificate); receiving starts with `start`.
+
+        With `tls` the socket is a tls.TlsChannel, which (unlike an SSLSocket) may be read
+        by the receive thread while `send` writes from another.
+        """
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            try:
+                sock = wrap_client(sock, host, tls, timeout)  # type: ignore[assignment]
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         self.sock.settimeout(None)
         self._send_lock = threading.Lock()
         self.closed = threading.Event()

@@ -10,6 +10,7 @@ from typing import Any
 
 from threadchat import events, requests
 from threadchat.events import Event
+from threadchat.store.base import Ref
 
 
 def timestamp(ts: float) -> str:
@@ -32,10 +33,24 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "message", "room": event.room, "from": event.sender}
             body["text"] = event.text
             body.update(_kind_fields(event.kind))
+            if event.history:
+                body["history"] = True
         case events.PrivateMessage():
             body = {"type": "private", "from": event.sender, "to": event.target}
             body["text"] = event.text
             body.update(_kind_fields(event.kind))
+            if event.history:
+                body["history"] = True
+        case events.HistoryPage():
+            body = _history_page(event)
+        case events.LoggedIn():
+            body = {"type": "logged_in", "account": event.account}
+            if event.ref is not None:
+                body["ref"] = event.ref
+        case events.Moderated():
+            body = {"type": "moderation", "room": event.room, "by": event.by}
+            body["action"] = event.action
+            body["target"] = event.target
         case events.Joined():
             body = {"type": "join", "room": event.room, "name": event.nick}
         case events.Left():
@@ -92,6 +107,19 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
     return body
 
 
+def _history_page(event: events.HistoryPage) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "history"}
+    if event.room is not None:
+        body["room"] = event.room
+    if event.peer is not None:
+        body["with"] = event.peer
+    body["messages"] = [m for m in map(event_to_dict, event.messages) if m is not None]
+    body["more"] = event.more
+    if event.ref is not None:
+        body["ref"] = event.ref
+    return body
+
+
 def encode_event(event: Event) -> bytes | None:
     """One JSON line (compact, UTF-8, LF-terminated) for `event`."""
     body = event_to_dict(event)
@@ -126,10 +154,90 @@ def _flag(obj: dict[str, Any], key: str) -> bool:
     return value
 
 
+def parse_timestamp(text: str) -> int:
+    """Milliseconds since the epoch for an RFC 3339 time (e.g. 2026-11-25T12:00:00.123Z).
+
+    Raises ValueError if it is not one, or has no UTC offset (a local time is ambiguous).
+    """
+    if len(text) > 40:
+        raise ValueError("too long")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("no time zone")
+    return int(moment.timestamp() * 1000)
+
+
+# Largest message id or millisecond time accepted as a history reference: SQLite integers are
+# 64-bit, and a bigger number would make the query fail instead of matching nothing.
+MAX_REF = 2**62
+
+
+def _history_ref(obj: dict[str, Any], key: str) -> Ref | None:
+    """A history bound: an integer is a message id, a string an RFC 3339 time."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_REF:
+            raise _BadRequest(f'"{key}" is out of range')
+        return Ref.msgid(value)
+    if isinstance(value, str):
+        try:
+            return Ref.at(parse_timestamp(value))
+        except (ValueError, OverflowError, OSError):
+            raise _BadRequest(f'"{key}" must be a message id or an RFC 3339 time') from None
+    raise _BadRequest(f'"{key}" must be a message id or an RFC 3339 time')
+
+
+def _limit(obj: dict[str, Any]) -> int | None:
+    value = obj.get("limit")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _BadRequest('"limit" must be a non-negative integer')
+    return value
+
+
+def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | None:
+    """Requests of history, accounts and moderation."""
+    match kind:
+        case "history":
+            return requests.HistoryRequest(
+                room=_optional_text(obj, "room"),
+                peer=_optional_text(obj, "with"),
+                before=_history_ref(obj, "before"),
+                after=_history_ref(obj, "after"),
+                limit=_limit(obj),
+                ref=ref,
+            )
+        case "register":
+            return requests.Register(password=_text(obj, "password"), ref=ref)
+        case "login":
+            return requests.Login(name=_text(obj, "name"), password=_text(obj, "password"), ref=ref)
+        case "password":
+            return requests.ChangePassword(old=_text(obj, "old"), new=_text(obj, "new"), ref=ref)
+        case "topiclock":
+            on = obj.get("on", True)
+            if not isinstance(on, bool):
+                raise _BadRequest('"on" must be true or false')
+            return requests.TopicLock(locked=on, room=_optional_text(obj, "room"), ref=ref)
+    if kind in requests.MODERATION_ACTIONS:
+        return requests.Moderate(
+            action=kind,
+            target=_text(obj, "name"),
+            room=_optional_text(obj, "room"),
+            reason=_text(obj, "reason", required=False),
+            ref=ref,
+        )
+    return None
+
+
 def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | None:
     match kind:
         case "hello":
-            return requests.Hello(name=_text(obj, "name"), ref=ref)
+            return requests.Hello(
+                name=_text(obj, "name"), ref=ref, password=_optional_text(obj, "password")
+            )
         case "say":
             return requests.Say(
                 text=_text(obj, "text"),
@@ -170,7 +278,7 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
             return requests.ClientPong(token=_text(obj, "token", required=False), ref=ref)
         case "quit":
             return requests.QuitRequest(reason=_text(obj, "reason", required=False), ref=ref)
-    return None
+    return _build_extra(kind, obj, ref)
 
 
 def parse_request(obj: object) -> requests.Request:

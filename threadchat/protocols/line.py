@@ -15,7 +15,9 @@ JoinRoom(room='dev', ref=None)
 Say(text='/slash', room=None, action=False, ref=None)
 """
 
+import time
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import replace
 
 from threadchat import events, requests
 from threadchat.events import Event
@@ -128,6 +130,78 @@ def _cmd_topic(args: str) -> requests.Request:
     return requests.Topic(room=room, topic=args or None)
 
 
+# Largest N that /history accepts (the store clamps further); bounds one reply's size.
+HISTORY_MAX = 500
+HISTORY_DEFAULT = 50
+
+
+def _cmd_history(args: str) -> requests.Request:
+    usage = "/history [#ROOM|@ACCOUNT] [N] or /history more"
+    room: str | None = None
+    peer: str | None = None
+    limit: int | None = None
+    for word in args.split():
+        if word.lower() == "more" and room is None and peer is None and limit is None:
+            return requests.HistoryRequest(more=True)
+        if word.startswith("#") and room is None and peer is None:
+            room = word[1:]
+        elif word.startswith("@") and room is None and peer is None:
+            peer = word[1:]
+        elif word.isdigit() and limit is None and len(word) < 10:
+            limit = min(int(word), HISTORY_MAX)
+        else:
+            return _usage(usage)
+    return requests.HistoryRequest(room=room or None, peer=peer or None, limit=limit)
+
+
+def _cmd_register(args: str) -> requests.Request:
+    password = args.strip()
+    if not password or " " in password:
+        return _usage("/register PASSWORD (one word)")
+    return requests.Register(password=password)
+
+
+def _cmd_login(args: str) -> requests.Request:
+    parts = args.split()
+    if len(parts) != 2:
+        return _usage("/login NAME PASSWORD")
+    return requests.Login(name=parts[0], password=parts[1])
+
+
+def _cmd_password(args: str) -> requests.Request:
+    parts = args.split()
+    if len(parts) != 2:
+        return _usage("/password OLD NEW")
+    return requests.ChangePassword(old=parts[0], new=parts[1])
+
+
+def _moderation(action: str) -> Callable[[str], requests.Request]:
+    def parse(args: str) -> requests.Request:
+        room: str | None = None
+        args = args.strip()
+        if args.startswith("#"):
+            word, args = _split(args)
+            room = _room_arg(word)
+        target, reason = _split(args)
+        if not target:
+            return _usage(f"/{action} [#ROOM] {'MASK|NAME' if 'ban' in action else 'NICK'}")
+        return requests.Moderate(action=action, target=target, room=room, reason=reason)
+
+    return parse
+
+
+def _cmd_topiclock(args: str) -> requests.Request:
+    room: str | None = None
+    args = args.strip()
+    if args.startswith("#"):
+        word, args = _split(args)
+        room = _room_arg(word)
+    switch = args.strip().lower()
+    if switch not in ("on", "off"):
+        return _usage("/topiclock [#ROOM] on|off")
+    return requests.TopicLock(locked=switch == "on", room=room)
+
+
 COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
     "join": (_cmd_join, "/join ROOM - join a room (created if new) and make it current"),
     "leave": (_cmd_leave, "/leave [ROOM] [reason] - leave the current or named room"),
@@ -138,6 +212,21 @@ COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
     "nick": (_cmd_nick, "/nick NEW - change your name"),
     "topic": (_cmd_topic, "/topic [#ROOM] [text] - show or set the topic"),
     "quit": (lambda a: requests.QuitRequest(reason=a.strip()), "/quit [reason] - leave the chat"),
+    "history": (
+        _cmd_history,
+        "/history [#ROOM|@ACCOUNT] [N] - last N messages; /history more - older ones",
+    ),
+    "register": (_cmd_register, "/register PASSWORD - register your current name"),
+    "login": (_cmd_login, "/login NAME PASSWORD - log in to your account"),
+    "password": (_cmd_password, "/password OLD NEW - change your password"),
+    "op": (_moderation("op"), "/op [#ROOM] NICK - make NICK an operator of the room"),
+    "deop": (_moderation("deop"), "/deop [#ROOM] NICK - take operator status away"),
+    "kick": (_moderation("kick"), "/kick [#ROOM] NICK [reason] - put NICK out of the room"),
+    "ban": (_moderation("ban"), "/ban [#ROOM] MASK|NAME - ban a nick!user@host mask or account"),
+    "unban": (_moderation("unban"), "/unban [#ROOM] MASK|NAME - lift a ban"),
+    "mute": (_moderation("mute"), "/mute [#ROOM] NICK - NICK can no longer speak in the room"),
+    "unmute": (_moderation("unmute"), "/unmute [#ROOM] NICK - lift a mute"),
+    "topiclock": (_cmd_topiclock, "/topiclock [#ROOM] on|off - only operators set the topic"),
     "help": (lambda _: requests.Help(), "/help - this list"),
 }
 ALIASES = {"part": "leave", "list": "rooms", "names": "who", "query": "msg", "exit": "quit"}
@@ -162,8 +251,44 @@ def parse_text_command(line: str) -> requests.Request:
     return entry[0](args)
 
 
+def parse_first_line(line: str) -> requests.Request:
+    """A text-mode user's first line: `name`, `name password`, or `/login name password`."""
+    words = line.split()
+    if len(words) == 3 and words[0].lower() == "/login":
+        words = words[1:]
+    if len(words) == 2:
+        return requests.Hello(name=words[0], password=words[1], first_line=line.strip())
+    return requests.Hello(name=line.strip())
+
+
+def history_time(ts: float, now: float | None = None) -> str:
+    """`12:01` for a message of the last 20 hours, else `2026-11-24 12:01` (UTC)."""
+    now = time.time() if now is None else now
+    pattern = "%H:%M" if now - ts < 20 * 3600 else "%Y-%m-%d %H:%M"
+    return time.strftime(pattern, time.gmtime(ts))
+
+
+def _render_history(event: Event, several_rooms: bool) -> str | None:
+    """A stored message: `(history) [12:01] alice: text`."""
+    if isinstance(event, events.RoomMessage | events.PrivateMessage):
+        event = replace(event, history=False)
+    match event:
+        case events.RoomMessage():
+            line = render_text(event, several_rooms)
+        case events.PrivateMessage():
+            if event.kind == events.ACTION:
+                line = f"[private] * {event.sender} {event.text}"
+            else:
+                line = f"[private] {event.sender} -> {event.target}: {event.text}"
+        case _:
+            return None
+    return f"(history) [{history_time(event.ts)}] {line}"
+
+
 def render_text(event: Event, several_rooms: bool) -> str | None:
     """How a text-mode user sees `event` (one or more lines, no terminator), or None."""
+    if getattr(event, "history", False):
+        return _render_history(event, several_rooms)
     match event:
         case events.RoomMessage():
             where = f"[{event.room}] " if several_rooms else ""
@@ -222,7 +347,33 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return f"--- wallops from {event.sender}: {event.text}"
         case events.Killed():
             return f"!!! {event.by} disconnected you: {event.reason}"
+        case events.HistoryPage():
+            return _render_page(event)
+        case events.LoggedIn():
+            return f"--- you are logged in as {event.account}"
+        case events.Moderated():
+            template = _MODERATION_TEXT.get(event.action, "--- {by}: {action} {target} in {room}")
+            return template.format(
+                by=event.by, action=event.action, target=event.target, room=event.room
+            )
     return None
+
+
+_MODERATION_TEXT = {
+    "mute": "--- {by} muted {target} in {room}",
+    "unmute": "--- {by} unmuted {target} in {room}",
+}
+
+
+def _render_page(page: events.HistoryPage) -> str:
+    where = page.room if page.room is not None else f"your conversation with {page.peer}"
+    if not page.messages:
+        return f"--- no (more) history in {where}"
+    lines = [f"--- history of {where}:"]
+    lines += [line for m in page.messages if (line := _render_history(m, True)) is not None]
+    if page.more:
+        lines.append("--- /history more shows older messages")
+    return "\n".join(lines)
 
 
 class LineProtocol:
@@ -267,7 +418,7 @@ class LineProtocol:
             elif self.registered:
                 yield parse_text_command(line)
             else:
-                yield requests.Hello(name=line.strip())
+                yield parse_first_line(line)
 
     # Until the first line shows the mode, speak text: a person behind nc reads it, and
     # JSON clients send their hello at once.

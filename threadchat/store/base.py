@@ -10,6 +10,7 @@ the store, unique and increasing in commit order, never reused (not even after a
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -174,6 +175,22 @@ class Store(Protocol):
         Returns the stored message with its id and ts. Raises StoreError if the commit failed
         or was not confirmed within `timeout` seconds (None: the backend's default).
         """
+        ...
+
+    def append_async(
+        self,
+        *,
+        sender: str,
+        text: str,
+        room: str | None = None,
+        target: str | None = None,
+        sender_account: str | None = None,
+        target_account: str | None = None,
+        action: bool = False,
+    ) -> Future[StoredMessage]:
+        """Queue the same write as append() without waiting: the Future completes with the
+        stored message once committed, or fails with StoreError. Lets one thread have several
+        messages in one group commit (a reader thread handling a burst of lines)."""
         ...
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:

@@ -234,6 +234,10 @@ class SQLiteStore:
 
     def _submit(self, fn: Callable[[sqlite3.Connection], _T], timeout: float | None) -> _T:
         """Run `fn(conn)` in the writer's transaction; return its result once committed."""
+        return wait_for(self._enqueue(fn), timeout)
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], _T]) -> Future[_T]:
+        """Queue `fn(conn)` for the writer; the Future completes once it is committed."""
         job = _Job(fn)
         with self._state_lock:
             if self._closed:
@@ -242,11 +246,7 @@ class SQLiteStore:
                 self._queue.put_nowait(job)
             except queue.Full:
                 raise StoreError("too many pending writes; the disk cannot keep up") from None
-        wait = WRITE_TIMEOUT if timeout is None else timeout
-        try:
-            return job.future.result(timeout=wait)
-        except TimeoutError:
-            raise StoreError(f"write not confirmed within {wait:g}s") from None
+        return job.future
 
     def _writer_loop(self) -> None:
         conn = self._wconn
@@ -385,6 +385,28 @@ class SQLiteStore:
         action: bool = False,
         timeout: float | None = None,
     ) -> StoredMessage:
+        future = self.append_async(
+            sender=sender,
+            text=text,
+            room=room,
+            target=target,
+            sender_account=sender_account,
+            target_account=target_account,
+            action=action,
+        )
+        return wait_for(future, timeout)
+
+    def append_async(
+        self,
+        *,
+        sender: str,
+        text: str,
+        room: str | None = None,
+        target: str | None = None,
+        sender_account: str | None = None,
+        target_account: str | None = None,
+        action: bool = False,
+    ) -> Future[StoredMessage]:
         if (room is None) == (target is None):
             raise ValueError("exactly one of room and target must be given")
         room_key = fold(room) if room is not None else None
@@ -415,7 +437,7 @@ class SQLiteStore:
                 target_account=target_account,
             )
 
-        return self._submit(insert, timeout)
+        return self._enqueue(insert)
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
         return self._history("room_key = ?", (fold(room),), query)
@@ -667,6 +689,18 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_for(future: Future[_T], timeout: float | None) -> _T:
+    """The result of a write Future, waiting at most `timeout` (None: WRITE_TIMEOUT) seconds.
+
+    Raises StoreError when the write failed or was not confirmed in time.
+    """
+    wait = WRITE_TIMEOUT if timeout is None else timeout
+    try:
+        return future.result(timeout=wait)
+    except TimeoutError:
+        raise StoreError(f"write not confirmed within {wait:g}s") from None
 
 
 def _column(ref: Ref) -> str:

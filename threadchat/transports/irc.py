@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from threadchat import __version__, events, names
+from threadchat import __version__, events, irc_accounts, names
 from threadchat.events import Event
 from threadchat.hub import MAX_BANS, HubError, ModeChange, RoomState, User
 from threadchat.protocols.irc import (
@@ -69,9 +69,9 @@ log = logging.getLogger(__name__)
 VERSION = f"threadchat-{__version__}"
 STARTED = time.time()
 
-# Capabilities we offer. `sasl` (PLAIN) and `draft/chathistory` are added here once accounts
-# and history exist (the history issue); announcing them before they work would make
-# clients wait for an authentication or history that never comes.
+# Capabilities we offer. `sasl` (PLAIN) is added per connection when the server has accounts
+# (irc_accounts.py); `draft/chathistory` once it is implemented: announcing it before it works
+# would make clients wait for history that never comes.
 OFFERED_CAPS: dict[str, str | None] = {
     "cap-notify": None,
     "multi-prefix": None,
@@ -163,6 +163,7 @@ _HUB_NUMERICS: dict[str, Numeric] = {
     "room_full": Numeric.ERR_CHANNELISFULL,
     "moderated": Numeric.ERR_CANNOTSENDTOCHAN,
     "name_in_use": Numeric.ERR_NICKNAMEINUSE,
+    "name_registered": Numeric.ERR_NICKNAMEINUSE,
     "invalid_name": Numeric.ERR_ERRONEUSNICKNAME,
     "not_privileged": Numeric.ERR_NOPRIVILEGES,
 }
@@ -176,7 +177,13 @@ class IrcConnection(TcpConnection):
         self.hub = server.hub
         self.server_name = server.config.server_name
         self.reader = IrcLineReader()
-        self.reg = Registration(self.server_name, OFFERED_CAPS)
+        offered = OFFERED_CAPS
+        if self.hub.accounts is not None:
+            offered = {**OFFERED_CAPS, "sasl": irc_accounts.MECHANISMS}
+        self.reg = Registration(self.server_name, offered)
+        # Accounts (irc_accounts.py): logged in by SASL before registration; and at it.
+        self.sasl_account: str | None = None
+        self.registered_account: str | None = None
         # Replaced, never mutated: fan-out on other threads reads it without a lock.
         self.caps = frozenset()
         self.user: User | None = None
@@ -307,7 +314,9 @@ class IrcConnection(TcpConnection):
             self.error(Numeric.ERR_USERNOTINCHANNEL, nick, channel)
         elif problem.code == "user_in_room":
             self.error(Numeric.ERR_USERONCHANNEL, nick, channel)
-        elif problem.code in ("no_such_nick", "name_in_use", "invalid_name"):
+        elif problem.code in ("no_such_nick", "name_in_use", "invalid_name", "name_registered"):
+            if problem.code == "name_registered":
+                self.notice(f"*** {problem.message}")
             self.error(_HUB_NUMERICS[problem.code], nick)
         elif numeric is Numeric.ERR_NOPRIVILEGES:
             self.error(numeric)
@@ -442,13 +451,21 @@ class IrcConnection(TcpConnection):
         assert nick is not None
         ident = "~" + (_IDENT_BAD.sub("", self.reg.username or "")[: USERLEN - 1] or "user")
         realname = (self.reg.realname or "")[:REALNAME_MAX]
+        account = irc_accounts.account_for_registration(self, nick)
+        identity = {"account": account} if account is not None else {}
         try:
-            user = self.hub.register(self, nick, username=ident, realname=realname, host=self.host)
+            user = self.hub.register(
+                self, nick, username=ident, realname=realname, host=self.host, **identity
+            )
         except HubError as problem:
+            if problem.code == "name_registered":
+                self.notice(f"*** {problem.message}")
             numeric = _HUB_NUMERICS.get(problem.code, Numeric.ERR_ERRONEUSNICKNAME)
             self.send(*self.reg.reject_nick(nick, numeric))
             return
         self.user = user
+        self.registered_account = account
+        irc_accounts.after_registration(self)
         self.reg.complete(nick)
         log.info("%s: registered as %s (irc)", self.label, nick)
         self._welcome()
@@ -603,6 +620,9 @@ class IrcConnection(TcpConnection):
                 if problem.code == "not_in_room":
                     raise HubError("moderated", problem.message) from problem
                 raise
+            return target
+        if irc_accounts.is_nickserv(target) and self.hub.find_user(target) is None:
+            irc_accounts.nickserv(self, text)
             return target
         recipient = self.hub.send_private(self.user, target, text, kind)
         if recipient.away and not notice:
@@ -1083,6 +1103,7 @@ def _bad_word(word: str) -> bool:
 COMMANDS: dict[str, Command] = {
     "CAP": Command(IrcConnection.on_registration, True),
     "PASS": Command(IrcConnection.on_registration, True),
+    "AUTHENTICATE": Command(irc_accounts.on_authenticate, True, 1),  # type: ignore[arg-type]
     "USER": Command(IrcConnection.on_registration, True),
     "NICK": Command(IrcConnection.on_nick, True),
     "PING": Command(IrcConnection.on_ping, True, 1),

@@ -7,7 +7,7 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from threadchat import events
+from threadchat import events, history, requests
 from threadchat.events import Event
 from threadchat.protocols.line import JSON_MODE, LineProtocol
 from threadchat.session import NativeSession, SessionEnded
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from threadchat.server import Server
 
 log = logging.getLogger(__name__)
+
+_PIPELINED = (requests.Say, requests.SendPrivate)
 
 
 class LineConnection(TcpConnection):
@@ -62,14 +64,25 @@ class LineConnection(TcpConnection):
 
     def handle_data(self, data: bytes) -> bool:
         self._ping_sent_at = None
+        # The lines of one recv share one commit (see history.pipelined).
+        with history.pipelined():
+            return self._handle_lines(data)
+
+    def _handle_lines(self, data: bytes) -> bool:
         for request in self.protocol.receive_data(data):
+            if not isinstance(request, _PIPELINED) or self.bucket.enabled:
+                # Nothing may overtake queued messages: not another request, and not the
+                # flush that a flood pause does.
+                history.complete()
             if self.protocol.registered:
                 self.throttle()
             try:
                 self.session.handle(request)
             except SessionEnded as ended:
+                history.complete()
                 self.close_after_flush(ended.reason)
                 return False
+        history.complete()
         if self.protocol.fatal:
             log.warning("%s: no newline in 64 KiB, closing", self.label)
             self.reply(events.Error(code="line_too_long", message="no newline in 64 KiB: closing"))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from threadchat import delivery
 from threadchat.flood import TokenBucket
+from threadchat.tls import TlsChannel
 from threadchat.transports.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -236,6 +237,9 @@ class TcpListener:
                 continue
             try:
                 tune_socket(sock)
+                if self.server.tls_context is not None:
+                    # No I/O here: the handshake runs in the connection's reader thread.
+                    sock = TlsChannel(sock, self.server.tls_context)  # type: ignore[assignment]
                 conn = self.connection_class(self.server, sock, address)
             except OSError as problem:
                 log.warning("%s: dropping new connection: %s", self.name, problem)

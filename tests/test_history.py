@@ -1,0 +1,424 @@
+"""History: every message committed before it is relayed, replay on join, paging, retention."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, JsonClient, LineClient
+
+from threadchat.config import Config
+from threadchat.history import Retention
+from threadchat.server import Server, StartupError
+from threadchat.store import open_store
+from threadchat.store.base import HistoryQuery, Ref, StoreError
+
+
+def text_client(server: Server, name: str) -> LineClient:
+    client = LineClient(server.listener("line").port)
+    client.send(name)
+    client.expect("--- in lobby:")
+    return client
+
+
+def json_client(server: Server, name: str, **hello: object) -> JsonClient:
+    client = JsonClient(server.listener("line").port)
+    client.send_json(type="hello", name=name, **hello)
+    client.expect_event("who", room="lobby")
+    return client
+
+
+def test_relayed_message_carries_its_stored_id_and_time(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    alice, bob = json_client(server, "alice"), json_client(server, "bob")
+    alice.send_json(type="say", room="lobby", text="first", ref=1)
+    alice.expect_event("ok", ref=1)
+    live = bob.expect_event("message", text="first")
+    assert "history" not in live
+    bob.send_json(type="history", room="lobby", ref="h")
+    page = bob.expect_event("history", ref="h")
+    assert [m["text"] for m in page["messages"]] == ["first"]
+    stored = page["messages"][0]
+    assert stored["id"] == live["id"] and stored["ts"] == live["ts"]
+    assert stored["history"] is True and stored["from"] == "alice"
+    assert page["more"] is False
+
+
+def test_join_replays_the_last_messages_marked_as_history(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(history_on_join=3)
+    alice = json_client(server, "alice")
+    for i in range(5):
+        alice.send_json(type="say", room="lobby", text=f"line {i}")
+    alice.send_json(type="say", room="lobby", text="waves", action=True, ref="last")
+    alice.expect_event("ok", ref="last")  # lines are handled in order: all are stored now
+    bob = json_client(server, "bob")  # the join itself (expect_event) is before the replay
+    replay = [bob.read_event() for _ in range(3)]
+    assert [e["text"] for e in replay] == ["line 3", "line 4", "waves"]
+    assert all(e["history"] and e["from"] == "alice" for e in replay)
+    assert replay[2]["action"] is True
+    carol = LineClient(server.listener("line").port)
+    carol.send("carol")
+    line = carol.expect("(history)")
+    assert line.endswith("alice: line 3") and line.startswith("(history) [")
+
+
+def test_text_history_command_and_paging(make_server: Callable[..., Server]) -> None:
+    server = make_server(history_on_join=0)
+    alice = text_client(server, "alice")
+    bob = text_client(server, "bob")
+    for i in range(7):
+        alice.send(f"m{i}")
+    bob.expect("alice: m6")
+    bob.send("/history 3")
+    assert bob.expect("--- history of lobby:")
+    assert [bob.read_line().rsplit(" ", 1)[1] for _ in range(3)] == ["m4", "m5", "m6"]
+    bob.expect("/history more")
+    bob.send("/history more")
+    bob.expect("--- history of lobby:")
+    assert [bob.read_line().rsplit(" ", 1)[1] for _ in range(3)] == ["m1", "m2", "m3"]
+    bob.send("/history more")
+    bob.expect("--- history of lobby:")
+    assert bob.read_line().endswith("m0")
+    bob.send("/history more")
+    bob.expect("--- no (more) history in lobby")
+    bob.send("/history lots")
+    bob.expect("usage: /history")
+
+
+def test_json_history_before_after_and_limits(make_server: Callable[..., Server]) -> None:
+    server = make_server(history_on_join=0)
+    alice = json_client(server, "alice")
+    ids = []
+    for i in range(10):
+        alice.send_json(type="say", room="lobby", text=f"m{i}", ref=i)
+        alice.expect_event("ok", ref=i)
+    alice.send_json(type="history", limit=100)
+    ids = [m["id"] for m in alice.expect_event("history")["messages"]]
+    assert len(ids) == 10
+    alice.send_json(type="history", before=ids[5], limit=2)
+    assert [m["text"] for m in alice.expect_event("history")["messages"]] == ["m3", "m4"]
+    alice.send_json(type="history", after=ids[5], limit=2)
+    assert [m["text"] for m in alice.expect_event("history")["messages"]] == ["m6", "m7"]
+    alice.send_json(type="history", after=ids[1], before=ids[4])
+    assert [m["text"] for m in alice.expect_event("history")["messages"]] == ["m2", "m3"]
+    alice.send_json(type="history", before="2000-01-01T00:00:00Z")
+    assert alice.expect_event("history")["messages"] == []
+    alice.send_json(type="history", after="2000-01-01T00:00:00.000+00:00", limit=1)
+    assert [m["text"] for m in alice.expect_event("history")["messages"]] == ["m0"]
+    # A huge limit is clamped, not an error and not a huge reply.
+    alice.send_json(type="history", limit=10**12, ref="big")
+    assert len(alice.expect_event("history", ref="big")["messages"]) == 10
+    for bad in ("yesterday", "2026-13-45T00:00:00Z", "2026-11-25T12:00:00", 1.5, True, -1, 2**80):
+        alice.send_json(type="history", before=bad, ref="bad")
+        error = alice.expect_event("error", ref="bad")
+        assert error["code"] == "bad_request" and "before" in error["message"]
+    for bad_limit in (-5, "10", 2.5):
+        alice.send_json(type="history", limit=bad_limit, ref="lim")
+        assert alice.expect_event("error", ref="lim")["code"] == "bad_request"
+
+
+def test_history_of_a_room_needs_membership(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    alice, bob = json_client(server, "alice"), json_client(server, "bob")
+    alice.send_json(type="join", room="secret")
+    alice.expect_event("who", room="secret")
+    alice.send_json(type="say", room="secret", text="only for members", ref=1)
+    alice.expect_event("ok", ref=1)
+    bob.send_json(type="history", room="secret", ref=2)
+    assert bob.expect_event("error", ref=2)["code"] == "not_in_room"
+    bob.send_json(type="history", room="nosuchroom", ref=3)
+    assert bob.expect_event("error", ref=3)["code"] == "not_in_room"
+
+
+def test_sql_metacharacters_are_just_text(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    nasty = "'; DROP TABLE messages; -- \" OR 1=1 %_ \\ \U0001f600"
+    alice = json_client(server, "alice")
+    bob = json_client(server, "bob")
+    alice.send_json(type="join", room="x.-_y")
+    alice.expect_event("who", room="x.-_y")
+    alice.send_json(type="say", room="x.-_y", text=nasty, ref=1)
+    alice.expect_event("ok", ref=1)
+    alice.send_json(type="say", room="lobby", text=nasty, ref=2)
+    bob.expect_event("message", text=nasty)
+    alice.send_json(type="history", room="x.-_y")
+    assert [m["text"] for m in alice.expect_event("history")["messages"]] == [nasty]
+    alice.send_json(type="history", room="lobby", ref=3)
+    assert alice.expect_event("history", ref=3)["messages"][-1]["text"] == nasty
+    alice.send_json(type="join", room="a'; DROP TABLE rooms; --", ref=4)
+    assert alice.expect_event("error", ref=4)["code"] == "invalid_room"
+
+
+def test_restart_with_the_same_data_directory_keeps_history(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    first = make_server(data_dir=str(tmp_path))
+    alice = json_client(first, "alice")
+    for i in range(3):
+        alice.send_json(type="say", room="lobby", text=f"before restart {i}", ref=i)
+        alice.expect_event("ok", ref=i)
+    alice.close()
+    first.stop()
+    second = make_server(data_dir=str(tmp_path))
+    bob = json_client(second, "bob")
+    replay = [bob.read_event() for _ in range(3)]
+    assert [e["text"] for e in replay] == [f"before restart {i}" for i in range(3)]
+
+
+def test_no_history_relays_without_storing(make_server: Callable[..., Server]) -> None:
+    server = make_server(history=False)
+    alice, bob = json_client(server, "alice"), json_client(server, "bob")
+    alice.send_json(type="say", room="lobby", text="ephemeral")
+    assert bob.expect_event("message", text="ephemeral")
+    bob.send_json(type="history", ref=1)
+    assert bob.expect_event("error", ref=1)["code"] == "history_off"
+    assert server.store is not None
+    assert server.store.room_history("lobby", HistoryQuery.latest(10)) == []
+
+
+def test_a_failing_store_keeps_live_chat_and_tells_the_sender(
+    make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_server()
+    alice, bob = json_client(server, "alice"), json_client(server, "bob")
+    assert server.hub.history is not None
+
+    def broken(**kwargs: object) -> None:
+        raise StoreError("write failed: database or disk is full")
+
+    def broken_later(**kwargs: object) -> Future[None]:
+        future: Future[None] = Future()
+        future.set_exception(StoreError("write failed: database or disk is full"))
+        return future
+
+    monkeypatch.setattr(server.hub.history.store, "append", broken)
+    monkeypatch.setattr(server.hub.history.store, "append_async", broken_later)
+    alice.send_json(type="say", room="lobby", text="still delivered", ref=1)
+    replies: dict[str, dict] = {}
+    while len(replies) < 2:  # the order of the two depends on pipelining; both must come
+        event = alice.read_event()
+        if event["type"] in ("ok", "error"):
+            replies[event["type"]] = event
+    error = replies["error"]
+    assert error["code"] == "not_saved" and error["message"].startswith("message not saved")
+    assert "disk" not in error["message"]  # details go to the operator's log, not to users
+    assert replies["ok"]["ref"] == 1
+    assert bob.expect_event("message", text="still delivered")
+
+
+def test_a_data_directory_that_is_a_file_stops_the_start(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_text("I am a file")
+    server = Server(Config(data_dir=str(not_a_dir)), ephemeral_ports=True)
+    with pytest.raises(StartupError, match="not a directory"):
+        server.start()
+    server.stop()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "threadchat",
+            "serve",
+            "--line-port",
+            "0",
+            "--data-dir",
+            str(not_a_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "not a directory" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_a_read_only_data_directory_stops_the_start(tmp_path: Path) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        server = Server(Config(data_dir=str(read_only)), ephemeral_ports=True)
+        with pytest.raises(StartupError, match="not writable"):
+            server.start()
+        server.stop()
+    finally:
+        read_only.chmod(0o700)
+
+
+def test_retention_purges_old_messages_and_stops(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    try:
+        store.append(sender="alice", text="old", room="lobby")
+        stopping = threading.Event()
+        time.sleep(0.01)  # the message must be older than the (tiny) retention age
+        retention = Retention(store, days=0.001 / 86400, stopping=stopping, interval=60)
+        retention.start()
+        deadline = time.monotonic() + WAIT
+        while store.room_history("lobby", HistoryQuery.latest(5)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.room_history("lobby", HistoryQuery.latest(5)) == []
+        stopping.set()
+        retention.join(WAIT)
+        assert not retention.is_alive()
+    finally:
+        store.close()
+
+
+# -- kill -9 of a server subprocess ----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_subprocess(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "threadchat", "serve", "--line-port", str(port),
+         "--data-dir", str(data_dir), "--flood-rate", "0", "--history-on-join", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise AssertionError("server subprocess exited at start") from None
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError("server subprocess did not start listening")
+
+
+def test_kill_9_loses_no_message_that_anyone_received(tmp_path: Path) -> None:
+    port = _free_port()
+    server = _start_subprocess(port, tmp_path)
+    received: set[str] = set()
+    received_lock = threading.Lock()
+    senders = 4
+    stop = threading.Event()
+    clients = []
+    try:
+        listener = JsonClient(port)
+        listener.send_json(type="hello", name="listener")
+        listener.expect_event("who", room="lobby")
+        for n in range(senders):
+            client = JsonClient(port)
+            client.send_json(type="hello", name=f"sender{n}")
+            client.expect_event("who", room="lobby")
+            clients.append(client)
+
+        def send(client: JsonClient, n: int) -> None:
+            # Sender 0 writes ten lines at a time: they arrive in one read and are committed
+            # together (pipelined); the others one line at a time.
+            per_write = 10 if n == 0 else 1
+            i = 0
+            while not stop.is_set():
+                lines = [
+                    json.dumps({"type": "say", "room": "lobby", "text": f"s{n}-{i + k}"})
+                    for k in range(per_write)
+                ]
+                try:
+                    client.send(*lines)
+                except OSError:
+                    return
+                i += per_write
+                time.sleep(0.001)
+
+        def listen() -> None:
+            while True:
+                try:
+                    event = listener.read_event(timeout=WAIT)
+                except (OSError, EOFError, TimeoutError, json.JSONDecodeError):
+                    return
+                if event["type"] == "message":
+                    with received_lock:
+                        received.add(event["text"])
+
+        threads = [threading.Thread(target=send, args=(c, n)) for n, c in enumerate(clients)]
+        reader = threading.Thread(target=listen)
+        for thread in [*threads, reader]:
+            thread.start()
+        deadline = time.monotonic() + WAIT
+        while len(received) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.send_signal(signal.SIGKILL)
+        server.wait(WAIT)
+        stop.set()
+        for thread in [*threads, reader]:
+            thread.join(WAIT)
+    finally:
+        stop.set()
+        if server.poll() is None:
+            server.kill()
+            server.wait(WAIT)
+    assert len(received) >= 2000
+    store = open_store(tmp_path)
+    try:
+        stored: set[str] = set()
+        last = None
+        while True:
+            query = HistoryQuery.latest(500) if last is None else HistoryQuery.before(last, 500)
+            page = store.room_history("lobby", query)
+            if not page:
+                break
+            stored.update(m.text for m in page)
+            last = Ref.msgid(page[0].id)
+    finally:
+        store.close()
+    missing = received - stored
+    assert not missing, f"{len(missing)} received messages missing after kill -9"
+
+
+def test_lines_of_one_write_are_relayed_in_order_with_other_requests(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    watcher = json_client(server, "watcher")
+    chatty = LineClient(server.listener("line").port)
+    chatty.send("chatty")
+    watcher.expect_event("join", name="chatty")
+    # One write: messages, a leave, a message to nowhere, a quit. Queued messages must go
+    # out before the leave is seen, and all of them stored.
+    chatty.send("one", "two", "/leave lobby", "three", "/join lobby", "four", "/quit bye")
+    seen = []
+    while not seen or seen[-1] != ("quit", "bye"):
+        event = watcher.read_event()
+        if event["type"] in ("message", "leave", "join", "quit"):
+            seen.append((event["type"], event.get("text") or event.get("reason") or event["name"]))
+    assert seen == [
+        ("message", "one"),
+        ("message", "two"),
+        ("leave", "chatty"),
+        ("join", "chatty"),
+        ("message", "four"),
+        ("quit", "bye"),
+    ]
+    assert server.store is not None
+    stored = server.store.room_history("lobby", HistoryQuery.latest(10))
+    assert [m.text for m in stored] == ["one", "two", "four"]
+
+
+def test_retention_runs_only_when_configured_and_stops_with_the_server(
+    make_server: Callable[..., Server],
+) -> None:
+    forever = make_server()
+    assert forever._retention is None
+    server = make_server(history_days=30)
+    assert server._retention is not None and server._retention.is_alive()
+    server.stop()
+    assert not server._retention.is_alive()

@@ -1,0 +1,319 @@
+"""Accounts: registration, login with rate limits, and who may use a registered name.
+
+`AccountService` is protocol-neutral: the native session uses it for /register, /login,
+/password and `hello` with a password; the IRC transport can use `authenticate` for SASL PLAIN,
+PASS and NickServ IDENTIFY, and the hub calls `check_name` whenever someone takes a nick.
+
+Enforcement of registered names:
+- "strict" (default): a guest cannot take a registered name; the refusal says how to log in.
+- "grace": the guest gets the name, and is renamed to GuestNNNNN after GRACE_PERIOD seconds
+  unless they log in to that account meanwhile (`tick`, driven by the server's housekeeper).
+
+Passwords never appear in a log line, an error or a repr: requests keep them out of their
+reprs, and nothing here formats one.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from threadchat import events, names
+from threadchat.hub import HubError, User
+from threadchat.store.base import AccountExistsError, Store, StoreError
+from threadchat.store.passwords import MAX_PASSWORD_BYTES
+
+if TYPE_CHECKING:
+    from threadchat import requests
+    from threadchat.hub import Hub
+    from threadchat.session import NativeSession
+
+log = logging.getLogger(__name__)
+
+STRICT = "strict"
+GRACE = "grace"
+ENFORCEMENT_MODES = (STRICT, GRACE)
+
+# Shortest password accepted at registration: below this, online guessing within the rate
+# limits below becomes realistic.
+MIN_PASSWORD = 8
+# How long a guest may hold a registered name in grace mode before being renamed.
+GRACE_PERIOD = 30.0
+# Failed logins counted over this window...
+FAIL_WINDOW = 300.0
+# ...at most this many per account name: slows guessing one account to a crawl (5 guesses per
+# 5 minutes) while a person who mistypes a few times is not locked out for long.
+MAX_FAILS_PER_ACCOUNT = 5
+# ...and at most this many per client address: one address guessing many accounts. Higher,
+# because several people may share an address (NAT, a university).
+MAX_FAILS_PER_ADDRESS = 20
+# Keys (account names + addresses) tracked at most; beyond that the oldest are forgotten, so
+# an attacker cycling through names cannot grow the table without bound.
+MAX_TRACKED = 10_000
+
+BAD_LOGIN = "invalid account name or password"
+
+
+class AuthError(HubError):
+    """A login or registration refused; `message` never says whether an account exists."""
+
+
+class _Failures:
+    """Failed attempts per key within FAIL_WINDOW. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: collections.OrderedDict[str, collections.deque[float]] = (
+            collections.OrderedDict()
+        )
+
+    def count(self, key: str) -> tuple[int, float]:
+        """Failures within the window, and seconds until the oldest of them expires."""
+        now = self._clock()
+        with self._lock:
+            times = self._seen.get(key)
+            if not times:
+                return 0, 0.0
+            while times and now - times[0] > FAIL_WINDOW:
+                times.popleft()
+            if not times:
+                del self._seen[key]
+                return 0, 0.0
+            return len(times), FAIL_WINDOW - (now - times[0])
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            times = self._seen.pop(key, None) or collections.deque()
+            times.append(self._clock())
+            self._seen[key] = times
+            while len(self._seen) > MAX_TRACKED:
+                self._seen.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+
+
+def _host(address: str) -> str:
+    """The host part of "host:port" labels, so that a client's ports share one budget."""
+    host, sep, port = address.rpartition(":")
+    return host if sep and port.isdigit() else address
+
+
+def check_password_shape(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AuthError("weak_password", f"a password has at least {MIN_PASSWORD} characters")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise AuthError("bad_request", f"a password has at most {MAX_PASSWORD_BYTES} bytes")
+
+
+class AccountService:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        enforcement: str = STRICT,
+        admins: list[str] | tuple[str, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if enforcement not in ENFORCEMENT_MODES:
+            raise ValueError(f"nick enforcement must be one of {', '.join(ENFORCEMENT_MODES)}")
+        self.store = store
+        self.enforcement = enforcement
+        self.admins = frozenset(names.fold(a) for a in admins)
+        self._clock = clock
+        self._failures = _Failures(clock)
+        # Grace mode: folded nick -> when its guest holder is renamed unless logged in.
+        self._grace: dict[str, float] = {}
+        self._grace_lock = threading.Lock()
+
+    # -- the API every protocol uses --------------------------------------------------------
+
+    def authenticate(self, name: str, password: str, address: str) -> str:
+        """Check a login; return the account name (as given) or raise AuthError.
+
+        Rate-limited per account name and per client address. The error is the same whether
+        or not the account exists, and a missing account costs the same time as a wrong
+        password (the store burns a hash), so neither reveals which names are registered.
+        """
+        account_key, host_key = "a:" + names.fold(name), "h:" + _host(address)
+        for key, most in ((account_key, MAX_FAILS_PER_ACCOUNT), (host_key, MAX_FAILS_PER_ADDRESS)):
+            count, wait = self._failures.count(key)
+            if count >= most:
+                raise AuthError(
+                    "rate_limited", f"too many failed logins; try again in {int(wait) + 1} s"
+                )
+        try:
+            ok = (
+                bool(name)
+                and not names.nick_error(name)
+                and len(password.encode()) <= MAX_PASSWORD_BYTES
+                and self.store.verify_password(name, password)
+            )
+        except StoreError as problem:
+            log.error("login check failed: %s", problem)
+            raise AuthError("auth_failed", "logins are not possible right now") from None
+        if not ok:
+            self._failures.add(account_key)
+            self._failures.add(host_key)
+            log.info("failed login for %r from %s", name, address)
+            raise AuthError("bad_login", BAD_LOGIN)
+        self._failures.clear(account_key)
+        return name
+
+    def register(self, name: str, password: str) -> None:
+        """Create the account `name`; raises AuthError (taken, weak password, store failure)."""
+        check_password_shape(password)
+        try:
+            self.store.create_account(name, password)
+        except AccountExistsError:
+            raise AuthError("name_registered", f"{name} is already registered") from None
+        except StoreError as problem:
+            log.error("registration failed: %s", problem)
+            raise AuthError("auth_failed", "registration is not possible right now") from None
+        log.info("account %s registered", name)
+
+    def change_password(self, account: str, old: str, new: str, address: str) -> None:
+        check_password_shape(new)
+        self.authenticate(account, old, address)  # rate limits apply to guessing OLD too
+        try:
+            changed = self.store.change_password(account, old, new)
+        except StoreError as problem:
+            log.error("password change failed: %s", problem)
+            raise AuthError("auth_failed", "the password cannot be changed right now") from None
+        if not changed:
+            raise AuthError("bad_login", BAD_LOGIN)
+
+    def is_registered(self, name: str) -> bool:
+        try:
+            return self.store.account_exists(name)
+        except StoreError as problem:
+            log.error("account lookup failed: %s", problem)
+            return False
+
+    def is_admin(self, account: str | None) -> bool:
+        return account is not None and names.fold(account) in self.admins
+
+    def check_name(self, nick: str, account: str | None) -> None:
+        """May someone logged in to `account` (None: a guest) take `nick`? Raises HubError.
+
+        Called by the hub before a registration or nick change. In grace mode a guest may,
+        and is renamed after GRACE_PERIOD unless they log in.
+        """
+        if account is not None and names.fold(account) == names.fold(nick):
+            return
+        if not self.is_registered(nick):
+            return
+        if self.enforcement == GRACE:
+            with self._grace_lock:
+                self._grace[names.fold(nick)] = self._clock() + GRACE_PERIOD
+            return
+        raise HubError(
+            "name_registered",
+            f"the name {nick} is registered. If it is yours, log in: give `{nick} PASSWORD` "
+            f"as your first line, or /login {nick} PASSWORD (JSON: hello with a password; "
+            "IRC: SASL or PASS). Otherwise choose another name.",
+        )
+
+    def in_grace(self, nick: str) -> bool:
+        with self._grace_lock:
+            return names.fold(nick) in self._grace
+
+    def logged_in(self, hub: Hub, user: User, account: str) -> None:
+        """Mark `user` as logged in to `account` (admins get server operator status)."""
+        with hub.locked():
+            user.account = account
+            if self.is_admin(account):
+                user.modes.add("o")
+        with self._grace_lock:
+            self._grace.pop(names.fold(account), None)
+        if hub.moderation is not None:
+            hub.moderation.logged_in(user)
+
+    def tick(self, hub: Hub) -> None:
+        """Rename guests whose grace period ran out (called about once a second)."""
+        now = self._clock()
+        with self._grace_lock:
+            due = [nick for nick, deadline in self._grace.items() if deadline <= now]
+            for nick in due:
+                del self._grace[nick]
+        for nick in due:
+            user = hub.find_user(nick)
+            if user is None or (user.account and names.fold(user.account) == nick):
+                continue
+            for _ in range(5):
+                guest = f"Guest{secrets.randbelow(100000):05d}"
+                try:
+                    hub.change_nick(user, guest)
+                except HubError:
+                    continue
+                log.info("%s did not log in within %gs, renamed to %s", nick, GRACE_PERIOD, guest)
+                break
+
+
+# -- the native session's side ----------------------------------------------------------------
+
+
+def _service(session: NativeSession) -> AccountService:
+    service = session.hub.accounts
+    if service is None:
+        raise HubError("accounts_off", "this server has no accounts")
+    return service
+
+
+def login_on_hello(session: NativeSession, request: requests.Hello) -> str:
+    """Authenticate a hello that carries a password; the account to register the user with."""
+    assert request.password is not None
+    return _service(session).authenticate(request.name, request.password, session.label)
+
+
+def grace_notice(session: NativeSession) -> None:
+    service = session.hub.accounts
+    user = session.user
+    if service and user and user.account is None and service.in_grace(user.nick):
+        text = (
+            f"the name {user.nick} is registered: /login {user.nick} PASSWORD "
+            f"within {GRACE_PERIOD:g} s, or you will be renamed"
+        )
+        session.reply(events.Notice(text=text))
+
+
+def handle_register(session: NativeSession, request: requests.Register) -> bool:
+    service, user = _service(session), session.user
+    assert user is not None
+    if user.account is not None:
+        raise HubError("bad_request", f"you are already logged in as {user.account}")
+    service.register(user.nick, request.password)
+    service.logged_in(session.hub, user, user.nick)
+    session.reply(events.LoggedIn(account=user.nick, ref=request.ref))
+    return True
+
+
+def handle_login(session: NativeSession, request: requests.Login) -> bool:
+    service, user = _service(session), session.user
+    assert user is not None
+    account = service.authenticate(request.name, request.password, session.label)
+    service.logged_in(session.hub, user, account)
+    session.reply(events.LoggedIn(account=account, ref=request.ref))
+    if names.fold(user.nick) != names.fold(account):
+        try:
+            session.hub.change_nick(user, account)
+        except HubError:
+            session.reply(events.Notice(text=f"{account} is in use; you keep the name {user.nick}"))
+    return True
+
+
+def handle_password(session: NativeSession, request: requests.ChangePassword) -> bool:
+    service, user = _service(session), session.user
+    assert user is not None
+    if user.account is None:
+        raise HubError("not_logged_in", "log in first (/login NAME PASSWORD)")
+    service.change_password(user.account, request.old, request.new, session.label)
+    session.reply(events.Notice(text="your password has been changed"))
+    return False

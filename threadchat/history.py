@@ -1,0 +1,380 @@
+"""Message history: commit before relay, replay on join, history pages, retention.
+
+`MessageLog` is the hub's `history` service. The hub calls `record` for every room and private
+message *before* relaying it, outside the hub lock; `record` returns only once the store has
+committed the message (group commit: concurrent senders share one commit), and the relayed
+event then carries the stored id and time. So a message any recipient has seen is on disk.
+
+If a write fails later (disk full, file system turned read-only), live chat goes on: the
+message is still relayed with ordinary event ids, and its sender is told "message not saved".
+Refusing to relay would turn a storage problem into a chat outage; the sender knows exactly
+which message is missing from history.
+
+IRC NOTICEs are not stored: they are meant for automatic replies and bots (never answered,
+often noisy), and the store has no kind for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from threadchat import events, names
+from threadchat.events import Event
+from threadchat.hub import HubError, User
+from threadchat.store.base import (
+    MAX_HISTORY_LIMIT,
+    HistoryQuery,
+    Ref,
+    Store,
+    StoredMessage,
+    StoreError,
+    clamp_limit,
+)
+from threadchat.store.sqlite import wait_for
+
+if TYPE_CHECKING:
+    from threadchat import requests
+    from threadchat.session import NativeSession
+
+log = logging.getLogger(__name__)
+
+# How long a sender waits for its message to be committed before it is relayed anyway (with a
+# "not saved" error): longer than any healthy group commit (milliseconds), short enough that a
+# hung disk does not freeze a conversation for long.
+RECORD_TIMEOUT = 5.0
+# Messages a history page holds unless the client asks for another number.
+DEFAULT_PAGE = 50
+# A storage failure is logged at most once per this many seconds: a full disk would otherwise
+# log one error per chat message.
+ERROR_LOG_INTERVAL = 60.0
+# How often the retention thread deletes expired messages. Hourly keeps the database within an
+# hour of the configured age while costing next to nothing.
+RETENTION_INTERVAL = 3600.0
+
+
+Relay = Callable[[dict[str, Any]], None]
+
+# Pipelining: a reader thread that handles several lines from one recv() queues all their
+# writes, waits once (they share one group commit), then relays them in order. The messages
+# still reach nobody before they are committed; the thread just stops paying one commit
+# round-trip per line. Thread-local, like delivery batches.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def pipelined() -> Iterator[None]:
+    """Within this block, messages of this thread are committed and relayed together at its
+    end (or at `complete()`). Re-entrant: only the outermost block completes."""
+    if getattr(_local, "pending", None) is not None:
+        yield
+        return
+    _local.pending = []
+    try:
+        yield
+    finally:
+        try:
+            complete()
+        finally:
+            _local.pending = None
+
+
+def complete() -> None:
+    """Wait for this thread's queued writes and relay their messages, in order.
+
+    A caller must complete before anything that could overtake the queued messages: another
+    request of the same user (a /leave after a line), or sending replies to the network.
+    """
+    pending: list[tuple[Future[StoredMessage], MessageLog, User, Relay]] | None = getattr(
+        _local, "pending", None
+    )
+    if not pending:
+        return
+    batch = pending[:]
+    pending.clear()
+    for future, service, user, relay in batch:
+        try:
+            stored = wait_for(future, RECORD_TIMEOUT)
+            stamp: dict[str, Any] = {"id": stored.id, "ts": stored.ts / 1000}
+        except StoreError as problem:
+            service._report(user, problem)
+            stamp = {}
+        try:
+            relay(stamp)
+        except HubError as problem:
+            # Checked before queueing; only a kick, mute or quit meanwhile gets here. The
+            # message is stored but not relayed, as if it had arrived just after the change.
+            log.debug("%s: queued message not relayed: %s", user.nick, problem.message)
+
+
+def to_event(message: StoredMessage) -> Event:
+    """A stored message as a RoomMessage / PrivateMessage event marked as history."""
+    kind = events.ACTION if message.action else events.TEXT
+    if message.room is not None:
+        return events.RoomMessage(
+            id=message.id,
+            ts=message.ts / 1000,
+            room=message.room,
+            sender=message.sender,
+            text=message.text,
+            kind=kind,
+            account=message.sender_account,
+            history=True,
+        )
+    return events.PrivateMessage(
+        id=message.id,
+        ts=message.ts / 1000,
+        sender=message.sender,
+        target=message.target or "",
+        text=message.text,
+        kind=kind,
+        account=message.sender_account,
+        history=True,
+    )
+
+
+class MessageLog:
+    """Writes messages to the store and reads pages of history back. Thread-safe."""
+
+    def __init__(self, store: Store, *, on_join: int = DEFAULT_PAGE) -> None:
+        self.store = store
+        self.on_join = clamp_limit(on_join)
+        self._last_error_log = 0.0
+
+    # -- writing (called by the hub for every message, outside its lock) --------------------
+
+    def submit(
+        self,
+        user: User,
+        text: str,
+        kind: str,
+        relay: Relay,
+        *,
+        room: str | None = None,
+        target: User | None = None,
+    ) -> None:
+        """Commit a message, then call `relay` with the event fields (id, ts) to relay it with.
+
+        Outside `pipelined()` this happens before returning, and relay's HubError reaches
+        the caller. Inside it the write is only queued; `complete()` relays.
+        """
+        pending = getattr(_local, "pending", None)
+        append_async = getattr(self.store, "append_async", None)
+        if pending is None or kind == events.NOTICE or append_async is None:
+            relay(self.record(user, text, kind, room=room, target=target))
+            return
+        try:
+            future = append_async(
+                sender=user.nick,
+                sender_account=user.account,
+                text=text,
+                action=kind == events.ACTION,
+                room=room,
+                target=target.nick if target is not None else None,
+                target_account=target.account if target is not None else None,
+            )
+        except StoreError as problem:
+            self._report(user, problem)
+            relay({})
+            return
+        pending.append((future, self, user, relay))
+
+    def record(
+        self,
+        user: User,
+        text: str,
+        kind: str,
+        *,
+        room: str | None = None,
+        target: User | None = None,
+    ) -> dict[str, Any]:
+        """Commit one message; return the event fields it must be relayed with (id, ts).
+
+        Returns {} when the message is not stored (a notice, or a failed write: the sender
+        is then sent an error, and the message goes out with ordinary event ids).
+        """
+        if kind == events.NOTICE:
+            return {}
+        try:
+            stored = self.store.append(
+                sender=user.nick,
+                sender_account=user.account,
+                text=text,
+                action=kind == events.ACTION,
+                room=room,
+                target=target.nick if target is not None else None,
+                target_account=target.account if target is not None else None,
+                timeout=RECORD_TIMEOUT,
+            )
+        except StoreError as problem:
+            self._report(user, problem)
+            return {}
+        return {"id": stored.id, "ts": stored.ts / 1000}
+
+    def _report(self, user: User, problem: StoreError) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            log.error("cannot store messages (relaying them anyway): %s", problem)
+        error = events.Error(
+            code="not_saved",
+            message="message not saved: the server cannot write its history right now; "
+            "it was delivered but will be missing from history",
+        )
+        data = user.conn.encode(error)
+        if data:
+            user.conn.send_bytes(data)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def latest(self, room: str, limit: int) -> list[Event]:
+        return [to_event(m) for m in self.store.room_history(room, HistoryQuery.latest(limit))]
+
+    def page(
+        self,
+        *,
+        room: str | None,
+        asker_account: str | None,
+        peer: str | None,
+        before: Ref | None,
+        after: Ref | None,
+        limit: int,
+    ) -> list[StoredMessage]:
+        """One page of a room's history or of a private conversation, oldest first."""
+        if before is not None and after is not None:
+            query = HistoryQuery.between(after, before, limit)
+        elif before is not None:
+            query = HistoryQuery.before(before, limit)
+        elif after is not None:
+            query = HistoryQuery.after(after, limit)
+        else:
+            query = HistoryQuery.latest(limit)
+        if peer is not None:
+            assert asker_account is not None
+            return self.store.private_history(asker_account, peer, query)
+        assert room is not None
+        return self.store.room_history(room, query)
+
+
+# -- the native session's side ----------------------------------------------------------------
+
+
+def replay_on_join(session: NativeSession, room: str) -> None:
+    """Send the room's last messages (marked as history) to a user who just joined it."""
+    service = session.hub.history
+    if service is None or service.on_join == 0:
+        return
+    try:
+        messages = service.latest(room, service.on_join)
+    except StoreError as problem:
+        log.error("cannot read history of %s: %s", room, problem)
+        return
+    for event in messages:
+        session.reply(event)
+    if messages:
+        session.history_cursor = (names.fold(room), None, messages[0].id, service.on_join)
+
+
+def handle_history(session: NativeSession, request: requests.HistoryRequest) -> bool:
+    """Answer a history request with a HistoryPage; True (the reply carries the ref)."""
+    user = session.user
+    service = session.hub.history
+    assert user is not None
+    if service is None:
+        raise HubError("history_off", "this server keeps no history")
+    limit = clamp_limit(DEFAULT_PAGE if request.limit is None else request.limit)
+    room, peer, before = request.room, request.peer, request.before
+    if request.more:
+        cursor = session.history_cursor
+        if cursor is None:
+            raise HubError("bad_request", "nothing to continue; /history first")
+        room, peer, oldest, size = cursor
+        before = Ref.msgid(oldest)
+        if request.limit is None:
+            limit = size
+    if peer is not None:
+        if user.account is None:
+            raise HubError("not_logged_in", "log in to read your private conversations")
+        if names.nick_error(peer):
+            raise HubError("invalid_name", f"{peer} is not an account name")
+        room_name = None
+    else:
+        room_name = room or session.current_room
+        if room_name is None:
+            raise HubError("no_room", "you are in no room; /join ROOM first")
+        with session.hub.locked():
+            # Only members read a room's history: a ban, key or invitation that keeps someone
+            # out must keep them from reading it too.
+            joined = user.rooms.get(names.fold(room_name))
+            room_name = joined.name if joined is not None else None
+        if room_name is None:
+            raise HubError(
+                "not_in_room", f"join {room or session.current_room} to read its history"
+            )
+    try:
+        stored = service.page(
+            room=room_name,
+            asker_account=user.account,
+            peer=peer,
+            before=before,
+            after=request.after,
+            limit=limit,
+        )
+    except StoreError as problem:
+        log.error("history request failed: %s", problem)
+        raise HubError("history_failed", "history cannot be read right now") from None
+    if stored:
+        session.history_cursor = (room_name, peer, stored[0].id, limit)
+    page = events.HistoryPage(
+        room=room_name,
+        peer=peer,
+        messages=tuple(to_event(m) for m in stored),
+        more=limit > 0 and len(stored) == limit and request.after is None,
+        ref=request.ref,
+    )
+    session.reply(page)
+    return True
+
+
+class Retention(threading.Thread):
+    """Deletes messages older than `days` days: once at start, then every `interval` seconds.
+
+    Stops when `stopping` is set; each purge works in bounded chunks (see the store).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        days: float,
+        stopping: threading.Event,
+        interval: float = RETENTION_INTERVAL,
+    ) -> None:
+        super().__init__(name="history-retention", daemon=True)
+        self.store = store
+        self.days = days
+        self.stopping = stopping
+        self.interval = interval
+
+    def purge_once(self) -> int:
+        cutoff = int((time.time() - self.days * 86400) * 1000)
+        deleted = self.store.purge_older_than(cutoff)
+        if deleted:
+            log.info("retention: deleted %d messages older than %g days", deleted, self.days)
+        return deleted
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.purge_once()
+            except StoreError as problem:
+                log.error("retention: purge failed: %s", problem)
+            if self.stopping.wait(self.interval):
+                return
+
+
+__all__ = ["MAX_HISTORY_LIMIT", "MessageLog", "Retention", "handle_history", "replay_on_join"]

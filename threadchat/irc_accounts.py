@@ -1,0 +1,151 @@
+"""Accounts for IRC clients: SASL PLAIN, PASS, and NickServ-style IDENTIFY.
+
+Glue between `transports/irc.py` and `accounts.AccountService`, kept apart so the IRC transport
+only needs a few hooks:
+
+- SASL PLAIN (IRCv3 `sasl` capability, offered when the server has accounts): during CAP
+  negotiation `AUTHENTICATE PLAIN`, then `AUTHENTICATE <base64 of authzid NUL authcid NUL
+  password>`; 900 + 903 on success, 904 on failure. The account is applied at registration.
+- PASS: when the server has no connection password (`irc_password`), a PASS given before
+  registration is the password of the account named like the requested nick.
+- `/msg NickServ IDENTIFY [account] password` after registration.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING
+
+from threadchat import names
+from threadchat.accounts import AuthError
+from threadchat.protocols.irc import Message, Numeric
+
+if TYPE_CHECKING:
+    from threadchat.transports.irc import IrcConnection
+
+log = logging.getLogger(__name__)
+
+# The one SASL mechanism offered: PLAIN needs TLS to be safe on an open network, like PASS.
+MECHANISMS = "PLAIN"
+# IRCv3: SASL payloads come in 400-byte base64 chunks; a PLAIN message needs at most a few
+# (two names and a password), so more than this is an abuse.
+SASL_CHUNK = 400
+MAX_SASL_PAYLOAD = 1200
+NICKSERV = "nickserv"
+
+
+def _numeric(conn: IrcConnection, numeric: Numeric, *params: str) -> None:
+    conn.error(numeric, *params)  # with the numeric's standard text
+
+
+def on_authenticate(conn: IrcConnection, message: Message) -> None:
+    """The AUTHENTICATE command (before registration only)."""
+    accounts = conn.hub.accounts
+    state = conn.__dict__.setdefault("_sasl", {"mechanism": None, "buffer": ""})
+    if accounts is None or conn.user is not None:
+        _numeric(conn, Numeric.ERR_SASLALREADY if conn.user else Numeric.ERR_SASLFAIL)
+        return
+    if conn.sasl_account is not None:
+        _numeric(conn, Numeric.ERR_SASLALREADY)
+        return
+    argument = message.params[0] if message.params else ""
+    if argument == "*":
+        state.update(mechanism=None, buffer="")
+        _numeric(conn, Numeric.ERR_SASLABORTED)
+        return
+    if state["mechanism"] is None:
+        if argument.upper() != MECHANISMS:
+            conn.numeric(Numeric.RPL_SASLMECHS, MECHANISMS, "are the available SASL mechanisms")
+            _numeric(conn, Numeric.ERR_SASLFAIL)
+            return
+        state["mechanism"] = MECHANISMS
+        conn.send(Message("AUTHENTICATE", ["+"]))
+        return
+    if argument != "+":
+        state["buffer"] += argument
+    if len(state["buffer"]) > MAX_SASL_PAYLOAD:
+        state.update(mechanism=None, buffer="")
+        _numeric(conn, Numeric.ERR_SASLTOOLONG)
+        return
+    if len(argument) == SASL_CHUNK:
+        return  # more chunks follow
+    payload, state["buffer"], state["mechanism"] = state["buffer"], "", None
+    try:
+        _authzid, authcid, password = base64.b64decode(payload, validate=True).split(b"\0")
+        name, secret = authcid.decode(), password.decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        _numeric(conn, Numeric.ERR_SASLFAIL)
+        return
+    try:
+        account = accounts.authenticate(name, secret, conn.label)
+    except AuthError as problem:
+        log.info("%s: SASL failed (%s)", conn.label, problem.code)
+        _numeric(conn, Numeric.ERR_SASLFAIL)
+        return
+    conn.sasl_account = account
+    target = conn.reg.nick or "*"
+    conn.send(
+        Message(
+            Numeric.RPL_LOGGEDIN.value,
+            [target, f"{target}!*@{conn.host}", account, f"You are now logged in as {account}"],
+            conn.server_name,
+        )
+    )
+    _numeric(conn, Numeric.RPL_SASLSUCCESS)
+
+
+def account_for_registration(conn: IrcConnection, nick: str) -> str | None:
+    """The account a registering IRC client is logged in to: by SASL, or by PASS when the
+    server has no connection password. None: a guest (also after a wrong PASS, with a
+    NOTICE; the registered-name check then decides whether the nick is allowed)."""
+    if conn.sasl_account is not None:
+        return conn.sasl_account
+    accounts = conn.hub.accounts
+    password = conn.reg.password
+    if accounts is None or password is None or conn.server.config.irc_password is not None:
+        return None
+    try:
+        return accounts.authenticate(nick, password, conn.label)
+    except AuthError as problem:
+        conn.notice(f"*** PASS did not log you in: {problem.message}")
+        return None
+
+
+def after_registration(conn: IrcConnection) -> None:
+    """Mark the new user as logged in to the account found at registration."""
+    account = conn.registered_account
+    accounts = conn.hub.accounts
+    if account is not None and accounts is not None and conn.user is not None:
+        accounts.logged_in(conn.hub, conn.user, account)
+
+
+def is_nickserv(target: str) -> bool:
+    return names.fold(target) == NICKSERV
+
+
+def nickserv(conn: IrcConnection, text: str) -> None:
+    """`IDENTIFY [account] password` (also `LOGIN`); anything else gets a short help."""
+    accounts = conn.hub.accounts
+    user = conn.user
+    assert user is not None
+    words = text.split()
+
+    def reply(line: str) -> None:
+        conn.send(Message("NOTICE", [user.nick, line], "NickServ!NickServ@services"))
+
+    if accounts is None:
+        reply("This server has no accounts.")
+        return
+    if not words or words[0].upper() not in ("IDENTIFY", "LOGIN") or len(words) not in (2, 3):
+        reply("Usage: IDENTIFY [account] password (or log in with SASL PLAIN or PASS)")
+        return
+    name = words[1] if len(words) == 3 else user.nick
+    try:
+        account = accounts.authenticate(name, words[-1], conn.label)
+    except AuthError as problem:
+        reply(problem.message)
+        return
+    accounts.logged_in(conn.hub, user, account)
+    reply(f"You are now identified for {account}.")

@@ -1,0 +1,316 @@
+"""Room moderation and persistence: owners, operators, bans, mutes, topic lock.
+
+`RoomKeeper` is the hub's `moderation` service.
+
+Persistence: a room created by a logged-in user is owned by that account and persists (kept
+while empty, stored on every change, loaded at start); a room created by a guest vanishes when
+its last member leaves, as before. What is stored: topic, owner, modes, key, limit, bans, and
+the *accounts* that are operators or voiced (nicks are not identities: a guest may use any
+free nick, so only an account can carry a grant across sessions).
+
+Rights: the owner account, the room's operators and server operators (admins listed in the
+configuration get user mode "o" when they log in) may op/deop/kick/ban/unban/mute/unmute and
+lock the topic.
+
+Bans: a `nick!user@host` glob, or `~a:ACCOUNT` for an account (matched in Room.is_banned).
+`/ban NAME` bans the account NAME when someone is logged in to it or it is registered,
+otherwise the mask NAME!*@*. Mutes: the same kinds of entries in a per-room set; a muted user
+cannot speak in the room (stored with the bans as `~q:ENTRY`, so the store needs no new table).
+
+Overlap: the IRC transport maps MODE +o/-o/+b/-b/+t/-t and KICK onto these same Room fields;
+`op`, `kick`, `ban` here are the native protocol's way in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from threadchat import delivery, events, names
+from threadchat.hub import MAX_BANS, Hub, HubError, ModeChange, Room, User, _mode_event
+from threadchat.store.base import RoomRecord, Store, StoreError
+
+if TYPE_CHECKING:
+    from threadchat import requests
+    from threadchat.session import NativeSession
+
+log = logging.getLogger(__name__)
+
+MUTE_PREFIX = "~q:"
+ACCOUNT_PREFIX = "~a:"
+# Modes the store keeps (see RoomRecord); others (none today) live only while the room does.
+STORED_MODES = frozenset("tnmikl")
+
+
+@dataclass
+class Grants:
+    """Per-room state that belongs to accounts rather than to connected nicks."""
+
+    operators: set[str] = field(default_factory=set)  # folded account names
+    voiced: set[str] = field(default_factory=set)
+    muted: set[str] = field(default_factory=set)  # masks or ~a:account entries
+
+
+def entry_matches(entry: str, user: User) -> bool:
+    """Whether a ban or mute entry (mask or ~a:account) matches `user`."""
+    entry = names.fold(entry)
+    if entry.startswith(ACCOUNT_PREFIX):
+        return user.account is not None and entry[3:] == names.fold(user.account)
+    return fnmatch.fnmatchcase(names.fold(user.mask), entry)
+
+
+class RoomKeeper:
+    """Moderation rules and room persistence. Methods marked "lock held" run under the hub
+    lock and do no I/O; `save` and the request handlers take it themselves."""
+
+    def __init__(self, hub: Hub, store: Store) -> None:
+        self.hub = hub
+        self.store = store
+        self._grants: dict[str, Grants] = {}  # by folded room name; hub lock guards it
+        # Serialises snapshot + write, so an older snapshot never overwrites a newer one.
+        self._save_lock = threading.Lock()
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def load(self) -> int:
+        """Put every stored room into the hub (at start); return how many."""
+        records = self.store.load_rooms()
+        for record in records:
+            room = Room(
+                name=record.name,
+                created=record.created_ts / 1000,
+                topic=record.topic,
+                topic_by=record.topic_by or "",
+                topic_at=(record.topic_ts or 0) / 1000,
+                owner=record.owner,
+                modes=set(record.modes),
+                password=record.key,
+                limit=record.limit,
+                bans=sorted(b for b in record.bans if not b.startswith(MUTE_PREFIX)),
+                persistent=True,
+            )
+            self._grants[room.key] = Grants(
+                operators={names.fold(a) for a in record.operators},
+                voiced={names.fold(a) for a in record.voiced},
+                muted={b[len(MUTE_PREFIX) :] for b in record.bans if b.startswith(MUTE_PREFIX)},
+            )
+            self.hub.restore_room(room)
+        return len(records)
+
+    def _record(self, room: Room) -> RoomRecord:
+        grants = self._grants.get(room.key, Grants())
+        return RoomRecord(
+            name=room.name,
+            created_ts=int(room.created * 1000),
+            topic=room.topic,
+            topic_by=room.topic_by or None,
+            topic_ts=int(room.topic_at * 1000) if room.topic_at else None,
+            owner=room.owner,
+            operators=frozenset(grants.operators),
+            voiced=frozenset(grants.voiced),
+            modes=frozenset(room.modes & STORED_MODES),
+            key=room.password,
+            limit=room.limit,
+            bans=frozenset(room.bans) | {MUTE_PREFIX + m for m in grants.muted},
+        )
+
+    def save(self, room: Room) -> None:
+        """Store the room's current state if it persists (called without the hub lock)."""
+        with self._save_lock:
+            with self.hub.locked():
+                if not room.persistent:
+                    return
+                record = self._record(room)
+            try:
+                self.store.save_room(record)
+            except StoreError as problem:
+                log.error("cannot save room %s: %s", room.name, problem)
+
+    # -- hooks the hub calls (lock held) ----------------------------------------------------
+
+    def created(self, user: User, room: Room) -> None:
+        if user.account is not None:
+            room.owner = user.account
+            room.persistent = True
+            self._grants[room.key] = Grants()
+
+    def joining(self, user: User, room: Room) -> None:
+        """Give a joining user the operator or voice status their account holds here."""
+        self._apply_grants(user, room)
+
+    def _apply_grants(self, user: User, room: Room) -> None:
+        if user.account is None:
+            return
+        account = names.fold(user.account)
+        grants = self._grants.get(room.key)
+        if (room.owner and names.fold(room.owner) == account) or (
+            grants is not None and account in grants.operators
+        ):
+            room.operators.add(user.key)
+        if grants is not None and account in grants.voiced:
+            room.voiced.add(user.key)
+
+    def is_muted(self, user: User, room: Room) -> bool:
+        grants = self._grants.get(room.key)
+        if grants is None or not grants.muted or self._may_moderate(user, room):
+            return False
+        return any(entry_matches(entry, user) for entry in grants.muted)
+
+    def logged_in(self, user: User) -> None:
+        """After a login: the account's grants in the rooms the user is already in."""
+        with self.hub.locked():
+            for room in user.rooms.values():
+                self._apply_grants(user, room)
+
+    # -- rights -----------------------------------------------------------------------------
+
+    def _may_moderate(self, user: User, room: Room) -> bool:
+        if user.key in room.operators or "o" in user.modes:
+            return True
+        return bool(
+            user.account and room.owner and names.fold(room.owner) == names.fold(user.account)
+        )
+
+    def _room_for(self, user: User, room_name: str) -> Room:
+        room = self.hub.get_room(room_name)
+        if room is None:
+            raise HubError("no_such_room", f"there is no room {room_name}")
+        if not self._may_moderate(user, room):
+            raise HubError("not_operator", f"only operators of {room.name} can do that")
+        return room
+
+    def _entry_for(self, target: str) -> str:
+        """A ban or mute entry for what the moderator typed (no lock held: may query)."""
+        if any(c in target for c in "!@*?") or target.startswith(ACCOUNT_PREFIX):
+            return target
+        online = self.hub.find_user(target)
+        if online is not None and online.account is not None:
+            return ACCOUNT_PREFIX + online.account
+        accounts = self.hub.accounts
+        if online is None and accounts is not None and accounts.is_registered(target):
+            return ACCOUNT_PREFIX + target
+        return f"{target}!*@*"
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def moderate(self, actor: User, room_name: str, action: str, target: str, reason: str) -> None:
+        """Carry out one moderation action; raises HubError when it is not allowed.
+
+        op/deop/ban/unban are room mode changes (+o, -o, +b, -b): members see the same
+        ModeChanged event an IRC MODE produces. mute/unmute have no IRC mode and are shown as a
+        Moderated event; kick as Kicked.
+        """
+        room = self._room_for(actor, room_name)
+        entry = self._entry_for(target) if action in ("ban", "unban", "mute", "unmute") else ""
+        with delivery.batch(), self.hub.locked():
+            grants = self._grants.setdefault(room.key, Grants())
+            match action:
+                case "op" | "deop":
+                    member = self._member(room, target)
+                    change = ModeChange(action == "op", "o", member.nick)
+                    self._apply(actor, room, [change])
+                case "kick":
+                    member = self._member(room, target)
+                    kicked = events.Kicked(
+                        room=room.name, nick=member.nick, by=actor.nick, reason=reason
+                    )
+                    self.hub._fan_out(kicked, list(room.members.values()))
+                    self.hub._remove_member(room, member)
+                    return
+                case "ban":
+                    if len(room.bans) >= MAX_BANS:
+                        raise HubError("too_many", f"{room.name} has {MAX_BANS} bans")
+                    self._apply(actor, room, [ModeChange(True, "b", entry)])
+                case "unban":
+                    for candidate in (entry, target):
+                        if self._apply(actor, room, [ModeChange(False, "b", candidate)]):
+                            break
+                    else:
+                        raise HubError("no_such_ban", f"{target} is not banned here")
+                case "mute" | "unmute":
+                    if action == "mute":
+                        if len(grants.muted) >= MAX_BANS:
+                            raise HubError("too_many", f"{room.name} has {MAX_BANS} mutes")
+                        grants.muted.add(entry)
+                    elif entry in grants.muted or target in grants.muted:
+                        grants.muted.difference_update({entry, target})
+                    else:
+                        raise HubError("no_such_mute", f"{target} is not muted here")
+                    event = events.Moderated(
+                        room=room.name, by=actor.nick, action=action, target=entry
+                    )
+                    self.hub._fan_out(event, list(room.members.values()))
+                case _:
+                    raise HubError("bad_request", f"unknown action {action}")
+        self.save(room)
+
+    def topic_lock(self, actor: User, room_name: str, locked: bool) -> None:
+        """Mode +t / -t: only operators set the topic."""
+        room = self._room_for(actor, room_name)
+        with delivery.batch(), self.hub.locked():
+            self._apply(actor, room, [ModeChange(locked, "t")])
+        self.save(room)
+
+    def _apply(self, actor: User, room: Room, changes: list[ModeChange]) -> list[ModeChange]:
+        """Apply mode changes the way an IRC MODE does and show them (lock held)."""
+        applied = [c for c in (self.hub._apply_mode(room, c) for c in changes) if c is not None]
+        for change in applied:
+            self.mode_applied(room, change)
+        if applied:
+            event = _mode_event(actor.nick, applied, room=room.name)
+            self.hub._fan_out(event, list(room.members.values()))
+        return applied
+
+    def mode_applied(self, room: Room, change: ModeChange) -> None:
+        """Keep account grants in step with +o/-o/+v/-v of a member (lock held).
+
+        Called for native moderation and for IRC MODE (Hub.set_room_modes)."""
+        if change.letter not in "ov" or not room.persistent or change.arg is None:
+            return
+        member = room.members.get(names.fold(change.arg))
+        if member is None or member.account is None:
+            return
+        grants = self._grants.setdefault(room.key, Grants())
+        group = grants.operators if change.letter == "o" else grants.voiced
+        (group.add if change.add else group.discard)(names.fold(member.account))
+
+    @staticmethod
+    def _member(room: Room, nick: str) -> User:
+        member = room.members.get(names.fold(nick))
+        if member is None:
+            raise HubError("no_such_nick", f"{nick} is not in {room.name}")
+        return member
+
+
+# -- the native session's side ----------------------------------------------------------------
+
+
+def _keeper(session: NativeSession) -> RoomKeeper:
+    keeper = session.hub.moderation
+    if keeper is None:
+        raise HubError("moderation_off", "this server has no moderation")
+    return keeper
+
+
+def handle_moderate(session: NativeSession, request: requests.Moderate) -> bool:
+    assert session.user is not None
+    room = request.room or session.current_room
+    if room is None:
+        raise HubError("no_room", "you are in no room; /join ROOM first")
+    _keeper(session).moderate(session.user, room, request.action, request.target, request.reason)
+    return False
+
+
+def handle_topic_lock(session: NativeSession, request: requests.TopicLock) -> bool:
+    assert session.user is not None
+    room = request.room or session.current_room
+    if room is None:
+        raise HubError("no_room", "you are in no room; /join ROOM first")
+    _keeper(session).topic_lock(session.user, room, request.locked)
+    return False
+
+
+__all__ = ["RoomKeeper", "entry_matches", "handle_moderate", "handle_topic_lock"]
