@@ -285,6 +285,8 @@ class SQLiteStore:
                 job.future.set_exception(error)
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        if len(batch) > 1 and self._commit_optimistic(conn, batch):
+            return
         pending = batch
         # Some errors (disk full, I/O error) make SQLite roll back the whole transaction, which
         # undoes the jobs before the failing one too: retry the others in a fresh transaction.
@@ -327,6 +329,28 @@ class SQLiteStore:
                 job.future.set_result(result)
             self._settle_errors(errors)
             return
+
+    def _commit_optimistic(self, conn: sqlite3.Connection, batch: list[_Job]) -> bool:
+        """Commit the batch without a savepoint per job; False (all undone) if any job fails.
+
+        Failures are rare, and a SAVEPOINT/RELEASE pair per message was measured as most of
+        the writer's time; on failure the careful per-job path below runs instead.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return False
+        try:
+            results = [(job, job.fn(conn)) for job in batch]
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return False
+        for job, result in results:
+            job.future.set_result(result)
+        return True
 
     @staticmethod
     def _settle_errors(errors: list[tuple[_Job, BaseException]]) -> None:
