@@ -84,13 +84,25 @@ def pipelined() -> Iterator[None]:
             _local.pending = None
 
 
+def then(callback: Callable[[], None]) -> None:
+    """Run `callback` after this thread's queued messages are committed and relayed (now when
+    nothing is queued). Acknowledgements use it: an `ok` for a message must not reach the
+    sender before the message is durable, or a crash could lose a message it was told is
+    accepted."""
+    pending = getattr(_local, "pending", None)
+    if not pending:
+        callback()
+    else:
+        pending.append((None, None, None, lambda _stamp: callback()))
+
+
 def complete() -> None:
     """Wait for this thread's queued writes and relay their messages, in order.
 
     A caller must complete before anything that could overtake the queued messages: another
     request of the same user (a /leave after a line), or sending replies to the network.
     """
-    pending: list[tuple[Future[StoredMessage], MessageLog, User, Relay]] | None = getattr(
+    pending: list[tuple[Future[StoredMessage] | None, Any, Any, Relay]] | None = getattr(
         _local, "pending", None
     )
     if not pending:
@@ -98,6 +110,9 @@ def complete() -> None:
     batch = pending[:]
     pending.clear()
     for future, service, user, relay in batch:
+        if future is None:
+            relay({})  # a `then` callback
+            continue
         try:
             stored = wait_for(future, RECORD_TIMEOUT)
             stamp: dict[str, Any] = {"id": stored.id, "ts": stored.ts / 1000}

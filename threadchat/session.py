@@ -160,7 +160,13 @@ class NativeSession:
         room = self._room_or_current(request.room)
         kind = events.ACTION if request.action else events.TEXT
         self.hub.say(self.user, room, request.text, kind)
-        return False
+        return self._acknowledge_when_stored(request.ref)
+
+    def _acknowledge_when_stored(self, ref: object) -> bool:
+        if ref is None:
+            return False
+        history.then(lambda: self.reply(events.Ok(ref=ref)))
+        return True
 
     def _on_private(self, request: requests.SendPrivate) -> bool:
         assert self.user is not None
@@ -171,7 +177,7 @@ class NativeSession:
         recipient = self.hub.send_private(self.user, request.target, request.text, kind)
         if recipient.away:
             self.reply(events.Notice(text=f"{recipient.nick} is away: {recipient.away}"))
-        return False
+        return self._acknowledge_when_stored(request.ref)
 
     def _on_nick(self, request: requests.ChangeNick) -> bool:
         assert self.user is not None
