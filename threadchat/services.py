@@ -78,6 +78,8 @@ def stop(server: Server) -> None:
     retention = server._retention
     if retention is not None and retention.is_alive():
         retention.join(RETENTION_JOIN)
+    if server.hub.history is not None:
+        server.hub.history.close()
     store, server.store = server.store, None
     if store is not None:
         with contextlib.suppress(StoreError):

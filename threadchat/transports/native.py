@@ -82,8 +82,8 @@ class LineConnection(TcpConnection):
                 history.complete()
                 self.close_after_flush(ended.reason)
                 return False
-        history.complete()
         if self.protocol.fatal:
+            history.complete()
             log.warning("%s: no newline in 64 KiB, closing", self.label)
             self.reply(events.Error(code="line_too_long", message="no newline in 64 KiB: closing"))
             self.close_after_flush("protocol error")
@@ -100,6 +100,8 @@ class LineConnection(TcpConnection):
         )
 
     def on_close(self, reason: str) -> None:
+        # The user's last messages go out before the others see them leave.
+        history.complete()
         if self.session.user is not None:
             self.server.hub.unregister(self.session.user, reason)
 
