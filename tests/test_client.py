@@ -16,10 +16,11 @@ from conftest import WAIT, JsonClient
 
 from threadchat import requests
 from threadchat.client import render
-from threadchat.client.chat import ChatClient
+from threadchat.client.chat import ChatClient, holds_password
 from threadchat.client.transport import AddressError, parse_address
 from threadchat.protocols import jsonlines
 from threadchat.server import Server
+from threadchat.store.base import Ref
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TS = "2026-11-25T12:34:56.789Z"
@@ -141,6 +142,124 @@ def test_name_colours_are_stable_and_case_insensitive() -> None:
     assert f"\x1b[{code}mbob\x1b[0m" in render.to_ansi(line)
 
 
+# Yesterday (relative to NOW) and the local forms the client shows for it.
+OLD_TS = "2026-11-24T08:15:00.000Z"
+OLD_LOCAL = datetime(2026, 11, 24, 8, 15, tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def stored(text: str, msgid: int, ts: str = OLD_TS, **fields: Any) -> dict[str, Any]:
+    event = {"type": "message", "room": "dev", "from": "bob", "text": text, "action": False}
+    return {**event, "id": msgid, "ts": ts, "history": True, **fields}
+
+
+def test_history_messages_show_their_own_date_and_are_marked_and_dimmed() -> None:
+    assert plain(stored("old news", 7)) == [f"{OLD_LOCAL} (history) [dev] <bob> old news"]
+    today = plain(stored("earlier", 8, ts=TS), room="dev")
+    assert today == [f"{LOCAL_HHMM} (history) <bob> earlier"]
+    private = stored("psst", 9, type="private", to="alice")
+    assert plain(private) == [f"{OLD_LOCAL} (history) [private] <bob> psst"]
+    line = render.render_event(stored("x", 1), me="alice", current_room="dev", now=NOW)[0]
+    code = render.NICK_COLOURS[int(render.nick_style("bob").split(":")[1])]
+    coloured = render.to_ansi(line)
+    assert f"\x1b[2;{code}mbob\x1b[0m" in coloured  # dimmed, still in bob's colour
+    assert re.sub(r"\x1b\[2(;[0-9]+)?m[^\x1b]*\x1b\[0m", "", coloured) == ""  # all dimmed
+    # A live message is not marked.
+    assert "(history)" not in plain({**stored("x", 1), "history": False})[0]
+
+
+def test_history_page_is_shown_oldest_first_with_a_hint_when_more_exist() -> None:
+    page = {
+        "type": "history",
+        "room": "dev",
+        "messages": [stored("second", 12), stored("first", 11)],
+        "more": True,
+        "ts": TS,
+    }
+    assert plain(page) == [
+        f"{LOCAL_HHMM} --- history of dev:",
+        f"{OLD_LOCAL} (history) [dev] <bob> first",
+        f"{OLD_LOCAL} (history) [dev] <bob> second",
+        f"{LOCAL_HHMM} --- /history more shows older messages",
+    ]
+    last = {**page, "more": False, "messages": [stored("only", 3)]}
+    assert plain(last)[-1].endswith("<bob> only")
+    empty = {"type": "history", "with": "bob", "messages": [], "more": False, "ts": TS}
+    assert plain(empty) == [f"{LOCAL_HHMM} --- no (more) history in your conversation with bob"]
+
+
+def test_accounts_moderation_and_other_events() -> None:
+    cases = [
+        ({"type": "logged_in", "account": "alice"}, ["--- you are logged in as alice"]),
+        (
+            {"type": "mode", "room": "dev", "by": "alice", "changes": "+o", "args": ["bob"]},
+            ["--- alice made bob an operator in dev"],
+        ),
+        (
+            {
+                "type": "mode",
+                "room": "dev",
+                "by": "alice",
+                "changes": "+b-o",
+                "args": ["~a:x", "y"],
+            },
+            ["--- alice banned ~a:x, took operator status from y in dev"],
+        ),
+        (
+            {"type": "mode", "room": "dev", "by": "alice", "changes": "-t", "args": []},
+            ["--- alice unlocked the topic in dev"],
+        ),
+        (
+            {"type": "mode", "room": "dev", "by": "alice", "changes": "+k", "args": ["key"]},
+            ["--- alice sets mode +k key on dev"],
+        ),
+        (
+            {"type": "mode", "name": "alice", "by": "alice", "changes": "+i", "args": []},
+            ["--- alice sets mode +i on alice"],
+        ),
+        (
+            {"type": "moderation", "room": "dev", "by": "alice", "action": "mute", "target": "b"},
+            ["--- alice muted b in dev"],
+        ),
+        ({"type": "away", "name": "bob", "away": "lunch"}, ["--- bob is away: lunch"]),
+        ({"type": "away", "name": "bob", "away": None}, ["--- bob is back"]),
+        (
+            {"type": "invite", "room": "dev", "name": "alice", "by": "bob"},
+            ["--- bob invites you to dev (/join dev)"],
+        ),
+        ({"type": "wallops", "from": "root", "text": "reboot"}, ["--- wallops from root: reboot"]),
+        (
+            {"type": "error", "code": "not_saved", "message": "message not saved: disk full"},
+            ["!!! message not saved: disk full"],
+        ),
+    ]
+    for event, expected in cases:
+        assert plain({**event, "ts": TS}) == [f"{LOCAL_HHMM} {line}" for line in expected]
+
+
+def test_controls_in_the_new_events_never_reach_the_terminal() -> None:
+    events = [
+        stored(EVIL, 1, ts=EVIL, room=EVIL, **{"from": EVIL}),
+        {"type": "history", "room": EVIL, "messages": [stored(EVIL, 2, room=EVIL)], "more": True},
+        {"type": "history", "with": EVIL, "messages": [EVIL, None], "more": EVIL},
+        {"type": "logged_in", "account": EVIL},
+        {"type": "mode", "room": EVIL, "by": EVIL, "changes": EVIL, "args": [EVIL, 1]},
+        {"type": "mode", "room": EVIL, "by": EVIL, "changes": "+o", "args": [EVIL]},
+        {"type": "mode", "name": EVIL, "by": EVIL, "changes": EVIL, "args": EVIL},
+        {"type": "moderation", "room": EVIL, "by": EVIL, "action": EVIL, "target": EVIL},
+        {"type": "away", "name": EVIL, "away": EVIL},
+        {"type": "invite", "room": EVIL, "name": EVIL, "by": EVIL},
+        {"type": "wallops", "from": EVIL, "text": EVIL},
+    ]
+    for event in events:
+        lines = render.render_event({"ts": EVIL, **event}, me=EVIL, current_room=None, now=NOW)
+        assert lines, event
+        for line in lines:
+            text = render.to_plain(line)
+            assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]", text), (event, text)
+            coloured = re.sub(r"\x1b\[[0-9;]*m", "", render.to_ansi(line))
+            assert coloured == text
+
+
 # -- request_to_dict, addresses ------------------------------------------------------------
 
 
@@ -163,6 +282,17 @@ def test_name_colours_are_stable_and_case_insensitive() -> None:
         requests.ClientPing(token="x"),
         requests.ClientPong(token="x"),
         requests.QuitRequest(reason="bye"),
+        requests.Hello(name="alice", password="secret-pw"),
+        requests.HistoryRequest(room="dev", limit=20, ref=3),
+        requests.HistoryRequest(peer="bob", before=Ref.msgid(41)),
+        requests.HistoryRequest(after=Ref.at(1_790_000_000_000), before=Ref.at(1_790_000_001_000)),
+        requests.Register(password="secret-pw"),
+        requests.Login(name="alice", password="secret-pw"),
+        requests.ChangePassword(old="secret-pw", new="better-pw"),
+        requests.Moderate(action="kick", target="bob", room="dev", reason="spam"),
+        requests.Moderate(action="ban", target="~a:bob"),
+        requests.TopicLock(locked=False, room="dev"),
+        requests.TopicLock(locked=True),
     ],
 )
 def test_request_to_dict_is_the_inverse_of_parse_request(request_: requests.Request) -> None:
@@ -171,8 +301,9 @@ def test_request_to_dict_is_the_inverse_of_parse_request(request_: requests.Requ
     assert jsonlines.parse_request(json.loads(json.dumps(body))) == request_
 
 
-def test_request_to_dict_has_nothing_for_invalid() -> None:
+def test_request_to_dict_has_nothing_for_invalid_or_text_mode_only() -> None:
     assert jsonlines.request_to_dict(requests.Invalid("x", "y")) is None
+    assert jsonlines.request_to_dict(requests.HistoryRequest(more=True)) is None
 
 
 def test_parse_address() -> None:
@@ -320,6 +451,90 @@ def test_disconnect_reason_is_the_last_notice_only_if_it_came_last() -> None:
     assert h.client.reason() == "connection closed by server"
     h.client.handle_event({"type": "error", "code": "flood", "message": "slow\x1b[2J"})
     assert h.client.reason() == "slow\N{REPLACEMENT CHARACTER}[2J"
+
+
+def test_history_commands_are_translated_and_more_continues_from_the_oldest_shown() -> None:
+    h = Harness()
+    h.register()
+    h.types("/history more")
+    assert h.sent == [] and h.shown == ["!!! nothing to continue; /history first"]
+    h.types("/history", "/history #dev 5", "/history @bob")
+    assert h.sent == [
+        {"type": "history", "room": "lobby", "ref": 1},
+        {"type": "history", "room": "dev", "limit": 5, "ref": 2},
+        {"type": "history", "with": "bob", "ref": 3},
+    ]
+    # The page answering "/history #dev 5" (its ref) sets where "more" goes on.
+    page = {"type": "history", "room": "Dev", "more": True, "ref": 2}
+    h.client.handle_event({**page, "messages": [stored("a", 40), stored("b", 44)]})
+    h.types("/history more")
+    assert h.sent[-1] == {"type": "history", "room": "Dev", "before": 40, "limit": 5, "ref": 4}
+    h.client.handle_event({**page, "messages": [stored("c", 30)], "ref": 4})
+    h.types("/history more")
+    assert h.sent[-1] == {"type": "history", "room": "Dev", "before": 30, "limit": 5, "ref": 5}
+    # A private conversation continues as one.
+    h.client.handle_event(
+        {
+            "type": "history",
+            "with": "bob",
+            "more": True,
+            "ref": 3,
+            "messages": [stored("p", 9, type="private", to="alice")],
+        }
+    )
+    h.types("/history more")
+    assert h.sent[-1] == {"type": "history", "with": "bob", "before": 9, "ref": 6}
+
+
+def test_account_commands_send_passwords_and_never_show_them() -> None:
+    h = Harness()
+    h.register()
+    h.types("/register pw-one-two", "/login alice pw-one-two", "/password pw-one-two pw-three")
+    assert h.sent == [
+        {"type": "register", "password": "pw-one-two"},
+        {"type": "login", "name": "alice", "password": "pw-one-two"},
+        {"type": "password", "old": "pw-one-two", "new": "pw-three"},
+    ]
+    h.types("/register two words", "/login alice")
+    assert h.shown == [
+        "!!! usage: /register PASSWORD (one word)",
+        "!!! usage: /login NAME PASSWORD",
+    ]
+    assert not any("pw-" in line or "words" in line for line in h.shown)
+    assert holds_password("  /LOGIN a b") and holds_password("/password a b")
+    assert holds_password("/register")  # the bare command still counts
+    assert not holds_password("login a b") and not holds_password("//register x")
+    h.client.handle_event({"type": "logged_in", "account": "alice"})
+    assert h.client.account == "alice"
+
+
+def test_moderation_commands_default_to_the_current_room() -> None:
+    h = Harness()
+    h.register()
+    h.types(
+        "/op bob",
+        "/deop #dev bob",
+        "/kick bob flooding the room",
+        "/ban ~a:bob",
+        "/unban bob!*@*",
+        "/mute bob",
+        "/unmute #dev bob",
+        "/topiclock on",
+        "/topiclock #dev off",
+    )
+    assert h.sent == [
+        {"type": "op", "name": "bob", "room": "lobby"},
+        {"type": "deop", "name": "bob", "room": "dev"},
+        {"type": "kick", "name": "bob", "room": "lobby", "reason": "flooding the room"},
+        {"type": "ban", "name": "~a:bob", "room": "lobby"},
+        {"type": "unban", "name": "bob!*@*", "room": "lobby"},
+        {"type": "mute", "name": "bob", "room": "lobby"},
+        {"type": "unmute", "name": "bob", "room": "dev"},
+        {"type": "topiclock", "on": True, "room": "lobby"},
+        {"type": "topiclock", "on": False, "room": "dev"},
+    ]
+    h.types("/topiclock maybe")
+    assert h.shown == ["!!! usage: /topiclock [#ROOM] on|off"]
 
 
 # -- the program end to end ----------------------------------------------------------------
@@ -586,3 +801,62 @@ def test_registration_waits_for_the_hello_answer() -> None:
     h.client.handle_event({"type": "ok", "ref": ref})
     assert h.client.wait_registered(0) == ("registered", "alice")
     assert h.client.current_room == "lobby"
+
+
+def test_history_on_join_and_history_command(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    bob = connect_json("bob")
+    for n in range(3):
+        bob.send_json(type="say", room="lobby", text=f"stored {n}", ref=n)
+        bob.expect_event("ok", ref=n)  # acknowledged once committed
+    alice = run_client(address(server), "--name", "alice")
+    alice.expect("in lobby:")
+    for n in range(3):
+        assert "(history) <bob>" in alice.expect(f"stored {n}")
+    alice.send("/history 2")
+    alice.expect("--- history of lobby:")
+    assert alice.expect("stored 1").endswith("(history) [lobby] <bob> stored 1")
+    alice.expect("stored 2")
+    alice.expect("--- /history more shows older messages")
+    alice.send("/history more")
+    alice.expect("--- history of lobby:")
+    alice.expect("stored 0")
+    alice.send("/history more")
+    alice.expect("--- no (more) history in lobby")
+    alice.send("/history #elsewhere")
+    alice.expect("!!! join elsewhere to read its history")
+    assert alice.finish()[0] == 0
+
+
+def test_register_then_login_from_another_connection(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    watcher = connect_json("watcher")
+    alice = run_client(address(server), "--name", "alice")
+    alice.expect("in lobby:")
+    alice.send("/register sesame-open-42")
+    alice.expect("--- you are logged in as alice")
+    alice.send("/login alice wrong-password")
+    alice.expect("!!! invalid account name or password")
+    code, _ = alice.finish()
+    assert code == 0
+    assert not any("sesame" in line or "wrong-password" in line for line in alice.seen)
+    watcher.expect_event("quit", name="alice")
+
+    # The name is registered now: a guest cannot take it, the account owner logs in to it.
+    guest = run_client(address(server), "--name", "guest1")
+    guest.expect("in lobby:")
+    guest.send("/nick alice")
+    guest.expect("!!! ")
+    guest.send("/login alice sesame-open-42")
+    guest.expect("--- you are logged in as alice")
+    guest.expect("--- guest1 is now known as alice")
+    guest.send("hello as alice")
+    watcher.expect_event("message", room="lobby", text="hello as alice", **{"from": "alice"})
+    assert guest.finish()[0] == 0
+    assert not any("sesame" in line for line in guest.seen)

@@ -1,9 +1,10 @@
 """The client's state and logic, free of terminals and sockets.
 
 `ChatClient` turns what the user types into JSON requests (the text-mode commands of the
-server) and server events into rendered lines, and tracks who the user is and which room
-plain lines go to. Two threads use it: the input thread (`handle_input`) and the receive
-thread (`handle_event`, `handle_closed`); a lock keeps its state consistent between them.
+server, parsed by the server's own parser) and server events into rendered lines, and
+tracks who the user is and which room plain lines go to. Two threads use it: the input
+thread (`handle_input`) and the receive thread (`handle_event`, `handle_closed`); a lock keeps
+its state consistent between them. Passwords typed in commands are sent, never shown.
 """
 
 import threading
@@ -17,6 +18,7 @@ from threadchat.client import render
 from threadchat.client.render import Line
 from threadchat.protocols import jsonlines
 from threadchat.protocols.line import parse_text_command
+from threadchat.store.base import Ref
 
 # Error codes with which the server refuses a name in hello.
 NAME_REFUSALS = frozenset({"name_in_use", "invalid_name"})
@@ -24,9 +26,18 @@ NAME_REFUSALS = frozenset({"name_in_use", "invalid_name"})
 # plain lines go (join, leave, nick); past this it goes on, as a person would.
 REPLY_WAIT = 5.0
 
+# Commands whose arguments hold a password: such a line is never echoed or kept for recall.
+SECRET_COMMANDS = frozenset({"register", "login", "password"})
+
 REGISTERED = "registered"
 REFUSED = "refused"
 CLOSED = "closed"
+
+
+def holds_password(line: str) -> bool:
+    """Whether a typed line carries a password (and must not be shown or kept)."""
+    word = line.lstrip().split(maxsplit=1)[0] if line.strip() else ""
+    return word.startswith("/") and word[1:].lower() in SECRET_COMMANDS
 
 
 class ChatClient:
@@ -54,6 +65,11 @@ class ChatClient:
         self._waiting: dict[int, threading.Event] = {}
         self._echo_on_ok: dict[int, requests.Request] = {}
         self._hello_ref: int | None = None
+        self.account: str | None = None
+        # The history request each outstanding ref asked for: (room, with, limit).
+        self._history_asked: dict[int, tuple[str | None, str | None, int | None]] = {}
+        # Where `/history more` continues: (room, with, oldest id shown, limit asked).
+        self._history_cursor: tuple[str | None, str | None, int, int | None] | None = None
 
     @property
     def current_room(self) -> str | None:
@@ -97,8 +113,18 @@ class ChatClient:
             self.quit(request.reason)
             return False
         room = self.current_room
+        if isinstance(request, requests.HistoryRequest):
+            self._history(request, room)
+            return True
         # Plain lines and room commands without a room mean the current room.
-        defaults_room = requests.Say | requests.LeaveRoom | requests.Who | requests.Topic
+        defaults_room = (
+            requests.Say
+            | requests.LeaveRoom
+            | requests.Who
+            | requests.Topic
+            | requests.Moderate
+            | requests.TopicLock
+        )
         if isinstance(request, defaults_room) and request.room is None:
             if room is None:
                 self._say_locally("you are in no room; /join ROOM first", render.ERROR)
@@ -120,6 +146,31 @@ class ChatClient:
         if self._send(body) and not isinstance(request, requests.SendPrivate):
             self._echo(request)
         return True
+
+    def _history(self, request: requests.HistoryRequest, room: str | None) -> None:
+        # JSON has no "more": the client continues from the oldest message it was shown.
+        if request.more:
+            with self._lock:
+                cursor = self._history_cursor
+            if cursor is None:
+                self._say_locally("nothing to continue; /history first", render.ERROR)
+                return
+            where, peer, oldest, limit = cursor
+            request = requests.HistoryRequest(
+                room=where, peer=peer, before=Ref.msgid(oldest), limit=limit
+            )
+        elif request.room is None and request.peer is None:
+            if room is None:
+                self._say_locally("you are in no room; /join ROOM first", render.ERROR)
+                return
+            request = replace(request, room=room)
+        body = jsonlines.request_to_dict(request)
+        assert body is not None
+        with self._lock:
+            self._next_ref += 1
+            body["ref"] = self._next_ref
+            self._history_asked[self._next_ref] = (request.room, request.peer, request.limit)
+        self._send(body)
 
     def quit(self, reason: str = "") -> None:
         with self._lock:
@@ -205,6 +256,28 @@ class ChatClient:
                 self.rooms = [r for r in self.rooms if names.fold(r) != names.fold(room)]
             case "nick" if self._is_me(event.get("old")):
                 self.me = _text(event, "new") or self.me
+            case "logged_in":
+                self.account = _text(event, "account") or self.account
+            case "history":
+                self._track_history(event)
+
+    def _track_history(self, event: dict[str, Any]) -> None:
+        """Remember where `/history more` continues (lock held)."""
+        ref = event.get("ref")
+        asked = self._history_asked.pop(ref, None) if isinstance(ref, int) else None
+        messages = event.get("messages")
+        ids = (
+            [m.get("id") for m in messages if isinstance(m, dict)]
+            if isinstance(messages, list)
+            else []
+        )
+        ids = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+        if asked is None or not ids:
+            return
+        room, peer, limit = asked
+        # The server's answer names the room as it is spelled; the request may have folded it.
+        room = _text(event, "room") or room
+        self._history_cursor = (room if peer is None else None, peer, min(ids), limit)
 
     def _is_me(self, name: object) -> bool:
         return (

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from threadchat.client import render
-from threadchat.client.chat import CLOSED, REFUSED, REGISTERED, ChatClient
+from threadchat.client.chat import CLOSED, REFUSED, REGISTERED, ChatClient, holds_password
 from threadchat.client.render import Line
 from threadchat.client.transport import (
     DEFAULT_HOST,
@@ -127,10 +127,18 @@ class _TtyUI:
 
     def __init__(self) -> None:
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import InMemoryHistory
+
+        class _History(InMemoryHistory):
+            # Up-arrow recall must not bring a password back on the screen.
+            def append_string(self, string: str) -> None:
+                if not holds_password(string):
+                    super().append_string(string)
 
         # erase_when_done: an accepted line leaves the screen; what it did (the message as
-        # sent, the join) is shown instead, so nothing appears twice.
-        self.session: Any = PromptSession(erase_when_done=True)
+        # sent, the join) is shown instead, so nothing appears twice (and a typed password
+        # does not stay).
+        self.session: Any = PromptSession(erase_when_done=True, history=_History())
         self._print_lock = threading.Lock()
         self._client: ChatClient | None = None
 

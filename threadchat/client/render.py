@@ -24,6 +24,8 @@ INFO = "info"
 NOTICE = "notice"
 ERROR = "error"
 NICK_PREFIX = "nick:"
+# Marks a fragment of a stored (history) message: shown dimmed, in whatever colour it has.
+HISTORY_PREFIX = "history:"
 
 # Foreground colours a name may get: the 12 non-grey ANSI colours that read well on both dark
 # and light backgrounds (black and white would vanish on one of them).
@@ -47,15 +49,24 @@ def nick_style(name: str) -> str:
     return f"{NICK_PREFIX}{index}"
 
 
-def clock(ts: object, now: datetime) -> str:
-    """Local time HH:MM of an RFC 3339 timestamp; `now` when the timestamp is missing or bad."""
+def _local(ts: object, now: datetime) -> datetime:
     when = now
     if isinstance(ts, str):
         with contextlib.suppress(ValueError):
             when = datetime.fromisoformat(ts)
-    if when.tzinfo is not None:
-        when = when.astimezone()
-    return when.strftime("%H:%M")
+    return when.astimezone() if when.tzinfo is not None else when
+
+
+def clock(ts: object, now: datetime) -> str:
+    """Local time HH:MM of an RFC 3339 timestamp; `now` when the timestamp is missing or bad."""
+    return _local(ts, now).strftime("%H:%M")
+
+
+def history_clock(ts: object, now: datetime) -> str:
+    """Local HH:MM of a stored message, preceded by its date unless that is today's."""
+    when = _local(ts, now)
+    today = now.astimezone().date() if now.tzinfo is not None else now.date()
+    return when.strftime("%H:%M" if when.date() == today else "%Y-%m-%d %H:%M")
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -91,11 +102,87 @@ def _info(*parts: Fragment | str) -> Line:
     return [(INFO, part) if isinstance(part, str) else part for part in parts]
 
 
-def _body(event: dict[str, Any], me: str | None, current_room: str | None) -> list[Line]:
+def _history_message(
+    event: dict[str, Any], me: str | None, current_room: str | None, now: datetime
+) -> Line:
+    """A stored message: its own date and time, "(history)", the message, all dimmed."""
+    if event.get("type") not in ("message", "private"):
+        return []
+    body = _message(event, me, current_room)[0]
+    stamp = history_clock(event.get("ts"), now)
+    line = [(TIME, f"{stamp} "), (INFO, "(history) "), *body]
+    return [(HISTORY_PREFIX + style, text) for style, text in line]
+
+
+def _history_page(
+    event: dict[str, Any], me: str | None, current_room: str | None, now: datetime
+) -> list[Line]:
+    peer = wire(event.get("with"))
+    where = f"your conversation with {peer}" if peer else wire(event.get("room"))
+    messages = event.get("messages")
+    stored = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    if all(isinstance(m.get("id"), int) for m in stored):
+        # The server sends pages oldest first; sorting costs nothing and keeps that promise.
+        stored.sort(key=lambda m: m["id"])
+    shown = [line for m in stored if (line := _history_message(m, me, None, now))]
+    if not shown:
+        return [_info(f"--- no (more) history in {where}")]
+    lines = [_info(f"--- history of {where}:"), *shown]
+    if event.get("more") is True:
+        lines.append(_info("--- /history more shows older messages"))
+    return lines
+
+
+# Room mode letters the native commands set, as words: (when added, when removed).
+_MODE_WORDS = {
+    "o": ("made {arg} an operator", "took operator status from {arg}"),
+    "v": ("gave {arg} voice", "took voice from {arg}"),
+    "b": ("banned {arg}", "unbanned {arg}"),
+    "t": ("locked the topic", "unlocked the topic"),
+}
+
+
+def _mode(event: dict[str, Any]) -> Line:
+    by, changes = wire(event.get("by")), wire(event.get("changes"))
+    raw_args = event.get("args")
+    args = [wire(a) for a in raw_args] if isinstance(raw_args, list) else []
+    room = event.get("room")
+    if not isinstance(room, str):
+        target = wire(event.get("name"))
+        return _info(
+            "--- ", _nick(by), f" sets mode {changes} {' '.join(args)}".rstrip() + f" on {target}"
+        )
+    phrases: list[str] = []
+    sign = "+"
+    pending = list(args)
+    for letter in changes:
+        if letter in "+-":
+            sign = letter
+            continue
+        words = _MODE_WORDS.get(letter)
+        if words is None or (letter != "t" and not pending):
+            # A mode this client has no words for: say it as IRC would.
+            phrases = []
+            break
+        template = words[0] if sign == "+" else words[1]
+        phrases.append(template.format(arg=pending.pop(0) if letter != "t" else ""))
+    if not phrases:
+        detail = f" sets mode {changes} {' '.join(args)}".rstrip()
+        return _info("--- ", _nick(by), f"{detail} on {wire(room)}")
+    return _info("--- ", _nick(by), f" {', '.join(phrases)} in {wire(room)}")
+
+
+def _body(
+    event: dict[str, Any], me: str | None, current_room: str | None, now: datetime
+) -> list[Line]:
     kind = event.get("type")
     match kind:
+        case "message" | "private" if event.get("history") is True:
+            return [_history_message(event, me, current_room, now)]
         case "message" | "private":
             return _message(event, me, current_room)
+        case "history":
+            return _history_page(event, me, current_room, now)
         case "join":
             name = wire(event.get("name"))
             return [_info("--> ", _nick(name), f" joined {wire(event.get('room'))}")]
@@ -144,6 +231,32 @@ def _body(event: dict[str, Any], me: str | None, current_room: str | None) -> li
             return [[(NOTICE, "--- " + wire(part))] for part in parts]
         case "error":
             return [[(ERROR, "!!! " + wire(event.get("message")))]]
+        case "logged_in":
+            return [_info("--- you are logged in as ", _nick(wire(event.get("account"))))]
+        case "mode":
+            return [_mode(event)]
+        case "moderation":
+            by, action = wire(event.get("by")), wire(event.get("action"))
+            target, room = wire(event.get("target")), wire(event.get("room"))
+            verb = {"mute": "muted", "unmute": "unmuted"}.get(action, action)
+            return [_info("--- ", _nick(by), f" {verb} {target} in {room}")]
+        case "away":
+            name, away = wire(event.get("name")), event.get("away")
+            if isinstance(away, str):
+                return [_info("--- ", _nick(name), f" is away: {wire(away)}")]
+            return [_info("--- ", _nick(name), " is back")]
+        case "invite":
+            room, by = wire(event.get("room")), wire(event.get("by"))
+            return [_info("--- ", _nick(by), f" invites you to {room} (/join {room})")]
+        case "wallops":
+            text = wire(event.get("text"))
+            return [
+                [
+                    (NOTICE, "--- wallops from "),
+                    _nick(wire(event.get("from"))),
+                    (NOTICE, f": {text}"),
+                ]
+            ]
     return []  # ok, ping, pong and types this client does not know: nothing to show
 
 
@@ -154,11 +267,17 @@ def render_event(
 
     `me` is this user's name (own private messages read "[private to NAME]"), `current_room`
     the room plain lines go to (messages there carry no "[room]" prefix), `now` the time shown
-    when the event has no usable "ts".
+    when the event has no usable "ts". Stored messages (`"history": true`, and the messages
+    of a `history` page) show their own date and time, marked "(history)" and dimmed.
     """
-    lines = _body(event, me, current_room)
+    lines = _body(event, me, current_room, now)
     stamp = (TIME, clock(event.get("ts"), now) + " ")
-    return [[stamp, *line] for line in lines]
+    # Stored messages carry their own (dated) stamp.
+    return [line if _is_history(line) else [stamp, *line] for line in lines]
+
+
+def _is_history(line: Line) -> bool:
+    return bool(line) and line[0][0].startswith(HISTORY_PREFIX)
 
 
 def to_plain(line: Sequence[Fragment]) -> str:
@@ -166,6 +285,9 @@ def to_plain(line: Sequence[Fragment]) -> str:
 
 
 def _sgr(style: str) -> str | None:
+    if style.startswith(HISTORY_PREFIX):
+        inner = _sgr(style[len(HISTORY_PREFIX) :])
+        return "2" + (f";{inner}" if inner and inner != "2" else "")
     if style.startswith(NICK_PREFIX):
         return str(NICK_COLOURS[int(style[len(NICK_PREFIX) :])])
     return _SGR.get(style)

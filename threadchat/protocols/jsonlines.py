@@ -311,12 +311,15 @@ def parse_line(line: str) -> requests.Request:
 def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
     """The JSON object a client sends for `request` (the inverse of `parse_request`).
 
-    Optional fields that hold their default are left out; None for `requests.Invalid`.
+    Optional fields that hold their default are left out. None for `requests.Invalid` and for
+    text mode's `/history more` (`HistoryRequest(more=True)`), which JSON has no field for.
     """
     body: dict[str, Any]
     match request:
         case requests.Hello():
             body = {"type": "hello", "name": request.name}
+            if request.password is not None:
+                body["password"] = request.password
         case requests.Say():
             body = {"type": "say", "text": request.text, "action": request.action}
             if request.room is not None:
@@ -353,8 +356,59 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
         case requests.QuitRequest():
             body = {"type": "quit", "reason": request.reason}
         case _:
-            return None
+            extra = _extra_to_dict(request)
+            if extra is None:
+                return None
+            body = extra
     ref = getattr(request, "ref", None)
     if ref is not None:
         body["ref"] = ref
+    return body
+
+
+def _ref_to_json(ref: Ref) -> int | str:
+    if ref.kind == "id":
+        return ref.value
+    # Integer arithmetic: milliseconds must survive the trip through the text form exactly.
+    seconds, millis = divmod(ref.value, 1000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
+    """History, accounts and moderation requests (see `request_to_dict`)."""
+    body: dict[str, Any]
+    match request:
+        case requests.HistoryRequest(more=False):
+            body = {"type": "history"}
+            if request.room is not None:
+                body["room"] = request.room
+            if request.peer is not None:
+                body["with"] = request.peer
+            if request.before is not None:
+                body["before"] = _ref_to_json(request.before)
+            if request.after is not None:
+                body["after"] = _ref_to_json(request.after)
+            if request.limit is not None:
+                body["limit"] = request.limit
+        case requests.Register():
+            body = {"type": "register", "password": request.password}
+        case requests.Login():
+            body = {"type": "login", "name": request.name, "password": request.password}
+        case requests.ChangePassword():
+            body = {"type": "password", "old": request.old, "new": request.new}
+        case requests.Moderate():
+            body = {"type": request.action, "name": request.target}
+            if request.room is not None:
+                body["room"] = request.room
+            if request.reason:
+                body["reason"] = request.reason
+        case requests.TopicLock():
+            body = {"type": "topiclock", "on": request.locked}
+            if request.room is not None:
+                body["room"] = request.room
+        case _:
+            # Includes `/history more`: the JSON schema has no cursor; a client continues a
+            # page itself with "before" set to the oldest id it was shown.
+            return None
     return body
