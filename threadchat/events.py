@@ -76,6 +76,9 @@ class Kicked(Event):
 class Quit(Event):
     nick: str
     reason: str
+    # nick!user@host of the user as the hub knew it: the user is gone from the hub by the time
+    # the event is encoded, so encoders cannot look the mask up any more.
+    mask: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadchat import delivery, events, names
 from threadchat.events import Event
-from threadchat.hub import HubError, User
+from threadchat.hub import Hub, HubError, User
 from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     HistoryQuery,
@@ -337,11 +337,35 @@ class MessageLog:
             query = HistoryQuery.after(after, limit)
         else:
             query = HistoryQuery.latest(limit)
+        return self.query(query, room=room, asker_account=asker_account, peer=peer)
+
+    def query(
+        self,
+        query: HistoryQuery,
+        *,
+        room: str | None = None,
+        asker_account: str | None = None,
+        peer: str | None = None,
+    ) -> list[StoredMessage]:
+        """Messages of a room (`room`) or of the private conversation between the accounts
+        `asker_account` and `peer`, selected by `query`, oldest first. Access checks are the
+        caller's (see `member_room`); raises StoreError."""
         if peer is not None:
             assert asker_account is not None
             return self.store.private_history(asker_account, peer, query)
         assert room is not None
         return self.store.room_history(room, query)
+
+
+def member_room(hub: Hub, user: User, room: str) -> str | None:
+    """The name of `room` if `user` is in it now, else None.
+
+    Only members read a room's history: a ban, key or invitation that keeps someone out must
+    keep them from reading it too.
+    """
+    with hub.locked():
+        joined = user.rooms.get(names.fold(room))
+        return joined.name if joined is not None else None
 
 
 # -- the native session's side ----------------------------------------------------------------
@@ -390,11 +414,7 @@ def handle_history(session: NativeSession, request: requests.HistoryRequest) -> 
         room_name = room or session.current_room
         if room_name is None:
             raise HubError("no_room", "you are in no room; /join ROOM first")
-        with session.hub.locked():
-            # Only members read a room's history: a ban, key or invitation that keeps someone
-            # out must keep them from reading it too.
-            joined = user.rooms.get(names.fold(room_name))
-            room_name = joined.name if joined is not None else None
+        room_name = member_room(session.hub, user, room_name)
         if room_name is None:
             raise HubError(
                 "not_in_room", f"join {room or session.current_room} to read its history"
@@ -460,4 +480,11 @@ class Retention(threading.Thread):
                 return
 
 
-__all__ = ["MAX_HISTORY_LIMIT", "MessageLog", "Retention", "handle_history", "replay_on_join"]
+__all__ = [
+    "MAX_HISTORY_LIMIT",
+    "MessageLog",
+    "Retention",
+    "handle_history",
+    "member_room",
+    "replay_on_join",
+]

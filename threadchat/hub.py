@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from threadchat.moderation import RoomKeeper
 
 log = logging.getLogger(__name__)
+
+# Called with a message event once it has been relayed (see Hub.say).
+Echo = Callable[[Event], None]
 
 DEFAULT_ROOM = "lobby"
 # Modes a new room starts with: only members may speak in it (n), only operators set the topic (t).
@@ -176,7 +179,7 @@ class Hub:
             peers = self._peers(user, announced_only=True)
             for room in list(user.rooms.values()):
                 self._remove_member(room, user)
-            self._fan_out(events.Quit(nick=user.nick, reason=reason), peers)
+            self._fan_out(events.Quit(nick=user.nick, reason=reason, mask=user.mask), peers)
         log.info("%s quit (%s)", user.nick, reason)
 
     def change_nick(self, user: User, new: str) -> None:
@@ -272,27 +275,42 @@ class Hub:
             )
             self._remove_member(room, user)
 
-    def say(self, user: User, room_name: str, text: str, kind: str = events.TEXT) -> None:
+    def say(
+        self,
+        user: User,
+        room_name: str,
+        text: str,
+        kind: str = events.TEXT,
+        echo: Echo | None = None,
+    ) -> None:
         """Send to every member of the room except the sender.
 
         With a history service the message is committed first and relayed with its stored id
-        and time; the commit happens outside the lock, as it waits for the disk.
+        and time; the commit happens outside the lock, as it waits for the disk. `echo`, if
+        given, is called with the relayed event right after its fan-out (IRC echo-message:
+        the sender's copy then carries the stored id and time, in order with the relay).
         """
         _check_text(text)
         with delivery.batch():
             if self.history is None:
-                self._relay_room(user, room_name, text, kind, {})
+                self._relay_room(user, room_name, text, kind, {}, echo)
                 return
             with self._lock:
                 name = self._room_to_speak(user, room_name).name
 
             def relay(stamp: dict[str, Any]) -> None:
-                self._relay_room(user, room_name, text, kind, stamp)
+                self._relay_room(user, room_name, text, kind, stamp, echo)
 
             self.history.submit(user, text, kind, relay, room=name)
 
     def _relay_room(
-        self, user: User, room_name: str, text: str, kind: str, stamp: dict[str, Any]
+        self,
+        user: User,
+        room_name: str,
+        text: str,
+        kind: str,
+        stamp: dict[str, Any],
+        echo: Echo | None = None,
     ) -> None:
         with delivery.batch(), self._lock:
             room = self._room_to_speak(user, room_name)
@@ -314,6 +332,8 @@ class Hub:
         # Each group's appends are one C-level loop, which no other Python thread can
         # interleave, so the members of a group still see the room's messages in one order.
         self._fan_out_groups(event, groups, user)
+        if echo is not None:
+            echo(event)
 
     def _room_to_speak(self, user: User, room_name: str) -> Room:
         """The room `user` may speak in now; raises HubError saying why not (lock held)."""
@@ -329,24 +349,39 @@ class Hub:
             raise HubError("muted", f"you are muted in {room.name}")
         return room
 
-    def send_private(self, user: User, target: str, text: str, kind: str = events.TEXT) -> User:
-        """Send to one user only; returns the recipient (whose `away` a caller may report)."""
+    def send_private(
+        self,
+        user: User,
+        target: str,
+        text: str,
+        kind: str = events.TEXT,
+        echo: Echo | None = None,
+    ) -> User:
+        """Send to one user only; returns the recipient (whose `away` a caller may report).
+
+        `echo` as for `say`."""
         _check_text(text)
         with delivery.batch():
             first = self.find_user(target)
             if first is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
             if self.history is None:
-                return self._relay_private(user, target, text, kind, {})
+                return self._relay_private(user, target, text, kind, {}, echo)
 
             def relay(stamp: dict[str, Any]) -> None:
-                self._relay_private(user, target, text, kind, stamp)
+                self._relay_private(user, target, text, kind, stamp, echo)
 
             self.history.submit(user, text, kind, relay, target=first)
             return first
 
     def _relay_private(
-        self, user: User, target: str, text: str, kind: str, stamp: dict[str, Any]
+        self,
+        user: User,
+        target: str,
+        text: str,
+        kind: str,
+        stamp: dict[str, Any],
+        echo: Echo | None = None,
     ) -> User:
         with delivery.batch(), self._lock:
             recipient = self._users.get(names.fold(target))
@@ -362,7 +397,9 @@ class Hub:
                 **stamp,
             )
             self._fan_out(event, [recipient])
-            return recipient
+        if echo is not None:
+            echo(event)
+        return recipient
 
     def set_topic(self, user: User, room_name: str, topic: str) -> None:
         _check_text(topic)

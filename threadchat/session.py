@@ -31,12 +31,16 @@ class NativeSession:
         reply: Callable[[Event], None],
         *,
         label: str,
+        host: str | None = None,
         on_registered: Callable[[], None] = lambda: None,
     ) -> None:
         self.hub = hub
         self.conn = conn
         self.reply = reply
+        # `label` ("ip:port") names the connection in logs; `host` (the IP alone) is the
+        # user's host in the hub, which bans like *!*@1.2.3.4 are matched against.
         self.label = label
+        self.host = host if host is not None else label
         self.on_registered = on_registered
         self.user: User | None = None
         # Text mode's "where plain lines go": the room joined last that the user is still in.
@@ -90,7 +94,7 @@ class NativeSession:
             # "john smith" as a first line is a name with a space, not a login attempt.
             request = requests.Hello(name=request.first_line, ref=request.ref)
         try:
-            identity = {"host": self.label}
+            identity = {"host": self.host}
             if request.password is not None:
                 identity["account"] = accounts.login_on_hello(self, request)
             self.user = self.hub.register(self.conn, request.name, **identity)

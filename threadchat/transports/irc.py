@@ -10,8 +10,9 @@ Mapping to the hub:
   with 403). Nicknames are one namespace with the native protocol; private messages cross.
 - Sources: an IRC user is `nick!~ident@ip` (the `~` says the ident was not verified); a native
   user is `nick!nick@ip` (native clients have no ident), so bans on `*!*@ip` work for both
-  kinds in IRC's view. The QUIT of a native user, who has already left the hub when it is
-  encoded, comes from `nick!nick@<server name>`.
+  kinds. A QUIT carries the mask the user had (the hub has forgotten them when it is encoded).
+- History (`irc_history.py`): `draft/chathistory` and replay on JOIN when the server keeps
+  history. PRIVMSGs of one recv share one store commit, like the native protocol's lines.
 - Text passes through unchanged except that the hub refuses CR, LF and NUL: IRC formatting
   codes (bold \\x02, colour \\x03, ...) and CTCP reach IRC peers intact; the native text mode
   replaces control characters when it prints, and JSON clients receive them as sent.
@@ -34,9 +35,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from threadchat import __version__, events, irc_accounts, names
+from threadchat import __version__, events, history, irc_accounts, irc_history, names
 from threadchat.events import Event
-from threadchat.hub import MAX_BANS, HubError, ModeChange, RoomState, User
+from threadchat.hub import MAX_BANS, Echo, HubError, ModeChange, RoomState, User
 from threadchat.protocols.irc import (
     CHANNELLEN,
     NICKLEN,
@@ -70,8 +71,8 @@ VERSION = f"threadchat-{__version__}"
 STARTED = time.time()
 
 # Capabilities we offer. `sasl` (PLAIN) is added per connection when the server has accounts
-# (irc_accounts.py); `draft/chathistory` once it is implemented: announcing it before it works
-# would make clients wait for history that never comes.
+# (irc_accounts.py), `draft/chathistory` when it keeps history (irc_history.py): announcing
+# either without it would make clients wait for what never comes.
 OFFERED_CAPS: dict[str, str | None] = {
     "cap-notify": None,
     "multi-prefix": None,
@@ -102,10 +103,6 @@ USERLEN = 10
 REALNAME_MAX = 100
 BANMASK_MAX = 100
 
-# Sources of IRC users being unregistered right now (folded nick -> source), so that their
-# QUIT, encoded after the hub has forgotten them, still shows their real mask.
-_departing: dict[str, str] = {}
-
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
 _PREFIX = {"o": "@", "v": "+"}
 
@@ -114,9 +111,7 @@ def ident_host(user: User) -> tuple[str, str]:
     """The username and host IRC users see for `user` (of any protocol)."""
     if isinstance(user.conn, IrcConnection):
         return user.username, user.host
-    # Native connections register with their label "ip:port".
-    host = user.host.rsplit(":", 1)[0] if user.host else "unknown"
-    return user.nick, _safe_host(host)
+    return user.nick, _safe_host(user.host or "unknown")
 
 
 def realname_of(user: User) -> str:
@@ -129,6 +124,12 @@ def realname_of(user: User) -> str:
 def source_of(user: User, nick: str | None = None) -> str:
     ident, host = ident_host(user)
     return f"{nick or user.nick}!{ident}@{host}"
+
+
+def _irc_mask(mask: str) -> str:
+    """A hub mask (`User.mask`) as an IRC source: the host made safe like `ident_host` does."""
+    prefix, at, host = mask.rpartition("@")
+    return f"{prefix}{at}{_safe_host(host)}" if at else mask
 
 
 def _safe_host(host: str) -> str:
@@ -179,7 +180,9 @@ class IrcConnection(TcpConnection):
         self.reader = IrcLineReader()
         offered = OFFERED_CAPS
         if self.hub.accounts is not None:
-            offered = {**OFFERED_CAPS, "sasl": irc_accounts.MECHANISMS}
+            offered = {**offered, "sasl": irc_accounts.MECHANISMS}
+        if self.hub.history is not None:
+            offered = {**offered, irc_history.CAPABILITY: None}
         self.reg = Registration(self.server_name, offered)
         # Accounts (irc_accounts.py): logged in by SASL before registration; and at it.
         self.sasl_account: str | None = None
@@ -214,7 +217,7 @@ class IrcConnection(TcpConnection):
         return self._codec_key
 
     def encode(self, event: Event) -> bytes | None:
-        messages = self._event_messages(event)
+        messages = self.event_messages(event)
         if not messages:
             return None
         try:
@@ -226,17 +229,29 @@ class IrcConnection(TcpConnection):
     def _source(self, nick: str) -> str:
         user = self.hub.user_unlocked(nick)
         if user is None:
-            return _departing.get(names.fold(nick)) or f"{nick}!{nick}@{self.server_name}"
+            return f"{nick}!{nick}@{self.server_name}"
         return source_of(user, nick)
 
-    def _event_messages(self, event: Event) -> list[Message]:
+    def _msgid(self, event: events.RoomMessage | events.PrivateMessage) -> str | None:
+        # Only a stored message's id is a msgid: CHATHISTORY takes it back as a reference.
+        # (A message whose write failed goes out with an event id; it is not in history.)
+        if event.kind == events.NOTICE or (self.hub.history is None and not event.history):
+            return None
+        return str(event.id)
+
+    def event_messages(self, event: Event) -> list[Message]:
+        """The IRC lines for one hub event as this connection sees it (without time tags)."""
         match event:
             case events.RoomMessage():
                 source, channel = self._source(event.sender), "#" + event.room
-                return chat_messages(source, channel, event.text, event.kind, event.account)
+                return chat_messages(
+                    source, channel, event.text, event.kind, event.account, self._msgid(event)
+                )
             case events.PrivateMessage():
                 source = self._source(event.sender)
-                return chat_messages(source, event.target, event.text, event.kind, event.account)
+                return chat_messages(
+                    source, event.target, event.text, event.kind, event.account, self._msgid(event)
+                )
             case events.Joined():
                 params = ["#" + event.room]
                 if "extended-join" in self.caps:
@@ -249,7 +264,8 @@ class IrcConnection(TcpConnection):
                 params = ["#" + event.room, event.nick, event.reason or event.by]
                 return [Message("KICK", params, self._source(event.by))]
             case events.Quit():
-                return [Message("QUIT", [event.reason], self._source(event.nick))]
+                source = _irc_mask(event.mask) if event.mask else self._source(event.nick)
+                return [Message("QUIT", [event.reason], source)]
             case events.NickChanged():
                 user = self.hub.user_unlocked(event.new)
                 source = source_of(user, event.old) if user else self._source(event.old)
@@ -334,10 +350,21 @@ class IrcConnection(TcpConnection):
 
     def handle_data(self, data: bytes) -> bool:
         self._ping_sent_at = None
+        # The PRIVMSGs of one recv share one store commit (see history.pipelined).
+        with history.pipelined():
+            return self._handle_lines(data)
+
+    def _handle_lines(self, data: bytes) -> bool:
         for item in self.reader.receive_data(data):
+            if not (isinstance(item, MessageReceived) and item.message.command == "PRIVMSG"):
+                # Nothing may overtake queued messages: no other command (a PART, a NOTICE,
+                # which is relayed at once, a CHATHISTORY that should see them) and no reply.
+                history.complete()
             match item:
                 case MessageReceived(message=message):
                     if self.user is not None:
+                        if self.bucket.enabled:
+                            history.complete()  # a flood pause flushes what is queued
                         self.throttle()
                     self.dispatch(message)
                 case LineTooLong():
@@ -347,8 +374,10 @@ class IrcConnection(TcpConnection):
                 case BufferOverflow():
                     self.close_link("Input buffer exceeded: no newline in 64 KiB")
             if self._closing is not None:
+                history.complete()
                 self.close_after_flush(self._closing)
                 return False
+        history.complete()
         return True
 
     def _malformed(self, line: str, reason: str) -> None:
@@ -394,12 +423,7 @@ class IrcConnection(TcpConnection):
     def on_close(self, reason: str) -> None:
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
-            key = self.user.key
-            _departing[key] = self.mask
-            try:
-                self.hub.unregister(self.user, reason)
-            finally:
-                _departing.pop(key, None)
+            self.hub.unregister(self.user, reason)
 
     def tick(self, now: float) -> None:
         config = self.server.config
@@ -501,6 +525,8 @@ class IrcConnection(TcpConnection):
             "TOPICLEN": str(names.TOPIC_MAX),
             "USERLEN": str(USERLEN),
         }
+        if self.hub.history is not None:
+            tokens.update(irc_history.isupport_tokens())
         self.send(*isupport(self.server_name, self.nick, tokens))
 
     # -- commands ------------------------------------------------------------------------------
@@ -565,6 +591,7 @@ class IrcConnection(TcpConnection):
             if info.topic:
                 self._send_topic(info)
             self._send_names(joined.name)
+            irc_history.replay_on_join(self, joined.name)
 
     def on_part(self, message: Message) -> None:
         assert self.user is not None
@@ -596,38 +623,45 @@ class IrcConnection(TcpConnection):
         targets = split_targets(message.params[0])
         for target in targets[MAX_TARGETS:]:
             self.numeric("407", target, "Too many targets")
+        echo = self._echo if "echo-message" in self.caps else None
         for target in targets[:MAX_TARGETS]:
             try:
-                echo_target = self._deliver(target, text, kind, notice)
+                self._deliver(target, text, kind, notice, echo)
             except HubError as problem:
                 if not notice:  # RFC: never answer a NOTICE automatically
                     self.hub_error(problem, nick=target, channel=target)
-                continue
-            if "echo-message" in self.caps:
-                echoes = chat_messages(self.mask, echo_target, text, kind, self.user.account)
-                for echo in echoes:
-                    self.send_bytes(Formatter(echo, time=time.time()).encode(self.caps))
 
-    def _deliver(self, target: str, text: str, kind: str, notice: bool) -> str:
+    def _echo(self, event: Event) -> None:
+        # Called by the hub right after the relay: the echo carries the stored msgid and time,
+        # and with pipelining it comes in order with everything else this user is sent.
+        data = self.encode(event)
+        if data:
+            self.send_bytes(data)
+
+    def _deliver(self, target: str, text: str, kind: str, notice: bool, echo: Echo | None) -> None:
         assert self.user is not None
         if target.startswith("#"):
             room = channel_to_room(target)
             if room is None:
                 raise HubError("no_such_room", target)
             try:
-                self.hub.say(self.user, room, text, kind)
+                self.hub.say(self.user, room, text, kind, echo)
             except HubError as problem:
                 if problem.code == "not_in_room":
                     raise HubError("moderated", problem.message) from problem
                 raise
-            return target
+            return
         if irc_accounts.is_nickserv(target) and self.hub.find_user(target) is None:
+            history.complete()  # its replies and login must not overtake queued messages
+            if echo is not None:
+                lines = chat_messages(self.mask, target, text, kind, self.user.account)
+                for line in lines:
+                    self.send_bytes(Formatter(line, time=time.time()).encode(self.caps))
             irc_accounts.nickserv(self, text)
-            return target
-        recipient = self.hub.send_private(self.user, target, text, kind)
+            return
+        recipient = self.hub.send_private(self.user, target, text, kind, echo)
         if recipient.away and not notice:
             self.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
-        return recipient.nick
 
     def on_tagmsg(self, message: Message) -> None:
         # Client-only tags (typing notifications, reactions) are accepted and not relayed yet:
@@ -1038,15 +1072,22 @@ class IrcConnection(TcpConnection):
 
 
 def chat_messages(
-    source: str, target: str, text: str, kind: str, account: str | None
+    source: str,
+    target: str,
+    text: str,
+    kind: str,
+    account: str | None,
+    msgid: str | None = None,
 ) -> list[Message]:
     """PRIVMSG/NOTICE lines for one hub message, split so each fits IRC's 512 bytes.
 
     Native clients may send longer lines than IRC allows; they are split at character
-    boundaries rather than truncated.
+    boundaries rather than truncated (every part carries the message's msgid).
     """
     command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
     tags: dict[str, str | None] = {"account": account} if account else {}
+    if msgid is not None:
+        tags["msgid"] = msgid
 
     def build(body: str) -> Message:
         wrapped = f"\x01ACTION {body}\x01" if kind == events.ACTION else body
@@ -1114,6 +1155,7 @@ COMMANDS: dict[str, Command] = {
     "PRIVMSG": Command(IrcConnection.on_message),
     "NOTICE": Command(IrcConnection.on_message),
     "TAGMSG": Command(IrcConnection.on_tagmsg, min_params=1),
+    "CHATHISTORY": Command(irc_history.on_chathistory, min_params=1),  # type: ignore[arg-type]
     "TOPIC": Command(IrcConnection.on_topic, min_params=1),
     "NAMES": Command(IrcConnection.on_names),
     "LIST": Command(IrcConnection.on_list),

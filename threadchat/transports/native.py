@@ -33,6 +33,7 @@ class LineConnection(TcpConnection):
             self,
             self.reply,
             label=self.label,
+            host=str(address[0]),
             on_registered=self._on_registered,
         )
         self._ping_sent_at: float | None = None

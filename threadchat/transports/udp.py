@@ -89,7 +89,9 @@ class UdpUser:
         self.overflowed = False
         config = listener.server.config
         self.bucket = TokenBucket(config.flood_rate, config.flood_burst)
-        self.session = NativeSession(listener.server.hub, self, self.reply, label=self.label)
+        self.session = NativeSession(
+            listener.server.hub, self, self.reply, label=self.label, host=str(addr[0])
+        )
 
     # -- the hub's side (any thread, hub lock held) ----------------------------------------
 
