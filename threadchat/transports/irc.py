@@ -377,7 +377,6 @@ class IrcConnection(TcpConnection):
                 history.complete()
                 self.close_after_flush(self._closing)
                 return False
-        history.complete()
         return True
 
     def _malformed(self, line: str, reason: str) -> None:
@@ -421,6 +420,8 @@ class IrcConnection(TcpConnection):
         self.abort("SendQ exceeded")
 
     def on_close(self, reason: str) -> None:
+        # The user's last messages go out before the others see them leave.
+        history.complete()
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
             self.hub.unregister(self.user, reason)
