@@ -664,3 +664,18 @@ def test_hello_ref_travels_in_the_handshake() -> None:
     hello = udp.encode_hello("alice", "nonce", ref=9)
     assert len(hello) == udp.MIN_HELLO_SIZE
     assert udp.decode(hello).event == {"type": "hello", "name": "alice", "ref": 9}
+
+
+def test_a_history_page_too_big_for_one_datagram_is_split_with_continued() -> None:
+    from threadchat.protocols.udp import event_fits, fit_event
+
+    messages = [
+        {"type": "message", "room": "lobby", "from": "a", "text": "x" * 200, "id": i}
+        for i in range(20)
+    ]
+    page = {"type": "history", "room": "lobby", "messages": messages, "more": True, "id": 1}
+    pieces = fit_event(page)
+    assert len(pieces) > 1 and all(event_fits(p) for p in pieces)
+    assert [m for p in pieces for m in p["messages"]] == messages
+    assert all(p["continued"] for p in pieces[:-1]) and "continued" not in pieces[-1]
+    assert all(p["more"] is True for p in pieces)

@@ -305,13 +305,18 @@ def event_fits(event: OutEvent) -> bool:
 
 # Fields that may be cut into consecutive pieces when an event is too large for one datagram:
 # lists (who, rooms) split between items, message text between characters.
-SPLITTABLE_FIELDS = ("members", "rooms", "text")
+SPLITTABLE_FIELDS = ("members", "rooms", "text", "messages")
+
+
+def _continuation(key: str) -> str:
+    # A history page already has "more" (older messages exist), so its pieces say "continued".
+    return "continued" if key == "messages" else "more"
 
 
 def _fits_with(event: Event, key: str, value: Any, more: bool) -> bool:
     piece = {**event, key: value}
     if more:
-        piece["more"] = True
+        piece[_continuation(key)] = True
     return event_fits(piece)
 
 
@@ -330,9 +335,11 @@ def _largest_prefix(event: Event, key: str, value: Any) -> int:
 def fit_event(event: Event) -> list[Event]:
     """``event`` as one or more events that each fit in one datagram.
 
-    An event too large is cut along its first splittable field (``members``, ``rooms`` or
-    ``text``): every piece repeats the other fields (id and ts included) and all but the last
-    carry ``"more": true``, so a client joins consecutive pieces of the same id.  Failing that,
+    An event too large is cut along its first splittable field (``members``, ``rooms``,
+    ``text`` or a history page's ``messages``): every piece repeats the other fields (id and ts
+    included) and all but the last carry ``"more": true`` (``"continued": true`` for history
+    pages, whose ``more`` already means that older messages exist), so a client joins
+    consecutive pieces of the same id.  Failing that,
     the longest string field is shortened and the event marked ``"truncated": true``.  Returns
     [] only if not even that fits (no event of the native schema is that large).
     """
@@ -348,7 +355,7 @@ def fit_event(event: Event) -> list[Event]:
             n = _largest_prefix(event, key, rest)
             if n == 0:
                 break
-            pieces.append({**event, key: rest[:n], "more": True})
+            pieces.append({**event, key: rest[:n], _continuation(key): True})
             rest = rest[n:]
         else:
             return [*pieces, {**event, key: rest}]
