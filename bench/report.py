@@ -160,6 +160,10 @@ def main() -> int:
     out += ["## Traffic", "", *traffic_table(recs), ""]
     out += ["## Slow consumer", "", *slow_table(recs), ""]
     out += ["## Idle connections", "", *idle_table(recs), ""]
+    analysis = REPO_DIR / "bench" / "analysis.md"
+    if analysis.exists():
+        # Hand-written: the targets, what each figure means, and what limits a missed one.
+        out += [analysis.read_text()]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}" + (f" and {CHART}" if has_chart else ""))
