@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Echo = Callable[[Event], None]
 
 DEFAULT_ROOM = "lobby"
+# How old the operator count in LUSERS may be (see Hub.counts).
+OPER_COUNT_MAX_AGE = 1.0
 # Modes a new room starts with: only members may speak in it (n), only operators set the topic (t).
 DEFAULT_ROOM_MODES = frozenset("nt")
 
@@ -142,6 +144,8 @@ class Hub:
         # N arrivals cost N^2, which is what made 15,000 connections crawl when measured.
         self.quiet_room_size = quiet_room_size
         self._lock = threading.Lock()
+        self._opers = 0
+        self._opers_counted_at = float("-inf")
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
         # Services the server plugs in when it has a store; None keeps the hub memory-only.
@@ -569,10 +573,17 @@ class Hub:
         return self._users.get(names.fold(nick))
 
     def counts(self) -> tuple[int, int, int]:
-        """(users, server operators, rooms) right now."""
+        """(users, server operators, rooms); the operator count may be up to a second old.
+
+        Counting operators walks every user, and IRC asks on every registration (LUSERS):
+        with 15,000 users arriving that was quadratic, so the walk is done once a second.
+        """
+        now = time.monotonic()
         with self._lock:
-            opers = sum(1 for u in self._users.values() if "o" in u.modes)
-            return len(self._users), opers, len(self._rooms)
+            if now - self._opers_counted_at > OPER_COUNT_MAX_AGE:
+                self._opers = sum(1 for u in self._users.values() if "o" in u.modes)
+                self._opers_counted_at = now
+            return len(self._users), self._opers, len(self._rooms)
 
     def room_state(self, room_name: str) -> "RoomState":
         """A consistent snapshot of a room (raises HubError('no_such_room'))."""
