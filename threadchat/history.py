@@ -198,7 +198,10 @@ class MessageLog:
         self._relay_queue: queue.SimpleQueue[tuple[list[Entry], threading.Event] | None] = (
             queue.SimpleQueue()
         )
-        self._relay_thread = threading.Thread(target=self._relay_loop, name="history-relay")
+        # A daemon only as a safety net: close() drains and joins it on every orderly stop.
+        self._relay_thread = threading.Thread(
+            target=self._relay_loop, name="history-relay", daemon=True
+        )
         self._relay_thread.start()
 
     def relay_later(self, batch: list[Entry], done: threading.Event) -> None:
