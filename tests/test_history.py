@@ -422,3 +422,21 @@ def test_retention_runs_only_when_configured_and_stops_with_the_server(
     assert server._retention is not None and server._retention.is_alive()
     server.stop()
     assert not server._retention.is_alive()
+
+
+def test_ok_for_a_message_waits_until_it_is_stored(
+    server: Server, connect_json: Callable[..., JsonClient]
+) -> None:
+    import sqlite3
+
+    alice = connect_json("alice")
+    # Another writer holds the database: the server cannot commit until it lets go.
+    blocker = sqlite3.connect(Path(server.config.data_dir) / "threadchat.db", timeout=WAIT)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        alice.send_json(type="say", room="lobby", text="durable", ref="m1")
+        assert [line for line in alice.quiet(0.5) if '"ok"' in line] == []
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert alice.expect_event("ok", ref="m1")["ref"] == "m1"
