@@ -138,6 +138,19 @@ def _dispatch() -> None:
     service.relay_later(batch, done)
 
 
+def _row(user: User, text: str, kind: str, room: str | None, target: User | None) -> dict[str, Any]:
+    """The store's fields for one message (what `append` and `append_async` take)."""
+    return {
+        "sender": user.nick,
+        "sender_account": user.account,
+        "text": text,
+        "action": kind == events.ACTION,
+        "room": room,
+        "target": target.nick if target is not None else None,
+        "target_account": target.account if target is not None else None,
+    }
+
+
 def _relay_entries(batch: list[Entry]) -> None:
     for future, service, user, relay in batch:
         if future is None:
@@ -255,15 +268,7 @@ class MessageLog:
             relay(self.record(user, text, kind, room=room, target=target))
             return
         try:
-            future = append_async(
-                sender=user.nick,
-                sender_account=user.account,
-                text=text,
-                action=kind == events.ACTION,
-                room=room,
-                target=target.nick if target is not None else None,
-                target_account=target.account if target is not None else None,
-            )
+            future = append_async(**_row(user, text, kind, room, target))
         except StoreError as problem:
             self._report(user, problem)
             relay({})
@@ -288,14 +293,7 @@ class MessageLog:
             return {}
         try:
             stored = self.store.append(
-                sender=user.nick,
-                sender_account=user.account,
-                text=text,
-                action=kind == events.ACTION,
-                room=room,
-                target=target.nick if target is not None else None,
-                target_account=target.account if target is not None else None,
-                timeout=RECORD_TIMEOUT,
+                **_row(user, text, kind, room, target), timeout=RECORD_TIMEOUT
             )
         except StoreError as problem:
             self._report(user, problem)

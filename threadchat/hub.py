@@ -520,8 +520,9 @@ class Hub:
     def _fan_out(self, event: Event, recipients: Iterable[User]) -> None:
         """Encode `event` once per distinct codec and queue it for each recipient.
 
-        This is the seam where delivery leaves the node: everything above decides *who*,
-        this decides *how*. It runs under the hub lock and only enqueues.
+        This and `_fan_out_groups` (room messages) are the seam where delivery leaves the
+        node: everything above decides *who*, these decide *how*. They only enqueue; state
+        events run under the hub lock, room messages after it is released.
         """
         encoded: dict[Hashable, bytes | None] = {}
         for user in recipients:
