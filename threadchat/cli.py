@@ -9,7 +9,7 @@ from threadchat import __version__, config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from threadchat.server import Server, StartupError
+    from threadchat.server import Server, StartupError, tune_garbage_collector
 
     try:
         settings = config.load(args)
@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("threadchat").error("cannot start: %s", problem)
         server.stop()
         return 1
+    tune_garbage_collector()
     server.serve_forever()
     return 0
 
