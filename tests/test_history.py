@@ -196,13 +196,13 @@ def test_a_failing_store_keeps_live_chat_and_tells_the_sender(
     def broken(**kwargs: object) -> None:
         raise StoreError("write failed: database or disk is full")
 
-    def broken_later(**kwargs: object) -> Future[None]:
+    def broken_later(messages: object) -> Future[None]:
         future: Future[None] = Future()
         future.set_exception(StoreError("write failed: database or disk is full"))
         return future
 
     monkeypatch.setattr(server.hub.history.store, "append", broken)
-    monkeypatch.setattr(server.hub.history.store, "append_async", broken_later)
+    monkeypatch.setattr(server.hub.history.store, "append_many", broken_later)
     alice.send_json(type="say", room="lobby", text="still delivered", ref=1)
     replies: dict[str, dict] = {}
     while len(replies) < 2:  # the order of the two depends on pipelining; both must come

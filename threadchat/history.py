@@ -31,7 +31,9 @@ from threadchat.hub import Hub, HubError, User
 from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     HistoryQuery,
+    NewMessage,
     Ref,
+    Stamp,
     Store,
     StoredMessage,
     StoreError,
@@ -70,7 +72,12 @@ Relay = Callable[[dict[str, Any]], None]
 # Thread-local, like delivery batches.
 _local = threading.local()
 
-Entry = tuple["Future[StoredMessage] | None", Any, Any, Relay]
+# A reader's queued entry: the index of its message among the batch's writes, the sender and
+# the relay; or (None, None, callback) for a `then` callback.
+Entry = tuple["int | None", "User | None", Relay]
+# A reader's batch for the relay thread: its entries, its write (or why it could not be
+# queued), and the event its reader's `complete()` waits for.
+_Queued = tuple[list[Entry], "Future[list[Stamp]] | StoreError", threading.Event]
 
 
 @contextlib.contextmanager
@@ -81,6 +88,7 @@ def pipelined() -> Iterator[None]:
         yield
         return
     _local.pending = []
+    _local.writes = []
     try:
         yield
     finally:
@@ -99,7 +107,7 @@ def then(callback: Callable[[], None]) -> None:
     if not pending:
         callback()
     else:
-        pending.append((None, None, None, lambda _stamp: callback()))
+        pending.append((None, None, lambda _stamp: callback()))
 
 
 def complete() -> None:
@@ -115,55 +123,76 @@ def complete() -> None:
 
 
 def _dispatch() -> None:
-    """Hand this thread's queued entries to the relay thread (or relay them here when no
-    entry waits for a write)."""
+    """Queue this thread's messages for the store as one write and hand the entries to the
+    relay thread (or run them here when nothing is written: only callbacks)."""
     pending: list[Entry] | None = getattr(_local, "pending", None)
     if not pending:
         return
     batch = pending[:]
     pending.clear()
-    service = next((entry[1] for entry in batch if entry[1] is not None), None)
+    writes: list[NewMessage] = _local.writes[:]
+    _local.writes.clear()
     previous: threading.Event | None = getattr(_local, "tail", None)
     done = threading.Event()
     _local.tail = done
-    if service is None:
+    if not writes:
         # Only callbacks; they must still come after what an earlier read queued.
         if previous is not None:
             previous.wait(RECORD_TIMEOUT)
         try:
-            _relay_entries(batch)
+            _relay_round([(batch, [])])
         finally:
             done.set()
         return
-    service.relay_later(batch, done)
+    service: MessageLog = _local.service
+    written: Future[list[Stamp]] | StoreError
+    try:
+        written = service.store.append_many(writes)
+    except StoreError as problem:
+        written = problem
+    service.relay_later(batch, written, done)
 
 
-def _row(user: User, text: str, kind: str, room: str | None, target: User | None) -> dict[str, Any]:
-    """The store's fields for one message (what `append` and `append_async` take)."""
-    return {
-        "sender": user.nick,
-        "sender_account": user.account,
-        "text": text,
-        "action": kind == events.ACTION,
-        "room": room,
-        "target": target.nick if target is not None else None,
-        "target_account": target.account if target is not None else None,
-    }
+def _new_message(
+    user: User, text: str, kind: str, room: str | None, target: User | None
+) -> NewMessage:
+    """What the store keeps of one message."""
+    return NewMessage(
+        sender=user.nick,
+        sender_account=user.account,
+        text=text,
+        action=kind == events.ACTION,
+        room=room,
+        target=target.nick if target is not None else None,
+        target_account=target.account if target is not None else None,
+    )
 
 
-def _relay_entries(batch: list[Entry]) -> None:
-    for future, service, user, relay in batch:
-        if future is None:
-            relay({})  # a `then` callback
-            continue
+def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> None:
+    """Relay queued messages (each batch's entries with the stamps of its writes) in order,
+    then run the callbacks. A run of consecutive relays that offer `relay_many` goes in one
+    call: the hub then fans a run of room messages out as one chunk per member."""
+    callbacks: list[Relay] = []
+    queued: list[tuple[Relay, dict[str, Any], User]] = []
+    for entries, stamps in batches:
+        for index, user, relay in entries:
+            if index is None or user is None:
+                callbacks.append(relay)
+            else:
+                queued.append((relay, stamps[index], user))
+    start, count = 0, len(queued)
+    while start < count:
+        relay, stamp, user = queued[start]
+        many = getattr(relay, "relay_many", None)
+        end = start + 1
+        if many is not None:
+            while end < count and getattr(queued[end][0], "relay_many", None) == many:
+                end += 1
         try:
-            stored = wait_for(future, RECORD_TIMEOUT)
-            stamp: dict[str, Any] = {"id": stored.id, "ts": stored.ts / 1000}
-        except StoreError as problem:
-            service._report(user, problem)
-            stamp = {}
-        try:
-            relay(stamp)
+            if many is None:
+                relay(stamp)
+            else:
+                many([(r, s) for r, s, _ in queued[start:end]])
         except HubError as problem:
             # Checked before queueing; only a kick, mute or quit meanwhile gets here. The
             # message is stored but not relayed, as if it had arrived just after the change.
@@ -171,6 +200,13 @@ def _relay_entries(batch: list[Entry]) -> None:
         except Exception:
             # Runs in the relay thread: one bad relay must not stop the others.
             log.exception("%s: relaying a stored message failed", user.nick)
+        start = end
+    # Acknowledgements go last: after every message queued before them has been relayed.
+    for callback in callbacks:
+        try:
+            callback({})
+        except Exception:
+            log.exception("a callback after relaying failed")
 
 
 def to_event(message: StoredMessage) -> Event:
@@ -208,37 +244,55 @@ class MessageLog:
         self._last_error_log = 0.0
         # Batches of pipelined messages, relayed by one thread in the order readers queued
         # them; each reader's own batches are thus relayed in its order.
-        self._relay_queue: queue.SimpleQueue[tuple[list[Entry], threading.Event] | None] = (
-            queue.SimpleQueue()
-        )
+        self._relay_queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         # A daemon only as a safety net: close() drains and joins it on every orderly stop.
         self._relay_thread = threading.Thread(
             target=self._relay_loop, name="history-relay", daemon=True
         )
         self._relay_thread.start()
 
-    def relay_later(self, batch: list[Entry], done: threading.Event) -> None:
-        self._relay_queue.put((batch, done))
+    def relay_later(
+        self, batch: list[Entry], written: Future[list[Stamp]] | StoreError, done: threading.Event
+    ) -> None:
+        self._relay_queue.put((batch, written, done))
 
     def _relay_loop(self) -> None:
         while True:
             item = self._relay_queue.get()
-            # Take every batch waiting, and flush once for all of them.
+            # Take every batch waiting, relay them as one round and flush once for all.
             items = [item]
             while item is not None and not self._relay_queue.empty():
                 item = self._relay_queue.get()
                 items.append(item)
-            with delivery.batch():
-                for entry in items:
-                    if entry is None:
-                        continue
-                    batch, done = entry
-                    try:
-                        _relay_entries(batch)
-                    finally:
-                        done.set()
+            waiting = [entry for entry in items if entry is not None]
+            try:
+                with delivery.batch():
+                    _relay_round(
+                        [(batch, self._stamps(batch, written)) for batch, written, _ in waiting]
+                    )
+            except Exception:
+                log.exception("history relay round failed")
+            finally:
+                for _, _, done in waiting:
+                    done.set()
             if items[-1] is None:
                 return
+
+    def _stamps(
+        self, batch: list[Entry], written: Future[list[Stamp]] | StoreError
+    ) -> list[dict[str, Any]]:
+        """The event fields (id, ts) of a batch's writes, in order; {} for each when the write
+        failed (each sender is told, and the messages are relayed anyway)."""
+        try:
+            if isinstance(written, StoreError):
+                raise written
+            return [{"id": mid, "ts": ts / 1000} for mid, ts in wait_for(written, RECORD_TIMEOUT)]
+        except StoreError as problem:
+            senders = [user for index, user, _ in batch if index is not None]
+            for user in senders:
+                if user is not None:
+                    self._report(user, problem)
+            return [{} for _ in senders]
 
     def close(self) -> None:
         """Relay what is queued, then stop the relay thread (before the store closes)."""
@@ -263,17 +317,13 @@ class MessageLog:
         the caller. Inside it the write is only queued; `complete()` relays.
         """
         pending = getattr(_local, "pending", None)
-        append_async = getattr(self.store, "append_async", None)
-        if pending is None or kind == events.NOTICE or append_async is None:
+        if pending is None or kind == events.NOTICE:
             relay(self.record(user, text, kind, room=room, target=target))
             return
-        try:
-            future = append_async(**_row(user, text, kind, room, target))
-        except StoreError as problem:
-            self._report(user, problem)
-            relay({})
-            return
-        pending.append((future, self, user, relay))
+        writes: list[NewMessage] = _local.writes
+        writes.append(_new_message(user, text, kind, room, target))
+        pending.append((len(writes) - 1, user, relay))
+        _local.service = self
 
     def record(
         self,
@@ -293,7 +343,7 @@ class MessageLog:
             return {}
         try:
             stored = self.store.append(
-                **_row(user, text, kind, room, target), timeout=RECORD_TIMEOUT
+                **_new_message(user, text, kind, room, target)._asdict(), timeout=RECORD_TIMEOUT
             )
         except StoreError as problem:
             self._report(user, problem)

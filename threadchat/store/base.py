@@ -10,9 +10,10 @@ the store, unique and increasing in commit order, never reused (not even after a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 # Largest number of messages one history query returns. Bounds the work and the reply size a
 # single client request can cause (IRC servers commonly advertise CHATHISTORY limits of 100-1000).
@@ -37,6 +38,22 @@ class StoreError(Exception):
 
 class AccountExistsError(StoreError):
     """create_account() was given a name that is already registered (case-insensitively)."""
+
+
+class NewMessage(NamedTuple):
+    """A message to store (see `Store.append`); a tuple because one is built per message."""
+
+    sender: str
+    text: str
+    room: str | None = None
+    target: str | None = None
+    sender_account: str | None = None
+    target_account: str | None = None
+    action: bool = False
+
+
+# What a write gives back per message: (id, ts in milliseconds since the epoch).
+Stamp = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,20 +194,12 @@ class Store(Protocol):
         """
         ...
 
-    def append_async(
-        self,
-        *,
-        sender: str,
-        text: str,
-        room: str | None = None,
-        target: str | None = None,
-        sender_account: str | None = None,
-        target_account: str | None = None,
-        action: bool = False,
-    ) -> Future[StoredMessage]:
-        """Queue the same write as append() without waiting: the Future completes with the
-        stored message once committed, or fails with StoreError. Lets one thread have several
-        messages in one group commit (a reader thread handling a burst of lines)."""
+    def append_many(self, messages: Sequence[NewMessage]) -> Future[list[Stamp]]:
+        """Queue the writes of `messages` without waiting: the Future completes with their
+        (id, ts) in order once all are committed (in one transaction), or fails with
+        StoreError. Raises ValueError for a message with neither or both of room and target,
+        StoreError when the store is closed or too far behind. Lets a reader thread put a
+        burst of lines into one group commit."""
         ...
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
