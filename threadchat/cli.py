@@ -21,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     server = Server(settings)
+    server.stop_on_signals()
     try:
         server.start()
     except (OSError, StartupError) as problem:

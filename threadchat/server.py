@@ -151,8 +151,13 @@ class Server:
 
     # -- running and stopping ----------------------------------------------------------------
 
-    def serve_forever(self) -> None:
-        """Run until SIGINT (Ctrl+C) or SIGTERM, then stop cleanly."""
+    def stop_on_signals(self) -> None:
+        """Make SIGINT (Ctrl+C) and SIGTERM stop the server cleanly (main thread only).
+
+        Called before `start`: once a listener is open a client may connect and an operator
+        may stop the server, and a SIGTERM that came before the handler was set would kill
+        the process without a word to anyone (seen in a test that chatted, then stopped).
+        """
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -160,6 +165,9 @@ class Server:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+    def serve_forever(self) -> None:
+        """Run until `stopping` is set (see `stop_on_signals`), then stop cleanly."""
         try:
             self.stopping.wait()
         finally:
