@@ -17,7 +17,8 @@ which cuts the connection off ("send queue exceeded") instead of letting it grow
 The bound is checked when flushing, so it can be exceeded by at most what arrives between two
 flushes of this outbox.
 
-Exactly one thread writes to the socket at a time: whoever set `_writing` under `_lock`.
+Exactly one thread writes to the socket at a time: the flushing thread (one at a time, see
+`delivery.py`) while `_writing` is False, the writer thread while it is True.
 """
 
 import logging
@@ -43,6 +44,10 @@ class Outbox:
         # Notified whenever the outbox may have become empty (for wait_empty).
         self._drained = threading.Condition(self._lock)
         self._writing = False
+        # True while flush has taken data and not yet handed it to the kernel (no lock).
+        self._sending = False
+        # True once somebody has waited in wait_empty: flush then notifies the Condition.
+        self._awaited = False
         # Bytes taken from the queue by the writer thread and not yet confirmed sent.
         self._in_flight = 0
         self._closed = False
@@ -72,8 +77,48 @@ class Outbox:
         return data
 
     def flush(self) -> None:
-        """Send what is queued without blocking; leave any rest to a writer thread."""
+        """Send what is queued without blocking; leave any rest to a writer thread.
+
+        Called only by `delivery.flush_dirty`, one thread at a time, and only flush starts a
+        writer thread: so while `_writing` is False no other thread sends on this socket, and
+        the common case (the kernel takes it all) needs no lock. Measured at C=1000 and 200
+        messages/s, where one flush per delivery is most of the server's work: the two lock
+        blocks and the Condition notify of the locked path were a fifth of the time.
+        """
         self._dirty = False
+        if self._writing or self._closed:
+            self._flush_locked()
+            return
+        if not self._chunks:
+            return
+        # Seen by wait_empty: the data taken below is not yet with the kernel.
+        self._sending = True
+        data = self._take()
+        if len(data) > self.limit:
+            with self._lock:
+                self._sending = False
+                self._overflow()
+            return
+        try:
+            sent = self._sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._sending = False
+            self._fail()
+            return
+        if sent == len(data):
+            self._sending = False
+            # wait_empty sets _awaited before it tests its condition: a waiter is either
+            # woken here or finds _sending already False.
+            if self._awaited:
+                with self._lock:
+                    self._drained.notify_all()
+            return
+        self._hand_to_writer(data[sent:])
+
+    def _flush_locked(self) -> None:
+        """Flush while a writer thread drains a backlog, or after the outbox was closed."""
         with self._lock:
             if self._closed:
                 self._chunks.clear()
@@ -83,33 +128,19 @@ class Outbox:
                 if self.queued > self.limit:
                     self._overflow()
                 return
-            if not self._chunks:
-                return
-            self._writing = True
-        data = self._take()
-        if len(data) > self.limit:
-            with self._lock:
-                self._writing = False
-                self._overflow()
-            return
-        try:
-            sent = self._sock.send(data, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._fail()
-            return
+
+    def _hand_to_writer(self, rest: bytes) -> None:
         with self._lock:
-            if sent == len(data):
-                self._writing = False
+            self._sending = False
+            if self._closed:
                 self._drained.notify_all()
                 return
-            rest = data[sent:]
             self._in_flight = len(rest)
             if self.queued > self.limit:
                 self._overflow()
                 return
             # A backlog: the writer thread owns `_writing` from here on.
+            self._writing = True
             threading.Thread(target=self._drain, args=(rest,), name="writer", daemon=True).start()
 
     def _drain(self, data: bytes) -> None:
@@ -151,8 +182,12 @@ class Outbox:
         """Wait until everything queued has been handed to the kernel (or the outbox closed)."""
         delivery.flush_dirty()
         with self._drained:
+            self._awaited = True
             return self._drained.wait_for(
-                lambda: self._closed or (not self._chunks and not self._writing), timeout
+                lambda: (
+                    self._closed or (not self._chunks and not self._writing and not self._sending)
+                ),
+                timeout,
             )
 
     def close(self) -> None:
