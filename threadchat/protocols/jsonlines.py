@@ -10,11 +10,18 @@ from typing import Any
 
 from threadchat import events, requests
 from threadchat.events import Event
+from threadchat.protocols import utctime
 from threadchat.store.base import Ref
 
 
 def timestamp(ts: float) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-25T12:00:00.123Z."""
+    text = utctime.millis(ts)
+    return _timestamp_general(ts) if text is None else text
+
+
+def _timestamp_general(ts: float) -> str:
+    # The reference for `utctime.millis`; still formats times before 1970 or after 9999.
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 

@@ -1,0 +1,112 @@
+"""The fast encoders of chat messages give exactly the bytes of the general paths they bypass.
+
+Property-style: many generated inputs, a fixed seed so a failure reproduces, and the general
+path (kept as a private function) as the reference.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from threadchat.protocols import irc as irc_protocol
+from threadchat.protocols import jsonlines, utctime
+
+SEED = 20261125
+
+
+def _timestamps(rng: random.Random, count: int) -> Iterator[float]:
+    """Times that stress the rounding: random, near now, on and around ms/us boundaries."""
+    fractions = (0.0, 0.0005, 0.0015, 0.1234565, 0.9994999, 0.9995, 0.9999994, 0.9999995, 0.9999999)
+    for _ in range(count):
+        yield rng.uniform(0, 253402300798)
+        now = rng.uniform(1.7e9, 1.9e9)
+        yield now
+        yield math.nextafter(now, 0.0)
+        yield math.nextafter(now, math.inf)
+        # Below the last fast second, so that adding a fraction stays under the limit.
+        second = rng.randrange(0, 253402300798)
+        yield float(second)
+        yield from (second + f for f in fractions)
+        # Exactly half a microsecond (representable for small seconds): half-even rounding.
+        yield rng.randrange(0, 2**20) + (rng.randrange(10**6) + 0.5) / 1e6
+        yield rng.randrange(0, 2**31) + rng.randrange(10**6) / 1e6
+
+
+EDGE_TIMES: list[float] = [
+    0.0,
+    5e-324,
+    4.999e-7,
+    5e-7,
+    1.5e-6,
+    0.0005,
+    0.9999995,
+    86399.9999995,
+    951782399.9995,  # 2000-02-28T23:59:59: a leap day follows
+    2**31 - 0.0000005,
+    1e10 + 0.9999995,
+    253402300798.9999,
+    math.nextafter(253402300799.0, 0.0),  # the last float the fast path takes
+]
+
+
+def _reference_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def test_millis_matches_datetime_over_many_times() -> None:
+    rng = random.Random(SEED)
+    checked = 0
+    for ts in [*EDGE_TIMES, *_timestamps(rng, 4000)]:
+        fast = utctime.millis(ts)
+        assert fast is not None, ts
+        assert fast == _reference_iso(ts), ts
+        assert fast == jsonlines._timestamp_general(ts), ts
+        assert fast == irc_protocol._format_server_time_general(ts), ts
+        checked += 1
+    assert checked > 50_000
+
+
+@pytest.mark.parametrize("ts", [0, 1, 1_795_608_000, 253402300798])
+def test_millis_of_whole_seconds_as_int(ts: int) -> None:
+    assert utctime.millis(ts) == _reference_iso(ts)
+
+
+@pytest.mark.parametrize(
+    "ts", [-0.5, -1.0, -86400.25, 253402300799.0, 253402300799.5, 1e12, math.nan, math.inf, True]
+)
+def test_times_outside_the_fast_range_still_format(ts: float) -> None:
+    assert utctime.millis(ts) is None
+    for fast, general in (
+        (jsonlines.timestamp, jsonlines._timestamp_general),
+        (irc_protocol.format_server_time, irc_protocol._format_server_time_general),
+    ):
+        try:
+            expected: str | type[Exception] = general(ts)
+        except (ValueError, OverflowError, OSError) as problem:
+            expected = type(problem)
+        if isinstance(expected, str):
+            assert fast(ts) == expected
+        else:
+            with pytest.raises(expected):
+                fast(ts)
+
+
+def test_format_server_time_still_takes_datetimes() -> None:
+    moment = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
+    assert irc_protocol.format_server_time(moment) == "2026-11-25T12:00:00.123Z"
+    assert irc_protocol.format_server_time(moment.replace(tzinfo=None)) == (
+        "2026-11-25T12:00:00.123Z"
+    )
+
+
+def test_the_second_cache_follows_the_time() -> None:
+    # The same second, another second, then back: a stale cached prefix would show.
+    assert utctime.millis(1_795_608_000.5) == "2026-11-25T12:00:00.500Z"
+    assert utctime.millis(1_795_608_000.25) == "2026-11-25T12:00:00.250Z"
+    assert utctime.millis(1_795_608_061.0) == "2026-11-25T12:01:01.000Z"
+    assert utctime.millis(1_795_608_000.75) == "2026-11-25T12:00:00.750Z"
