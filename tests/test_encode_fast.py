@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from threadchat import events
 from threadchat.protocols import irc as irc_protocol
 from threadchat.protocols import jsonlines, utctime
 
@@ -110,3 +111,80 @@ def test_the_second_cache_follows_the_time() -> None:
     assert utctime.millis(1_795_608_000.25) == "2026-11-25T12:00:00.250Z"
     assert utctime.millis(1_795_608_061.0) == "2026-11-25T12:01:01.000Z"
     assert utctime.millis(1_795_608_000.75) == "2026-11-25T12:00:00.750Z"
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+# Letters, spaces, what JSON escapes ('"', '\\', controls), what it passes through with
+# ensure_ascii=False (accents, CJK, emoji, U+2028, combining marks, RTL), and IRC specials.
+ALPHABET = (
+    list("abcXYZ019 _-.:;#!@~")
+    + list('"\\/\t\x01\x1f\x7f')
+    + list("éßü中文😀👍🏽\u2028\u2029\u0301\u05d0\ufeff\x00")
+)
+KINDS = (events.TEXT, events.ACTION, events.NOTICE)
+
+
+def _text(rng: random.Random, longest: int = 40) -> str:
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(longest + 1)))
+
+
+def _chat_events(rng: random.Random, count: int) -> Iterator[events.Event]:
+    times = _timestamps(rng, count)
+    for _ in range(count):
+        common = {
+            "text": _text(rng, rng.choice((5, 40, 600))),
+            "kind": rng.choice(KINDS),
+            "account": rng.choice((None, "", _text(rng, 12))),
+            "history": rng.random() < 0.3,
+            "id": rng.choice((0, 1, rng.randrange(10**6), rng.randrange(2**62))),
+            "ts": next(times),
+        }
+        if rng.random() < 0.5:
+            yield events.RoomMessage(room=_text(rng, 12), sender=_text(rng, 12), **common)
+        else:
+            yield events.PrivateMessage(sender=_text(rng, 12), target=_text(rng, 12), **common)
+
+
+def test_json_chat_lines_match_the_general_encoder() -> None:
+    rng = random.Random(SEED)
+    fast_taken = 0
+    for event in _chat_events(rng, 5000):
+        expected = jsonlines._encode_event_general(event)
+        assert jsonlines.encode_event(event) == expected, event
+        fast_taken += jsonlines._chat_line(event) == expected  # type: ignore[arg-type]
+    # The shortcut, not the fallback, produced them: a fast path always refusing would pass above.
+    assert fast_taken == 5000
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        events.RoomMessage(room="r", sender="s", text="x", id=True),  # bool: JSON says true
+        events.RoomMessage(room="r", sender="s", text="x", kind=None),  # type: ignore[arg-type]
+        events.RoomMessage(room="r", sender=None, text="x"),  # type: ignore[arg-type]
+        events.PrivateMessage(sender="s", target="t", text=7),  # type: ignore[arg-type]
+        events.PrivateMessage(sender="s", target="t", text="x", ts=-1.5),
+        events.PrivateMessage(sender="s", target="t", text="x", ts=1_795_608_000),
+        events.RoomMessage(room="r", sender="s", text="x", history=1),  # type: ignore[arg-type]
+    ],
+)
+def test_json_unusual_chat_events_fall_back_to_the_same_bytes(event: events.Event) -> None:
+    assert jsonlines.encode_event(event) == jsonlines._encode_event_general(event)
+
+
+def test_json_lone_surrogate_fails_as_before() -> None:
+    event = events.RoomMessage(room="r", sender="s", text="bad \ud800 half")
+    with pytest.raises(UnicodeEncodeError) as general:
+        jsonlines._encode_event_general(event)
+    with pytest.raises(UnicodeEncodeError) as fast:
+        jsonlines.encode_event(event)
+    assert str(fast.value) == str(general.value)
+
+
+def test_json_other_events_are_unchanged() -> None:
+    rng = random.Random(SEED)
+    messages = tuple(_chat_events(rng, 5))
+    page = events.HistoryPage(room="r", peer=None, messages=messages, more=True, ref=3)
+    for event in (page, events.Joined(room="r", nick="n"), events.Ok(ref="x")):
+        assert jsonlines.encode_event(event) == jsonlines._encode_event_general(event)
