@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from threadchat import events
+from threadchat.hub import User
 from threadchat.protocols import irc as irc_protocol
 from threadchat.protocols import jsonlines, utctime
+from threadchat.protocols.irc import Formatter
+from threadchat.transports.irc import IrcConnection, chat_line, chat_messages
 
 SEED = 20261125
 
@@ -125,8 +128,13 @@ ALPHABET = (
 KINDS = (events.TEXT, events.ACTION, events.NOTICE)
 
 
-def _text(rng: random.Random, longest: int = 40) -> str:
-    return "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(longest + 1)))
+# IRC cannot carry NUL (nor CR or LF): those are added to a few texts only, so that most
+# messages are ones the fast path must encode itself.
+IRC_ALPHABET = [c for c in ALPHABET if c != "\x00"]
+
+
+def _text(rng: random.Random, longest: int = 40, alphabet: list[str] = ALPHABET) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(longest + 1)))
 
 
 def _chat_events(rng: random.Random, count: int) -> Iterator[events.Event]:
@@ -188,3 +196,161 @@ def test_json_other_events_are_unchanged() -> None:
     page = events.HistoryPage(room="r", peer=None, messages=messages, more=True, ref=3)
     for event in (page, events.Joined(room="r", nick="n"), events.Ok(ref="x")):
         assert jsonlines.encode_event(event) == jsonlines._encode_event_general(event)
+
+
+# -- IRC ---------------------------------------------------------------------------------------
+
+# Every combination of the capabilities that change a chat line, plus two that do not.
+TAG_CAPS = ("message-tags", "server-time", "account-tag", "batch", "echo-message")
+CAP_SETS = [
+    frozenset(c for bit, c in enumerate(TAG_CAPS) if mask >> bit & 1)
+    for mask in range(2 ** len(TAG_CAPS))
+]
+
+
+class _Hub:
+    """What encoding asks of the hub: who a nick is, and whether history is kept."""
+
+    def __init__(self, keeps_history: bool) -> None:
+        self.history = object() if keeps_history else None
+        self.users: dict[str, User] = {}
+
+    def user_unlocked(self, nick: str) -> User | None:
+        return self.users.get(nick.lower())
+
+    def codec_changed(self, user: User) -> None:
+        pass
+
+
+def _irc_connection(hub: _Hub, caps: frozenset[str]) -> IrcConnection:
+    # No socket: encoding reads only these attributes.
+    conn = IrcConnection.__new__(IrcConnection)
+    conn.hub = hub  # type: ignore[assignment]
+    conn.server_name = "threadchat"
+    conn.host = "127.0.0.1"
+    conn.label = "test"
+    conn.caps = caps
+    return conn
+
+
+def _outcome(encode: Callable[[events.Event], bytes | None], event: events.Event) -> object:
+    """The bytes, or the exception, an encoder gives: both must match."""
+    try:
+        return encode(event)
+    except Exception as problem:
+        return (type(problem), str(problem))
+
+
+def _irc_events(rng: random.Random, hubs: list[_Hub], count: int) -> Iterator[events.Event]:
+    nicks = ["alice", "Bob", "c_d", "x" * 30, "wéird"] * 4 + ["sp ace", ":colon", "", "nul\x00"]
+    for hub in hubs:
+        # Known IRC and native users (whose hosts are made safe), the rest unknown to the hub.
+        owner = _irc_connection(hub, frozenset())
+        hub.users["alice"] = User(nick="alice", conn=owner, username="~al", host="10.0.0.1")
+        hub.users["bob"] = User(nick="Bob", conn=object(), host="::1")  # type: ignore[arg-type]
+    times = _timestamps(rng, count)
+    for _ in range(count):
+        length = rng.choice((0, 1, 10, 40, 120, rng.randrange(380, 520), 700))
+        text = _text(rng, length, IRC_ALPHABET)
+        if rng.random() < 0.05:
+            text += rng.choice(("\r", "\n", "\x00", "\ud800"))
+        common = {
+            "sender": rng.choice(nicks),
+            "text": text,
+            "kind": rng.choice(KINDS),
+            "account": rng.choice((None, "", "alice", "a;b c\\d", "ünï", "nul\x00")),
+            "history": rng.random() < 0.3,
+            "id": rng.choice((1, rng.randrange(10**6), rng.randrange(2**62))),
+            "ts": next(times)
+            if rng.random() < 0.95
+            else rng.choice((0.0, -1.5, 1e13, 1_795_608_000)),
+        }
+        if rng.random() < 0.5:
+            room = rng.choice(("dev", "a.b-c_d", "dev", "ç", "sp ace", ""))
+            yield events.RoomMessage(room=room, **common)
+        else:
+            target = rng.choice(("bob", "alice", "bob", "alice", ":x", "", "sp ace", "nul\x00"))
+            yield events.PrivateMessage(target=target, **common)
+
+
+def test_irc_chat_lines_match_the_general_encoder_for_every_cap_set() -> None:
+    rng = random.Random(SEED)
+    hubs = [_Hub(keeps_history=True), _Hub(keeps_history=False)]
+    conns = [_irc_connection(hub, caps) for hub in hubs for caps in CAP_SETS]
+    compared = fast = 0
+    for event in _irc_events(rng, hubs, 1200):
+        for conn in conns:
+            assert _outcome(conn.encode, event) == _outcome(conn._encode_general, event), (
+                event,
+                conn.caps,
+            )
+            compared += 1
+            fast += _outcome(conn._encode_chat, event) is not None
+    assert compared == 1200 * 64
+    # Most of them were the fast path's own work, not the fallback's.
+    assert fast > compared // 3
+
+
+def test_irc_usual_messages_take_the_fast_path() -> None:
+    # A fast path that always declined would pass the test above: check it answers itself.
+    rng = random.Random(SEED)
+    hub = _Hub(keeps_history=True)
+    hub.users["alice"] = User(nick="alice", conn=object(), host="10.0.0.1")  # type: ignore[arg-type]
+    for caps in CAP_SETS:
+        conn = _irc_connection(hub, caps)
+        for _ in range(200):
+            text = "".join(rng.choice("abc 😀:;\\é") for _ in range(rng.randrange(1, 120)))
+            event = events.RoomMessage(
+                room="dev",
+                sender=rng.choice(("alice", "ghost")),
+                text=text,
+                kind=rng.choice(KINDS),
+                account=rng.choice((None, "alice", "a;b c")),
+                history=rng.random() < 0.5,
+                ts=rng.uniform(1.7e9, 1.9e9),
+            )
+            fast = conn._encode_chat(event)
+            assert fast is not None
+            assert fast == conn._encode_general(event)
+
+
+def test_irc_line_length_boundary() -> None:
+    # Around 512 bytes the general path starts splitting; the fast path must hand over exactly
+    # there. Multi-byte characters make the byte count differ from the length.
+    hub = _Hub(keeps_history=True)
+    conns = [_irc_connection(hub, caps) for caps in CAP_SETS]
+    declined = 0
+    for size in range(420, 500):
+        for pad in ("a", "é", "😀"):
+            for kind in KINDS:
+                text = "x" * size + pad * 3
+                event = events.PrivateMessage(sender="alice", target="bob", text=text, kind=kind)
+                for conn in conns:
+                    assert conn.encode(event) == conn._encode_general(event)
+                one_line = conns[0]._encode_general(event).count(b"\r\n") == 1  # type: ignore[union-attr]
+                # Declined exactly when the general path splits, 512 bytes being still one line.
+                assert (conns[0]._encode_chat(event) is None) == (not one_line), len(text)
+                declined += not one_line
+    assert 0 < declined < 80 * 3 * 3
+
+
+@pytest.mark.parametrize("msgid", [None, "", "42", "a;b c\\d", "x\x00y"])
+@pytest.mark.parametrize("when", [None, 0.0, 1_795_608_000.1234, -5.0])
+def test_chat_line_matches_chat_messages_and_formatter(msgid: str | None, when: float) -> None:
+    # chat_line on its own, with tag values the transport never gives it (msgids are numbers).
+    for caps in CAP_SETS:
+        tags = ("account-tag" in caps, "message-tags" in caps, "server-time" in caps)
+        for kind in KINDS:
+            args = ("n!u@h", "#dev", "hi there", kind, "acc;ount", msgid)
+            line = chat_line(*args, when, tags)  # type: ignore[arg-type]
+            try:
+                expected: object = b"".join(
+                    Formatter(m, time=when).encode(caps) for m in chat_messages(*args)
+                )
+            except ValueError:
+                expected = None  # the transport logs it and sends nothing
+            if line is not None:
+                assert line == expected
+            else:
+                # Declined only for what the general path must do: refuse, or format the time.
+                assert expected is None or (tags[2] and when is not None and when < 0)
