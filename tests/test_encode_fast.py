@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -354,3 +356,19 @@ def test_chat_line_matches_chat_messages_and_formatter(msgid: str | None, when: 
             else:
                 # Declined only for what the general path must do: refuse, or format the time.
                 assert expected is None or (tags[2] and when is not None and when < 0)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/zoneinfo/right/UTC").exists() or not hasattr(time, "tzset"),
+    reason="no leap-second time zone here",
+)
+def test_millis_under_a_leap_second_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With TZ=right/UTC, gmtime counts leap seconds and says :60 for one; datetime says :59.
+    monkeypatch.setenv("TZ", "right/UTC")
+    time.tzset()
+    try:
+        for ts in (1483228825.5, 1483228826.25, 1483228827.75, 1795608000.5):
+            assert utctime.millis(ts) == _reference_iso(ts), ts
+    finally:
+        monkeypatch.undo()
+        time.tzset()

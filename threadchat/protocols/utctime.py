@@ -12,8 +12,11 @@ import time
 # and a fraction rounding up cannot carry into year 10000, which datetime refuses.
 _FAST_LIMIT = 253402300799
 _FAST_LIMIT_FLOAT = float(_FAST_LIMIT)  # comparing a float with an int is slower
-# ".000Z" to ".999Z": indexing is several times cheaper than a "03d" format per call.
+# Indexing these is several times cheaper than a "02d" or "03d" format per call.
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+_TWO = tuple(f"{n:02d}" for n in range(60))
+# gmtime says 60 for a leap second (with a leap-second time zone); datetime clamps it to 59.
+_SECOND = (*_TWO, "59", "59")
 
 # The last whole second formatted, as (second, "YYYY-MM-DDThh:mm:ss"). Messages relayed
 # together share their second. One tuple is replaced whole, so a thread reads a consistent
@@ -50,7 +53,8 @@ def millis(ts: float) -> str | None:
     if last[0] == second:
         prefix = last[1]
     else:
-        t = time.gmtime(second)
-        prefix = f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}"
+        # gmtime, as datetime uses; the years in range all have four digits.
+        y, mo, d, h, mi, s = time.gmtime(second)[:6]
+        prefix = f"{y}-{_TWO[mo]}-{_TWO[d]}T{_TWO[h]}:{_TWO[mi]}:{_SECOND[s]}"
         _last_second = (second, prefix)
     return prefix + _MILLIS[micros // 1000]
