@@ -1179,7 +1179,10 @@ def chat_line(
     if with_msgid and msgid is not None:
         if "\0" in msgid:
             return None
-        items.append(("msgid=" + escape_tag_value(msgid)) if msgid else "msgid")
+        if msgid.isdigit():  # what the transport gives: a stored id, nothing to escape
+            items.append("msgid=" + msgid)
+        else:
+            items.append(("msgid=" + escape_tag_value(msgid)) if msgid else "msgid")
     if with_time and when is not None:
         stamp = utctime.millis(when)
         if stamp is None:
