@@ -6,6 +6,7 @@ path (kept as a private function) as the reference.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import encode_bench
 from threadchat import events
 from threadchat.hub import User
 from threadchat.protocols import irc as irc_protocol
@@ -372,3 +374,15 @@ def test_millis_under_a_leap_second_time_zone(monkeypatch: pytest.MonkeyPatch) -
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_encode_bench_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = tmp_path / "encode.jsonl"
+    monkeypatch.setattr(encode_bench, "RESULTS", results)
+    monkeypatch.setattr("sys.argv", ["encode_bench", "--number", "50", "--repeat", "1"])
+    encode_bench.main()
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["case"] for r in rows] == [name for name, *_ in encode_bench.cases()]
+    assert all(r["fast_us"] > 0 and r["before_us"] > 0 for r in rows)
+    # The swapped-in datetime formatting was put back.
+    assert jsonlines.timestamp is not jsonlines._timestamp_general
