@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from threadchat.protocols import utctime
+
 __all__ = [
     "CAP_LS_VERSION_MULTILINE",
     "CHANNELLEN",
@@ -1101,6 +1103,12 @@ def format_server_time(when: datetime | float) -> str:
     >>> format_server_time(0.1234)
     '1970-01-01T00:00:00.123Z'
     """
+    text = utctime.millis(when)  # type: ignore[arg-type]
+    return _format_server_time_general(when) if text is None else text
+
+
+def _format_server_time_general(when: datetime | float) -> str:
+    # The reference for `utctime.millis`; still formats datetimes and times outside 1970..9999.
     if isinstance(when, datetime):
         dt = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     else:

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING
 from threadchat import __version__, events, history, irc_accounts, irc_history, names
 from threadchat.events import Event
 from threadchat.hub import MAX_BANS, Echo, HubError, ModeChange, RoomState, User
+from threadchat.protocols import utctime
 from threadchat.protocols.irc import (
     CHANNELLEN,
+    MAX_LINE_BYTES,
     NICKLEN,
     BufferOverflow,
     Formatter,
@@ -51,6 +53,7 @@ from threadchat.protocols.irc import (
     Numeric,
     Registration,
     channel_to_room,
+    escape_tag_value,
     fits_line,
     is_valid_nick,
     isupport,
@@ -206,6 +209,11 @@ class IrcConnection(TcpConnection):
         # Computed when capabilities change, not per delivery (codec_key runs once per recipient).
         shape = tuple(c in self._caps for c in _SHAPE_CAPS)
         self._codec_key = ("irc", Formatter.variant(self._caps), *shape)
+        self._chat_tags = (
+            "account-tag" in self._caps,
+            "message-tags" in self._caps,
+            "server-time" in self._caps,
+        )
         user = getattr(self, "user", None)
         if user is not None:
             self.hub.codec_changed(user)
@@ -217,6 +225,35 @@ class IrcConnection(TcpConnection):
         return self._codec_key
 
     def encode(self, event: Event) -> bytes | None:
+        cls = type(event)
+        if cls is events.RoomMessage or cls is events.PrivateMessage:
+            try:
+                data = self._encode_chat(event)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                # e.g. a lone surrogate: the general path raises or logs as it always did.
+                data = None
+            if data is not None:
+                return data
+        return self._encode_general(event)
+
+    def _encode_chat(self, event: events.RoomMessage | events.PrivateMessage) -> bytes | None:
+        # Messages are what fan-out encodes most: one line straight from the event, without
+        # Message objects, a Formatter and three serialisations (see `chat_line`).
+        source = self._source(event.sender)
+        target = "#" + event.room if isinstance(event, events.RoomMessage) else event.target
+        return chat_line(
+            source,
+            target,
+            event.text,
+            event.kind,
+            event.account,
+            self._msgid(event),
+            event.ts,
+            self._chat_tags,
+        )
+
+    def _encode_general(self, event: Event) -> bytes | None:
+        # Every event, and the reference that `chat_line` must match byte for byte.
         messages = self.event_messages(event)
         if not messages:
             return None
@@ -1099,6 +1136,61 @@ def chat_messages(
         return [message]
     room = 512 - len(build("").to_bytes()) - 1
     return [build(chunk) for chunk in _utf8_chunks(text, max(room, 16))]
+
+
+def chat_line(
+    source: str,
+    target: str,
+    text: str,
+    kind: str,
+    account: str | None,
+    msgid: str | None,
+    when: float | None,
+    tags: tuple[bool, bool, bool],
+) -> bytes | None:
+    """The bytes of `chat_messages` then `Formatter.encode` when that is one line, or None.
+
+    `tags` says which tags the recipient gets: (account-tag, message-tags, server-time), the
+    capabilities `Formatter` checks for account, msgid and time. None leaves the message to
+    the general path: it must be split, would not serialise (CR, LF or NUL, a bad source or
+    target, NUL in a tag), or has a time that `utctime` does not format.
+    """
+    if type(text) is not str or type(target) is not str or type(source) is not str:
+        return None
+    # Mirrors `chat_messages` and `_format`; whatever they would split or refuse goes back to them.
+    command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
+    final = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
+    if not final or final[0] == ":" or " " in final:
+        final = ":" + final
+    if not target or target[0] == ":" or " " in target or not source or " " in source:
+        return None
+    line = f":{source} {command} {target} {final}"
+    if "\r" in line or "\n" in line or "\0" in line:
+        return None
+    data = line.encode()
+    if len(data) + 2 > MAX_LINE_BYTES:
+        return None
+    with_account, with_msgid, with_time = tags
+    items: list[str] = []
+    if with_account and account:
+        if "\0" in account:
+            return None
+        items.append("account=" + escape_tag_value(account))
+    if with_msgid and msgid is not None:
+        if "\0" in msgid:
+            return None
+        if msgid.isdigit():  # what the transport gives: a stored id, nothing to escape
+            items.append("msgid=" + msgid)
+        else:
+            items.append(("msgid=" + escape_tag_value(msgid)) if msgid else "msgid")
+    if with_time and when is not None:
+        stamp = utctime.millis(when)
+        if stamp is None:
+            return None
+        items.append("time=" + stamp)  # digits, '-', ':', 'T', '.', 'Z': nothing to escape
+    if not items:
+        return data + b"\r\n"
+    return ("@" + ";".join(items) + " ").encode() + data + b"\r\n"
 
 
 def _utf8_chunks(text: str, size: int) -> Iterable[str]:
