@@ -16,6 +16,7 @@ often noisy), and the store has no kind for them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -209,6 +210,10 @@ def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> Non
             log.exception("a callback after relaying failed")
 
 
+def _committed(written: Future[list[Stamp]] | StoreError) -> bool:
+    return isinstance(written, StoreError) or written.done()
+
+
 def to_event(message: StoredMessage) -> Event:
     """A stored message as a RoomMessage / PrivateMessage event marked as history."""
     kind = events.ACTION if message.action else events.TEXT
@@ -257,16 +262,27 @@ class MessageLog:
         self._relay_queue.put((batch, written, done))
 
     def _relay_loop(self) -> None:
+        # Batches taken from the queue and not yet relayed, oldest first.
+        taken: collections.deque[_Queued | None] = collections.deque()
         while True:
-            item = self._relay_queue.get()
-            # Take every batch waiting, relay them as one round and flush once for all.
-            items = [item]
-            while item is not None and not self._relay_queue.empty():
-                item = self._relay_queue.get()
-                items.append(item)
-            waiting = [entry for entry in items if entry is not None]
+            if not taken:
+                taken.append(self._relay_queue.get())
+            while not self._relay_queue.empty():
+                taken.append(self._relay_queue.get())
+            # One round: the oldest batch (waiting for its commit if need be), and after it
+            # every batch already committed, relayed together with one flush. A batch whose
+            # commit is still running waits for the next round instead of holding back those
+            # before it: the relay of one commit then overlaps the next commit.
+            waiting: list[_Queued] = []
+            while taken:
+                entry = taken[0]
+                if entry is None or (waiting and not _committed(entry[1])):
+                    break
+                waiting.append(taken.popleft())
+            if not waiting:
+                return  # close(): everything queued before it has been relayed
             try:
-                with delivery.batch():
+                with delivery.handed_off():
                     _relay_round(
                         [(batch, self._stamps(batch, written)) for batch, written, _ in waiting]
                     )
@@ -275,8 +291,6 @@ class MessageLog:
             finally:
                 for _, _, done in waiting:
                     done.set()
-            if items[-1] is None:
-                return
 
     def _stamps(
         self, batch: list[Entry], written: Future[list[Stamp]] | StoreError
