@@ -19,13 +19,14 @@ from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     AccountExistsError,
     HistoryQuery,
+    NewMessage,
     Ref,
     RoomRecord,
     Store,
     StoreError,
 )
 from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
-from threadchat.store.sqlite import DB_FILENAME, SQLiteStore
+from threadchat.store.sqlite import DB_FILENAME, ROWS_PER_INSERT, SQLiteStore, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVIL = "x'); DROP TABLE messages; --\"\\%_*?[]"
@@ -417,3 +418,22 @@ def test_close_flushes_and_rejects_later_writes(tmp_path: Path) -> None:
         assert set(done) == stored
     finally:
         s.close()
+
+
+def test_append_many_gives_each_message_the_id_it_is_stored_under(store: SQLiteStore) -> None:
+    # More rows than one INSERT statement takes, rooms and private messages mixed.
+    count = ROWS_PER_INSERT * 2 + 7
+    messages = [
+        NewMessage(sender=f"u{i}", text=f"t{i}", room="lobby")
+        if i % 3
+        else NewMessage(
+            sender="ann", text=f"t{i}", target="bob", sender_account="ann", target_account="bob"
+        )
+        for i in range(count)
+    ]
+    stamps = wait_for(store.append_many(messages), 10)
+    ids = [mid for mid, _ in stamps]
+    assert len(ids) == count and ids == sorted(set(ids))
+    stored = {m.id: m.text for m in store.room_history("lobby", HistoryQuery.latest(500))}
+    stored |= {m.id: m.text for m in store.private_history("ann", "bob", HistoryQuery.latest(500))}
+    assert stored == {mid: f"t{i}" for i, mid in enumerate(ids)}
