@@ -434,6 +434,29 @@ def test_append_many_gives_each_message_the_id_it_is_stored_under(store: SQLiteS
     stamps = wait_for(store.append_many(messages), 10)
     ids = [mid for mid, _ in stamps]
     assert len(ids) == count and ids == sorted(set(ids))
-    stored = {m.id: m.text for m in store.room_history("lobby", HistoryQuery.latest(500))}
-    stored |= {m.id: m.text for m in store.private_history("ann", "bob", HistoryQuery.latest(500))}
+    with sqlite3.connect(store.db_path) as db:
+        stored = dict(db.execute("SELECT id, text FROM messages"))
     assert stored == {mid: f"t{i}" for i, mid in enumerate(ids)}
+    assert store.private_history("ann", "bob", HistoryQuery.latest(1))[0].id == ids[-1 - 2]
+
+
+def test_message_jobs_sharing_a_commit_each_get_their_own_ids(store: SQLiteStore) -> None:
+    # Another connection holds the write lock, so the three jobs queue up and are written by
+    # one transaction, their rows by shared INSERT statements.
+    blocker = sqlite3.connect(store.db_path, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        futures = [
+            store.append_many(
+                [NewMessage(sender=f"s{job}", text=f"{job}-{i}", room="lobby") for i in range(n)]
+            )
+            for job, n in enumerate((3, 1, 5))
+        ]
+    finally:
+        blocker.rollback()
+        blocker.close()
+    with sqlite3.connect(store.db_path) as db:
+        stored = dict(db.execute("SELECT id, text FROM messages"))
+    for job, future in enumerate(futures):
+        ids = [mid for mid, _ in wait_for(future, 10)]
+        assert [stored[mid] for mid in ids] == [f"{job}-{i}" for i in range(len(ids))]

@@ -88,11 +88,14 @@ _INSERT = (
     " pair_lo, pair_hi, text, action) VALUES "
 )
 _INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Rows per INSERT statement. One statement for many rows because sqlite3 lets go of the GIL
-# for every statement it runs, and the writer thread then waits to win it back from the
-# readers: per row, that wait was the writer's largest cost under load. 64 rows use 704
-# parameters, under the 999 that SQLite builds before 3.32 allow.
-ROWS_PER_INSERT = 64
+_INSERT_PARAMETERS = 11
+# Rows per INSERT statement at most. One statement for many rows, even across the jobs of one
+# commit, because sqlite3 lets go of the GIL for every statement it runs and the writer then
+# waits to win it back from the readers: per statement, that wait was the writer's largest
+# cost under load (a commit took 8 ms, 2.6 ms of it CPU). Fewer if the SQLite build allows
+# fewer parameters per statement (999 before SQLite 3.32). Each row count is its own prepared
+# statement; the connection's statement cache (128) bounds what they hold.
+ROWS_PER_INSERT = 1000
 
 
 @functools.cache
@@ -129,10 +132,16 @@ def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    """A write for the writer thread. `rows` is set for message inserts (`fn` inserts them),
+    so that the writer can insert the rows of many such jobs with one statement."""
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    __slots__ = ("fn", "future", "rows")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], rows: list[tuple[Any, ...]] | None = None
+    ) -> None:
         self.fn = fn
+        self.rows = rows
         self.future: Future[Any] = Future()
 
 
@@ -230,6 +239,8 @@ class SQLiteStore:
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
+        parameters = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_insert = max(1, min(ROWS_PER_INSERT, parameters // _INSERT_PARAMETERS))
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -272,13 +283,15 @@ class SQLiteStore:
         """Run `fn(conn)` in the writer's transaction; return its result once committed."""
         return wait_for(self._enqueue(fn), timeout)
 
-    def _enqueue(self, fn: Callable[[sqlite3.Connection], _T]) -> Future[_T]:
+    def _enqueue(
+        self, fn: Callable[[sqlite3.Connection], _T], rows: list[tuple[Any, ...]] | None = None
+    ) -> Future[_T]:
         """Queue `fn(conn)` for the writer; the Future completes once it is committed."""
         if self._closed:
             raise StoreError("store is closed")
         if self._queue.qsize() >= MAX_PENDING_WRITES:
             raise StoreError("too many pending writes; the disk cannot keep up")
-        job = _Job(fn)
+        job = _Job(fn, rows)
         # No lock against close(): a job queued in the instant after close() drained the queue
         # is never run, and its caller's wait ends in a StoreError after its timeout, the
         # same answer a closed store gives, only later.
@@ -322,7 +335,7 @@ class SQLiteStore:
                 job.future.set_exception(error)
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        if len(batch) > 1 and self._commit_optimistic(conn, batch):
+        if self._commit_optimistic(conn, batch):
             return
         pending = batch
         # Some errors (disk full, I/O error) make SQLite roll back the whole transaction, which
@@ -378,7 +391,18 @@ class SQLiteStore:
         except sqlite3.Error:
             return False
         try:
-            results = [(job, job.fn(conn)) for job in batch]
+            results: list[tuple[_Job, Any]] = []
+            inserts: list[_Job] = []
+            for job in batch:
+                if job.rows is not None:
+                    inserts.append(job)
+                    continue
+                if inserts:
+                    results += self._insert_jobs(conn, inserts)
+                    inserts = []
+                results.append((job, job.fn(conn)))
+            if inserts:
+                results += self._insert_jobs(conn, inserts)
             conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
@@ -388,6 +412,37 @@ class SQLiteStore:
         for job, result in results:
             job.future.set_result(result)
         return True
+
+    def _insert_jobs(
+        self, conn: sqlite3.Connection, jobs: list[_Job]
+    ) -> list[tuple[_Job, list[Stamp]]]:
+        """Insert the rows of consecutive message jobs together; each job's stamps."""
+        rows = [row for job in jobs for row in job.rows or ()]
+        stamps = self._insert_rows(conn, rows)
+        results: list[tuple[_Job, list[Stamp]]] = []
+        start = 0
+        for job in jobs:
+            end = start + len(job.rows or ())
+            results.append((job, stamps[start:end]))
+            start = end
+        return results
+
+    def _insert_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Stamp]:
+        """Insert message rows (writer thread, in its transaction); their (id, ts) in order."""
+        ts = max(_now_ms(), self._last_ts)
+        stamps: list[Stamp] = []
+        step = self._rows_per_insert
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            values = [value for row in chunk for value in (ts, *row)]
+            cur = conn.execute(_insert_statement(len(chunk)), values)
+            # One statement of the only writing connection: its rows got consecutive ids
+            # (AUTOINCREMENT), the last of which is lastrowid.
+            last = cur.lastrowid
+            assert last is not None
+            stamps.extend((mid, ts) for mid in range(last - len(chunk) + 1, last + 1))
+        self._last_ts = ts
+        return stamps
 
     @staticmethod
     def _settle_errors(errors: list[tuple[_Job, BaseException]]) -> None:
@@ -472,23 +527,7 @@ class SQLiteStore:
         # One job for all: a Future (with its Condition) per message was measured as a tenth
         # of a busy server's time with history on.
         rows = [_insert_row(m) for m in messages]
-
-        def insert(conn: sqlite3.Connection) -> list[Stamp]:
-            ts = max(_now_ms(), self._last_ts)
-            stamps: list[Stamp] = []
-            for start in range(0, len(rows), ROWS_PER_INSERT):
-                chunk = rows[start : start + ROWS_PER_INSERT]
-                values = [value for row in chunk for value in (ts, *row)]
-                cur = conn.execute(_insert_statement(len(chunk)), values)
-                # One statement of the only writing connection: its rows got consecutive ids
-                # (AUTOINCREMENT), the last of which is lastrowid.
-                last = cur.lastrowid
-                assert last is not None
-                stamps.extend((mid, ts) for mid in range(last - len(chunk) + 1, last + 1))
-            self._last_ts = ts
-            return stamps
-
-        return self._enqueue(insert)
+        return self._enqueue(lambda conn: self._insert_rows(conn, rows), rows)
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
         return self._history("room_key = ?", (fold(room),), query)
