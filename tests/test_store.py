@@ -455,8 +455,8 @@ def test_message_jobs_sharing_a_commit_each_get_their_own_ids(store: SQLiteStore
     finally:
         blocker.rollback()
         blocker.close()
+    written = [[mid for mid, _ in wait_for(future, 10)] for future in futures]
     with sqlite3.connect(store.db_path) as db:
         stored = dict(db.execute("SELECT id, text FROM messages"))
-    for job, future in enumerate(futures):
-        ids = [mid for mid, _ in wait_for(future, 10)]
+    for job, ids in enumerate(written):
         assert [stored[mid] for mid in ids] == [f"{job}-{i}" for i in range(len(ids))]
