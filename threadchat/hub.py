@@ -369,17 +369,27 @@ class Hub:
         """
         runs: list[tuple[list[_CodecGroup], list[tuple[Event, User]]]] = []
         last_room: Room | None = None
+        # Under the lock nothing changes, so one check per sender and room name is enough.
+        checked: dict[tuple[int, str], Room | None] = {}
         with delivery.batch():
             with self._lock:
                 now = time.time()
                 for relay, stamp in queued:
                     user = relay.user
-                    try:
-                        room = self._room_to_speak(user, relay.room_name)
-                    except HubError as problem:
-                        log.debug("%s: queued message not relayed: %s", user.nick, problem.message)
+                    key = (id(user), relay.room_name)
+                    if key in checked:
+                        room = checked[key]
+                    else:
+                        try:
+                            room = checked[key] = self._room_to_speak(user, relay.room_name)
+                        except HubError as problem:
+                            log.debug(
+                                "%s: queued messages not relayed: %s", user.nick, problem.message
+                            )
+                            room = checked[key] = None
+                        user.last_active = now
+                    if room is None:
                         continue
-                    user.last_active = now
                     event = events.RoomMessage(
                         room=room.name,
                         sender=user.nick,

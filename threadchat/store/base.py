@@ -26,6 +26,8 @@ _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstu
 
 def fold(name: str) -> str:
     """Return the case-insensitive key of a room, nick or account name (ascii casemapping)."""
+    if name.isascii():
+        return name.lower()  # the same result for ASCII, several times cheaper than translate
     return name.translate(_ASCII_FOLD)
 
 
