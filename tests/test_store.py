@@ -460,3 +460,24 @@ def test_message_jobs_sharing_a_commit_each_get_their_own_ids(store: SQLiteStore
         stored = dict(db.execute("SELECT id, text FROM messages"))
     for job, ids in enumerate(written):
         assert [stored[mid] for mid in ids] == [f"{job}-{i}" for i in range(len(ids))]
+
+
+def test_a_bad_message_fails_alone_when_jobs_share_one_insert(store: SQLiteStore) -> None:
+    # The rows of jobs sharing a commit go into one INSERT; if it fails, each job is retried
+    # on its own, so only the bad one (text NULL breaks NOT NULL) gets the error.
+    blocker = sqlite3.connect(store.db_path, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        texts_sent = ["good-1", None, "good-2"]
+        futures = [
+            store.append_many([NewMessage(sender="s", text=text, room="lobby")])  # type: ignore[arg-type]
+            for text in texts_sent
+        ]
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert len(wait_for(futures[0], 10)) == 1
+    with pytest.raises(StoreError):
+        wait_for(futures[1], 10)
+    assert len(wait_for(futures[2], 10)) == 1
+    assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["good-1", "good-2"]

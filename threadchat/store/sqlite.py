@@ -386,6 +386,9 @@ class SQLiteStore:
         Failures are rare, and a SAVEPOINT/RELEASE pair per message was measured as most of
         the writer's time; on failure the careful per-job path below runs instead.
         """
+        rows = [len(job.rows) if job.rows is not None else -1 for job in batch]
+        if min(rows) >= 0 and sum(rows) <= self._rows_per_insert:
+            return self._commit_one_insert(conn, batch)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
@@ -406,6 +409,26 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return False
+        for job, result in results:
+            job.future.set_result(result)
+        return True
+
+    def _commit_one_insert(self, conn: sqlite3.Connection, batch: list[_Job]) -> bool:
+        """Commit message jobs whose rows fit one INSERT as that statement alone.
+
+        Outside BEGIN a statement is its own transaction, all or nothing: one statement, so
+        one GIL round trip, instead of three. Each round trip costs the writer up to a GIL
+        switch interval while readers are busy: measured alone, a commit of 400 rows took
+        1.4 ms; beside one thread that only computes, 18.5 ms as BEGIN, INSERT and COMMIT and
+        8.3 ms as the INSERT alone.
+        """
+        try:
+            results = self._insert_jobs(conn, batch)
+        except Exception:
+            if conn.in_transaction:  # not expected outside BEGIN; never leave one open
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             return False
