@@ -1,9 +1,11 @@
 """The embedded SQLite store: one file, threadchat.db, in the data directory.
 
 Writes: one writer thread owns the only connection that writes. Callers enqueue a job and wait
-for its Future; the writer takes everything queued (group commit), runs each job inside a
-SAVEPOINT of one transaction, commits once, then completes every Future. So append() returns
-only after its message is committed, yet N concurrent appends cost one commit, not N.
+for its Future; the writer takes everything queued (group commit), runs the jobs in one
+transaction (the rows of message jobs in one INSERT), commits once, then completes every
+Future; only when that fails does it retry the jobs one by one, each in a SAVEPOINT. So
+append() returns only after its message is committed, yet N concurrent appends cost one
+commit, not N.
 
 Reads: a small pool of separate read-only connections. In WAL mode readers see the last commit
 and never wait for the writer.
