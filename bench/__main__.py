@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -60,6 +61,8 @@ def fmt(v: Any, scale: float = 1.0, digits: int = 0) -> str:
 def row(rec: dict[str, Any]) -> str:
     r = rec["result"]
     name = f"{rec['scenario']}{'[' + r['variant'] + ']' if r.get('variant') else ''}"
+    if "repeat" in rec:
+        name += f" #{rec['repeat']}" if rec["repeat"] != "median" else " median"
     if "error" in r or "skipped" in r:
         return f"{name:<26} {rec['server']:<16} {r.get('error') or r.get('skipped')}"
     if "held" in r:
@@ -99,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="short runs, and only the scenarios marked quick"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each traffic scenario N times, servers taking turns, and also record the "
+        "median of the N runs (what the report shows)",
+    )
     parser.add_argument("--no-save", action="store_true", help="do not append to results.jsonl")
     args = parser.parse_args(argv)  # fmt: skip
 
@@ -123,25 +133,68 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "commit": git_commit(),
     }
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    def record(rec: dict[str, Any]) -> None:
+        print(row(rec), flush=True)
+        if not args.no_save:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            with RESULTS.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+
     print(HEADER, flush=True)
-    records = []
     for name in names:
-        for server in servers:
-            try:
-                results = SCENARIOS[name].run(SERVERS[server], opts)
-            except Exception as exc:  # one broken server must not lose the other rows
-                traceback.print_exc(file=sys.stderr)
-                results = [{"error": f"{type(exc).__name__}: {exc}"}]
-            for result in results:
-                rec = {**common, "scenario": name, "server": server, "result": result,
-                       "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-                records.append(rec)
-                print(row(rec), flush=True)
-                if not args.no_save:
-                    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                    with RESULTS.open("a") as f:
-                        f.write(json.dumps(rec) + "\n")
+        # Idle runs measure memory and connect time, which vary little: run them once.
+        rounds = args.repeat if SCENARIOS[name].traffic else 1
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for index in range(rounds):
+            # Servers take turns, so a slow moment of the machine does not hit one server's
+            # runs only.
+            for server in servers:
+                try:
+                    results = SCENARIOS[name].run(SERVERS[server], opts)
+                except Exception as exc:  # one broken server must not lose the other rows
+                    traceback.print_exc(file=sys.stderr)
+                    results = [{"error": f"{type(exc).__name__}: {exc}"}]
+                for result in results:
+                    rec = {**common, "scenario": name, "server": server, "result": result,
+                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+                    if rounds > 1:
+                        rec["repeat"] = index
+                        runs.setdefault((server, result.get("variant", "")), []).append(result)
+                    record(rec)
+        for (server, _), results in runs.items():
+            rec = {**common, "scenario": name, "server": server, "result": median(results),
+                   "repeat": "median", "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            record(rec)
     return 0
+
+
+# Figures of a traffic result that are single numbers; the median takes each on its own.
+MEDIAN_FIELDS = ("deliveries_per_s", "deliveries_per_cpu_s", "p50_ms", "p99_ms", "max_ms",
+                 "completeness", "server_cpu_pct", "server_rss_kb_end")  # fmt: skip
+
+
+def median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result for N runs: the run of median throughput, each figure replaced by its median
+    over the runs, with the runs' lowest and highest throughput and p99 kept beside it."""
+    usable = [r for r in results if "deliveries_per_s" in r]
+    if not usable:
+        return results[-1]
+    usable.sort(key=lambda r: r["deliveries_per_s"])
+    out = dict(usable[len(usable) // 2])
+    for key in MEDIAN_FIELDS:
+        values = sorted(r[key] for r in usable if r.get(key) is not None)
+        if values:
+            out[key] = statistics.median(values)
+    out["runs"] = len(usable)
+    out["spread"] = {
+        key: [min(r[key] for r in usable), max(r[key] for r in usable)]
+        for key in ("deliveries_per_s", "p99_ms")
+        if all(r.get(key) is not None for r in usable)
+    }
+    return out
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ CHART = REPO_DIR / "docs" / "performance.png"
 def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
     for rec in records:
+        if isinstance(rec.get("repeat"), int):
+            continue  # one of several runs; their median record follows them
+
         key = (rec["scenario"], rec["server"], rec["result"].get("variant", ""))
         by_key[key] = rec
     return list(by_key.values())
@@ -39,6 +42,9 @@ def traffic_table(recs: list[dict[str, Any]]) -> list[str]:
         if "deliveries_per_s" not in r:
             continue
         name = rec["scenario"] + (f" [{r['variant']}]" if r.get("variant") else "")
+        if r.get("runs", 1) > 1:
+            low, high = r["spread"]["deliveries_per_s"]
+            name += f" (median of {r['runs']}; deliveries/s {low / 1e6:.2f}M to {high / 1e6:.2f}M)"
         lines.append(
             f"| {name} | {rec['server']} | {_n(r['deliveries_per_s'])} "
             f"| {_n(r['deliveries_per_cpu_s'])} | {_n(r['p50_ms'], 1)} | {_n(r['p99_ms'], 1)} "

@@ -27,6 +27,7 @@ class Scenario:
     description: str
     run: Callable[[ServerSpec, Options], list[dict[str, Any]]]
     in_quick: bool = True
+    traffic: bool = True  # False for idle runs (connections and memory, not messages)
 
 
 def _traffic(plan: TrafficPlan) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
@@ -86,9 +87,11 @@ SCENARIOS: dict[str, Scenario] = {
                  _traffic(TrafficPlan(clients=1000, senders=10, rate=200, sample_every=1))),
         Scenario("rooms-200x10", "200 rooms of 10 (2,000 clients), 1 sender per room, windowed",
                  _traffic(TrafficPlan(clients=2000, rooms=200, senders=200, window=32))),
-        Scenario("idle-1000", "1,000 idle registered clients", _idle(1000)),
-        Scenario("idle-5000", "5,000 idle registered clients", _idle(5000), in_quick=False),
-        Scenario("idle-15000", "15,000 idle registered clients", _idle(15000), in_quick=False),
+        Scenario("idle-1000", "1,000 idle registered clients", _idle(1000), traffic=False),
+        Scenario("idle-5000", "5,000 idle registered clients", _idle(5000), in_quick=False,
+                 traffic=False),
+        Scenario("idle-15000", "15,000 idle registered clients", _idle(15000), in_quick=False,
+                 traffic=False),
         Scenario("slow-consumer", "rate-100 with one member that never reads vs without",
                  _slow_consumer),
         Scenario("history", "fanout-100 with message history off vs on (threadchat only)",

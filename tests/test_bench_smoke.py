@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.__main__ import median
 from bench.runner import TrafficPlan, plan_clients, run_idle, run_traffic
 from bench.servers import SERVERS
 
@@ -39,3 +40,16 @@ def test_idle_clients_are_held() -> None:
     result = run_idle(SERVERS["naive"], 40)
     assert result["held"] == 40
     assert result["server_alive"]
+
+
+def test_repeated_runs_are_summed_up_by_their_median() -> None:
+    runs = [
+        {"deliveries_per_s": 3.0, "p99_ms": 9.0, "p50_ms": 1.0, "label": "a"},
+        {"deliveries_per_s": 1.0, "p99_ms": 5.0, "p50_ms": 3.0, "label": "b"},
+        {"deliveries_per_s": 2.0, "p99_ms": 7.0, "p50_ms": 2.0, "label": "c"},
+    ]
+    summary = median(runs)
+    assert summary["deliveries_per_s"] == 2.0 and summary["p99_ms"] == 7.0
+    assert summary["p50_ms"] == 2.0 and summary["label"] == "c"  # the median run's other fields
+    assert summary["runs"] == 3
+    assert summary["spread"] == {"deliveries_per_s": [1.0, 3.0], "p99_ms": [5.0, 9.0]}
