@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import itertools
 import logging
+import operator
 import os
 import queue
 import sqlite3
@@ -89,8 +91,15 @@ _INSERT = (
     "INSERT INTO messages (ts, room_key, room, sender, sender_account, target, target_account,"
     " pair_lo, pair_hi, text, action) VALUES "
 )
-_INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_PARAMETERS = 11
+# ?1 is the commit's time, bound once for every row.
+_INSERT_VALUES = "(?1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_PARAMETERS = 10  # per row, besides ?1
+# Rows of one room (the common case): ?2 and ?3 are its key and name, bound once; a row binds
+# sender, sender_account, text and action. Binding is done holding the GIL: this form took
+# 0.6 ms of CPU for 400 rows where the general one took 1.0 ms.
+_ROOM_VALUES = "(?1, ?2, ?3, ?, ?, NULL, NULL, NULL, NULL, ?, ?)"
+_ROOM_ROW = operator.itemgetter(2, 3, 8, 9)
+_ROOM_OF_ROW = operator.itemgetter(0, 1, 4)
 # Rows per INSERT statement at most. One statement for many rows, even across the jobs of one
 # commit, because sqlite3 lets go of the GIL for every statement it runs and the writer then
 # waits to win it back from the readers: per statement, that wait was the writer's largest
@@ -101,8 +110,22 @@ ROWS_PER_INSERT = 1000
 
 
 @functools.cache
-def _insert_statement(rows: int) -> str:
-    return _INSERT + ", ".join([_INSERT_VALUES] * rows)
+def _insert_statement(rows: int, one_room: bool) -> str:
+    return _INSERT + ", ".join([_ROOM_VALUES if one_room else _INSERT_VALUES] * rows)
+
+
+def _insert_values(ts: int, chunk: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """The statement and parameters inserting `chunk` (rows of `_insert_row`) at time `ts`."""
+    rooms = set(map(_ROOM_OF_ROW, chunk))
+    if len(rooms) == 1:
+        room_key, room, target = rooms.pop()
+        if target is None:
+            values = [ts, room_key, room]
+            values += itertools.chain.from_iterable(map(_ROOM_ROW, chunk))
+            return _insert_statement(len(chunk), True), values
+    values = [ts]
+    values += itertools.chain.from_iterable(chunk)
+    return _insert_statement(len(chunk), False), values
 
 
 def _insert_row(m: NewMessage) -> tuple[Any, ...]:
@@ -242,7 +265,7 @@ class SQLiteStore:
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         parameters = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_insert = max(1, min(ROWS_PER_INSERT, parameters // _INSERT_PARAMETERS))
+        self._rows_per_insert = max(1, min(ROWS_PER_INSERT, (parameters - 1) // _INSERT_PARAMETERS))
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -459,8 +482,7 @@ class SQLiteStore:
         step = self._rows_per_insert
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
-            values = [value for row in chunk for value in (ts, *row)]
-            cur = conn.execute(_insert_statement(len(chunk)), values)
+            cur = conn.execute(*_insert_values(ts, chunk))
             # One statement of the only writing connection: its rows got consecutive ids
             # (AUTOINCREMENT), the last of which is lastrowid.
             last = cur.lastrowid
