@@ -130,3 +130,47 @@ def test_bursts_committed_together_keep_each_senders_order(
     carol.send_json(type="say", room="lobby", text="marker")
     assert texts_until(alice, "marker") == [("bob", t) for t in bob_texts]
     assert texts_until(bob, "marker") == [("alice", t) for t in alice_texts]
+
+
+def test_without_history_a_burst_is_relayed_in_order_once_and_acknowledged_after(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(history=False)
+    alice, bob, carol = (json_client(server, n) for n in ("alice", "bob", "carol"))
+    count = 30
+    lines = "".join(
+        f'{{"type":"say","room":"lobby","text":"a-{i}","ref":{i}}}\n' for i in range(count)
+    )
+    alice.send_raw(lines.encode())
+    expected = [("alice", f"a-{i}") for i in range(count)]
+    seen: list[tuple[str, str]] = []
+    while len(seen) < count:
+        event = bob.read_event()
+        if event["type"] == "message":
+            seen.append((event["from"], event["text"]))
+    assert seen == expected
+    oks = []
+    while len(oks) < count:
+        event = alice.read_event()
+        assert event["type"] != "message", "a sender got its own message back"
+        if event["type"] == "ok":
+            oks.append(event["ref"])
+    assert oks == list(range(count))
+    carol.send_json(type="say", room="lobby", text="marker")
+    assert texts_until(alice, "marker") == []
+
+
+def test_without_history_a_refused_line_in_a_burst_is_answered_and_the_rest_delivered(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(history=False)
+    alice, bob = json_client(server, "alice"), json_client(server, "bob")
+    burst = (
+        '{"type":"say","room":"lobby","text":"first"}\n'
+        '{"type":"say","room":"elsewhere","text":"nowhere","ref":"x"}\n'
+        '{"type":"say","room":"lobby","text":"second"}\n'
+    )
+    alice.send_raw(burst.encode())
+    assert alice.expect_event("error", ref="x")["code"] == "no_such_room"
+    bob.expect_event("message", text="first")
+    bob.expect_event("message", text="second")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadchat import delivery, events, names
 from threadchat.events import Event
-from threadchat.hub import Hub, HubError, User
+from threadchat.hub import Hub, HubError, RoomRelay, User
 from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     HistoryQuery,
@@ -73,9 +73,11 @@ Relay = Callable[[dict[str, Any]], None]
 # Thread-local, like delivery batches.
 _local = threading.local()
 
-# A reader's queued entry: the index of its message among the batch's writes, the sender and
-# the relay; or (None, None, callback) for a `then` callback.
+# A reader's queued entry: the index of its message among the batch's writes (NOT_STORED
+# for a message relayed without history, see `defer`), the sender and the relay; or
+# (None, None, callback) for a `then` callback.
 Entry = tuple["int | None", "User | None", Relay]
+NOT_STORED = -1
 # A reader's batch for the relay thread: its entries, its write (or why it could not be
 # queued), and the event its reader's `complete()` waits for.
 _Queued = tuple[list[Entry], "Future[list[Stamp]] | StoreError", threading.Event]
@@ -111,6 +113,21 @@ def then(callback: Callable[[], None]) -> None:
         pending.append((None, None, lambda _stamp: callback()))
 
 
+def defer(relay: RoomRelay) -> bool:
+    """Without history: queue a room message with the others of this thread's read, to be
+    relayed as one run when the read ends (`Hub.relay_room_run`, in this thread). False when
+    the thread is not in `pipelined()`; the caller then relays it at once.
+
+    Measured with history off (fanout-100), one fan-out per message gave 2.96M / 3.06M
+    deliveries/s (IRC / JSON) where history on, relaying runs, gave 4.27M / 4.76M.
+    """
+    pending: list[Entry] | None = getattr(_local, "pending", None)
+    if pending is None:
+        return False
+    pending.append((NOT_STORED, relay.user, relay))
+    return True
+
+
 def complete() -> None:
     """Relay this thread's queued messages and wait until that is done, in order.
 
@@ -125,7 +142,8 @@ def complete() -> None:
 
 def _dispatch() -> None:
     """Queue this thread's messages for the store as one write and hand the entries to the
-    relay thread (or run them here when nothing is written: only callbacks)."""
+    relay thread (or run them here when nothing is written: callbacks, and messages relayed
+    without history)."""
     pending: list[Entry] | None = getattr(_local, "pending", None)
     if not pending:
         return
@@ -137,7 +155,7 @@ def _dispatch() -> None:
     done = threading.Event()
     _local.tail = done
     if not writes:
-        # Only callbacks; they must still come after what an earlier read queued.
+        # Nothing to wait for; still after what an earlier read of this thread queued.
         if previous is not None:
             previous.wait(RECORD_TIMEOUT)
         try:
@@ -180,7 +198,7 @@ def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> Non
             if index is None or user is None:
                 callbacks.append(relay)
             else:
-                queued.append((relay, stamps[index], user))
+                queued.append((relay, stamps[index] if index >= 0 else {}, user))
     start, count = 0, len(queued)
     while start < count:
         relay, stamp, user = queued[start]
@@ -302,7 +320,7 @@ class MessageLog:
                 raise written
             return [{"id": mid, "ts": ts / 1000} for mid, ts in wait_for(written, RECORD_TIMEOUT)]
         except StoreError as problem:
-            senders = [user for index, user, _ in batch if index is not None]
+            senders = [user for index, user, _ in batch if index is not None and index >= 0]
             for user in senders:
                 if user is not None:
                     self._report(user, problem)

@@ -178,6 +178,10 @@ class Hub:
         self.history: MessageLog | None = None
         self.accounts: AccountService | None = None
         self.moderation: RoomKeeper | None = None
+        # Without history: queues a room message with the others of the reader's current
+        # read, to be relayed as one run at its end (`history.defer`); False when the thread
+        # is not in a read. The server plugs it in; None relays each message at once.
+        self.defer_relay: Callable[[RoomRelay], bool] | None = None
 
     # -- users -----------------------------------------------------------------------------
 
@@ -321,6 +325,11 @@ class Hub:
         _check_text(text)
         with delivery.batch():
             if self.history is None:
+                if echo is None and self.defer_relay is not None:
+                    with self._lock:
+                        self._room_to_speak(user, room_name)  # a refusal is told at once
+                    if self.defer_relay(RoomRelay(self, user, room_name, text, kind, None)):
+                        return
                 self._relay_room(user, room_name, text, kind, {}, echo)
                 return
             with self._lock:

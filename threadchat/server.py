@@ -8,6 +8,7 @@ import threading
 import time
 from types import FrameType
 
+from threadchat import history
 from threadchat.config import Config
 from threadchat.hub import Hub
 from threadchat.store.base import Store
@@ -55,6 +56,7 @@ class Server:
         self.config = config
         self.ephemeral_ports = ephemeral_ports
         self.hub = Hub(server_name=config.server_name, quiet_room_size=config.quiet_room_size)
+        self.hub.defer_relay = history.defer
         self.stopping = threading.Event()
         self.listeners: list[TcpListener] = []
         self.udp: UdpListener | None = None
