@@ -400,9 +400,7 @@ class IrcConnection(TcpConnection):
             match item:
                 case MessageReceived(message=message):
                     if self.user is not None:
-                        if self.bucket.enabled:
-                            history.complete()  # a flood pause flushes what is queued
-                        self.throttle()
+                        self.throttle()  # a flood pause completes what is queued first
                     self.dispatch(message)
                 case LineTooLong():
                     self.error(Numeric.ERR_INPUTTOOLONG)

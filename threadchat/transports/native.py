@@ -71,9 +71,9 @@ class LineConnection(TcpConnection):
 
     def _handle_lines(self, data: bytes) -> bool:
         for request in self.protocol.receive_data(data):
-            if not isinstance(request, _PIPELINED) or self.bucket.enabled:
-                # Nothing may overtake queued messages: not another request, and not the
-                # flush that a flood pause does.
+            if not isinstance(request, _PIPELINED):
+                # Nothing may overtake queued messages: not another request. (A flood pause
+                # completes them itself, see `throttle`.)
                 history.complete()
             if self.protocol.registered:
                 self.throttle()

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from threadchat import delivery
+from threadchat import delivery, history
 from threadchat.flood import TokenBucket
 from threadchat.tls import TlsChannel
 from threadchat.transports.outbox import Outbox
@@ -147,7 +147,8 @@ class TcpConnection:
         """Take a flood token for one line; when none is left, pause reading this connection.
 
         While paused the kernel buffers fill and TCP pushes back on the flooder alone. What
-        earlier lines queued is flushed first, so their recipients do not wait for the pause.
+        earlier lines queued is relayed and flushed first, so their recipients do not wait for
+        the pause; while tokens last, lines stay pipelined (see `history.pipelined`).
         """
         delay = self.bucket.delay()
         if delay <= 0:
@@ -157,6 +158,8 @@ class TcpConnection:
             self._flooding = True
             log.info("%s: flood, reading paused", self.label)
             self.on_flood()
+        # Messages queued from this read go out before the pause, not after it.
+        history.complete()
         self._batch.__exit__(None, None, None)
         self.server.stopping.wait(delay)
         self._batch.__enter__()
