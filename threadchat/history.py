@@ -16,10 +16,8 @@ often noisy), and the store has no kind for them.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -78,8 +76,8 @@ _local = threading.local()
 # (None, None, callback) for a `then` callback.
 Entry = tuple["int | None", "User | None", Relay]
 NOT_STORED = -1
-# A reader's batch for the relay thread: its entries, its write (or why it could not be
-# queued), and the event its reader's `complete()` waits for.
+# A reader's written batch: its entries, its write, and the event its reader's `complete()`
+# waits for.
 _Queued = tuple[list[Entry], "Future[list[Stamp]] | StoreError", threading.Event]
 
 
@@ -164,12 +162,16 @@ def _dispatch() -> None:
             done.set()
         return
     service: MessageLog = _local.service
-    written: Future[list[Stamp]] | StoreError
     try:
-        written = service.store.append_many(writes)
+        service.store.append_many(writes, lambda written: service.committed(batch, written, done))
     except StoreError as problem:
-        written = problem
-    service.relay_later(batch, written, done)
+        # Not queued: relay here (unstamped, each sender told), after what came before.
+        if previous is not None:
+            previous.wait(RECORD_TIMEOUT)
+        try:
+            _relay_round([(batch, service._stamps(batch, problem))])
+        finally:
+            done.set()
 
 
 def _new_message(
@@ -228,10 +230,6 @@ def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> Non
             log.exception("a callback after relaying failed")
 
 
-def _committed(written: Future[list[Stamp]] | StoreError) -> bool:
-    return isinstance(written, StoreError) or written.done()
-
-
 def to_event(message: StoredMessage) -> Event:
     """A stored message as a RoomMessage / PrivateMessage event marked as history."""
     kind = events.ACTION if message.action else events.TEXT
@@ -265,50 +263,39 @@ class MessageLog:
         self.store = store
         self.on_join = clamp_limit(on_join)
         self._last_error_log = 0.0
-        # Batches of pipelined messages, relayed by one thread in the order readers queued
-        # them; each reader's own batches are thus relayed in its order.
-        self._relay_queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
-        # A daemon only as a safety net: close() drains and joins it on every orderly stop.
-        self._relay_thread = threading.Thread(
-            target=self._relay_loop, name="history-relay", daemon=True
-        )
-        self._relay_thread.start()
+        # Batches whose write is settled and that the next round relays; only the store's
+        # writer thread touches this list (in `committed` and `_relay_committed`).
+        self._committed: list[_Queued] = []
+        store.after_commit = self._relay_committed
 
-    def relay_later(
+    def committed(
         self, batch: list[Entry], written: Future[list[Stamp]] | StoreError, done: threading.Event
     ) -> None:
-        self._relay_queue.put((batch, written, done))
+        """A reader's batch is written (store writer thread): relay it with this commit."""
+        self._committed.append((batch, written, done))
 
-    def _relay_loop(self) -> None:
-        # Batches taken from the queue and not yet relayed, oldest first.
-        taken: collections.deque[_Queued | None] = collections.deque()
-        while True:
-            if not taken:
-                taken.append(self._relay_queue.get())
-            while not self._relay_queue.empty():
-                taken.append(self._relay_queue.get())
-            # One round: the oldest batch (waiting for its commit if need be), and after it
-            # every batch already committed, relayed together with one flush. A batch whose
-            # commit is still running waits for the next round instead of holding back those
-            # before it: the relay of one commit then overlaps the next commit.
-            waiting: list[_Queued] = []
-            while taken:
-                entry = taken[0]
-                if entry is None or (waiting and not _committed(entry[1])):
-                    break
-                waiting.append(taken.popleft())
-            if not waiting:
-                return  # close(): everything queued before it has been relayed
-            try:
-                with delivery.handed_off():
-                    _relay_round(
-                        [(batch, self._stamps(batch, written)) for batch, written, _ in waiting]
-                    )
-            except Exception:
-                log.exception("history relay round failed")
-            finally:
-                for _, _, done in waiting:
-                    done.set()
+    def _relay_committed(self) -> None:
+        """After a group commit, in the store's writer thread: relay every batch it held as one
+        round, in the order they were queued, and hand the flush to the flusher thread.
+
+        Relaying here, not in a thread of its own, saves a hand-over per commit: each costs
+        up to a GIL switch interval behind busy readers. Measured (fan-out C=100, history on,
+        medians of 3): IRC 5.25M -> 5.72M, JSON 4.90M -> 5.39M deliveries/s. Nothing here
+        may wait for a store write (the store refuses: it would wait for itself).
+        """
+        waiting, self._committed = self._committed, []
+        if not waiting:
+            return
+        try:
+            with delivery.handed_off():
+                _relay_round(
+                    [(batch, self._stamps(batch, written)) for batch, written, _ in waiting]
+                )
+        except Exception:
+            log.exception("history relay round failed")
+        finally:
+            for _, _, done in waiting:
+                done.set()
 
     def _stamps(
         self, batch: list[Entry], written: Future[list[Stamp]] | StoreError
@@ -327,9 +314,8 @@ class MessageLog:
             return [{} for _ in senders]
 
     def close(self) -> None:
-        """Relay what is queued, then stop the relay thread (before the store closes)."""
-        self._relay_queue.put(None)
-        self._relay_thread.join(RECORD_TIMEOUT)
+        """Nothing of its own to stop: what is queued is relayed as the store's close() lets
+        its writer finish the queue."""
 
     # -- writing (called by the hub for every message, outside its lock) --------------------
 

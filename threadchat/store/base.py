@@ -10,7 +10,7 @@ the store, unique and increasing in commit order, never reused (not even after a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
@@ -196,12 +196,20 @@ class Store(Protocol):
         """
         ...
 
-    def append_many(self, messages: Sequence[NewMessage]) -> Future[list[Stamp]]:
+    # Called in the writer thread after each group commit, once its Futures are settled.
+    after_commit: Callable[[], None] | None
+
+    def append_many(
+        self,
+        messages: Sequence[NewMessage],
+        then: Callable[[Future[list[Stamp]]], None] | None = None,
+    ) -> Future[list[Stamp]]:
         """Queue the writes of `messages` without waiting: the Future completes with their
         (id, ts) in order once all are committed (in one transaction), or fails with
-        StoreError. Raises ValueError for a message with neither or both of room and target,
-        StoreError when the store is closed or too far behind. Lets a reader thread put a
-        burst of lines into one group commit."""
+        StoreError; `then`, if given, is called with it in the writer thread as it does
+        (before `after_commit`). Raises ValueError for a message with neither or both of
+        room and target, StoreError when the store is closed or too far behind. Lets a reader
+        thread put a burst of lines into one group commit."""
         ...
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:

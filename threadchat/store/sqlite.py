@@ -199,6 +199,9 @@ class SQLiteStore:
         # server with history on. The bound is checked with qsize() instead.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        # Called in the writer thread after each group commit, once every Future of it is
+        # settled (and every `then` has run): the history service relays from here.
+        self.after_commit: Callable[[], None] | None = None
         self._state_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._free_readers: queue.Queue[sqlite3.Connection] = queue.Queue()
@@ -306,17 +309,30 @@ class SQLiteStore:
 
     def _submit(self, fn: Callable[[sqlite3.Connection], _T], timeout: float | None) -> _T:
         """Run `fn(conn)` in the writer's transaction; return its result once committed."""
+        self._refuse_writer_thread()
         return wait_for(self._enqueue(fn), timeout)
 
+    def _refuse_writer_thread(self) -> None:
+        # Code run by `then` or `after_commit` must not wait for a write: the writer would
+        # wait for itself.
+        if threading.current_thread() is self._writer:
+            raise StoreError("a write waited for from the store's own writer thread")
+
     def _enqueue(
-        self, fn: Callable[[sqlite3.Connection], _T], rows: list[tuple[Any, ...]] | None = None
+        self,
+        fn: Callable[[sqlite3.Connection], _T],
+        rows: list[tuple[Any, ...]] | None = None,
+        then: Callable[[Future[_T]], None] | None = None,
     ) -> Future[_T]:
-        """Queue `fn(conn)` for the writer; the Future completes once it is committed."""
+        """Queue `fn(conn)` for the writer; the Future completes once it is committed, and
+        `then` (if given) runs in the writer thread as it does."""
         if self._closed:
             raise StoreError("store is closed")
         if self._queue.qsize() >= MAX_PENDING_WRITES:
             raise StoreError("too many pending writes; the disk cannot keep up")
         job = _Job(fn, rows)
+        if then is not None:
+            job.future.add_done_callback(then)
         # No lock against close(): a job queued in the instant after close() drained the queue
         # is never run, and its caller's wait ends in a StoreError after its timeout, the
         # same answer a closed store gives, only later.
@@ -349,6 +365,11 @@ class SQLiteStore:
                         with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     self._fail(batch, StoreError(f"write failed: {e}"))
+                if self.after_commit is not None:
+                    try:
+                        self.after_commit()
+                    except Exception:
+                        log.exception("store writer: after_commit failed")
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
@@ -557,6 +578,7 @@ class SQLiteStore:
             target_account=target_account,
             action=action,
         )
+        self._refuse_writer_thread()
         [(mid, ts)] = wait_for(self.append_many([message]), timeout)
         return StoredMessage(
             id=mid,
@@ -570,11 +592,15 @@ class SQLiteStore:
             target_account=target_account,
         )
 
-    def append_many(self, messages: Sequence[NewMessage]) -> Future[list[Stamp]]:
+    def append_many(
+        self,
+        messages: Sequence[NewMessage],
+        then: Callable[[Future[list[Stamp]]], None] | None = None,
+    ) -> Future[list[Stamp]]:
         # One job for all: a Future (with its Condition) per message was measured as a tenth
         # of a busy server's time with history on.
         rows = [_insert_row(m) for m in messages]
-        return self._enqueue(lambda conn: self._insert_rows(conn, rows), rows)
+        return self._enqueue(lambda conn: self._insert_rows(conn, rows), rows, then)
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
         return self._history("room_key = ?", (fold(room),), query)
