@@ -46,9 +46,10 @@ class batch:  # lower case: used as a context manager, it reads like a function
 class handed_off:  # lower case: used as a context manager, it reads like a function
     """Like `batch`, but at its end the flusher thread flushes, not this one.
 
-    For the history relay thread: a flush round makes one `send` per recipient, and after
-    each the thread must win the GIL back from the readers; measured, that was most of its
-    time, time it did not spend relaying the next commit. Handed off, the two overlap.
+    For the history relay (in the store's writer thread): a flush round makes one `send` per
+    recipient, and after each the thread must win the GIL back from the readers; measured,
+    that was most of a relay thread's time, time it did not spend relaying the next commit.
+    Handed off, the two overlap.
     """
 
     __slots__ = ("_outer",)

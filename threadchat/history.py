@@ -63,11 +63,11 @@ RETENTION_INTERVAL = 3600.0
 Relay = Callable[[dict[str, Any]], None]
 
 # Pipelining: a reader thread that handles several lines from one recv() queues all their
-# writes and goes on reading. The history service's relay thread waits for those writes'
-# group commit and relays the messages, in order, with their stored ids. The messages still
-# reach nobody before they are committed, and the reader never waits for the disk unless
-# something must not overtake them (see `complete`). Measured: a reader that waited for each
-# read's commit itself halved fan-out throughput with history on.
+# writes and goes on reading. Right after those writes' group commit the store's writer
+# thread relays the messages, in order, with their stored ids (`MessageLog._relay_committed`).
+# The messages still reach nobody before they are committed, and the reader never waits for
+# the disk unless something must not overtake them (see `complete`). Measured: a reader that
+# waited for each read's commit itself halved fan-out throughput with history on.
 # Thread-local, like delivery batches.
 _local = threading.local()
 
@@ -139,9 +139,9 @@ def complete() -> None:
 
 
 def _dispatch() -> None:
-    """Queue this thread's messages for the store as one write and hand the entries to the
-    relay thread (or run them here when nothing is written: callbacks, and messages relayed
-    without history)."""
+    """Queue this thread's messages for the store as one write, relayed after its commit (or
+    run them here when nothing is written: callbacks, and messages relayed without
+    history)."""
     pending: list[Entry] | None = getattr(_local, "pending", None)
     if not pending:
         return
@@ -219,7 +219,7 @@ def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> Non
             # message is stored but not relayed, as if it had arrived just after the change.
             log.debug("%s: queued message not relayed: %s", user.nick, problem.message)
         except Exception:
-            # Runs in the relay thread: one bad relay must not stop the others.
+            # Runs for many senders at once: one bad relay must not stop the others.
             log.exception("%s: relaying a stored message failed", user.nick)
         start = end
     # Acknowledgements go last: after every message queued before them has been relayed.

@@ -369,7 +369,8 @@ class Hub:
             echo(event)
 
     def relay_room_run(self, queued: "Sequence[tuple[RoomRelay, dict[str, Any]]]") -> None:
-        """Relay stored room messages, in order, as few fan-outs as possible (history relay).
+        """Relay room messages, in order, as few fan-outs as possible (after a commit, or at
+        the end of a read without history).
 
         One hub-lock acquisition checks them all; then each run of consecutive messages to
         one room is encoded and joined per codec group and queued as one chunk per member,
