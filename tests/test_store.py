@@ -481,3 +481,27 @@ def test_a_bad_message_fails_alone_when_jobs_share_one_insert(store: SQLiteStore
         wait_for(futures[1], 10)
     assert len(wait_for(futures[2], 10)) == 1
     assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["good-1", "good-2"]
+
+
+def test_a_write_waited_for_from_the_writer_thread_is_refused(store: SQLiteStore) -> None:
+    # Code the writer runs after a commit (the history relay) must not wait for a write: the
+    # writer would be waiting for itself. The store says so instead of hanging.
+    outcome: list[BaseException | None] = []
+    hook_ran = threading.Event()
+
+    def after_commit() -> None:
+        if hook_ran.is_set():
+            return
+        try:
+            store.append(sender="x", text="from the writer", room="lobby")
+            outcome.append(None)
+        except StoreError as problem:
+            outcome.append(problem)
+        hook_ran.set()
+
+    store.after_commit = after_commit
+    wait_for(store.append_many([NewMessage(sender="a", text="first", room="lobby")]), 10)
+    assert hook_ran.wait(10)
+    assert isinstance(outcome[0], StoreError)
+    store.after_commit = None
+    assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["first"]
