@@ -43,7 +43,7 @@ class batch:  # lower case: used as a context manager, it reads like a function
             flush_dirty()
 
 
-class handed_off:  # lower case: used as a context manager, it reads like a function
+class handed_off(batch):
     """Like `batch`, but at its end the flusher thread flushes, not this one.
 
     For the history relay (in the store's writer thread): a flush round makes one `send` per
@@ -52,12 +52,7 @@ class handed_off:  # lower case: used as a context manager, it reads like a func
     Handed off, the two overlap.
     """
 
-    __slots__ = ("_outer",)
-
-    def __enter__(self) -> None:
-        self._outer = not getattr(_local, "open", False)
-        if self._outer:
-            _local.open = True
+    __slots__ = ()
 
     def __exit__(self, *exc: object) -> None:
         if self._outer:

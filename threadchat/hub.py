@@ -350,14 +350,7 @@ class Hub:
         with delivery.batch(), self._lock:
             room = self._room_to_speak(user, room_name)
             user.last_active = time.time()
-            event = events.RoomMessage(
-                room=room.name,
-                sender=user.nick,
-                text=text,
-                kind=kind,
-                account=user.account,
-                **stamp,
-            )
+            event = _room_message(room, user, text, kind, stamp)
             groups = _codec_groups(room)
         # Encoding and fan-out run after the hub lock is released: the lock then covers only
         # the checks above (a few microseconds), where holding it through the fan-out was
@@ -400,14 +393,7 @@ class Hub:
                         user.last_active = now
                     if room is None:
                         continue
-                    event = events.RoomMessage(
-                        room=room.name,
-                        sender=user.nick,
-                        text=relay.text,
-                        kind=relay.kind,
-                        account=user.account,
-                        **stamp,
-                    )
+                    event = _room_message(room, user, relay.text, relay.kind, stamp)
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
                         last_room = room
@@ -956,6 +942,15 @@ class _CodecGroup:
     queues: list[list[bytes]] | None = None
     flushables: list["delivery.Flushable"] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)
+
+
+def _room_message(
+    room: Room, user: User, text: str, kind: str, stamp: dict[str, Any]
+) -> events.RoomMessage:
+    """The event relayed for `user`'s message in `room`; `stamp` is its stored id and time."""
+    return events.RoomMessage(
+        room=room.name, sender=user.nick, text=text, kind=kind, account=user.account, **stamp
+    )
 
 
 def _codec_groups(room: Room) -> list[_CodecGroup]:

@@ -580,17 +580,7 @@ class SQLiteStore:
         )
         self._refuse_writer_thread()
         [(mid, ts)] = wait_for(self.append_many([message]), timeout)
-        return StoredMessage(
-            id=mid,
-            ts=ts,
-            sender=sender,
-            sender_account=sender_account,
-            text=text,
-            action=bool(action),
-            room=room,
-            target=target,
-            target_account=target_account,
-        )
+        return StoredMessage(id=mid, ts=ts, **message._replace(action=bool(action))._asdict())
 
     def append_many(
         self,
