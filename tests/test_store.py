@@ -505,3 +505,19 @@ def test_a_write_waited_for_from_the_writer_thread_is_refused(store: SQLiteStore
     assert isinstance(outcome[0], StoreError)
     store.after_commit = None
     assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["first"]
+
+
+def test_private_history_uses_the_partial_pair_index(store: SQLiteStore) -> None:
+    # Since schema v3 the pair index holds private messages only (room messages no longer pay
+    # for an entry of NULLs); the equality on pair_lo must still let SQLite use it.
+    with sqlite3.connect(store.db_path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE pair_lo = ? AND pair_hi = ?"
+            " ORDER BY id DESC LIMIT 5",
+            ("alice", "bob"),
+        ).fetchall()
+        [index_sql] = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'messages_pair'"
+        ).fetchone()
+    assert "WHERE pair_lo IS NOT NULL" in index_sql
+    assert any("messages_pair" in row[-1] for row in plan), plan

@@ -58,6 +58,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX messages_ts ON messages (ts)",
     ),
+    # v3: the private-pair index holds private messages only. Room messages (nearly all) had
+    # an entry with NULLs in it, which cost every append 0.2 of its 1.5 us of SQLite time
+    # (measured with 400-row INSERTs). `pair_lo = ?` implies `pair_lo IS NOT NULL`, so
+    # private-history queries still use it.
+    (
+        "DROP INDEX messages_pair",
+        "CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, id) WHERE pair_lo IS NOT NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

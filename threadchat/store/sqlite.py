@@ -131,6 +131,9 @@ def _insert_values(ts: int, chunk: list[tuple[Any, ...]]) -> tuple[str, list[Any
 def _insert_row(m: NewMessage) -> tuple[Any, ...]:
     """The values of _INSERT after ts, for one message (checked in the caller's thread)."""
     room, target = m.room, m.target
+    if target is None and room is not None:  # a room message: most of them, built per message
+        return (fold(room), room, m.sender, m.sender_account, None, m.target_account,
+                None, None, m.text, int(m.action))  # fmt: skip
     if (room is None) == (target is None):
         raise ValueError("exactly one of room and target must be given")
     pair_lo = pair_hi = None

@@ -247,7 +247,8 @@ class IrcConnection(TcpConnection):
             event.text,
             event.kind,
             event.account,
-            self._msgid(event),
+            # Only a client with message-tags gets a msgid: skip making one for the others.
+            self._msgid(event) if self._chat_tags[1] else None,
             event.ts,
             self._chat_tags,
         )
