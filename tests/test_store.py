@@ -462,6 +462,43 @@ def test_message_jobs_sharing_a_commit_each_get_their_own_ids(store: SQLiteStore
         assert [stored[mid] for mid in ids] == [f"{job}-{i}" for i in range(len(ids))]
 
 
+@pytest.mark.parametrize("rooms", [("lobby",), ("lobby", "dev")])
+def test_room_runs_sharing_a_commit_keep_their_rooms_and_order(
+    store: SQLiteStore, rooms: tuple[str, ...]
+) -> None:
+    # One room's jobs go into statements that bind the room once (split when longer than one
+    # statement takes); jobs of several rooms fall back to whole rows. Either way each row
+    # must keep its own room, text and place.
+    sizes = (3, ROWS_PER_INSERT + 5, 1)
+    blocker = sqlite3.connect(store.db_path, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        futures = [
+            store.append_many(
+                [
+                    NewMessage(sender=f"s{job}", text=f"{job}-{i}", room=rooms[job % len(rooms)])
+                    for i in range(n)
+                ]
+            )
+            for job, n in enumerate(sizes)
+        ]
+    finally:
+        blocker.rollback()
+        blocker.close()
+    written = [[mid for mid, _ in wait_for(future, 10)] for future in futures]
+    ids = [mid for job in written for mid in job]
+    assert ids == sorted(set(ids)) and len(ids) == sum(sizes)
+    with sqlite3.connect(store.db_path) as db:
+        stored = {mid: (room, key, text) for mid, room, key, text in db.execute(
+            "SELECT id, room, room_key, text FROM messages"
+        )}  # fmt: skip
+    for job, job_ids in enumerate(written):
+        room = rooms[job % len(rooms)]
+        assert [stored[mid] for mid in job_ids] == [
+            (room, room, f"{job}-{i}") for i in range(len(job_ids))
+        ]
+
+
 def test_a_bad_message_fails_alone_when_jobs_share_one_insert(store: SQLiteStore) -> None:
     # The rows of jobs sharing a commit go into one INSERT; if it fails, each job is retried
     # on its own, so only the bad one (text NULL breaks NOT NULL) gets the error.

@@ -98,8 +98,11 @@ _INSERT_PARAMETERS = 10  # per row, besides ?1
 # sender, sender_account, text and action. Binding is done holding the GIL: this form took
 # 0.6 ms of CPU for 400 rows where the general one took 1.0 ms.
 _ROOM_VALUES = "(?1, ?2, ?3, ?, ?, NULL, NULL, NULL, NULL, ?, ?)"
-_ROOM_ROW = operator.itemgetter(2, 3, 8, 9)
-_ROOM_OF_ROW = operator.itemgetter(0, 1, 4)
+# A NewMessage's values for _ROOM_VALUES: sender, sender_account, text, action.
+_ROOM_ROW_OF_MESSAGE = operator.itemgetter(0, 4, 1, 6)
+_ROOM_OF_MESSAGE = operator.itemgetter(2)
+_TARGET_OF_MESSAGE = operator.itemgetter(3)
+_ROOM_PARAMETERS = 4
 # Rows per INSERT statement at most. One statement for many rows, even across the jobs of one
 # commit, because sqlite3 lets go of the GIL for every statement it runs and the writer then
 # waits to win it back from the readers: per statement, that wait was the writer's largest
@@ -114,18 +117,66 @@ def _insert_statement(rows: int, one_room: bool) -> str:
     return _INSERT + ", ".join([_ROOM_VALUES if one_room else _INSERT_VALUES] * rows)
 
 
-def _insert_values(ts: int, chunk: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
-    """The statement and parameters inserting `chunk` (rows of `_insert_row`) at time `ts`."""
-    rooms = set(map(_ROOM_OF_ROW, chunk))
-    if len(rooms) == 1:
-        room_key, room, target = rooms.pop()
-        if target is None:
-            values = [ts, room_key, room]
-            values += itertools.chain.from_iterable(map(_ROOM_ROW, chunk))
-            return _insert_statement(len(chunk), True), values
-    values = [ts]
-    values += itertools.chain.from_iterable(chunk)
-    return _insert_statement(len(chunk), False), values
+class _Rows:
+    """The rows one message job inserts.
+
+    A reader's burst is nearly always room messages to one room: then `room` is that room and
+    `flat` holds only what varies per row (`_ROOM_PARAMETERS` values each, made at C speed in
+    the caller's thread), so the writer joins jobs into one statement without touching rows
+    one by one. Otherwise `room` is None and `flat` holds whole `_insert_row` rows.
+    """
+
+    __slots__ = ("count", "flat", "room")
+
+    def __init__(self, messages: Sequence[NewMessage]) -> None:
+        self.count = len(messages)
+        rooms = set(map(_ROOM_OF_MESSAGE, messages))
+        if (
+            len(rooms) == 1
+            and None not in rooms
+            and set(map(_TARGET_OF_MESSAGE, messages)) == {None}
+        ):
+            self.room: str | None = rooms.pop()
+            self.flat: list[Any] = list(
+                itertools.chain.from_iterable(map(_ROOM_ROW_OF_MESSAGE, messages))
+            )
+        else:
+            self.room = None
+            self.flat = [_insert_row(m) for m in messages]  # checks each message
+
+    def general(self) -> list[tuple[Any, ...]]:
+        """The rows in the general form (`_insert_row`)."""
+        if self.room is None:
+            return self.flat
+        key, room, step = fold(self.room), self.room, _ROOM_PARAMETERS
+        flat = self.flat
+        return [
+            (key, room, flat[i], flat[i + 1], None, None, None, None, flat[i + 2], flat[i + 3])
+            for i in range(0, len(flat), step)
+        ]
+
+
+def _insert_statements(
+    ts: int, parts: Sequence[_Rows], step: int
+) -> Iterator[tuple[str, list[Any], int]]:
+    """The statements (with parameters and row count) inserting `parts` at time `ts`, at most
+    `step` rows each, in order."""
+    room = parts[0].room if parts else None
+    if room is not None and all(part.room == room for part in parts):
+        flat = list(itertools.chain.from_iterable(part.flat for part in parts))
+        width = _ROOM_PARAMETERS * step
+        for start in range(0, len(flat), width):
+            values = [ts, fold(room), room]
+            values += flat[start : start + width]
+            count = (len(values) - 3) // _ROOM_PARAMETERS
+            yield _insert_statement(count, True), values, count
+        return
+    rows = list(itertools.chain.from_iterable(part.general() for part in parts))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        values = [ts]
+        values += itertools.chain.from_iterable(chunk)
+        yield _insert_statement(len(chunk), False), values, len(chunk)
 
 
 def _insert_row(m: NewMessage) -> tuple[Any, ...]:
@@ -165,9 +216,7 @@ class _Job:
 
     __slots__ = ("fn", "future", "rows")
 
-    def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], rows: list[tuple[Any, ...]] | None = None
-    ) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], rows: _Rows | None = None) -> None:
         self.fn = fn
         self.rows = rows
         self.future: Future[Any] = Future()
@@ -324,7 +373,7 @@ class SQLiteStore:
     def _enqueue(
         self,
         fn: Callable[[sqlite3.Connection], _T],
-        rows: list[tuple[Any, ...]] | None = None,
+        rows: _Rows | None = None,
         then: Callable[[Future[_T]], None] | None = None,
     ) -> Future[_T]:
         """Queue `fn(conn)` for the writer; the Future completes once it is committed, and
@@ -435,7 +484,7 @@ class SQLiteStore:
         Failures are rare, and a SAVEPOINT/RELEASE pair per message was measured as most of
         the writer's time; on failure the careful per-job path below runs instead.
         """
-        rows = [len(job.rows) if job.rows is not None else -1 for job in batch]
+        rows = [job.rows.count if job.rows is not None else -1 for job in batch]
         if min(rows) >= 0 and sum(rows) <= self._rows_per_insert:
             return self._commit_one_insert(conn, batch)
         try:
@@ -489,29 +538,28 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, jobs: list[_Job]
     ) -> list[tuple[_Job, list[Stamp]]]:
         """Insert the rows of consecutive message jobs together; each job's stamps."""
-        rows = [row for job in jobs for row in job.rows or ()]
-        stamps = self._insert_rows(conn, rows)
+        stamps = self._insert_rows(conn, [job.rows for job in jobs if job.rows is not None])
         results: list[tuple[_Job, list[Stamp]]] = []
         start = 0
         for job in jobs:
-            end = start + len(job.rows or ())
+            end = start + (job.rows.count if job.rows is not None else 0)
             results.append((job, stamps[start:end]))
             start = end
         return results
 
-    def _insert_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Stamp]:
+    def _insert_rows(self, conn: sqlite3.Connection, parts: Sequence[_Rows]) -> list[Stamp]:
         """Insert message rows (writer thread, in its transaction); their (id, ts) in order."""
         ts = max(_now_ms(), self._last_ts)
         stamps: list[Stamp] = []
-        step = self._rows_per_insert
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            cur = conn.execute(*_insert_values(ts, chunk))
+        for sql, values, count in _insert_statements(ts, parts, self._rows_per_insert):
+            cur = conn.execute(sql, values)
             # One statement of the only writing connection: its rows got consecutive ids
             # (AUTOINCREMENT), the last of which is lastrowid.
             last = cur.lastrowid
             assert last is not None
-            stamps.extend((mid, ts) for mid in range(last - len(chunk) + 1, last + 1))
+            stamps += zip(
+                range(last - count + 1, last + 1), itertools.repeat(ts, count), strict=True
+            )
         self._last_ts = ts
         return stamps
 
@@ -592,8 +640,8 @@ class SQLiteStore:
     ) -> Future[list[Stamp]]:
         # One job for all: a Future (with its Condition) per message was measured as a tenth
         # of a busy server's time with history on.
-        rows = [_insert_row(m) for m in messages]
-        return self._enqueue(lambda conn: self._insert_rows(conn, rows), rows, then)
+        rows = _Rows(messages)
+        return self._enqueue(lambda conn: self._insert_rows(conn, [rows]), rows, then)
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
         return self._history("room_key = ?", (fold(room),), query)
