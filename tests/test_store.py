@@ -314,6 +314,10 @@ def test_migration_upgrades_v1_and_keeps_data(tmp_path: Path) -> None:
     conn.execute(
         "INSERT INTO messages (ts, room_key, room, sender, text) VALUES (5, 'dev', 'Dev', 'a', 'x')"
     )
+    conn.execute(
+        "INSERT INTO messages (ts, sender, sender_account, target, target_account, pair_lo,"
+        " pair_hi, text) VALUES (6, 'ann', 'ann', 'bob', 'bob', 'ann', 'bob', 'private')"
+    )
     conn.execute("INSERT INTO rooms (room_key, name, topic, created_ts) VALUES ('dev','Dev','t',1)")
     conn.execute(
         "INSERT INTO accounts VALUES ('alice', 'Alice', ?, 1)", (passwords.hash_password("pw"),)
@@ -324,6 +328,7 @@ def test_migration_upgrades_v1_and_keeps_data(tmp_path: Path) -> None:
     s = SQLiteStore(data)
     try:
         assert texts(s.room_history("dev", HistoryQuery.latest(5))) == ["x"]
+        assert texts(s.private_history("bob", "ann", HistoryQuery.latest(5))) == ["private"]
         assert s.load_rooms() == [RoomRecord(name="Dev", created_ts=1, topic="t")]
         assert s.verify_password("alice", "pw")
         assert say(s, "dev", "y") > 1
