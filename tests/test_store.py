@@ -563,3 +563,16 @@ def test_private_history_uses_the_partial_pair_index(store: SQLiteStore) -> None
         ).fetchone()
     assert "WHERE pair_lo IS NOT NULL" in index_sql
     assert any("messages_pair" in row[-1] for row in plan), plan
+
+
+def test_a_write_queued_as_the_store_closes_fails_at_once(tmp_path: Path) -> None:
+    # The closed check in front of the queue takes no lock, so a write can pass it just
+    # before close() and land in the queue after the writer is gone. Its caller must get
+    # StoreError at once, not after waiting out its timeout (here: an hour).
+    s = SQLiteStore(tmp_path / "data")
+    s.close()
+    s._closed = False  # as if the check had run just before close()
+    future = s.append_many([NewMessage(sender="a", text="late", room="lobby")])
+    assert future.done()
+    with pytest.raises(StoreError, match="closed"):
+        wait_for(future, 3600)

@@ -251,6 +251,8 @@ class SQLiteStore:
         # server with history on. The bound is checked with qsize() instead.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        # Set once close() has stopped the writer: nothing queued after that will ever run.
+        self._drained = False
         # Called in the writer thread after each group commit, once every Future of it is
         # settled (and every `then` has run): the history service relays from here.
         self.after_commit: Callable[[], None] | None = None
@@ -385,10 +387,12 @@ class SQLiteStore:
         job = _Job(fn, rows)
         if then is not None:
             job.future.add_done_callback(then)
-        # No lock against close(): a job queued in the instant after close() drained the queue
-        # is never run, and its caller's wait ends in a StoreError after its timeout, the
-        # same answer a closed store gives, only later.
+        # No lock against close() on this path (every message takes it). A job queued in the
+        # instant after close() emptied the queue would wait for a writer that is gone: its
+        # thread fails it at once instead.
         self._queue.put(job)
+        if self._drained:
+            self._fail_queued()
         return job.future
 
     def _writer_loop(self) -> None:
@@ -868,7 +872,18 @@ class SQLiteStore:
         self._writer.join(CLOSE_TIMEOUT)
         if self._writer.is_alive():
             log.error("store writer did not stop within %ss", CLOSE_TIMEOUT)
-        # Anything still queued (only if the writer hung) must not leave callers waiting.
+        # Anything still queued (if the writer hung, or queued meanwhile) must not leave
+        # callers waiting; from now on `_enqueue` checks too.
+        self._drained = True
+        self._fail_queued()
+        with self._state_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        os.close(self._lock_fd)
+
+    def _fail_queued(self) -> None:
         leftovers: list[_Job] = []
         while True:
             try:
@@ -878,12 +893,6 @@ class SQLiteStore:
             if item is not _STOP:
                 leftovers.append(item)
         self._fail(leftovers, StoreError("store is closed"))
-        with self._state_lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        os.close(self._lock_fd)
 
     def __enter__(self) -> SQLiteStore:
         return self
