@@ -1,6 +1,7 @@
 """The terminal client: rendering and command translation in memory, the program end to end."""
 
 import json
+import os
 import queue
 import re
 import socket
@@ -543,9 +544,10 @@ def test_moderation_commands_default_to_the_current_room() -> None:
 class ClientProcess:
     """`threadchat connect` as a subprocess with piped stdin/stdout/stderr."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "threadchat", "connect", *args],
+            env={**os.environ, **env} if env is not None else None,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -604,8 +606,8 @@ RunClient = Callable[..., ClientProcess]
 def run_client() -> Iterator[Callable[..., ClientProcess]]:
     started: list[ClientProcess] = []
 
-    def start(*args: str) -> ClientProcess:
-        client = ClientProcess(*args)
+    def start(*args: str, env: dict[str, str] | None = None) -> ClientProcess:
+        client = ClientProcess(*args, env=env)
         started.append(client)
         return client
 
@@ -860,3 +862,35 @@ def test_register_then_login_from_another_connection(
     watcher.expect_event("message", room="lobby", text="hello as alice", **{"from": "alice"})
     assert guest.finish()[0] == 0
     assert not any("sesame" in line for line in guest.seen)
+
+
+def test_a_registered_name_logs_in_with_the_password_from_the_environment(
+    server: Server,
+    connect_json: Callable[..., JsonClient],
+    run_client: Callable[..., ClientProcess],
+) -> None:
+    # A terminal user is asked for the password, unseen; a client without a terminal takes
+    # it from THREADCHAT_PASSWORD, once. Never from stdin: a script's next line is chat.
+    watcher = connect_json("watcher")
+    owner = connect_json("alice")
+    owner.send_json(type="register", password="sesame-open-42", ref=1)
+    owner.expect_event("logged_in", ref=1)
+    owner.close()
+    watcher.expect_event("quit", name="alice")
+
+    alice = run_client(
+        address(server), "--name", "alice", env={"THREADCHAT_PASSWORD": "sesame-open-42"}
+    )
+    alice.expect("--- you are logged in as alice")
+    alice.expect("in lobby:")
+    alice.send("back again")
+    watcher.expect_event("message", room="lobby", text="back again", **{"from": "alice"})
+    assert alice.finish()[0] == 0
+    assert not any("sesame" in line for line in alice.seen)
+
+    wrong = run_client(address(server), "--name", "alice", env={"THREADCHAT_PASSWORD": "nope-nope"})
+    code, err = wrong.finish()
+    assert code != 0 and "invalid account name or password" in err
+    unasked = run_client(address(server), "--name", "alice")
+    code, err = unasked.finish()
+    assert code != 0 and "is registered" in err

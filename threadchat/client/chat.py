@@ -31,6 +31,10 @@ SECRET_COMMANDS = frozenset({"register", "login", "password"})
 
 REGISTERED = "registered"
 REFUSED = "refused"
+# The name belongs to an account: a password for it may register the client (or a wrong one
+# was given for it).
+LOGIN_NEEDED = "login_needed"
+LOGIN_CODES = frozenset({"name_registered", "bad_login"})
 CLOSED = "closed"
 
 
@@ -84,17 +88,21 @@ class ChatClient:
 
     # -- registration (the main thread, before input starts) ---------------------------------
 
-    def hello(self, name: str) -> None:
+    def hello(self, name: str, password: str | None = None) -> None:
         # With a ref, the server's ok comes after the welcome and the first join and who:
         # input starts once the client knows which room plain lines go to.
         with self._lock:
             self._outcome = None
             self._next_ref += 1
             self._hello_ref = self._next_ref
-        self._send({"type": "hello", "name": name, "ref": self._hello_ref})
+        hello: dict[str, Any] = {"type": "hello", "name": name, "ref": self._hello_ref}
+        if password is not None:
+            hello["password"] = password
+        self._send(hello)
 
     def wait_registered(self, timeout: float) -> tuple[str, str]:
-        """(REGISTERED, name), (REFUSED, message) or (CLOSED, reason); (CLOSED, ...) on timeout."""
+        """(REGISTERED, name), (LOGIN_NEEDED, message), (REFUSED, message) or (CLOSED, reason);
+        (CLOSED, ...) on timeout."""
         with self._outcome_changed:
             self._outcome_changed.wait_for(lambda: self._outcome is not None, timeout)
             return self._outcome or (CLOSED, "no answer from the server")
@@ -241,6 +249,8 @@ class ChatClient:
                 self.me = _text(event, "name") or self.me
             case "ok" if event.get("ref") == self._hello_ref and self.me is not None:
                 self._settle(REGISTERED, self.me)
+            case "error" if self.me is None and event.get("code") in LOGIN_CODES:
+                self._settle(LOGIN_NEEDED, _text(event, "message") or "that name is registered")
             case "error" if self.me is None and (
                 event.get("code") in NAME_REFUSALS or event.get("ref") == self._hello_ref
             ):

@@ -15,7 +15,14 @@ import threading
 from typing import Any
 
 from threadchat.client import render
-from threadchat.client.chat import CLOSED, REFUSED, REGISTERED, ChatClient, holds_password
+from threadchat.client.chat import (
+    CLOSED,
+    LOGIN_NEEDED,
+    REFUSED,
+    REGISTERED,
+    ChatClient,
+    holds_password,
+)
 from threadchat.client.render import Line
 from threadchat.client.transport import (
     DEFAULT_HOST,
@@ -31,6 +38,8 @@ from threadchat.tls import client_context
 QUIT_WAIT = 5.0
 # How long registration (hello -> welcome) may take.
 REGISTER_WAIT = 10.0
+# Where a client without a terminal finds the password of a registered name (as PGPASSWORD).
+PASSWORD_VARIABLE = "THREADCHAT_PASSWORD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,12 +97,20 @@ class _PlainUI:
         self.stdin = _StdinLines()
         self._print_lock = threading.Lock()
         self._finished = threading.Event()
+        # Offered once: a wrong one is reported, not retried.
+        self._password = os.environ.get(PASSWORD_VARIABLE) or None
 
     def ask_name(self, problem: str | None) -> str | None:
         if problem is not None:
             return None  # nobody to ask again: the caller reports the refusal
         line = self.stdin.readline()
         return line.strip() if line is not None else None
+
+    def ask_password(self, name: str) -> str | None:
+        # Never from stdin: a script unaware that the name is registered would send its
+        # next chat line as a password.
+        password, self._password = self._password, None
+        return password
 
     def show(self, lines: list[Line]) -> None:
         with self._print_lock:
@@ -149,6 +166,17 @@ class _TtyUI:
         except (EOFError, KeyboardInterrupt):
             return None
         return name or self.ask_name(None)
+
+    def ask_password(self, name: str) -> str | None:
+        """The password of the registered `name`, typed unseen; None to pick another name."""
+        from prompt_toolkit import prompt
+
+        # A prompt of its own: the session's history must never hold a password.
+        try:
+            password = str(prompt(f"password for {name} (empty: another name): ", is_password=True))
+        except (EOFError, KeyboardInterrupt):
+            return None
+        return password or None
 
     def show(self, lines: list[Line]) -> None:
         # Under patch_stdout(raw=True) a print appears above the prompt; raw so that the
@@ -239,16 +267,23 @@ def run(args: argparse.Namespace) -> int:
         ui.wake()
 
     transport.start(client.handle_event, on_closed)
+    password: str | None = None
     try:
         while True:
-            client.hello(name)
+            client.hello(name, password)
             outcome, detail = client.wait_registered(REGISTER_WAIT)
             if outcome == REGISTERED:
                 break
             if outcome == CLOSED:
                 print(f"threadchat: {detail}", file=sys.stderr)
                 return 1
-            assert outcome == REFUSED
+            if outcome == LOGIN_NEEDED:
+                # The name is an account's: log in to it (again, after a wrong password).
+                password = ui.ask_password(name)
+                if password is not None:
+                    continue
+            assert outcome in (REFUSED, LOGIN_NEEDED)
+            password = None  # it was for that name
             retry = ui.ask_name(detail)
             if not retry:
                 print(f"threadchat: {detail}", file=sys.stderr)
