@@ -1,13 +1,18 @@
 """The terminal client: rendering and command translation in memory, the program end to end."""
 
+import contextlib
 import json
 import os
+import pty
 import queue
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -894,3 +899,57 @@ def test_a_registered_name_logs_in_with_the_password_from_the_environment(
     unasked = run_client(address(server), "--name", "alice")
     code, err = unasked.finish()
     assert code != 0 and "is registered" in err
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_a_registered_name_asks_for_its_password_at_a_terminal(
+    server: Server, connect_json: Callable[..., JsonClient]
+) -> None:
+    # The terminal client in a pseudo-terminal: the prompt appears, the password is typed
+    # unseen (prompt_toolkit shows stars), and the client is logged in.
+    watcher = connect_json("watcher")
+    owner = connect_json("alice")
+    owner.send_json(type="register", password="sesame-open-42", ref=1)
+    owner.expect_event("logged_in", ref=1)
+    owner.close()
+    watcher.expect_event("quit", name="alice")
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: only exec, nothing that could raise into pytest
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "threadchat", "connect", address(server), "--name", "alice"],
+            {**os.environ, "TERM": "xterm"},
+        )
+    screen = b""
+
+    def read_until(text: str) -> str:
+        nonlocal screen
+        deadline = time.monotonic() + WAIT
+        while text not in ANSI.sub("", screen.decode(errors="replace")):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {text!r} on the terminal; saw {screen[-2000:]!r}")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                data = os.read(fd, 65536)
+                screen += data
+                if b"\x1b[6n" in data:  # prompt_toolkit asks where the cursor is
+                    os.write(fd, b"\x1b[1;1R")
+        return text
+
+    try:
+        read_until("password for alice")
+        os.write(fd, b"sesame-open-42\r")
+        read_until("you are logged in as alice")
+        watcher.expect_event("join", room="lobby", name="alice")
+        assert b"sesame" not in screen
+        os.write(fd, b"/quit\r")
+        watcher.expect_event("quit", name="alice")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
