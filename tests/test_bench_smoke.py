@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import median
+from bench.history_cpu import measure as measure_history_cpu
 from bench.runner import TrafficPlan, plan_clients, run_idle, run_traffic
 from bench.servers import SERVERS
 
@@ -53,3 +54,14 @@ def test_repeated_runs_are_summed_up_by_their_median() -> None:
     assert summary["p50_ms"] == 2.0 and summary["label"] == "c"  # the median run's other fields
     assert summary["runs"] == 3
     assert summary["spread"] == {"deliveries_per_s": [1.0, 3.0], "p99_ms": [5.0, 9.0]}
+
+
+@pytest.mark.parametrize("with_history", [False, True])
+def test_history_cpu_harness_delivers_every_message(with_history: bool) -> None:
+    # The CPU figures of bench.history_cpu mean something only if the work happened: every
+    # message reached every member but its sender.
+    result = measure_history_cpu(
+        with_history, rounds=6, members=5, senders=2, per_read=4, count=True
+    )
+    assert result["delivered"] == 6 * 4 * (5 - 1)
+    assert result["cpu_us"] > 0
