@@ -869,6 +869,18 @@ def test_register_then_login_from_another_connection(
     assert not any("sesame" in line for line in guest.seen)
 
 
+def watch_alice_register(connect_json: Callable[..., JsonClient]) -> JsonClient:
+    """Register the name alice (password sesame-open-42) and leave; return a member who saw
+    it go, to watch what alice does next."""
+    watcher = connect_json("watcher")
+    owner = connect_json("alice")
+    owner.send_json(type="register", password="sesame-open-42", ref=1)
+    owner.expect_event("logged_in", ref=1)
+    owner.close()
+    watcher.expect_event("quit", name="alice")
+    return watcher
+
+
 def test_a_registered_name_logs_in_with_the_password_from_the_environment(
     server: Server,
     connect_json: Callable[..., JsonClient],
@@ -876,12 +888,7 @@ def test_a_registered_name_logs_in_with_the_password_from_the_environment(
 ) -> None:
     # A terminal user is asked for the password, unseen; a client without a terminal takes
     # it from THREADCHAT_PASSWORD, once. Never from stdin: a script's next line is chat.
-    watcher = connect_json("watcher")
-    owner = connect_json("alice")
-    owner.send_json(type="register", password="sesame-open-42", ref=1)
-    owner.expect_event("logged_in", ref=1)
-    owner.close()
-    watcher.expect_event("quit", name="alice")
+    watcher = watch_alice_register(connect_json)
 
     alice = run_client(
         address(server), "--name", "alice", env={"THREADCHAT_PASSWORD": "sesame-open-42"}
@@ -909,12 +916,7 @@ def test_a_registered_name_asks_for_its_password_at_a_terminal(
 ) -> None:
     # The terminal client in a pseudo-terminal: the prompt appears, the password is typed
     # unseen (prompt_toolkit shows stars), and the client is logged in.
-    watcher = connect_json("watcher")
-    owner = connect_json("alice")
-    owner.send_json(type="register", password="sesame-open-42", ref=1)
-    owner.expect_event("logged_in", ref=1)
-    owner.close()
-    watcher.expect_event("quit", name="alice")
+    watcher = watch_alice_register(connect_json)
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: only exec, nothing that could raise into pytest

@@ -183,11 +183,9 @@ def _new_message(
     user: User, text: str, kind: str, room: str | None, target: User | None
 ) -> NewMessage:
     """What the store keeps of one message."""
-    # Positional: one is built per message, and keywords cost twice as much (measured).
-    if target is None:
-        return NewMessage(user.nick, text, room, None, user.account, None, kind == events.ACTION)
-    return NewMessage(
-        user.nick, text, room, target.nick, user.account, target.account, kind == events.ACTION
+    to_nick, to_account = (target.nick, target.account) if target is not None else (None, None)
+    return _make_message(
+        (user.nick, text, room, to_nick, user.account, to_account, kind == events.ACTION)
     )
 
 
@@ -343,13 +341,7 @@ class MessageLog:
         writes: list[NewMessage] = _local.writes
         if not writes:
             _local.service = self
-        if target is None:  # a room message: most of them (see _make_message)
-            kind_action = kind == events.ACTION
-            writes.append(
-                _make_message((user.nick, text, room, None, user.account, None, kind_action))
-            )
-        else:
-            writes.append(_new_message(user, text, kind, room, target))
+        writes.append(_new_message(user, text, kind, room, target))
         pending.append((len(writes) - 1, user, relay))
 
     def record(

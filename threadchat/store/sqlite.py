@@ -126,10 +126,11 @@ class _Rows:
     one by one. Otherwise `room` is None and `flat` holds whole `_insert_row` rows.
     """
 
-    __slots__ = ("count", "flat", "room")
+    __slots__ = ("count", "flat", "messages", "room")
 
     def __init__(self, messages: Sequence[NewMessage]) -> None:
         self.count = len(messages)
+        self.messages = messages
         rooms = set(map(_ROOM_OF_MESSAGE, messages))
         if (
             len(rooms) == 1
@@ -148,12 +149,7 @@ class _Rows:
         """The rows in the general form (`_insert_row`)."""
         if self.room is None:
             return self.flat
-        key, room, step = fold(self.room), self.room, _ROOM_PARAMETERS
-        flat = self.flat
-        return [
-            (key, room, flat[i], flat[i + 1], None, None, None, None, flat[i + 2], flat[i + 3])
-            for i in range(0, len(flat), step)
-        ]
+        return [_insert_row(m) for m in self.messages]
 
 
 def _insert_statements(
@@ -179,12 +175,21 @@ def _insert_statements(
         yield _insert_statement(len(chunk), False), values, len(chunk)
 
 
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """End an open transaction, if any, undoing it (best effort: this is the error path)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _settle(results: list[tuple[_Job, Any]]) -> None:
+    for job, result in results:
+        job.future.set_result(result)
+
+
 def _insert_row(m: NewMessage) -> tuple[Any, ...]:
     """The values of _INSERT after ts, for one message (checked in the caller's thread)."""
     room, target = m.room, m.target
-    if target is None and room is not None:  # a room message: most of them, built per message
-        return (fold(room), room, m.sender, m.sender_account, None, m.target_account,
-                None, None, m.text, int(m.action))  # fmt: skip
     if (room is None) == (target is None):
         raise ValueError("exactly one of room and target must be given")
     pair_lo = pair_hi = None
@@ -417,9 +422,7 @@ class SQLiteStore:
                     self._commit_batch(conn, batch)
                 except Exception as e:  # never let the writer die: fail this batch, go on
                     log.exception("store writer: unexpected error")
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
+                    _roll_back(conn)
                     self._fail(batch, StoreError(f"write failed: {e}"))
                 if self.after_commit is not None:
                     try:
@@ -472,13 +475,10 @@ class SQLiteStore:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
+                _roll_back(conn)
                 self._fail(pending, StoreError(f"commit failed: {e}"))
                 return
-            for job, result in results:
-                job.future.set_result(result)
+            _settle(results)
             self._settle_errors(errors)
             return
 
@@ -510,12 +510,9 @@ class SQLiteStore:
                 results += self._insert_jobs(conn, inserts)
             conn.execute("COMMIT")
         except Exception:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            _roll_back(conn)
             return False
-        for job, result in results:
-            job.future.set_result(result)
+        _settle(results)
         return True
 
     def _commit_one_insert(self, conn: sqlite3.Connection, batch: list[_Job]) -> bool:
@@ -530,12 +527,9 @@ class SQLiteStore:
         try:
             results = self._insert_jobs(conn, batch)
         except Exception:
-            if conn.in_transaction:  # not expected outside BEGIN; never leave one open
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            _roll_back(conn)  # not expected outside BEGIN; never leave one open
             return False
-        for job, result in results:
-            job.future.set_result(result)
+        _settle(results)
         return True
 
     def _insert_jobs(
