@@ -43,12 +43,12 @@ IRC_CAP_SETS: list[tuple[str, frozenset[str]]] = [
 ]
 
 
-class _Hub:
-    """What encoding asks of the hub: the sender's user, and whether history is kept."""
+class EncodeHub:
+    """What encoding asks of the hub: who a nick is, and whether history is kept (then
+    messages carry a msgid)."""
 
-    history = object()  # kept: messages carry a msgid
-
-    def __init__(self) -> None:
+    def __init__(self, keeps_history: bool = True) -> None:
+        self.history = object() if keeps_history else None
         self.users: dict[str, User] = {}
 
     def user_unlocked(self, nick: str) -> User | None:
@@ -58,7 +58,7 @@ class _Hub:
         pass
 
 
-def irc_connection(hub: _Hub, caps: frozenset[str]) -> IrcConnection:
+def irc_connection(hub: EncodeHub, caps: frozenset[str]) -> IrcConnection:
     # No socket: encoding reads only these attributes.
     conn = IrcConnection.__new__(IrcConnection)
     conn.hub = hub  # type: ignore[assignment]
@@ -108,7 +108,7 @@ def cases() -> list[tuple[str, Callable[[events.Event], object], Callable, list[
         ("json message", jsonlines._encode_event_general, jsonlines.encode_event, live),
         ("json replay", jsonlines._encode_event_general, jsonlines.encode_event, replay),
     ]
-    hub = _Hub()
+    hub = EncodeHub()
     sender = irc_connection(hub, frozenset())
     hub.users["user7"] = User(nick="user7", conn=sender, username="~u7", host="10.0.0.7")
     for name, caps in IRC_CAP_SETS:

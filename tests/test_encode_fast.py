@@ -22,7 +22,7 @@ from threadchat.hub import User
 from threadchat.protocols import irc as irc_protocol
 from threadchat.protocols import jsonlines, utctime
 from threadchat.protocols.irc import Formatter
-from threadchat.transports.irc import IrcConnection, chat_line, chat_messages
+from threadchat.transports.irc import chat_line, chat_messages
 
 SEED = 20261125
 
@@ -212,31 +212,6 @@ CAP_SETS = [
 ]
 
 
-class _Hub:
-    """What encoding asks of the hub: who a nick is, and whether history is kept."""
-
-    def __init__(self, keeps_history: bool) -> None:
-        self.history = object() if keeps_history else None
-        self.users: dict[str, User] = {}
-
-    def user_unlocked(self, nick: str) -> User | None:
-        return self.users.get(nick.lower())
-
-    def codec_changed(self, user: User) -> None:
-        pass
-
-
-def _irc_connection(hub: _Hub, caps: frozenset[str]) -> IrcConnection:
-    # No socket: encoding reads only these attributes.
-    conn = IrcConnection.__new__(IrcConnection)
-    conn.hub = hub  # type: ignore[assignment]
-    conn.server_name = "threadchat"
-    conn.host = "127.0.0.1"
-    conn.label = "test"
-    conn.caps = caps
-    return conn
-
-
 def _outcome(encode: Callable[[events.Event], bytes | None], event: events.Event) -> object:
     """The bytes, or the exception, an encoder gives: both must match."""
     try:
@@ -245,11 +220,13 @@ def _outcome(encode: Callable[[events.Event], bytes | None], event: events.Event
         return (type(problem), str(problem))
 
 
-def _irc_events(rng: random.Random, hubs: list[_Hub], count: int) -> Iterator[events.Event]:
+def _irc_events(
+    rng: random.Random, hubs: list[encode_bench.EncodeHub], count: int
+) -> Iterator[events.Event]:
     nicks = ["alice", "Bob", "c_d", "x" * 30, "wéird"] * 4 + ["sp ace", ":colon", "", "nul\x00"]
     for hub in hubs:
         # Known IRC and native users (whose hosts are made safe), the rest unknown to the hub.
-        owner = _irc_connection(hub, frozenset())
+        owner = encode_bench.irc_connection(hub, frozenset())
         hub.users["alice"] = User(nick="alice", conn=owner, username="~al", host="10.0.0.1")
         hub.users["bob"] = User(nick="Bob", conn=object(), host="::1")  # type: ignore[arg-type]
     times = _timestamps(rng, count)
@@ -279,8 +256,8 @@ def _irc_events(rng: random.Random, hubs: list[_Hub], count: int) -> Iterator[ev
 
 def test_irc_chat_lines_match_the_general_encoder_for_every_cap_set() -> None:
     rng = random.Random(SEED)
-    hubs = [_Hub(keeps_history=True), _Hub(keeps_history=False)]
-    conns = [_irc_connection(hub, caps) for hub in hubs for caps in CAP_SETS]
+    hubs = [encode_bench.EncodeHub(keeps_history=True), encode_bench.EncodeHub(keeps_history=False)]
+    conns = [encode_bench.irc_connection(hub, caps) for hub in hubs for caps in CAP_SETS]
     compared = fast = 0
     for event in _irc_events(rng, hubs, 1200):
         for conn in conns:
@@ -298,10 +275,10 @@ def test_irc_chat_lines_match_the_general_encoder_for_every_cap_set() -> None:
 def test_irc_usual_messages_take_the_fast_path() -> None:
     # A fast path that always declined would pass the test above: check it answers itself.
     rng = random.Random(SEED)
-    hub = _Hub(keeps_history=True)
+    hub = encode_bench.EncodeHub(keeps_history=True)
     hub.users["alice"] = User(nick="alice", conn=object(), host="10.0.0.1")  # type: ignore[arg-type]
     for caps in CAP_SETS:
-        conn = _irc_connection(hub, caps)
+        conn = encode_bench.irc_connection(hub, caps)
         for _ in range(200):
             text = "".join(rng.choice("abc 😀:;\\é") for _ in range(rng.randrange(1, 120)))
             event = events.RoomMessage(
@@ -321,8 +298,8 @@ def test_irc_usual_messages_take_the_fast_path() -> None:
 def test_irc_line_length_boundary() -> None:
     # Around 512 bytes the general path starts splitting; the fast path must hand over exactly
     # there. Multi-byte characters make the byte count differ from the length.
-    hub = _Hub(keeps_history=True)
-    conns = [_irc_connection(hub, caps) for caps in CAP_SETS]
+    hub = encode_bench.EncodeHub(keeps_history=True)
+    conns = [encode_bench.irc_connection(hub, caps) for caps in CAP_SETS]
     declined = 0
     for size in range(420, 500):
         for pad in ("a", "é", "😀"):
