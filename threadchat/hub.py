@@ -188,6 +188,8 @@ class Hub:
     def register(self, conn: Connection, nick: str, **identity: str) -> User:
         """Claim `nick` for a new user; raises HubError('invalid_name' | 'name_in_use')."""
         _check_nick(nick)
+        for value in identity.values():
+            check_text(value)
         if self.accounts is not None:
             self.accounts.check_name(nick, identity.get("account"))
         user = User(nick=nick, conn=conn, **identity)
@@ -203,7 +205,10 @@ class Hub:
             return names.fold(nick) not in self._users
 
     def unregister(self, user: User, reason: str) -> None:
-        """Remove `user` from every room and the server; the rooms' members see the quit."""
+        """Remove `user` from every room and the server; the rooms' members see the quit.
+
+        A quit cannot be refused, so a reason no protocol could carry is mended instead."""
+        reason = names.sendable(reason)
         with delivery.batch(), self._lock:
             if self._users.get(user.key) is not user:
                 return
@@ -299,6 +304,7 @@ class Hub:
             raise HubError("room_full", f"{room.name} is full")
 
     def leave(self, user: User, room_name: str, reason: str = "") -> None:
+        check_text(reason)
         with delivery.batch(), self._lock:
             room = self._member_room(user, room_name)
             self._fan_out(
@@ -322,7 +328,7 @@ class Hub:
         given, is called with the relayed event right after its fan-out (IRC echo-message:
         the sender's copy then carries the stored id and time, in order with the relay).
         """
-        _check_text(text)
+        check_text(text)
         with delivery.batch():
             if self.history is None:
                 if echo is None and self.defer_relay is not None:
@@ -426,7 +432,7 @@ class Hub:
         """Send to one user only; returns the recipient (whose `away` a caller may report).
 
         `echo` as for `say`."""
-        _check_text(text)
+        check_text(text)
         with delivery.batch():
             first = self.find_user(target)
             if first is None:
@@ -468,7 +474,7 @@ class Hub:
         return recipient
 
     def set_topic(self, user: User, room_name: str, topic: str) -> None:
-        _check_text(topic)
+        check_text(topic)
         if len(topic) > names.TOPIC_MAX:
             raise HubError("too_long", f"a topic is at most {names.TOPIC_MAX} characters")
         with delivery.batch(), self._lock:
@@ -593,7 +599,7 @@ class Hub:
             try:
                 data = encoded[key]
             except KeyError:
-                data = encoded[key] = conn.encode(event)
+                data = encoded[key] = encode_contained(conn.encode, event)
             if data:
                 conn.send_bytes(data)
 
@@ -615,7 +621,7 @@ class Hub:
                     self._fan_out(event, [u for u in group.users if u is not sender])
                 continue
             encode = group.users[0].conn.encode
-            pieces = [encode(event) or b"" for event, _ in messages]
+            pieces = [encode_contained(encode, event) or b"" for event, _ in messages]
             everyone = b"".join(pieces)
             if not everyone:
                 continue
@@ -691,6 +697,9 @@ class Hub:
         Raises HubError: no_such_room, not_operator, no_such_nick, user_not_in_room.
         Members see one ModeChanged event with every applied change.
         """
+        for change in changes:
+            if change.arg is not None:
+                check_text(change.arg)
         with delivery.batch(), self._lock:
             room = self._rooms.get(names.fold(room_name))
             if room is None:
@@ -733,7 +742,7 @@ class Hub:
 
     def kick(self, user: User, room_name: str, nick: str, reason: str = "") -> None:
         """Remove `nick` from the room as `user` (a room or server operator)."""
-        _check_text(reason)
+        check_text(reason)
         with delivery.batch(), self._lock:
             room = self._rooms.get(names.fold(room_name))
             if room is None:
@@ -769,7 +778,7 @@ class Hub:
     def set_away(self, user: User, message: str | None) -> None:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
         if message is not None:
-            _check_text(message)
+            check_text(message)
         with delivery.batch(), self._lock:
             if user.away == message:
                 return
@@ -779,7 +788,7 @@ class Hub:
 
     def wallops(self, user: User, text: str) -> None:
         """A server operator's message to every user with user mode w."""
-        _check_text(text)
+        check_text(text)
         with delivery.batch(), self._lock:
             if "o" not in user.modes:
                 raise HubError("not_privileged", "only server operators send wallops")
@@ -792,7 +801,7 @@ class Hub:
         The caller ends the victim's connection (the hub owns no sockets); the victim's
         transport then unregisters it, so everyone sees an ordinary quit.
         """
-        _check_text(reason)
+        check_text(reason)
         with delivery.batch(), self._lock:
             if "o" not in user.modes:
                 raise HubError("not_privileged", "only server operators may kill")
@@ -861,6 +870,21 @@ class Hub:
         return None
 
 
+def encode_contained(encode: Callable[[Event], bytes | None], event: Event) -> bytes | None:
+    """`encode(event)`, or None (logged) when the encoder fails on it.
+
+    An event that one codec cannot encode is skipped for that codec alone: it must never
+    raise into the fan-out, where it would stop delivery to the other recipients, nor into a
+    reader thread, where it would end that user's connection. The hub refuses what no
+    protocol could carry (see `_check_text`), so this is the last line, not the rule.
+    """
+    try:
+        return encode(event)
+    except Exception:
+        log.exception("cannot encode %s; not sent to this codec", type(event).__name__)
+        return None
+
+
 def _check_nick(nick: str) -> None:
     problem = names.nick_error(nick)
     if problem:
@@ -873,11 +897,17 @@ def _check_room(room: str) -> None:
         raise HubError("invalid_room", problem)
 
 
-def _check_text(text: str) -> None:
-    # Only what would break every protocol's framing; each protocol applies its own stricter
-    # rules before calling the hub (the native one refuses every control character).
-    if "\r" in text or "\n" in text or "\0" in text:
-        raise HubError("control_chars", "messages cannot contain CR, LF or NUL")
+def check_text(text: str, *, strict: bool = False) -> None:
+    """Refuse a free-text field that no protocol could carry (see names.unsendable_error),
+    or with `strict`, any control character too (names.text_error); raises HubError.
+
+    Every free-text field entering the hub passes the lenient check, whatever protocol it
+    came from; the native protocols apply the strict one first.
+    """
+    problem = names.text_error(text) if strict else names.unsendable_error(text)
+    if problem is not None:
+        code = "bad_encoding" if problem is names.SURROGATE_PROBLEM else "control_chars"
+        raise HubError(code, problem)
 
 
 # -- moderation helpers ---------------------------------------------------------------------

@@ -20,6 +20,13 @@ _ROOM_RE = re.compile(r"[A-Za-z0-9_.-]+")
 # drive another user's terminal. TAB is the one control people type on purpose.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _ANY_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What no free-text field may hold in any protocol: CR, LF and NUL break every line framing
+# (a reason with a newline showed as a forged line of its own on text screens), and a lone
+# surrogate (legal in JSON's \ud800 escapes) cannot be encoded as UTF-8, so it would fail the
+# encoder of every recipient instead of the one request that carried it.
+_UNSENDABLE_RE = re.compile("[\r\n\0\ud800-\udfff]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_UNPRINTABLE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def fold(name: str) -> str:
@@ -55,12 +62,43 @@ def room_error(room: str) -> str | None:
 
 
 def text_error(text: str) -> str | None:
-    """Say why `text` cannot be sent as a message, or return None when it can."""
+    """Say why `text` cannot be sent by a native user, or return None when it can.
+
+    Stricter than `unsendable_error`: the native protocols refuse every control character,
+    since their text is shown on terminals as it is.
+    """
+    if _SURROGATE_RE.search(text):
+        return SURROGATE_PROBLEM
     if _CONTROL_RE.search(text):
         return "messages cannot contain control characters (such as NUL or ESC)"
     return None
 
 
+SURROGATE_PROBLEM = "text cannot contain lone surrogates (it must be valid Unicode)"
+
+
+def unsendable_error(text: str) -> str | None:
+    """Say why `text` cannot travel in any protocol, or return None when it can.
+
+    The one check every free-text field passes in the hub (messages, topics, reasons, away
+    messages, real names, mode arguments), whatever protocol it came from. IRC formatting
+    codes pass: only what would break framing or UTF-8 is refused.
+    """
+    found = _UNSENDABLE_RE.search(text)
+    if found is None:
+        return None
+    if _SURROGATE_RE.match(found.group()):
+        return SURROGATE_PROBLEM
+    return "text cannot contain CR, LF or NUL"
+
+
+def sendable(text: str) -> str:
+    """`text` with what `unsendable_error` refuses replaced, for what cannot be refused
+    (a quit reason: the user is gone either way)."""
+    return _UNSENDABLE_RE.sub("\N{REPLACEMENT CHARACTER}", text)
+
+
 def strip_controls(text: str) -> str:
-    """Replace control characters so that text from the wire is safe to print on a terminal."""
-    return _CONTROL_RE.sub("\N{REPLACEMENT CHARACTER}", text)
+    """Replace control characters (and lone surrogates, which no terminal can be sent) so
+    that text from the wire is safe to print on a terminal."""
+    return _UNPRINTABLE_RE.sub("\N{REPLACEMENT CHARACTER}", text)

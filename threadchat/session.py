@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from threadchat import accounts, events, history, moderation, names, requests
 from threadchat.events import Event
-from threadchat.hub import DEFAULT_ROOM, Connection, Hub, HubError, User
+from threadchat.hub import DEFAULT_ROOM, Connection, Hub, HubError, User, check_text
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class NativeSession:
 
     def _handle_unregistered(self, request: requests.Request) -> None:
         if isinstance(request, requests.QuitRequest):
-            raise SessionEnded(request.reason or "quit")
+            raise SessionEnded(_quit_reason(request.reason))
         if isinstance(request, requests.ClientPing):
             self.reply(events.Pong(token=request.token))
             return
@@ -148,6 +148,7 @@ class NativeSession:
     def _on_leave(self, request: requests.LeaveRoom) -> bool:
         assert self.user is not None
         room = self._room_or_current(request.room)
+        check_text(request.reason, strict=True)
         self.hub.leave(self.user, room, request.reason)
         if self.current_room is None or names.fold(self.current_room) == names.fold(room):
             remaining = list(self.user.rooms.values())
@@ -156,9 +157,7 @@ class NativeSession:
 
     def _on_say(self, request: requests.Say) -> bool:
         assert self.user is not None
-        problem = names.text_error(request.text)
-        if problem:
-            raise HubError("control_chars", problem)
+        check_text(request.text, strict=True)
         if not request.text:
             raise HubError("bad_request", "empty message")
         room = self._room_or_current(request.room)
@@ -174,9 +173,7 @@ class NativeSession:
 
     def _on_private(self, request: requests.SendPrivate) -> bool:
         assert self.user is not None
-        problem = names.text_error(request.text)
-        if problem:
-            raise HubError("control_chars", problem)
+        check_text(request.text, strict=True)
         kind = events.ACTION if request.action else events.TEXT
         recipient = self.hub.send_private(self.user, request.target, request.text, kind)
         if recipient.away:
@@ -195,9 +192,7 @@ class NativeSession:
         if request.topic is None:
             self.reply(self.hub.topic(room))
             return False
-        problem = names.text_error(request.topic)
-        if problem:
-            raise HubError("control_chars", problem)
+        check_text(request.topic, strict=True)
         self.hub.set_topic(self.user, room, request.topic)
         return False
 
@@ -224,10 +219,15 @@ class NativeSession:
         return True  # liveness is tracked by the transport; a pong needs no answer
 
     def _on_quit(self, request: requests.QuitRequest) -> bool:
-        raise SessionEnded(request.reason or "quit")
+        raise SessionEnded(_quit_reason(request.reason))
 
     def _on_hello(self, request: requests.Hello) -> bool:
         raise HubError("bad_request", "you are already registered; /nick changes your name")
+
+
+def _quit_reason(reason: str) -> str:
+    # A quit is never refused, so what the others would see is mended rather than refused.
+    return names.strip_controls(reason) if reason else "quit"
 
 
 _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {

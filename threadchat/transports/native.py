@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from threadchat import events, history, requests
 from threadchat.events import Event
+from threadchat.hub import encode_contained
 from threadchat.protocols.line import JSON_MODE, LineProtocol
 from threadchat.session import NativeSession, SessionEnded
 from threadchat.transports.outbox import Outbox
@@ -56,7 +57,7 @@ class LineConnection(TcpConnection):
     # -- the reader thread -----------------------------------------------------------------
 
     def reply(self, event: Event) -> None:
-        data = self.protocol.encode(event, self.session.several_rooms)
+        data = encode_contained(self.encode, event)
         if data:
             self.send_bytes(data)
 

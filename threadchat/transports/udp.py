@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from threadchat import delivery, events, names
 from threadchat.events import Event
 from threadchat.flood import TokenBucket
+from threadchat.hub import encode_contained
 from threadchat.protocols import jsonlines
 from threadchat.protocols import udp as proto
 from threadchat.protocols.line import JSON_MODE
@@ -111,7 +112,7 @@ class UdpUser:
     # -- the session's side ----------------------------------------------------------------
 
     def reply(self, event: Event) -> None:
-        data = self.encode(event)
+        data = encode_contained(self.encode, event)
         if data:
             self.send_bytes(data)
 
