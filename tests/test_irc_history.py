@@ -183,7 +183,10 @@ def test_invalid_requests_fail(irc: Callable[..., IrcClient]) -> None:
         "*",
         "Invalid message reference",
     ]
-    for ref in ("msgid=abc", "timestamp=yesterday", "id=5", "msgid=" + "9" * 80):
+    refs = ("msgid=abc", "timestamp=yesterday", "id=5", "msgid=" + "9" * 80)
+    # Past SQLite's 64-bit integers, and before the epoch: refused, not an OverflowError.
+    out_of_range = ("msgid=99999999999999999999999", "timestamp=1900-01-01T00:00:00Z")
+    for ref in (*refs, *out_of_range):
         assert fail(alice, f"AFTER #e {ref} 10")[1:4] == ["INVALID_PARAMS", "AFTER", ref]
     assert fail(alice, "LATEST #e * -1")[1:4] == ["INVALID_PARAMS", "LATEST", "-1"]
     assert fail(alice, "LATEST #e * many")[1:4] == ["INVALID_PARAMS", "LATEST", "many"]
@@ -191,6 +194,9 @@ def test_invalid_requests_fail(irc: Callable[..., IrcClient]) -> None:
     assert alice.expect_msg("461").params[1] == "CHATHISTORY"
     # A huge limit is clamped to the announced maximum, not refused.
     assert history(alice, "LATEST #e * 999999999", "#e") == []
+    # The asker is still connected after all of that.
+    alice.send("PING :still-here")
+    assert alice.expect_msg("PONG").params[-1] == "still-here"
 
 
 def test_non_members_and_unknown_channels_are_refused(irc: Callable[..., IrcClient]) -> None:

@@ -17,6 +17,7 @@ Glue between `transports/irc.py` and the history service (`history.py`), like
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -136,12 +137,13 @@ def _parse_ref(sub: str, word: str, *, star: bool) -> Ref | None:
         return None
     kind, _, value = word.partition("=")
     if len(word) <= MAX_REF_LEN:
-        if kind == "msgid" and value.isascii() and value.isdigit():
-            return Ref.msgid(int(value))
-        if kind == "timestamp":
-            ts = parse_timestamp(value)
-            if ts is not None:
-                return Ref.at(ts)
+        with contextlib.suppress(ValueError):  # out of range: refused like any bad reference
+            if kind == "msgid" and value.isascii() and value.isdigit():
+                return Ref.msgid(int(value))
+            if kind == "timestamp":
+                ts = parse_timestamp(value)
+                if ts is not None:
+                    return Ref.at(ts)
     raise _Refused("INVALID_PARAMS", sub, word, "Invalid message reference")
 
 

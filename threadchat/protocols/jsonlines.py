@@ -225,20 +225,16 @@ def parse_timestamp(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-# Largest message id or millisecond time accepted as a history reference: SQLite integers are
-# 64-bit, and a bigger number would make the query fail instead of matching nothing.
-MAX_REF = 2**62
-
-
 def _history_ref(obj: dict[str, Any], key: str) -> Ref | None:
     """A history bound: an integer is a message id, a string an RFC 3339 time."""
     value = obj.get(key)
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_REF:
-            raise _BadRequest(f'"{key}" is out of range')
-        return Ref.msgid(value)
+        try:
+            return Ref.msgid(value)
+        except ValueError:
+            raise _BadRequest(f'"{key}" is out of range') from None
     if isinstance(value, str):
         try:
             return Ref.at(parse_timestamp(value))

@@ -81,12 +81,23 @@ class StoredMessage:
         return self.room is None
 
 
+# Largest message id or millisecond time accepted as a history reference: SQLite integers are
+# 64-bit, and a bigger number would make the query fail instead of matching nothing.
+MAX_REF = 2**62
+
+
 @dataclass(frozen=True, slots=True)
 class Ref:
     """A position in a history: a message id (IRC `msgid=`) or a time in ms (`timestamp=`)."""
 
     kind: Literal["id", "ts"]
     value: int
+
+    def __post_init__(self) -> None:
+        # Checked here, once for every protocol: a number past SQLite's 64-bit integers made
+        # the query raise OverflowError in whichever reader thread asked.
+        if not 0 <= self.value <= MAX_REF:
+            raise ValueError(f"a history reference is between 0 and {MAX_REF}")
 
     @classmethod
     def msgid(cls, message_id: int) -> Ref:
