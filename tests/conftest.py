@@ -50,9 +50,19 @@ def server(make_server: Callable[..., Server]) -> Server:
 class LineClient:
     """A raw TCP client, as nc would be: send lines, read lines with a bounded wait."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", *, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        rcvbuf: int | None = None,
+        source: str | None = None,
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.settimeout(WAIT)
+        if source is not None:
+            # Another loopback address (127.0.0.2): another client machine, as the server sees it.
+            self.sock.bind((source, 0))
         if rcvbuf is not None:
             # Before connect, so the small window is what the server sees from the start.
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

@@ -10,12 +10,15 @@ from conftest import JsonClient, LineClient
 
 from threadchat import accounts
 from threadchat.server import Server
+from threadchat.store import open_store
 
 PASSWORD = "correct-horse"
 
 
-def json_client(server: Server, name: str, **hello: object) -> JsonClient:
-    client = JsonClient(server.listener("line").port)
+def json_client(
+    server: Server, name: str, *, source: str | None = None, **hello: object
+) -> JsonClient:
+    client = JsonClient(server.listener("line").port, source=source)
     client.send_json(type="hello", name=name, **hello)
     client.expect_event("who", room="lobby")
     return client
@@ -109,17 +112,24 @@ def test_wrong_password_and_unknown_account_look_the_same(
     assert wrong["code"] == "bad_login"
 
 
-def test_failed_logins_are_rate_limited_per_account(make_server: Callable[..., Server]) -> None:
+def test_failed_logins_are_rate_limited_per_account_and_address(
+    make_server: Callable[..., Server],
+) -> None:
     server = make_server()
     registered(server, "alice").close()
     attacker = json_client(server, "mallory")
     for i in range(accounts.MAX_FAILS_PER_ACCOUNT):
         attacker.send_json(type="login", name="alice", password=f"guess {i:04}", ref=i)
         assert attacker.expect_event("error", ref=i)["code"] == "bad_login"
-    # Now even the right password is refused for a while, from anywhere.
+    # Now even the right password is refused for a while from the attacker's address...
     attacker.send_json(type="login", name="alice", password=PASSWORD, ref="right")
     limited = attacker.expect_event("error", ref="right")
     assert limited["code"] == "rate_limited" and "try again" in limited["message"]
+    # ...but the owner, from their own address, is not locked out of their account.
+    owner = json_client(server, "alice_phone", source="127.0.0.2")
+    owner.send_json(type="login", name="alice", password=PASSWORD, ref="owner")
+    assert owner.expect_event("logged_in", ref="owner")["account"] == "alice"
+    owner.close()
     # The same holds for a name nobody registered: the limit does not reveal existence.
     for i in range(accounts.MAX_FAILS_PER_ACCOUNT):
         attacker.send_json(type="login", name="nobody", password=f"guess {i:04}", ref=i)
@@ -142,20 +152,23 @@ def test_failed_logins_are_rate_limited_per_address(
     assert attacker.expect_event("error", ref="x")["code"] == "rate_limited"
 
 
-def test_service_rate_limit_expires_with_the_window() -> None:
-    class FakeStore:
-        def verify_password(self, name: str, password: str) -> bool:
-            return password == PASSWORD
-
-    now = [1000.0]
-    service = accounts.AccountService(FakeStore(), clock=lambda: now[0])  # type: ignore[arg-type]
-    for _ in range(accounts.MAX_FAILS_PER_ACCOUNT):
-        with pytest.raises(accounts.AuthError):
-            service.authenticate("alice", "wrong pass", "10.0.0.1:5000")
-    with pytest.raises(accounts.AuthError, match="too many"):
-        service.authenticate("alice", PASSWORD, "10.0.0.2:5000")
-    now[0] += accounts.FAIL_WINDOW + 1
-    assert service.authenticate("alice", PASSWORD, "10.0.0.2:5000") == "alice"
+def test_service_rate_limit_expires_with_the_window(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    try:
+        store.create_account("alice", PASSWORD)
+        now = [1000.0]
+        service = accounts.AccountService(store, clock=lambda: now[0])
+        for _ in range(accounts.MAX_FAILS_PER_ACCOUNT):
+            with pytest.raises(accounts.AuthError):
+                service.authenticate("alice", "wrong pass", "10.0.0.1:5000")
+        with pytest.raises(accounts.AuthError, match="too many"):
+            service.authenticate("alice", PASSWORD, "10.0.0.1:5001")
+        # Another address was never limited: the owner is not locked out.
+        assert service.authenticate("alice", PASSWORD, "10.0.0.2:5000") == "alice"
+        now[0] += accounts.FAIL_WINDOW + 1
+        assert service.authenticate("alice", PASSWORD, "10.0.0.1:5000") == "alice"
+    finally:
+        store.close()
 
 
 def test_password_change(make_server: Callable[..., Server]) -> None:
@@ -222,6 +235,29 @@ def test_passwords_are_never_logged_or_echoed(
     seen += json_guest.quiet(0.5)
     assert seen and not any(secret in line for line in seen)
     assert not any(secret in record.getMessage() for record in caplog.records)
+
+
+def test_a_password_typed_as_the_name_is_never_logged(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Shaped like a nick on purpose: looking like a name must not be enough to be logged.
+    secret = "Sup3rSecretPassw0rd"
+    server = make_server()
+    registered(server, "alice").close()
+    guest = json_client(server, "guest")
+    guest.send_json(type="login", name=secret, password="alice", ref=1)
+    assert guest.expect_event("error", ref=1)["code"] == "bad_login"
+    text = LineClient(server.listener("line").port)
+    text.send(f"{secret} alice-password")
+    text.expect("!!! ")
+    text.close()
+    guest.send_json(type="login", name="alice", password="wrong password", ref=2)
+    assert guest.expect_event("error", ref=2)["code"] == "bad_login"
+    logged = [record.getMessage() for record in caplog.records]
+    assert not any(secret in line for line in logged)
+    # A failure for a real account still names it, for the operator.
+    assert any("failed login for account alice" in line for line in logged)
 
 
 def test_grace_mode_renames_a_guest_who_does_not_log_in(

@@ -46,8 +46,10 @@ MIN_PASSWORD = 8
 GRACE_PERIOD = 30.0
 # Failed logins counted over this window...
 FAIL_WINDOW = 300.0
-# ...at most this many per account name: slows guessing one account to a crawl (5 guesses per
-# 5 minutes) while a person who mistypes a few times is not locked out for long.
+# ...at most this many per account name from one address: slows guessing one account to a
+# crawl (5 guesses per 5 minutes per address) while a person who mistypes a few times is not
+# held up for long. Counted per (account, address), not per account: counted per account, an
+# attacker anywhere could lock the real owner out of their own account by failing 5 times.
 MAX_FAILS_PER_ACCOUNT = 5
 # ...and at most this many per client address: one address guessing many accounts. Higher,
 # because several people may share an address (NAT, a university).
@@ -142,7 +144,8 @@ class AccountService:
         or not the account exists, and a missing account costs the same time as a wrong
         password (the store burns a hash), so neither reveals which names are registered.
         """
-        account_key, host_key = "a:" + names.fold(name), "h:" + _host(address)
+        host = _host(address)
+        account_key, host_key = f"a:{names.fold(name)}@{host}", "h:" + host
         for key, most in ((account_key, MAX_FAILS_PER_ACCOUNT), (host_key, MAX_FAILS_PER_ADDRESS)):
             count, wait = self._failures.count(key)
             if count >= most:
@@ -162,7 +165,13 @@ class AccountService:
         if not ok:
             self._failures.add(account_key)
             self._failures.add(host_key)
-            log.info("failed login for %r from %s", name, address)
+            # What was typed as a name may be a password typed in the wrong field: it is
+            # logged only when it names an account. Asked on every failure, so the answer
+            # costs the same time whichever it is.
+            if self.is_registered(name):
+                log.info("failed login for account %s from %s", name, address)
+            else:
+                log.info("failed login for a name that is no account, from %s", address)
             raise AuthError("bad_login", BAD_LOGIN)
         self._failures.clear(account_key)
         return name
