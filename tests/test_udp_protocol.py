@@ -174,6 +174,23 @@ def test_user_is_registered_only_after_the_address_is_proven() -> None:
     assert server.addresses() == [CLIENT]
 
 
+def test_client_is_confirmed_even_if_the_answer_to_its_proof_is_lost() -> None:
+    server = ServerEndpoint()
+    client = ClientEndpoint("alice", SERVER)
+    (hello,) = sends(client.connect(0.0))
+    (accept,) = sends(server.receive(hello.data, CLIENT, 0.0))
+    (proof,) = sends(client.receive(accept.data, SERVER, 0.0))
+    registered = server.receive(proof.data, CLIENT, 0.0)
+    assert Registered(CLIENT, "alice") in registered  # its ack back is lost on the way
+    deadline = client.next_deadline()
+    assert deadline is not None and deadline < udp.GIVE_UP_AFTER
+    (resent,) = sends(client.poll(deadline))
+    (answer,) = sends(server.receive(resent.data, CLIENT, deadline))
+    client.receive(answer.data, SERVER, deadline)
+    assert client.poll(udp.GIVE_UP_AFTER) == []
+    assert client.state == "connected"
+
+
 def test_second_hello_for_a_busy_address_does_not_steal_it() -> None:
     server = ServerEndpoint()
     server.receive(udp.encode_hello("alice", "n1"), CLIENT, 0.0)

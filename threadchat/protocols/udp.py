@@ -30,7 +30,8 @@ Handshake and address validation (no amplification, no spoofed registrations):
 2. The server keeps a *pending* handshake for the address and answers with an accept (tens of
    bytes, checked with :func:`amplification_ok`) holding the nonce and a fresh random token.
    Before the address is proven, nothing but that accept is ever sent to it.
-3. The client then sends a token-bearing datagram (an ack) until it hears from the server.  Only
+3. The client then sends a token-bearing datagram (an ack, resent as a keepalive, which the
+   server always answers) until it hears from the server.  Only
    someone who received the accept at that address knows the token, so on this datagram the
    server registers the session (:class:`Registered`, then :class:`Deliver` of the hello event).
 
@@ -1050,7 +1051,9 @@ class ClientEndpoint:
             return self._close("peer unreachable")
         if not self._confirmed and now >= self._retry_due:
             self._bump_retry(now)
-            out.append(channel.ack_datagram())
+            # The server's answer to our first proof was lost (or the proof was).  A pure ack
+            # gets no answer from a registered session; a keepalive always gets an ack.
+            out.append(encode_keepalive(channel.token, channel.ack_number))
         elif not out and now >= self._last_sent + self.keepalive_interval:
             out.append(encode_keepalive(channel.token, channel.ack_number))
         return self._sends(out, now)
