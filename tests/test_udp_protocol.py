@@ -470,6 +470,24 @@ def test_server_never_raises_on_random_bytes() -> None:
     assert server.stats["malformed"] > 1000
 
 
+def test_non_ascii_tokens_nonces_and_cookies_are_refused_not_raised() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    odd = "é" * 8
+    for data in (
+        udp.encode_ack(odd, 0),
+        udp.encode_hello("mallory", odd),
+        udp.encode_hello("mallory", "n", cookie=odd),
+    ):
+        assert sends(server.receive(data, CLIENT, 1.0)) == []
+    pending_server = ServerEndpoint()
+    pending_server.receive(cookie_hello(pending_server, "a", "n", OTHER), OTHER, 0.0)
+    assert isinstance(pending_server.receive(udp.encode_ack(odd, 0), OTHER, 0.1)[0], Rejected)
+    for data in (udp.encode_bye(odd), udp.encode_accept(odd, "t"), udp.encode_retry(odd, "c")):
+        assert isinstance(client.receive(data, SERVER, 1.0)[0], Rejected)
+    assert client.state == "connected" and server.has_session(CLIENT)
+
+
 def test_datagrams_before_any_handshake_are_ignored() -> None:
     server = ServerEndpoint()
     actions = server.receive(udp.encode_ack("tok", 0), CLIENT, 0.0)

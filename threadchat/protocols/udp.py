@@ -210,6 +210,15 @@ class Envelope:
     cookie: str | None = None
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time equality of a string from the wire with a secret one.
+
+    ``hmac.compare_digest`` raises TypeError on a ``str`` with non-ASCII characters, and the
+    peer chooses what it sends, so both are compared as UTF-8 bytes.
+    """
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -504,10 +513,9 @@ class AddressCookies:
     def valid(self, cookie: str, addr: Address, now: float) -> bool:
         """True if ``cookie`` was issued to ``addr`` in this period or the previous one."""
         period = self._rotate(now)
-        given = cookie.encode("utf-8")  # bytes: compare_digest refuses non-ASCII str
         # Both comparisons always run, so timing does not tell which secret matched.
-        current = hmac.compare_digest(given, self._mac(self._current, addr, period).encode())
-        previous = hmac.compare_digest(given, self._mac(self._previous, addr, period - 1).encode())
+        current = same_secret(cookie, self._mac(self._current, addr, period))
+        previous = same_secret(cookie, self._mac(self._previous, addr, period - 1))
         return current or previous
 
 
@@ -883,13 +891,13 @@ class ServerEndpoint:
             pending = self._pending.get(addr)
             if pending is None:
                 return self._reject(addr, "unknown_session", "no session for address")
-            if not hmac.compare_digest(pending.token, env.token):
+            if not same_secret(env.token, pending.token):
                 return self._reject(addr, "forged", "token mismatch")
             if len(self._sessions) >= self.max_sessions:
                 self._forget_pending(addr)
                 return self._reject(addr, "sessions_full", "too many sessions")
             session = self._register(addr, pending, now, actions)
-        elif not hmac.compare_digest(session.token, env.token):
+        elif not same_secret(env.token, session.token):
             return self._reject(addr, "forged", "token mismatch")
         session.last_heard = now
         if env.kind == "bye":
@@ -927,11 +935,7 @@ class ServerEndpoint:
                 token = obj.get("t") if isinstance(obj, dict) else None
             except (UnicodeDecodeError, ValueError, RecursionError):
                 token = None
-        if (
-            session is not None
-            and isinstance(token, str)
-            and hmac.compare_digest(session.token, token)
-        ):
+        if session is not None and isinstance(token, str) and same_secret(token, session.token):
             message = f"datagram of {len(data)} bytes exceeds the {MAX_DATAGRAM_SIZE}-byte limit"
             return [ErrorReply(addr, ERROR_DATAGRAM_TOO_LARGE, message)]
         return [Rejected(addr, "datagram too large")]
@@ -943,7 +947,7 @@ class ServerEndpoint:
         session = self._sessions.get(addr)
         if session is not None:
             # The registered session must not be disturbed, whoever sent this.
-            if hmac.compare_digest(session.nonce, env.nonce):
+            if same_secret(env.nonce, session.nonce):
                 return self._reject(addr, "duplicates", "late copy of the opening hello")
             return self._reject(addr, "forged", "address already has a session")
         host = host_key(addr)
@@ -1159,7 +1163,7 @@ class ClientEndpoint:
             self._stats["malformed"] += 1
             return [Rejected(addr, f"unexpected {env.kind}")]
         channel = self.channel
-        if channel is None or not hmac.compare_digest(channel.token, env.token):
+        if channel is None or not same_secret(env.token, channel.token):
             self._stats["forged"] += 1
             return [Rejected(addr, "token mismatch")]
         self._last_heard = now
@@ -1175,7 +1179,7 @@ class ClientEndpoint:
 
     def _on_retry(self, env: Envelope, now: float) -> list[Action]:
         assert env.nonce is not None and env.cookie is not None
-        if not hmac.compare_digest(env.nonce, self.nonce):
+        if not same_secret(env.nonce, self.nonce):
             self._stats["forged"] += 1
             return [Rejected(self.server, "nonce mismatch")]
         if self.channel is not None or env.cookie == self._cookie:
@@ -1192,7 +1196,7 @@ class ClientEndpoint:
 
     def _on_accept(self, env: Envelope, now: float) -> list[Action]:
         assert env.nonce is not None and env.token is not None
-        if not hmac.compare_digest(env.nonce, self.nonce):
+        if not same_secret(env.nonce, self.nonce):
             self._stats["forged"] += 1
             return [Rejected(self.server, "nonce mismatch")]
         if self.channel is not None:
