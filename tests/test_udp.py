@@ -97,6 +97,9 @@ class RawUdp:
     def handshake(self, name: str) -> None:
         nonce = proto.new_nonce()
         self.send(proto.encode_hello(name, nonce))
+        retry = proto.decode(self.recv())
+        assert retry.kind == "retry" and retry.nonce == nonce and retry.cookie
+        self.send(proto.encode_hello(name, nonce, cookie=retry.cookie))
         accept = proto.decode(self.recv())
         assert accept.kind == "accept" and accept.nonce == nonce and accept.token
         self.token = accept.token
@@ -307,13 +310,20 @@ def test_shutdown_tells_udp_users(
 # -- security limits and bad input ---------------------------------------------------------
 
 
-def test_reply_to_an_unproven_hello_is_never_larger(raw_udp: Callable[[], RawUdp]) -> None:
+def test_replies_to_an_unproven_hello_are_never_larger(raw_udp: Callable[[], RawUdp]) -> None:
     peer = raw_udp()
-    hello = proto.encode_hello("amp", proto.new_nonce())
+    nonce = proto.new_nonce()
+    hello = proto.encode_hello("amp", nonce)
     peer.send(hello)
-    reply = peer.recv()
-    assert len(reply) <= len(hello)
-    assert proto.decode(reply).kind == "accept"
+    retry = peer.recv()
+    assert len(retry) <= len(hello)
+    cookie = proto.decode(retry).cookie
+    assert cookie is not None
+    hello = proto.encode_hello("amp", nonce, cookie=cookie)
+    peer.send(hello)
+    accept = peer.recv()
+    assert len(accept) <= len(hello)
+    assert proto.decode(accept).kind == "accept"
     # An unpadded hello gets nothing at all.
     short = json.dumps(
         {"v": 1, "k": "hello", "c": "n" * 16, "e": {"type": "hello", "name": "amp2"}}
@@ -321,6 +331,55 @@ def test_reply_to_an_unproven_hello_is_never_larger(raw_udp: Callable[[], RawUdp
     peer.send(short)
     with pytest.raises(TimeoutError):
         peer.recv(0.3)
+
+
+# Issue 17's flood: more padded hellos than the server's table of unfinished handshakes holds
+# (1024), each from its own source port on the one address 127.0.0.1.
+FLOOD_HELLOS = 1100
+# Sockets open at once; rounds of them give every hello a source port of its own.
+FLOOD_SOCKETS = 300
+# The flood's pace: FLOOD_BATCH hellos every FLOOD_PAUSE seconds (2500/s).  This is the attack's
+# rate, not a synchronisation: unpaced, the kernel would drop most of it at the server's socket
+# buffer and the server would never see a full-sized flood.
+FLOOD_BATCH = 50
+FLOOD_PAUSE = 0.02
+REAL_LOGINS = 10
+
+
+def flood_hellos(port: int) -> int:
+    """Send FLOOD_HELLOS padded hellos to 127.0.0.1:port, one per source port; return the count."""
+    hello = proto.encode_hello("flood", proto.new_nonce())
+    ports: set[int] = set()
+    while len(ports) < FLOOD_HELLOS:
+        sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(FLOOD_SOCKETS)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+                source = sock.getsockname()[1]
+                if source in ports or len(ports) >= FLOOD_HELLOS:
+                    continue
+                ports.add(source)
+                sock.sendto(hello, ("127.0.0.1", port))
+                if len(ports) % FLOOD_BATCH == 0:
+                    time.sleep(FLOOD_PAUSE)
+        finally:
+            for sock in sockets:
+                sock.close()
+    return len(ports)
+
+
+def test_hello_flood_from_one_address_does_not_block_udp_logins(
+    server: Server, udp_clients: Callable[..., UdpClient]
+) -> None:
+    assert server.udp is not None
+    assert flood_hellos(server.udp.port) == FLOOD_HELLOS
+    clients = [udp_clients(server, f"real{n}") for n in range(REAL_LOGINS)]
+    for n, client in enumerate(clients):
+        client.expect_event("welcome", name=f"real{n}")
+    stats = server.udp.endpoint_stats()
+    # The flood got stateless retries until the address's hello budget ran out.
+    assert stats.get("retries", 0) > 0 and stats.get("hello_rate_limited", 0) > 0
+    assert server.udp.endpoint.pending_handshakes() == 0
 
 
 def test_forged_token_datagrams_are_ignored(

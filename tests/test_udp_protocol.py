@@ -42,13 +42,22 @@ def envelopes(actions: list[Action]) -> list[udp.Envelope]:
     return [udp.decode(a.data) for a in sends(actions)]
 
 
+def cookie_hello(
+    server: ServerEndpoint, name: str, nonce: str, addr: tuple[str, int], now: float = 0.0
+) -> bytes:
+    """A hello carrying the cookie the server's retry would give ``addr`` at ``now``."""
+    return udp.encode_hello(name, nonce, cookie=server.cookies.issue(addr, now))
+
+
 def handshake(
     server: ServerEndpoint, name: str = "alice", addr: tuple[str, int] = CLIENT, now: float = 0.0
 ) -> tuple[ClientEndpoint, list[Action]]:
     """Run a loss-free handshake; returns the client and the server's actions on validation."""
     client = ClientEndpoint(name, SERVER)
     (hello,) = sends(client.connect(now))
-    (accept,) = sends(server.receive(hello.data, addr, now))
+    (retry,) = sends(server.receive(hello.data, addr, now))
+    (hello_with_cookie,) = sends(client.receive(retry.data, SERVER, now))
+    (accept,) = sends(server.receive(hello_with_cookie.data, addr, now))
     client_actions = client.receive(accept.data, SERVER, now)
     assert any(isinstance(a, Connected) for a in client_actions)
     server_actions: list[Action] = []
@@ -92,6 +101,7 @@ def test_ack_roundtrip_with_selective_acks() -> None:
 
 
 GOOD = {"v": 1, "k": "data", "t": "tok", "s": 1, "a": 0, "e": {"type": "say"}}
+HELLO = {"v": 1, "k": "hello", "c": "n", "e": {"type": "hello", "name": "a"}}
 
 BAD_DATAGRAMS: list[tuple[str, bytes]] = [
     ("empty", b""),
@@ -117,6 +127,12 @@ BAD_DATAGRAMS: list[tuple[str, bytes]] = [
     ("too many sacks", json.dumps({**GOOD, "sa": list(range(1, 40))}).encode()),
     ("hello without name", b'{"v":1,"k":"hello","c":"n","e":{"type":"hello"}}'),
     ("hello without nonce", b'{"v":1,"k":"hello","e":{"type":"hello","name":"a"}}'),
+    ("hello cookie not a string", json.dumps({**HELLO, "ck": 5}).encode()),
+    ("retry without cookie", b'{"v":1,"k":"retry","c":"n"}'),
+    (
+        "retry cookie too long",
+        json.dumps({"v": 1, "k": "retry", "c": "n", "ck": "x" * 65}).encode(),
+    ),
     ("deep nesting", b"[" * 1100),
     ("oversize", json.dumps({**GOOD, "e": {"type": "say", "text": "x" * 1300}}).encode()),
 ]
@@ -131,14 +147,22 @@ def test_decode_rejects_bad_datagrams(label: str, data: bytes) -> None:
 # --- server: handshake, address validation, amplification ------------------------------------
 
 
-def test_accept_is_never_larger_than_the_hello() -> None:
+def test_retry_and_accept_are_never_larger_than_the_hello() -> None:
     server = ServerEndpoint()
-    hello = udp.encode_hello("alice", "n1")
-    (reply,) = sends(server.receive(hello, CLIENT, 0.0))
-    assert udp.amplification_ok(len(hello), len(reply.data))
-    assert len(reply.data) < 100
-    env = udp.decode(reply.data)
-    assert env.kind == "accept" and env.nonce == "n1" and env.token
+    nonce = "n" * udp.MAX_NONCE_LENGTH  # the longest nonce makes the largest replies
+    hello = udp.encode_hello("alice", nonce)
+    (retry,) = sends(server.receive(hello, CLIENT, 0.0))
+    assert udp.amplification_ok(len(hello), len(retry.data))
+    assert len(retry.data) < 150
+    env = udp.decode(retry.data)
+    assert env.kind == "retry" and env.nonce == nonce and env.cookie
+    with_cookie = udp.encode_hello("alice", nonce, cookie=env.cookie)
+    assert len(with_cookie) == udp.MIN_HELLO_SIZE
+    (accept,) = sends(server.receive(with_cookie, CLIENT, 0.0))
+    assert udp.amplification_ok(len(with_cookie), len(accept.data))
+    assert len(accept.data) < 150
+    env = udp.decode(accept.data)
+    assert env.kind == "accept" and env.nonce == nonce and env.token
 
 
 def test_amplification_check() -> None:
@@ -159,6 +183,8 @@ def test_user_is_registered_only_after_the_address_is_proven() -> None:
     server = ServerEndpoint()
     client = ClientEndpoint("alice", SERVER)
     (hello,) = sends(client.connect(0.0))
+    (retry,) = sends(server.receive(hello.data, CLIENT, 0.0))
+    (hello,) = sends(client.receive(retry.data, SERVER, 0.0))
     first = server.receive(hello.data, CLIENT, 0.0)
     assert not any(isinstance(a, Registered) for a in first)
     assert not server.has_session(CLIENT)
@@ -174,27 +200,191 @@ def test_user_is_registered_only_after_the_address_is_proven() -> None:
     assert server.addresses() == [CLIENT]
 
 
+def test_client_is_confirmed_even_if_the_answer_to_its_proof_is_lost() -> None:
+    server = ServerEndpoint()
+    client = ClientEndpoint("alice", SERVER)
+    (hello,) = sends(client.connect(0.0))
+    (retry,) = sends(server.receive(hello.data, CLIENT, 0.0))
+    (hello,) = sends(client.receive(retry.data, SERVER, 0.0))
+    (accept,) = sends(server.receive(hello.data, CLIENT, 0.0))
+    (proof,) = sends(client.receive(accept.data, SERVER, 0.0))
+    registered = server.receive(proof.data, CLIENT, 0.0)
+    assert Registered(CLIENT, "alice") in registered  # its ack back is lost on the way
+    deadline = client.next_deadline()
+    assert deadline is not None and deadline < udp.GIVE_UP_AFTER
+    (resent,) = sends(client.poll(deadline))
+    (answer,) = sends(server.receive(resent.data, CLIENT, deadline))
+    client.receive(answer.data, SERVER, deadline)
+    assert client.poll(udp.GIVE_UP_AFTER) == []
+    assert client.state == "connected"
+
+
 def test_second_hello_for_a_busy_address_does_not_steal_it() -> None:
     server = ServerEndpoint()
-    server.receive(udp.encode_hello("alice", "n1"), CLIENT, 0.0)
-    actions = server.receive(udp.encode_hello("mallory", "n2"), CLIENT, 0.1)
+    server.receive(cookie_hello(server, "alice", "n1", CLIENT), CLIENT, 0.0)
+    actions = server.receive(cookie_hello(server, "mallory", "n2", CLIENT), CLIENT, 0.1)
     assert sends(actions) == [] and server.stats["forged"] == 1
     handshake_server = ServerEndpoint()
     handshake(handshake_server)
-    actions = handshake_server.receive(udp.encode_hello("mallory", "n3"), CLIENT, 1.0)
-    assert sends(actions) == [] and handshake_server.stats["forged"] == 1
+    for hello in (
+        udp.encode_hello("mallory", "n3"),
+        cookie_hello(handshake_server, "mallory", "n3", CLIENT, 1.0),
+    ):
+        actions = handshake_server.receive(hello, CLIENT, 1.0)
+        assert sends(actions) == []
+    assert handshake_server.stats["forged"] == 2
 
 
 def test_pending_handshakes_expire_and_are_bounded() -> None:
     server = ServerEndpoint(max_pending=2, rate_limiter=unlimited())
     for port in range(3):
-        server.receive(udp.encode_hello("a", f"n{port}"), ("127.0.0.1", port), 0.0)
+        addr = ("127.0.0.1", port)
+        server.receive(cookie_hello(server, "a", f"n{port}", addr), addr, 0.0)
     assert server.stats["handshakes_full"] == 1
     assert server.next_deadline() == udp.HANDSHAKE_TIMEOUT
     server.poll(udp.HANDSHAKE_TIMEOUT)
+    assert server.pending_handshakes() == 0
     # After expiry a stale token no longer registers anyone, and new handshakes fit again.
-    actions = server.receive(udp.encode_hello("a", "n9"), ("127.0.0.1", 9), 11.0)
-    assert sends(actions)
+    addr = ("127.0.0.1", 9)
+    (accept,) = envelopes(server.receive(cookie_hello(server, "a", "n9", addr, 11.0), addr, 11.0))
+    assert accept.kind == "accept"
+
+
+def test_hellos_without_a_valid_cookie_store_nothing() -> None:
+    server = ServerEndpoint(rate_limiter=unlimited())
+    hosts = [("127.0.0.1", port) for port in range(1000, 1040)]
+    hosts += [("10.0.0.9", port) for port in range(2000, 2040)]
+    for addr in hosts:
+        hello = udp.encode_hello("flood", "n")
+        (retry,) = envelopes(server.receive(hello, addr, 0.0))
+        assert retry.kind == "retry"
+    assert server.pending_handshakes() == 0 and server.addresses() == []
+    assert server.next_deadline() is None  # not even a timer was started
+    assert server.stats["retries"] == len(hosts)
+
+
+def test_forged_and_expired_cookies_are_refused() -> None:
+    server = ServerEndpoint()
+    rotation = udp.COOKIE_ROTATION
+    genuine = server.cookies.issue(CLIENT, 0.0)
+    refused = [
+        "A" * len(genuine),  # made up
+        server.cookies.issue(OTHER, 0.0),  # another port's
+        ServerEndpoint().cookies.issue(CLIENT, 0.0),  # another server's secret
+        genuine + "A",  # tampered
+        "é" * 5,  # not even base64
+    ]
+    for n, cookie in enumerate(refused):
+        hello = udp.encode_hello("mallory", f"n{n}", cookie=cookie)
+        (reply,) = envelopes(server.receive(hello, CLIENT, 1.0))
+        assert reply.kind == "retry" and reply.cookie == genuine
+    assert server.stats["bad_cookie"] == len(refused)
+    assert server.pending_handshakes() == 0
+    # Two rotations later the secret that made the cookie is gone: expired.
+    late = udp.encode_hello("alice", "late", cookie=genuine)
+    (reply,) = envelopes(server.receive(late, CLIENT, 2 * rotation))
+    assert reply.kind == "retry" and reply.cookie != genuine
+    assert server.pending_handshakes() == 0
+    assert server.stats["bad_cookie"] == len(refused) + 1
+
+
+def test_a_cookie_stays_valid_through_the_next_rotation() -> None:
+    server = ServerEndpoint()
+    cookie = server.cookies.issue(CLIENT, udp.COOKIE_ROTATION - 0.01)
+    hello = udp.encode_hello("alice", "n", cookie=cookie)
+    (reply,) = envelopes(server.receive(hello, CLIENT, 2 * udp.COOKIE_ROTATION - 0.01))
+    assert reply.kind == "accept" and server.pending_handshakes() == 1
+
+
+def test_hellos_are_rate_limited_per_host_whatever_the_port() -> None:
+    server = ServerEndpoint(hello_limiter=udp.RateLimiter(rate=1, burst=3))
+    for port in range(5):
+        server.receive(udp.encode_hello("a", "n"), ("127.0.0.1", port), 0.0)
+    assert server.stats["retries"] == 3 and server.stats["hello_rate_limited"] == 2
+    # Another host has its own budget; so does the same host a little later.
+    assert sends(server.receive(udp.encode_hello("a", "n"), ("127.0.0.2", 1), 0.0))
+    assert sends(server.receive(udp.encode_hello("a", "n"), ("127.0.0.1", 9), 1.0))
+    # An IPv6 host is its /64: another interface ID shares the budget.
+    for suffix in range(1, 5):
+        server.receive(udp.encode_hello("a", "n"), (f"2001:db8::{suffix}", 1, 0, 0), 0.0)
+    assert server.stats["hello_rate_limited"] == 3
+
+
+def test_pending_handshakes_are_bounded_per_host() -> None:
+    server = ServerEndpoint(max_pending_per_host=2, rate_limiter=unlimited())
+    addrs = [("127.0.0.1", port) for port in range(3)]
+    replies = [
+        envelopes(server.receive(cookie_hello(server, "a", f"n{n}", addr), addr, 0.0))
+        for n, addr in enumerate(addrs)
+    ]
+    assert [[e.kind for e in r] for r in replies] == [["accept"], ["accept"], []]
+    assert server.stats["host_handshakes_full"] == 1
+    other = ("127.0.0.2", 1)
+    (accept,) = envelopes(server.receive(cookie_hello(server, "b", "m", other), other, 0.0))
+    assert accept.kind == "accept"
+    # A finished handshake frees its host's slot.
+    token = replies[0][0].token
+    assert token is not None
+    assert Registered(addrs[0], "a") in server.receive(udp.encode_ack(token, 0), addrs[0], 0.1)
+    (accept,) = envelopes(server.receive(cookie_hello(server, "a", "n2", addrs[2]), addrs[2], 0.2))
+    assert accept.kind == "accept"
+
+
+def test_client_answers_each_retry_cookie_once() -> None:
+    server = ServerEndpoint()
+    client = ClientEndpoint("alice", SERVER)
+    (hello,) = sends(client.connect(0.0))
+    (retry,) = sends(server.receive(hello.data, CLIENT, 0.0))
+    (answer,) = sends(client.receive(retry.data, SERVER, 0.0))
+    assert udp.decode(answer.data).cookie == udp.decode(retry.data).cookie
+    assert len(answer.data) == udp.MIN_HELLO_SIZE
+    # A second copy of the same retry (two hellos crossed it) is not answered again...
+    assert client.receive(retry.data, SERVER, 0.01) == []
+    # ...nor is a retry for another handshake; the retransmitted hello carries the cookie.
+    stranger = udp.encode_retry("not-our-nonce", "c" * 22)
+    assert client.receive(stranger, SERVER, 0.02) == [Rejected(SERVER, "nonce mismatch")]
+    deadline = client.next_deadline()
+    assert deadline is not None
+    (resent,) = sends(client.poll(deadline))
+    assert resent.data == answer.data
+    assert client.stats["retries"] == 1 and client.stats["duplicates"] == 1
+    # A fresh cookie (the old one expired on the way) is answered at once.
+    fresh = udp.encode_retry(client.nonce, "f" * 22)
+    (again,) = sends(client.receive(fresh, SERVER, deadline))
+    assert udp.decode(again.data).cookie == "f" * 22
+
+
+def test_client_handles_a_server_without_retries() -> None:
+    client = ClientEndpoint("alice", SERVER)
+    client.connect(0.0)
+    actions = client.receive(udp.encode_accept(client.nonce, "tok"), SERVER, 0.1)
+    assert Connected(SERVER, "tok") in actions
+
+
+def test_a_name_must_leave_room_for_the_longest_cookie() -> None:
+    def accepted(length: int) -> bool:
+        try:
+            ClientEndpoint("x" * length, SERVER, nonce="n" * 16)
+        except udp.DatagramTooLarge:
+            return False
+        return True
+
+    longest = max(length for length in range(udp.MIN_HELLO_SIZE) if accepted(length))
+    # The next name would fit a first hello, but not the hello answering a retry.
+    udp.encode_hello("x" * (longest + 1), "n" * 16)
+    client = ClientEndpoint("x" * longest, SERVER, nonce="n" * 16)
+    client.connect(0.0)
+    retry = udp.encode_retry(client.nonce, "c" * udp.MAX_COOKIE_LENGTH)
+    (hello,) = sends(client.receive(retry, SERVER, 0.0))
+    assert len(hello.data) == udp.MIN_HELLO_SIZE
+
+
+def test_host_key_ignores_the_port_and_counts_an_ipv6_prefix() -> None:
+    assert udp.host_key(("192.0.2.7", 1)) == udp.host_key(("192.0.2.7", 2)) == "192.0.2.7"
+    assert udp.host_key(("::ffff:192.0.2.7", 1, 0, 0)) == "192.0.2.7"
+    assert udp.host_key(("2001:db8::1", 1, 0, 0)) == udp.host_key(("2001:db8::ff:2", 5, 0, 0))
+    assert udp.host_key(("2001:db8::1", 1, 0, 0)) != udp.host_key(("2001:db8:0:1::1", 1, 0, 0))
+    assert udp.host_key(("fe80::1%eth0", 1, 0, 2)) == "fe80::/64"
 
 
 # --- server: forged, replayed, oversize, malformed -------------------------------------------
@@ -278,6 +468,24 @@ def test_server_never_raises_on_random_bytes() -> None:
             data = bytes(buf[: rng.randrange(1, len(buf) + 1)])
         server.receive(data, CLIENT, 1.0)
     assert server.stats["malformed"] > 1000
+
+
+def test_non_ascii_tokens_nonces_and_cookies_are_refused_not_raised() -> None:
+    server = ServerEndpoint()
+    client, _ = handshake(server)
+    odd = "é" * 8
+    for data in (
+        udp.encode_ack(odd, 0),
+        udp.encode_hello("mallory", odd),
+        udp.encode_hello("mallory", "n", cookie=odd),
+    ):
+        assert sends(server.receive(data, CLIENT, 1.0)) == []
+    pending_server = ServerEndpoint()
+    pending_server.receive(cookie_hello(pending_server, "a", "n", OTHER), OTHER, 0.0)
+    assert isinstance(pending_server.receive(udp.encode_ack(odd, 0), OTHER, 0.1)[0], Rejected)
+    for data in (udp.encode_bye(odd), udp.encode_accept(odd, "t"), udp.encode_retry(odd, "c")):
+        assert isinstance(client.receive(data, SERVER, 1.0)[0], Rejected)
+    assert client.state == "connected" and server.has_session(CLIENT)
 
 
 def test_datagrams_before_any_handshake_are_ignored() -> None:

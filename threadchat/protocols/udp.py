@@ -12,7 +12,9 @@ Envelope (one per datagram, compact UTF-8 JSON object, at most ``MAX_DATAGRAM_SI
 
     {"v": 1, "k": KIND, ...}
 
-    hello      client -> server  {"v","k","c": nonce, "e": {"type":"hello","name":...}, "p": pad}
+    hello      client -> server  {"v","k","c": nonce, "e": {"type":"hello","name":...},
+                                  "ck": cookie?, "p": pad}
+    retry      server -> client  {"v","k","c": nonce echoed, "ck": address cookie}
     accept     server -> client  {"v","k","c": nonce echoed, "t": session token}
     data       both directions   {"v","k","t","s": seq, "a": cumulative ack, "e": event}
     ack        both directions   {"v","k","t","a": cumulative ack, "sa": [selective acks]?}
@@ -27,12 +29,23 @@ Handshake and address validation (no amplification, no spoofed registrations):
 
 1. The client sends a hello padded with ``p`` to exactly ``MIN_HELLO_SIZE`` bytes, carrying a
    random nonce ``c`` and the hello event, and retransmits it until answered.
-2. The server keeps a *pending* handshake for the address and answers with an accept (tens of
-   bytes, checked with :func:`amplification_ok`) holding the nonce and a fresh random token.
-   Before the address is proven, nothing but that accept is ever sent to it.
-3. The client then sends a token-bearing datagram (an ack) until it hears from the server.  Only
+2. A hello without a valid cookie ``ck`` gets a *retry* (tens of bytes) holding the nonce and a
+   cookie: an HMAC of the source address and port under a server secret that rotates every
+   ``COOKIE_ROTATION`` seconds (see :class:`AddressCookies`).  Nothing is stored: a flood of
+   hellos, spoofed or not, costs the server no memory.  The client sends its hello again with
+   the cookie; only a hello echoing a valid cookie proves that its sender receives at its
+   address, like a TCP SYN cookie, a DTLS HelloVerifyRequest or a QUIC Retry.
+3. On that hello the server keeps a *pending* handshake for the address and answers with an
+   accept holding the nonce and a fresh random token.  Before the address is proven by the
+   token, nothing but retries and that accept is ever sent to it, each no larger than the
+   hello that caused it (checked with :func:`amplification_ok`).
+4. The client then sends a token-bearing datagram (an ack, resent as a keepalive, which the
+   server always answers) until it hears from the server.  Only
    someone who received the accept at that address knows the token, so on this datagram the
    server registers the session (:class:`Registered`, then :class:`Deliver` of the hello event).
+
+Hellos are limited per host (the IP address, whatever the port; an IPv6 /64), in rate and in
+pending handshakes, so one host with many source ports cannot crowd out everyone else.
 
 Every later datagram must carry the token registered for its source address; anything else is
 dropped and counted (``forged`` / ``unknown_session``).  A session is bound to one address: a
@@ -41,8 +54,12 @@ NAT rebinding ends it (the client times out and reconnects).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import ipaddress
 import json
+import math
 import secrets
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -71,8 +88,8 @@ PROTOCOL_VERSION = 1
 # 1280 (IPv6 minimum MTU) - 40 (IPv6) - 8 (UDP) leaves 1232; 1200 keeps a margin for tunnels,
 # so a datagram is never fragmented on any path (the same reasoning QUIC uses).
 MAX_DATAGRAM_SIZE = 1200
-# A hello is padded to a full datagram so every reply to an unproven address (an accept of
-# ~70 bytes) is far smaller than the request: a spoofed hello cannot amplify traffic.
+# A hello is padded to a full datagram so every reply to an unproven address (a retry or an
+# accept, under 150 bytes) is far smaller than the request: a spoofed hello cannot amplify.
 MIN_HELLO_SIZE = MAX_DATAGRAM_SIZE
 # Transports must read with a buffer this large so an oversize datagram is seen (and refused)
 # rather than silently truncated into something that might parse.
@@ -90,8 +107,28 @@ KEEPALIVE_INTERVAL = 15.0
 SESSION_TIMEOUT = 60.0
 # A pending (unproven) handshake is forgotten after this; bounds state held for strangers.
 HANDSHAKE_TIMEOUT = 10.0
-# Caps the state a flood of (possibly spoofed) hellos can make the server hold.
+# Caps the handshake state the server holds; only hellos with a valid cookie count against it.
 MAX_PENDING_HANDSHAKES = 1024
+# Pending handshakes per host: a NAT may have a few dozen logins in flight at once (each lasts
+# one round trip), while one host with many source ports may hold at most 1/32 of the table,
+# so filling it takes 32 hosts that each proved they receive at their address.
+MAX_PENDING_PER_HOST = 32
+# Hellos per host (every port together): a login costs two (plus retransmissions on loss), so
+# 50/s lets 20 logins a second through one NAT, and bounds the retries a spoofed flood can make
+# the server send to one victim host to 50 small datagrams a second.
+HELLO_RATE_PER_HOST = 50.0
+# Lets a burst of logins through at once (a NAT's users coming back after a server restart).
+HELLO_BURST_PER_HOST = 100.0
+# IPv6 hosts are handed at least a /64, so a per-host limit must count the whole prefix.
+IPV6_HOST_PREFIX = 64
+# The cookie secret is replaced this often and the previous one still accepted, so a cookie
+# works for between one and two rotations: plenty for one round trip and the client's
+# retransmissions, and a cookie seen on the path is useless soon after.
+COOKIE_ROTATION = 10.0
+# 256-bit HMAC-SHA256 keys, fresh from the OS at every rotation.
+COOKIE_SECRET_BYTES = 32
+# The MAC is cut to 128 bits: unforgeable for an off-path attacker, short on the wire.
+COOKIE_BYTES = 16
 # Caps registered UDP sessions; the hub has its own user limits on top.
 MAX_SESSIONS = 4096
 
@@ -113,6 +150,7 @@ NONCE_BYTES = 12
 # Upper bounds for strings we accept from the wire.
 MAX_TOKEN_LENGTH = 64
 MAX_NONCE_LENGTH = 64
+MAX_COOKIE_LENGTH = 64
 MAX_REASON_LENGTH = 200
 
 # Per-address datagram rate: a chat client sends a few per second (plus one ack per received
@@ -124,7 +162,7 @@ MAX_RATE_LIMITED_ADDRESSES = 8192
 
 ERROR_DATAGRAM_TOO_LARGE = "datagram_too_large"
 
-KINDS = frozenset({"hello", "accept", "data", "ack", "keepalive", "bye"})
+KINDS = frozenset({"hello", "retry", "accept", "data", "ack", "keepalive", "bye"})
 _TOKEN_KINDS = frozenset({"data", "ack", "keepalive", "bye"})
 
 
@@ -169,6 +207,16 @@ class Envelope:
     event: Event | None = None
     nonce: str | None = None
     reason: str | None = None
+    cookie: str | None = None
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time equality of a string from the wire with a secret one.
+
+    ``hmac.compare_digest`` raises TypeError on a ``str`` with non-ASCII characters, and the
+    peer chooses what it sends, so both are compared as UTF-8 bytes.
+    """
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _is_int(value: Any) -> bool:
@@ -218,7 +266,18 @@ def decode(data: bytes) -> Envelope:
             raise MalformedDatagram("bad hello event")
         if not isinstance(obj.get("p", ""), str):
             raise MalformedDatagram("bad padding")
-        return Envelope(kind, event=event, nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True))
+        return Envelope(
+            kind,
+            event=event,
+            nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True),
+            cookie=_short_str(obj, "ck", MAX_COOKIE_LENGTH, False),
+        )
+    if kind == "retry":
+        return Envelope(
+            kind,
+            nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True),
+            cookie=_short_str(obj, "ck", MAX_COOKIE_LENGTH, True),
+        )
     if kind == "accept":
         return Envelope(kind, token=token, nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True))
     if kind == "bye":
@@ -243,11 +302,14 @@ def decode(data: bytes) -> Envelope:
     )
 
 
-def encode_hello(name: str, nonce: str, ref: str | int | None = None) -> bytes:
-    """The client's first datagram, padded to exactly ``MIN_HELLO_SIZE`` bytes.
+def encode_hello(
+    name: str, nonce: str, ref: str | int | None = None, cookie: str | None = None
+) -> bytes:
+    """The client's hello, padded to exactly ``MIN_HELLO_SIZE`` bytes.
 
     ``ref`` (optional) rides in the hello event, so the server's ``ok`` for it tells the
-    client that registration finished, as in TCP JSON mode.
+    client that registration finished, as in TCP JSON mode.  ``cookie`` is the one from the
+    server's retry (None on the first hello).
     Raises :class:`DatagramTooLarge` if the name does not leave room for the envelope.
     """
     base: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "hello", "c": nonce}
@@ -255,12 +317,18 @@ def encode_hello(name: str, nonce: str, ref: str | int | None = None) -> bytes:
     if ref is not None:
         hello["ref"] = ref
     base["e"] = hello
+    if cookie is not None:
+        base["ck"] = cookie
     base["p"] = ""
     room = MIN_HELLO_SIZE - len(_dumps(base))
     if room < 0:
         raise DatagramTooLarge("name too long for a hello datagram")
     base["p"] = "." * room
     return _dumps(base)
+
+
+def encode_retry(nonce: str, cookie: str) -> bytes:
+    return _dumps({"v": PROTOCOL_VERSION, "k": "retry", "c": nonce, "ck": cookie})
 
 
 def encode_accept(nonce: str, token: str) -> bytes:
@@ -386,6 +454,69 @@ def new_token() -> str:
 
 def new_nonce() -> str:
     return secrets.token_urlsafe(NONCE_BYTES)
+
+
+def host_key(addr: Address) -> str:
+    """The host part of ``addr`` for per-host limits: the IP without the port; an IPv6
+    address counts as its /64 (one subscriber's prefix) and an IPv4-mapped one as the IPv4."""
+    host = str(addr[0])
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host  # not an IP literal (a test's symbolic address): the host itself is the key
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_HOST_PREFIX), strict=False))
+    return str(ip)
+
+
+class AddressCookies:
+    """Stateless proof that a sender receives at its address (and port).
+
+    A cookie is ``HMAC-SHA256(secret, [host, port, period])`` cut to ``COOKIE_BYTES``, where
+    ``period`` numbers the ``rotation``-second slice of time it was issued in.  Each period
+    has its own random secret, and only the current and the previous one are kept, so a
+    cookie is valid for between one and two rotations and then never again.  Only the two
+    secrets are stored, whatever the number of senders.
+    """
+
+    def __init__(self, rotation: float = COOKIE_ROTATION) -> None:
+        self.rotation = rotation
+        self._period: int | None = None
+        self._current = b""
+        self._previous = b""
+
+    def _rotate(self, now: float) -> int:
+        period = math.floor(now / self.rotation)
+        if self._period is None or period > self._period:
+            if self._period is not None and period == self._period + 1:
+                self._previous = self._current
+            else:
+                # First use, or a gap of several periods: no older cookie may stay valid.
+                self._previous = secrets.token_bytes(COOKIE_SECRET_BYTES)
+            self._current = secrets.token_bytes(COOKIE_SECRET_BYTES)
+            self._period = period
+        return self._period
+
+    @staticmethod
+    def _mac(secret: bytes, addr: Address, period: int) -> str:
+        message = _dumps([str(addr[0]), addr[1], period])
+        digest = hmac.new(secret, message, hashlib.sha256).digest()[:COOKIE_BYTES]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def issue(self, addr: Address, now: float) -> str:
+        """The cookie for ``addr`` at ``now``."""
+        period = self._rotate(now)
+        return self._mac(self._current, addr, period)
+
+    def valid(self, cookie: str, addr: Address, now: float) -> bool:
+        """True if ``cookie`` was issued to ``addr`` in this period or the previous one."""
+        period = self._rotate(now)
+        # Both comparisons always run, so timing does not tell which secret matched.
+        current = same_secret(cookie, self._mac(self._current, addr, period))
+        previous = same_secret(cookie, self._mac(self._previous, addr, period - 1))
+        return current or previous
 
 
 class TokenBucket:
@@ -689,31 +820,49 @@ class ServerEndpoint:
         self,
         *,
         rate_limiter: RateLimiter | None = None,
+        hello_limiter: RateLimiter | None = None,
         session_timeout: float = SESSION_TIMEOUT,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         max_sessions: int = MAX_SESSIONS,
         max_pending: int = MAX_PENDING_HANDSHAKES,
+        max_pending_per_host: int = MAX_PENDING_PER_HOST,
+        cookie_rotation: float = COOKIE_ROTATION,
         channel_options: dict[str, Any] | None = None,
     ) -> None:
+        """``rate_limiter`` counts every datagram per (address, port); ``hello_limiter``
+        counts hellos per host (:func:`host_key`)."""
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.hello_limiter = (
+            hello_limiter
+            if hello_limiter is not None
+            else RateLimiter(HELLO_RATE_PER_HOST, HELLO_BURST_PER_HOST)
+        )
         self.session_timeout = session_timeout
         self.handshake_timeout = handshake_timeout
         self.max_sessions = max_sessions
         self.max_pending = max_pending
+        self.max_pending_per_host = max_pending_per_host
+        self.cookies = AddressCookies(cookie_rotation)
         self._channel_options = channel_options or {}
         self._stats: Counter[str] = Counter()
         self._sessions: dict[Address, _Session] = {}
         self._pending: dict[Address, _Pending] = {}
+        self._pending_per_host: Counter[str] = Counter()
 
     @property
     def stats(self) -> dict[str, int]:
         """Counters: malformed, forged, unknown_session, oversize, short_hello, rate_limited,
-        handshakes_full, sessions_full, duplicates, retransmits, out_of_window, registered."""
+        hello_rate_limited, retries, bad_cookie, handshakes_full, host_handshakes_full,
+        sessions_full, duplicates, retransmits, out_of_window, registered."""
         return dict(self._stats)
 
     def addresses(self) -> list[Address]:
         """Registered (address-proven) sessions."""
         return list(self._sessions)
+
+    def pending_handshakes(self) -> int:
+        """Handshakes whose address is proven by a cookie but not yet by the token."""
+        return len(self._pending)
 
     def has_session(self, addr: Address) -> bool:
         return addr in self._sessions
@@ -742,13 +891,13 @@ class ServerEndpoint:
             pending = self._pending.get(addr)
             if pending is None:
                 return self._reject(addr, "unknown_session", "no session for address")
-            if not hmac.compare_digest(pending.token, env.token):
+            if not same_secret(env.token, pending.token):
                 return self._reject(addr, "forged", "token mismatch")
             if len(self._sessions) >= self.max_sessions:
-                del self._pending[addr]
+                self._forget_pending(addr)
                 return self._reject(addr, "sessions_full", "too many sessions")
             session = self._register(addr, pending, now, actions)
-        elif not hmac.compare_digest(session.token, env.token):
+        elif not same_secret(env.token, session.token):
             return self._reject(addr, "forged", "token mismatch")
         session.last_heard = now
         if env.kind == "bye":
@@ -764,7 +913,7 @@ class ServerEndpoint:
     def _register(
         self, addr: Address, pending: _Pending, now: float, actions: list[Action]
     ) -> _Session:
-        del self._pending[addr]
+        self._forget_pending(addr)
         channel = ReliableChannel(pending.token, stats=self._stats, **self._channel_options)
         session = _Session(pending.token, pending.nonce, channel, now)
         self._sessions[addr] = session
@@ -786,11 +935,7 @@ class ServerEndpoint:
                 token = obj.get("t") if isinstance(obj, dict) else None
             except (UnicodeDecodeError, ValueError, RecursionError):
                 token = None
-        if (
-            session is not None
-            and isinstance(token, str)
-            and hmac.compare_digest(session.token, token)
-        ):
+        if session is not None and isinstance(token, str) and same_secret(token, session.token):
             message = f"datagram of {len(data)} bytes exceeds the {MAX_DATAGRAM_SIZE}-byte limit"
             return [ErrorReply(addr, ERROR_DATAGRAM_TOO_LARGE, message)]
         return [Rejected(addr, "datagram too large")]
@@ -802,28 +947,58 @@ class ServerEndpoint:
         session = self._sessions.get(addr)
         if session is not None:
             # The registered session must not be disturbed, whoever sent this.
-            if hmac.compare_digest(session.nonce, env.nonce):
+            if same_secret(env.nonce, session.nonce):
                 return self._reject(addr, "duplicates", "late copy of the opening hello")
             return self._reject(addr, "forged", "address already has a session")
+        host = host_key(addr)
+        if not self.hello_limiter.allow(host, now):
+            return self._reject(addr, "hello_rate_limited", "too many hellos from this host")
+        if env.cookie is None or not self.cookies.valid(env.cookie, addr, now):
+            # Unproven address: answer statelessly, so a flood costs no memory.  A forged or
+            # expired cookie gets a fresh one, which a genuine client simply uses.
+            if env.cookie is not None:
+                self._stats["bad_cookie"] += 1
+            return self._reply_unproven(
+                addr, size, encode_retry(env.nonce, self.cookies.issue(addr, now)), "retries"
+            )
         pending = self._pending.get(addr)
         if pending is not None and pending.nonce != env.nonce:
             return self._reject(addr, "forged", "handshake in progress for address")
         if pending is None:
+            if self._pending_per_host[host] >= self.max_pending_per_host:
+                self._expire_pending(now)
+            if self._pending_per_host[host] >= self.max_pending_per_host:
+                return self._reject(addr, "host_handshakes_full", "too many handshakes from host")
             if len(self._pending) >= self.max_pending:
                 self._expire_pending(now)
             if len(self._pending) >= self.max_pending:
                 return self._reject(addr, "handshakes_full", "too many handshakes")
             pending = _Pending(env.nonce, new_token(), env.event, now)
             self._pending[addr] = pending
-        reply = encode_accept(pending.nonce, pending.token)
-        if not amplification_ok(size, len(reply)):  # pragma: no cover - guarded by MIN_HELLO_SIZE
+            self._pending_per_host[host] += 1
+        return self._reply_unproven(addr, size, encode_accept(pending.nonce, pending.token), None)
+
+    def _reply_unproven(
+        self, addr: Address, request_size: int, reply: bytes, counter: str | None
+    ) -> list[Action]:
+        if not amplification_ok(request_size, len(reply)):  # pragma: no cover - MIN_HELLO_SIZE
             return self._reject(addr, "short_hello", "reply would amplify")
+        if counter is not None:
+            self._stats[counter] += 1
         return [Send(addr, reply)]
+
+    def _forget_pending(self, addr: Address) -> None:
+        if self._pending.pop(addr, None) is None:
+            return
+        host = host_key(addr)
+        self._pending_per_host[host] -= 1
+        if self._pending_per_host[host] <= 0:
+            del self._pending_per_host[host]
 
     def _expire_pending(self, now: float) -> None:
         stale = [a for a, p in self._pending.items() if now >= p.created + self.handshake_timeout]
         for addr in stale:
-            del self._pending[addr]
+            self._forget_pending(addr)
 
     def send_event(self, addr: Address, event: OutEvent, now: float) -> list[Action]:
         """Queue ``event`` for the user at ``addr``.
@@ -845,7 +1020,7 @@ class ServerEndpoint:
     def close(self, addr: Address, reason: str = "") -> list[Action]:
         """Forget the session (e.g. the hub removed the user) and tell the peer with a bye."""
         session = self._sessions.pop(addr, None)
-        self._pending.pop(addr, None)
+        self._forget_pending(addr)
         if session is None:
             return []
         return [Send(addr, encode_bye(session.token, reason))]
@@ -887,7 +1062,10 @@ class ClientEndpoint:
     """The client's side of one UDP session with the server at ``server``.
 
     Lifecycle: ``connect`` -> (``Connected``) -> ``send``/``receive``/``poll`` -> ``close`` or
-    ``Drop``.  Events sent before the accept are queued and flushed on ``Connected``.
+    ``Drop``.  Events sent before the accept are queued and flushed on ``Connected``.  A retry
+    from the server is answered at once with the hello carrying its cookie; later hello
+    retransmissions carry it too.  A server that answers with an accept straight away (one
+    that predates retries) is served as well.
     """
 
     def __init__(
@@ -907,7 +1085,11 @@ class ClientEndpoint:
         self.keepalive_interval = keepalive_interval
         self.session_timeout = session_timeout
         self._channel_options = channel_options or {}
-        self._hello = encode_hello(name, self.nonce, hello_ref)  # raises DatagramTooLarge early
+        self._hello_ref = hello_ref
+        # Raises DatagramTooLarge now, not at a retry: room is left for the longest cookie.
+        encode_hello(name, self.nonce, hello_ref, "x" * MAX_COOKIE_LENGTH)
+        self._hello = encode_hello(name, self.nonce, hello_ref)
+        self._cookie: str | None = None
         self._stats: Counter[str] = Counter()
         self.state = "new"  # new -> handshaking -> connected -> closed
         self.close_reason: str | None = None
@@ -923,7 +1105,8 @@ class ClientEndpoint:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: malformed, forged, wrong_source, duplicates, retransmits, out_of_window."""
+        """Counters: malformed, forged, wrong_source, duplicates, retransmits, out_of_window,
+        retries (distinct cookies answered)."""
         return dict(self._stats)
 
     @property
@@ -974,11 +1157,13 @@ class ClientEndpoint:
             return [Rejected(addr, str(exc))]
         if env.kind == "accept":
             return self._on_accept(env, now)
+        if env.kind == "retry":
+            return self._on_retry(env, now)
         if env.kind not in _TOKEN_KINDS or env.token is None:
             self._stats["malformed"] += 1
             return [Rejected(addr, f"unexpected {env.kind}")]
         channel = self.channel
-        if channel is None or not hmac.compare_digest(channel.token, env.token):
+        if channel is None or not same_secret(env.token, channel.token):
             self._stats["forged"] += 1
             return [Rejected(addr, "token mismatch")]
         self._last_heard = now
@@ -992,9 +1177,26 @@ class ClientEndpoint:
         actions.extend(self._sends(out, now))
         return actions
 
+    def _on_retry(self, env: Envelope, now: float) -> list[Action]:
+        assert env.nonce is not None and env.cookie is not None
+        if not same_secret(env.nonce, self.nonce):
+            self._stats["forged"] += 1
+            return [Rejected(self.server, "nonce mismatch")]
+        if self.channel is not None or env.cookie == self._cookie:
+            # Late, or a second answer to a retransmitted hello: one hello per cookie is
+            # enough, so a server (or a duplicating path) cannot make us loop.
+            self._stats["duplicates"] += 1
+            return []
+        self._stats["retries"] += 1
+        self._cookie = env.cookie
+        self._hello = encode_hello(self.name, self.nonce, self._hello_ref, env.cookie)
+        self._retry_rto = INITIAL_RTO
+        self._retry_due = now + self._retry_rto
+        return self._sends([self._hello], now)
+
     def _on_accept(self, env: Envelope, now: float) -> list[Action]:
         assert env.nonce is not None and env.token is not None
-        if not hmac.compare_digest(env.nonce, self.nonce):
+        if not same_secret(env.nonce, self.nonce):
             self._stats["forged"] += 1
             return [Rejected(self.server, "nonce mismatch")]
         if self.channel is not None:
@@ -1050,7 +1252,9 @@ class ClientEndpoint:
             return self._close("peer unreachable")
         if not self._confirmed and now >= self._retry_due:
             self._bump_retry(now)
-            out.append(channel.ack_datagram())
+            # The server's answer to our first proof was lost (or the proof was).  A pure ack
+            # gets no answer from a registered session; a keepalive always gets an ack.
+            out.append(encode_keepalive(channel.token, channel.ack_number))
         elif not out and now >= self._last_sent + self.keepalive_interval:
             out.append(encode_keepalive(channel.token, channel.ack_number))
         return self._sends(out, now)
