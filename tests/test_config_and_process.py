@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,55 @@ def test_process_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int
     assert proc.stdout is not None
     output = proc.stdout.read()
     assert "stopped" in output and "Traceback" not in output
+
+
+@pytest.fixture
+def pids_group() -> Iterator[Path]:
+    """A new cgroup that can limit its processes' threads (pids.max), where one can be had:
+    under cgroup v2 or the v1 pids hierarchy, as root. Removed after the test."""
+    for hierarchy in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/pids")):
+        group = hierarchy / f"threadchat-test-{os.getpid()}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        if (group / "pids.max").exists():
+            break
+        group.rmdir()  # not a cgroup hierarchy with the pids controller
+    else:
+        pytest.skip("no pids cgroup can be created here")
+    try:
+        yield group
+    finally:
+        group.rmdir()  # empty by then: its one process has ended
+
+
+def test_process_at_a_thread_limit_refuses_clients_then_recovers_and_stops_cleanly(
+    tmp_path: Path, pids_group: Path
+) -> None:
+    proc, port = start_process(tmp_path)
+    try:
+        (pids_group / "cgroup.procs").write_text(str(proc.pid))
+        # Not one thread more: the next client's reader thread cannot start.
+        (pids_group / "pids.max").write_text((pids_group / "pids.current").read_text())
+        refused = LineClient(port)
+        assert refused.read_until_closed() == [
+            "!!! the server cannot take more connections right now; try again later"
+        ]
+        refused.close()
+        (pids_group / "pids.max").write_text("max")
+        alice = LineClient(port)
+        alice.send("alice")
+        alice.expect("--- in lobby")
+        proc.send_signal(signal.SIGTERM)
+        assert "--- the server is shutting down" in alice.read_until_closed(3 * WAIT)
+        assert proc.wait(3 * WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "can't start new thread; refusing new connections" in output
+    assert "accepting connections again (1 refused meanwhile)" in output
+    assert "Traceback" not in output

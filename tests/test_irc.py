@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import WAIT, LineClient
+from conftest import WAIT, LineClient, ThreadLimit
 
 from threadchat.protocols.irc import Message, parse
 from threadchat.server import Server
@@ -588,6 +588,26 @@ def test_bad_input_gets_numerics_and_harms_nobody(irc: Callable[..., IrcClient])
     alice.send("PRIVMSG #safe :still fine")
     assert bob.expect_msg("PRIVMSG").params == ["#safe", "still fine"]
     assert all("PRIVMSG" not in line for line in bob.quiet())
+
+
+def test_at_a_thread_limit_clients_get_error_then_are_served_again(server: Server) -> None:
+    limit = ThreadLimit(server)
+    port = server.listener("irc").port
+    limit.reached.set()
+    refused = IrcClient(port)
+    try:
+        assert refused.read_until_closed() == [
+            "ERROR :Closing Link: 127.0.0.1 "
+            "(the server cannot take more connections right now; try again later)"
+        ]
+    finally:
+        refused.close()
+    limit.reached.clear()
+    client = IrcClient(port)
+    try:
+        client.register("alice")
+    finally:
+        client.close()
 
 
 def test_no_newline_flood_closes_link(irc: Callable[..., IrcClient]) -> None:

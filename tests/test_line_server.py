@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import JsonClient, LineClient
+from conftest import JsonClient, LineClient, ThreadLimit
 
 from threadchat.server import Server
 
@@ -325,3 +325,34 @@ def test_big_rooms_do_not_announce_arrivals_and_departures(
     assert alice.read_line() == "bob: still talking"
     alice.send("/who")
     assert alice.expect("--- in lobby") == "--- in lobby: alice, bob"
+
+
+# -- resource limits ----------------------------------------------------------------------------
+
+
+def test_at_a_thread_limit_clients_are_refused_then_served_again(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+    limit = ThreadLimit(server)
+    port = server.listener("line").port
+    limit.reached.set()
+    # Several, to see that the acceptor lives on after a failure and logs it only once.
+    for _ in range(3):
+        refused = LineClient(port)
+        assert refused.read_until_closed() == [
+            "!!! the server cannot take more connections right now; try again later"
+        ]
+        refused.close()
+    limit.reached.clear()
+    alice = LineClient(port)
+    alice.send("alice")
+    alice.expect("--- in lobby")
+    server.stop()
+    assert "--- the server is shutting down" in alice.read_until_closed()
+    failures = [m for m in caplog.messages if "refusing new connections" in m]
+    assert failures == [
+        "line: cannot take on a new connection: RuntimeError: can't start new thread; "
+        "refusing new connections until it works again"
+    ]
+    assert "line: accepting connections again (3 refused meanwhile)" in caplog.messages
