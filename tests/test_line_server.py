@@ -10,6 +10,7 @@ import pytest
 from conftest import JsonClient, LineClient, ThreadLimit
 
 from threadchat.server import Server
+from threadchat.transports import tcp
 
 Connect = Callable[..., LineClient]
 
@@ -356,3 +357,15 @@ def test_at_a_thread_limit_clients_are_refused_then_served_again(
         "refusing new connections until it works again"
     ]
     assert "line: accepting connections again (3 refused meanwhile)" in caplog.messages
+
+
+def test_accepted_sockets_have_tcp_keepalive(server: Server, connect: Connect) -> None:
+    # Text mode has no ping a person could answer: a peer gone without a FIN is found only by
+    # keepalive probes, which the peer's kernel answers for it.
+    connect("alice")
+    (conn,) = server.connections()
+    sock = conn.sock
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    for name, value in tcp.KEEPALIVE_TIMING:
+        if hasattr(socket, name):
+            assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) == value

@@ -31,10 +31,19 @@ log = logging.getLogger(__name__)
 RECV_WAIT_SIZE = 4096
 RECV_SIZE = 65536
 # TCP keepalive: find peers that vanished without a FIN (cable pulled, laptop closed) within
-# about two minutes, without pinging people who are merely quiet.
+# about two minutes, without pinging people who are merely quiet. It is the only liveness
+# check of text mode: a person behind nc cannot answer a ping, but their kernel answers these
+# probes. A peer that fails them makes the blocked recv fail, and its user leaves "timed out".
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 6
+# The timing options by name, set where the platform has them (Linux has all three; others
+# lack some, and keep their own default timing for those).
+KEEPALIVE_TIMING = (
+    ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+    ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+    ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+)
 # A fixed kernel send buffer per client. Left to autotuning, Linux grows it to 4 MiB, so a
 # client that stops reading could pin megabytes of kernel memory before our own send queue
 # bound (--sendq) even starts counting; fixed, the two bounds add up to a known figure.
@@ -58,9 +67,10 @@ def tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    for name, value in KEEPALIVE_TIMING:
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class TcpConnection:
