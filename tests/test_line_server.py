@@ -163,6 +163,17 @@ def test_64k_without_newline_closes_connection(connect: Connect) -> None:
     assert alice.expect("<-- bob") == "<-- bob quit (protocol error)"
 
 
+def test_a_lone_cr_ends_a_line(connect: Connect) -> None:
+    alice, bob = connect(), connect("bob")
+    # Answered at once: the name is not held back until an LF that never comes.
+    alice.send_raw(b"alice\r")
+    alice.expect("--- in lobby")
+    alice.send_raw(b"\nfirst\rsecond\r")
+    assert bob.expect("alice:") == "alice: first"
+    assert bob.expect("alice:") == "alice: second"
+    assert not [line for line in alice.quiet() if line.startswith("!!!")]
+
+
 def test_invalid_utf8_and_control_characters_are_refused(connect: Connect) -> None:
     alice, bob = connect("alice"), connect("bob")
     alice.send_raw(b"caf\xc3(\n")
