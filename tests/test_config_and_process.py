@@ -57,10 +57,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+def start_process(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str], int]:
+    """Run `threadchat serve` in `tmp_path`; `settings` are extra THREADCHAT_* variables."""
     port = free_port()
     # Only the line listener: the default ports of the others may be taken on a test machine.
-    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port), THREADCHAT_IRC_PORT="0")
+    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port), THREADCHAT_IRC_PORT="0", **settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "threadchat", "serve", "--log-level", "info"],
         cwd=tmp_path,
@@ -151,4 +152,49 @@ def test_process_at_a_thread_limit_refuses_clients_then_recovers_and_stops_clean
     output = proc.stdout.read()
     assert "can't start new thread; refusing new connections" in output
     assert "accepting connections again (1 refused meanwhile)" in output
+    assert "Traceback" not in output
+
+
+def test_process_at_a_thread_limit_cuts_off_a_slow_reader_and_no_one_else(
+    tmp_path: Path, pids_group: Path
+) -> None:
+    # Flood control off: the test sends bursts on purpose.
+    proc, port = start_process(tmp_path, THREADCHAT_FLOOD_RATE="0")
+    try:
+        sender, fast, slow = LineClient(port), LineClient(port), LineClient(port, rcvbuf=4096)
+        for client, name in ((sender, "sender"), (fast, "fast"), (slow, "slow")):
+            client.send(name)
+            client.expect("--- in lobby")
+        (pids_group / "cgroup.procs").write_text(str(proc.pid))
+        (pids_group / "pids.max").write_text((pids_group / "pids.current").read_text())
+        # The slow reader's backlog needs a writer thread, which cannot start now.
+        payload = "z" * 1000
+        received: list[str] = []
+        others: list[str] = []
+        count, per_batch = 600, 100
+        for start in range(0, count, per_batch):
+            sender.send(*[f"{i} {payload}" for i in range(start, start + per_batch)])
+            while len(received) < start + per_batch:
+                line = fast.read_line()
+                (received if line.startswith("sender:") else others).append(line)
+        assert [int(line.split()[1]) for line in received] == list(range(count))
+        others += fast.quiet()
+        assert others == ["--> slow joined lobby", "<-- slow quit (send queue exceeded)"]
+        # The sender, whose reader thread may have been the one flushing, is not harmed.
+        assert sender.quiet() == [
+            "--> fast joined lobby",
+            "--> slow joined lobby",
+            "<-- slow quit (send queue exceeded)",
+        ]
+        (pids_group / "pids.max").write_text("max")
+        proc.send_signal(signal.SIGTERM)
+        assert "--- the server is shutting down" in sender.read_until_closed(3 * WAIT)
+        assert proc.wait(3 * WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "no writer thread for a" in output
     assert "Traceback" not in output
