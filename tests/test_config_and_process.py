@@ -57,12 +57,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_process(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str], int]:
-    """Run `threadchat serve` in `tmp_path`; `settings` are extra THREADCHAT_* variables."""
-    port = free_port()
+def spawn_server(
+    tmp_path: Path, port: int, *, cgroup: Path | None = None, **settings: str
+) -> subprocess.Popen[str]:
+    """Run `threadchat serve` in `tmp_path`, in `cgroup` from its first instruction if given;
+    `settings` are extra THREADCHAT_* variables."""
     # Only the line listener: the default ports of the others may be taken on a test machine.
-    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port), THREADCHAT_IRC_PORT="0", **settings)
-    proc = subprocess.Popen(
+    env = dict(
+        os.environ,
+        THREADCHAT_LINE_PORT=str(port),
+        THREADCHAT_IRC_PORT="0",
+        THREADCHAT_UDP_PORT="0",
+        **settings,
+    )
+
+    def join_cgroup() -> None:
+        assert cgroup is not None
+        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    return subprocess.Popen(
         [sys.executable, "-m", "threadchat", "serve", "--log-level", "info"],
         cwd=tmp_path,
         env=env,
@@ -70,7 +83,14 @@ def start_process(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=join_cgroup if cgroup is not None else None,
     )
+
+
+def start_process(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str], int]:
+    """A server process, once it listens; `settings` are extra THREADCHAT_* variables."""
+    port = free_port()
+    proc = spawn_server(tmp_path, port, **settings)
     assert proc.stdout is not None
     for line in proc.stdout:  # bounded: the process prints this line or exits
         if "listening" in line:
@@ -197,4 +217,21 @@ def test_process_at_a_thread_limit_cuts_off_a_slow_reader_and_no_one_else(
     assert proc.stdout is not None
     output = proc.stdout.read()
     assert "no writer thread for a" in output
+    assert "Traceback" not in output
+
+
+def test_process_that_cannot_start_its_threads_says_so_and_exits_1(
+    tmp_path: Path, pids_group: Path
+) -> None:
+    # The main thread, the store's writer and the acceptor: the housekeeper cannot start.
+    (pids_group / "pids.max").write_text("3")
+    proc = spawn_server(tmp_path, free_port(), cgroup=pids_group)
+    try:
+        output, _ = proc.communicate(timeout=3 * WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1
+    assert "cannot start: can't start new thread" in output
     assert "Traceback" not in output

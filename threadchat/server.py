@@ -84,7 +84,7 @@ class Server:
             self._start()
         except RuntimeError as problem:
             # Thread.start at a thread limit (a pids cgroup such as systemd's TasksMax).
-            raise StartupError(f"cannot start: {problem}") from problem
+            raise StartupError(str(problem)) from problem
 
     def _start(self) -> None:
         from threadchat import services
