@@ -171,7 +171,7 @@ def test_process_at_a_thread_limit_refuses_clients_then_recovers_and_stops_clean
     assert proc.stdout is not None
     output = proc.stdout.read()
     assert "can't start new thread; refusing new connections" in output
-    assert "accepting connections again (1 refused meanwhile)" in output
+    assert "accepting connections again (failures meanwhile: 1)" in output
     assert "Traceback" not in output
 
 

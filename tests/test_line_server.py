@@ -367,7 +367,7 @@ def test_at_a_thread_limit_clients_are_refused_then_served_again(
         "line: cannot take on a new connection: RuntimeError: can't start new thread; "
         "refusing new connections until it works again"
     ]
-    assert "line: accepting connections again (3 refused meanwhile)" in caplog.messages
+    assert "line: accepting connections again (failures meanwhile: 3)" in caplog.messages
 
 
 def test_accepted_sockets_have_tcp_keepalive(server: Server, connect: Connect) -> None:

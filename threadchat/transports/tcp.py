@@ -225,19 +225,19 @@ class FailureLog:
     def __init__(self, name: str) -> None:
         self.name = name
         self.failing = False
-        self._refused = 0
+        self._failures = 0
         self._suppressed = 0
         self._next_report = 0.0
 
     def failed(self, problem: str) -> None:
-        self._refused += 1
+        self._failures += 1
         now = time.monotonic()
         if not self.failing:
             self.failing = True
             log.error("%s: %s; refusing new connections until it works again", self.name, problem)
         elif now >= self._next_report:
             log.error(
-                "%s: still failing, %d more connections refused: %s",
+                "%s: still failing, %d more failures: %s",
                 self.name,
                 self._suppressed + 1,
                 problem,
@@ -251,10 +251,12 @@ class FailureLog:
     def recovered(self) -> None:
         if self.failing:
             log.warning(
-                "%s: accepting connections again (%d refused meanwhile)", self.name, self._refused
+                "%s: accepting connections again (failures meanwhile: %d)",
+                self.name,
+                self._failures,
             )
             self.failing = False
-            self._refused = self._suppressed = 0
+            self._failures = self._suppressed = 0
 
 
 class TcpListener:
