@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -45,6 +46,20 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 @pytest.fixture
 def server(make_server: Callable[..., Server]) -> Server:
     return make_server()
+
+
+class ThreadLimit:
+    """Makes `server`'s reader threads fail to start while `reached` is set, as
+    `Thread.start` fails at a pids limit (for tests that cannot set a real one)."""
+
+    def __init__(self, server: Server) -> None:
+        self.reached = threading.Event()
+        server.start_reader = self._start
+
+    def _start(self, thread: threading.Thread) -> None:
+        if self.reached.is_set():
+            raise RuntimeError("can't start new thread")
+        thread.start()
 
 
 class LineClient:

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,11 +57,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
+def spawn_server(
+    tmp_path: Path, port: int, *, cgroup: Path | None = None, **settings: str
+) -> subprocess.Popen[str]:
+    """Run `threadchat serve` in `tmp_path`, in `cgroup` from its first instruction if given;
+    `settings` are extra THREADCHAT_* variables."""
     # Only the line listener: the default ports of the others may be taken on a test machine.
-    env = dict(os.environ, THREADCHAT_LINE_PORT=str(port), THREADCHAT_IRC_PORT="0")
-    proc = subprocess.Popen(
+    env = dict(
+        os.environ,
+        THREADCHAT_LINE_PORT=str(port),
+        THREADCHAT_IRC_PORT="0",
+        THREADCHAT_UDP_PORT="0",
+        **settings,
+    )
+
+    def join_cgroup() -> None:
+        assert cgroup is not None
+        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    return subprocess.Popen(
         [sys.executable, "-m", "threadchat", "serve", "--log-level", "info"],
         cwd=tmp_path,
         env=env,
@@ -68,7 +83,14 @@ def start_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=join_cgroup if cgroup is not None else None,
     )
+
+
+def start_process(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str], int]:
+    """A server process, once it listens; `settings` are extra THREADCHAT_* variables."""
+    port = free_port()
+    proc = spawn_server(tmp_path, port, **settings)
     assert proc.stdout is not None
     for line in proc.stdout:  # bounded: the process prints this line or exits
         if "listening" in line:
@@ -99,3 +121,117 @@ def test_process_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int
     assert proc.stdout is not None
     output = proc.stdout.read()
     assert "stopped" in output and "Traceback" not in output
+
+
+@pytest.fixture
+def pids_group() -> Iterator[Path]:
+    """A new cgroup that can limit its processes' threads (pids.max), where one can be had:
+    under cgroup v2 or the v1 pids hierarchy, as root. Removed after the test."""
+    for hierarchy in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/pids")):
+        group = hierarchy / f"threadchat-test-{os.getpid()}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        if (group / "pids.max").exists():
+            break
+        group.rmdir()  # not a cgroup hierarchy with the pids controller
+    else:
+        pytest.skip("no pids cgroup can be created here")
+    try:
+        yield group
+    finally:
+        group.rmdir()  # empty by then: its one process has ended
+
+
+def test_process_at_a_thread_limit_refuses_clients_then_recovers_and_stops_cleanly(
+    tmp_path: Path, pids_group: Path
+) -> None:
+    proc, port = start_process(tmp_path)
+    try:
+        (pids_group / "cgroup.procs").write_text(str(proc.pid))
+        # Not one thread more: the next client's reader thread cannot start.
+        (pids_group / "pids.max").write_text((pids_group / "pids.current").read_text())
+        refused = LineClient(port)
+        assert refused.read_until_closed() == [
+            "!!! the server cannot take more connections right now; try again later"
+        ]
+        refused.close()
+        (pids_group / "pids.max").write_text("max")
+        alice = LineClient(port)
+        alice.send("alice")
+        alice.expect("--- in lobby")
+        proc.send_signal(signal.SIGTERM)
+        assert "--- the server is shutting down" in alice.read_until_closed(3 * WAIT)
+        assert proc.wait(3 * WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "can't start new thread; refusing new connections" in output
+    assert "accepting connections again (failures meanwhile: 1)" in output
+    assert "Traceback" not in output
+
+
+def test_process_at_a_thread_limit_cuts_off_a_slow_reader_and_no_one_else(
+    tmp_path: Path, pids_group: Path
+) -> None:
+    # Flood control off: the test sends bursts on purpose.
+    proc, port = start_process(tmp_path, THREADCHAT_FLOOD_RATE="0")
+    try:
+        sender, fast, slow = LineClient(port), LineClient(port), LineClient(port, rcvbuf=4096)
+        for client, name in ((sender, "sender"), (fast, "fast"), (slow, "slow")):
+            client.send(name)
+            client.expect("--- in lobby")
+        (pids_group / "cgroup.procs").write_text(str(proc.pid))
+        (pids_group / "pids.max").write_text((pids_group / "pids.current").read_text())
+        # The slow reader's backlog needs a writer thread, which cannot start now.
+        payload = "z" * 1000
+        received: list[str] = []
+        others: list[str] = []
+        count, per_batch = 600, 100
+        for start in range(0, count, per_batch):
+            sender.send(*[f"{i} {payload}" for i in range(start, start + per_batch)])
+            while len(received) < start + per_batch:
+                line = fast.read_line()
+                (received if line.startswith("sender:") else others).append(line)
+        assert [int(line.split()[1]) for line in received] == list(range(count))
+        others += fast.quiet()
+        assert others == ["--> slow joined lobby", "<-- slow quit (send queue exceeded)"]
+        # The sender, whose reader thread may have been the one flushing, is not harmed.
+        assert sender.quiet() == [
+            "--> fast joined lobby",
+            "--> slow joined lobby",
+            "<-- slow quit (send queue exceeded)",
+        ]
+        (pids_group / "pids.max").write_text("max")
+        proc.send_signal(signal.SIGTERM)
+        assert "--- the server is shutting down" in sender.read_until_closed(3 * WAIT)
+        assert proc.wait(3 * WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "no writer thread for a" in output
+    assert "Traceback" not in output
+
+
+def test_process_that_cannot_start_its_threads_says_so_and_exits_1(
+    tmp_path: Path, pids_group: Path
+) -> None:
+    # The main thread, the store's writer and the acceptor: the housekeeper cannot start.
+    (pids_group / "pids.max").write_text("3")
+    proc = spawn_server(tmp_path, free_port(), cgroup=pids_group)
+    try:
+        output, _ = proc.communicate(timeout=3 * WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1
+    assert "cannot start: can't start new thread" in output
+    assert "Traceback" not in output

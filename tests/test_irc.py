@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import WAIT, LineClient
+from conftest import WAIT, LineClient, ThreadLimit
 
 from threadchat.protocols.irc import Message, parse
 from threadchat.server import Server
@@ -574,8 +574,9 @@ def test_bad_input_gets_numerics_and_harms_nobody(irc: Callable[..., IrcClient])
     assert alice.expect_msg("421").params[1] == "\xff\xfe\xfd"  # latin-1 fallback
     alice.send_raw(b"PRIVMSG #safe :a\x00b\r\n")
     assert alice.expect_msg("400").params[-1].startswith("Malformed line")
+    # A lone CR ends a line (RFC 1459): "two" is a line of its own, an unknown command.
     alice.send_raw(b"PRIVMSG #safe :one\rtwo\r\n")
-    alice.expect_msg("400")
+    assert alice.expect_msg("421").params[1] == "TWO"
     alice.send_raw(b"PRIVMSG #safe :" + b"x" * 600 + b"\r\n")
     alice.expect_msg("417")
     alice.send_raw(b"@" + b"t" * 9000 + b" PRIVMSG #safe :tags\r\n")
@@ -586,8 +587,38 @@ def test_bad_input_gets_numerics_and_harms_nobody(irc: Callable[..., IrcClient])
     alice.expect_msg("403")
     alice.expect_msg("431")
     alice.send("PRIVMSG #safe :still fine")
+    assert bob.expect_msg("PRIVMSG").params == ["#safe", "one"]
     assert bob.expect_msg("PRIVMSG").params == ["#safe", "still fine"]
     assert all("PRIVMSG" not in line for line in bob.quiet())
+
+
+def test_a_lone_cr_ends_a_line(irc: Callable[..., IrcClient]) -> None:
+    client = irc()
+    client.send_raw(b"NICK alice\rUSER a 0 * :A\r")
+    client.expect_msg("001")
+    client.send_raw(b"\nPING first\rPING second\r")
+    assert client.expect_msg("PONG").params[-1] == "first"
+    assert client.expect_msg("PONG").params[-1] == "second"
+
+
+def test_at_a_thread_limit_clients_get_error_then_are_served_again(server: Server) -> None:
+    limit = ThreadLimit(server)
+    port = server.listener("irc").port
+    limit.reached.set()
+    refused = IrcClient(port)
+    try:
+        assert refused.read_until_closed() == [
+            "ERROR :Closing Link: 127.0.0.1 "
+            "(the server cannot take more connections right now; try again later)"
+        ]
+    finally:
+        refused.close()
+    limit.reached.clear()
+    client = IrcClient(port)
+    try:
+        client.register("alice")
+    finally:
+        client.close()
 
 
 def test_no_newline_flood_closes_link(irc: Callable[..., IrcClient]) -> None:

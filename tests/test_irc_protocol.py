@@ -240,8 +240,23 @@ def test_reader_ignores_empty_lines() -> None:
 
 
 def test_reader_reports_malformed_and_continues() -> None:
-    events = IrcLineReader().receive_data(b"@a=b\r\nPRIVMSG #a :x\ry\r\nPING x\r\n")
+    events = IrcLineReader().receive_data(b"@a=b\r\nPRIVMSG #a :x\0y\r\nPING x\r\n")
     assert [type(e) for e in events] == [MalformedLine, MalformedLine, MessageReceived]
+
+
+def test_reader_ends_lines_at_a_lone_cr() -> None:
+    reader = IrcLineReader()
+    events = reader.receive_data(b"NICK alice\rUSER a 0 * :A\r")
+    assert received(events) == [Message("NICK", ["alice"]), Message("USER", ["a", "0", "*", "A"])]
+    # CR LF split across two reads is one line end: the LF starts no (empty) line of its own,
+    # and a lone LF after it is an empty line, ignored.
+    assert reader.receive_data(b"\n") == []
+    assert received(reader.receive_data(b"PING x\r")) == [Message("PING", ["x"])]
+    assert received(reader.receive_data(b"\nPING y\n\rPING z\r\r\n")) == [
+        Message("PING", ["y"]),
+        Message("PING", ["z"]),
+    ]
+    assert reader.pending == 0
 
 
 def test_reader_latin1_fallback_is_flagged() -> None:
@@ -310,10 +325,10 @@ def test_64k_without_newline_is_fatal() -> None:
 
 def test_64k_limit_counts_only_since_last_newline() -> None:
     reader = IrcLineReader()
-    events = reader.receive_data((line_of(512) * 200)[:-1])  # ~100 KiB, last LF missing
+    events = reader.receive_data((line_of(512) * 200)[:-2])  # ~100 KiB, last CR LF missing
     assert not reader.closed
     assert len(events) == 199
-    assert [type(e) for e in reader.receive_data(b"\n")] == [MessageReceived]
+    assert [type(e) for e in reader.receive_data(b"\r\n")] == [MessageReceived]
 
 
 # --- names -----------------------------------------------------------------------------------

@@ -1,17 +1,40 @@
 """The sans-I/O parts of the native protocol, driven in memory."""
 
+import doctest
 import json
 
 from threadchat import events, requests
 from threadchat.flood import TokenBucket
-from threadchat.protocols import jsonlines
+from threadchat.protocols import jsonlines, line, lineends
 from threadchat.protocols.line import MAX_UNTERMINATED, LineFramer, LineProtocol, render_text
+
+
+def test_doctests() -> None:
+    for module in (line, lineends):
+        result = doctest.testmod(module)
+        assert result.attempted > 0
+        assert result.failed == 0
 
 
 def test_framer_splits_lf_and_crlf_across_reads() -> None:
     framer = LineFramer(max_line=10)
     assert framer.feed(b"one\r\ntw") == [b"one"]
     assert framer.feed(b"o\nthree\n") == [b"two", b"three"]
+
+
+def test_framer_ends_lines_at_a_lone_cr() -> None:
+    framer = LineFramer(max_line=10)
+    assert framer.feed(b"one\rtwo\r") == [b"one", b"two"]
+    # CR LF split across two reads is one line end, not a line and an empty one.
+    assert framer.feed(b"\nthree\r\nfour\n\r") == [b"three", b"four", b""]
+    assert framer.feed(b"five\r\r\n") == [b"five", b""]
+
+
+def test_framer_ends_an_overlong_line_at_a_lone_cr() -> None:
+    framer = LineFramer(max_line=4)
+    assert framer.feed(b"12345") == [None]
+    assert framer.feed(b"6\rok\r") == [b"ok"]
+    assert not framer.fatal
 
 
 def test_framer_drops_overlong_line_once_and_recovers() -> None:

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import JsonClient, LineClient
+from conftest import JsonClient, LineClient, ThreadLimit
 
 from threadchat.server import Server
+from threadchat.transports import tcp
 
 Connect = Callable[..., LineClient]
 
@@ -160,6 +161,17 @@ def test_64k_without_newline_closes_connection(connect: Connect) -> None:
     lines = bob.read_until_closed()
     assert "!!! no newline in 64 KiB: closing" in lines
     assert alice.expect("<-- bob") == "<-- bob quit (protocol error)"
+
+
+def test_a_lone_cr_ends_a_line(connect: Connect) -> None:
+    alice, bob = connect(), connect("bob")
+    # Answered at once: the name is not held back until an LF that never comes.
+    alice.send_raw(b"alice\r")
+    alice.expect("--- in lobby")
+    alice.send_raw(b"\nfirst\rsecond\r")
+    assert bob.expect("alice:") == "alice: first"
+    assert bob.expect("alice:") == "alice: second"
+    assert not [line for line in alice.quiet() if line.startswith("!!!")]
 
 
 def test_invalid_utf8_and_control_characters_are_refused(connect: Connect) -> None:
@@ -325,3 +337,46 @@ def test_big_rooms_do_not_announce_arrivals_and_departures(
     assert alice.read_line() == "bob: still talking"
     alice.send("/who")
     assert alice.expect("--- in lobby") == "--- in lobby: alice, bob"
+
+
+# -- resource limits ----------------------------------------------------------------------------
+
+
+def test_at_a_thread_limit_clients_are_refused_then_served_again(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+    limit = ThreadLimit(server)
+    port = server.listener("line").port
+    limit.reached.set()
+    # Several, to see that the acceptor lives on after a failure and logs it only once.
+    for _ in range(3):
+        refused = LineClient(port)
+        assert refused.read_until_closed() == [
+            "!!! the server cannot take more connections right now; try again later"
+        ]
+        refused.close()
+    limit.reached.clear()
+    alice = LineClient(port)
+    alice.send("alice")
+    alice.expect("--- in lobby")
+    server.stop()
+    assert "--- the server is shutting down" in alice.read_until_closed()
+    failures = [m for m in caplog.messages if "refusing new connections" in m]
+    assert failures == [
+        "line: cannot take on a new connection: RuntimeError: can't start new thread; "
+        "refusing new connections until it works again"
+    ]
+    assert "line: accepting connections again (failures meanwhile: 3)" in caplog.messages
+
+
+def test_accepted_sockets_have_tcp_keepalive(server: Server, connect: Connect) -> None:
+    # Text mode has no ping a person could answer: a peer gone without a FIN is found only by
+    # keepalive probes, which the peer's kernel answers for it.
+    connect("alice")
+    (conn,) = server.connections()
+    sock = conn.sock
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    for name, value in tcp.KEEPALIVE_TIMING:
+        if hasattr(socket, name):
+            assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) == value

@@ -11,9 +11,12 @@ once at the end of the batch, after the hub lock has been released: no socket I/
 happens under the hub lock, and a burst of N lines costs one write per recipient, not N.
 """
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Flushable(Protocol):
@@ -58,7 +61,11 @@ class handed_off(batch):
         if self._outer:
             _local.open = False
             if _dirty:
-                _flusher().wake.set()
+                flusher = _flusher()
+                if flusher is None:
+                    flush_dirty()  # slower for this thread, but nothing is left unsent
+                else:
+                    flusher.wake.set()
 
 
 class _Flusher(threading.Thread):
@@ -70,20 +77,35 @@ class _Flusher(threading.Thread):
         while True:
             self.wake.wait()
             self.wake.clear()
-            flush_dirty()
+            try:
+                flush_dirty()
+            except Exception:
+                # The only flusher: if it died, handed-off deliveries would never be sent.
+                log.exception("flusher: flushing failed")
 
 
 _flusher_thread: _Flusher | None = None
 _flusher_lock = threading.Lock()
+# Whether a failure to start the flusher was logged already.
+_flusher_failed = False
 
 
-def _flusher() -> _Flusher:
-    global _flusher_thread
+def _flusher() -> _Flusher | None:
+    """The flusher thread, started on first use; None while no thread can be started (a pids
+    limit), and then tried again next time."""
+    global _flusher_thread, _flusher_failed
     if _flusher_thread is None:
         with _flusher_lock:
             if _flusher_thread is None:
-                _flusher_thread = _Flusher()
-                _flusher_thread.start()
+                flusher = _Flusher()
+                try:
+                    flusher.start()
+                except RuntimeError as problem:
+                    if not _flusher_failed:  # it is tried again on every hand-off
+                        _flusher_failed = True
+                        log.warning("no flusher thread (%s): flushing inline", problem)
+                    return None
+                _flusher_thread = flusher
     return _flusher_thread
 
 

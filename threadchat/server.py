@@ -6,6 +6,7 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from threadchat import history
@@ -68,13 +69,24 @@ class Server:
         # Set when TLS is configured: every TCP listener then wraps its connections.
         self.tls_context: ssl.SSLContext | None = None
         self._retention: threading.Thread | None = None
+        # Starts each connection's reader thread. A test hook: tests make it fail the way
+        # `Thread.start` does at a thread limit, without touching the threading module.
+        self.start_reader: Callable[[threading.Thread], None] = threading.Thread.start
 
     def start(self) -> None:
         """Open storage, bind every configured listener and start their threads.
 
-        Raises StartupError (storage, TLS) or OSError (bind) with a message for the operator.
+        Raises StartupError (storage, TLS, no thread to be had) or OSError (bind) with a
+        message for the operator; `stop` then closes whatever did start.
         """
         threading.stack_size(THREAD_STACK)
+        try:
+            self._start()
+        except RuntimeError as problem:
+            # Thread.start at a thread limit (a pids cgroup such as systemd's TasksMax).
+            raise StartupError(str(problem)) from problem
+
+    def _start(self) -> None:
         from threadchat import services
 
         services.start(self)
@@ -121,13 +133,22 @@ class Server:
     # -- connections -------------------------------------------------------------------------
 
     def adopt(self, conn: TcpConnection) -> None:
+        """Register `conn` and start its reader thread.
+
+        If the thread cannot start (RuntimeError at a thread limit) this raises and leaves
+        nothing registered; the caller still owns the socket.
+        """
         # Register before start(): the thread may finish (and call forget) at once.
         with self._connections_lock:
             if self.stopping.is_set():
                 conn.sock.close()
                 return
             self._connections.add(conn)
-        conn.thread.start()
+        try:
+            self.start_reader(conn.thread)
+        except BaseException:
+            self.forget(conn)
+            raise
 
     def forget(self, conn: TcpConnection) -> None:
         with self._connections_lock:
@@ -184,6 +205,8 @@ class Server:
         for listener in self.listeners:
             if listener.thread.is_alive():
                 listener.thread.join()
+            else:
+                listener.sock.close()  # its acceptor never ran (start failed)
         conns = self.connections()
         self.hub.broadcast_notice("the server is shutting down")
         deadline = time.monotonic() + SHUTDOWN_FLUSH
@@ -195,7 +218,10 @@ class Server:
             conn.abort("server shutdown")
         deadline = time.monotonic() + SHUTDOWN_JOIN
         for conn in conns:
-            conn.thread.join(max(0.0, deadline - time.monotonic()))
+            # Only started threads can be joined (a connection is registered before its
+            # thread starts, see `adopt`).
+            if conn.thread.is_alive():
+                conn.thread.join(max(0.0, deadline - time.monotonic()))
         if self._housekeeper.is_alive():
             self._housekeeper.join()
         from threadchat import services

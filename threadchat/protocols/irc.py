@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from threadchat.protocols import utctime
+from threadchat.protocols.lineends import LineEnds
 
 __all__ = [
     "CAP_LS_VERSION_MULTILINE",
@@ -404,7 +405,8 @@ class MalformedLine:
 class LineTooLong:
     """A line broke the length limits and was dropped; answer 417 and keep the connection.
 
-    ``length`` is the line's size in bytes as counted for the limit (informational).
+    ``length`` is the line's size in bytes as counted for the limit, with a two-byte CR LF end
+    whatever end it had (informational).
     """
 
     length: int
@@ -423,12 +425,13 @@ LineEvent = MessageReceived | MalformedLine | LineTooLong | BufferOverflow
 class IrcLineReader:
     """Split a byte stream into IRC lines and parse them.
 
-    Lines end at LF; one CR before it is removed. Empty lines are ignored silently (Modern IRC).
+    Lines end at CR LF, LF or a lone CR (see `lineends`). Empty lines are ignored silently
+    (Modern IRC).
     A line whose tag section exceeds ``max_tags`` bytes or whose remainder (plus CRLF) exceeds
     ``max_line`` bytes yields :class:`LineTooLong` and is dropped; its bytes are discarded as
     they arrive, so memory stays bounded by roughly ``max_line + max_tags`` plus one read.
-    More than ``max_unterminated`` bytes without any LF yields :class:`BufferOverflow`, after
-    which the reader returns no further events.
+    More than ``max_unterminated`` bytes without any line end yields :class:`BufferOverflow`,
+    after which the reader returns no further events.
     """
 
     def __init__(
@@ -446,6 +449,7 @@ class IrcLineReader:
         self._discarded = 0
         self._discarding = False
         self._dead = False
+        self._ends = LineEnds()
 
     @property
     def closed(self) -> bool:
@@ -454,7 +458,7 @@ class IrcLineReader:
 
     @property
     def pending(self) -> int:
-        """Bytes received since the last LF (including discarded ones)."""
+        """Bytes received since the last line end (including discarded ones)."""
         return self._discarded + len(self._buf)
 
     def receive_data(self, data: bytes) -> list[LineEvent]:
@@ -463,7 +467,7 @@ class IrcLineReader:
             return []
         events: list[LineEvent] = []
         buf = self._buf
-        buf += data
+        buf += self._ends.normalize(data)
         start = 0
         while True:
             nl = buf.find(b"\n", start)
@@ -472,7 +476,7 @@ class IrcLineReader:
             raw = bytes(buf[start:nl])
             start = nl + 1
             if self._discarding:
-                events.append(LineTooLong(self._discarded + len(raw) + 1))
+                events.append(LineTooLong(self._discarded + len(raw) + 2))
                 self._discarding = False
                 self._discarded = 0
                 continue
@@ -493,8 +497,6 @@ class IrcLineReader:
         return events
 
     def _line_event(self, raw: bytes) -> LineEvent | None:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
         if not raw.strip(b" "):
             return None
         tags_len = 0

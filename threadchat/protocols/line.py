@@ -23,6 +23,7 @@ from threadchat import events, requests
 from threadchat.events import Event
 from threadchat.names import strip_controls
 from threadchat.protocols import jsonlines
+from threadchat.protocols.lineends import LineEnds
 
 # Long enough for any chat line a person types, short enough that one connection cannot make
 # the server buffer much.
@@ -35,22 +36,25 @@ JSON_MODE = "json"
 
 
 class LineFramer:
-    """Splits a byte stream into lines (LF or CRLF) and enforces the length limits.
+    """Splits a byte stream into lines and enforces the length limits.
 
-    `feed` returns complete lines (without terminator) and `None` for each over-long line,
-    which is dropped; `fatal` is set once the peer has sent MAX_UNTERMINATED bytes with no LF.
+    A line ends at CR LF, LF or a lone CR (see `lineends`). `feed` returns complete lines
+    (without terminator) and `None` for each over-long line, which is dropped; `fatal` is set
+    once the peer has sent MAX_UNTERMINATED bytes with no line end.
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self.max_line = max_line
         self.fatal = False
         self._buffer = b""
+        self._ends = LineEnds()
         # While discarding the rest of an over-long line: how many bytes were dropped so far.
         self._discarded: int | None = None
 
     def feed(self, data: bytes) -> list[bytes | None]:
         if self.fatal:
             return []
+        data = self._ends.normalize(data)
         lines: list[bytes | None] = []
         if self._discarded is not None:
             end = data.find(b"\n")
@@ -64,8 +68,6 @@ class LineFramer:
         parts = buffer.split(b"\n")
         rest = parts.pop()
         for part in parts:
-            if part.endswith(b"\r"):
-                part = part[:-1]
             lines.append(part if len(part) <= self.max_line else None)
         if len(rest) > self.max_line:
             lines.append(None)

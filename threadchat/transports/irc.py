@@ -176,6 +176,11 @@ _HUB_NUMERICS: dict[str, Numeric] = {
 class IrcConnection(TcpConnection):
     kind = "irc"
 
+    @classmethod
+    def refusal(cls, address: tuple, text: str) -> bytes:
+        host = _safe_host(str(address[0]))
+        return Message("ERROR", [f"Closing Link: {host} ({text})"]).to_bytes()
+
     def __init__(self, server: Server, sock: socket.socket, address: tuple) -> None:
         super().__init__(server, sock, address)
         self.hub = server.hub

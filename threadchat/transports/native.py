@@ -26,6 +26,12 @@ _PIPELINED = (requests.Say, requests.SendPrivate)
 class LineConnection(TcpConnection):
     kind = "line"
 
+    @classmethod
+    def refusal(cls, address: tuple, text: str) -> bytes:
+        # No line has shown the mode yet, so text, as before any first line (see
+        # LineProtocol.encode).
+        return LineProtocol().encode(events.Error(code="server_busy", message=text)) or b""
+
     def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
         super().__init__(server, sock, address)
         self.protocol = LineProtocol(server.config.max_line)

@@ -141,7 +141,17 @@ class Outbox:
                 return
             # A backlog: the writer thread owns `_writing` from here on.
             self._writing = True
-            threading.Thread(target=self._drain, args=(rest,), name="writer", daemon=True).start()
+            writer = threading.Thread(target=self._drain, args=(rest,), name="writer", daemon=True)
+            try:
+                writer.start()
+            except RuntimeError as problem:
+                # No thread to be had (a pids limit). Sending the backlog here would stall
+                # every other recipient behind this one, and raising would end the connection
+                # of whoever is flushing: this client is given up on, like one that overflows.
+                self._writing = False
+                self._in_flight = 0
+                log.warning("no writer thread for a %d-byte backlog (%s)", len(rest), problem)
+                self._overflow()
 
     def _drain(self, data: bytes) -> None:
         while True:

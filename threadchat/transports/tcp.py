@@ -31,16 +31,35 @@ log = logging.getLogger(__name__)
 RECV_WAIT_SIZE = 4096
 RECV_SIZE = 65536
 # TCP keepalive: find peers that vanished without a FIN (cable pulled, laptop closed) within
-# about two minutes, without pinging people who are merely quiet.
+# about two minutes, without pinging people who are merely quiet. It is the only liveness
+# check of text mode: a person behind nc cannot answer a ping, but their kernel answers these
+# probes. A peer that fails them makes the blocked recv fail, and its user leaves "timed out".
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 6
+# The timing options by name, set where the platform has them (Linux has all three; others
+# lack some, and keep their own default timing for those).
+KEEPALIVE_TIMING = (
+    ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+    ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+    ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+)
 # A fixed kernel send buffer per client. Left to autotuning, Linux grows it to 4 MiB, so a
 # client that stops reading could pin megabytes of kernel memory before our own send queue
 # bound (--sendq) even starts counting; fixed, the two bounds add up to a known figure.
 SEND_BUFFER = 256 * 1024
 # How often an acceptor looks up from accept() to see whether the server is stopping.
 ACCEPT_POLL = 0.25
+# After a connection could not be taken on (no thread to read it at a pids limit such as
+# systemd's TasksMax, no file descriptor left), the acceptor pauses this long, doubling while
+# failures go on: retrying at once would spin a core on a condition that lasts, while the
+# clients in the backlog only wait a little longer. Every failing client is told and closed.
+ACCEPT_BACKOFF_MIN = 0.05
+ACCEPT_BACKOFF_MAX = 1.0
+# While failures go on, one log line per this many seconds (with a count), not one per client.
+FAILURE_LOG_INTERVAL = 10.0
+# What a refused client is told (plain TCP only: TLS would need a handshake first).
+BUSY_TEXT = "the server cannot take more connections right now; try again later"
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -48,9 +67,10 @@ def tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    for name, value in KEEPALIVE_TIMING:
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class TcpConnection:
@@ -61,6 +81,11 @@ class TcpConnection:
     """
 
     kind = "tcp"
+
+    @classmethod
+    def refusal(cls, address: tuple, text: str) -> bytes:
+        """The bytes that tell a client, in its protocol, why it is closed before it starts."""
+        return b""
 
     def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
         self.server = server
@@ -193,8 +218,53 @@ class TcpConnection:
         pass
 
 
+class FailureLog:
+    """Logs failures that may repeat for every client: the first at once, then a count per
+    FAILURE_LOG_INTERVAL, and the recovery, so a lasting condition cannot flood the log."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failing = False
+        self._failures = 0
+        self._suppressed = 0
+        self._next_report = 0.0
+
+    def failed(self, problem: str) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if not self.failing:
+            self.failing = True
+            log.error("%s: %s; refusing new connections until it works again", self.name, problem)
+        elif now >= self._next_report:
+            log.error(
+                "%s: still failing, %d more failures: %s",
+                self.name,
+                self._suppressed + 1,
+                problem,
+            )
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+            return
+        self._next_report = now + FAILURE_LOG_INTERVAL
+
+    def recovered(self) -> None:
+        if self.failing:
+            log.warning(
+                "%s: accepting connections again (failures meanwhile: %d)",
+                self.name,
+                self._failures,
+            )
+            self.failing = False
+            self._failures = self._suppressed = 0
+
+
 class TcpListener:
-    """A listening socket and its acceptor thread, creating one connection per client."""
+    """A listening socket and its acceptor thread, creating one connection per client.
+
+    The acceptor outlives any failure of one connection (see `_accept_loop`): a listener that
+    died would leave every later client waiting forever, even once resources are back.
+    """
 
     def __init__(
         self,
@@ -217,6 +287,7 @@ class TcpListener:
         self.sock.settimeout(ACCEPT_POLL)
         self.address = self.sock.getsockname()
         self.thread = threading.Thread(target=self._accept_loop, name=f"{name}-acceptor")
+        self.failures = FailureLog(name)
 
     @property
     def port(self) -> int:
@@ -226,27 +297,56 @@ class TcpListener:
         self.thread.start()
 
     def _accept_loop(self) -> None:
-        while not self.server.stopping.is_set():
-            try:
-                sock, address = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError as problem:
-                if self.server.stopping.is_set():
-                    break
-                # Out of file descriptors or similar: say so, and do not spin.
-                log.error("%s: accept failed: %s", self.name, problem)
-                self.server.stopping.wait(0.1)
-                continue
-            try:
-                tune_socket(sock)
-                if self.server.tls_context is not None:
-                    # No I/O here: the handshake runs in the connection's reader thread.
-                    sock = TlsChannel(sock, self.server.tls_context)  # type: ignore[assignment]
-                conn = self.connection_class(self.server, sock, address)
-            except OSError as problem:
-                log.warning("%s: dropping new connection: %s", self.name, problem)
-                sock.close()
-                continue
-            self.server.adopt(conn)
-        self.sock.close()
+        backoff = ACCEPT_BACKOFF_MIN
+        try:
+            while not self.server.stopping.is_set():
+                try:
+                    took_one = self._accept_one()
+                except Exception as problem:
+                    if self.server.stopping.is_set():
+                        break
+                    self.failures.failed(
+                        f"cannot take on a new connection: {type(problem).__name__}: {problem}"
+                    )
+                    self.server.stopping.wait(backoff)
+                    backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                else:
+                    if took_one:
+                        self.failures.recovered()
+                        backoff = ACCEPT_BACKOFF_MIN
+        finally:
+            self.sock.close()
+
+    def _accept_one(self) -> bool:
+        """Take on one client; False if none came within ACCEPT_POLL.
+
+        Raises when that failed: OSError from accept (out of file descriptors: the client
+        stays in the backlog), or anything from setting the connection up (RuntimeError
+        "can't start new thread" at a pids limit, or a bug), after refusing the client.
+        """
+        try:
+            sock, address = self.sock.accept()
+        except TimeoutError:
+            return False
+        try:
+            tune_socket(sock)
+            channel = sock
+            if self.server.tls_context is not None:
+                # No I/O here: the handshake runs in the connection's reader thread.
+                channel = TlsChannel(sock, self.server.tls_context)  # type: ignore[assignment]
+            self.server.adopt(self.connection_class(self.server, channel, address))
+        except BaseException:
+            self._refuse(sock, address)
+            raise
+        return True
+
+    def _refuse(self, sock: socket.socket, address: tuple) -> None:
+        try:
+            if self.server.tls_context is None:
+                # A fresh socket's send buffer takes these few bytes without waiting.
+                message = self.connection_class.refusal(address, BUSY_TEXT)
+                sock.send(message, socket.MSG_DONTWAIT)
+        except OSError:
+            pass  # it is being closed anyway: nothing more to tell it
+        finally:
+            sock.close()
