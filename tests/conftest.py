@@ -1,7 +1,10 @@
 """Shared fixtures: a real server on ephemeral loopback ports, and raw-socket clients."""
 
+import contextlib
 import json
 import socket
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -11,6 +14,7 @@ import pytest
 
 from threadchat.config import Config
 from threadchat.server import Server
+from threadchat.store.sqlite import SQLiteStore, wait_for
 
 # Every blocking wait in the tests is bounded by this.
 WAIT = 5.0
@@ -45,6 +49,25 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 @pytest.fixture
 def server(make_server: Callable[..., Server]) -> Server:
     return make_server()
+
+
+@contextlib.contextmanager
+def writer_held(store: SQLiteStore) -> Iterator[None]:
+    """Hold the store's writer thread inside a job of its own for the block: every write
+    queued meanwhile waits, and they are then written together, as one group commit."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(WAIT * 6)
+
+    held = store._enqueue(hold)
+    assert started.wait(WAIT)
+    try:
+        yield
+    finally:
+        release.set()
+        wait_for(held, WAIT)
 
 
 class LineClient:
