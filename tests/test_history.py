@@ -13,13 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, JsonClient, LineClient
+from conftest import WAIT, JsonClient, LineClient, writer_held
 
+from threadchat import events, history
 from threadchat.config import Config
+from threadchat.events import Event
 from threadchat.history import Retention
 from threadchat.server import Server, StartupError
 from threadchat.store import open_store
 from threadchat.store.base import HistoryQuery, Ref
+
+# Legal in a JSON string, but not encodable as UTF-8: the store cannot take it.
+LONE_SURROGATE = "hi \ud800"
 
 
 def text_client(server: Server, name: str) -> LineClient:
@@ -34,6 +39,26 @@ def json_client(server: Server, name: str, **hello: object) -> JsonClient:
     client.send_json(type="hello", name=name, **hello)
     client.expect_event("who", room="lobby")
     return client
+
+
+def answers(client: JsonClient, refs: set[object]) -> dict[object, list[dict]]:
+    """Every `ok` and `error` the client gets for `refs`, by ref, until each has one and a
+    later request is answered too (so that an `ok` following an error would be seen)."""
+    got: dict[object, list[dict]] = {}
+    while not refs <= got.keys():
+        event = client.read_event()
+        if event["type"] in ("ok", "error") and event.get("ref") in refs:
+            got.setdefault(event["ref"], []).append(event)
+    client.send_json(type="ping", token="fence", ref="fence")
+    while (event := client.read_event())["type"] != "ok" or event.get("ref") != "fence":
+        if event["type"] in ("ok", "error") and event.get("ref") in refs:
+            got[event["ref"]].append(event)
+    return got
+
+
+def stored_texts(server: Server, room: str) -> list[str]:
+    assert server.store is not None
+    return [m.text for m in server.store.room_history(room, HistoryQuery.latest(500))]
 
 
 def test_relayed_message_carries_its_stored_id_and_time(make_server: Callable[..., Server]) -> None:
@@ -199,16 +224,15 @@ def test_a_failing_store_keeps_live_chat_and_tells_the_sender(
     # The store's writer really fails the write (and goes on serving).
     monkeypatch.setattr(server.hub.history.store, "_insert_rows", disk_full)
     alice.send_json(type="say", room="lobby", text="still delivered", ref=1)
-    replies: dict[str, dict] = {}
-    while len(replies) < 2:  # the order of the two depends on pipelining; both must come
-        event = alice.read_event()
-        if event["type"] in ("ok", "error"):
-            replies[event["type"]] = event
-    error = replies["error"]
-    assert error["code"] == "not_saved" and error["message"].startswith("message not saved")
+    # An `ok` means stored: the answer is the error, with the ref, and no `ok`.
+    [error] = answers(alice, {1})[1]
+    assert error["type"] == "error" and error["code"] == "not_saved"
+    assert error["message"].startswith("message not saved")
     assert "disk" not in error["message"]  # details go to the operator's log, not to users
-    assert replies["ok"]["ref"] == 1
     assert bob.expect_event("message", text="still delivered")
+    # Without a ref there is nothing to answer, but the sender is still told.
+    alice.send_json(type="say", room="lobby", text="no ref")
+    assert "ref" not in alice.expect_event("error", code="not_saved")
 
 
 def test_a_data_directory_that_is_a_file_stops_the_start(tmp_path: Path) -> None:
@@ -435,3 +459,83 @@ def test_ok_for_a_message_waits_until_it_is_stored(
         blocker.rollback()
         blocker.close()
     assert alice.expect_event("ok", ref="m1")["ref"] == "m1"
+
+
+# -- a message that is not stored ------------------------------------------------------------
+
+
+def test_a_message_the_store_cannot_take_fails_alone_in_its_commit_round(
+    make_server: Callable[..., Server],
+) -> None:
+    # Straight at the history service, whatever the protocols let through: one message the
+    # store refuses must not take the rest of its commit round with it.
+    server = make_server()
+    clients = [json_client(server, "alice"), json_client(server, "bob")]  # keep them connected
+    hub, service = server.hub, server.hub.history
+    alice, bob = hub.find_user("alice"), hub.find_user("bob")
+    assert service is not None and alice is not None and bob is not None
+    relayed: dict[str, dict] = {}
+    answered: dict[str, list[Event]] = {}
+
+    def send(user: object, text: str, ref: str) -> None:
+        def relay(stamp: dict) -> None:
+            relayed[ref] = stamp
+
+        with history.acknowledged(ref, answered.setdefault(ref, []).append):
+            service.submit(user, text, events.TEXT, relay, room="lobby")  # type: ignore[arg-type]
+
+    assert server.store is not None
+    with writer_held(server.store):  # both readers' batches then share one commit
+        with history.pipelined():
+            send(alice, "a-1", "a-1")
+            send(alice, LONE_SURROGATE, "bad")
+            send(alice, "a-2", "a-2")
+        with history.pipelined():
+            send(bob, "b-1", "b-1")
+    history.complete()
+    assert relayed.keys() == {"a-1", "bad", "a-2", "b-1"}
+    assert relayed["bad"] == {}  # relayed anyway, with ordinary event ids
+    assert all("id" in relayed[ref] for ref in ("a-1", "a-2", "b-1"))
+    outcomes = {
+        ref: [(type(e).__name__, getattr(e, "code", None), e.ref) for e in got]  # type: ignore[attr-defined]
+        for ref, got in answered.items()
+    }
+    assert outcomes == {
+        "a-1": [("Ok", None, "a-1")],
+        "bad": [("Error", "not_saved", "bad")],
+        "a-2": [("Ok", None, "a-2")],
+        "b-1": [("Ok", None, "b-1")],
+    }
+    assert stored_texts(server, "lobby") == ["a-1", "a-2", "b-1"]
+    for client in clients:
+        client.close()
+
+
+def test_a_message_that_cannot_be_stored_loses_nobody_elses(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    alice = json_client(server, "alice")
+    bob, carol = json_client(server, "bob"), json_client(server, "carol")
+    for client in (bob, carol):
+        client.send_json(type="join", room="dev")
+        client.expect_event("who", room="dev")
+        client.send_json(type="leave", room="lobby", ref="left")
+        client.expect_event("ok", ref="left")
+    alice_refs: dict[str, bool] = {}  # ref: whether the message can be stored
+    for i in range(400):
+        bob.send_json(type="say", room="dev", text=f"b{i}", ref=f"b{i}")
+        if i % 8 == 0:
+            good = i % 16 == 0
+            alice.send_json(type="say", text=f"a{i}" if good else LONE_SURROGATE, ref=f"a{i}")
+            alice_refs[f"a{i}"] = good
+    assert [carol.expect_event("message")["text"] for _ in range(400)] == [
+        f"b{i}" for i in range(400)
+    ]
+    for ref, events_for_ref in answers(bob, {f"b{i}" for i in range(400)}).items():
+        assert [e["type"] for e in events_for_ref] == ["ok"], ref
+    for ref, events_for_ref in answers(alice, set(alice_refs)).items():
+        # Refused at input or not stored: either way an error with its ref, and no ok.
+        assert [e["type"] for e in events_for_ref] == ["ok" if alice_refs[ref] else "error"]
+    assert stored_texts(server, "dev") == [f"b{i}" for i in range(400)]
+    assert stored_texts(server, "lobby") == [ref for ref, good in alice_refs.items() if good]
