@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import WAIT, JsonClient, LineClient, writer_held
+from test_irc import IrcClient
 
 from threadchat import events, history
 from threadchat.config import Config
@@ -23,6 +24,7 @@ from threadchat.server import Server, StartupError
 from threadchat.store import open_store
 from threadchat.store.base import HistoryQuery, Ref
 
+PASSWORD = "correct-horse"
 # Legal in a JSON string, but not encodable as UTF-8: the store cannot take it.
 LONE_SURROGATE = "hi \ud800"
 
@@ -184,18 +186,28 @@ def test_sql_metacharacters_are_just_text(make_server: Callable[..., Server]) ->
     assert alice.expect_event("error", ref=4)["code"] == "invalid_room"
 
 
-def test_restart_with_the_same_data_directory_keeps_history(
+def test_restart_with_the_same_data_directory_keeps_the_history_of_kept_rooms(
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     first = make_server(data_dir=str(tmp_path))
     alice = json_client(first, "alice")
+    alice.send_json(type="register", password=PASSWORD, ref="reg")
+    alice.expect_event("logged_in", ref="reg")
+    alice.send_json(type="join", room="club")  # made by an account: kept
+    alice.expect_event("who", room="club")
     for i in range(3):
-        alice.send_json(type="say", room="lobby", text=f"before restart {i}", ref=i)
+        alice.send_json(type="say", room="club", text=f"before restart {i}", ref=i)
         alice.expect_event("ok", ref=i)
+    alice.send_json(type="say", room="lobby", text="in a guest's room", ref="lobby")
+    alice.expect_event("ok", ref="lobby")
     alice.close()
     first.stop()
     second = make_server(data_dir=str(tmp_path))
-    bob = json_client(second, "bob")
+    bob = json_client(second, "bob")  # makes a new lobby: the old one ended with the run
+    bob.send_json(type="history", room="lobby", ref="h")
+    assert bob.expect_event("history", ref="h")["messages"] == []
+    bob.send_json(type="join", room="club")
+    bob.expect_event("who", room="club")
     replay = [bob.read_event() for _ in range(3)]
     assert [e["text"] for e in replay] == [f"before restart {i}" for i in range(3)]
 
@@ -539,3 +551,118 @@ def test_a_message_that_cannot_be_stored_loses_nobody_elses(
         assert [e["type"] for e in events_for_ref] == ["ok" if alice_refs[ref] else "error"]
     assert stored_texts(server, "dev") == [f"b{i}" for i in range(400)]
     assert stored_texts(server, "lobby") == [ref for ref, good in alice_refs.items() if good]
+
+
+# -- a room that is not kept takes its history with it ---------------------------------------
+
+
+def irc_guest(server: Server, nick: str) -> IrcClient:
+    client = IrcClient(server.listener("irc").port)
+    client.register(nick)
+    return client
+
+
+def assert_no_history(client: JsonClient, room: str) -> None:
+    """`client` just joined `room`: no replay came, and /history shows nothing."""
+    client.send_json(type="history", room=room, ref="h")
+    while (event := client.read_event())["type"] != "history":
+        assert event["type"] != "message", event
+    assert event["messages"] == []
+
+
+def test_a_keyed_guest_room_takes_its_history_with_it(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    first, second = irc_guest(server, "first"), irc_guest(server, "second")
+    first.send("JOIN #secret")
+    first.expect_msg("366")
+    first.send("MODE #secret +k hunter2")
+    first.expect_msg("MODE")
+    second.send("JOIN #secret hunter2")
+    second.expect_msg("366")
+    first.send("PRIVMSG #secret :SECRET-1 the merger closes friday")
+    second.expect_msg("PRIVMSG")
+    second.send("PRIVMSG #secret :SECRET-2 tell nobody")
+    first.expect_msg("PRIVMSG")
+    first.send("PART #secret")
+    second.expect_msg("PART")
+    second.send("PART #secret")
+    second.expect_msg("PART")
+    newcomer = json_client(server, "newcomer")
+    newcomer.send_json(type="join", room="secret")
+    newcomer.expect_event("who", room="secret")
+    assert_no_history(newcomer, "secret")
+    assert stored_texts(server, "secret") == []
+
+
+def test_messages_still_queued_when_a_room_ends_are_not_shown_to_the_next(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    owner, talker = json_client(server, "owner"), json_client(server, "talker")
+    for client in (owner, talker):
+        client.send_json(type="join", room="secret")
+        client.expect_event("who", room="secret")
+    assert server.store is not None
+    with writer_held(server.store):
+        # The message waits in the store's queue while its room ends: its sender is kicked
+        # and the last member leaves.
+        talker.send_json(type="say", room="secret", text="SECRET-1 still queued", ref="q")
+        owner.send_json(type="kick", room="secret", name="talker", ref="kick")
+        owner.expect_event("ok", ref="kick")
+        owner.send_json(type="leave", room="secret", ref="left")
+        owner.expect_event("ok", ref="left")
+        newcomer = json_client(server, "newcomer")
+        newcomer.send_json(type="join", room="secret")
+    newcomer.expect_event("who", room="secret")
+    assert_no_history(newcomer, "secret")
+    assert stored_texts(server, "secret") == []
+
+    # A message checked against the old room but not yet queued when it ends (still in its
+    # reader's batch) is not stored into, or relayed to, the next room of the name.
+    newcomer.send_json(type="leave", room="secret", ref="left")
+    newcomer.expect_event("ok", ref="left")
+    talker.send_json(type="join", room="secret")
+    talker.expect_event("who", room="secret")
+    speaker = server.hub.find_user("talker")
+    assert speaker is not None
+    with history.pipelined():
+        server.hub.say(speaker, "secret", "SECRET-2 checked, then the room ends")
+        talker.send_json(type="leave", room="secret", ref="gone")
+        talker.expect_event("ok", ref="gone")
+        owner.send_json(type="join", room="secret")
+        owner.expect_event("who", room="secret")
+    history.complete()
+    assert talker.expect_event("error", code="no_such_room")
+    assert_no_history(owner, "secret")
+    assert stored_texts(server, "secret") == []
+
+
+def test_a_new_room_shows_nothing_an_ended_one_left(make_server: Callable[..., Server]) -> None:
+    # Left over by a room that ended while its deletion could not run (the purge at start
+    # failed, say): a room made anew deletes it before its first replay.
+    server = make_server()
+    assert server.store is not None
+    server.store.append(sender="ghost", text="SECRET-1 left over", room="attic")
+    guest = json_client(server, "guest")
+    guest.send_json(type="join", room="attic")
+    guest.expect_event("who", room="attic")
+    assert_no_history(guest, "attic")
+    assert stored_texts(server, "attic") == []
+
+
+def test_a_kept_room_keeps_its_history(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    alice = json_client(server, "alice")
+    alice.send_json(type="register", password=PASSWORD, ref="reg")
+    alice.expect_event("logged_in", ref="reg")
+    alice.send_json(type="join", room="club")
+    alice.expect_event("who", room="club")
+    alice.send_json(type="say", room="club", text="for later", ref=1)
+    alice.expect_event("ok", ref=1)
+    alice.send_json(type="leave", room="club", ref=2)
+    alice.expect_event("ok", ref=2)
+    guest = json_client(server, "guest")
+    guest.send_json(type="join", room="club")
+    guest.expect_event("who", room="club")
+    replay = guest.expect_event("message", room="club")
+    assert replay["text"] == "for later" and replay["history"] is True

@@ -631,3 +631,35 @@ def test_a_message_the_database_cannot_take_fails_alone(store: SQLiteStore) -> N
         "d-1",
         "after",
     ]
+
+
+def test_deleting_a_rooms_messages_follows_the_writes_queued_before_it(
+    store: SQLiteStore,
+) -> None:
+    say(store, "secret", "committed before")
+    with writer_held(store):
+        queued = store.append_many([NewMessage(sender="a", text="queued", room="Secret")])
+        other = store.append_many([NewMessage(sender="a", text="elsewhere", room="lobby")])
+        deleted = store.delete_room_messages("SECRET")
+        later = store.append_many([NewMessage(sender="b", text="next life", room="secret")])
+    for future in (queued, other, later):
+        wait_for(future, 10)
+    assert wait_for(deleted, 10) == 2
+    assert texts(store.room_history("secret", HistoryQuery.latest(10))) == ["next life"]
+    assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["elsewhere"]
+
+
+def test_purging_rooms_not_kept_leaves_kept_rooms_and_private_messages(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("threadchat.store.sqlite.PURGE_CHUNK", 2)  # several chunks
+    store.save_room(RoomRecord(name="Club", created_ts=1))
+    for room in ("club", "gone", "Gone", "lobby", "gone"):
+        say(store, room, f"in {room}")
+    store.append(sender="ann", text="private", target="bob", sender_account="ann",
+                 target_account="bob")  # fmt: skip
+    assert store.purge_rooms_not_kept() == 4
+    assert texts(store.room_history("club", HistoryQuery.latest(10))) == ["in club"]
+    assert store.room_history("gone", HistoryQuery.latest(10)) == []
+    assert store.room_history("lobby", HistoryQuery.latest(10)) == []
+    assert texts(store.private_history("bob", "ann", HistoryQuery.latest(10))) == ["private"]

@@ -12,6 +12,10 @@ turn a storage problem into a chat outage; the sender knows exactly which messag
 from history. A message the store cannot take (see `PartlyStored`) fails alone: the other
 messages of its commit are stored, relayed and acknowledged as usual.
 
+A room that is not kept (see moderation.py) takes its history with it when it ends: its
+messages are deleted (`MessageLog.room_ended`), so whoever makes a room of that name later
+starts with an empty history.
+
 IRC NOTICEs are not stored: they are meant for automatic replies and bots (never answered,
 often noisy), and the store has no kind for them.
 """
@@ -61,6 +65,11 @@ ERROR_LOG_INTERVAL = 60.0
 # How often the retention thread deletes expired messages. Hourly keeps the database within an
 # hour of the configured age while costing next to nothing.
 RETENTION_INTERVAL = 3600.0
+# Ended rooms remembered so that a message checked before its room ended, still in its
+# reader's batch, is not stored into a later room of that name (see `_dispatch`). A batch
+# lives for one read; far more rooms than this cannot end during one.
+ENDED_ROOMS_REMEMBERED = 4096
+
 # Why a message was not stored, as its sender is told: an error's code and message (with
 # the request's ref when it had one).
 Refusal = tuple[str, str]
@@ -216,6 +225,16 @@ def _dispatch() -> None:
             done.set()
         return
     service: MessageLog = _local.service
+    if service.ends != _local.ends_seen:
+        batch, writes = service.without_ended_rooms(batch, writes, _local.ends_seen)
+        if not writes:
+            if previous is not None:
+                previous.wait(RECORD_TIMEOUT)
+            try:
+                _relay_round([(batch, [], {})])
+            finally:
+                done.set()
+            return
     try:
         service.store.append_many(writes, lambda written: service.committed(batch, written, done))
     except Exception as problem:  # StoreError; anything else is as much a failed write
@@ -329,6 +348,15 @@ class MessageLog:
         # writer thread touches this list (in `committed` and `_relay_committed`).
         self._committed: list[_Queued] = []
         store.after_commit = self._relay_committed
+        # Rooms that ended (`room_ended`, hub lock held): how many have, and when each did
+        # last (by that count), so that a reader's batch can tell whether one of its rooms
+        # ended after the batch began.
+        self.ends = 0
+        self._ended: dict[str, int] = {}
+        # The deletions of ended rooms' messages that are not known to be committed yet, by
+        # folded room name: a read of such a room waits for its deletion first.
+        self._forgetting: dict[str, Future[int]] = {}
+        self._forgetting_lock = threading.Lock()
 
     def committed(
         self, batch: list[Entry], written: Future[list[Stamp]] | StoreError, done: threading.Event
@@ -391,6 +419,99 @@ class MessageLog:
                 self._tell(user, failures[index])
         return fields, failures
 
+    def room_ended(self, room: str) -> None:
+        """A room that is not kept ended (hub lock held: this only queues work). Its history
+        ends with it: its messages are deleted in the store's write order, so after every
+        message queued for it before; reads of the room wait for that (`_forgotten`); and a
+        message checked before the end but still in its reader's batch is not stored
+        (`without_ended_rooms`)."""
+        key = names.fold(room)
+        self.ends += 1
+        self._ended.pop(key, None)
+        self._ended[key] = self.ends
+        while len(self._ended) > ENDED_ROOMS_REMEMBERED:
+            del self._ended[next(iter(self._ended))]
+        self._forget(room)
+
+    def room_created(self, room: str) -> None:
+        """A room was created (hub lock held: this only queues work). It starts with no
+        history: whatever an ended room of the name left, if its deletion failed or did not
+        run (the server stopped first, and the purge at start failed), is deleted now, and
+        its first replay waits for that."""
+        self._forget(room)
+
+    def _forget(self, room: str) -> Future[int]:
+        """Queue the deletion of a room's messages; reads of the room wait for it."""
+        key = names.fold(room)
+        try:
+            deletion = self.store.delete_room_messages(room)
+        except StoreError as problem:
+            # Not queued (store closed or far behind): reads of the room try again first.
+            log.error("cannot delete the history of %s: %s", room, problem)
+            deletion = Future()
+            deletion.set_exception(problem)
+        with self._forgetting_lock:
+            self._forgetting[key] = deletion
+        deletion.add_done_callback(lambda done: self._forgotten_done(key, done))
+        return deletion
+
+    def _forgotten_done(self, key: str, deletion: Future[int]) -> None:
+        if deletion.exception() is None:
+            with self._forgetting_lock:
+                if self._forgetting.get(key) is deletion:
+                    del self._forgetting[key]
+
+    def _forgotten(self, room: str) -> None:
+        """Wait until the messages of an ended room of this name are deleted, trying again
+        if that failed: a later room of the name must never show them. Raises StoreError."""
+        with self._forgetting_lock:
+            deletion = self._forgetting.get(names.fold(room))
+        if deletion is None:
+            return
+        try:
+            wait_for(deletion, RECORD_TIMEOUT)
+        except StoreError as problem:
+            log.error("history of %s not yet deleted (%s); trying again", room, problem)
+            wait_for(self._forget(room), RECORD_TIMEOUT)
+
+    def without_ended_rooms(
+        self, batch: list[Entry], writes: list[NewMessage], since: int
+    ) -> tuple[list[Entry], list[NewMessage]]:
+        """A reader's batch without the room messages whose room ended after the batch began
+        (`since`: the count of ended rooms then): checked against that room, they must not
+        be stored into, or relayed to, a later room of its name. Their senders are told the
+        room is gone."""
+        ended = {
+            index
+            for index, user, relay in batch
+            if user is not None
+            and index is not None
+            and index >= 0
+            and isinstance(relay, RoomRelay)
+            and self._ended.get(names.fold(relay.room_name), 0) > since
+        }
+        if not ended:
+            return batch, writes
+        acknowledged = {index for index, user, relay in batch if isinstance(relay, _Ack)}
+        renumbered: dict[int, int] = {}
+        for index in range(len(writes)):
+            if index not in ended:
+                renumbered[index] = len(renumbered)
+        kept: list[Entry] = []
+        for index, user, relay in batch:
+            if index is None or index not in ended:  # NOT_STORED is never in `ended`
+                kept.append((None if index is None else renumbered.get(index, index), user, relay))
+                continue
+            gone: Refusal = (
+                "no_such_room",
+                f"{writes[index].room} ended before your message was stored; it was not sent",
+            )
+            if isinstance(relay, _Ack):
+                kept.append((None, None, lambda _stamp, ack=relay, why=gone: ack.answer(why)))
+            elif user is not None and index not in acknowledged:
+                kept.append((None, None, lambda _stamp, to=user, why=gone: self._tell(to, why)))
+        return kept, [m for index, m in enumerate(writes) if index not in ended]
+
     def close(self) -> None:
         """Nothing of its own to stop: what is queued is relayed as the store's close() lets
         its writer finish the queue."""
@@ -430,6 +551,7 @@ class MessageLog:
         writes: list[NewMessage] = _local.writes
         if not writes:
             _local.service = self
+            _local.ends_seen = self.ends
         writes.append(_new_message(user, text, kind, room, target))
         pending.append((len(writes) - 1, user, relay))
         if ack is not None:
@@ -482,6 +604,7 @@ class MessageLog:
     # -- reading ----------------------------------------------------------------------------
 
     def latest(self, room: str, limit: int) -> list[Event]:
+        self._forgotten(room)
         return [to_event(m) for m in self.store.room_history(room, HistoryQuery.latest(limit))]
 
     def page(
@@ -520,6 +643,7 @@ class MessageLog:
             assert asker_account is not None
             return self.store.private_history(asker_account, peer, query)
         assert room is not None
+        self._forgotten(room)
         return self.store.room_history(room, query)
 
 

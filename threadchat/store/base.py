@@ -244,6 +244,18 @@ class Store(Protocol):
         """Delete messages with ts < cutoff_ts; return how many were deleted."""
         ...
 
+    def delete_room_messages(self, room: str) -> Future[int]:
+        """Queue the deletion of every message of `room` (case-insensitive) without waiting:
+        it runs in write order, after every write queued before it, and the Future completes
+        with how many were deleted once that is committed (or fails with StoreError). Raises
+        StoreError when the store is closed or too far behind."""
+        ...
+
+    def purge_rooms_not_kept(self) -> int:
+        """Delete the messages of every room that is not stored as a room (see `save_room`);
+        return how many were deleted."""
+        ...
+
     # --- rooms ----------------------------------------------------------------------------
     def load_rooms(self) -> list[RoomRecord]:
         """Every persisted room."""

@@ -766,6 +766,31 @@ class SQLiteStore:
             if n < PURGE_CHUNK:
                 return total
 
+    def delete_room_messages(self, room: str) -> Future[int]:
+        key = fold(room)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM messages WHERE room_key = ?", (key,)).rowcount
+
+        return self._enqueue(delete)
+
+    def purge_rooms_not_kept(self) -> int:
+        def purge_chunk(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+                " WHERE room_key IS NOT NULL AND room_key NOT IN (SELECT room_key FROM rooms)"
+                " ORDER BY id LIMIT ?)",
+                (PURGE_CHUNK,),
+            )
+            return cur.rowcount
+
+        total = 0
+        while True:
+            n = self._submit(purge_chunk, None)
+            total += n
+            if n < PURGE_CHUNK:
+                return total
+
     # --- rooms --------------------------------------------------------------------------------
 
     def load_rooms(self) -> list[RoomRecord]:
