@@ -1,7 +1,9 @@
 """Shared fixtures: a real server on ephemeral loopback ports, and raw-socket clients."""
 
+import contextlib
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +14,7 @@ import pytest
 
 from threadchat.config import Config
 from threadchat.server import Server
+from threadchat.store.sqlite import SQLiteStore, wait_for
 
 # Every blocking wait in the tests is bounded by this.
 WAIT = 5.0
@@ -60,6 +63,25 @@ class ThreadLimit:
         if self.reached.is_set():
             raise RuntimeError("can't start new thread")
         thread.start()
+
+
+@contextlib.contextmanager
+def writer_held(store: SQLiteStore) -> Iterator[None]:
+    """Hold the store's writer thread inside a job of its own for the block: every write
+    queued meanwhile waits, and they are then written together, as one group commit."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(WAIT * 6)
+
+    held = store._enqueue(hold)
+    assert started.wait(WAIT)
+    try:
+        yield
+    finally:
+        release.set()
+        wait_for(held, WAIT)
 
 
 class LineClient:

@@ -13,13 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, JsonClient, LineClient
+from conftest import WAIT, JsonClient, LineClient, writer_held
+from test_irc import IrcClient
 
+from threadchat import events, history
 from threadchat.config import Config
+from threadchat.events import Event
 from threadchat.history import Retention
 from threadchat.server import Server, StartupError
 from threadchat.store import open_store
 from threadchat.store.base import HistoryQuery, Ref
+
+PASSWORD = "correct-horse"
+# Legal in a JSON string, but not encodable as UTF-8: the store cannot take it.
+LONE_SURROGATE = "hi \ud800"
 
 
 def text_client(server: Server, name: str) -> LineClient:
@@ -34,6 +41,26 @@ def json_client(server: Server, name: str, **hello: object) -> JsonClient:
     client.send_json(type="hello", name=name, **hello)
     client.expect_event("who", room="lobby")
     return client
+
+
+def answers(client: JsonClient, refs: set[object]) -> dict[object, list[dict]]:
+    """Every `ok` and `error` the client gets for `refs`, by ref, until each has one and a
+    later request is answered too (so that an `ok` following an error would be seen)."""
+    got: dict[object, list[dict]] = {}
+    while not refs <= got.keys():
+        event = client.read_event()
+        if event["type"] in ("ok", "error") and event.get("ref") in refs:
+            got.setdefault(event["ref"], []).append(event)
+    client.send_json(type="ping", token="fence", ref="fence")
+    while (event := client.read_event())["type"] != "ok" or event.get("ref") != "fence":
+        if event["type"] in ("ok", "error") and event.get("ref") in refs:
+            got[event["ref"]].append(event)
+    return got
+
+
+def stored_texts(server: Server, room: str) -> list[str]:
+    assert server.store is not None
+    return [m.text for m in server.store.room_history(room, HistoryQuery.latest(500))]
 
 
 def test_relayed_message_carries_its_stored_id_and_time(make_server: Callable[..., Server]) -> None:
@@ -159,18 +186,28 @@ def test_sql_metacharacters_are_just_text(make_server: Callable[..., Server]) ->
     assert alice.expect_event("error", ref=4)["code"] == "invalid_room"
 
 
-def test_restart_with_the_same_data_directory_keeps_history(
+def test_restart_with_the_same_data_directory_keeps_the_history_of_kept_rooms(
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     first = make_server(data_dir=str(tmp_path))
     alice = json_client(first, "alice")
+    alice.send_json(type="register", password=PASSWORD, ref="reg")
+    alice.expect_event("logged_in", ref="reg")
+    alice.send_json(type="join", room="club")  # made by an account: kept
+    alice.expect_event("who", room="club")
     for i in range(3):
-        alice.send_json(type="say", room="lobby", text=f"before restart {i}", ref=i)
+        alice.send_json(type="say", room="club", text=f"before restart {i}", ref=i)
         alice.expect_event("ok", ref=i)
+    alice.send_json(type="say", room="lobby", text="in a guest's room", ref="lobby")
+    alice.expect_event("ok", ref="lobby")
     alice.close()
     first.stop()
     second = make_server(data_dir=str(tmp_path))
-    bob = json_client(second, "bob")
+    bob = json_client(second, "bob")  # makes a new lobby: the old one ended with the run
+    bob.send_json(type="history", room="lobby", ref="h")
+    assert bob.expect_event("history", ref="h")["messages"] == []
+    bob.send_json(type="join", room="club")
+    bob.expect_event("who", room="club")
     replay = [bob.read_event() for _ in range(3)]
     assert [e["text"] for e in replay] == [f"before restart {i}" for i in range(3)]
 
@@ -199,16 +236,15 @@ def test_a_failing_store_keeps_live_chat_and_tells_the_sender(
     # The store's writer really fails the write (and goes on serving).
     monkeypatch.setattr(server.hub.history.store, "_insert_rows", disk_full)
     alice.send_json(type="say", room="lobby", text="still delivered", ref=1)
-    replies: dict[str, dict] = {}
-    while len(replies) < 2:  # the order of the two depends on pipelining; both must come
-        event = alice.read_event()
-        if event["type"] in ("ok", "error"):
-            replies[event["type"]] = event
-    error = replies["error"]
-    assert error["code"] == "not_saved" and error["message"].startswith("message not saved")
+    # An `ok` means stored: the answer is the error, with the ref, and no `ok`.
+    [error] = answers(alice, {1})[1]
+    assert error["type"] == "error" and error["code"] == "not_saved"
+    assert error["message"].startswith("message not saved")
     assert "disk" not in error["message"]  # details go to the operator's log, not to users
-    assert replies["ok"]["ref"] == 1
     assert bob.expect_event("message", text="still delivered")
+    # Without a ref there is nothing to answer, but the sender is still told.
+    alice.send_json(type="say", room="lobby", text="no ref")
+    assert "ref" not in alice.expect_event("error", code="not_saved")
 
 
 def test_a_data_directory_that_is_a_file_stops_the_start(tmp_path: Path) -> None:
@@ -435,3 +471,198 @@ def test_ok_for_a_message_waits_until_it_is_stored(
         blocker.rollback()
         blocker.close()
     assert alice.expect_event("ok", ref="m1")["ref"] == "m1"
+
+
+# -- a message that is not stored ------------------------------------------------------------
+
+
+def test_a_message_the_store_cannot_take_fails_alone_in_its_commit_round(
+    make_server: Callable[..., Server],
+) -> None:
+    # Straight at the history service, whatever the protocols let through: one message the
+    # store refuses must not take the rest of its commit round with it.
+    server = make_server()
+    clients = [json_client(server, "alice"), json_client(server, "bob")]  # keep them connected
+    hub, service = server.hub, server.hub.history
+    alice, bob = hub.find_user("alice"), hub.find_user("bob")
+    assert service is not None and alice is not None and bob is not None
+    relayed: dict[str, dict] = {}
+    answered: dict[str, list[Event]] = {}
+
+    def send(user: object, text: str, ref: str) -> None:
+        def relay(stamp: dict) -> None:
+            relayed[ref] = stamp
+
+        with history.acknowledged(ref, answered.setdefault(ref, []).append):
+            service.submit(user, text, events.TEXT, relay, room="lobby")  # type: ignore[arg-type]
+
+    assert server.store is not None
+    with writer_held(server.store):  # both readers' batches then share one commit
+        with history.pipelined():
+            send(alice, "a-1", "a-1")
+            send(alice, LONE_SURROGATE, "bad")
+            send(alice, "a-2", "a-2")
+        with history.pipelined():
+            send(bob, "b-1", "b-1")
+    history.complete()
+    assert relayed.keys() == {"a-1", "bad", "a-2", "b-1"}
+    assert relayed["bad"] == {}  # relayed anyway, with ordinary event ids
+    assert all("id" in relayed[ref] for ref in ("a-1", "a-2", "b-1"))
+    outcomes = {
+        ref: [(type(e).__name__, getattr(e, "code", None), e.ref) for e in got]  # type: ignore[attr-defined]
+        for ref, got in answered.items()
+    }
+    assert outcomes == {
+        "a-1": [("Ok", None, "a-1")],
+        "bad": [("Error", "not_saved", "bad")],
+        "a-2": [("Ok", None, "a-2")],
+        "b-1": [("Ok", None, "b-1")],
+    }
+    assert stored_texts(server, "lobby") == ["a-1", "a-2", "b-1"]
+    for client in clients:
+        client.close()
+
+
+def test_a_message_that_cannot_be_stored_loses_nobody_elses(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    alice = json_client(server, "alice")
+    bob, carol = json_client(server, "bob"), json_client(server, "carol")
+    for client in (bob, carol):
+        client.send_json(type="join", room="dev")
+        client.expect_event("who", room="dev")
+        client.send_json(type="leave", room="lobby", ref="left")
+        client.expect_event("ok", ref="left")
+    alice_refs: dict[str, bool] = {}  # ref: whether the message can be stored
+    for i in range(400):
+        bob.send_json(type="say", room="dev", text=f"b{i}", ref=f"b{i}")
+        if i % 8 == 0:
+            good = i % 16 == 0
+            alice.send_json(type="say", text=f"a{i}" if good else LONE_SURROGATE, ref=f"a{i}")
+            alice_refs[f"a{i}"] = good
+    assert [carol.expect_event("message")["text"] for _ in range(400)] == [
+        f"b{i}" for i in range(400)
+    ]
+    for ref, events_for_ref in answers(bob, {f"b{i}" for i in range(400)}).items():
+        assert [e["type"] for e in events_for_ref] == ["ok"], ref
+    for ref, events_for_ref in answers(alice, set(alice_refs)).items():
+        # Refused at input or not stored: either way an error with its ref, and no ok.
+        assert [e["type"] for e in events_for_ref] == ["ok" if alice_refs[ref] else "error"]
+    assert stored_texts(server, "dev") == [f"b{i}" for i in range(400)]
+    assert stored_texts(server, "lobby") == [ref for ref, good in alice_refs.items() if good]
+
+
+# -- a room that is not kept takes its history with it ---------------------------------------
+
+
+def irc_guest(server: Server, nick: str) -> IrcClient:
+    client = IrcClient(server.listener("irc").port)
+    client.register(nick)
+    return client
+
+
+def assert_no_history(client: JsonClient, room: str) -> None:
+    """`client` just joined `room`: no replay came, and /history shows nothing."""
+    client.send_json(type="history", room=room, ref="h")
+    while (event := client.read_event())["type"] != "history":
+        assert event["type"] != "message", event
+    assert event["messages"] == []
+
+
+def test_a_keyed_guest_room_takes_its_history_with_it(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    first, second = irc_guest(server, "first"), irc_guest(server, "second")
+    first.send("JOIN #secret")
+    first.expect_msg("366")
+    first.send("MODE #secret +k hunter2")
+    first.expect_msg("MODE")
+    second.send("JOIN #secret hunter2")
+    second.expect_msg("366")
+    first.send("PRIVMSG #secret :SECRET-1 the merger closes friday")
+    second.expect_msg("PRIVMSG")
+    second.send("PRIVMSG #secret :SECRET-2 tell nobody")
+    first.expect_msg("PRIVMSG")
+    first.send("PART #secret")
+    second.expect_msg("PART")
+    second.send("PART #secret")
+    second.expect_msg("PART")
+    newcomer = json_client(server, "newcomer")
+    newcomer.send_json(type="join", room="secret")
+    newcomer.expect_event("who", room="secret")
+    assert_no_history(newcomer, "secret")
+    assert stored_texts(server, "secret") == []
+
+
+def test_messages_still_queued_when_a_room_ends_are_not_shown_to_the_next(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    owner, talker = json_client(server, "owner"), json_client(server, "talker")
+    for client in (owner, talker):
+        client.send_json(type="join", room="secret")
+        client.expect_event("who", room="secret")
+    assert server.store is not None
+    with writer_held(server.store):
+        # The message waits in the store's queue while its room ends: its sender is kicked
+        # and the last member leaves.
+        talker.send_json(type="say", room="secret", text="SECRET-1 still queued", ref="q")
+        owner.send_json(type="kick", room="secret", name="talker", ref="kick")
+        owner.expect_event("ok", ref="kick")
+        owner.send_json(type="leave", room="secret", ref="left")
+        owner.expect_event("ok", ref="left")
+        newcomer = json_client(server, "newcomer")
+        newcomer.send_json(type="join", room="secret")
+    newcomer.expect_event("who", room="secret")
+    assert_no_history(newcomer, "secret")
+    assert stored_texts(server, "secret") == []
+
+    # A message checked against the old room but not yet queued when it ends (still in its
+    # reader's batch) is not stored into, or relayed to, the next room of the name.
+    newcomer.send_json(type="leave", room="secret", ref="left")
+    newcomer.expect_event("ok", ref="left")
+    talker.send_json(type="join", room="secret")
+    talker.expect_event("who", room="secret")
+    speaker = server.hub.find_user("talker")
+    assert speaker is not None
+    with history.pipelined():
+        server.hub.say(speaker, "secret", "SECRET-2 checked, then the room ends")
+        talker.send_json(type="leave", room="secret", ref="gone")
+        talker.expect_event("ok", ref="gone")
+        owner.send_json(type="join", room="secret")
+        owner.expect_event("who", room="secret")
+    history.complete()
+    assert talker.expect_event("error", code="no_such_room")
+    assert_no_history(owner, "secret")
+    assert stored_texts(server, "secret") == []
+
+
+def test_a_new_room_shows_nothing_an_ended_one_left(make_server: Callable[..., Server]) -> None:
+    # Left over by a room that ended while its deletion could not run (the purge at start
+    # failed, say): a room made anew deletes it before its first replay.
+    server = make_server()
+    assert server.store is not None
+    server.store.append(sender="ghost", text="SECRET-1 left over", room="attic")
+    guest = json_client(server, "guest")
+    guest.send_json(type="join", room="attic")
+    guest.expect_event("who", room="attic")
+    assert_no_history(guest, "attic")
+    assert stored_texts(server, "attic") == []
+
+
+def test_a_kept_room_keeps_its_history(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    alice = json_client(server, "alice")
+    alice.send_json(type="register", password=PASSWORD, ref="reg")
+    alice.expect_event("logged_in", ref="reg")
+    alice.send_json(type="join", room="club")
+    alice.expect_event("who", room="club")
+    alice.send_json(type="say", room="club", text="for later", ref=1)
+    alice.expect_event("ok", ref=1)
+    alice.send_json(type="leave", room="club", ref=2)
+    alice.expect_event("ok", ref=2)
+    guest = json_client(server, "guest")
+    guest.send_json(type="join", room="club")
+    guest.expect_event("who", room="club")
+    replay = guest.expect_event("message", room="club")
+    assert replay["text"] == "for later" and replay["history"] is True

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import writer_held
 
 from threadchat.store import passwords
 from threadchat.store.base import (
@@ -20,6 +21,7 @@ from threadchat.store.base import (
     AccountExistsError,
     HistoryQuery,
     NewMessage,
+    PartlyStored,
     Ref,
     RoomRecord,
     Store,
@@ -30,6 +32,8 @@ from threadchat.store.sqlite import DB_FILENAME, ROWS_PER_INSERT, SQLiteStore, w
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVIL = "x'); DROP TABLE messages; --\"\\%_*?[]"
+# Legal in a JSON string, but not encodable as UTF-8: SQLite cannot take it.
+LONE_SURROGATE = "hi \ud800"
 
 
 @pytest.fixture
@@ -576,3 +580,86 @@ def test_a_write_queued_as_the_store_closes_fails_at_once(tmp_path: Path) -> Non
     assert future.done()
     with pytest.raises(StoreError, match="closed"):
         wait_for(future, 3600)
+
+
+def test_a_message_the_database_cannot_take_fails_alone(store: SQLiteStore) -> None:
+    # One reader's burst is one job; its jobs share a commit with other readers' jobs. A
+    # message SQLite refuses (a lone surrogate cannot be encoded) must fail alone: the rest
+    # of its job and every other job of the commit are stored.
+    with writer_held(store):
+        futures = [
+            store.append_many([NewMessage(sender="a", text="a-1", room="lobby")]),
+            store.append_many(
+                [
+                    NewMessage(sender="b", text="b-1", room="dev"),
+                    NewMessage(sender="b", text=LONE_SURROGATE, room="dev"),
+                    NewMessage(sender="b", text="b-2", room="dev"),
+                ]
+            ),
+            store.append_many([NewMessage(sender="c", text="c-1", room="lobby")]),
+        ]
+    assert len(wait_for(futures[0], 10)) == 1
+    assert len(wait_for(futures[2], 10)) == 1
+    with pytest.raises(PartlyStored) as partly:
+        wait_for(futures[1], 10)
+    first, failed, last = partly.value.outcomes
+    assert isinstance(failed, StoreError) and "UnicodeEncodeError" in str(failed)
+    assert not isinstance(first, StoreError) and not isinstance(last, StoreError)
+    assert texts(store.room_history("dev", HistoryQuery.latest(10))) == ["b-1", "b-2"]
+    assert [m.id for m in store.room_history("dev", HistoryQuery.latest(10))] == [
+        first[0],
+        last[0],
+    ]
+    assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["a-1", "c-1"]
+    # Alone in its commit (one INSERT, no transaction of its own), and on its own.
+    with pytest.raises(PartlyStored):
+        wait_for(
+            store.append_many(
+                [
+                    NewMessage(sender="d", text=LONE_SURROGATE, room="dev"),
+                    NewMessage(sender="d", text="d-1", room="dev"),
+                ]
+            ),
+            10,
+        )
+    with pytest.raises(StoreError, match="UnicodeEncodeError"):
+        store.append(sender="e", text=LONE_SURROGATE, room="dev")
+    say(store, "dev", "after")
+    assert texts(store.room_history("dev", HistoryQuery.latest(10))) == [
+        "b-1",
+        "b-2",
+        "d-1",
+        "after",
+    ]
+
+
+def test_deleting_a_rooms_messages_follows_the_writes_queued_before_it(
+    store: SQLiteStore,
+) -> None:
+    say(store, "secret", "committed before")
+    with writer_held(store):
+        queued = store.append_many([NewMessage(sender="a", text="queued", room="Secret")])
+        other = store.append_many([NewMessage(sender="a", text="elsewhere", room="lobby")])
+        deleted = store.delete_room_messages("SECRET")
+        later = store.append_many([NewMessage(sender="b", text="next life", room="secret")])
+    for future in (queued, other, later):
+        wait_for(future, 10)
+    assert wait_for(deleted, 10) == 2
+    assert texts(store.room_history("secret", HistoryQuery.latest(10))) == ["next life"]
+    assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["elsewhere"]
+
+
+def test_purging_rooms_not_kept_leaves_kept_rooms_and_private_messages(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("threadchat.store.sqlite.PURGE_CHUNK", 2)  # several chunks
+    store.save_room(RoomRecord(name="Club", created_ts=1))
+    for room in ("club", "gone", "Gone", "lobby", "gone"):
+        say(store, room, f"in {room}")
+    store.append(sender="ann", text="private", target="bob", sender_account="ann",
+                 target_account="bob")  # fmt: skip
+    assert store.purge_rooms_not_kept() == 4
+    assert texts(store.room_history("club", HistoryQuery.latest(10))) == ["in club"]
+    assert store.room_history("gone", HistoryQuery.latest(10)) == []
+    assert store.room_history("lobby", HistoryQuery.latest(10)) == []
+    assert texts(store.private_history("bob", "ann", HistoryQuery.latest(10))) == ["private"]

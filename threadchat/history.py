@@ -1,14 +1,20 @@
 """Message history: commit before relay, replay on join, history pages, retention.
 
-`MessageLog` is the hub's `history` service. The hub calls `record` for every room and private
-message *before* relaying it, outside the hub lock; `record` returns only once the store has
-committed the message (group commit: concurrent senders share one commit), and the relayed
-event then carries the stored id and time. So a message any recipient has seen is on disk.
+`MessageLog` is the hub's `history` service. The hub hands every room and private message to
+`submit` *before* relaying it, outside the hub lock; the message is relayed only once the store
+has committed it (group commit: concurrent senders share one commit), and the relayed event
+then carries the stored id and time. So a message any recipient has seen is on disk.
 
 If a write fails later (disk full, file system turned read-only), live chat goes on: the
-message is still relayed with ordinary event ids, and its sender is told "message not saved".
-Refusing to relay would turn a storage problem into a chat outage; the sender knows exactly
-which message is missing from history.
+message is still relayed with ordinary event ids, and its sender is told "message not saved"
+(with the request's ref, instead of its `ok`: an `ok` means stored). Refusing to relay would
+turn a storage problem into a chat outage; the sender knows exactly which message is missing
+from history. A message the store cannot take (see `PartlyStored`) fails alone: the other
+messages of its commit are stored, relayed and acknowledged as usual.
+
+A room that is not kept (see moderation.py) takes its history with it when it ends: its
+messages are deleted (`MessageLog.room_ended`), so whoever makes a room of that name later
+starts with an empty history.
 
 IRC NOTICEs are not stored: they are meant for automatic replies and bots (never answered,
 often noisy), and the store has no kind for them.
@@ -31,6 +37,7 @@ from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     HistoryQuery,
     NewMessage,
+    PartlyStored,
     Ref,
     Stamp,
     Store,
@@ -58,6 +65,20 @@ ERROR_LOG_INTERVAL = 60.0
 # How often the retention thread deletes expired messages. Hourly keeps the database within an
 # hour of the configured age while costing next to nothing.
 RETENTION_INTERVAL = 3600.0
+# Ended rooms remembered so that a message checked before its room ended, still in its
+# reader's batch, is not stored into a later room of that name (see `_dispatch`). A batch
+# lives for one read; far more rooms than this cannot end during one.
+ENDED_ROOMS_REMEMBERED = 4096
+
+# Why a message was not stored, as its sender is told: an error's code and message (with
+# the request's ref when it had one).
+Refusal = tuple[str, str]
+# A message relayed but not stored. Details go to the operator's log, not to users.
+NOT_SAVED: Refusal = (
+    "not_saved",
+    "message not saved: the server could not store it; "
+    "it was delivered but will be missing from history",
+)
 
 
 Relay = Callable[[dict[str, Any]], None]
@@ -71,14 +92,37 @@ Relay = Callable[[dict[str, Any]], None]
 # Thread-local, like delivery batches.
 _local = threading.local()
 
+
+class _Ack:
+    """The answer to a message request that carried a ref, given once the message's fate is
+    known: `ok` when it is stored, else the error saying why not, with the ref and no `ok`."""
+
+    __slots__ = ("ref", "reply", "used")
+
+    def __init__(self, ref: object, reply: Callable[[Event], None]) -> None:
+        self.ref = ref
+        self.reply = reply
+        self.used = False
+
+    def answer(self, refusal: Refusal | None) -> None:
+        if refusal is None:
+            self.reply(events.Ok(ref=self.ref))
+        else:
+            self.reply(events.Error(code=refusal[0], message=refusal[1], ref=self.ref))
+
+
 # A reader's queued entry: the index of its message among the batch's writes (NOT_STORED
 # for a message relayed without history, see `defer`), the sender and the relay; or
+# (index, None, ack) for the acknowledgement of the message at that index; or
 # (None, None, callback) for a `then` callback.
-Entry = tuple["int | None", "User | None", Relay]
+Entry = tuple["int | None", "User | None", "Relay | _Ack"]
 NOT_STORED = -1
 # A reader's written batch: its entries, its write, and the event its reader's `complete()`
 # waits for.
-_Queued = tuple[list[Entry], "Future[list[Stamp]] | StoreError", threading.Event]
+_Queued = tuple[list[Entry], "Future[list[Stamp]] | BaseException", threading.Event]
+# The event fields (id, ts) of a batch's writes, in order ({} for a message not stored), and
+# the error each message that was not stored gets, by its index.
+_Stamped = tuple[list[dict[str, Any]], dict[int, Refusal]]
 
 
 @contextlib.contextmanager
@@ -97,6 +141,25 @@ def pipelined() -> Iterator[None]:
             _dispatch()
         finally:
             _local.pending = None
+
+
+@contextlib.contextmanager
+def acknowledged(ref: object, reply: Callable[[Event], None]) -> Iterator[None]:
+    """Answer the request with `ref` whose message is sent within this block (`Hub.say`,
+    `Hub.send_private`) once the message's fate is known: `ok` when it is stored, an error
+    with the ref and no `ok` when it is not. Without history (nothing is stored) `ok` once it
+    is relayed. Nothing is answered when the block raises: the caller answers that error."""
+    if ref is None:
+        yield
+        return
+    ack = _Ack(ref, reply)
+    _local.ack = ack
+    try:
+        yield
+    finally:
+        _local.ack = None
+    if not ack.used:
+        then(lambda: ack.answer(None))
 
 
 def then(callback: Callable[[], None]) -> None:
@@ -157,19 +220,31 @@ def _dispatch() -> None:
         if previous is not None:
             previous.wait(RECORD_TIMEOUT)
         try:
-            _relay_round([(batch, [])])
+            _relay_round([(batch, [], {})])
         finally:
             done.set()
         return
     service: MessageLog = _local.service
+    if service.ends != _local.ends_seen:
+        batch, writes = service.without_ended_rooms(batch, writes, _local.ends_seen)
+        if not writes:
+            if previous is not None:
+                previous.wait(RECORD_TIMEOUT)
+            try:
+                _relay_round([(batch, [], {})])
+            finally:
+                done.set()
+            return
     try:
         service.store.append_many(writes, lambda written: service.committed(batch, written, done))
-    except StoreError as problem:
+    except Exception as problem:  # StoreError; anything else is as much a failed write
         # Not queued: relay here (unstamped, each sender told), after what came before.
+        if not isinstance(problem, StoreError):
+            log.exception("queueing messages for the store failed")
         if previous is not None:
             previous.wait(RECORD_TIMEOUT)
         try:
-            _relay_round([(batch, service._stamps(batch, problem))])
+            _relay_round([(batch, *service._stamps(batch, problem))])
         finally:
             done.set()
 
@@ -189,16 +264,22 @@ def _new_message(
     )
 
 
-def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> None:
-    """Relay queued messages (each batch's entries with the stamps of its writes) in order,
-    then run the callbacks. A run of consecutive relays that offer `relay_many` goes in one
-    call: the hub then fans a run of room messages out as one chunk per member."""
-    callbacks: list[Relay] = []
+def _relay_round(
+    batches: list[tuple[list[Entry], list[dict[str, Any]], dict[int, Refusal]]],
+) -> None:
+    """Relay queued messages (each batch's entries with the stamps of its writes and the
+    errors of those not stored) in order, then run the callbacks and acknowledgements. A run
+    of consecutive relays that offer `relay_many` goes in one call: the hub then fans a run
+    of room messages out as one chunk per member."""
+    callbacks: list[tuple[Callable[[Any], None], Any]] = []
     queued: list[tuple[Relay, dict[str, Any], User]] = []
-    for entries, stamps in batches:
+    for entries, stamps, failures in batches:
         for index, user, relay in entries:
             if index is None or user is None:
-                callbacks.append(relay)
+                if isinstance(relay, _Ack):
+                    callbacks.append((relay.answer, failures.get(index)))
+                else:
+                    callbacks.append((relay, {}))
             else:
                 queued.append((relay, stamps[index] if index >= 0 else {}, user))
     start, count = 0, len(queued)
@@ -223,9 +304,9 @@ def _relay_round(batches: list[tuple[list[Entry], list[dict[str, Any]]]]) -> Non
             log.exception("%s: relaying a stored message failed", user.nick)
         start = end
     # Acknowledgements go last: after every message queued before them has been relayed.
-    for callback in callbacks:
+    for callback, outcome in callbacks:
         try:
-            callback({})
+            callback(outcome)
         except Exception:
             log.exception("a callback after relaying failed")
 
@@ -267,6 +348,15 @@ class MessageLog:
         # writer thread touches this list (in `committed` and `_relay_committed`).
         self._committed: list[_Queued] = []
         store.after_commit = self._relay_committed
+        # Rooms that ended (`room_ended`, hub lock held): how many have, and when each did
+        # last (by that count), so that a reader's batch can tell whether one of its rooms
+        # ended after the batch began.
+        self.ends = 0
+        self._ended: dict[str, int] = {}
+        # The deletions of ended rooms' messages that are not known to be committed yet, by
+        # folded room name: a read of such a room waits for its deletion first.
+        self._forgetting: dict[str, Future[int]] = {}
+        self._forgetting_lock = threading.Lock()
 
     def committed(
         self, batch: list[Entry], written: Future[list[Stamp]] | StoreError, done: threading.Event
@@ -289,7 +379,7 @@ class MessageLog:
         try:
             with delivery.handed_off():
                 _relay_round(
-                    [(batch, self._stamps(batch, written)) for batch, written, _ in waiting]
+                    [(batch, *self._stamps(batch, written)) for batch, written, _ in waiting]
                 )
         except Exception:
             log.exception("history relay round failed")
@@ -297,21 +387,130 @@ class MessageLog:
             for _, _, done in waiting:
                 done.set()
 
-    def _stamps(
-        self, batch: list[Entry], written: Future[list[Stamp]] | StoreError
-    ) -> list[dict[str, Any]]:
-        """The event fields (id, ts) of a batch's writes, in order; {} for each when the write
-        failed (each sender is told, and the messages are relayed anyway)."""
+    def _stamps(self, batch: list[Entry], written: Future[list[Stamp]] | BaseException) -> _Stamped:
+        """The event fields (id, ts) of a batch's writes, in order, and the errors of those
+        not stored: {} for each of those, which are relayed anyway. A sender whose message
+        has no acknowledgement to carry the error (no ref) is told here."""
         try:
-            if isinstance(written, StoreError):
+            if isinstance(written, BaseException):
                 raise written
-            return [{"id": mid, "ts": ts / 1000} for mid, ts in wait_for(written, RECORD_TIMEOUT)]
+            stamps = wait_for(written, RECORD_TIMEOUT)
+            return [{"id": mid, "ts": ts / 1000} for mid, ts in stamps], {}
+        except PartlyStored as partial:
+            outcomes: list[Stamp | StoreError] = partial.outcomes
+        except Exception as problem:  # any failure of the write fails its messages, no more
+            if not isinstance(problem, StoreError):
+                log.error("a write failed unexpectedly", exc_info=problem)
+                problem = StoreError(f"write failed: {problem!r}")
+            count = sum(1 for i, user, _ in batch if user is not None and i is not None and i >= 0)
+            outcomes = [problem] * count
+        fields: list[dict[str, Any]] = []
+        failures: dict[int, Refusal] = {}
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, StoreError):
+                self._log_failure(outcome)
+                failures[index] = NOT_SAVED
+                fields.append({})
+            else:
+                fields.append({"id": outcome[0], "ts": outcome[1] / 1000})
+        acknowledged = {index for index, user, _ in batch if user is None and index is not None}
+        for index, user, _ in batch:
+            if user is not None and index in failures and index not in acknowledged:
+                self._tell(user, failures[index])
+        return fields, failures
+
+    def room_ended(self, room: str) -> None:
+        """A room that is not kept ended (hub lock held: this only queues work). Its history
+        ends with it: its messages are deleted in the store's write order, so after every
+        message queued for it before; reads of the room wait for that (`_forgotten`); and a
+        message checked before the end but still in its reader's batch is not stored
+        (`without_ended_rooms`)."""
+        key = names.fold(room)
+        self.ends += 1
+        self._ended.pop(key, None)
+        self._ended[key] = self.ends
+        while len(self._ended) > ENDED_ROOMS_REMEMBERED:
+            del self._ended[next(iter(self._ended))]
+        self._forget(room)
+
+    def room_created(self, room: str) -> None:
+        """A room was created (hub lock held: this only queues work). It starts with no
+        history: whatever an ended room of the name left, if its deletion failed or did not
+        run (the server stopped first, and the purge at start failed), is deleted now, and
+        its first replay waits for that."""
+        self._forget(room)
+
+    def _forget(self, room: str) -> Future[int]:
+        """Queue the deletion of a room's messages; reads of the room wait for it."""
+        key = names.fold(room)
+        try:
+            deletion = self.store.delete_room_messages(room)
         except StoreError as problem:
-            senders = [user for index, user, _ in batch if index is not None and index >= 0]
-            for user in senders:
-                if user is not None:
-                    self._report(user, problem)
-            return [{} for _ in senders]
+            # Not queued (store closed or far behind): reads of the room try again first.
+            log.error("cannot delete the history of %s: %s", room, problem)
+            deletion = Future()
+            deletion.set_exception(problem)
+        with self._forgetting_lock:
+            self._forgetting[key] = deletion
+        deletion.add_done_callback(lambda done: self._forgotten_done(key, done))
+        return deletion
+
+    def _forgotten_done(self, key: str, deletion: Future[int]) -> None:
+        if deletion.exception() is None:
+            with self._forgetting_lock:
+                if self._forgetting.get(key) is deletion:
+                    del self._forgetting[key]
+
+    def _forgotten(self, room: str) -> None:
+        """Wait until the messages of an ended room of this name are deleted, trying again
+        if that failed: a later room of the name must never show them. Raises StoreError."""
+        with self._forgetting_lock:
+            deletion = self._forgetting.get(names.fold(room))
+        if deletion is None:
+            return
+        try:
+            wait_for(deletion, RECORD_TIMEOUT)
+        except StoreError as problem:
+            log.error("history of %s not yet deleted (%s); trying again", room, problem)
+            wait_for(self._forget(room), RECORD_TIMEOUT)
+
+    def without_ended_rooms(
+        self, batch: list[Entry], writes: list[NewMessage], since: int
+    ) -> tuple[list[Entry], list[NewMessage]]:
+        """A reader's batch without the room messages whose room ended after the batch began
+        (`since`: the count of ended rooms then): checked against that room, they must not
+        be stored into, or relayed to, a later room of its name. Their senders are told the
+        room is gone."""
+        ended = {
+            index
+            for index, user, relay in batch
+            if user is not None
+            and index is not None
+            and index >= 0
+            and isinstance(relay, RoomRelay)
+            and self._ended.get(names.fold(relay.room_name), 0) > since
+        }
+        if not ended:
+            return batch, writes
+        acknowledged = {index for index, user, relay in batch if isinstance(relay, _Ack)}
+        renumbered: dict[int, int] = {}
+        for index in range(len(writes)):
+            if index not in ended:
+                renumbered[index] = len(renumbered)
+        kept: list[Entry] = []
+        for index, user, relay in batch:
+            if index is None or index not in ended:  # NOT_STORED is never in `ended`
+                kept.append((None if index is None else renumbered.get(index, index), user, relay))
+                continue
+            gone: Refusal = (
+                "no_such_room",
+                f"{writes[index].room} ended before your message was stored; it was not sent",
+            )
+            if isinstance(relay, _Ack):
+                kept.append((None, None, lambda _stamp, ack=relay, why=gone: ack.answer(why)))
+            elif user is not None and index not in acknowledged:
+                kept.append((None, None, lambda _stamp, to=user, why=gone: self._tell(to, why)))
+        return kept, [m for index, m in enumerate(writes) if index not in ended]
 
     def close(self) -> None:
         """Nothing of its own to stop: what is queued is relayed as the store's close() lets
@@ -334,15 +533,29 @@ class MessageLog:
         Outside `pipelined()` this happens before returning, and relay's HubError reaches
         the caller. Inside it the write is only queued; `complete()` relays.
         """
+        # The acknowledgement waiting for this message, if its request had a ref (see
+        # `acknowledged`): answered with the message's fate.
+        ack: _Ack | None = getattr(_local, "ack", None)
+        if ack is not None:
+            _local.ack = None
+            ack.used = True
         pending = getattr(_local, "pending", None)
         if pending is None or kind == events.NOTICE:
-            relay(self.record(user, text, kind, room=room, target=target))
+            stamp, refusal = self.record(user, text, kind, room=room, target=target)
+            if refusal is not None and ack is None:
+                self._tell(user, refusal)
+            relay(stamp)
+            if ack is not None:
+                ack.answer(refusal)
             return
         writes: list[NewMessage] = _local.writes
         if not writes:
             _local.service = self
+            _local.ends_seen = self.ends
         writes.append(_new_message(user, text, kind, room, target))
         pending.append((len(writes) - 1, user, relay))
+        if ack is not None:
+            pending.append((len(writes) - 1, None, ack))
 
     def record(
         self,
@@ -352,40 +565,46 @@ class MessageLog:
         *,
         room: str | None = None,
         target: User | None = None,
-    ) -> dict[str, Any]:
-        """Commit one message; return the event fields it must be relayed with (id, ts).
+    ) -> tuple[dict[str, Any], Refusal | None]:
+        """Commit one message; return the event fields it must be relayed with (id, ts), and
+        the error its sender must get when it was not stored.
 
-        Returns {} when the message is not stored (a notice, or a failed write: the sender
-        is then sent an error, and the message goes out with ordinary event ids).
+        The fields are {} when the message is not stored (a notice, or a failed write: it
+        then goes out with ordinary event ids).
         """
         if kind == events.NOTICE:
-            return {}
+            return {}, None
         try:
             stored = self.store.append(
                 **_new_message(user, text, kind, room, target)._asdict(), timeout=RECORD_TIMEOUT
             )
         except StoreError as problem:
-            self._report(user, problem)
-            return {}
-        return {"id": stored.id, "ts": stored.ts / 1000}
+            self._log_failure(problem)
+            return {}, NOT_SAVED
+        return {"id": stored.id, "ts": stored.ts / 1000}, None
 
-    def _report(self, user: User, problem: StoreError) -> None:
+    def _log_failure(self, problem: StoreError) -> None:
+        """Log a failed write, at most once per ERROR_LOG_INTERVAL (a full disk would log one
+        line per message)."""
         now = time.monotonic()
         if now - self._last_error_log > ERROR_LOG_INTERVAL:
             self._last_error_log = now
             log.error("cannot store messages (relaying them anyway): %s", problem)
-        error = events.Error(
-            code="not_saved",
-            message="message not saved: the server cannot write its history right now; "
-            "it was delivered but will be missing from history",
-        )
-        data = user.conn.encode(error)
-        if data:
-            user.conn.send_bytes(data)
+
+    @staticmethod
+    def _tell(user: User, refusal: Refusal) -> None:
+        """Tell `user` why a message of theirs was not stored (its request had no ref)."""
+        try:
+            data = user.conn.encode(events.Error(code=refusal[0], message=refusal[1]))
+            if data:
+                user.conn.send_bytes(data)
+        except Exception:
+            log.exception("%s: telling about a message not stored failed", user.nick)
 
     # -- reading ----------------------------------------------------------------------------
 
     def latest(self, room: str, limit: int) -> list[Event]:
+        self._forgotten(room)
         return [to_event(m) for m in self.store.room_history(room, HistoryQuery.latest(limit))]
 
     def page(
@@ -424,6 +643,7 @@ class MessageLog:
             assert asker_account is not None
             return self.store.private_history(asker_account, peer, query)
         assert room is not None
+        self._forgotten(room)
         return self.store.room_history(room, query)
 
 

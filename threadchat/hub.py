@@ -271,6 +271,9 @@ class Hub:
                 room.operators.add(user.key)
                 self._rooms[key] = room
                 created = True
+                if self.history is not None:
+                    # A new room has no history, whatever an ended one of the name left.
+                    self.history.room_created(room.name)
                 if self.moderation is not None:
                     self.moderation.created(user, room)
             else:
@@ -565,6 +568,9 @@ class Hub:
         user.rooms.pop(room.key, None)
         if not room.members and not room.persistent:
             del self._rooms[room.key]
+            if self.history is not None:
+                # Its history ends with it: a later room of the name must not show it.
+                self.history.room_ended(room.name)
 
     def _audience(self, room: Room, user: User) -> Iterable[User]:
         """Who sees `user` arrive or leave: every member, or in a quiet (big) room only them."""

@@ -76,7 +76,20 @@ class RoomKeeper:
     # -- persistence ------------------------------------------------------------------------
 
     def load(self) -> int:
-        """Put every stored room into the hub (at start); return how many."""
+        """Put every stored room into the hub (at start); return how many.
+
+        The messages of rooms that are not kept are deleted first: those rooms ended with
+        the last run, and their history must not pass to whoever makes a room of the name
+        now (see `MessageLog.room_ended`)."""
+        try:
+            purged = self.store.purge_rooms_not_kept()
+        except StoreError as problem:
+            # Starting matters more; a room made anew deletes them first anyway (see
+            # `MessageLog.room_created`), and the next start tries again.
+            log.error("cannot delete the messages of rooms that ended: %s", problem)
+        else:
+            if purged:
+                log.info("deleted %d messages of rooms that ended with the last run", purged)
         records = self.store.load_rooms()
         for record in records:
             room = Room(

@@ -162,23 +162,21 @@ class NativeSession:
             raise HubError("bad_request", "empty message")
         room = self._room_or_current(request.room)
         kind = events.ACTION if request.action else events.TEXT
-        self.hub.say(self.user, room, request.text, kind)
-        return self._acknowledge_when_stored(request.ref)
-
-    def _acknowledge_when_stored(self, ref: object) -> bool:
-        if ref is None:
-            return False
-        history.then(lambda: self.reply(events.Ok(ref=ref)))
-        return True
+        # An `ok` means stored: it waits for the commit, and a message that was not stored
+        # gets an error with its ref instead.
+        with history.acknowledged(request.ref, self.reply):
+            self.hub.say(self.user, room, request.text, kind)
+        return request.ref is not None
 
     def _on_private(self, request: requests.SendPrivate) -> bool:
         assert self.user is not None
         check_text(request.text, strict=True)
         kind = events.ACTION if request.action else events.TEXT
-        recipient = self.hub.send_private(self.user, request.target, request.text, kind)
+        with history.acknowledged(request.ref, self.reply):
+            recipient = self.hub.send_private(self.user, request.target, request.text, kind)
         if recipient.away:
             self.reply(events.Notice(text=f"{recipient.nick} is away: {recipient.away}"))
-        return self._acknowledge_when_stored(request.ref)
+        return request.ref is not None
 
     def _on_nick(self, request: requests.ChangeNick) -> bool:
         assert self.user is not None

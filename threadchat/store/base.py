@@ -58,6 +58,17 @@ class NewMessage(NamedTuple):
 Stamp = tuple[int, int]
 
 
+class PartlyStored(StoreError):
+    """Some messages of one `append_many` were stored and others not (a message the database
+    cannot take, such as text that is not valid Unicode): `outcomes` holds, in order, each
+    message's stamp or the StoreError saying why that one was not stored."""
+
+    def __init__(self, outcomes: list[Stamp | StoreError]) -> None:
+        failed = [o for o in outcomes if isinstance(o, StoreError)]
+        super().__init__(f"{len(failed)} of {len(outcomes)} messages not stored: {failed[0]}")
+        self.outcomes = outcomes
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """A message as committed. Exactly one of `room` and `target` is set.
@@ -217,10 +228,12 @@ class Store(Protocol):
     ) -> Future[list[Stamp]]:
         """Queue the writes of `messages` without waiting: the Future completes with their
         (id, ts) in order once all are committed (in one transaction), or fails with
-        StoreError; `then`, if given, is called with it in the writer thread as it does
-        (before `after_commit`). Raises ValueError for a message with neither or both of
-        room and target, StoreError when the store is closed or too far behind. Lets a reader
-        thread put a burst of lines into one group commit."""
+        StoreError: PartlyStored when only some could not be stored (the others are
+        committed; it says which), any other StoreError when none was stored. `then`, if
+        given, is called with it in the writer thread as it does (before `after_commit`).
+        Raises ValueError for a message with neither or both of room and target, StoreError
+        when the store is closed or too far behind. Lets a reader thread put a burst of lines
+        into one group commit."""
         ...
 
     def room_history(self, room: str, query: HistoryQuery) -> list[StoredMessage]:
@@ -240,6 +253,18 @@ class Store(Protocol):
 
     def purge_older_than(self, cutoff_ts: int) -> int:
         """Delete messages with ts < cutoff_ts; return how many were deleted."""
+        ...
+
+    def delete_room_messages(self, room: str) -> Future[int]:
+        """Queue the deletion of every message of `room` (case-insensitive) without waiting:
+        it runs in write order, after every write queued before it, and the Future completes
+        with how many were deleted once that is committed (or fails with StoreError). Raises
+        StoreError when the store is closed or too far behind."""
+        ...
+
+    def purge_rooms_not_kept(self) -> int:
+        """Delete the messages of every room that is not stored as a room (see `save_room`);
+        return how many were deleted."""
         ...
 
     # --- rooms ----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from threadchat.store.base import (
     AccountExistsError,
     HistoryQuery,
     NewMessage,
+    PartlyStored,
     Ref,
     RoomRecord,
     Stamp,
@@ -460,14 +461,27 @@ class SQLiteStore:
                     results.append((job, job.fn(conn)))
                     conn.execute("RELEASE job")
                 except Exception as e:
-                    err = e if isinstance(e, StoreError) else self._wrap(e)
+                    err = self._wrap(e)
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        if job.rows is not None and job.rows.count > 1:
+                            # One reader's burst is one job: a message the database cannot
+                            # take (text that is not valid Unicode) must fail alone.
+                            each = self._insert_each(conn, job.rows)
+                            if isinstance(each, list):
+                                results.append((job, each))
+                                continue
+                            err = each
                     if not conn.in_transaction:
                         job.future.set_exception(err)
-                        self._settle_errors(errors)
-                        retry = [j for j, _ in results] + pending[i + 1 :]
+                        # Partly stored jobs lost their stored part with the transaction: they
+                        # are retried with the ones that went in, in their order.
+                        final = [(j, e) for j, e in errors if not isinstance(e, PartlyStored)]
+                        self._settle_errors(final)
+                        settled = {id(j) for j, _ in final}
+                        retry = [j for j in pending[:i] if id(j) not in settled] + pending[i + 1 :]
                         break
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
                     errors.append((job, err))
             if retry is not None:
                 pending = retry
@@ -561,6 +575,28 @@ class SQLiteStore:
         self._last_ts = ts
         return stamps
 
+    def _insert_each(self, conn: sqlite3.Connection, rows: _Rows) -> list[Stamp] | StoreError:
+        """Insert a failed job's messages one by one, each in a savepoint of its own (writer
+        thread, in its transaction): their stamps when all went in this time, PartlyStored
+        when some did, or the error that lost the transaction (disk full: then none of them
+        is stored)."""
+        outcomes: list[Stamp | StoreError] = []
+        for message in rows.messages:
+            conn.execute("SAVEPOINT message")
+            try:
+                [stamp] = self._insert_rows(conn, [_Rows([message])])
+                conn.execute("RELEASE message")
+                outcomes.append(stamp)
+            except Exception as e:
+                err = self._wrap(e)
+                if not conn.in_transaction:
+                    return err
+                conn.execute("ROLLBACK TO message")
+                conn.execute("RELEASE message")
+                outcomes.append(err)
+        stamps = [o for o in outcomes if not isinstance(o, StoreError)]
+        return stamps if len(stamps) == len(outcomes) else PartlyStored(outcomes)
+
     @staticmethod
     def _settle_errors(errors: list[tuple[_Job, BaseException]]) -> None:
         for job, err in errors:
@@ -568,10 +604,17 @@ class SQLiteStore:
                 job.future.set_exception(err)
 
     @staticmethod
-    def _wrap(e: Exception) -> Exception:
+    def _wrap(e: Exception) -> StoreError:
+        """Any failure of a job as a StoreError: callers handle that alone, and a failure of
+        one message (UnicodeEncodeError for a lone surrogate) must not escape as another."""
+        if isinstance(e, StoreError):
+            return e
         if isinstance(e, sqlite3.Error):
-            return StoreError(f"write failed: {e}")
-        return e
+            problem = StoreError(f"write failed: {e}")
+        else:
+            problem = StoreError(f"cannot store this: {type(e).__name__}: {e}")
+        problem.__cause__ = e
+        return problem
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -713,6 +756,31 @@ class SQLiteStore:
                 "DELETE FROM messages WHERE id IN"
                 " (SELECT id FROM messages WHERE ts < ? ORDER BY id LIMIT ?)",
                 (cutoff_ts, PURGE_CHUNK),
+            )
+            return cur.rowcount
+
+        total = 0
+        while True:
+            n = self._submit(purge_chunk, None)
+            total += n
+            if n < PURGE_CHUNK:
+                return total
+
+    def delete_room_messages(self, room: str) -> Future[int]:
+        key = fold(room)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM messages WHERE room_key = ?", (key,)).rowcount
+
+        return self._enqueue(delete)
+
+    def purge_rooms_not_kept(self) -> int:
+        def purge_chunk(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+                " WHERE room_key IS NOT NULL AND room_key NOT IN (SELECT room_key FROM rooms)"
+                " ORDER BY id LIMIT ?)",
+                (PURGE_CHUNK,),
             )
             return cur.rowcount
 
