@@ -160,13 +160,19 @@ def test_service_rate_limit_expires_with_the_window(tmp_path: Path) -> None:
         service = accounts.AccountService(store, clock=lambda: now[0])
         for _ in range(accounts.MAX_FAILS_PER_ACCOUNT):
             with pytest.raises(accounts.AuthError):
-                service.authenticate("alice", "wrong pass", "10.0.0.1:5000")
+                service.authenticate("alice", "wrong pass", "10.0.0.1")
         with pytest.raises(accounts.AuthError, match="too many"):
-            service.authenticate("alice", PASSWORD, "10.0.0.1:5001")
+            service.authenticate("alice", PASSWORD, "10.0.0.1")
         # Another address was never limited: the owner is not locked out.
-        assert service.authenticate("alice", PASSWORD, "10.0.0.2:5000") == "alice"
+        assert service.authenticate("alice", PASSWORD, "10.0.0.2") == "alice"
+        # An IPv6 client's whole /64 is one host: a fresh address does not reset the count.
+        for _ in range(accounts.MAX_FAILS_PER_ACCOUNT):
+            with pytest.raises(accounts.AuthError, match="invalid"):
+                service.authenticate("alice", "wrong pass", "2001:db8::1")
+        with pytest.raises(accounts.AuthError, match="too many"):
+            service.authenticate("alice", PASSWORD, "2001:db8::2")
         now[0] += accounts.FAIL_WINDOW + 1
-        assert service.authenticate("alice", PASSWORD, "10.0.0.1:5000") == "alice"
+        assert service.authenticate("alice", PASSWORD, "10.0.0.1") == "alice"
     finally:
         store.close()
 

@@ -198,14 +198,25 @@ def test_restart_with_the_same_data_directory_keeps_the_history_of_kept_rooms(
     for i in range(3):
         alice.send_json(type="say", room="club", text=f"before restart {i}", ref=i)
         alice.expect_event("ok", ref=i)
-    alice.send_json(type="say", room="lobby", text="in a guest's room", ref="lobby")
+    # The lobby was made by alice as a guest: it is kept anyway, as the server's own room.
+    alice.send_json(type="say", room="lobby", text="in the lobby", ref="lobby")
     alice.expect_event("ok", ref="lobby")
+    guest = json_client(first, "guest")
+    guest.send_json(type="join", room="cafe")  # made by a guest: ends with the run
+    guest.expect_event("who", room="cafe")
+    guest.send_json(type="say", room="cafe", text="in a guest's room", ref="cafe")
+    guest.expect_event("ok", ref="cafe")
     alice.close()
+    guest.close()
     first.stop()
     second = make_server(data_dir=str(tmp_path))
-    bob = json_client(second, "bob")  # makes a new lobby: the old one ended with the run
+    bob = json_client(second, "bob")
     bob.send_json(type="history", room="lobby", ref="h")
-    assert bob.expect_event("history", ref="h")["messages"] == []
+    assert [m["text"] for m in bob.expect_event("history", ref="h")["messages"]] == ["in the lobby"]
+    bob.send_json(type="join", room="cafe")
+    bob.expect_event("who", room="cafe")
+    bob.send_json(type="history", room="cafe", ref="c")
+    assert bob.expect_event("history", ref="c")["messages"] == []
     bob.send_json(type="join", room="club")
     bob.expect_event("who", room="club")
     replay = [bob.read_event() for _ in range(3)]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from threadchat import events, names
+from threadchat import addresses, events, names
 from threadchat.hub import HubError, User
 from threadchat.store.base import AccountExistsError, Store, StoreError
 from threadchat.store.passwords import MAX_PASSWORD_BYTES
@@ -102,12 +102,6 @@ class _Failures:
             self._seen.pop(key, None)
 
 
-def _host(address: str) -> str:
-    """The host part of "host:port" labels, so that a client's ports share one budget."""
-    host, sep, port = address.rpartition(":")
-    return host if sep and port.isdigit() else address
-
-
 def check_password_shape(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AuthError("weak_password", f"a password has at least {MIN_PASSWORD} characters")
@@ -137,15 +131,16 @@ class AccountService:
 
     # -- the API every protocol uses --------------------------------------------------------
 
-    def authenticate(self, name: str, password: str, address: str) -> str:
+    def authenticate(self, name: str, password: str, host: str) -> str:
         """Check a login; return the account name (as given) or raise AuthError.
 
         Rate-limited per account name and per client address. The error is the same whether
         or not the account exists, and a missing account costs the same time as a wrong
         password (the store burns a hash), so neither reveals which names are registered.
         """
-        host = _host(address)
-        account_key, host_key = f"a:{names.fold(name)}@{host}", "h:" + host
+        # Per host, not per connection: a client's ports (an IPv6 client's /64) share a budget.
+        where = addresses.host_key(host)
+        account_key, host_key = f"a:{names.fold(name)}@{where}", "h:" + where
         for key, most in ((account_key, MAX_FAILS_PER_ACCOUNT), (host_key, MAX_FAILS_PER_ADDRESS)):
             count, wait = self._failures.count(key)
             if count >= most:
@@ -169,9 +164,9 @@ class AccountService:
             # logged only when it names an account. Asked on every failure, so the answer
             # costs the same time whichever it is.
             if self.is_registered(name):
-                log.info("failed login for account %s from %s", name, address)
+                log.info("failed login for account %s from %s", name, host)
             else:
-                log.info("failed login for a name that is no account, from %s", address)
+                log.info("failed login for a name that is no account, from %s", host)
             raise AuthError("bad_login", BAD_LOGIN)
         self._failures.clear(account_key)
         return name
@@ -188,9 +183,9 @@ class AccountService:
             raise AuthError("auth_failed", "registration is not possible right now") from None
         log.info("account %s registered", name)
 
-    def change_password(self, account: str, old: str, new: str, address: str) -> None:
+    def change_password(self, account: str, old: str, new: str, host: str) -> None:
         check_password_shape(new)
-        self.authenticate(account, old, address)  # rate limits apply to guessing OLD too
+        self.authenticate(account, old, host)  # rate limits apply to guessing OLD too
         try:
             changed = self.store.change_password(account, old, new)
         except StoreError as problem:
@@ -279,7 +274,7 @@ def _service(session: NativeSession) -> AccountService:
 def login_on_hello(session: NativeSession, request: requests.Hello) -> str:
     """Authenticate a hello that carries a password; the account to register the user with."""
     assert request.password is not None
-    return _service(session).authenticate(request.name, request.password, session.label)
+    return _service(session).authenticate(request.name, request.password, session.host)
 
 
 def grace_notice(session: NativeSession) -> None:
@@ -307,7 +302,7 @@ def handle_register(session: NativeSession, request: requests.Register) -> bool:
 def handle_login(session: NativeSession, request: requests.Login) -> bool:
     service, user = _service(session), session.user
     assert user is not None
-    account = service.authenticate(request.name, request.password, session.label)
+    account = service.authenticate(request.name, request.password, session.host)
     service.logged_in(session.hub, user, account)
     session.reply(events.LoggedIn(account=account, ref=request.ref))
     if names.fold(user.nick) != names.fold(account):
@@ -323,6 +318,6 @@ def handle_password(session: NativeSession, request: requests.ChangePassword) ->
     assert user is not None
     if user.account is None:
         raise HubError("not_logged_in", "log in first (/login NAME PASSWORD)")
-    service.change_password(user.account, request.old, request.new, session.label)
+    service.change_password(user.account, request.old, request.new, session.host)
     session.reply(events.Notice(text="your password has been changed"))
     return False

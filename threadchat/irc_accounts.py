@@ -79,7 +79,7 @@ def on_authenticate(conn: IrcConnection, message: Message) -> None:
         _numeric(conn, Numeric.ERR_SASLFAIL)
         return
     try:
-        account = accounts.authenticate(name, secret, conn.label)
+        account = accounts.authenticate(name, secret, conn.host)
     except AuthError as problem:
         log.info("%s: SASL failed (%s)", conn.label, problem.code)
         _numeric(conn, Numeric.ERR_SASLFAIL)
@@ -107,7 +107,7 @@ def account_for_registration(conn: IrcConnection, nick: str) -> str | None:
     if accounts is None or password is None or conn.server.config.irc_password is not None:
         return None
     try:
-        return accounts.authenticate(nick, password, conn.label)
+        return accounts.authenticate(nick, password, conn.host)
     except AuthError as problem:
         conn.notice(f"*** PASS did not log you in: {problem.message}")
         return None
@@ -143,7 +143,7 @@ def nickserv(conn: IrcConnection, text: str) -> None:
         return
     name = words[1] if len(words) == 3 else user.nick
     try:
-        account = accounts.authenticate(name, words[-1], conn.label)
+        account = accounts.authenticate(name, words[-1], conn.host)
     except AuthError as problem:
         reply(problem.message)
         return

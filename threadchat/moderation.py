@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from threadchat import delivery, events, names
-from threadchat.hub import MAX_BANS, Hub, HubError, ModeChange, Room, User, _mode_event
+from threadchat.hub import (
+    DEFAULT_ROOM,
+    MAX_BANS,
+    Hub,
+    HubError,
+    ModeChange,
+    Room,
+    User,
+    _mode_event,
+)
 from threadchat.store.base import RoomRecord, Store, StoreError
 
 if TYPE_CHECKING:
@@ -82,7 +91,7 @@ class RoomKeeper:
         the last run, and their history must not pass to whoever makes a room of the name
         now (see `MessageLog.room_ended`)."""
         try:
-            purged = self.store.purge_rooms_not_kept()
+            purged = self.store.purge_rooms_not_kept(keep=[names.fold(DEFAULT_ROOM)])
         except StoreError as problem:
             # Starting matters more; a room made anew deletes them first anyway (see
             # `MessageLog.room_created`), and the next start tries again.
@@ -145,7 +154,13 @@ class RoomKeeper:
     # -- hooks the hub calls (lock held) ----------------------------------------------------
 
     def created(self, user: User, room: Room) -> None:
-        if user.account is not None:
+        if room.key == names.fold(DEFAULT_ROOM):
+            # The server's own room, where everyone arrives: always kept, with its history,
+            # and owned by no account (a guest who happened to arrive first owns nothing).
+            room.owner = None
+            room.persistent = True
+            self._grants[room.key] = Grants()
+        elif user.account is not None:
             room.owner = user.account
             room.persistent = True
             self._grants[room.key] = Grants()

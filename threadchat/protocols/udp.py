@@ -57,13 +57,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import math
 import secrets
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
+
+from threadchat import addresses
 
 Address = tuple[Any, ...]
 Event = dict[str, Any]
@@ -119,8 +120,6 @@ MAX_PENDING_PER_HOST = 32
 HELLO_RATE_PER_HOST = 50.0
 # Lets a burst of logins through at once (a NAT's users coming back after a server restart).
 HELLO_BURST_PER_HOST = 100.0
-# IPv6 hosts are handed at least a /64, so a per-host limit must count the whole prefix.
-IPV6_HOST_PREFIX = 64
 # The cookie secret is replaced this often and the previous one still accepted, so a cookie
 # works for between one and two rotations: plenty for one round trip and the client's
 # retransmissions, and a cookie seen on the path is useless soon after.
@@ -457,18 +456,8 @@ def new_nonce() -> str:
 
 
 def host_key(addr: Address) -> str:
-    """The host part of ``addr`` for per-host limits: the IP without the port; an IPv6
-    address counts as its /64 (one subscriber's prefix) and an IPv4-mapped one as the IPv4."""
-    host = str(addr[0])
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host  # not an IP literal (a test's symbolic address): the host itself is the key
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_HOST_PREFIX), strict=False))
-    return str(ip)
+    """The host part of ``addr`` for per-host limits (see `addresses.host_key`)."""
+    return addresses.host_key(str(addr[0]))
 
 
 class AddressCookies:

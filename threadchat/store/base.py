@@ -10,7 +10,7 @@ the store, unique and increasing in commit order, never reused (not even after a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
@@ -262,9 +262,9 @@ class Store(Protocol):
         StoreError when the store is closed or too far behind."""
         ...
 
-    def purge_rooms_not_kept(self) -> int:
-        """Delete the messages of every room that is not stored as a room (see `save_room`);
-        return how many were deleted."""
+    def purge_rooms_not_kept(self, keep: Iterable[str] = ()) -> int:
+        """Delete the messages of every room that is not stored as a room (see `save_room`)
+        and whose folded name is not in `keep`; return how many were deleted."""
         ...
 
     # --- rooms ----------------------------------------------------------------------------

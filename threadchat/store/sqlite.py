@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import functools
 import itertools
+import json
 import logging
 import operator
 import os
@@ -31,7 +32,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -774,13 +775,16 @@ class SQLiteStore:
 
         return self._enqueue(delete)
 
-    def purge_rooms_not_kept(self) -> int:
+    def purge_rooms_not_kept(self, keep: Iterable[str] = ()) -> int:
+        kept = json.dumps(sorted(set(keep)))
+
         def purge_chunk(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
                 " WHERE room_key IS NOT NULL AND room_key NOT IN (SELECT room_key FROM rooms)"
+                " AND room_key NOT IN (SELECT value FROM json_each(?))"
                 " ORDER BY id LIMIT ?)",
-                (PURGE_CHUNK,),
+                (kept, PURGE_CHUNK),
             )
             return cur.rowcount
 
