@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from threadchat.app.server import Server
 from threadchat.config import Config
-from threadchat.server import Server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "burst.jsonl"
 TIMEOUT_S = 10.0

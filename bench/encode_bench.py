@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from threadchat import events
-from threadchat.hub import User
-from threadchat.protocols import irc as irc_protocol
-from threadchat.protocols import jsonlines
-from threadchat.transports.irc import IrcConnection
+from threadchat.core import events
+from threadchat.core.hub import User
+from threadchat.protocols.irc import wire as irc_protocol
+from threadchat.protocols.native import jsonlines
+from threadchat.transports.irc.connection import IrcConnection
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encode.jsonl"
 TEXT = "a typical chat line of about sixty characters, give or take."

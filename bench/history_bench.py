@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from threadchat.app.server import Server
 from threadchat.config import Config
-from threadchat.server import Server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "history.jsonl"
 TEXT = "a typical chat line of about sixty characters, give or take."

@@ -22,11 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from threadchat import delivery, history
-from threadchat.events import Event
-from threadchat.history import MessageLog
-from threadchat.hub import Hub
-from threadchat.protocols import jsonlines
+from threadchat.core import delivery
+from threadchat.core.events import Event
+from threadchat.core.hub import Hub
+from threadchat.protocols.native import jsonlines
+from threadchat.services import history
+from threadchat.services.history import MessageLog
 from threadchat.store.sqlite import SQLiteStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "history_cpu.jsonl"

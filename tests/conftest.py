@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from threadchat.app.server import Server
 from threadchat.config import Config
-from threadchat.server import Server
 from threadchat.store.sqlite import SQLiteStore, wait_for
 
 # Every blocking wait in the tests is bounded by this.

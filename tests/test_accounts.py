@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import JsonClient, LineClient
 
-from threadchat import accounts
-from threadchat.server import Server
+from threadchat.app.server import Server
+from threadchat.services import accounts
 from threadchat.store import open_store
 
 PASSWORD = "correct-horse"

@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 from conftest import WAIT, JsonClient
 
-from threadchat import requests
+from threadchat.app.server import Server
 from threadchat.client import render
 from threadchat.client.chat import ChatClient, holds_password
 from threadchat.client.transport import AddressError, parse_address
-from threadchat.protocols import jsonlines
-from threadchat.server import Server
+from threadchat.protocols.native import jsonlines, requests
 from threadchat.store.base import Ref
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import WAIT, LineClient
 
-from threadchat import cli, config
+from threadchat import config
+from threadchat.app import cli
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> config.Config:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import JsonClient
 
-from threadchat.server import Server
+from threadchat.app.server import Server
 from threadchat.store.base import HistoryQuery, Ref
 
 # Big enough for the schema and a few thousand messages, small enough to fill in seconds.

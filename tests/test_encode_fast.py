@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from bench import encode_bench
-from threadchat import events
-from threadchat.hub import User
-from threadchat.protocols import irc as irc_protocol
-from threadchat.protocols import jsonlines, utctime
-from threadchat.protocols.irc import Formatter
-from threadchat.transports.irc import chat_line, chat_messages
+from threadchat.core import events
+from threadchat.core.hub import User
+from threadchat.protocols import utctime
+from threadchat.protocols.irc import wire as irc_protocol
+from threadchat.protocols.irc.wire import Formatter
+from threadchat.protocols.native import jsonlines
+from threadchat.transports.irc.connection import chat_line, chat_messages
 
 SEED = 20261125
 

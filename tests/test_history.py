@@ -16,11 +16,12 @@ import pytest
 from conftest import WAIT, JsonClient, LineClient, writer_held
 from test_irc import IrcClient
 
-from threadchat import events, history
+from threadchat.app.server import Server, StartupError
 from threadchat.config import Config
-from threadchat.events import Event
-from threadchat.history import Retention
-from threadchat.server import Server, StartupError
+from threadchat.core import events
+from threadchat.core.events import Event
+from threadchat.services import history
+from threadchat.services.history import Retention
 from threadchat.store import open_store
 from threadchat.store.base import HistoryQuery, Ref
 

@@ -7,10 +7,10 @@ import pytest
 from conftest import JsonClient, LineClient
 from test_irc import IrcClient
 
-from threadchat import events
-from threadchat.hub import encode_contained
-from threadchat.protocols import jsonlines
-from threadchat.server import Server
+from threadchat.app.server import Server
+from threadchat.core import events
+from threadchat.core.hub import encode_contained
+from threadchat.protocols.native import jsonlines
 
 Connect = Callable[..., LineClient]
 ConnectJson = Callable[..., JsonClient]

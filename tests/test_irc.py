@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import WAIT, LineClient, ThreadLimit
 
-from threadchat.protocols.irc import Message, parse
-from threadchat.server import Server
+from threadchat.app.server import Server
+from threadchat.protocols.irc.wire import Message, parse
 
 
 class IrcClient(LineClient):

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from conftest import JsonClient
 from test_irc import IrcClient
 
-from threadchat.protocols.irc import parse
-from threadchat.server import Server
+from threadchat.app.server import Server
+from threadchat.protocols.irc.wire import parse
 
 PASSWORD = "correct-horse"
 

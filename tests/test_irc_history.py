@@ -7,9 +7,9 @@ import pytest
 from conftest import JsonClient
 from test_irc import IrcClient
 
-from threadchat.irc_history import parse_timestamp
-from threadchat.protocols.irc import Message, parse
-from threadchat.server import Server
+from threadchat.app.server import Server
+from threadchat.protocols.irc.wire import Message, parse
+from threadchat.transports.irc.chathistory import parse_timestamp
 
 PASSWORD = "correct-horse"
 HISTORY_CAPS = ("batch", "server-time", "message-tags", "echo-message")

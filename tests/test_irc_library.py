@@ -9,7 +9,7 @@ import irc.client
 import pytest
 from conftest import WAIT, JsonClient
 
-from threadchat.server import Server
+from threadchat.app.server import Server
 
 
 class LibraryClient:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from threadchat.protocols import irc
-from threadchat.protocols.irc import (
+from threadchat.protocols.irc import wire as irc
+from threadchat.protocols.irc.wire import (
     BufferOverflow,
     Formatter,
     IrcLineReader,

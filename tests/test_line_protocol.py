@@ -3,10 +3,11 @@
 import doctest
 import json
 
-from threadchat import events, requests
-from threadchat.flood import TokenBucket
-from threadchat.protocols import jsonlines, line, lineends
-from threadchat.protocols.line import MAX_UNTERMINATED, LineFramer, LineProtocol, render_text
+from threadchat.core import events
+from threadchat.core.flood import TokenBucket
+from threadchat.protocols import lineends
+from threadchat.protocols.native import jsonlines, line, requests
+from threadchat.protocols.native.line import MAX_UNTERMINATED, LineFramer, LineProtocol, render_text
 
 
 def test_doctests() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from conftest import JsonClient, LineClient, ThreadLimit
 
-from threadchat.server import Server
+from threadchat.app.server import Server
 from threadchat.transports import tcp
 
 Connect = Callable[..., LineClient]

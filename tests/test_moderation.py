@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import JsonClient, LineClient
 
-from threadchat.server import Server
+from threadchat.app.server import Server
 
 PASSWORD = "correct-horse"
 
@@ -166,7 +166,7 @@ def test_text_mode_moderation_commands(make_server: Callable[..., Server]) -> No
 def test_irc_style_mode_changes_persist_too(
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    from threadchat.hub import ModeChange
+    from threadchat.core.hub import ModeChange
 
     first = make_server(data_dir=str(tmp_path))
     alice, bob = registered(first, "alice"), registered(first, "bob")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from conftest import WAIT, JsonClient, LineClient
 
-from threadchat import events
-from threadchat.hub import RoomRelay
-from threadchat.server import Server
+from threadchat.app.server import Server
+from threadchat.core import events
+from threadchat.core.hub import RoomRelay
 
 
 def json_client(server: Server, name: str) -> JsonClient:

@@ -10,8 +10,8 @@ import pytest
 import trustme
 from conftest import WAIT, JsonClient
 
-from threadchat import tls
-from threadchat.server import Server, StartupError
+from threadchat.app.server import Server, StartupError
+from threadchat.transports import tls
 
 
 @pytest.fixture(scope="module")

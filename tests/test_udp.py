@@ -14,9 +14,9 @@ import pytest
 from conftest import WAIT, JsonClient, LineClient
 from lossy_relay import LossyRelay
 
+from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport, split_request
 from threadchat.protocols import udp as proto
-from threadchat.server import Server
 
 Connect = Callable[..., LineClient]
 ConnectJson = Callable[..., JsonClient]

@@ -1,3 +1,3 @@
-from threadchat.cli import main
+from threadchat.app.cli import main
 
 raise SystemExit(main())

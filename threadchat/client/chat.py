@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from threadchat import names, requests
 from threadchat.client import render
 from threadchat.client.render import Line
-from threadchat.protocols import jsonlines
-from threadchat.protocols.line import parse_text_command
+from threadchat.core import names
+from threadchat.protocols.native import jsonlines, requests
+from threadchat.protocols.native.line import parse_text_command
 from threadchat.store.base import Ref
 
 # Error codes with which the server refuses a name in hello.

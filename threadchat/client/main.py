@@ -32,7 +32,7 @@ from threadchat.client.transport import (
     Transport,
     parse_address,
 )
-from threadchat.tls import client_context
+from threadchat.transports.tls import client_context
 
 # How long the client waits for the server to close after it sent quit.
 QUIT_WAIT = 5.0

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from threadchat import names
+from threadchat.core import names
 
 Fragment = tuple[str, str]
 Line = list[Fragment]

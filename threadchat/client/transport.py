@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from threadchat.tls import wrap_client
+from threadchat.transports.tls import wrap_client
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7000

@@ -64,7 +64,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from threadchat import addresses
+from threadchat.core import addresses
 
 Address = tuple[Any, ...]
 Event = dict[str, Any]

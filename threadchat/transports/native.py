@@ -7,16 +7,18 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from threadchat import events, history, requests
-from threadchat.events import Event
-from threadchat.hub import encode_contained
-from threadchat.protocols.line import JSON_MODE, LineProtocol
-from threadchat.session import NativeSession, SessionEnded
+from threadchat.core import events
+from threadchat.core.events import Event
+from threadchat.core.hub import encode_contained
+from threadchat.protocols.native import requests
+from threadchat.protocols.native.line import JSON_MODE, LineProtocol
+from threadchat.protocols.native.session import NativeSession, SessionEnded
+from threadchat.services import history
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
 if TYPE_CHECKING:
-    from threadchat.server import Server
+    from threadchat.transports.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class LineConnection(TcpConnection):
         # LineProtocol.encode).
         return LineProtocol().encode(events.Error(code="server_busy", message=text)) or b""
 
-    def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
+    def __init__(self, server: "Host", sock: socket.socket, address: tuple) -> None:
         super().__init__(server, sock, address)
         self.protocol = LineProtocol(server.config.max_line)
         self.session = NativeSession(

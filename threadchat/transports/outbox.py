@@ -26,7 +26,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from threadchat import delivery
+from threadchat.core import delivery
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from threadchat import delivery, history
-from threadchat.flood import TokenBucket
-from threadchat.tls import TlsChannel
+from threadchat.core import delivery
+from threadchat.core.flood import TokenBucket
+from threadchat.services import history
 from threadchat.transports.outbox import Outbox
+from threadchat.transports.tls import TlsChannel
 
 if TYPE_CHECKING:
-    from threadchat.server import Server
+    from threadchat.transports.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class TcpConnection:
         """The bytes that tell a client, in its protocol, why it is closed before it starts."""
         return b""
 
-    def __init__(self, server: "Server", sock: socket.socket, address: tuple) -> None:
+    def __init__(self, server: "Host", sock: socket.socket, address: tuple) -> None:
         self.server = server
         self.sock = sock
         self.address = address
@@ -268,7 +269,7 @@ class TcpListener:
 
     def __init__(
         self,
-        server: "Server",
+        server: "Host",
         host: str,
         port: int,
         connection_class: type[TcpConnection],

@@ -34,17 +34,17 @@ from collections import Counter, deque
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from threadchat import delivery, events, names
-from threadchat.events import Event
-from threadchat.flood import TokenBucket
-from threadchat.hub import encode_contained
-from threadchat.protocols import jsonlines
+from threadchat.core import delivery, events, names
+from threadchat.core.events import Event
+from threadchat.core.flood import TokenBucket
+from threadchat.core.hub import encode_contained
 from threadchat.protocols import udp as proto
-from threadchat.protocols.line import JSON_MODE
-from threadchat.session import NativeSession, SessionEnded
+from threadchat.protocols.native import jsonlines
+from threadchat.protocols.native.line import JSON_MODE
+from threadchat.protocols.native.session import NativeSession, SessionEnded
 
 if TYPE_CHECKING:
-    from threadchat.server import Server
+    from threadchat.transports.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class UdpListener:
 
     name = "udp"
 
-    def __init__(self, server: Server, host: str, port: int) -> None:
+    def __init__(self, server: Host, host: str, port: int) -> None:
         self.server = server
         config = server.config
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -9,7 +9,7 @@ from threadchat import __version__, config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from threadchat.server import Server, StartupError, tune_garbage_collector
+    from threadchat.app.server import Server, StartupError, tune_garbage_collector
 
     try:
         settings = config.load(args)

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from threadchat import delivery, events, names
-from threadchat.events import Event
-from threadchat.hub import Hub, HubError, RoomRelay, User
+from threadchat.core import delivery, events, names
+from threadchat.core.events import Event
+from threadchat.core.hub import Hub, HubError, RoomRelay, User
 from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     HistoryQuery,
@@ -48,8 +48,7 @@ from threadchat.store.base import (
 from threadchat.store.sqlite import wait_for
 
 if TYPE_CHECKING:
-    from threadchat import requests
-    from threadchat.session import NativeSession
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -658,82 +657,6 @@ def member_room(hub: Hub, user: User, room: str) -> str | None:
         return joined.name if joined is not None else None
 
 
-# -- the native session's side ----------------------------------------------------------------
-
-
-def replay_on_join(session: NativeSession, room: str) -> None:
-    """Send the room's last messages (marked as history) to a user who just joined it."""
-    service = session.hub.history
-    if service is None or service.on_join == 0:
-        return
-    try:
-        messages = service.latest(room, service.on_join)
-    except StoreError as problem:
-        log.error("cannot read history of %s: %s", room, problem)
-        return
-    for event in messages:
-        session.reply(event)
-    if messages:
-        session.history_cursor = (names.fold(room), None, messages[0].id, service.on_join)
-
-
-def handle_history(session: NativeSession, request: requests.HistoryRequest) -> bool:
-    """Answer a history request with a HistoryPage; True (the reply carries the ref)."""
-    user = session.user
-    service = session.hub.history
-    assert user is not None
-    if service is None:
-        raise HubError("history_off", "this server keeps no history")
-    limit = clamp_limit(DEFAULT_PAGE if request.limit is None else request.limit)
-    room, peer, before = request.room, request.peer, request.before
-    if request.more:
-        cursor = session.history_cursor
-        if cursor is None:
-            raise HubError("bad_request", "nothing to continue; /history first")
-        room, peer, oldest, size = cursor
-        before = Ref.msgid(oldest)
-        if request.limit is None:
-            limit = size
-    if peer is not None:
-        if user.account is None:
-            raise HubError("not_logged_in", "log in to read your private conversations")
-        if names.nick_error(peer):
-            raise HubError("invalid_name", f"{peer} is not an account name")
-        room_name = None
-    else:
-        room_name = room or session.current_room
-        if room_name is None:
-            raise HubError("no_room", "you are in no room; /join ROOM first")
-        room_name = member_room(session.hub, user, room_name)
-        if room_name is None:
-            raise HubError(
-                "not_in_room", f"join {room or session.current_room} to read its history"
-            )
-    try:
-        stored = service.page(
-            room=room_name,
-            asker_account=user.account,
-            peer=peer,
-            before=before,
-            after=request.after,
-            limit=limit,
-        )
-    except StoreError as problem:
-        log.error("history request failed: %s", problem)
-        raise HubError("history_failed", "history cannot be read right now") from None
-    if stored:
-        session.history_cursor = (room_name, peer, stored[0].id, limit)
-    page = events.HistoryPage(
-        room=room_name,
-        peer=peer,
-        messages=tuple(to_event(m) for m in stored),
-        more=limit > 0 and len(stored) == limit and request.after is None,
-        ref=request.ref,
-    )
-    session.reply(page)
-    return True
-
-
 class Retention(threading.Thread):
     """Deletes messages older than `days` days: once at start, then every `interval` seconds.
 
@@ -774,7 +697,5 @@ __all__ = [
     "MAX_HISTORY_LIMIT",
     "MessageLog",
     "Retention",
-    "handle_history",
     "member_room",
-    "replay_on_join",
 ]

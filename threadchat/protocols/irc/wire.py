@@ -322,7 +322,7 @@ def parse(line: bytes | str) -> Message:
     >>> parse("@a=b")
     Traceback (most recent call last):
     ...
-    threadchat.protocols.irc.IrcParseError: no command
+    threadchat.protocols.irc.wire.IrcParseError: no command
     """
     if isinstance(line, bytes):
         text, _ = decode_line(line)

@@ -11,15 +11,15 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from threadchat import tls
-from threadchat.accounts import ENFORCEMENT_MODES, AccountService
-from threadchat.history import MessageLog, Retention
-from threadchat.moderation import RoomKeeper
+from threadchat.services.accounts import ENFORCEMENT_MODES, AccountService
+from threadchat.services.history import MessageLog, Retention
+from threadchat.services.moderation import RoomKeeper
 from threadchat.store import open_store
 from threadchat.store.base import StoreError
+from threadchat.transports import tls
 
 if TYPE_CHECKING:
-    from threadchat.server import Server
+    from threadchat.app.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ RETENTION_JOIN = 5.0
 
 def start(server: Server) -> None:
     """Open the store and plug the services into the hub; raise StartupError saying why not."""
-    from threadchat.server import StartupError
+    from threadchat.app.server import StartupError
 
     config = server.config
     if config.nick_enforcement not in ENFORCEMENT_MODES:

@@ -23,15 +23,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from threadchat import addresses, events, names
-from threadchat.hub import HubError, User
+from threadchat.core import addresses, names
+from threadchat.core.hub import HubError, User
 from threadchat.store.base import AccountExistsError, Store, StoreError
 from threadchat.store.passwords import MAX_PASSWORD_BYTES
 
 if TYPE_CHECKING:
-    from threadchat import requests
-    from threadchat.hub import Hub
-    from threadchat.session import NativeSession
+    from threadchat.core.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -259,65 +257,3 @@ class AccountService:
                     continue
                 log.info("%s did not log in within %gs, renamed to %s", nick, GRACE_PERIOD, guest)
                 break
-
-
-# -- the native session's side ----------------------------------------------------------------
-
-
-def _service(session: NativeSession) -> AccountService:
-    service = session.hub.accounts
-    if service is None:
-        raise HubError("accounts_off", "this server has no accounts")
-    return service
-
-
-def login_on_hello(session: NativeSession, request: requests.Hello) -> str:
-    """Authenticate a hello that carries a password; the account to register the user with."""
-    assert request.password is not None
-    return _service(session).authenticate(request.name, request.password, session.host)
-
-
-def grace_notice(session: NativeSession) -> None:
-    service = session.hub.accounts
-    user = session.user
-    if service and user and user.account is None and service.in_grace(user.nick):
-        text = (
-            f"the name {user.nick} is registered: /login {user.nick} PASSWORD "
-            f"within {GRACE_PERIOD:g} s, or you will be renamed"
-        )
-        session.reply(events.Notice(text=text))
-
-
-def handle_register(session: NativeSession, request: requests.Register) -> bool:
-    service, user = _service(session), session.user
-    assert user is not None
-    if user.account is not None:
-        raise HubError("bad_request", f"you are already logged in as {user.account}")
-    service.register(user.nick, request.password)
-    service.logged_in(session.hub, user, user.nick)
-    session.reply(events.LoggedIn(account=user.nick, ref=request.ref))
-    return True
-
-
-def handle_login(session: NativeSession, request: requests.Login) -> bool:
-    service, user = _service(session), session.user
-    assert user is not None
-    account = service.authenticate(request.name, request.password, session.host)
-    service.logged_in(session.hub, user, account)
-    session.reply(events.LoggedIn(account=account, ref=request.ref))
-    if names.fold(user.nick) != names.fold(account):
-        try:
-            session.hub.change_nick(user, account)
-        except HubError:
-            session.reply(events.Notice(text=f"{account} is in use; you keep the name {user.nick}"))
-    return True
-
-
-def handle_password(session: NativeSession, request: requests.ChangePassword) -> bool:
-    service, user = _service(session), session.user
-    assert user is not None
-    if user.account is None:
-        raise HubError("not_logged_in", "log in first (/login NAME PASSWORD)")
-    service.change_password(user.account, request.old, request.new, session.host)
-    session.reply(events.Notice(text="your password has been changed"))
-    return False

@@ -29,8 +29,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from threadchat import delivery, events, names
-from threadchat.hub import (
+from threadchat.core import delivery, events, names
+from threadchat.core.hub import (
     DEFAULT_ROOM,
     MAX_BANS,
     Hub,
@@ -43,8 +43,7 @@ from threadchat.hub import (
 from threadchat.store.base import RoomRecord, Store, StoreError
 
 if TYPE_CHECKING:
-    from threadchat import requests
-    from threadchat.session import NativeSession
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -313,32 +312,4 @@ class RoomKeeper:
         return member
 
 
-# -- the native session's side ----------------------------------------------------------------
-
-
-def _keeper(session: NativeSession) -> RoomKeeper:
-    keeper = session.hub.moderation
-    if keeper is None:
-        raise HubError("moderation_off", "this server has no moderation")
-    return keeper
-
-
-def handle_moderate(session: NativeSession, request: requests.Moderate) -> bool:
-    assert session.user is not None
-    room = request.room or session.current_room
-    if room is None:
-        raise HubError("no_room", "you are in no room; /join ROOM first")
-    _keeper(session).moderate(session.user, room, request.action, request.target, request.reason)
-    return False
-
-
-def handle_topic_lock(session: NativeSession, request: requests.TopicLock) -> bool:
-    assert session.user is not None
-    room = request.room or session.current_room
-    if room is None:
-        raise HubError("no_room", "you are in no room; /join ROOM first")
-    _keeper(session).topic_lock(session.user, room, request.locked)
-    return False
-
-
-__all__ = ["RoomKeeper", "entry_matches", "handle_moderate", "handle_topic_lock"]
+__all__ = ["RoomKeeper", "entry_matches"]

@@ -8,9 +8,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from threadchat import events, requests
-from threadchat.events import Event
+from threadchat.core import events
+from threadchat.core.events import Event
 from threadchat.protocols import utctime
+from threadchat.protocols.native import requests
 from threadchat.store.base import Ref
 
 

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 
-from threadchat import events, requests
-from threadchat.events import Event
-from threadchat.names import strip_controls
-from threadchat.protocols import jsonlines
+from threadchat.core import events
+from threadchat.core.events import Event
+from threadchat.core.names import strip_controls
 from threadchat.protocols.lineends import LineEnds
+from threadchat.protocols.native import jsonlines, requests
 
 # Long enough for any chat line a person types, short enough that one connection cannot make
 # the server buffer much.

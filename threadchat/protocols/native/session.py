@@ -8,9 +8,11 @@ owned by its connection's reader thread, so it needs no lock of its own.
 import logging
 from collections.abc import Callable
 
-from threadchat import accounts, events, history, moderation, names, requests
-from threadchat.events import Event
-from threadchat.hub import DEFAULT_ROOM, Connection, Hub, HubError, User, check_text
+from threadchat.core import events, names
+from threadchat.core.events import Event
+from threadchat.core.hub import DEFAULT_ROOM, Connection, Hub, HubError, User, check_text
+from threadchat.protocols.native import commands, requests
+from threadchat.services import history
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class NativeSession:
         try:
             identity = {"host": self.host}
             if request.password is not None:
-                identity["account"] = accounts.login_on_hello(self, request)
+                identity["account"] = commands.login_on_hello(self, request)
             self.user = self.hub.register(self.conn, request.name, **identity)
         except HubError as problem:
             self._refuse(problem.code, problem.message, request.ref)
@@ -111,7 +113,7 @@ class NativeSession:
         if self.user.account is not None and self.hub.accounts is not None:
             self.hub.accounts.logged_in(self.hub, self.user, self.user.account)
             self.reply(events.LoggedIn(account=self.user.account))
-        accounts.grace_notice(self)
+        commands.grace_notice(self)
         self._join(DEFAULT_ROOM)
         if request.ref is not None:
             self.reply(events.Ok(ref=request.ref))
@@ -132,7 +134,7 @@ class NativeSession:
         else:
             name, members = self.hub.members(room.name)
             self.reply(events.WhoList(room=name, members=members))
-        history.replay_on_join(self, room.name)
+        commands.replay_on_join(self, room.name)
 
     def _on_join(self, request: requests.JoinRoom) -> bool:
         self._join(request.room)
@@ -181,7 +183,7 @@ class NativeSession:
     def _on_nick(self, request: requests.ChangeNick) -> bool:
         assert self.user is not None
         self.hub.change_nick(self.user, request.name)
-        accounts.grace_notice(self)
+        commands.grace_notice(self)
         return False
 
     def _on_topic(self, request: requests.Topic) -> bool:
@@ -204,7 +206,7 @@ class NativeSession:
         return False
 
     def _on_help(self, request: requests.Help) -> bool:
-        from threadchat.protocols.line import HELP_LINES
+        from threadchat.protocols.native.line import HELP_LINES
 
         self.reply(events.HelpText(lines=HELP_LINES))
         return False
@@ -247,11 +249,11 @@ _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
 # History, accounts and moderation live in their own modules.
 _HANDLERS.update(
     {
-        requests.HistoryRequest: history.handle_history,
-        requests.Register: accounts.handle_register,
-        requests.Login: accounts.handle_login,
-        requests.ChangePassword: accounts.handle_password,
-        requests.Moderate: moderation.handle_moderate,
-        requests.TopicLock: moderation.handle_topic_lock,
+        requests.HistoryRequest: commands.handle_history,
+        requests.Register: commands.handle_register,
+        requests.Login: commands.handle_login,
+        requests.ChangePassword: commands.handle_password,
+        requests.Moderate: commands.handle_moderate,
+        requests.TopicLock: commands.handle_topic_lock,
     }  # type: ignore[dict-item]
 )

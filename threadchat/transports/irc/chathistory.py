@@ -24,13 +24,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from threadchat import history
-from threadchat.events import Event
-from threadchat.protocols.irc import Formatter, Message, Numeric, channel_to_room, is_valid_nick
+from threadchat.core.events import Event
+from threadchat.protocols.irc.wire import (
+    Formatter,
+    Message,
+    Numeric,
+    channel_to_room,
+    is_valid_nick,
+)
+from threadchat.services import history
 from threadchat.store.base import MAX_HISTORY_LIMIT, HistoryQuery, Ref, StoreError, clamp_limit
 
 if TYPE_CHECKING:
-    from threadchat.transports.irc import IrcConnection
+    from threadchat.transports.irc.connection import IrcConnection
 
 log = logging.getLogger(__name__)
 

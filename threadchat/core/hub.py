@@ -19,15 +19,10 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import ne
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from threadchat import delivery, events, names
-from threadchat.events import Event
-
-if TYPE_CHECKING:
-    from threadchat.accounts import AccountService
-    from threadchat.history import MessageLog
-    from threadchat.moderation import RoomKeeper
+from threadchat.core import delivery, events, names, ports
+from threadchat.core.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +170,9 @@ class Hub:
         # Services the server plugs in when it has a store; None keeps the hub memory-only.
         # history: commits each message before it is relayed. accounts: guards registered
         # names. moderation: keeps rooms of account owners, mutes, grants on join.
-        self.history: MessageLog | None = None
-        self.accounts: AccountService | None = None
-        self.moderation: RoomKeeper | None = None
+        self.history: ports.History | None = None
+        self.accounts: ports.Accounts | None = None
+        self.moderation: ports.Moderation | None = None
         # Without history: queues a room message with the others of the reader's current
         # read, to be relayed as one run at its end (`history.defer`); False when the thread
         # is not in a read. The server plugs it in; None relays each message at once.

@@ -18,12 +18,12 @@ import binascii
 import logging
 from typing import TYPE_CHECKING
 
-from threadchat import names
-from threadchat.accounts import AuthError
-from threadchat.protocols.irc import Message, Numeric
+from threadchat.core import names
+from threadchat.protocols.irc.wire import Message, Numeric
+from threadchat.services.accounts import AuthError
 
 if TYPE_CHECKING:
-    from threadchat.transports.irc import IrcConnection
+    from threadchat.transports.irc.connection import IrcConnection
 
 log = logging.getLogger(__name__)
 

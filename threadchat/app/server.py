@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from threadchat import history
 from threadchat.config import Config
-from threadchat.hub import Hub
+from threadchat.core.hub import Hub
+from threadchat.services import history
 from threadchat.store.base import Store
-from threadchat.transports.irc import IrcConnection
+from threadchat.transports.irc.connection import IrcConnection
 from threadchat.transports.native import LineConnection
 from threadchat.transports.tcp import TcpConnection, TcpListener
 from threadchat.transports.udp import UdpListener
@@ -87,9 +87,9 @@ class Server:
             raise StartupError(str(problem)) from problem
 
     def _start(self) -> None:
-        from threadchat import services
+        from threadchat.app import startup
 
-        services.start(self)
+        startup.start(self)
         if self.config.line_port > 0:
             self.listeners.append(
                 TcpListener(
@@ -224,9 +224,9 @@ class Server:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
         if self._housekeeper.is_alive():
             self._housekeeper.join()
-        from threadchat import services
+        from threadchat.app import startup
 
-        services.stop(self)
+        startup.stop(self)
         left = [c.label for c in self.connections()]
         if left:
             log.warning("connections still open after shutdown: %s", ", ".join(left))

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from threadchat import __version__, events, history, irc_accounts, irc_history, names
-from threadchat.events import Event
-from threadchat.hub import MAX_BANS, Echo, HubError, ModeChange, RoomState, User
+from threadchat import __version__
+from threadchat.core import events, names
+from threadchat.core.events import Event
+from threadchat.core.hub import MAX_BANS, Echo, HubError, ModeChange, RoomState, User
 from threadchat.protocols import utctime
-from threadchat.protocols.irc import (
+from threadchat.protocols.irc.wire import (
     CHANNELLEN,
     MAX_LINE_BYTES,
     NICKLEN,
@@ -62,11 +63,14 @@ from threadchat.protocols.irc import (
     reply_with_text,
     split_targets,
 )
+from threadchat.services import history
+from threadchat.transports.irc import chathistory as irc_history
+from threadchat.transports.irc import sasl as irc_accounts
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
 if TYPE_CHECKING:
-    from threadchat.server import Server
+    from threadchat.transports.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +185,7 @@ class IrcConnection(TcpConnection):
         host = _safe_host(str(address[0]))
         return Message("ERROR", [f"Closing Link: {host} ({text})"]).to_bytes()
 
-    def __init__(self, server: Server, sock: socket.socket, address: tuple) -> None:
+    def __init__(self, server: Host, sock: socket.socket, address: tuple) -> None:
         super().__init__(server, sock, address)
         self.hub = server.hub
         self.server_name = server.config.server_name

@@ -1,0 +1,65 @@
+"""The layers of docs/architecture.md, enforced: import-linter checks the contracts in
+pyproject.toml, TYPE_CHECKING imports included."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_TIMEOUT = 120
+
+
+def lint_imports(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    script = "import sys; from importlinter.cli import lint_imports_command; lint_imports_command()"
+    return subprocess.run(
+        [sys.executable, "-c", script, *extra],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=LINT_TIMEOUT,
+        env={"PYTHONPATH": str(cwd), "PATH": ""},
+    )
+
+
+def test_every_layer_contract_is_kept() -> None:
+    result = lint_imports(ROOT, "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_an_upward_import_behind_type_checking_breaks_the_layers(tmp_path: Path) -> None:
+    # The same kind of contract on a two-layer package whose lower layer imports the upper
+    # one only for type checking: the check must still see it.
+    package = tmp_path / "layered"
+    (package / "core").mkdir(parents=True)
+    (package / "app").mkdir()
+    for init in (package, package / "core", package / "app"):
+        (init / "__init__.py").write_text("")
+    (package / "app" / "server.py").write_text("class Server: ...\n")
+    (package / "core" / "hub.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import TYPE_CHECKING
+            if TYPE_CHECKING:
+                from layered.app.server import Server
+            """
+        )
+    )
+    (tmp_path / ".importlinter").write_text(
+        textwrap.dedent(
+            """
+            [importlinter]
+            root_package = layered
+            [importlinter:contract:layers]
+            name = layers
+            type = layers
+            layers =
+                layered.app
+                layered.core
+            """
+        )
+    )
+    result = lint_imports(tmp_path, "--no-cache")
+    assert result.returncode != 0, result.stdout
+    assert "layered.core.hub -> layered.app.server" in result.stdout
