@@ -81,6 +81,9 @@ class User:
     signon: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
     rooms: dict[str, "Room"] = field(default_factory=dict)
+    # The client builds its member lists from join, leave and quit lines (IRC does): it gets
+    # them even in quiet rooms, and the full list on joining one (see Hub._audience).
+    keeps_member_list: bool = False
 
     @property
     def key(self) -> str:
@@ -118,13 +121,7 @@ class Room:
         return names.fold(self.name)
 
     def is_banned(self, user: User) -> bool:
-        mask = names.fold(user.mask)
-        if user.account is not None:
-            # "~a:NAME" bans an account, whatever nick or host it comes from.
-            account_ban = "~a:" + names.fold(user.account)
-            if any(names.fold(ban) == account_ban for ban in self.bans):
-                return True
-        return any(fnmatch.fnmatchcase(mask, names.fold(ban)) for ban in self.bans)
+        return any(entry_matches(ban, user) for ban in self.bans)
 
     def can_speak(self, user: User) -> bool:
         if "m" not in self.modes:
@@ -180,14 +177,18 @@ class Hub:
 
     # -- users -----------------------------------------------------------------------------
 
-    def register(self, conn: Connection, nick: str, **identity: str) -> User:
-        """Claim `nick` for a new user; raises HubError('invalid_name' | 'name_in_use')."""
+    def register(
+        self, conn: Connection, nick: str, *, keeps_member_list: bool = False, **identity: str
+    ) -> User:
+        """Claim `nick` for a new user; raises HubError('invalid_name' | 'name_in_use').
+
+        `keeps_member_list`: see `User.keeps_member_list`."""
         _check_nick(nick)
         for value in identity.values():
             check_text(value)
         if self.accounts is not None:
             self.accounts.check_name(nick, identity.get("account"))
-        user = User(nick=nick, conn=conn, **identity)
+        user = User(nick=nick, conn=conn, keeps_member_list=keeps_member_list, **identity)
         with self._lock:
             if user.key in self._users:
                 raise HubError("name_in_use", f"the name {nick} is taken")
@@ -288,6 +289,19 @@ class Hub:
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
+
+    def arrival(self, user: User, room_name: str) -> "Arrival":
+        """What `user` is shown on joining the room, whatever their protocol: its topic and
+        its members, or in a quiet room only the count (unless `user.keeps_member_list`)."""
+        with self._lock:
+            room = self._member_room(user, room_name)
+            topic = events.TopicInfo(
+                room=room.name, topic=room.topic, by=room.topic_by, set_at=room.topic_at
+            )
+            members = None
+            if user.keeps_member_list or not self._is_quiet(room):
+                members = tuple((u, _status(room, u)) for u in room.members.values())
+            return Arrival(room=room.name, topic=topic, members=members, count=len(room.members))
 
     def _check_may_join(self, user: User, room: Room, password: str | None) -> None:
         if "o" in user.modes:
@@ -481,7 +495,7 @@ class Hub:
                 raise HubError("no_such_room", f"there is no room {room_name}")
             if user.key not in room.members and "o" not in user.modes:
                 raise HubError("not_in_room", f"you are not in {room.name}")
-            if "t" in room.modes and not self._is_operator(user, room):
+            if "t" in room.modes and not self.may_moderate(user, room):
                 raise HubError("not_operator", f"only operators of {room.name} set its topic")
             room.topic, room.topic_by, room.topic_at = topic, user.nick, time.time()
             self._fan_out(
@@ -552,8 +566,15 @@ class Hub:
             raise HubError("no_such_room", f"there is no room {room_name}")
         return room
 
-    def _is_operator(self, user: User, room: Room) -> bool:
-        return user.key in room.operators or "o" in user.modes
+    def may_moderate(self, user: User, room: Room) -> bool:
+        """The one rights rule of every protocol (hub lock held): a room's operators, its
+        owner account (even without operator status) and server operators may kick, ban,
+        mute, op, set modes and a locked topic, and invite to an invite-only room."""
+        if user.key in room.operators or "o" in user.modes:
+            return True
+        return bool(
+            user.account and room.owner and names.fold(room.owner) == names.fold(user.account)
+        )
 
     def _remove_member(self, room: Room, user: User) -> None:
         room.members.pop(user.key, None)
@@ -567,22 +588,26 @@ class Hub:
                 # Its history ends with it: a later room of the name must not show it.
                 self.history.room_ended(room.name)
 
+    def _is_quiet(self, room: Room) -> bool:
+        return len(room.members) > self.quiet_room_size
+
     def _audience(self, room: Room, user: User) -> Iterable[User]:
-        """Who sees `user` arrive or leave: every member, or in a quiet (big) room only them."""
-        if len(room.members) > self.quiet_room_size:
-            return [user] if user.key in room.members else []
+        """Who sees `user` arrive or leave: every member; in a quiet (big) room only `user`
+        and the members whose clients keep member lists (`User.keeps_member_list`)."""
+        if self._is_quiet(room):
+            return [m for m in room.members.values() if m is user or m.keeps_member_list]
         return room.members.values()
 
     def _peers(self, user: User, *, announced_only: bool = False) -> list[User]:
         """Everyone who shares a room with `user`, each once, without `user`.
 
-        `announced_only` leaves out quiet rooms (see `quiet_room_size`)."""
+        `announced_only`: in quiet rooms only those who keep member lists (see `_audience`)."""
         seen: dict[int, User] = {}
         for room in user.rooms.values():
-            if announced_only and len(room.members) > self.quiet_room_size:
-                continue
+            quiet = announced_only and self._is_quiet(room)
             for member in room.members.values():
-                seen[id(member)] = member
+                if not quiet or member.keeps_member_list:
+                    seen[id(member)] = member
         seen.pop(id(user), None)
         return list(seen.values())
 
@@ -693,21 +718,29 @@ class Hub:
     ) -> list["ModeChange"]:
         """Apply room mode changes as `user`; returns those that changed something.
 
-        Letters: i m n t (flags), k (key), l (limit, a positive number), b (ban mask),
-        o and v (a member's nickname). Needs room operator status or server operator mode.
+        Letters: i m n t (flags), k (key), l (limit, a positive number), b (a ban, read by
+        `ban_entry`), o and v (a member's nickname). Needs `may_moderate`.
         Raises HubError: no_such_room, not_operator, no_such_nick, user_not_in_room.
         Members see one ModeChanged event with every applied change.
         """
         for change in changes:
             if change.arg is not None:
                 check_text(change.arg)
+        # Outside the lock: resolving a bare name may ask the account store.
+        choices = [self._mode_choices(change) for change in changes]
         with delivery.batch(), self._lock:
             room = self._rooms.get(names.fold(room_name))
             if room is None:
                 raise HubError("no_such_room", f"there is no room {room_name}")
-            if not self._is_operator(user, room):
+            if not self.may_moderate(user, room):
                 raise HubError("not_operator", f"you are not an operator of {room.name}")
-            applied = [c for c in (self._apply_mode(room, c) for c in changes) if c is not None]
+            applied = []
+            for candidates in choices:
+                for candidate in candidates:
+                    change = self._apply_mode(room, candidate)
+                    if change is not None:
+                        applied.append(change)
+                        break
             if applied:
                 event = _mode_event(user.nick, applied, room=room.name)
                 self._fan_out(event, room.members.values())
@@ -717,6 +750,38 @@ class Hub:
         if applied and room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return applied
+
+    def _mode_choices(self, change: "ModeChange") -> tuple["ModeChange", ...]:
+        """`change` with its ban read as an entry; an unban, each entry it may mean in turn."""
+        if change.letter != "b" or not change.arg:
+            return (change,)
+        if change.add:
+            return (ModeChange(True, "b", self.ban_entry(change.arg)),)
+        return tuple(ModeChange(False, "b", entry) for entry in self.unban_entries(change.arg))
+
+    def ban_entry(self, target: str) -> str:
+        """The ban (or mute) entry for what a moderator typed, the same from every protocol
+        (native `/ban`, JSON `ban`, IRC `MODE +b`), so that it keeps out the same people
+        whatever protocol they come back on. No lock held: it may ask the account store.
+
+        A bare name is the account it names when one is logged in under that nick or it is a
+        registered account (`~a:ACCOUNT`: any nick, any host, any protocol), otherwise the
+        nick (`NAME!*@*`). Anything else is a mask, completed as IRC servers do.
+        """
+        if target.startswith(ACCOUNT_PREFIX) or any(c in target for c in "!@*?"):
+            return complete_mask(target)
+        online = self.find_user(target)
+        if online is not None and online.account is not None:
+            return ACCOUNT_PREFIX + online.account
+        if online is None and self.accounts is not None and self.accounts.is_registered(target):
+            return ACCOUNT_PREFIX + target
+        return complete_mask(target)
+
+    def unban_entries(self, target: str) -> tuple[str, ...]:
+        """The entries an unban of `target` may mean, most likely first: what `ban_entry`
+        gives now, then the plain mask (a ban set before the name became an account)."""
+        first, plain = self.ban_entry(target), complete_mask(target)
+        return (first,) if first == plain else (first, plain)
 
     def set_user_modes(self, user: User, changes: Sequence["ModeChange"]) -> list["ModeChange"]:
         """Change `user`'s own modes: i and w freely; o may only be dropped (see grant)."""
@@ -742,15 +807,19 @@ class Hub:
                 )
 
     def kick(self, user: User, room_name: str, nick: str, reason: str = "") -> None:
-        """Remove `nick` from the room as `user` (a room or server operator)."""
+        """Remove `nick` from the room as `user`, for every protocol (IRC KICK, native
+        `/kick`, JSON `kick`). Who may: see `may_moderate`; the owner account and server
+        operators may do it from outside the room. The target must be in the room.
+        Raises HubError: no_such_room, not_in_room, not_operator, no_such_nick,
+        user_not_in_room. Every member, the target included, sees one Kicked event."""
         check_text(reason)
         with delivery.batch(), self._lock:
             room = self._rooms.get(names.fold(room_name))
             if room is None:
                 raise HubError("no_such_room", f"there is no room {room_name}")
-            if user.key not in room.members and "o" not in user.modes:
-                raise HubError("not_in_room", f"you are not in {room.name}")
-            if not self._is_operator(user, room):
+            if not self.may_moderate(user, room):
+                if user.key not in room.members:
+                    raise HubError("not_in_room", f"you are not in {room.name}")
                 raise HubError("not_operator", f"you are not an operator of {room.name}")
             target = self._users.get(names.fold(nick))
             if target is None:
@@ -770,7 +839,7 @@ class Hub:
             room = self._member_room(user, room_name)
             if target.key in room.members:
                 raise HubError("user_in_room", f"{target.nick} is already in {room.name}")
-            if "i" in room.modes and not self._is_operator(user, room):
+            if "i" in room.modes and not self.may_moderate(user, room):
                 raise HubError("not_operator", f"only operators invite to {room.name}")
             room.invited.add(target.key)
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
@@ -917,9 +986,48 @@ def check_text(text: str, *, strict: bool = False) -> None:
 USER_MODES = frozenset("iwo")
 # Room modes the hub understands (b, k, l take arguments; o, v name a member).
 ROOM_MODES = frozenset("imntklbov")
+# A ban or mute entry starting with this names an account: `~a:bob`.
+ACCOUNT_PREFIX = "~a:"
 # Bans per room: enough for real moderation, small enough that every join's ban check
 # (one glob match per entry, under the hub lock) stays cheap.
 MAX_BANS = 100
+
+
+def complete_mask(mask: str) -> str:
+    """A ban mask completed as IRC servers do: nick -> nick!*@*, user@host -> *!user@host,
+    nick!user -> nick!user@*; an account entry (`~a:NAME`) stays as it is."""
+    if mask.startswith(ACCOUNT_PREFIX):
+        return mask
+    if "!" not in mask and "@" not in mask:
+        return mask + "!*@*"
+    if "!" not in mask:
+        return "*!" + mask
+    if "@" not in mask:
+        return mask + "@*"
+    return mask
+
+
+def entry_matches(entry: str, user: User) -> bool:
+    """Whether a ban or mute entry matches `user`: the one matcher of bans and mutes.
+
+    `~a:NAME` matches whoever is logged in to account NAME, whatever nick, host or protocol;
+    any other entry is a case-insensitive glob on `nick!user@host`."""
+    entry = names.fold(entry)
+    if entry.startswith(ACCOUNT_PREFIX):
+        account = entry[len(ACCOUNT_PREFIX) :]
+        return user.account is not None and account == names.fold(user.account)
+    return fnmatch.fnmatchcase(names.fold(user.mask), entry)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What a user is shown on joining a room (see `Hub.arrival`): `members` pairs each
+    member with their status letters, or is None in a quiet room (only `count` then)."""
+
+    room: str
+    topic: events.TopicInfo
+    members: tuple[tuple[User, str], ...] | None
+    count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""RFC 3339 UTC times with milliseconds, cheaply, for encoders on the fan-out path.
+"""RFC 3339 UTC times with milliseconds, cheaply, for encoders on the fan-out path; and the
+one reader of times clients send (`parse_millis`, for JSON history and IRC CHATHISTORY).
 
 `jsonlines.timestamp` and `irc.format_server_time` format every relayed message's time; going
 through `datetime` cost more than building the rest of the line. Pure, no I/O.
@@ -7,6 +8,10 @@ through `datetime` cost more than building the rest of the line. Pure, no I/O.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+
+# Longer than any RFC 3339 time (35 characters with nanoseconds and an offset).
+MAX_TIME_LEN = 40
 
 # Up to 9999-12-31T23:59:58Z: years stay four digits (where `%Y`, `%04d` and isoformat agree)
 # and a fraction rounding up cannot carry into year 10000, which datetime refuses.
@@ -58,3 +63,21 @@ def millis(ts: float) -> str | None:
         prefix = f"{y}-{_TWO[mo]}-{_TWO[d]}T{_TWO[h]}:{_TWO[mi]}:{_SECOND[s]}"
         _last_second = (second, prefix)
     return prefix + _MILLIS[micros // 1000]
+
+
+def parse_millis(text: str) -> int:
+    """Milliseconds since the epoch for an RFC 3339 time, e.g. 2026-11-25T12:00:00.123Z.
+
+    The rule of every protocol: a time without an offset is UTC, as every time the server
+    sends is (and IRC's server-time always is); an offset is honoured. Raises ValueError if
+    `text` is not such a time or is out of range.
+    """
+    if len(text) > MAX_TIME_LEN:
+        raise ValueError("too long")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return int(moment.timestamp() * 1000)
+    except (OverflowError, OSError) as problem:
+        raise ValueError(f"out of range: {text}") from problem

@@ -8,22 +8,21 @@ its last member leaves, as before. What is stored: topic, owner, modes, key, lim
 the *accounts* that are operators or voiced (nicks are not identities: a guest may use any
 free nick, so only an account can carry a grant across sessions).
 
-Rights: the owner account, the room's operators and server operators (admins listed in the
-configuration get user mode "o" when they log in) may op/deop/kick/ban/unban/mute/unmute and
-lock the topic.
+Rights: `Hub.may_moderate` (the owner account, the room's operators and server operators;
+admins listed in the configuration get user mode "o" when they log in) may
+op/deop/kick/ban/unban/mute/unmute and lock the topic.
 
-Bans: a `nick!user@host` glob, or `~a:ACCOUNT` for an account (matched in Room.is_banned).
-`/ban NAME` bans the account NAME when someone is logged in to it or it is registered,
-otherwise the mask NAME!*@*. Mutes: the same kinds of entries in a per-room set; a muted user
-cannot speak in the room (stored with the bans as `~q:ENTRY`, so the store needs no new table).
+Bans: a `nick!user@host` glob, or `~a:ACCOUNT` for an account; what a typed name means is
+`Hub.ban_entry` and the matching `hub.entry_matches`, the same for IRC MODE +b. Mutes: the
+same kinds of entries in a per-room set; a muted user cannot speak in the room (stored with
+the bans as `~q:ENTRY`, so the store needs no new table).
 
 Overlap: the IRC transport maps MODE +o/-o/+b/-b/+t/-t and KICK onto these same Room fields;
-`op`, `kick`, `ban` here are the native protocol's way in.
+`op`, `kick`, `ban` here are the native protocol's way in. A kick is `Hub.kick` for both.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from threadchat.core.hub import (
     Room,
     User,
     _mode_event,
+    entry_matches,
 )
 from threadchat.store.base import RoomRecord, Store, StoreError
 
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MUTE_PREFIX = "~q:"
-ACCOUNT_PREFIX = "~a:"
 # Modes the store keeps (see RoomRecord); others (none today) live only while the room does.
 STORED_MODES = frozenset("tnmikl")
 
@@ -60,14 +59,6 @@ class Grants:
     operators: set[str] = field(default_factory=set)  # folded account names
     voiced: set[str] = field(default_factory=set)
     muted: set[str] = field(default_factory=set)  # masks or ~a:account entries
-
-
-def entry_matches(entry: str, user: User) -> bool:
-    """Whether a ban or mute entry (mask or ~a:account) matches `user`."""
-    entry = names.fold(entry)
-    if entry.startswith(ACCOUNT_PREFIX):
-        return user.account is not None and entry[3:] == names.fold(user.account)
-    return fnmatch.fnmatchcase(names.fold(user.mask), entry)
 
 
 class RoomKeeper:
@@ -182,7 +173,7 @@ class RoomKeeper:
 
     def is_muted(self, user: User, room: Room) -> bool:
         grants = self._grants.get(room.key)
-        if grants is None or not grants.muted or self._may_moderate(user, room):
+        if grants is None or not grants.muted or self.hub.may_moderate(user, room):
             return False
         return any(entry_matches(entry, user) for entry in grants.muted)
 
@@ -194,32 +185,15 @@ class RoomKeeper:
 
     # -- rights -----------------------------------------------------------------------------
 
-    def _may_moderate(self, user: User, room: Room) -> bool:
-        if user.key in room.operators or "o" in user.modes:
-            return True
-        return bool(
-            user.account and room.owner and names.fold(room.owner) == names.fold(user.account)
-        )
-
     def _room_for(self, user: User, room_name: str) -> Room:
         room = self.hub.get_room(room_name)
         if room is None:
             raise HubError("no_such_room", f"there is no room {room_name}")
-        if not self._may_moderate(user, room):
+        with self.hub.locked():
+            allowed = self.hub.may_moderate(user, room)
+        if not allowed:
             raise HubError("not_operator", f"only operators of {room.name} can do that")
         return room
-
-    def _entry_for(self, target: str) -> str:
-        """A ban or mute entry for what the moderator typed (no lock held: may query)."""
-        if any(c in target for c in "!@*?") or target.startswith(ACCOUNT_PREFIX):
-            return target
-        online = self.hub.find_user(target)
-        if online is not None and online.account is not None:
-            return ACCOUNT_PREFIX + online.account
-        accounts = self.hub.accounts
-        if online is None and accounts is not None and accounts.is_registered(target):
-            return ACCOUNT_PREFIX + target
-        return f"{target}!*@*"
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -228,10 +202,15 @@ class RoomKeeper:
 
         op/deop/ban/unban are room mode changes (+o, -o, +b, -b): members see the same
         ModeChanged event an IRC MODE produces. mute/unmute have no IRC mode and are shown as a
-        Moderated event; kick as Kicked.
+        Moderated event; kick is `Hub.kick`, as IRC KICK.
         """
+        if action == "kick":
+            self.hub.kick(actor, room_name, target, reason)
+            return
         room = self._room_for(actor, room_name)
-        entry = self._entry_for(target) if action in ("ban", "unban", "mute", "unmute") else ""
+        moderated = action in ("ban", "unban", "mute", "unmute")
+        entries = self.hub.unban_entries(target) if moderated else ()
+        entry = self.hub.ban_entry(target) if moderated else ""
         with delivery.batch(), self.hub.locked():
             grants = self._grants.setdefault(room.key, Grants())
             match action:
@@ -239,20 +218,12 @@ class RoomKeeper:
                     member = self._member(room, target)
                     change = ModeChange(action == "op", "o", member.nick)
                     self._apply(actor, room, [change])
-                case "kick":
-                    member = self._member(room, target)
-                    kicked = events.Kicked(
-                        room=room.name, nick=member.nick, by=actor.nick, reason=reason
-                    )
-                    self.hub._fan_out(kicked, list(room.members.values()))
-                    self.hub._remove_member(room, member)
-                    return
                 case "ban":
                     if len(room.bans) >= MAX_BANS:
                         raise HubError("too_many", f"{room.name} has {MAX_BANS} bans")
                     self._apply(actor, room, [ModeChange(True, "b", entry)])
                 case "unban":
-                    for candidate in (entry, target):
+                    for candidate in entries:
                         if self._apply(actor, room, [ModeChange(False, "b", candidate)]):
                             break
                     else:
@@ -262,8 +233,8 @@ class RoomKeeper:
                         if len(grants.muted) >= MAX_BANS:
                             raise HubError("too_many", f"{room.name} has {MAX_BANS} mutes")
                         grants.muted.add(entry)
-                    elif entry in grants.muted or target in grants.muted:
-                        grants.muted.difference_update({entry, target})
+                    elif grants.muted.intersection(entries):
+                        grants.muted.difference_update(entries)
                     else:
                         raise HubError("no_such_mute", f"{target} is not muted here")
                     event = events.Moderated(

@@ -213,19 +213,6 @@ def _flag(obj: dict[str, Any], key: str) -> bool:
     return value
 
 
-def parse_timestamp(text: str) -> int:
-    """Milliseconds since the epoch for an RFC 3339 time (e.g. 2026-11-25T12:00:00.123Z).
-
-    Raises ValueError if it is not one, or has no UTC offset (a local time is ambiguous).
-    """
-    if len(text) > 40:
-        raise ValueError("too long")
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError("no time zone")
-    return int(moment.timestamp() * 1000)
-
-
 def _history_ref(obj: dict[str, Any], key: str) -> Ref | None:
     """A history bound: an integer is a message id, a string an RFC 3339 time."""
     value = obj.get(key)
@@ -238,8 +225,8 @@ def _history_ref(obj: dict[str, Any], key: str) -> Ref | None:
             raise _BadRequest(f'"{key}" is out of range') from None
     if isinstance(value, str):
         try:
-            return Ref.at(parse_timestamp(value))
-        except (ValueError, OverflowError, OSError):
+            return Ref.at(utctime.parse_millis(value))
+        except ValueError:
             raise _BadRequest(f'"{key}" must be a message id or an RFC 3339 time') from None
     raise _BadRequest(f'"{key}" must be a message id or an RFC 3339 time')
 

@@ -124,16 +124,16 @@ class NativeSession:
         assert self.user is not None
         room = self.hub.join(self.user, room_name)
         self.current_room = room.name
-        info = self.hub.topic(room.name)
-        if info.topic:
-            self.reply(info)
-        count = self.hub.member_count(room.name)
-        if count > self.hub.quiet_room_size:
-            # A list of thousands of names on every join helps nobody; /who still gives it.
-            self.reply(events.Notice(text=f"{room.name} has {count} members; /who lists them"))
+        arrival = self.hub.arrival(self.user, room.name)
+        if arrival.topic.topic:
+            self.reply(arrival.topic)
+        if arrival.members is None:
+            # A quiet room (see Hub.arrival): thousands of names help nobody; /who gives them.
+            text = f"{arrival.room} has {arrival.count} members; /who lists them"
+            self.reply(events.Notice(text=text))
         else:
-            name, members = self.hub.members(room.name)
-            self.reply(events.WhoList(room=name, members=members))
+            nicks = tuple(user.nick for user, _ in arrival.members)
+            self.reply(events.WhoList(room=arrival.room, members=nicks))
         commands.replay_on_join(self, room.name)
 
     def _on_join(self, request: requests.JoinRoom) -> bool:

@@ -21,10 +21,10 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from threadchat.core.events import Event
+from threadchat.protocols import utctime
 from threadchat.protocols.irc.wire import (
     Formatter,
     Message,
@@ -147,24 +147,8 @@ def _parse_ref(sub: str, word: str, *, star: bool) -> Ref | None:
             if kind == "msgid" and value.isascii() and value.isdigit():
                 return Ref.msgid(int(value))
             if kind == "timestamp":
-                ts = parse_timestamp(value)
-                if ts is not None:
-                    return Ref.at(ts)
+                return Ref.at(utctime.parse_millis(value))
     raise _Refused("INVALID_PARAMS", sub, word, "Invalid message reference")
-
-
-def parse_timestamp(text: str) -> int | None:
-    """An RFC 3339 time (`2026-11-25T12:00:00.123Z`) as ms since the epoch; None if invalid.
-
-    A time without an offset is taken as UTC, as server-time always is.
-    """
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
 
 
 def _parse_limit(sub: str, word: str) -> int:
@@ -211,7 +195,6 @@ __all__ = [
     "CAPABILITY",
     "isupport_tokens",
     "on_chathistory",
-    "parse_timestamp",
     "replay_on_join",
     "send_batch",
 ]

@@ -524,8 +524,15 @@ class IrcConnection(TcpConnection):
         account = irc_accounts.account_for_registration(self, nick)
         identity = {"account": account} if account is not None else {}
         try:
+            # IRC clients build nick lists from JOIN, PART and QUIT: they get them everywhere.
             user = self.hub.register(
-                self, nick, username=ident, realname=realname, host=self.host, **identity
+                self,
+                nick,
+                keeps_member_list=True,
+                username=ident,
+                realname=realname,
+                host=self.host,
+                **identity,
             )
         except HubError as problem:
             if problem.code == "name_registered":
@@ -633,10 +640,13 @@ class IrcConnection(TcpConnection):
                 if problem.code != "already_in_room":
                     self.hub_error(problem, channel=channel)
                 continue
-            info = self.hub.topic(joined.name)
-            if info.topic:
-                self._send_topic(info)
-            self._send_names(joined.name)
+            try:
+                arrival = self.hub.arrival(self.user, joined.name)
+            except HubError:
+                continue  # kicked (or the room gone) already: the client was told so
+            if arrival.topic.topic:
+                self._send_topic(arrival.topic)
+            self._send_name_list(arrival.room, arrival.members or ())
             irc_history.replay_on_join(self, joined.name)
 
     def on_part(self, message: Message) -> None:
@@ -755,12 +765,15 @@ class IrcConnection(TcpConnection):
         except HubError:
             self.error(Numeric.RPL_ENDOFNAMES, "#" + room)
             return
-        channel = "#" + state.name
+        self._send_name_list(state.name, state.members)
+
+    def _send_name_list(self, room: str, members: Iterable[tuple[User, str]]) -> None:
+        channel = "#" + room
         multi = "multi-prefix" in self.caps
         full = "userhost-in-names" in self.caps
         entries = [
             _status_prefix(letters, multi) + (source_of(user) if full else user.nick)
-            for user, letters in state.members
+            for user, letters in members
         ]
 
         def build(text: str, more: bool) -> Message:
@@ -986,8 +999,6 @@ class IrcConnection(TcpConnection):
             with_arg += 1
             if with_arg > MAX_MODES:
                 break
-            if letter == "b":
-                arg = _ban_mask(arg)
             if letter == "k" and (not arg or len(arg) > KEYLEN or _bad_word(arg)):
                 continue
             if letter == "b" and (len(arg) > BANMASK_MAX or _bad_word(arg)):
@@ -1225,17 +1236,6 @@ def _ctcp_action(text: str) -> str | None:
     if body and not body.startswith(" "):
         return None  # e.g. "\x01ACTIONS": some other CTCP
     return body[1:] if body else ""
-
-
-def _ban_mask(mask: str) -> str:
-    """Complete a ban the way IRC servers do: nick -> nick!*@*, user@host -> *!user@host."""
-    if "!" not in mask and "@" not in mask:
-        return mask + "!*@*"
-    if "!" not in mask:
-        return "*!" + mask
-    if "@" not in mask:
-        return mask + "@*"
-    return mask
 
 
 def _bad_word(word: str) -> bool:

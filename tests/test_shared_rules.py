@@ -1,0 +1,197 @@
+"""Rules every protocol shares (issue 11): kick, ban targets, joins in quiet rooms and client
+times each decided once in the hub, seen the same from native (text, JSON, UDP) and IRC."""
+
+from collections.abc import Callable
+
+import pytest
+from test_irc import IrcClient
+from test_irc_accounts import sasl_plain
+from test_irc_history import HISTORY_CAPS, history, say_all
+from test_moderation import PASSWORD, act, client, join, registered
+from test_udp import UdpClient, udp_clients  # noqa: F401  (a fixture)
+
+from threadchat.app.server import Server
+from threadchat.protocols.irc.wire import parse
+
+
+def irc_user(server: Server, nick: str, account: str | None = None) -> IrcClient:
+    """An IRC client registered as `nick`, logged in to `account` with SASL if given."""
+    irc = IrcClient(server.listener("irc").port)
+    if account is None:
+        irc.register(nick)
+        return irc
+    irc.send("CAP LS 302", "CAP REQ :sasl", f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+    irc.expect_msg("CAP", lambda m: m.params[1] == "ACK")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect_msg("AUTHENTICATE")
+    irc.send(f"AUTHENTICATE {sasl_plain(account, PASSWORD)}")
+    irc.expect_msg("903")
+    irc.send("CAP END")
+    irc.expect_msg("001")
+    return irc
+
+
+def irc_join(irc: IrcClient, channel: str) -> list[str]:
+    """JOIN `channel`; the nicks of its NAMES reply, without status prefixes."""
+    irc.send(f"JOIN {channel}")
+    nicks: list[str] = []
+    while True:
+        message = parse(irc.expect(lambda line: parse(line).command in ("353", "366")))
+        if message.command == "366":
+            return nicks
+        nicks += [word.lstrip("@+") for word in message.params[-1].split()]
+
+
+# -- kick ---------------------------------------------------------------------------------------
+
+
+def test_kicks_cross_protocols_under_one_rule(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    alice = registered(server, "alice")  # owns "den"
+    join(alice, "den")
+    bob = irc_user(server, "bob")
+    irc_join(bob, "#den")
+    # A native room operator kicks an IRC user.
+    assert act(alice, "kick", 1, room="den", name="bob", reason="out")["type"] == "ok"
+    kick = bob.expect_msg("KICK")
+    assert kick.source.startswith("alice!") and kick.params == ["#den", "bob", "out"]
+
+    # An IRC channel operator kicks a native user.
+    carol = irc_user(server, "carol")
+    irc_join(carol, "#pit")
+    dave = client(server, "dave")
+    join(dave, "pit")
+    carol.send("KICK #pit dave :bye")
+    left = dave.expect_event("leave", room="pit", name="dave")
+    assert "kicked by carol: bye" in left["reason"]
+
+    # The target must be in the room: the same refusal from both.
+    assert act(alice, "kick", 2, room="den", name="carol")["code"] == "user_not_in_room"
+    carol.send("KICK #pit alice")
+    assert carol.expect_msg("441").params[1:3] == ["alice", "#pit"]
+
+    # The owner account may kick without operator status, from IRC as from native.
+    owner = irc_user(server, "alicia", account="alice")
+    irc_join(owner, "#den")
+    assert act(alice, "deop", 3, room="den", name="alicia")["type"] == "ok"
+    owner.expect_msg("MODE", lambda m: m.params[1:] == ["-o", "alicia"])
+    irc_join(bob, "#den")
+    owner.send("KICK #den bob :owner says")
+    assert bob.expect_msg("KICK").params == ["#den", "bob", "owner says"]
+
+
+# -- ban targets --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bob_registered", [True, False], ids=["registered", "guest"])
+@pytest.mark.parametrize("banned_from", ["native", "irc"])
+def test_a_bare_name_bans_the_same_people_from_either_protocol(
+    make_server: Callable[..., Server], bob_registered: bool, banned_from: str
+) -> None:
+    server = make_server()
+    if bob_registered:
+        bob = registered(server, "bob")
+        bob.send_json(type="quit")
+        bob.read_until_closed()
+    op = irc_user(server, "op")
+    irc_join(op, "#den")
+    mod = client(server, "mod")
+    join(mod, "den")
+    op.send("MODE #den +o mod")
+    op.expect_msg("MODE")
+    if banned_from == "native":
+        assert act(mod, "ban", 1, room="den", name="bob")["type"] == "ok"
+    else:
+        op.send("MODE #den +b bob")
+    entry = "~a:bob" if bob_registered else "bob!*@*"
+    assert op.expect_msg("MODE").params == ["#den", "+b", entry]
+    assert server.hub.room_state("den").bans == (entry,)
+
+    # bob comes back over the native protocol, then over IRC (under another nick when the
+    # ban is on his account, which follows him whatever he is called).
+    native_bob = client(server, "bob", PASSWORD if bob_registered else None)
+    assert act(native_bob, "join", 2, room="den")["code"] == "banned"
+    native_bob.send_json(type="quit")
+    native_bob.read_until_closed()
+    if bob_registered:
+        irc_bob = irc_user(server, "robert", account="bob")
+    else:
+        irc_bob = irc_user(server, "bob")
+    irc_bob.send("JOIN #den")
+    assert irc_bob.expect_msg("474").params[1] == "#den"
+    # Nobody else is kept out by it.
+    assert irc_join(irc_user(server, "carol"), "#den")
+
+
+# -- joins, members, topic and modes ------------------------------------------------------------
+
+
+def test_udp_and_irc_users_see_the_same_members_topic_and_modes(
+    make_server: Callable[..., Server],
+    udp_clients: Callable[..., UdpClient],  # noqa: F811
+) -> None:
+    server = make_server(quiet_room_size=2)
+    op = irc_user(server, "op")
+    irc_join(op, "#hall")
+    op.send("TOPIC #hall :welcome all")
+    op.expect_msg("TOPIC")
+    udp = udp_clients(server, "udpy")
+    udp.expect_event("who", room="lobby")
+    udp.send(type="join", room="hall", ref=1)
+    assert udp.expect_event("topic", room="hall")["topic"] == "welcome all"
+    assert set(udp.expect_event("who", room="hall")["members"]) == {"op", "udpy"}
+    op.expect_msg("JOIN", lambda m: m.source.startswith("udpy!"))
+
+    # Past the quiet size: native members are not told of arrivals and departures, but IRC
+    # members are, or their clients' nick lists would go wrong.
+    ian = irc_user(server, "ian")
+    assert set(irc_join(ian, "#hall")) == {"op", "udpy", "ian"}
+    ian.send("TOPIC #hall")
+    assert ian.expect_msg("332").params[-1] == "welcome all"
+    op.expect_msg("JOIN", lambda m: m.source.startswith("ian!"))
+    late = client(server, "late")
+    late.send_json(type="join", room="hall")
+    assert "4 members" in late.expect_event("notice")["text"]
+    for irc in (op, ian):
+        irc.expect_msg("JOIN", lambda m: m.source.startswith("late!"))
+    late.send_json(type="leave", room="hall")
+    for irc in (op, ian):
+        irc.expect_msg("PART", lambda m: m.source.startswith("late!"))
+
+    op.send("MODE #hall +mv udpy")
+    irc_mode = ian.expect_msg("MODE")
+    udp_mode = udp.expect_event("mode", room="hall")
+    assert irc_mode.params == ["#hall", udp_mode["changes"], *udp_mode["args"]]
+    assert udp_mode["changes"] == "+mv" and udp_mode["args"] == ["udpy"]
+    udp.send(type="who", room="hall")
+    udp_members = udp.expect_event("who", room="hall")["members"]
+    assert set(udp_members) == set(irc_join(irc_user(server, "last"), "#hall")) - {"last"}
+    assert set(udp_members) == {"op", "udpy", "ian"}
+    assert not [e for e in udp.quiet() if e["type"] in ("join", "leave")]
+
+
+# -- client times -------------------------------------------------------------------------------
+
+
+def test_a_time_without_offset_is_utc_in_json_and_irc_history(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    irc = IrcClient(server.listener("irc").port)
+    irc.register("alice", HISTORY_CAPS)
+    irc_join(irc, "#t")
+    first, _ = say_all(irc, "#t", ["one", "two"])
+    stamp = first.tags["time"]
+    assert stamp is not None and stamp.endswith("Z")
+    # The same instant three ways: with Z, with +00:00, and with no offset at all. (Both
+    # messages may share a millisecond, so the answer is compared, not predicted.)
+    spellings = (stamp, stamp[:-1] + "+00:00", stamp[:-1])
+    reader = client(server, "reader")
+    join(reader, "t")
+    expected = history(irc, f"AFTER #t timestamp={stamp} 10", "#t")
+    for when in (*spellings, "2000-01-01T00:00:00"):
+        wanted = ["one", "two"] if when.startswith("2000") else expected
+        assert history(irc, f"AFTER #t timestamp={when} 10", "#t") == wanted
+        reader.send_json(type="history", room="t", after=when, ref=when)
+        page = reader.expect_event("history", ref=when)
+        assert [m["text"] for m in page["messages"]] == wanted
