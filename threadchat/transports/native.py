@@ -7,7 +7,7 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from threadchat import events, history, requests
+from threadchat import events, history
 from threadchat.events import Event
 from threadchat.hub import encode_contained
 from threadchat.protocols.line import JSON_MODE, LineProtocol
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from threadchat.server import Server
 
 log = logging.getLogger(__name__)
-
-_PIPELINED = (requests.Say, requests.SendPrivate)
 
 
 class LineConnection(TcpConnection):
@@ -72,20 +70,11 @@ class LineConnection(TcpConnection):
 
     def handle_data(self, data: bytes) -> bool:
         self._ping_sent_at = None
-        # The lines of one recv share one commit (see history.pipelined).
-        with history.pipelined():
-            return self._handle_lines(data)
-
-    def _handle_lines(self, data: bytes) -> bool:
         for request in self.protocol.receive_data(data):
-            if not isinstance(request, _PIPELINED):
-                # Nothing may overtake queued messages: not another request. (A flood pause
-                # completes them itself, see `throttle`.)
-                history.complete()
             if self.protocol.registered:
-                self.throttle()
+                self.throttle()  # a flood pause completes what is queued first
             try:
-                self.session.handle(request)
+                self.session.handle_pipelined(request)
             except SessionEnded as ended:
                 history.complete()
                 self.close_after_flush(ended.reason)
