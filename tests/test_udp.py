@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +86,8 @@ class RawUdp:
         self.token = ""
         self.seq = 0
         self.ack = 0
+        # Every event taken in, in order, matching or not.
+        self.received: list[dict[str, Any]] = []
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, self.server)
@@ -132,6 +135,7 @@ class RawUdp:
                 self.ack = env.seq
                 event = env.event
                 seen.append(event)
+                self.received.append(event)
                 self.send(proto.encode_ack(self.token, self.ack))
                 if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                     return event
@@ -537,6 +541,27 @@ def test_udp_receive_thread_takes_in_messages_while_the_store_is_busy(
     for peer in peers:
         assert [peer.expect_event("ok")["ref"] for _ in range(per_peer)] == list(range(per_peer))
     expect_relayed_in_order(watcher, peers, per_peer)
+
+
+def test_udp_messages_not_stored_get_errors_with_their_refs_and_no_ok(
+    server: Server, raw_udp: Callable[[], RawUdp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert server.store is not None
+    peers = burst_peers(raw_udp, 2)
+
+    def disk_full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(server.store, "_insert_rows", disk_full)
+    send_bursts(peers, 3)
+    for peer in peers:
+        peer.expect_event("error", ref=2)
+    monkeypatch.undo()
+    for peer in peers:
+        peer.send_event({"type": "say", "room": "lobby", "text": "stored again", "ref": "next"})
+        peer.expect_event("ok", ref="next")
+        answers = [(e["type"], e.get("code"), e["ref"]) for e in peer.received if "ref" in e]
+        assert answers == [*(("error", "not_saved", k) for k in range(3)), ("ok", None, "next")]
 
 
 def test_messages_before_a_bye_are_relayed_before_the_user_leaves(
