@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import WAIT, JsonClient, LineClient
+from conftest import WAIT, JsonClient, LineClient, writer_held
 from lossy_relay import LossyRelay
 
 from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport, split_request
 from threadchat.protocols import udp as proto
+from threadchat.store.base import HistoryQuery
 
 Connect = Callable[..., LineClient]
 ConnectJson = Callable[..., JsonClient]
@@ -84,6 +86,8 @@ class RawUdp:
         self.token = ""
         self.seq = 0
         self.ack = 0
+        # Every event taken in, in order, matching or not.
+        self.received: list[dict[str, Any]] = []
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, self.server)
@@ -131,11 +135,27 @@ class RawUdp:
                 self.ack = env.seq
                 event = env.event
                 seen.append(event)
+                self.received.append(event)
                 self.send(proto.encode_ack(self.token, self.ack))
                 if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                     return event
             else:
                 self.send(proto.encode_ack(self.token, self.ack))
+
+    def expect_ack(self, seq: int, timeout: float = WAIT) -> None:
+        """Read datagrams until the server acknowledges our data up to `seq`. Data read
+        meanwhile is left unacknowledged: the server sends it again for `expect_event`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                env = proto.decode(self.recv(remaining))
+            except TimeoutError:
+                raise AssertionError(f"our data up to {seq} not acknowledged in time") from None
+            if env.ack is not None and env.ack >= seq:
+                return
 
     def close(self) -> None:
         if self.token:
@@ -449,6 +469,119 @@ def test_flooding_udp_user_gets_flood_errors(
         client.send(type="say", room="lobby", text=f"spam {n}", ref=n)
     refused = {client.expect_event("error", code="flood")["ref"] for _ in range(3)}
     assert refused <= {3, 4, 5} and len(refused) == 3
+
+
+# -- history: UDP messages are pipelined like a TCP read's lines ---------------------------
+
+
+def burst_peers(raw_udp: Callable[[], RawUdp], count: int) -> list[RawUdp]:
+    peers = [raw_udp() for _ in range(count)]
+    for n, peer in enumerate(peers):
+        peer.handshake(f"burst{n}")
+        peer.expect_event("who", room="lobby")
+    return peers
+
+
+def send_bursts(peers: list[RawUdp], per_peer: int) -> None:
+    """Each peer's messages (ref = their number), interleaved, as fast as they go out."""
+    for k in range(per_peer):
+        for n, peer in enumerate(peers):
+            peer.send_event({"type": "say", "room": "lobby", "text": f"burst{n} {k}", "ref": k})
+
+
+def stored_texts(server: Server) -> set[str]:
+    assert server.store is not None
+    return {m.text for m in server.store.room_history("lobby", HistoryQuery.latest(500))}
+
+
+def expect_relayed_in_order(watcher: JsonClient, peers: list[RawUdp], per_peer: int) -> None:
+    relayed: dict[str, list[tuple[int, str]]] = {}
+    for _ in range(len(peers) * per_peer):
+        message = watcher.expect_event("message")
+        relayed.setdefault(message["from"], []).append((message["id"], message["text"]))
+    for n in range(len(peers)):
+        got = relayed[f"burst{n}"]
+        assert [text for _, text in got] == [f"burst{n} {k}" for k in range(per_peer)]
+        assert [mid for mid, _ in got] == sorted(mid for mid, _ in got)
+
+
+def test_udp_bursts_of_several_users_share_commits_and_are_acknowledged_once_stored(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    assert server.store is not None
+    watcher = connect_json("watcher")
+    peers = burst_peers(raw_udp, 3)
+    per_peer = 20
+    commits_before = server.store.commits
+    send_bursts(peers, per_peer)
+    for n, peer in enumerate(peers):
+        for k in range(per_peer):
+            assert peer.expect_event("ok")["ref"] == k
+            assert f"burst{n} {k}" in stored_texts(server)  # an ok means stored
+    expect_relayed_in_order(watcher, peers, per_peer)
+    # One receive thread serves every UDP user: committing each message before taking the
+    # next made one commit per message.
+    assert server.store.commits - commits_before < len(peers) * per_peer
+
+
+def test_udp_receive_thread_takes_in_messages_while_the_store_is_busy(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    assert server.store is not None
+    watcher = connect_json("watcher")
+    peers = burst_peers(raw_udp, 3)
+    per_peer = 5
+    with writer_held(server.store):
+        send_bursts(peers, per_peer)
+        # Acknowledged datagrams were handled: with no commit possible, every user's
+        # messages were still taken in (queued for the store), none waited for the disk.
+        for peer in peers:
+            peer.expect_ack(per_peer)
+        assert stored_texts(server).isdisjoint(f"burst0 {k}" for k in range(per_peer))
+    for peer in peers:
+        assert [peer.expect_event("ok")["ref"] for _ in range(per_peer)] == list(range(per_peer))
+    expect_relayed_in_order(watcher, peers, per_peer)
+
+
+def test_udp_messages_not_stored_get_errors_with_their_refs_and_no_ok(
+    server: Server, raw_udp: Callable[[], RawUdp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert server.store is not None
+    peers = burst_peers(raw_udp, 2)
+
+    def disk_full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(server.store, "_insert_rows", disk_full)
+    send_bursts(peers, 3)
+    for peer in peers:
+        peer.expect_event("error", ref=2)
+    monkeypatch.undo()
+    for peer in peers:
+        peer.send_event({"type": "say", "room": "lobby", "text": "stored again", "ref": "next"})
+        peer.expect_event("ok", ref="next")
+        answers = [(e["type"], e.get("code"), e["ref"]) for e in peer.received if "ref" in e]
+        assert answers == [*(("error", "not_saved", k) for k in range(3)), ("ok", None, "next")]
+
+
+def test_messages_before_a_bye_are_relayed_before_the_user_leaves(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    assert server.store is not None and server.udp is not None
+    udp = server.udp
+    watcher = connect_json("watcher")
+    [peer] = burst_peers(raw_udp, 1)
+    watcher.expect_event("join", name="burst0")
+    with writer_held(server.store):  # the messages wait for their commit...
+        send_bursts([peer], 3)
+        peer.send(proto.encode_bye(peer.token))
+        peer.token = ""
+        wait_for(lambda: not udp.users())  # ...while the bye is taken in
+    before_quit = []
+    while (event := watcher.read_event())["type"] != "quit":
+        if event["type"] == "message":
+            before_quit.append(event["text"])
+    assert before_quit == ["burst0 0", "burst0 1", "burst0 2"]
 
 
 # -- events too large for one datagram -----------------------------------------------------

@@ -143,6 +143,19 @@ def pipelined() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def reading(flush: delivery.batch | None = None) -> Iterator[None]:
+    """The scope of one read of requests, the same for every transport: a TCP reader's recv,
+    or a UDP receive round (the datagrams of all UDP users that one wake-up takes in).
+
+    What it sends is flushed once at its end (`flush`: a delivery batch of the caller's, else
+    a fresh one), and its messages are pipelined: they share one commit and are relayed after
+    it, while the reader goes on. Within it, a request that is not a message must first
+    `complete()` what is queued (see `NativeSession.handle_pipelined`)."""
+    with flush if flush is not None else delivery.batch(), pipelined():
+        yield
+
+
+@contextlib.contextmanager
 def acknowledged(ref: object, reply: Callable[[Event], None]) -> Iterator[None]:
     """Answer the request with `ref` whose message is sent within this block (`Hub.say`,
     `Hub.send_private`) once the message's fate is known: `ok` when it is stored, an error

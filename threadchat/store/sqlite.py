@@ -263,6 +263,9 @@ class SQLiteStore:
         # Called in the writer thread after each group commit, once every Future of it is
         # settled (and every `then` has run): the history service relays from here.
         self.after_commit: Callable[[], None] | None = None
+        # Group commits (transactions) the writer has run, failed ones included: shows how
+        # well writes are grouped (tests, benchmarks). Only the writer thread changes it.
+        self.commits = 0
         self._state_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._free_readers: queue.Queue[sqlite3.Connection] = queue.Queue()
@@ -420,6 +423,7 @@ class SQLiteStore:
                 except queue.Empty:
                     break
             if batch:
+                self.commits += 1
                 try:
                     self._commit_batch(conn, batch)
                 except Exception as e:  # never let the writer die: fail this batch, go on

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from threadchat.core import events
 from threadchat.core.events import Event
 from threadchat.core.hub import encode_contained
-from threadchat.protocols.native import requests
 from threadchat.protocols.native.line import JSON_MODE, LineProtocol
 from threadchat.protocols.native.session import NativeSession, SessionEnded
 from threadchat.services import history
@@ -21,8 +20,6 @@ if TYPE_CHECKING:
     from threadchat.transports.host import Host
 
 log = logging.getLogger(__name__)
-
-_PIPELINED = (requests.Say, requests.SendPrivate)
 
 
 class LineConnection(TcpConnection):
@@ -74,20 +71,11 @@ class LineConnection(TcpConnection):
 
     def handle_data(self, data: bytes) -> bool:
         self._ping_sent_at = None
-        # The lines of one recv share one commit (see history.pipelined).
-        with history.pipelined():
-            return self._handle_lines(data)
-
-    def _handle_lines(self, data: bytes) -> bool:
         for request in self.protocol.receive_data(data):
-            if not isinstance(request, _PIPELINED):
-                # Nothing may overtake queued messages: not another request. (A flood pause
-                # completes them itself, see `throttle`.)
-                history.complete()
             if self.protocol.registered:
-                self.throttle()
+                self.throttle()  # a flood pause completes what is queued first
             try:
-                self.session.handle(request)
+                self.session.handle_pipelined(request)
             except SessionEnded as ended:
                 history.complete()
                 self.close_after_flush(ended.reason)

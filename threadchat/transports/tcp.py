@@ -77,7 +77,7 @@ def tune_socket(sock: socket.socket) -> None:
 class TcpConnection:
     """Base of every TCP connection: socket, outbox, reader thread, flood pacing, shutdown.
 
-    Subclasses implement `handle_data` (one recv's bytes, inside a delivery batch),
+    Subclasses implement `handle_data` (one recv's bytes, inside `history.reading`),
     `on_close` (leave the hub), and may override `tick` (periodic timeouts) and `on_flood`.
     """
 
@@ -136,7 +136,8 @@ class TcpConnection:
                 if len(data) == RECV_WAIT_SIZE:
                     data += self._recv_more()
                 self.last_input = time.monotonic()
-                with self._batch:
+                # The requests of one recv share one commit (see history.reading).
+                with history.reading(self._batch):
                     if not self.handle_data(data):
                         break
         except ConnectionResetError:

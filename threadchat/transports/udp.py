@@ -4,9 +4,12 @@ The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
 `threadchat.protocols.udp`; this module only runs it.  Threads and locks:
 
 - **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> carries out the actions.
-  Requests of UDP users are parsed and handled here by each user's `NativeSession`, inside a
-  delivery batch, as a TCP reader thread does.  Any exception while handling one datagram is
-  logged and counted (`internal_errors`); the thread goes on with the next datagram.
+  Requests of UDP users are parsed and handled here by each user's `NativeSession`.  What
+  one wake-up drains from the socket (up to RECEIVE_BATCH datagrams, from any users) is one
+  read, as a TCP reader's recv is (`history.reading`): its messages share one store commit
+  and are relayed and acknowledged after it, while this thread goes on with the next
+  datagrams.  Any exception while handling one datagram is logged and counted
+  (`internal_errors`); the thread goes on with the next datagram.
 - **sender thread**: drains the outbound queue of (user, bytes) items that the hub filled via
   `UdpUser.send_bytes`, hands each event to `ServerEndpoint.send_event`, and calls
   `ServerEndpoint.poll` at `next_deadline()` for retransmissions and timeouts.
@@ -42,6 +45,7 @@ from threadchat.protocols import udp as proto
 from threadchat.protocols.native import jsonlines
 from threadchat.protocols.native.line import JSON_MODE
 from threadchat.protocols.native.session import NativeSession, SessionEnded
+from threadchat.services import history
 
 if TYPE_CHECKING:
     from threadchat.transports.host import Host
@@ -54,6 +58,9 @@ log = logging.getLogger(__name__)
 MAX_USER_BACKLOG = 1024
 # Items the sender thread takes from the queue per round, so timers are not starved by a burst.
 SENDER_BATCH = 256
+# Datagrams the receive thread takes in per round (one `history.reading`): bounds how long
+# the first message of a round waits for its relay and `ok` behind the others.
+RECEIVE_BATCH = 256
 # Timers may move earlier because of what the receive thread did (data sent in reply to an ack
 # opening the window); the sender therefore re-reads next_deadline at least this often while
 # any session exists.  50 ms is small against the 200 ms initial retransmission timeout.
@@ -189,29 +196,31 @@ class UdpListener:
                         self._drain()
 
     def _drain(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as problem:
-                # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
-                self.stats["recv_errors"] += 1
-                log.debug("udp: recvfrom: %s", problem)
-                return
-            try:
-                self._on_datagram(data, addr)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                log.exception("udp: error handling a datagram from %s", addr)
+        with history.reading():
+            for _ in range(RECEIVE_BATCH):
+                if self._stop.is_set():
+                    return
+                try:
+                    data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as problem:
+                    # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
+                    self.stats["recv_errors"] += 1
+                    log.debug("udp: recvfrom: %s", problem)
+                    return
+                try:
+                    self._on_datagram(data, addr)
+                except Exception:
+                    self.stats["internal_errors"] += 1
+                    log.exception("udp: error handling a datagram from %s", addr)
 
     def _on_datagram(self, data: bytes, addr: proto.Address) -> None:
         now = time.monotonic()
         with self._lock:
             had_timers = self._deadline is not None
             actions = self.endpoint.receive(data, addr, now)
-        with delivery.batch():
-            self._carry_out(actions)
+        self._carry_out(actions)  # inside the round's delivery batch (`history.reading`)
         if not had_timers and any(isinstance(a, proto.Send) for a in actions):
             # The sender may be sleeping without a deadline: let it look again.
             with self._cond:
@@ -262,13 +271,17 @@ class UdpListener:
                 # A receive thread serving everyone cannot pause for one user, so an
                 # over-limit request is refused outright; the client may send it again.
                 self.stats["flood"] += 1
-                ref = getattr(request, "ref", None)
-                user.reply(
-                    events.Error(code="flood", message="too many requests: slow down", ref=ref)
+                refusal = events.Error(
+                    code="flood",
+                    message="too many requests: slow down",
+                    ref=getattr(request, "ref", None),
                 )
+                # After the answers to what the round queued, without waiting for them: a
+                # flooder must not make the thread that serves everyone wait for the disk.
+                history.then(lambda: user.reply(refusal))
                 return
             try:
-                user.session.handle(request)
+                user.session.handle_pipelined(request)
             except SessionEnded as ended:
                 reason = ended.reason
             else:
@@ -308,6 +321,9 @@ class UdpListener:
             hub_user = user.session.user
         log.info("%s: session ended (%s)", user.label, reason)
         if hub_user is not None:
+            # The user's last messages go out before the others see them leave. (A no-op in
+            # the sender thread: it queues no messages.)
+            history.complete()
             self.server.hub.unregister(hub_user, reason)
 
     # -- the sender thread -----------------------------------------------------------------

@@ -16,6 +16,9 @@ from threadchat.services import history
 
 log = logging.getLogger(__name__)
 
+# Requests whose message a pipelined read queues with the others (see `history.reading`).
+_PIPELINED = (requests.Say, requests.SendPrivate)
+
 
 class SessionEnded(Exception):
     """The user asked to quit; `reason` is what the others see."""
@@ -73,6 +76,15 @@ class NativeSession:
                 self.reply(events.Ok(ref=ref))
         except HubError as problem:
             self._refuse(problem.code, problem.message, ref)
+
+    def handle_pipelined(self, request: requests.Request) -> None:
+        """`handle` for one request of a read (`history.reading`): a room or private message
+        is queued with the read's others; anything else first completes what is queued, as
+        nothing may overtake it (a leave after a line, a history request that should see it,
+        a reply). Raises SessionEnded on quit."""
+        if not isinstance(request, _PIPELINED):
+            history.complete()
+        self.handle(request)
 
     def _refuse(self, code: str, message: str, ref: object = None) -> None:
         log.info("%s: refused (%s): %s", self.label, code, message)

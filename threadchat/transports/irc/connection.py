@@ -397,11 +397,6 @@ class IrcConnection(TcpConnection):
 
     def handle_data(self, data: bytes) -> bool:
         self._ping_sent_at = None
-        # The PRIVMSGs of one recv share one store commit (see history.pipelined).
-        with history.pipelined():
-            return self._handle_lines(data)
-
-    def _handle_lines(self, data: bytes) -> bool:
         for item in self.reader.receive_data(data):
             if not (isinstance(item, MessageReceived) and item.message.command == "PRIVMSG"):
                 # Nothing may overtake queued messages: no other command (a PART, a NOTICE,
