@@ -58,15 +58,24 @@ def test_a_topic_with_a_lone_surrogate_is_refused_and_the_lobby_stays_open(
     assert carol.expect_msg("PRIVMSG").params[-1] == "still here"
 
 
-def test_a_leave_reason_with_a_newline_is_refused(
+def lobby_of_three(
     connect: Connect, connect_json: ConnectJson, irc: Callable[[str], IrcClient]
-) -> None:
+) -> tuple[LineClient, IrcClient, JsonClient]:
+    """alice (text), carol (IRC) and then mallory (JSON) in the lobby, each arrival seen."""
     alice = connect("alice")
     carol = irc("carol")
     carol.send("JOIN #lobby")
     carol.expect_msg("366")
     mallory = connect_json("mallory")
     alice.expect("--> mallory joined lobby")
+    carol.expect_msg("JOIN", lambda m: m.source is not None and m.source.startswith("mallory!"))
+    return alice, carol, mallory
+
+
+def test_a_leave_reason_with_a_newline_is_refused(
+    connect: Connect, connect_json: ConnectJson, irc: Callable[[str], IrcClient]
+) -> None:
+    alice, carol, mallory = lobby_of_three(connect, connect_json, irc)
     mallory.send_json(type="leave", room="lobby", reason="bye\n--- FORGED give password", ref=1)
     assert mallory.expect_event("error", ref=1)["code"] == "control_chars"
     mallory.send_json(type="leave", room="lobby", reason="bye", ref=2)
@@ -78,13 +87,7 @@ def test_a_leave_reason_with_a_newline_is_refused(
 def test_a_quit_reason_with_a_newline_shows_as_one_line_to_everyone(
     connect: Connect, connect_json: ConnectJson, irc: Callable[[str], IrcClient]
 ) -> None:
-    alice = connect("alice")
-    carol = irc("carol")
-    carol.send("JOIN #lobby")
-    carol.expect_msg("366")
-    mallory = connect_json("mallory")
-    alice.expect("--> mallory joined lobby")
-    carol.expect_msg("JOIN", lambda m: m.source is not None and m.source.startswith("mallory!"))
+    alice, carol, mallory = lobby_of_three(connect, connect_json, irc)
     mallory.send_json(type="quit", reason="bye\n--- the server is shutting down FORGED")
     line = alice.expect("<-- mallory quit")
     assert "FORGED" in line  # mended into the one line, not a line of its own

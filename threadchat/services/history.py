@@ -227,7 +227,8 @@ def _dispatch() -> None:
     previous: threading.Event | None = getattr(_local, "tail", None)
     done = threading.Event()
     _local.tail = done
-    if not writes:
+
+    def relay_without_writes() -> None:
         # Nothing to wait for; still after what an earlier read of this thread queued.
         if previous is not None:
             previous.wait(RECORD_TIMEOUT)
@@ -235,17 +236,15 @@ def _dispatch() -> None:
             _relay_round([(batch, [], {})])
         finally:
             done.set()
+
+    if not writes:
+        relay_without_writes()
         return
     service: MessageLog = _local.service
     if service.ends != _local.ends_seen:
         batch, writes = service.without_ended_rooms(batch, writes, _local.ends_seen)
         if not writes:
-            if previous is not None:
-                previous.wait(RECORD_TIMEOUT)
-            try:
-                _relay_round([(batch, [], {})])
-            finally:
-                done.set()
+            relay_without_writes()
             return
     try:
         service.store.append_many(writes, lambda written: service.committed(batch, written, done))

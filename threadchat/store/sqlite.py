@@ -755,21 +755,27 @@ class SQLiteStore:
             ts.append(rows[0][0])
         return ts[0] <= ts[1]
 
-    def purge_older_than(self, cutoff_ts: int) -> int:
-        def purge_chunk(conn: sqlite3.Connection) -> int:
+    def _delete_in_chunks(self, where: str, params: tuple[object, ...]) -> int:
+        """Delete the messages matching `where`, PURGE_CHUNK at a time, each chunk its own
+        write job, so other writers are never held up by one long delete."""
+
+        def delete_chunk(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "DELETE FROM messages WHERE id IN"
-                " (SELECT id FROM messages WHERE ts < ? ORDER BY id LIMIT ?)",
-                (cutoff_ts, PURGE_CHUNK),
+                f" (SELECT id FROM messages WHERE {where} ORDER BY id LIMIT ?)",
+                (*params, PURGE_CHUNK),
             )
             return cur.rowcount
 
         total = 0
         while True:
-            n = self._submit(purge_chunk, None)
+            n = self._submit(delete_chunk, None)
             total += n
             if n < PURGE_CHUNK:
                 return total
+
+    def purge_older_than(self, cutoff_ts: int) -> int:
+        return self._delete_in_chunks("ts < ?", (cutoff_ts,))
 
     def delete_room_messages(self, room: str) -> Future[int]:
         key = fold(room)
@@ -780,24 +786,11 @@ class SQLiteStore:
         return self._enqueue(delete)
 
     def purge_rooms_not_kept(self, keep: Iterable[str] = ()) -> int:
-        kept = json.dumps(sorted(set(keep)))
-
-        def purge_chunk(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
-                " WHERE room_key IS NOT NULL AND room_key NOT IN (SELECT room_key FROM rooms)"
-                " AND room_key NOT IN (SELECT value FROM json_each(?))"
-                " ORDER BY id LIMIT ?)",
-                (kept, PURGE_CHUNK),
-            )
-            return cur.rowcount
-
-        total = 0
-        while True:
-            n = self._submit(purge_chunk, None)
-            total += n
-            if n < PURGE_CHUNK:
-                return total
+        return self._delete_in_chunks(
+            "room_key IS NOT NULL AND room_key NOT IN (SELECT room_key FROM rooms)"
+            " AND room_key NOT IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(set(keep))),),
+        )
 
     # --- rooms --------------------------------------------------------------------------------
 
