@@ -165,6 +165,27 @@ def test_nick_errors(irc: Callable[..., IrcClient], connect: Callable[..., LineC
     client.expect_msg("462")
 
 
+def test_irc_and_native_names_fold_alike(
+    irc: Callable[..., IrcClient], connect: Callable[..., LineClient]
+) -> None:
+    irc_user = irc("Alice[Away]")
+    native = connect()
+    native.send("alice[away]")
+    assert "alice[away]" in native.expect("taken")
+    native.send("k")
+    native.expect("--- in lobby:")
+    irc_user.send("NICK K", "NICK \u212a")
+    assert irc_user.expect_msg("433").params[1] == "K"
+    assert irc_user.expect_msg("432").params[1] == "\u212a"
+    # KELVIN SIGN is no name anybody can take, so it must not reach the "k" it lowercases to.
+    irc_user.send("PRIVMSG \u212a :for k?", "PRIVMSG K :for k")
+    assert irc_user.expect_msg("401").params[1] == "\u212a"
+    assert native.expect("Alice[Away]") == "[private] Alice[Away]: for k"
+    native.send("/msg \u212a for Alice?", "/msg ALICE[AWAY] for Alice")
+    native.expect("nobody called \u212a")
+    assert irc_user.expect_msg("PRIVMSG").params == ["Alice[Away]", "for Alice"]
+
+
 def test_commands_before_registration_and_unknown(irc: Callable[..., IrcClient]) -> None:
     client = irc()
     client.send("JOIN #dev", "PRIVMSG x :y", "FROB", "PING tok")

@@ -104,3 +104,11 @@ def test_token_bucket_allows_burst_then_rate() -> None:
     now[0] = 1.0
     assert bucket.delay() == 0
     assert not TokenBucket(rate=0, burst=3).enabled
+
+
+def test_token_bucket_clock_going_backwards_costs_nothing() -> None:
+    now = [5.0]
+    bucket = TokenBucket(rate=10, burst=1, clock=lambda: now[0])
+    now[0] = 4.0
+    assert bucket.delay() == 0
+    assert bucket.allow(now=4.0, cost=0.5) is False

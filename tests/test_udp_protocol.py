@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from threadchat.core.flood import TokenBucket
 from threadchat.protocols import udp
 from threadchat.protocols.udp import (
     Action,
@@ -509,7 +510,7 @@ def test_rate_limit_per_address() -> None:
 
 
 def test_token_bucket_and_bounded_limiter() -> None:
-    bucket = udp.TokenBucket(rate=2, burst=2, now=0.0)
+    bucket = TokenBucket(rate=2, burst=2, now=0.0)
     assert [bucket.allow(0.0) for _ in range(3)] == [True, True, False]
     assert bucket.allow(0.5)
     assert not bucket.allow(0.4)  # clock going backwards grants nothing

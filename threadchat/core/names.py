@@ -6,6 +6,7 @@ with ASCII case mapping (announced to IRC clients as CASEMAPPING=ascii).
 """
 
 import re
+import string
 
 # IRC's NICKLEN: long enough for real names, short enough for every IRC client's layout.
 NICK_MAX = 30
@@ -29,9 +30,20 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _UNPRINTABLE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+# What IRC's ISUPPORT announces: the one case mapping of every protocol and of the store's keys.
+CASEMAPPING = "ascii"
+# IRC's "ascii" casemapping: only A-Z fold. str.lower would fold other letters too, some onto
+# ASCII ones (KELVIN SIGN lowers to "k"), so a name nobody can register would reach the holder
+# of an ASCII one. The store has always keyed rooms and accounts this way, so existing
+# databases keep matching.
+_ASCII_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def fold(name: str) -> str:
-    """Case-fold a nickname or room name for comparison (ASCII case mapping)."""
-    return name.lower()
+    """Case-fold a nickname, room or account name for comparison (ascii casemapping)."""
+    if name.isascii():
+        return name.lower()  # the same result for ASCII, several times cheaper than translate
+    return name.translate(_ASCII_FOLD)
 
 
 def nick_error(nick: str) -> str | None:

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from threadchat.core import addresses
+from threadchat.core.flood import TokenBucket
 
 Address = tuple[Any, ...]
 Event = dict[str, Any]
@@ -506,26 +507,6 @@ class AddressCookies:
         current = same_secret(cookie, self._mac(self._current, addr, period))
         previous = same_secret(cookie, self._mac(self._previous, addr, period - 1))
         return current or previous
-
-
-class TokenBucket:
-    """Classic token bucket: ``rate`` tokens per second, holding at most ``burst``."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.updated = now
-
-    def allow(self, now: float, cost: float = 1.0) -> bool:
-        """Take ``cost`` tokens if available; a clock going backwards adds nothing."""
-        if now > self.updated:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
 
 
 class RateLimiter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from threadchat.core.names import fold
 from threadchat.store.base import (
     MAX_HISTORY_LIMIT,
     AccountExistsError,
@@ -14,7 +15,6 @@ from threadchat.store.base import (
     Store,
     StoredMessage,
     StoreError,
-    fold,
 )
 
 # Relative to the server's working directory, like most self-hosted servers' defaults.

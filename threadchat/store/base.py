@@ -6,6 +6,7 @@ knowing anything about SQLite. Every method is safe to call from any thread.
 
 Times are integers: milliseconds since the Unix epoch, UTC. Message ids are integers assigned by
 the store, unique and increasing in commit order, never reused (not even after a purge).
+Rooms and accounts are keyed by `threadchat.core.names.fold` (IRC's ascii casemapping).
 """
 
 from __future__ import annotations
@@ -18,17 +19,6 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 # Largest number of messages one history query returns. Bounds the work and the reply size a
 # single client request can cause (IRC servers commonly advertise CHATHISTORY limits of 100-1000).
 MAX_HISTORY_LIMIT = 500
-
-# Room names, nicknames and account names compare case-insensitively with the IRC "ascii"
-# casemapping: only A-Z fold, so two names that look different never collide by Unicode rules.
-_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def fold(name: str) -> str:
-    """Return the case-insensitive key of a room, nick or account name (ascii casemapping)."""
-    if name.isascii():
-        return name.lower()  # the same result for ASCII, several times cheaper than translate
-    return name.translate(_ASCII_FOLD)
 
 
 class StoreError(Exception):

@@ -37,6 +37,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from threadchat.core.names import fold
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
@@ -49,7 +50,6 @@ from threadchat.store.base import (
     StoredMessage,
     StoreError,
     clamp_limit,
-    fold,
 )
 from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
 

@@ -267,7 +267,7 @@ class UdpListener:
         with user.lock:
             if user.gone:
                 return
-            if user.session.user is not None and not user.bucket.try_take():
+            if user.session.user is not None and not user.bucket.allow():
                 # A receive thread serving everyone cannot pause for one user, so an
                 # over-limit request is refused outright; the client may send it again.
                 self.stats["flood"] += 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from threadchat.core.names import fold
 from threadchat.protocols import utctime
 from threadchat.protocols.lineends import LineEnds
 
@@ -516,10 +517,6 @@ class IrcLineReader:
 
 # --- names ----------------------------------------------------------------------------------
 
-_ASCII_CASEFOLD = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    "abcdefghijklmnopqrstuvwxyz",
-)
 _NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*", re.ASCII)
 _ROOM_RE = re.compile(r"[A-Za-z0-9_.-]{1,49}", re.ASCII)
 # Space, comma, BEL and ':' are excluded explicitly by the IRC specs; other control
@@ -527,15 +524,9 @@ _ROOM_RE = re.compile(r"[A-Za-z0-9_.-]{1,49}", re.ASCII)
 _CHANNEL_BAD_RE = re.compile(r"[\x00-\x20\x7f,:]")
 
 
-def casefold(name: str) -> str:
-    """Fold a nick or channel name with the ``ascii`` casemapping (only A-Z change).
-
-    >>> casefold("Alice[]") == casefold("ALICE[]")
-    True
-    >>> casefold("Ä")
-    'Ä'
-    """
-    return name.translate(_ASCII_CASEFOLD)
+# Nick and channel names compare with the ``ascii`` casemapping the server advertises (only
+# A-Z change); written once, in threadchat.core.names, for every protocol and the store.
+casefold = fold
 
 
 def is_valid_nick(nick: str) -> bool:

@@ -556,7 +556,7 @@ class IrcConnection(TcpConnection):
     def _isupport(self) -> None:
         tokens: dict[str, str | None] = {
             "AWAYLEN": str(AWAYLEN),
-            "CASEMAPPING": "ascii",
+            "CASEMAPPING": names.CASEMAPPING,
             "CHANLIMIT": f"#:{MAX_CHANNELS}",
             "CHANMODES": "b,k,l,imnt",
             "CHANNELLEN": str(CHANNELLEN),
