@@ -155,23 +155,39 @@ def reading(flush: delivery.batch | None = None) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def acknowledged(ref: object, reply: Callable[[Event], None]) -> Iterator[None]:
+def acknowledged(
+    ref: object, reply: Callable[[Event], None]
+) -> contextlib.AbstractContextManager[None]:
     """Answer the request with `ref` whose message is sent within this block (`Hub.say`,
     `Hub.send_private`) once the message's fate is known: `ok` when it is stored, an error
     with the ref and no `ok` when it is not. Without history (nothing is stored) `ok` once it
-    is relayed. Nothing is answered when the block raises: the caller answers that error."""
+    is relayed. Nothing is answered when the block raises: the caller answers that error.
+
+    A plain class, and one shared no-op for the usual message without a ref: this runs for
+    every native message, and a generator-based context manager there cost the JSON fan-out
+    benchmark about a tenth of its throughput."""
     if ref is None:
-        yield
-        return
-    ack = _Ack(ref, reply)
-    _local.ack = ack
-    try:
-        yield
-    finally:
+        return _NO_ACK
+    return _Acknowledging(_Ack(ref, reply))
+
+
+_NO_ACK = contextlib.nullcontext()
+
+
+class _Acknowledging:
+    __slots__ = ("ack",)
+
+    def __init__(self, ack: _Ack) -> None:
+        self.ack = ack
+
+    def __enter__(self) -> None:
+        _local.ack = self.ack
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         _local.ack = None
-    if not ack.used:
-        then(lambda: ack.answer(None))
+        ack = self.ack
+        if kind is None and not ack.used:
+            then(lambda: ack.answer(None))
 
 
 def then(callback: Callable[[], None]) -> None:
