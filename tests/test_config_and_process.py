@@ -1,5 +1,6 @@
 """Configuration precedence, and the server as a real process: start, chat, signals, exit 0."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -100,10 +101,31 @@ def start_process(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str
     raise AssertionError("server did not start")
 
 
+@contextlib.contextmanager
+def server_process(tmp_path: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`start_process`, killed at the end of the block if it has not stopped by then."""
+    proc, port = start_process(tmp_path, **settings)
+    try:
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+
+
+def stop_and_read_log(proc: subprocess.Popen[str], signum: int, client: LineClient) -> str:
+    """Stop the server with `signum`: `client` is told, the exit is clean; its whole log."""
+    proc.send_signal(signum)
+    # A whole process start and stop: allow for a loaded CI machine.
+    assert "--- the server is shutting down" in client.read_until_closed(3 * WAIT)
+    assert proc.wait(3 * WAIT) == 0
+    assert proc.stdout is not None
+    return proc.stdout.read()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_process_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int) -> None:
-    proc, port = start_process(tmp_path)
-    try:
+    with server_process(tmp_path) as (proc, port):
         alice, bob = LineClient(port), LineClient(port)
         alice.send("alice")
         alice.expect("--- in lobby")
@@ -111,16 +133,7 @@ def test_process_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int
         alice.expect("--> bob joined")
         bob.send("before the end")
         alice.expect("bob: before the end")
-        proc.send_signal(signum)
-        # A whole process start and stop: allow for a loaded CI machine.
-        assert "--- the server is shutting down" in alice.read_until_closed(3 * WAIT)
-        assert proc.wait(3 * WAIT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
+        output = stop_and_read_log(proc, signum, alice)
     assert "stopped" in output and "Traceback" not in output
 
 
@@ -148,8 +161,7 @@ def pids_group() -> Iterator[Path]:
 def test_process_at_a_thread_limit_refuses_clients_then_recovers_and_stops_cleanly(
     tmp_path: Path, pids_group: Path
 ) -> None:
-    proc, port = start_process(tmp_path)
-    try:
+    with server_process(tmp_path) as (proc, port):
         (pids_group / "cgroup.procs").write_text(str(proc.pid))
         # Not one thread more: the next client's reader thread cannot start.
         (pids_group / "pids.max").write_text((pids_group / "pids.current").read_text())
@@ -162,15 +174,7 @@ def test_process_at_a_thread_limit_refuses_clients_then_recovers_and_stops_clean
         alice = LineClient(port)
         alice.send("alice")
         alice.expect("--- in lobby")
-        proc.send_signal(signal.SIGTERM)
-        assert "--- the server is shutting down" in alice.read_until_closed(3 * WAIT)
-        assert proc.wait(3 * WAIT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
+        output = stop_and_read_log(proc, signal.SIGTERM, alice)
     assert "can't start new thread; refusing new connections" in output
     assert "accepting connections again (failures meanwhile: 1)" in output
     assert "Traceback" not in output
@@ -180,8 +184,7 @@ def test_process_at_a_thread_limit_cuts_off_a_slow_reader_and_no_one_else(
     tmp_path: Path, pids_group: Path
 ) -> None:
     # Flood control off: the test sends bursts on purpose.
-    proc, port = start_process(tmp_path, THREADCHAT_FLOOD_RATE="0")
-    try:
+    with server_process(tmp_path, THREADCHAT_FLOOD_RATE="0") as (proc, port):
         sender, fast, slow = LineClient(port), LineClient(port), LineClient(port, rcvbuf=4096)
         for client, name in ((sender, "sender"), (fast, "fast"), (slow, "slow")):
             client.send(name)
@@ -208,15 +211,7 @@ def test_process_at_a_thread_limit_cuts_off_a_slow_reader_and_no_one_else(
             "<-- slow quit (send queue exceeded)",
         ]
         (pids_group / "pids.max").write_text("max")
-        proc.send_signal(signal.SIGTERM)
-        assert "--- the server is shutting down" in sender.read_until_closed(3 * WAIT)
-        assert proc.wait(3 * WAIT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
+        output = stop_and_read_log(proc, signal.SIGTERM, sender)
     assert "no writer thread for a" in output
     assert "Traceback" not in output
 

@@ -117,18 +117,24 @@ class RawUdp:
         self.send(data)
         return data
 
+    def _next_envelope(self, deadline: float, failure: Callable[[], str]) -> proto.Envelope:
+        """The next datagram before `deadline`, decoded; AssertionError(failure()) after it."""
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            return proto.decode(self.recv(remaining))
+        except TimeoutError:
+            raise AssertionError(failure()) from None
+
     def expect_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
         """Read data datagrams (acking them, in order only) until a matching event."""
         deadline = time.monotonic() + timeout
-        seen = []
+        seen: list[dict[str, Any]] = []
         while True:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                env = proto.decode(self.recv(remaining))
-            except TimeoutError:
-                raise AssertionError(f"no {kind} event with {fields}; saw {seen}") from None
+            env = self._next_envelope(
+                deadline, lambda: f"no {kind} event with {fields}; saw {seen}"
+            )
             if env.kind != "data" or env.seq is None or env.event is None:
                 continue
             if env.seq == self.ack + 1:
@@ -147,13 +153,7 @@ class RawUdp:
         meanwhile is left unacknowledged: the server sends it again for `expect_event`."""
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                env = proto.decode(self.recv(remaining))
-            except TimeoutError:
-                raise AssertionError(f"our data up to {seq} not acknowledged in time") from None
+            env = self._next_envelope(deadline, lambda: f"our data up to {seq} not acknowledged")
             if env.ack is not None and env.ack >= seq:
                 return
 
