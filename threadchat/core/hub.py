@@ -647,7 +647,11 @@ class Hub:
                     self._fan_out(event, [u for u in group.users if u is not sender])
                 continue
             encode = group.users[0].conn.encode
-            pieces = [encode_contained(encode, event) or b"" for event, _ in messages]
+            try:
+                pieces = [encode(event) or b"" for event, _ in messages]
+            except Exception:
+                # Rare: only then pay a guarded call per message, to skip just the bad one.
+                pieces = [encode_contained(encode, event) or b"" for event, _ in messages]
             everyone = b"".join(pieces)
             if not everyone:
                 continue
