@@ -40,6 +40,8 @@ from threadchat.core import events, names
 from threadchat.core.events import Event
 from threadchat.core.hub import MAX_BANS, Echo, HubError, ModeChange, RoomState, User
 from threadchat.protocols import utctime
+from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.wire import (
     CHANNELLEN,
     MAX_LINE_BYTES,
@@ -64,8 +66,6 @@ from threadchat.protocols.irc.wire import (
     split_targets,
 )
 from threadchat.services import history
-from threadchat.transports.irc import chathistory as irc_history
-from threadchat.transports.irc import sasl as irc_accounts
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
