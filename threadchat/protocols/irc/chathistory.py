@@ -1,7 +1,7 @@
 """History for IRC clients: IRCv3 `draft/chathistory` and history replay on JOIN.
 
-Glue between `transports/irc.py` and the history service (`history.py`), like
-`irc_accounts.py` is for accounts. Queries go through `MessageLog.query` with the store's
+Glue between the IRC session (`session.py`) and the history service (`history.py`), like
+`sasl.py` is for accounts. Queries go through `MessageLog.query` with the store's
 `HistoryQuery`/`Ref`; access rules are the native `/history`'s (`history.member_room`).
 
 - `CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN <target> <ref> [<ref>] <limit>`, refs `*`
@@ -36,7 +36,7 @@ from threadchat.services import history
 from threadchat.store.base import MAX_HISTORY_LIMIT, HistoryQuery, Ref, StoreError, clamp_limit
 
 if TYPE_CHECKING:
-    from threadchat.transports.irc.connection import IrcConnection
+    from threadchat.protocols.irc.session import IrcSession
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class _Refused(Exception):
         self.params = params
 
 
-def on_chathistory(conn: IrcConnection, message: Message) -> None:
+def on_chathistory(conn: IrcSession, message: Message) -> None:
     """The CHATHISTORY command (registered users; at least one parameter)."""
     if conn.hub.history is None:
         conn.error(Numeric.ERR_UNKNOWNCOMMAND, "CHATHISTORY")
@@ -80,7 +80,7 @@ def on_chathistory(conn: IrcConnection, message: Message) -> None:
     send_batch(conn, target, events)
 
 
-def _answer(conn: IrcConnection, sub: str, params: Sequence[str]) -> tuple[str, list[Event]]:
+def _answer(conn: IrcSession, sub: str, params: Sequence[str]) -> tuple[str, list[Event]]:
     arity = _ARITY.get(sub)
     if arity is None:
         raise _Refused("INVALID_PARAMS", sub or "*", "Unknown subcommand")
@@ -117,7 +117,7 @@ def _answer(conn: IrcConnection, sub: str, params: Sequence[str]) -> tuple[str, 
     return shown, [history.to_event(m) for m in stored]
 
 
-def _scope(conn: IrcConnection, sub: str, target: str) -> tuple[str, dict[str, str | None]]:
+def _scope(conn: IrcSession, sub: str, target: str) -> tuple[str, dict[str, str | None]]:
     """The target as shown in the batch, and the `MessageLog.query` keywords selecting it."""
     user = conn.user
     assert user is not None
@@ -157,7 +157,7 @@ def _parse_limit(sub: str, word: str) -> int:
     return clamp_limit(int(word))
 
 
-def send_batch(conn: IrcConnection, target: str, events: Sequence[Event]) -> None:
+def send_batch(conn: IrcSession, target: str, events: Sequence[Event]) -> None:
     """Send stored messages as a `chathistory` batch (just the lines without `batch`)."""
     caps = conn.caps
     batched = "batch" in caps
@@ -176,7 +176,7 @@ def send_batch(conn: IrcConnection, target: str, events: Sequence[Event]) -> Non
         conn.send(Message("BATCH", ["-" + ref], conn.server_name))
 
 
-def replay_on_join(conn: IrcConnection, room: str) -> None:
+def replay_on_join(conn: IrcSession, room: str) -> None:
     """After a JOIN: the room's last messages, for clients that can tell them from live ones."""
     service = conn.hub.history
     caps = conn.caps
