@@ -83,6 +83,9 @@ def safe_host(host: str) -> str:
 class IrcCodec:
     """Encodes hub events for one IRC connection: its capabilities make its codec key."""
 
+    # One per connection: slots keep an idle connection's memory what it was in one class.
+    __slots__ = ("_caps", "_chat_tags", "_codec_key", "host", "hub", "label", "server_name")
+
     def __init__(self, hub: Directory, server_name: str, host: str, label: str) -> None:
         self.hub = hub
         self.server_name = server_name

@@ -69,6 +69,25 @@ class IrcSettings(Protocol):
 
 
 class IrcSession:
+    # One per connection: slots keep an idle connection's memory what it was in one class.
+    __slots__ = (
+        "closing",
+        "codec",
+        "config",
+        "host",
+        "hub",
+        "label",
+        "reader",
+        "reg",
+        "registered_account",
+        "sasl",
+        "sasl_account",
+        "send_bytes",
+        "server_name",
+        "transport",
+        "user",
+    )
+
     def __init__(self, hub: Hub, config: IrcSettings, transport: IrcTransport, host: str) -> None:
         self.hub = hub
         self.config = config
