@@ -13,7 +13,6 @@ Runs on the connection's reader thread, inside its delivery batch; the hub calls
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Protocol
 
 from threadchat.core import names
@@ -231,6 +230,3 @@ class IrcSession:
         reason = f"Ping timeout: {int(waited)} seconds"
         self.send(replies.closing_link(self.host, reason))
         return reason
-
-
-__all__: Sequence[str] = ["IrcSession", "IrcSettings", "IrcTransport"]
