@@ -1,4 +1,24 @@
-"""``python -m bench``: run scenarios against servers, print a table, append JSON lines."""
+"""``python -m bench``: run scenarios against servers, print a table, append JSON lines.
+
+Results go to bench/results/results.jsonl; ``python -m bench.report`` (``make bench-report``)
+turns them into docs/performance.md. Examples:
+
+  python -m bench --quick                                  # a first look, short runs
+  python -m bench --scenario fanout-100,rate-100 --servers ngircd,threadchat-irc --repeat 3
+
+Before/after, same machine, one sitting: ``--baseline REV`` also runs threadchat-irc and
+threadchat-json of git revision REV (as ``threadchat-irc@REV``, ``threadchat-json@REV``),
+taking turns with its working-tree twin in every round (the order reversed every other
+round). REV is checked out once as a detached git worktree in bench/baselines/ (gitignored,
+reused later; remove it with ``git worktree remove``) and its servers import that checkout's
+package. Idle scenarios are then repeated too, and the run ends with a Markdown table of
+medians before and after and the change, changes worse than 5 % in bold; it is appended to
+bench/results/comparisons.jsonl and the report shows the newest one under "Before and
+after". Issue 11's table (one command line):
+
+  python -m bench --baseline f195cf1 --servers threadchat-irc,threadchat-json --repeat 3
+      --scenario fanout-100,fanout-1000,rate-100,rate-1000,idle-1000,idle-5000,history
+"""
 
 from __future__ import annotations
 
@@ -188,14 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="run each traffic scenario N times, servers taking turns, and also record the "
-        "median of the N runs (what the report shows)",
+        help="run each traffic scenario (with --baseline: each scenario) N times, servers "
+        "taking turns, and also record the median of the N runs (what the report shows)",
     )
     parser.add_argument(
         "--baseline",
         metavar="REV",
         help="also run threadchat-irc/-json of git revision REV (as threadchat-irc@REV ...), "
-        "checked out in bench/baselines/, each before its working-tree twin in every round; "
+        "checked out in bench/baselines/, taking turns with the working tree's servers; "
         "idle scenarios are repeated too; ends with a before/after table",
     )
     parser.add_argument("--no-save", action="store_true", help="do not append to results.jsonl")
