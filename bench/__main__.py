@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_save:
             rec = {**common, "before": baseline.label, "after": after, "repeat": args.repeat,
                    "duration_s": duration, **table, "markdown": text}  # fmt: skip
+            COMPARISONS.parent.mkdir(parents=True, exist_ok=True)
             with COMPARISONS.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
     return 0
