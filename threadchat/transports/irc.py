@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from threadchat.core.hub import User
@@ -41,10 +42,8 @@ class IrcConnection(TcpConnection):
         super().__init__(server, sock, address)
         session = IrcSession(server.hub, server.config, self, safe_host(str(address[0])))
         self.session = session
-        # The hub calls these once per delivery or codec group: bound straight to the codec,
-        # whose key changes with the capabilities (the session then tells the hub).
+        # The hub encodes once per codec group: bound straight to the codec, no call between.
         self.encode = session.codec.encode
-        self.codec_key = session.codec.codec_key
 
     @property
     def user(self) -> User | None:
@@ -52,6 +51,11 @@ class IrcConnection(TcpConnection):
         return self.session.user
 
     # -- the hub's side (any thread, hub lock held) ----------------------------------------
+
+    def codec_key(self) -> Hashable:
+        # Once per recipient of a state event; changes with the capabilities (the session
+        # then tells the hub). A method, not a bound attribute: one less object per link.
+        return self.session.codec.key
 
     def direct_queue(self) -> tuple[list[bytes], Outbox]:
         return self.outbox.direct()

@@ -84,7 +84,7 @@ class IrcCodec:
     """Encodes hub events for one IRC connection: its capabilities make its codec key."""
 
     # One per connection: slots keep an idle connection's memory what it was in one class.
-    __slots__ = ("_caps", "_chat_tags", "_codec_key", "host", "hub", "label", "server_name")
+    __slots__ = ("_caps", "_chat_tags", "host", "hub", "key", "label", "server_name")
 
     def __init__(self, hub: Directory, server_name: str, host: str, label: str) -> None:
         self.hub = hub
@@ -104,7 +104,8 @@ class IrcCodec:
         self._caps = frozenset(value)
         # Computed when capabilities change, not per delivery (codec_key runs once per recipient).
         shape = tuple(c in self._caps for c in SHAPE_CAPS)
-        self._codec_key = ("irc", Formatter.variant(self._caps), *shape)
+        # The codec key (see `codec_key`).
+        self.key: Hashable = ("irc", Formatter.variant(self._caps), *shape)
         self._chat_tags = (
             "account-tag" in self._caps,
             "message-tags" in self._caps,
@@ -112,7 +113,7 @@ class IrcCodec:
         )
 
     def codec_key(self) -> Hashable:
-        return self._codec_key
+        return self.key
 
     def encode(self, event: Event) -> bytes | None:
         cls = type(event)

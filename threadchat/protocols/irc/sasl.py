@@ -53,6 +53,8 @@ def on_authenticate(conn: IrcSession, message: Message) -> None:
     """The AUTHENTICATE command (before registration only)."""
     accounts = conn.hub.accounts
     state = conn.sasl
+    if state is None:
+        state = conn.sasl = SaslState()
     if accounts is None or conn.user is not None:
         _numeric(conn, Numeric.ERR_SASLALREADY if conn.user else Numeric.ERR_SASLFAIL)
         return

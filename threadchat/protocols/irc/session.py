@@ -100,7 +100,8 @@ class IrcSession:
         self.reader = IrcLineReader()
         self.reg = registration.new_registration(hub, self.server_name)
         self.codec = IrcCodec(hub, self.server_name, host, self.label)
-        self.sasl = SaslState()
+        # Made by the first AUTHENTICATE: most clients never send one.
+        self.sasl: SaslState | None = None
         # Accounts (sasl.py): logged in by SASL before registration; and at it.
         self.sasl_account: str | None = None
         self.registered_account: str | None = None
