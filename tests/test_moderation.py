@@ -186,3 +186,29 @@ def test_irc_style_mode_changes_persist_too(
     record = next(r for r in second.store.load_rooms() if r.name == "club")
     assert record.operators == {"bob"} and "m" in record.modes and record.bans == {"x!*@*"}
     assert record.owner == "alice"
+
+
+def test_stored_mode_letters_load_as_room_flags(tmp_path: Path) -> None:
+    """The store keeps room flags as letters (databases written before flags were data);
+    the keeper alone translates, and letters it does not know are dropped on loading."""
+    from threadchat.core.hub import Hub
+    from threadchat.core.modes import RoomFlag
+    from threadchat.services.moderation import RoomKeeper
+    from threadchat.store.base import RoomRecord
+    from threadchat.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        record = RoomRecord(name="Old", created_ts=1000, owner="alice", modes=frozenset("tnmikl"))
+        store.save_room(record)
+        hub = Hub()
+        keeper = RoomKeeper(hub, store)
+        assert keeper.load() == 1
+        room = hub.get_room("old")
+        assert room is not None and room.flags == set(RoomFlag)
+        room.flags.discard(RoomFlag.MODERATED)
+        keeper.save(room)
+        saved = next(r for r in store.load_rooms() if r.name == "Old")
+        assert saved.modes == frozenset("tni")
+    finally:
+        store.close()
