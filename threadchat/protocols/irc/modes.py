@@ -180,8 +180,18 @@ def user_mode_is(flags: Iterable[UserFlag]) -> str:
     return "+" + "".join(sorted(USER_FLAG_LETTERS[flag] for flag in flags))
 
 
-def status_prefix(statuses: Iterable[MemberStatus], multi: bool) -> str:
-    """The prefix before a member's nick (`@`, `+`, or with multi-prefix `@+`)."""
-    held = set(statuses)
-    prefixes = "".join(prefix for status, prefix in STATUS_PREFIXES.items() if status in held)
-    return prefixes if multi else prefixes[:1]
+def status_prefix(statuses: tuple[MemberStatus, ...], multi: bool) -> str:
+    """The prefix before a member's nick (`@`, `+`, or with multi-prefix `@+`).
+
+    Looked up, not built: NAMES of a big room asks once per member."""
+    try:
+        return _PREFIXES[statuses, multi]
+    except KeyError:
+        held = set(statuses)
+        prefixes = "".join(mark for status, mark in STATUS_PREFIXES.items() if status in held)
+        prefix = _PREFIXES[statuses, multi] = prefixes if multi else prefixes[:1]
+        return prefix
+
+
+# status_prefix's answers so far: a handful of keys, as statuses come in few combinations.
+_PREFIXES: dict[tuple[tuple[MemberStatus, ...], bool], str] = {}
