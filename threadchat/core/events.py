@@ -206,7 +206,7 @@ class Invited(Event):
 
 @dataclass(frozen=True, slots=True)
 class Wallops(Event):
-    """A message from a server operator to every user who asked for wallops (user mode w)."""
+    """A message from a server operator to every user who asked for wallops (UserFlag.WALLOPS)."""
 
     sender: str
     text: str
