@@ -43,8 +43,6 @@ Echo = Callable[[Event], None]
 DEFAULT_ROOM = "lobby"
 # How old the operator count in LUSERS may be (see Hub.counts).
 OPER_COUNT_MAX_AGE = 1.0
-
-
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
 # attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
 _MODERATED = RoomFlag.MODERATED
