@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import events, names
 from threadchat.core.hub import HubError, User
+from threadchat.core.modes import MemberStatus
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import source_of
 from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS
-from threadchat.protocols.irc.replies import status_prefix
 from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
@@ -123,13 +124,15 @@ def _send_names(session: IrcSession, room: str) -> None:
     _send_name_list(session, state.name, state.members)
 
 
-def _send_name_list(session: IrcSession, room: str, members: Iterable[tuple[User, str]]) -> None:
+def _send_name_list(
+    session: IrcSession, room: str, members: Iterable[tuple[User, tuple[MemberStatus, ...]]]
+) -> None:
     channel = "#" + room
     multi = "multi-prefix" in session.caps
     full = "userhost-in-names" in session.caps
     entries = [
-        status_prefix(letters, multi) + (source_of(user) if full else user.nick)
-        for user, letters in members
+        irc_modes.status_prefix(statuses, multi) + (source_of(user) if full else user.nick)
+        for user, statuses in members
     ]
 
     def build(text: str, more: bool) -> Message:

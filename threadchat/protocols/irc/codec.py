@@ -20,6 +20,7 @@ from threadchat.core import events
 from threadchat.core.events import Event
 from threadchat.core.hub import User
 from threadchat.protocols import utctime
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.wire import (
     MAX_LINE_BYTES,
     Formatter,
@@ -204,7 +205,7 @@ class IrcCodec:
                 return [Message("TOPIC", params, self._source(event.by))]
             case events.ModeChanged():
                 target = "#" + event.room if event.room is not None else event.target
-                params = [target, event.changes, *event.args]
+                params = [target, *irc_modes.format_changes(event.changes)]
                 return [Message("MODE", params, self._source(event.by))]
             case events.AwayChanged():
                 if "away-notify" not in self.caps:

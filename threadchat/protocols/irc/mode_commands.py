@@ -1,11 +1,16 @@
-"""MODE: user modes (i, w, o) and channel modes (b, k, l, i, m, n, t, o, v)."""
+"""MODE: user modes and channel modes, read and changed.
+
+The letters, their parsing and their formatting are `modes.py`'s (IRC's view of the core's
+modes); this module carries out the command against the hub.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from threadchat.core import names
-from threadchat.core.hub import HubError, ModeChange, RoomState
+from threadchat.core.hub import HubError, RoomState
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.limits import BANMASK_MAX, KEYLEN, MAX_MODES
 from threadchat.protocols.irc.wire import Message, Numeric, channel_to_room
 
@@ -30,16 +35,9 @@ def _user_mode(session: IrcSession, target: str, args: list[str]) -> None:
             session.error(Numeric.ERR_USERSDONTMATCH)
         return
     if not args or not args[0]:
-        session.numeric(Numeric.RPL_UMODEIS, "+" + "".join(sorted(session.user.modes)))
+        session.numeric(Numeric.RPL_UMODEIS, irc_modes.user_mode_is(session.user.flags))
         return
-    changes, unknown, add = [], False, True
-    for letter in args[0]:
-        if letter in "+-":
-            add = letter == "+"
-        elif letter in "iwo":
-            changes.append(ModeChange(add, letter))
-        else:
-            unknown = True
+    changes, unknown = irc_modes.parse_user_modes(args[0])
     if unknown:
         session.error(Numeric.ERR_UMODEUNKNOWNFLAG)
     session.hub.set_user_modes(session.user, changes)
@@ -59,8 +57,18 @@ def _channel_mode(session: IrcSession, channel: str, args: list[str]) -> None:
     if not args or not args[0]:
         _send_channel_modes(session, state)
         return
-    changes, list_bans = _parse_channel_modes(session, args[0], args[1:])
-    if list_bans:
+    parsed = irc_modes.parse_channel_modes(
+        args[0],
+        args[1:],
+        max_with_parameter=MAX_MODES,
+        key_max=KEYLEN,
+        mask_max=BANMASK_MAX,
+        bad_word=_bad_word,
+    )
+    for letter in parsed.unknown:
+        session.error(Numeric.ERR_UNKNOWNMODE, letter)
+    changes = parsed.changes
+    if parsed.list_bans:
         for ban in state.bans:
             session.numeric(Numeric.RPL_BANLIST, channel, ban)
         session.error(Numeric.RPL_ENDOFBANLIST, channel)
@@ -77,58 +85,10 @@ def _channel_mode(session: IrcSession, channel: str, args: list[str]) -> None:
 
 def _send_channel_modes(session: IrcSession, state: RoomState) -> None:
     channel = "#" + state.name
-    letters = "".join(sorted(state.modes))
-    params: list[str] = []
     member = any(user is session.user for user, _ in state.members)
-    if state.password is not None:
-        letters += "k"
-        params.append(state.password if member else "*")
-    if state.limit is not None:
-        letters += "l"
-        params.append(str(state.limit))
-    session.numeric(Numeric.RPL_CHANNELMODEIS, channel, "+" + letters, *params)
+    params = irc_modes.channel_mode_is(state.flags, state.password, state.limit, show_key=member)
+    session.numeric(Numeric.RPL_CHANNELMODEIS, channel, *params)
     session.numeric(Numeric.RPL_CREATIONTIME, channel, str(int(state.created)))
-
-
-def _parse_channel_modes(
-    session: IrcSession, text: str, args: list[str]
-) -> tuple[list[ModeChange], bool]:
-    """Mode letters and their arguments as ModeChanges; True if the ban list was asked."""
-    changes: list[ModeChange] = []
-    list_bans = False
-    add = True
-    queue = list(args)
-    with_arg = 0
-    for letter in text:
-        if letter in "+-":
-            add = letter == "+"
-            continue
-        if letter in "imnt":
-            changes.append(ModeChange(add, letter))
-            continue
-        if letter not in "bklov":
-            session.error(Numeric.ERR_UNKNOWNMODE, letter)
-            continue
-        needs_arg = letter in "bkov" or (letter == "l" and add)
-        if not needs_arg:
-            changes.append(ModeChange(add, letter))
-            continue
-        if not queue:
-            if letter == "b":
-                list_bans = True
-            elif letter == "k" and not add:
-                changes.append(ModeChange(False, "k"))
-            continue
-        arg = queue.pop(0)
-        with_arg += 1
-        if with_arg > MAX_MODES:
-            break
-        if letter == "k" and (not arg or len(arg) > KEYLEN or _bad_word(arg)):
-            continue
-        if letter == "b" and (len(arg) > BANMASK_MAX or _bad_word(arg)):
-            continue
-        changes.append(ModeChange(add, letter, arg))
-    return changes, list_bans
 
 
 def _bad_word(word: str) -> bool:

@@ -19,6 +19,7 @@ from threadchat import __version__
 from threadchat.core import names
 from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.limits import (
     AWAYLEN,
@@ -163,7 +164,14 @@ def _welcome(session: IrcSession) -> None:
     session.numeric(Numeric.RPL_WELCOME, welcome)
     session.numeric(Numeric.RPL_YOURHOST, f"Your host is {server_name}, running {VERSION}")
     session.numeric(Numeric.RPL_CREATED, f"This server was created {created}")
-    session.numeric(Numeric.RPL_MYINFO, server_name, VERSION, "iow", "biklmnotv", "bklov")
+    session.numeric(
+        Numeric.RPL_MYINFO,
+        server_name,
+        VERSION,
+        irc_modes.USER_MODES,
+        irc_modes.CHANNEL_MODES,
+        irc_modes.CHANNEL_MODES_WITH_PARAMETER,
+    )
     send_isupport(session)
     send_lusers(session)
     send_motd(session)
@@ -174,7 +182,7 @@ def send_isupport(session: IrcSession) -> None:
         "AWAYLEN": str(AWAYLEN),
         "CASEMAPPING": names.CASEMAPPING,
         "CHANLIMIT": f"#:{MAX_CHANNELS}",
-        "CHANMODES": "b,k,l,imnt",
+        "CHANMODES": irc_modes.CHANMODES,
         "CHANNELLEN": str(CHANNELLEN),
         "CHANTYPES": "#",
         "KEYLEN": str(KEYLEN),
@@ -184,7 +192,7 @@ def send_isupport(session: IrcSession) -> None:
         "MODES": str(MAX_MODES),
         "NETWORK": session.server_name,
         "NICKLEN": str(NICKLEN),
-        "PREFIX": "(ov)@+",
+        "PREFIX": irc_modes.PREFIX,
         "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
         "TOPICLEN": str(names.TOPIC_MAX),
         "USERLEN": str(USERLEN),

@@ -1,4 +1,4 @@
-"""Replies shared by the command handlers: hub refusals as numerics, status prefixes."""
+"""Replies shared by the command handlers: hub refusals as numerics, the closing ERROR."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ HUB_NUMERICS: dict[str, Numeric] = {
     "not_privileged": Numeric.ERR_NOPRIVILEGES,
 }
 
-_PREFIX = {"o": "@", "v": "+"}
-
 
 def hub_error(
     session: IrcSession, problem: HubError, *, nick: str = "*", channel: str = "*"
@@ -50,12 +48,6 @@ def hub_error(
         session.error(numeric, channel)
     else:
         session.numeric(Numeric.ERR_UNKNOWNERROR, "*", problem.message)
-
-
-def status_prefix(letters: str, multi: bool) -> str:
-    """`@` and `+` for a member's channel status; all of them with multi-prefix."""
-    prefixes = "".join(_PREFIX[c] for c in "ov" if c in letters)
-    return prefixes if multi else prefixes[:1]
 
 
 def closing_link(host: str, reason: str) -> Message:

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import names
 from threadchat.core.hub import HubError, User
+from threadchat.core.modes import MemberStatus, UserFlag
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import ident_host, realname_of, speaks_irc
 from threadchat.protocols.irc.limits import AWAYLEN
-from threadchat.protocols.irc.replies import status_prefix
 from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
@@ -37,20 +38,23 @@ def on_who(session: IrcSession, message: Message) -> None:
         except HubError:
             state = None
         if state is not None:
-            for user, letters in state.members:
-                _who_reply(session, "#" + state.name, user, letters)
+            for user, statuses in state.members:
+                _who_reply(session, "#" + state.name, user, statuses)
     else:
         pattern = names.fold(mask)
         for user in session.hub.users():
             if fnmatch.fnmatchcase(names.fold(user.nick), pattern) or pattern == "0":
-                _who_reply(session, "*", user, "")
+                _who_reply(session, "*", user, ())
     session.error(Numeric.RPL_ENDOFWHO, mask)
 
 
-def _who_reply(session: IrcSession, channel: str, user: User, letters: str) -> None:
+def _who_reply(
+    session: IrcSession, channel: str, user: User, statuses: tuple[MemberStatus, ...]
+) -> None:
     ident, host = ident_host(user)
-    flags = ("G" if user.away else "H") + ("*" if "o" in user.modes else "")
-    flags += status_prefix(letters, "multi-prefix" in session.caps)
+    oper = "*" if UserFlag.SERVER_OPERATOR in user.flags else ""
+    flags = ("G" if user.away else "H") + oper
+    flags += irc_modes.status_prefix(statuses, "multi-prefix" in session.caps)
     session.numeric(
         Numeric.RPL_WHOREPLY,
         channel,
@@ -78,7 +82,7 @@ def on_whois(session: IrcSession, message: Message) -> None:
     rooms = session.hub.user_rooms(user)
     if rooms:
         multi = "multi-prefix" in session.caps
-        words = [status_prefix(letters, multi) + "#" + name for name, letters in rooms]
+        words = [irc_modes.status_prefix(held, multi) + "#" + name for name, held in rooms]
 
         def build(text: str, more: bool) -> Message:
             return reply(
@@ -90,7 +94,7 @@ def on_whois(session: IrcSession, message: Message) -> None:
     session.numeric(Numeric.RPL_WHOISSERVER, user.nick, session.server_name, f"threadchat ({kind})")
     if user.away:
         session.numeric(Numeric.RPL_AWAY, user.nick, user.away)
-    if "o" in user.modes:
+    if UserFlag.SERVER_OPERATOR in user.flags:
         session.numeric(Numeric.RPL_WHOISOPERATOR, user.nick, "is an IRC operator")
     if user.account:
         session.numeric(Numeric.RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
@@ -124,7 +128,7 @@ def on_userhost(session: IrcSession, message: Message) -> None:
         user = session.hub.find_user(nick)
         if user is not None:
             ident, host = ident_host(user)
-            oper = "*" if "o" in user.modes else ""
+            oper = "*" if UserFlag.SERVER_OPERATOR in user.flags else ""
             away = "-" if user.away else "+"
             replies.append(f"{user.nick}{oper}={away}{ident}@{host}")
     session.numeric(Numeric.RPL_USERHOST, " ".join(replies))
