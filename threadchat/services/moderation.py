@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from threadchat.core import delivery, events, names
+from threadchat.core.errors import StoreError
 from threadchat.core.hub import (
     DEFAULT_ROOM,
     MAX_BANS,
@@ -40,10 +40,7 @@ from threadchat.core.hub import (
     _mode_event,
     entry_matches,
 )
-from threadchat.store.base import RoomRecord, Store, StoreError
-
-if TYPE_CHECKING:
-    pass
+from threadchat.store.base import RoomRecord, Store
 
 log = logging.getLogger(__name__)
 

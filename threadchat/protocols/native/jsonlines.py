@@ -10,9 +10,9 @@ from typing import Any
 
 from threadchat.core import events
 from threadchat.core.events import Event
+from threadchat.core.history import Ref
 from threadchat.protocols import utctime
 from threadchat.protocols.native import requests
-from threadchat.store.base import Ref
 
 
 def timestamp(ts: float) -> str:

@@ -5,7 +5,7 @@
 
 from dataclasses import dataclass, field
 
-from threadchat.store.base import Ref
+from threadchat.core.history import Ref
 
 
 @dataclass(frozen=True, slots=True)
