@@ -258,3 +258,21 @@ class Moderated(Event):
     by: str
     action: str
     target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo(Event):
+    """What anyone may look up about a connected user (a direct reply, see `Hub.user_info`).
+
+    `rooms` pairs each room the user is in with their status letters there ("o", "v").
+    """
+
+    nick: str
+    account: str | None
+    realname: str
+    rooms: tuple[tuple[str, str], ...]
+    away: str | None
+    operator: bool
+    idle: int
+    signon: float
+    ref: object = None

@@ -848,6 +848,10 @@ class Hub:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
         if message is not None:
             check_text(message)
+            if len(message) > names.AWAY_MAX:
+                raise HubError(
+                    "too_long", f"an away message is at most {names.AWAY_MAX} characters"
+                )
         with delivery.batch(), self._lock:
             if user.away == message:
                 return
@@ -1010,6 +1014,27 @@ class Hub:
         except StoreError as problem:
             log.error("history request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
+
+    def user_info(self, nick: str, ref: object = None) -> events.UserInfo:
+        """What anyone may look up about the user `nick` (a whois), taken in one moment:
+        their account, real name, rooms with their status there, away message, whether
+        they are a server operator, and how long they have been idle. Raises HubError
+        no_such_nick."""
+        with self._lock:
+            user = self._users.get(names.fold(nick))
+            if user is None:
+                raise HubError("no_such_nick", f"there is nobody called {nick}")
+            return events.UserInfo(
+                nick=user.nick,
+                account=user.account,
+                realname=user.realname,
+                rooms=tuple((r.name, _status(r, user)) for r in user.rooms.values()),
+                away=user.away,
+                operator="o" in user.modes,
+                idle=max(0, int(time.time() - user.last_active)),
+                signon=user.signon,
+                ref=ref,
+            )
 
 
 def encode_contained(encode: Callable[[Event], bytes | None], event: Event) -> bytes | None:

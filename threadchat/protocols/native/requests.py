@@ -105,6 +105,31 @@ class QuitRequest(Request):
 
 
 @dataclass(frozen=True, slots=True)
+class Invite(Request):
+    """Invite `target` to `room` (None: the current room); they may then pass mode +i."""
+
+    target: str
+    room: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Away(Request):
+    """Mark yourself away with `message`, or back (None)."""
+
+    message: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whois(Request):
+    """Look up a connected user (answered with a UserInfo event)."""
+
+    target: str
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
 class Invalid(Request):
     """Input that could not be understood; the connection answers with this error and goes on."""
 

@@ -216,6 +216,28 @@ class NativeSession:
         self.reply(events.WhoList(room=name, members=members))
         return False
 
+    def _on_invite(self, request: requests.Invite) -> bool:
+        assert self.user is not None
+        room = self._room_or_current(request.room)
+        invited = self.hub.invite(self.user, request.target, room)
+        self.reply(events.Notice(text=f"you invited {invited.nick} to {room}"))
+        if invited.away:
+            self.reply(events.Notice(text=f"{invited.nick} is away: {invited.away}"))
+        return False
+
+    def _on_away(self, request: requests.Away) -> bool:
+        assert self.user is not None
+        if request.message is not None:
+            check_text(request.message, strict=True)
+        self.hub.set_away(self.user, request.message or None)
+        text = "you are marked as away" if request.message else "you are no longer away"
+        self.reply(events.Notice(text=text))
+        return False
+
+    def _on_whois(self, request: requests.Whois) -> bool:
+        self.reply(self.hub.user_info(request.target, ref=request.ref))
+        return True
+
     def _on_help(self, request: requests.Help) -> bool:
         from threadchat.protocols.native.line import HELP_LINES
 
@@ -251,6 +273,9 @@ _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
     requests.ListRooms: NativeSession._on_rooms,
     requests.Who: NativeSession._on_who,
     requests.Help: NativeSession._on_help,
+    requests.Invite: NativeSession._on_invite,
+    requests.Away: NativeSession._on_away,
+    requests.Whois: NativeSession._on_whois,
     requests.ClientPing: NativeSession._on_ping,
     requests.ClientPong: NativeSession._on_pong,
     requests.QuitRequest: NativeSession._on_quit,
