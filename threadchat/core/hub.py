@@ -968,11 +968,16 @@ class Hub:
         None without history, when the server replays none, and for a client that could not
         tell them from live messages (`marks_history` False: it would show old lines as if
         said just now) or that asks for the history it wants itself (`fetches_history`).
-        The protocol only formats the result."""
+        The protocol only formats the result. Only a member is shown a room's history: a
+        user no longer in the room (kicked right after joining) gets nothing."""
         history = self.history
         if history is None or not marks_history or fetches_history:
             return None
-        return history.replay(room_name)
+        with self._lock:
+            joined = user.rooms.get(names.fold(room_name))
+        if joined is None:
+            return None
+        return history.replay(joined.name)
 
     def read_history(
         self,
