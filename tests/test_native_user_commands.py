@@ -68,7 +68,7 @@ def test_an_invitation_lets_a_native_user_into_an_invite_only_room(
     late.send("/invite visitor")
     late.expect("!!! only operators invite to club")
     owner.send("MODE #club +o late")
-    late.expect("--- owner sets mode +o late on club")
+    late.expect("--- owner made late an operator in club")
     late.send("/invite visitor #club")
     late.expect("--- you invited visitor to club")
     invite = visitor.expect_msg("INVITE")
@@ -121,7 +121,7 @@ def test_whois_looks_up_anyone_from_native_clients(make_server: Callable[..., Se
     info = alice.expect_event("whois", ref=1)
     assert info["name"] == "carol" and info["account"] is None
     assert info["realname"] == "Real carol" and info["away"] == "back soon"
-    assert info["rooms"] == [{"name": "dev", "status": "o"}]  # IRC users start in no room
+    assert info["rooms"] == [{"name": "dev", "status": ["operator"]}]  # IRC users start in no room
     assert info["operator"] is False and info["idle"] >= 0 and info["signon"].endswith("Z")
     alice.send_json(type="whois", name="nobody", ref=2)
     assert alice.expect_event("error", ref=2)["code"] == "no_such_nick"
@@ -130,7 +130,7 @@ def test_whois_looks_up_anyone_from_native_clients(make_server: Callable[..., Se
     bob.send("/whois carol")
     bob.expect("--- carol: a guest")
     bob.expect("--- carol is Real carol")
-    bob.expect("--- carol is in @dev")
+    bob.expect("--- carol is in dev (operator)")
     bob.expect("--- carol is away: back soon")
     bob.expect("--- carol has been idle")
     bob.send("/whois")

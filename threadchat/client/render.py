@@ -172,6 +172,12 @@ def _mode(event: dict[str, Any]) -> Line:
     return _info("--- ", _nick(by), f" {', '.join(phrases)} in {wire(room)}")
 
 
+def _room_with_status(room: dict[str, Any]) -> str:
+    status = room.get("status")
+    words = [wire(s) for s in status] if isinstance(status, list) else []
+    return wire(room.get("name")) + (f" ({', '.join(words)})" if words else "")
+
+
 def _whois(event: dict[str, Any]) -> list[Line]:
     name, account = wire(event.get("name")), event.get("account")
     who = f" is logged in as {wire(account)}" if isinstance(account, str) else " is a guest"
@@ -180,7 +186,7 @@ def _whois(event: dict[str, Any]) -> list[Line]:
     rooms = event.get("rooms")
     rooms = [r for r in rooms if isinstance(r, dict)] if isinstance(rooms, list) else []
     if rooms:
-        listed = ", ".join(wire(r.get("name")) for r in rooms)
+        listed = ", ".join(_room_with_status(r) for r in rooms)
         lines.append(_info("--- ", _nick(name), f" is in {listed}"))
     away = event.get("away")
     if isinstance(away, str):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from threadchat.core import addresses, names
 from threadchat.core.errors import AuthError, HubError, StoreError
 from threadchat.core.hub import User
+from threadchat.core.modes import UserFlag
 from threadchat.store.base import AccountExistsError, Store
 from threadchat.store.passwords import MAX_PASSWORD_BYTES
 
@@ -234,7 +235,7 @@ class AccountService:
         with hub.locked():
             user.account = account
             if self.is_admin(account):
-                user.modes.add("o")
+                user.flags.add(UserFlag.SERVER_OPERATOR)
         with self._grace_lock:
             self._grace.pop(names.fold(account), None)
         if hub.moderation is not None:
