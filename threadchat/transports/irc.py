@@ -21,7 +21,6 @@ from threadchat.core.hub import User
 from threadchat.protocols.irc.codec import safe_host
 from threadchat.protocols.irc.replies import closing_link
 from threadchat.protocols.irc.session import IrcSession
-from threadchat.services import history
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
@@ -76,7 +75,7 @@ class IrcConnection(TcpConnection):
         reason = self.session.receive_data(data)
         if reason is None:
             return True
-        history.complete()
+        self.server.hub.pipeline.complete()
         self.close_after_flush(reason)
         return False
 
@@ -89,7 +88,7 @@ class IrcConnection(TcpConnection):
 
     def on_close(self, reason: str) -> None:
         # The user's last messages go out before the others see them leave.
-        history.complete()
+        self.server.hub.pipeline.complete()
         self.session.closed(reason)
 
     # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------

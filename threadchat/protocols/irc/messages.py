@@ -1,6 +1,6 @@
 """PRIVMSG, NOTICE and TAGMSG: messages to channels, to people and to NickServ.
 
-PRIVMSGs of one read share one store commit (see `history.reading`), like the native
+PRIVMSGs of one read share one store commit (see `Hub.pipeline`), like the native
 protocol's lines. `PRIVMSG` with CTCP ACTION becomes a hub action (`/me`), so native users see
 `* nick text`; other text passes through unchanged (IRC formatting codes and CTCP reach IRC
 peers intact), the hub refusing only CR, LF and NUL.
@@ -23,7 +23,6 @@ from threadchat.protocols.irc.wire import (
     channel_to_room,
     split_targets,
 )
-from threadchat.services import history
 
 if TYPE_CHECKING:
     from threadchat.protocols.irc.session import IrcSession
@@ -74,7 +73,7 @@ def _deliver(
             raise
         return
     if irc_accounts.is_nickserv(target) and hub.find_user(target) is None:
-        history.complete()  # its replies and login must not overtake queued messages
+        hub.pipeline.complete()  # its replies and login must not overtake queued messages
         if echo is not None:
             lines = chat_messages(session.mask, target, text, kind, user.account)
             for line in lines:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from threadchat.core import names
+from threadchat.core.errors import AuthError
 from threadchat.protocols.irc.wire import Message, Numeric
-from threadchat.services.accounts import AuthError
 
 if TYPE_CHECKING:
     from threadchat.protocols.irc.session import IrcSession

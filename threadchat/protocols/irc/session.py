@@ -32,7 +32,6 @@ from threadchat.protocols.irc.wire import (
     reply,
     reply_with_text,
 )
-from threadchat.services import history
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +175,7 @@ class IrcSession:
             if not (isinstance(item, MessageReceived) and item.message.command == "PRIVMSG"):
                 # Nothing may overtake queued messages: no other command (a PART, a NOTICE,
                 # which is relayed at once, a CHATHISTORY that should see them) and no reply.
-                history.complete()
+                self.hub.pipeline.complete()
             match item:
                 case MessageReceived(message=message):
                     if self.user is not None:
