@@ -116,14 +116,14 @@ _PREFIX = {"o": "@", "v": "+"}
 
 def ident_host(user: User) -> tuple[str, str]:
     """The username and host IRC users see for `user` (of any protocol)."""
-    if isinstance(user.conn, IrcConnection):
+    if any(isinstance(c, IrcConnection) for c in user.connections):
         return user.username, user.host
     return user.nick, _safe_host(user.host or "unknown")
 
 
 def realname_of(user: User) -> str:
     """The realname IRC users see; native clients give none."""
-    if user.realname or isinstance(user.conn, IrcConnection):
+    if user.realname or any(isinstance(c, IrcConnection) for c in user.connections):
         return user.realname
     return "threadchat native user"
 
@@ -464,7 +464,7 @@ class IrcConnection(TcpConnection):
         history.complete()
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
-            self.hub.unregister(self.user, reason)
+            self.hub.detach(self.user, self, reason)
 
     def tick(self, now: float) -> None:
         config = self.server.config
@@ -844,7 +844,8 @@ class IrcConnection(TcpConnection):
                 )
 
             self.send(*pack_words(words, build))
-        kind = "IRC" if isinstance(user.conn, IrcConnection) else "native protocol"
+        on_irc = any(isinstance(c, IrcConnection) for c in user.connections)
+        kind = "IRC" if on_irc else "native protocol"
         self.numeric(Numeric.RPL_WHOISSERVER, user.nick, self.server_name, f"threadchat ({kind})")
         if user.away:
             self.numeric(Numeric.RPL_AWAY, user.nick, user.away)
@@ -1054,9 +1055,10 @@ class IrcConnection(TcpConnection):
             return
         # Let the victim's ERROR line leave before its socket is shut down.
         self.flush_now()
-        abort = getattr(victim.conn, "abort", None)
-        if abort is not None:
-            abort(f"Killed ({self.user.nick} ({comment}))")
+        for conn in victim.connections:
+            abort = getattr(conn, "abort", None)
+            if abort is not None:
+                abort(f"Killed ({self.user.nick} ({comment}))")
 
     def on_wallops(self, message: Message) -> None:
         assert self.user is not None
