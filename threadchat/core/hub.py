@@ -158,7 +158,7 @@ class RoomRelay:
     ) -> None:
         self.hub = hub
         self.user = user
-        self.origin = _origin(user, origin)
+        self.origin = origin if origin is not None else _origin(user, None)
         self.room_name = room_name
         self.text = text
         self.kind = kind
@@ -415,7 +415,11 @@ class Hub:
         the sender's copy then carries the stored id and time, in order with the relay).
         """
         check_text(text)
-        origin = _origin(user, origin)
+        if origin is None:
+            try:
+                (origin,) = user.connections  # the usual case, without a call per message
+            except ValueError:
+                origin = _origin(user, None)
         with delivery.batch():
             if self.history is None:
                 if echo is None and self.defer_relay is not None:

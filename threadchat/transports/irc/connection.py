@@ -116,14 +116,16 @@ _PREFIX = {"o": "@", "v": "+"}
 
 def ident_host(user: User) -> tuple[str, str]:
     """The username and host IRC users see for `user` (of any protocol)."""
-    if any(isinstance(c, IrcConnection) for c in user.connections):
+    first = user.connections[0] if user.connections else None  # the first one decides
+    if isinstance(first, IrcConnection):
         return user.username, user.host
     return user.nick, _safe_host(user.host or "unknown")
 
 
 def realname_of(user: User) -> str:
     """The realname IRC users see; native clients give none."""
-    if user.realname or any(isinstance(c, IrcConnection) for c in user.connections):
+    first = user.connections[0] if user.connections else None
+    if user.realname or isinstance(first, IrcConnection):
         return user.realname
     return "threadchat native user"
 
@@ -844,8 +846,8 @@ class IrcConnection(TcpConnection):
                 )
 
             self.send(*pack_words(words, build))
-        on_irc = any(isinstance(c, IrcConnection) for c in user.connections)
-        kind = "IRC" if on_irc else "native protocol"
+        first = user.connections[0] if user.connections else None
+        kind = "IRC" if isinstance(first, IrcConnection) else "native protocol"
         self.numeric(Numeric.RPL_WHOISSERVER, user.nick, self.server_name, f"threadchat ({kind})")
         if user.away:
             self.numeric(Numeric.RPL_AWAY, user.nick, user.away)
