@@ -1,4 +1,24 @@
-"""``python -m bench``: run scenarios against servers, print a table, append JSON lines."""
+"""``python -m bench``: run scenarios against servers, print a table, append JSON lines.
+
+Results go to bench/results/results.jsonl; ``python -m bench.report`` (``make bench-report``)
+turns them into docs/performance.md. Examples:
+
+  python -m bench --quick                                  # a first look, short runs
+  python -m bench --scenario fanout-100,rate-100 --servers ngircd,threadchat-irc --repeat 3
+
+Before/after, same machine, one sitting: ``--baseline REV`` also runs threadchat-irc and
+threadchat-json of git revision REV (as ``threadchat-irc@REV``, ``threadchat-json@REV``),
+taking turns with its working-tree twin in every round (the order reversed every other
+round). REV is checked out once as a detached git worktree in bench/baselines/ (gitignored,
+reused later; remove it with ``git worktree remove``) and its servers import that checkout's
+package. Idle scenarios are then repeated too, and the run ends with a Markdown table of
+medians before and after and the change, changes worse than 5 % in bold; it is appended to
+bench/results/comparisons.jsonl and the report shows the newest one under "Before and
+after". Issue 11's table (one command line):
+
+  python -m bench --baseline f195cf1 --servers threadchat-irc,threadchat-json --repeat 3
+      --scenario fanout-100,fanout-1000,rate-100,rate-1000,idle-1000,idle-5000,history
+"""
 
 from __future__ import annotations
 
@@ -11,13 +31,26 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import SCENARIOS, Options
-from bench.servers import REPO_DIR, SERVERS, raise_nofile_limit
+from bench.baseline import (
+    COMPARABLE,
+    Baseline,
+    BaselineError,
+    baseline_servers,
+    prepare_baseline,
+    verify_source,
+    working_tree_label,
+)
+from bench.compare import compare, markdown
+from bench.scenarios import SCENARIOS, Options, Scenario
+from bench.servers import REPO_DIR, SERVERS, ServerSpec, raise_nofile_limit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "results.jsonl"
+# One line per --baseline run: its before/after rows and the Markdown table.
+COMPARISONS = RESULTS.parent / "comparisons.jsonl"
 DEFAULT_SERVERS = "ngircd,naive,threadchat-irc,threadchat-json"
 
 
@@ -64,11 +97,11 @@ def row(rec: dict[str, Any]) -> str:
     if "repeat" in rec:
         name += f" #{rec['repeat']}" if rec["repeat"] != "median" else " median"
     if "error" in r or "skipped" in r:
-        return f"{name:<26} {rec['server']:<16} {r.get('error') or r.get('skipped')}"
+        return f"{name:<26} {rec['server']:<23} {r.get('error') or r.get('skipped')}"
     if "held" in r:
         per_conn = fmt(r["rss_kb_per_conn"], 1, 1)
         return (
-            f"{name:<26} {rec['server']:<16} held {r['held']}/{r['clients']} "
+            f"{name:<26} {rec['server']:<23} held {r['held']}/{r['clients']} "
             f"in {r['connect_s']:.1f}s  rss/conn {per_conn} KiB"
         )
     extra = ""
@@ -76,7 +109,7 @@ def row(rec: dict[str, Any]) -> str:
         s = r["slow_consumer"]
         extra = f" slow cut_off={s['cut_off']} base_p99={fmt(r.get('baseline_p99_ms'), 1, 1)}"
     return (
-        f"{name:<26} {rec['server']:<16} {fmt(r['deliveries_per_s']):>11} "
+        f"{name:<26} {rec['server']:<23} {fmt(r['deliveries_per_s']):>11} "
         f"{fmt(r['deliveries_per_cpu_s']):>11} {fmt(r['p50_ms'], 1, 1):>8} "
         f"{fmt(r['p99_ms'], 1, 1):>8} {fmt(r['max_ms'], 1, 1):>8} "
         f"{fmt(r['completeness'], 100, 1):>6}% {fmt(r['server_cpu_pct'], 1, 0):>4}% "
@@ -85,13 +118,82 @@ def row(rec: dict[str, Any]) -> str:
 
 
 HEADER = (
-    f"{'scenario':<26} {'server':<16} {'deliv/s':>11} {'deliv/cpu-s':>11} {'p50 ms':>8} "
+    f"{'scenario':<26} {'server':<23} {'deliv/s':>11} {'deliv/cpu-s':>11} {'p50 ms':>8} "
     f"{'p99 ms':>8} {'max ms':>8} {'compl':>7} {'cpu':>5} {'RSS MB':>6} {'gen cpu%':>7}"
 )
 
 
+def server_order(servers: list[str], specs: dict[str, ServerSpec], label: str | None) -> list[str]:
+    """The servers of one round; each threadchat server preceded by its baseline, if any."""
+    out = []
+    for server in servers:
+        twin = f"{server}@{label}"
+        if label and twin in specs and twin not in servers:
+            out.append(twin)
+        out.append(server)
+    return out
+
+
+def run_scenarios(
+    names: list[str],
+    servers: list[str],
+    specs: dict[str, ServerSpec],
+    opts: Options,
+    repeat: int,
+    record: Callable[[dict[str, Any]], None],
+    common: dict[str, Any],
+    repeat_idle: bool = False,
+    scenarios: dict[str, Scenario] = SCENARIOS,
+) -> list[dict[str, Any]]:
+    """Run each scenario against each server, ``repeat`` times with the servers taking turns,
+    and return one summary record per scenario x server x variant: the median of its runs,
+    or its only run."""
+    summaries: list[dict[str, Any]] = []
+    for name in names:
+        scenario = scenarios[name]
+        # Idle runs measure memory and connect time, which vary little: run them once, unless
+        # a before/after comparison asks for medians of everything.
+        rounds = repeat if scenario.traffic or repeat_idle else 1
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for index in range(rounds):
+            # Servers take turns, so a slow moment of the machine does not hit one server's
+            # runs only; every other round in reverse, so no server always goes first.
+            for server in servers if index % 2 == 0 else servers[::-1]:
+                try:
+                    results = scenario.run(specs[server], opts)
+                except Exception as exc:  # one broken server must not lose the other rows
+                    traceback.print_exc(file=sys.stderr)
+                    results = [{"error": f"{type(exc).__name__}: {exc}"}]
+                for result in results:
+                    rec = {**common, "scenario": name, "server": server, "result": result,
+                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+                    if rounds > 1:
+                        rec["repeat"] = index
+                    runs.setdefault((server, result.get("variant", "")), []).append(result)
+                    record(rec)
+        # In the order of the servers, not of the last round.
+        for server in servers:
+            for (run_server, _), results in runs.items():
+                if run_server != server:
+                    continue
+                if rounds == 1:
+                    summary = results[0]
+                    rec = {**common, "scenario": name, "server": server, "result": summary}
+                else:
+                    rec = {**common, "scenario": name, "server": server,
+                           "result": median(results), "repeat": "median",
+                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+                    record(rec)
+                summaries.append(rec)
+    return summaries
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--scenario", default="all", help="comma-separated names or 'all': " + ", ".join(SCENARIOS)
     )
@@ -106,8 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="run each traffic scenario N times, servers taking turns, and also record the "
-        "median of the N runs (what the report shows)",
+        help="run each traffic scenario (with --baseline: each scenario) N times, servers "
+        "taking turns, and also record the median of the N runs (what the report shows)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run threadchat-irc/-json of git revision REV (as threadchat-irc@REV ...), "
+        "checked out in bench/baselines/, taking turns with the working tree's servers; "
+        "idle scenarios are repeated too; ends with a before/after table",
     )
     parser.add_argument("--no-save", action="store_true", help="do not append to results.jsonl")
     args = parser.parse_args(argv)  # fmt: skip
@@ -120,10 +229,30 @@ def main(argv: list[str] | None = None) -> int:
     for s in servers:
         if s not in SERVERS:
             parser.error(f"unknown server {s!r}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.quick:
         names = [n for n in names if SCENARIOS[n].in_quick]
     duration = args.duration or (3.0 if args.quick else 8.0)
     opts = Options(duration=duration, drain_s=3.0 if args.quick else 5.0, quick=args.quick)
+
+    specs = dict(SERVERS)
+    baseline: Baseline | None = None
+    after = git_commit()
+    if args.baseline:
+        if not any(s in COMPARABLE for s in servers):
+            parser.error(f"--baseline needs one of {', '.join(COMPARABLE)} in --servers")
+        try:
+            baseline = prepare_baseline(args.baseline)
+            # The working tree's servers must run the working tree too, not an installed copy.
+            verify_source(REPO_DIR)
+            after = working_tree_label()
+        except BaselineError as exc:
+            parser.error(str(exc))
+        specs.update(baseline_servers(baseline))
+        servers = server_order(servers, specs, baseline.label)
+        print(f"baseline {baseline.rev} = {baseline.commit[:12]}, checked out in "
+              f"{baseline.path.relative_to(REPO_DIR)}", flush=True)  # fmt: skip
 
     raise_nofile_limit()
     run_id = time.strftime("%Y%m%dT%H%M%S")
@@ -133,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "commit": git_commit(),
     }
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    if baseline is not None:
+        common["baseline"] = baseline.commit
 
     def record(rec: dict[str, Any]) -> None:
         print(row(rec), flush=True)
@@ -144,55 +273,51 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps(rec) + "\n")
 
     print(HEADER, flush=True)
-    for name in names:
-        # Idle runs measure memory and connect time, which vary little: run them once.
-        rounds = args.repeat if SCENARIOS[name].traffic else 1
-        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for index in range(rounds):
-            # Servers take turns, so a slow moment of the machine does not hit one server's
-            # runs only.
-            for server in servers:
-                try:
-                    results = SCENARIOS[name].run(SERVERS[server], opts)
-                except Exception as exc:  # one broken server must not lose the other rows
-                    traceback.print_exc(file=sys.stderr)
-                    results = [{"error": f"{type(exc).__name__}: {exc}"}]
-                for result in results:
-                    rec = {**common, "scenario": name, "server": server, "result": result,
-                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-                    if rounds > 1:
-                        rec["repeat"] = index
-                        runs.setdefault((server, result.get("variant", "")), []).append(result)
-                    record(rec)
-        for (server, _), results in runs.items():
-            rec = {**common, "scenario": name, "server": server, "result": median(results),
-                   "repeat": "median", "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-            record(rec)
+    summaries = run_scenarios(names, servers, specs, opts, args.repeat, record, common,
+                              repeat_idle=baseline is not None)  # fmt: skip
+    if baseline is not None:
+        table = compare(summaries, baseline.label)
+        text = markdown(table, before=baseline.label, after=after, runs=args.repeat)
+        print("\n" + text, flush=True)
+        if not args.no_save:
+            rec = {**common, "before": baseline.label, "after": after, "repeat": args.repeat,
+                   "duration_s": duration, **table, "markdown": text}  # fmt: skip
+            COMPARISONS.parent.mkdir(parents=True, exist_ok=True)
+            with COMPARISONS.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
     return 0
 
 
-# Figures of a traffic result that are single numbers; the median takes each on its own.
+# Figures of a result that are single numbers; the median takes each on its own.
 MEDIAN_FIELDS = ("deliveries_per_s", "deliveries_per_cpu_s", "p50_ms", "p99_ms", "max_ms",
                  "completeness", "server_cpu_pct", "server_rss_kb_end")  # fmt: skip
+IDLE_MEDIAN_FIELDS = ("rss_kb_per_conn", "connect_s", "connects_per_s", "server_rss_kb_end")
 
 
 def median(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One result for N runs: the run of median throughput, each figure replaced by its median
-    over the runs, with the runs' lowest and highest throughput and p99 kept beside it."""
-    usable = [r for r in results if "deliveries_per_s" in r]
+    """One result for N runs: the run of median throughput (idle runs: of median memory per
+    connection), each figure replaced by its median over the runs, with the runs' lowest and
+    highest throughput and p99 (idle: memory per connection) kept beside it."""
+    idle = any("held" in r for r in results)
+    key = "rss_kb_per_conn" if idle else "deliveries_per_s"
+    fields = IDLE_MEDIAN_FIELDS if idle else MEDIAN_FIELDS
+    spread = ("rss_kb_per_conn",) if idle else ("deliveries_per_s", "p99_ms")
+    usable = [r for r in results if r.get(key) is not None]
     if not usable:
         return results[-1]
-    usable.sort(key=lambda r: r["deliveries_per_s"])
+    usable.sort(key=lambda r: r[key])
     out = dict(usable[len(usable) // 2])
-    for key in MEDIAN_FIELDS:
-        values = sorted(r[key] for r in usable if r.get(key) is not None)
+    for field in fields:
+        values = sorted(r[field] for r in usable if r.get(field) is not None)
         if values:
-            out[key] = statistics.median(values)
+            out[field] = statistics.median(values)
+    if "held" in out:
+        out["held"] = min(r["held"] for r in usable)  # every run must have kept them all
     out["runs"] = len(usable)
     out["spread"] = {
-        key: [min(r[key] for r in usable), max(r[key] for r in usable)]
-        for key in ("deliveries_per_s", "p99_ms")
-        if all(r.get(key) is not None for r in usable)
+        field: [min(r[field] for r in usable), max(r[field] for r in usable)]
+        for field in spread
+        if all(r.get(field) is not None for r in usable)
     }
     return out
 

@@ -9,7 +9,8 @@ import json
 import sys
 from typing import Any
 
-from bench.__main__ import RESULTS
+from bench.__main__ import COMPARISONS, RESULTS
+from bench.baseline import baseline_of
 from bench.servers import REPO_DIR
 
 DOC = REPO_DIR / "docs" / "performance.md"
@@ -21,7 +22,8 @@ def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for rec in records:
         if isinstance(rec.get("repeat"), int):
             continue  # one of several runs; their median record follows them
-
+        if baseline_of(rec["server"])[1]:
+            continue  # another revision's server: in the before/after section only
         key = (rec["scenario"], rec["server"], rec["result"].get("variant", ""))
         by_key[key] = rec
     return list(by_key.values())
@@ -88,6 +90,26 @@ def idle_table(recs: list[dict[str, Any]]) -> list[str]:
                 f"| {_n(r['rss_kb_per_conn'], 1)} |"
             )
     return lines
+
+
+def comparison_section() -> list[str]:
+    """The newest ``--baseline`` run's before/after table, if there is one."""
+    if not COMPARISONS.exists():
+        return []
+    lines = [line for line in COMPARISONS.read_text().splitlines() if line.strip()]
+    if not lines:
+        return []
+    rec = json.loads(lines[-1])
+    m = rec["machine"]
+    return [
+        "## Before and after",
+        "",
+        f"`{rec['command']}` ({rec['run_id']}; {m['nproc']} cores, {m['cpu_model']}, "
+        f"Python {m['python']}).",
+        "",
+        rec["markdown"],
+        "",
+    ]
 
 
 def chart(recs: list[dict[str, Any]]) -> bool:
@@ -166,6 +188,7 @@ def main() -> int:
     out += ["## Traffic", "", *traffic_table(recs), ""]
     out += ["## Slow consumer", "", *slow_table(recs), ""]
     out += ["## Idle connections", "", *idle_table(recs), ""]
+    out += comparison_section()
     analysis = REPO_DIR / "bench" / "analysis.md"
     if analysis.exists():
         # Hand-written: the targets, what each figure means, and what limits a missed one.

@@ -118,10 +118,13 @@ class ServerSpec:
         return server
 
 
-def _popen(cmd: list[str], cwd: str | None = None) -> subprocess.Popen[bytes]:
+def _popen(
+    cmd: list[str], cwd: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cmd,
         cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -214,18 +217,39 @@ def _launch_naive(options: dict[str, object]) -> RunningServer:
     return RunningServer(f"naive-{protocol}", proc, port, protocol, 64)
 
 
+def threadchat_env(source_dir: Path) -> dict[str, str]:
+    """The environment that makes ``python -m threadchat`` import the package in source_dir,
+    not an installed one: that checkout first on PYTHONPATH (the server also runs there)."""
+    paths = [str(source_dir), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def threadchat_module_file(source_dir: Path) -> Path:
+    """Where the threadchat package a server started from source_dir comes from."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import threadchat; print(threadchat.__file__)"],
+        cwd=source_dir, env=threadchat_env(source_dir),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return Path(out.stdout.strip()).resolve()
+
+
 def _launch_threadchat(options: dict[str, object]) -> RunningServer:
     line_port, irc_port = free_port(), free_port()
     history = options.get("history")
+    # Another revision's checkout (a baseline, bench/baseline.py) or this one.
+    source_dir = Path(str(options.get("source_dir", REPO_DIR)))
     # A fresh data directory per run: the database starts empty and never lands in the repo.
     tmp = tempfile.mkdtemp(prefix="bench-threadchat-")
     cmd = threadchat_command(
         line_port, irc_port, history if isinstance(history, bool) else None, data_dir=tmp
     )
-    proc = _popen(cmd, cwd=str(REPO_DIR))
+    proc = _popen(cmd, cwd=str(source_dir), env=threadchat_env(source_dir))
     protocol = str(options["protocol"])
     port = irc_port if protocol == "irc" else line_port
-    return RunningServer(f"threadchat-{protocol}", proc, port, protocol, 16, tmpdir=tmp)
+    revision = options.get("revision")
+    name = f"threadchat-{protocol}" + (f"@{revision}" if revision else "")
+    return RunningServer(name, proc, port, protocol, 16, tmpdir=tmp)
 
 
 SERVERS: dict[str, ServerSpec] = {

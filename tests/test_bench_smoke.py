@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from bench.__main__ import median
+from bench.__main__ import median, run_scenarios, server_order
+from bench.baseline import (
+    BaselineError,
+    baseline_servers,
+    git,
+    prepare_baseline,
+    verify_source,
+)
+from bench.compare import compare, markdown
 from bench.history_cpu import measure as measure_history_cpu
 from bench.runner import TrafficPlan, plan_clients, run_idle, run_traffic
-from bench.servers import SERVERS
+from bench.scenarios import Options, Scenario
+from bench.servers import REPO_DIR, SERVERS, ServerSpec
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -65,3 +78,115 @@ def test_history_cpu_harness_delivers_every_message(with_history: bool) -> None:
     )
     assert result["delivered"] == 6 * 4 * (5 - 1)
     assert result["cpu_us"] > 0
+
+
+def test_idle_runs_are_summed_up_by_their_median() -> None:
+    runs = [
+        {"held": 10, "clients": 10, "rss_kb_per_conn": 31.0, "connect_s": 0.2},
+        {"held": 9, "clients": 10, "rss_kb_per_conn": 29.0, "connect_s": 0.3},
+        {"held": 10, "clients": 10, "rss_kb_per_conn": 30.0, "connect_s": 0.1},
+    ]
+    summary = median(runs)
+    assert summary["rss_kb_per_conn"] == 30.0 and summary["connect_s"] == 0.2
+    assert summary["held"] == 9  # one run that lost a client is not hidden by the others
+    assert summary["spread"] == {"rss_kb_per_conn": [29.0, 31.0]}
+
+
+def _tiny_traffic(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+    plan = TrafficPlan(clients=4, senders=2, rate=100, sample_every=1, duration=opts.duration,
+                       drain_s=opts.drain_s)  # fmt: skip
+    return [run_traffic(spec, plan)]
+
+
+def _tiny_idle(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+    return [run_idle(spec, 10)]
+
+
+TINY = {
+    "tiny": Scenario("tiny", "1 room, C=4, S=2, 100 msgs/s", _tiny_traffic),
+    "tiny-idle": Scenario("tiny-idle", "10 idle clients", _tiny_idle, traffic=False),
+}
+
+
+@pytest.mark.timeout(240)
+def test_baseline_runs_beside_the_working_tree(tmp_path: Path) -> None:
+    # HEAD: a revision every clone has, shallow ones included (CI runs on a fresh clone).
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    try:
+        git("rev-parse", "--verify", "HEAD")
+    except BaselineError as exc:
+        pytest.skip(f"not a git checkout: {exc}")
+    baseline = prepare_baseline("HEAD", root=tmp_path / "baselines")
+    try:
+        # A second call finds and reuses the worktree.
+        assert prepare_baseline("HEAD", root=tmp_path / "baselines") == baseline
+        # Each side imports its own checkout's package.
+        assert verify_source(baseline.path).is_relative_to(baseline.path)
+        assert verify_source(REPO_DIR).is_relative_to(REPO_DIR)
+        specs = {**SERVERS, **baseline_servers(baseline)}
+        before = f"threadchat-json@{baseline.label}"
+        servers = server_order(["threadchat-json"], specs, baseline.label)
+        assert servers == [before, "threadchat-json"]
+        records: list[dict[str, Any]] = []
+        summaries = run_scenarios(list(TINY), servers, specs, Options(duration=1.0, drain_s=5.0),
+                                  repeat=2, record=records.append, common={}, repeat_idle=True,
+                                  scenarios=TINY)  # fmt: skip
+    finally:
+        git("worktree", "remove", "--force", str(baseline.path))
+
+    # Both servers in every round, taking turns in alternating order, then the medians.
+    assert [(r["scenario"], r["server"], r.get("repeat")) for r in records] == [
+        (name, server, repeat)
+        for name in TINY
+        for repeat, order in ((0, servers), (1, servers[::-1]), ("median", servers))
+        for server in order
+    ]
+    for rec in records:
+        result = rec["result"]
+        assert "error" not in result, result
+        assert result.get("completeness", 1.0) == 1.0
+        assert result.get("held", 10) == 10
+    table = compare(summaries, baseline.label)
+    assert [(r["scenario"], r["figure"]) for r in table["rows"]] == [
+        ("tiny", "deliveries/s"),
+        ("tiny", "deliveries per CPU-s"),
+        ("tiny", "p99 ms"),
+        ("tiny", "max ms"),
+        ("tiny-idle", "RSS per connection KiB"),
+    ]
+    for row in table["rows"]:
+        assert row["server"] == "threadchat-json" and row["runs"] == [2, 2]
+        assert row["before"] is not None and row["after"] is not None, row
+        assert row["change_pct"] is not None, row
+    assert table["notes"] == []
+
+    text = markdown(table, before=baseline.label, after="working tree", runs=2)
+    lines = text.splitlines()
+    assert "| scenario | server | figure | before | after | change |" in lines
+    body = [line for line in lines if line.startswith("| tiny")]
+    assert len(body) == len(table["rows"])
+    for line, row in zip(body, table["rows"], strict=True):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        shown = [float(cell.replace(",", "")) for cell in cells[3:5]]
+        assert shown == pytest.approx([row["before"], row["after"]], abs=10 ** -row["digits"])
+        assert "%" in cells[5]
+
+
+def test_a_worse_figure_is_marked() -> None:
+    def summary(server: str, **result: Any) -> dict[str, Any]:
+        return {"scenario": "fanout-100", "server": server, "result": result}
+
+    before = {"deliveries_per_s": 100.0, "deliveries_per_cpu_s": 200.0, "p99_ms": 10.0,
+              "max_ms": 20.0, "completeness": 1.0}  # fmt: skip
+    after = {**before, "deliveries_per_s": 94.0, "p99_ms": 10.4, "max_ms": 40.0}
+    table = compare([summary("threadchat-irc@abc", **before), summary("threadchat-irc", **after)],
+                    "abc")  # fmt: skip
+    worse = {r["figure"]: r["worse"] for r in table["rows"]}
+    # 6 % fewer deliveries is worse than 5 %; p99 4 % up is not; max is shown, not judged.
+    assert worse == {"deliveries/s": True, "deliveries per CPU-s": False, "p99 ms": False,
+                     "max ms": False}  # fmt: skip
+    assert table["worse"] == 1
+    text = markdown(table, before="abc", after="def", runs=3)
+    assert "| fanout-100 | threadchat-irc | deliveries/s | 100 | 94 | **-6.0 % worse** |" in text
+    assert "+100.0 % (not judged)" in text
