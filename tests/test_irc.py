@@ -799,7 +799,7 @@ def test_native_users_see_modes_and_kicks(
     op.expect_msg("JOIN")
     op.expect_msg("JOIN")
     op.send("MODE #mod +v tom", "KICK #mod jane :off topic")
-    assert tom.expect("sets mode") == "--- op sets mode +v tom on mod"
+    assert tom.expect("voice") == "--- op gave tom voice in mod"
     event = jane.expect_event("mode", room="mod")
     assert (event["changes"], event["args"]) == ("+v", ["tom"])
     jane.expect_event("leave", room="mod", name="jane")

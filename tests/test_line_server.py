@@ -88,6 +88,18 @@ def test_join_leave_nick_topic_and_quit_notices(connect: Connect) -> None:
     bob.read_until_closed()
 
 
+def test_a_name_is_free_again_as_soon_as_its_quit_closes_the_connection(
+    connect: Connect, server: Server
+) -> None:
+    # The server leaves the hub before it closes the socket: a client that reconnects the
+    # moment it sees the close must get its name back, never "name in use".
+    for _ in range(20):
+        bob = connect("bob")
+        bob.send("/quit")
+        bob.read_until_closed()
+        assert server.hub.find_user("bob") is None
+
+
 def test_dropped_connection_is_announced_with_reason(connect: Connect) -> None:
     alice, bob = connect("alice"), connect("bob")
     bob.close()

@@ -154,9 +154,9 @@ def test_text_mode_moderation_commands(make_server: Callable[..., Server]) -> No
     bob.send("hello?")
     bob.expect("!!! you are muted in den")
     alice.send("/unmute bob", "/op #den bob")
-    bob.expect("--- alice sets mode +o bob on den")
+    bob.expect("--- alice made bob an operator in den")
     bob.send("/topiclock off")
-    bob.expect("--- bob sets mode -t on den")
+    bob.expect("--- bob unlocked the topic in den")
     bob.send("/kick alice bye now")
     alice.expect("<-- alice was kicked from den by bob (bye now)")
     alice.send("/kick")
@@ -166,7 +166,7 @@ def test_text_mode_moderation_commands(make_server: Callable[..., Server]) -> No
 def test_irc_style_mode_changes_persist_too(
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    from threadchat.core.hub import ModeChange
+    from threadchat.core.modes import MemberStatus, ModeChange, RoomFlag, RoomList
 
     first = make_server(data_dir=str(tmp_path))
     alice, bob = registered(first, "alice"), registered(first, "bob")
@@ -174,7 +174,11 @@ def test_irc_style_mode_changes_persist_too(
     join(bob, "club")
     owner = first.hub.find_user("alice")
     assert owner is not None
-    changes = [ModeChange(True, "o", "bob"), ModeChange(True, "m"), ModeChange(True, "b", "x!*@*")]
+    changes = [
+        ModeChange(True, MemberStatus.OPERATOR, "bob"),
+        ModeChange(True, RoomFlag.MODERATED),
+        ModeChange(True, RoomList.BAN, "x!*@*"),
+    ]
     assert len(first.hub.set_room_modes(owner, "club", changes)) == 3
     first.stop()
     second = make_server(data_dir=str(tmp_path))
@@ -182,3 +186,29 @@ def test_irc_style_mode_changes_persist_too(
     record = next(r for r in second.store.load_rooms() if r.name == "club")
     assert record.operators == {"bob"} and "m" in record.modes and record.bans == {"x!*@*"}
     assert record.owner == "alice"
+
+
+def test_stored_mode_letters_load_as_room_flags(tmp_path: Path) -> None:
+    """The store keeps room flags as letters (databases written before flags were data);
+    the keeper alone translates, and letters it does not know are dropped on loading."""
+    from threadchat.core.hub import Hub
+    from threadchat.core.modes import RoomFlag
+    from threadchat.services.moderation import RoomKeeper
+    from threadchat.store.base import RoomRecord
+    from threadchat.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        record = RoomRecord(name="Old", created_ts=1000, owner="alice", modes=frozenset("tnmikl"))
+        store.save_room(record)
+        hub = Hub()
+        keeper = RoomKeeper(hub, store)
+        assert keeper.load() == 1
+        room = hub.get_room("old")
+        assert room is not None and room.flags == set(RoomFlag)
+        room.flags.discard(RoomFlag.MODERATED)
+        keeper.save(room)
+        saved = next(r for r in store.load_rooms() if r.name == "Old")
+        assert saved.modes == frozenset("tni")
+    finally:
+        store.close()

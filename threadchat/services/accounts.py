@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import addresses, names
 from threadchat.core.hub import HubError, User
+from threadchat.core.modes import UserFlag
 from threadchat.store.base import AccountExistsError, Store, StoreError
 from threadchat.store.passwords import MAX_PASSWORD_BYTES
 
@@ -232,7 +233,7 @@ class AccountService:
         with hub.locked():
             user.account = account
             if self.is_admin(account):
-                user.modes.add("o")
+                user.flags.add(UserFlag.SERVER_OPERATOR)
         with self._grace_lock:
             self._grace.pop(names.fold(account), None)
         if hub.moderation is not None:

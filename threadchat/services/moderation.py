@@ -9,7 +9,7 @@ the *accounts* that are operators or voiced (nicks are not identities: a guest m
 free nick, so only an account can carry a grant across sessions).
 
 Rights: `Hub.may_moderate` (the owner account, the room's operators and server operators;
-admins listed in the configuration get user mode "o" when they log in) may
+admins listed in the configuration become server operators when they log in) may
 op/deop/kick/ban/unban/mute/unmute and lock the topic.
 
 Bans: a `nick!user@host` glob, or `~a:ACCOUNT` for an account; what a typed name means is
@@ -17,8 +17,12 @@ Bans: a `nick!user@host` glob, or `~a:ACCOUNT` for an account; what a typed name
 same kinds of entries in a per-room set; a muted user cannot speak in the room (stored with
 the bans as `~q:ENTRY`, so the store needs no new table).
 
-Overlap: the IRC transport maps MODE +o/-o/+b/-b/+t/-t and KICK onto these same Room fields;
-`op`, `kick`, `ban` here are the native protocol's way in. A kick is `Hub.kick` for both.
+Overlap: IRC MODE changes the same Room fields through `Hub.set_room_modes` (the same
+`ModeChange` data), and IRC KICK is `Hub.kick`; `op`, `kick`, `ban` here are the native
+protocol's way in.
+
+Storage encoding: the store keeps a room's flags as one letter each (`_STORED_LETTERS`, the
+letters existing databases hold); this module alone translates, both ways.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ from threadchat.core.hub import (
     MAX_BANS,
     Hub,
     HubError,
-    ModeChange,
     Room,
     User,
     _mode_event,
     entry_matches,
 )
+from threadchat.core.modes import MemberStatus, ModeChange, RoomFlag, RoomList
 from threadchat.store.base import RoomRecord, Store, StoreError
 
 if TYPE_CHECKING:
@@ -48,8 +52,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MUTE_PREFIX = "~q:"
-# Modes the store keeps (see RoomRecord); others (none today) live only while the room does.
-STORED_MODES = frozenset("tnmikl")
+# How the store writes each room flag (RoomRecord.modes): the letters of databases written
+# before flags were data. Unknown letters in a record (k and l were once listed, their values
+# are stored apart) are ignored on loading.
+_STORED_LETTERS: dict[RoomFlag, str] = {
+    RoomFlag.TOPIC_LOCKED: "t",
+    RoomFlag.MEMBERS_ONLY: "n",
+    RoomFlag.MODERATED: "m",
+    RoomFlag.INVITE_ONLY: "i",
+}
+_FLAG_OF_LETTER = {letter: flag for flag, letter in _STORED_LETTERS.items()}
+
+
+def stored_flags(letters: frozenset[str]) -> set[RoomFlag]:
+    """A room record's stored letters as room flags."""
+    return {_FLAG_OF_LETTER[letter] for letter in letters if letter in _FLAG_OF_LETTER}
+
+
+def flag_letters(flags: set[RoomFlag] | frozenset[RoomFlag]) -> frozenset[str]:
+    """Room flags as the letters the store keeps."""
+    return frozenset(_STORED_LETTERS[flag] for flag in flags)
 
 
 @dataclass
@@ -98,7 +120,7 @@ class RoomKeeper:
                 topic_by=record.topic_by or "",
                 topic_at=(record.topic_ts or 0) / 1000,
                 owner=record.owner,
-                modes=set(record.modes),
+                flags=stored_flags(record.modes),
                 password=record.key,
                 limit=record.limit,
                 bans=sorted(b for b in record.bans if not b.startswith(MUTE_PREFIX)),
@@ -123,7 +145,7 @@ class RoomKeeper:
             owner=room.owner,
             operators=frozenset(grants.operators),
             voiced=frozenset(grants.voiced),
-            modes=frozenset(room.modes & STORED_MODES),
+            modes=flag_letters(room.flags),
             key=room.password,
             limit=room.limit,
             bans=frozenset(room.bans) | {MUTE_PREFIX + m for m in grants.muted},
@@ -200,8 +222,8 @@ class RoomKeeper:
     def moderate(self, actor: User, room_name: str, action: str, target: str, reason: str) -> None:
         """Carry out one moderation action; raises HubError when it is not allowed.
 
-        op/deop/ban/unban are room mode changes (+o, -o, +b, -b): members see the same
-        ModeChanged event an IRC MODE produces. mute/unmute have no IRC mode and are shown as a
+        op/deop/ban/unban are mode changes (operator status, the ban list): members see the
+        same ModeChanged event an IRC MODE produces. mute/unmute are no mode and are shown as a
         Moderated event; kick is `Hub.kick`, as IRC KICK.
         """
         if action == "kick":
@@ -216,15 +238,16 @@ class RoomKeeper:
             match action:
                 case "op" | "deop":
                     member = self._member(room, target)
-                    change = ModeChange(action == "op", "o", member.nick)
+                    change = ModeChange(action == "op", MemberStatus.OPERATOR, member.nick)
                     self._apply(actor, room, [change])
                 case "ban":
                     if len(room.bans) >= MAX_BANS:
                         raise HubError("too_many", f"{room.name} has {MAX_BANS} bans")
-                    self._apply(actor, room, [ModeChange(True, "b", entry)])
+                    self._apply(actor, room, [ModeChange(True, RoomList.BAN, entry)])
                 case "unban":
                     for candidate in entries:
-                        if self._apply(actor, room, [ModeChange(False, "b", candidate)]):
+                        unban = ModeChange(False, RoomList.BAN, candidate)
+                        if self._apply(actor, room, [unban]):
                             break
                     else:
                         raise HubError("no_such_ban", f"{target} is not banned here")
@@ -246,14 +269,14 @@ class RoomKeeper:
         self.save(room)
 
     def topic_lock(self, actor: User, room_name: str, locked: bool) -> None:
-        """Mode +t / -t: only operators set the topic."""
+        """Turn TOPIC_LOCKED on or off: only operators set the topic."""
         room = self._room_for(actor, room_name)
         with delivery.batch(), self.hub.locked():
-            self._apply(actor, room, [ModeChange(locked, "t")])
+            self._apply(actor, room, [ModeChange(locked, RoomFlag.TOPIC_LOCKED)])
         self.save(room)
 
     def _apply(self, actor: User, room: Room, changes: list[ModeChange]) -> list[ModeChange]:
-        """Apply mode changes the way an IRC MODE does and show them (lock held)."""
+        """Apply mode changes the way `Hub.set_room_modes` does and show them (lock held)."""
         applied = [c for c in (self.hub._apply_mode(room, c) for c in changes) if c is not None]
         for change in applied:
             self.mode_applied(room, change)
@@ -263,16 +286,16 @@ class RoomKeeper:
         return applied
 
     def mode_applied(self, room: Room, change: ModeChange) -> None:
-        """Keep account grants in step with +o/-o/+v/-v of a member (lock held).
+        """Keep account grants in step with a member's operator or voice status (lock held).
 
         Called for native moderation and for IRC MODE (Hub.set_room_modes)."""
-        if change.letter not in "ov" or not room.persistent or change.arg is None:
+        if not isinstance(change.mode, MemberStatus) or not room.persistent or change.arg is None:
             return
         member = room.members.get(names.fold(change.arg))
         if member is None or member.account is None:
             return
         grants = self._grants.setdefault(room.key, Grants())
-        group = grants.operators if change.letter == "o" else grants.voiced
+        group = grants.operators if change.mode is MemberStatus.OPERATOR else grants.voiced
         (group.add if change.add else group.discard)(names.fold(member.account))
 
     @staticmethod

@@ -161,9 +161,10 @@ def clamp_limit(limit: int) -> int:
 class RoomRecord:
     """The persistent state of a room. `name` keeps its spelling; it is keyed by fold(name).
 
-    `modes` holds single mode letters (of "tnmikl"); `key` and `limit` are the arguments of
-    modes k and l. `operators` and `voiced` are account names; `bans` are masks or accounts,
-    stored verbatim (matching them is the hub's business).
+    `modes` holds the room's flags as single letters (of "tnmi"; older records may also
+    hold k and l), an encoding `services/moderation.py` translates; `key` and `limit` are
+    the room's key and member limit. `operators` and `voiced` are account names; `bans` are
+    masks or accounts, stored verbatim (matching them is the hub's business).
     """
 
     name: str

@@ -117,6 +117,10 @@ class TcpConnection:
         """End this connection from any thread; the first reason given wins."""
         if self.abort_reason is None:
             self.abort_reason = reason
+        if threading.current_thread() is self.thread:
+            # The reader itself ends the loop and leaves the hub before the socket closes, so
+            # a client that sees the close (after /quit, say) finds its name already free.
+            return
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 

@@ -10,6 +10,15 @@ from typing import Any
 
 from threadchat.core import events
 from threadchat.core.events import Event
+from threadchat.core.modes import (
+    MemberStatus,
+    Mode,
+    ModeChange,
+    RoomFlag,
+    RoomList,
+    RoomSetting,
+    UserFlag,
+)
 from threadchat.protocols import utctime
 from threadchat.protocols.native import requests
 from threadchat.store.base import Ref
@@ -97,9 +106,10 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
         case events.Pong():
             body = {"type": "pong", "token": event.token}
         case events.ModeChanged():
-            body = {"type": "mode", "by": event.by, "changes": event.changes}
-            body["args"] = list(event.args)
+            letters, args = legacy_mode_letters(event.changes)
+            body = {"type": "mode", "by": event.by, "changes": letters, "args": args}
             body.update({"room": event.room} if event.room is not None else {"name": event.target})
+            body["modes"] = [mode_to_dict(change) for change in event.changes]
         case events.AwayChanged():
             body = {"type": "away", "name": event.nick, "away": event.away}
         case events.Invited():
@@ -113,6 +123,52 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
     body["id"] = event.id
     body["ts"] = timestamp(event.ts)
     return body
+
+
+def mode_to_dict(change: ModeChange) -> dict[str, Any]:
+    """One change of a `mode` event: `{"mode": "operator", "on": true, "arg": "bob"}`; the
+    mode names are the core's (`core/modes.py`), `arg` only when the change has one."""
+    item: dict[str, Any] = {"mode": change.mode.value, "on": change.add}
+    if change.arg is not None:
+        item["arg"] = change.arg
+    return item
+
+
+# The `changes` and `args` fields of a `mode` event, written before `modes` existed, spell
+# the changes in IRC's letters; they stay, unchanged, for the clients that read them. This
+# is the JSON schema's own copy of those letters (a protocol imports no other protocol).
+_LEGACY_LETTERS: dict[Mode, str] = {
+    RoomFlag.INVITE_ONLY: "i",
+    RoomFlag.MODERATED: "m",
+    RoomFlag.MEMBERS_ONLY: "n",
+    RoomFlag.TOPIC_LOCKED: "t",
+    RoomSetting.KEY: "k",
+    RoomSetting.LIMIT: "l",
+    RoomList.BAN: "b",
+    MemberStatus.OPERATOR: "o",
+    MemberStatus.VOICE: "v",
+    UserFlag.INVISIBLE: "i",
+    UserFlag.SERVER_OPERATOR: "o",
+    UserFlag.WALLOPS: "w",
+}
+
+
+def legacy_mode_letters(changes: tuple[ModeChange, ...]) -> tuple[str, list[str]]:
+    """The `changes` ("+o-v") and `args` (["bob", "tom"]) fields of a `mode` event; a removed
+    key has the argument "*", as these fields always showed it."""
+    text, sign = "", ""
+    args: list[str] = []
+    for change in changes:
+        wanted = "+" if change.add else "-"
+        if wanted != sign:
+            text += wanted
+            sign = wanted
+        text += _LEGACY_LETTERS[change.mode]
+        if change.arg is not None:
+            args.append(change.arg)
+        elif change.mode is RoomSetting.KEY and not change.add:
+            args.append("*")
+    return text, args
 
 
 def _history_page(event: events.HistoryPage) -> dict[str, Any]:

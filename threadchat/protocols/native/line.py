@@ -21,6 +21,7 @@ from dataclasses import replace
 
 from threadchat.core import events
 from threadchat.core.events import Event
+from threadchat.core.modes import MemberStatus, Mode, RoomFlag, RoomList, RoomSetting, UserFlag
 from threadchat.core.names import strip_controls
 from threadchat.protocols.lineends import LineEnds
 from threadchat.protocols.native import jsonlines, requests
@@ -340,9 +341,7 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
         case events.Error():
             return f"!!! {event.message}"
         case events.ModeChanged():
-            args = " ".join(event.args)
-            where = f" on {event.room}" if event.room is not None else ""
-            return f"--- {event.by} sets mode {event.changes} {args}".rstrip() + where
+            return _render_mode(event)
         case events.Invited():
             return f"--- {event.by} invites you to {event.room} (/join {event.room})"
         case events.Wallops():
@@ -359,6 +358,45 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
                 by=event.by, action=event.action, target=event.target, room=event.room
             )
     return None
+
+
+def _render_mode(event: events.ModeChanged) -> str:
+    """A mode change in words: `--- alice made bob an operator, locked the topic in dev`, or
+    for the user's own flags `--- you are now invisible`."""
+    phrases = []
+    for change in event.changes:
+        on, off = _MODE_TEXT[change.mode]
+        phrases.append((on if change.add else off).format(arg=change.arg))
+    if event.room is None:
+        return "--- " + ", ".join(phrases)
+    return f"--- {event.by} {', '.join(phrases)} in {event.room}"
+
+
+# How text mode says each change: (when turned on, when turned off). {arg}: the change's
+# argument (a nick, a ban entry, the key, the limit).
+_MODE_TEXT: dict[Mode, tuple[str, str]] = {
+    MemberStatus.OPERATOR: ("made {arg} an operator", "took operator status from {arg}"),
+    MemberStatus.VOICE: ("gave {arg} voice", "took voice from {arg}"),
+    RoomList.BAN: ("banned {arg}", "unbanned {arg}"),
+    RoomFlag.TOPIC_LOCKED: ("locked the topic", "unlocked the topic"),
+    RoomFlag.MODERATED: (
+        "let only operators and voiced members speak",
+        "let every member speak",
+    ),
+    RoomFlag.INVITE_ONLY: ("made the room invite-only", "opened the room to everyone"),
+    RoomFlag.MEMBERS_ONLY: (
+        "let only members send messages",
+        "let non-members send messages",
+    ),
+    RoomSetting.KEY: ("set the room key to {arg}", "removed the room key"),
+    RoomSetting.LIMIT: ("limited the room to {arg} members", "removed the member limit"),
+    UserFlag.SERVER_OPERATOR: (
+        "you are now a server operator",
+        "you are no longer a server operator",
+    ),
+    UserFlag.INVISIBLE: ("you are now invisible", "you are no longer invisible"),
+    UserFlag.WALLOPS: ("you now receive wallops", "you no longer receive wallops"),
+}
 
 
 _MODERATION_TEXT = {

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING
 from threadchat import __version__
 from threadchat.core import events, names
 from threadchat.core.events import Event
-from threadchat.core.hub import MAX_BANS, Echo, HubError, ModeChange, RoomState, User
+from threadchat.core.hub import MAX_BANS, Echo, HubError, RoomState, User
+from threadchat.core.modes import MemberStatus, UserFlag
 from threadchat.protocols import utctime
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.wire import (
     CHANNELLEN,
     MAX_LINE_BYTES,
@@ -111,7 +113,6 @@ REALNAME_MAX = 100
 BANMASK_MAX = 100
 
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
-_PREFIX = {"o": "@", "v": "+"}
 
 
 def ident_host(user: User) -> tuple[str, str]:
@@ -144,11 +145,6 @@ def _irc_mask(mask: str) -> str:
 def _safe_host(host: str) -> str:
     # "::1" would start a trailing parameter in WHO replies; IRC servers write "0::1".
     return "0" + host if host.startswith(":") else host
-
-
-def _status_prefix(letters: str, multi: bool) -> str:
-    prefixes = "".join(_PREFIX[c] for c in "ov" if c in letters)
-    return prefixes if multi else prefixes[:1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +320,7 @@ class IrcConnection(TcpConnection):
                 return [Message("TOPIC", params, self._source(event.by))]
             case events.ModeChanged():
                 target = "#" + event.room if event.room is not None else event.target
-                params = [target, event.changes, *event.args]
+                params = [target, *irc_modes.format_changes(event.changes)]
                 return [Message("MODE", params, self._source(event.by))]
             case events.AwayChanged():
                 if "away-notify" not in self.caps:
@@ -550,7 +546,14 @@ class IrcConnection(TcpConnection):
         self.numeric(Numeric.RPL_WELCOME, welcome)
         self.numeric(Numeric.RPL_YOURHOST, f"Your host is {self.server_name}, running {VERSION}")
         self.numeric(Numeric.RPL_CREATED, f"This server was created {created}")
-        self.numeric(Numeric.RPL_MYINFO, self.server_name, VERSION, "iow", "biklmnotv", "bklov")
+        self.numeric(
+            Numeric.RPL_MYINFO,
+            self.server_name,
+            VERSION,
+            irc_modes.USER_MODES,
+            irc_modes.CHANNEL_MODES,
+            irc_modes.CHANNEL_MODES_WITH_PARAMETER,
+        )
         self._isupport()
         self._lusers()
         self._motd()
@@ -560,7 +563,7 @@ class IrcConnection(TcpConnection):
             "AWAYLEN": str(AWAYLEN),
             "CASEMAPPING": names.CASEMAPPING,
             "CHANLIMIT": f"#:{MAX_CHANNELS}",
-            "CHANMODES": "b,k,l,imnt",
+            "CHANMODES": irc_modes.CHANMODES,
             "CHANNELLEN": str(CHANNELLEN),
             "CHANTYPES": "#",
             "KEYLEN": str(KEYLEN),
@@ -570,7 +573,7 @@ class IrcConnection(TcpConnection):
             "MODES": str(MAX_MODES),
             "NETWORK": self.server_name,
             "NICKLEN": str(NICKLEN),
-            "PREFIX": "(ov)@+",
+            "PREFIX": irc_modes.PREFIX,
             "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
             "TOPICLEN": str(names.TOPIC_MAX),
             "USERLEN": str(USERLEN),
@@ -764,13 +767,15 @@ class IrcConnection(TcpConnection):
             return
         self._send_name_list(state.name, state.members)
 
-    def _send_name_list(self, room: str, members: Iterable[tuple[User, str]]) -> None:
+    def _send_name_list(
+        self, room: str, members: Iterable[tuple[User, tuple[MemberStatus, ...]]]
+    ) -> None:
         channel = "#" + room
         multi = "multi-prefix" in self.caps
         full = "userhost-in-names" in self.caps
         entries = [
-            _status_prefix(letters, multi) + (source_of(user) if full else user.nick)
-            for user, letters in members
+            irc_modes.status_prefix(statuses, multi) + (source_of(user) if full else user.nick)
+            for user, statuses in members
         ]
 
         def build(text: str, more: bool) -> Message:
@@ -799,19 +804,20 @@ class IrcConnection(TcpConnection):
             except HubError:
                 state = None
             if state is not None:
-                for user, letters in state.members:
-                    self._who_reply("#" + state.name, user, letters)
+                for user, statuses in state.members:
+                    self._who_reply("#" + state.name, user, statuses)
         else:
             pattern = names.fold(mask)
             for user in self.hub.users():
                 if fnmatch.fnmatchcase(names.fold(user.nick), pattern) or pattern == "0":
-                    self._who_reply("*", user, "")
+                    self._who_reply("*", user, ())
         self.error(Numeric.RPL_ENDOFWHO, mask)
 
-    def _who_reply(self, channel: str, user: User, letters: str) -> None:
+    def _who_reply(self, channel: str, user: User, statuses: tuple[MemberStatus, ...]) -> None:
         ident, host = ident_host(user)
-        flags = ("G" if user.away else "H") + ("*" if "o" in user.modes else "")
-        flags += _status_prefix(letters, "multi-prefix" in self.caps)
+        oper = "*" if UserFlag.SERVER_OPERATOR in user.flags else ""
+        flags = ("G" if user.away else "H") + oper
+        flags += irc_modes.status_prefix(statuses, "multi-prefix" in self.caps)
         self.numeric(
             Numeric.RPL_WHOREPLY,
             channel,
@@ -838,7 +844,7 @@ class IrcConnection(TcpConnection):
         rooms = self.hub.user_rooms(user)
         if rooms:
             multi = "multi-prefix" in self.caps
-            words = [_status_prefix(letters, multi) + "#" + name for name, letters in rooms]
+            words = [irc_modes.status_prefix(held, multi) + "#" + name for name, held in rooms]
 
             def build(text: str, more: bool) -> Message:
                 return reply(
@@ -851,7 +857,7 @@ class IrcConnection(TcpConnection):
         self.numeric(Numeric.RPL_WHOISSERVER, user.nick, self.server_name, f"threadchat ({kind})")
         if user.away:
             self.numeric(Numeric.RPL_AWAY, user.nick, user.away)
-        if "o" in user.modes:
+        if UserFlag.SERVER_OPERATOR in user.flags:
             self.numeric(Numeric.RPL_WHOISOPERATOR, user.nick, "is an IRC operator")
         if user.account:
             self.numeric(Numeric.RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
@@ -882,7 +888,7 @@ class IrcConnection(TcpConnection):
             user = self.hub.find_user(nick)
             if user is not None:
                 ident, host = ident_host(user)
-                oper = "*" if "o" in user.modes else ""
+                oper = "*" if UserFlag.SERVER_OPERATOR in user.flags else ""
                 away = "-" if user.away else "+"
                 replies.append(f"{user.nick}{oper}={away}{ident}@{host}")
         self.numeric(Numeric.RPL_USERHOST, " ".join(replies))
@@ -909,16 +915,9 @@ class IrcConnection(TcpConnection):
                 self.error(Numeric.ERR_USERSDONTMATCH)
             return
         if not args or not args[0]:
-            self.numeric(Numeric.RPL_UMODEIS, "+" + "".join(sorted(self.user.modes)))
+            self.numeric(Numeric.RPL_UMODEIS, irc_modes.user_mode_is(self.user.flags))
             return
-        changes, unknown, add = [], False, True
-        for letter in args[0]:
-            if letter in "+-":
-                add = letter == "+"
-            elif letter in "iwo":
-                changes.append(ModeChange(add, letter))
-            else:
-                unknown = True
+        changes, unknown = irc_modes.parse_user_modes(args[0])
         if unknown:
             self.error(Numeric.ERR_UMODEUNKNOWNFLAG)
         self.hub.set_user_modes(self.user, changes)
@@ -937,8 +936,18 @@ class IrcConnection(TcpConnection):
         if not args or not args[0]:
             self._send_channel_modes(state)
             return
-        changes, list_bans = self._parse_channel_modes(args[0], args[1:])
-        if list_bans:
+        parsed = irc_modes.parse_channel_modes(
+            args[0],
+            args[1:],
+            max_with_parameter=MAX_MODES,
+            key_max=KEYLEN,
+            mask_max=BANMASK_MAX,
+            bad_word=_bad_word,
+        )
+        for letter in parsed.unknown:
+            self.error(Numeric.ERR_UNKNOWNMODE, letter)
+        changes = parsed.changes
+        if parsed.list_bans:
             for ban in state.bans:
                 self.numeric(Numeric.RPL_BANLIST, channel, ban)
             self.error(Numeric.RPL_ENDOFBANLIST, channel)
@@ -954,55 +963,12 @@ class IrcConnection(TcpConnection):
 
     def _send_channel_modes(self, state: RoomState) -> None:
         channel = "#" + state.name
-        letters = "".join(sorted(state.modes))
-        params: list[str] = []
         member = any(user is self.user for user, _ in state.members)
-        if state.password is not None:
-            letters += "k"
-            params.append(state.password if member else "*")
-        if state.limit is not None:
-            letters += "l"
-            params.append(str(state.limit))
-        self.numeric(Numeric.RPL_CHANNELMODEIS, channel, "+" + letters, *params)
+        params = irc_modes.channel_mode_is(
+            state.flags, state.password, state.limit, show_key=member
+        )
+        self.numeric(Numeric.RPL_CHANNELMODEIS, channel, *params)
         self.numeric(Numeric.RPL_CREATIONTIME, channel, str(int(state.created)))
-
-    def _parse_channel_modes(self, text: str, args: list[str]) -> tuple[list[ModeChange], bool]:
-        """Mode letters and their arguments as ModeChanges; True if the ban list was asked."""
-        changes: list[ModeChange] = []
-        list_bans = False
-        add = True
-        queue = list(args)
-        with_arg = 0
-        for letter in text:
-            if letter in "+-":
-                add = letter == "+"
-                continue
-            if letter in "imnt":
-                changes.append(ModeChange(add, letter))
-                continue
-            if letter not in "bklov":
-                self.error(Numeric.ERR_UNKNOWNMODE, letter)
-                continue
-            needs_arg = letter in "bkov" or (letter == "l" and add)
-            if not needs_arg:
-                changes.append(ModeChange(add, letter))
-                continue
-            if not queue:
-                if letter == "b":
-                    list_bans = True
-                elif letter == "k" and not add:
-                    changes.append(ModeChange(False, "k"))
-                continue
-            arg = queue.pop(0)
-            with_arg += 1
-            if with_arg > MAX_MODES:
-                break
-            if letter == "k" and (not arg or len(arg) > KEYLEN or _bad_word(arg)):
-                continue
-            if letter == "b" and (len(arg) > BANMASK_MAX or _bad_word(arg)):
-                continue
-            changes.append(ModeChange(add, letter, arg))
-        return changes, list_bans
 
     def on_kick(self, message: Message) -> None:
         assert self.user is not None
