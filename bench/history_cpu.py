@@ -95,7 +95,7 @@ def measure(
             if with_history:
                 hub.history = MessageLog(store)
             else:
-                hub.defer_relay = history.defer
+                hub.use_pipeline(history.PIPELINE)
             users = [hub.register(_MemoryConnection(), f"u{i}") for i in range(members)]
             for user in users:
                 hub.join(user, "bench")

@@ -24,8 +24,8 @@ from threadchat.app.server import Server
 from threadchat.client import render
 from threadchat.client.chat import ChatClient, holds_password
 from threadchat.client.transport import AddressError, parse_address
+from threadchat.core.history import Ref
 from threadchat.protocols.native import jsonlines, requests
-from threadchat.store.base import Ref
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TS = "2026-11-25T12:34:56.789Z"

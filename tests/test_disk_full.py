@@ -10,7 +10,7 @@ import pytest
 from conftest import JsonClient
 
 from threadchat.app.server import Server
-from threadchat.store.base import HistoryQuery, Ref
+from threadchat.core.history import HistoryQuery, Ref
 
 # Big enough for the schema and a few thousand messages, small enough to fill in seconds.
 DISK_SIZE = "2m"

@@ -20,10 +20,10 @@ from threadchat.app.server import Server, StartupError
 from threadchat.config import Config
 from threadchat.core import events
 from threadchat.core.events import Event
+from threadchat.core.history import HistoryQuery, Ref
 from threadchat.services import history
 from threadchat.services.history import Retention
 from threadchat.store import open_store
-from threadchat.store.base import HistoryQuery, Ref
 
 PASSWORD = "correct-horse"
 # Legal in a JSON string, but not encodable as UTF-8: the store cannot take it.

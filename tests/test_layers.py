@@ -1,13 +1,18 @@
 """The layers of docs/architecture.md, enforced: import-linter checks the contracts in
 pyproject.toml, TYPE_CHECKING imports included."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT_TIMEOUT = 120
+LAYERS = "Layers: wiring, client, transports, protocols | services, store, core"
+CORE_ALONE = "Client, transports and protocols speak to the core alone"
 
 
 def lint_imports(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -63,3 +68,37 @@ def test_an_upward_import_behind_type_checking_breaks_the_layers(tmp_path: Path)
     result = lint_imports(tmp_path, "--no-cache")
     assert result.returncode != 0, result.stdout
     assert "layered.core.hub -> layered.app.server" in result.stdout
+
+
+# Forbidden imports, each planted in a copy of the package and checked against the real
+# contracts of pyproject.toml: (module planted, what it imports, the contracts it breaks).
+FORBIDDEN = [
+    ("transports/probe.py", "from threadchat.services import history", [CORE_ALONE]),
+    ("transports/probe.py", "from threadchat.store import base", [CORE_ALONE]),
+    # Siblings: neither protocols nor services may import the other.
+    ("protocols/probe.py", "from threadchat.services import accounts", [LAYERS, CORE_ALONE]),
+    ("services/probe.py", "from threadchat.protocols.native import session", [LAYERS]),
+    ("protocols/native/probe.py", "from threadchat.store.base import NewMessage", [CORE_ALONE]),
+    ("core/probe.py", "from threadchat.services import moderation", [LAYERS]),
+]
+
+
+@pytest.mark.parametrize(("module", "statement", "broken"), FORBIDDEN)
+def test_a_forbidden_import_breaks_its_contract(
+    tmp_path: Path, module: str, statement: str, broken: list[str]
+) -> None:
+    shutil.copytree(
+        ROOT / "threadchat", tmp_path / "threadchat", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    # Behind TYPE_CHECKING, as a cycle would hide: the contracts must see it all the same.
+    (tmp_path / "threadchat" / module).write_text(
+        f"from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    {statement}\n"
+    )
+    result = lint_imports(tmp_path, "--no-cache")
+    assert result.returncode != 0, result.stdout
+    for contract in broken:
+        assert f"{contract} BROKEN" in result.stdout, result.stdout
+    kept = {LAYERS, CORE_ALONE} - set(broken)
+    for contract in kept:
+        assert f"{contract} KEPT" in result.stdout, result.stdout

@@ -1,5 +1,6 @@
-"""Rules every protocol shares (issue 11): kick, ban targets, joins in quiet rooms and client
-times each decided once in the hub, seen the same from native (text, JSON, UDP) and IRC."""
+"""Rules every protocol shares (issue 11): kick, ban targets, joins in quiet rooms, client
+times, history replay and history queries each decided once in the hub, seen the same from
+native (text, JSON, UDP) and IRC."""
 
 from collections.abc import Callable
 
@@ -7,7 +8,7 @@ import pytest
 from conftest import LineClient
 from test_irc import IrcClient
 from test_irc_accounts import sasl_plain
-from test_irc_history import HISTORY_CAPS, history, say_all
+from test_irc_history import HISTORY_CAPS, history, read_batch, say_all
 from test_moderation import PASSWORD, act, client, join, registered
 from test_udp import UdpClient, udp_clients  # noqa: F401  (a fixture)
 
@@ -271,3 +272,76 @@ def test_a_time_without_offset_is_utc_in_json_and_irc_history(
         reader.send_json(type="history", room="t", after=when, ref=when)
         page = reader.expect_event("history", ref=when)
         assert [m["text"] for m in page["messages"]] == wanted
+
+
+# -- history: one replay, one query builder --------------------------------------------------
+
+
+def test_a_join_replays_the_same_messages_to_every_protocol(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(history_on_join=3)
+    alice = client(server, "alice")
+    join(alice, "r")
+    for index in range(5):
+        alice.send_json(type="say", room="r", text=f"old {index}")
+    alice.send_json(type="say", room="r", text="old 5", ref=1)
+    alice.expect_event("ok", ref=1)
+    wanted = ["old 3", "old 4", "old 5"]
+
+    native = client(server, "nat")
+    native.send_json(type="join", room="r")
+    native.expect_event("who", room="r")
+    replayed = [native.read_event() for _ in wanted]
+    assert [(e["text"], e["history"]) for e in replayed] == [(t, True) for t in wanted]
+
+    modern = IrcClient(server.listener("irc").port)
+    modern.register("modern", ("batch", "server-time", "message-tags"))
+    irc_join(modern, "#r")
+    batch = read_batch(modern, "#r")
+    assert [m.params[1] for m in batch] == wanted
+    assert [int(m.tags["msgid"] or 0) for m in batch] == [e["id"] for e in replayed]
+    # A client that could not tell old lines from new ones gets none, as one that asks.
+    for caps in ((), ("batch", "server-time", "draft/chathistory")):
+        plain = IrcClient(server.listener("irc").port)
+        plain.register(f"plain{len(caps)}", caps)
+        plain.send("JOIN #r", "PING end")
+        commands = []
+        while (line := parse(plain.read_line())).command != "PONG":
+            commands.append(line.command)
+        assert "366" in commands and "PRIVMSG" not in commands and "BATCH" not in commands
+
+
+def test_native_history_and_chathistory_build_the_same_queries(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(history_on_join=0)
+    irc = IrcClient(server.listener("irc").port)
+    irc.register("alice", HISTORY_CAPS)
+    irc_join(irc, "#q")
+    echoes = say_all(irc, "#q", [f"m{index}" for index in range(8)])
+    ids = [int(echo.tags["msgid"] or 0) for echo in echoes]
+    reader = client(server, "reader")
+    join(reader, "q")
+
+    def native(ref: int, **bounds: object) -> list[str]:
+        reader.send_json(type="history", room="q", ref=ref, **bounds)
+        return [m["text"] for m in reader.expect_event("history", ref=ref)["messages"]]
+
+    def chathistory(request: str) -> list[str]:
+        return history(irc, request, "#q")
+
+    assert native(1, limit=3) == chathistory("LATEST #q * 3") == ["m5", "m6", "m7"]
+    before = native(2, before=ids[4], limit=2)
+    assert before == chathistory(f"BEFORE #q msgid={ids[4]} 2") == ["m2", "m3"]
+    after = native(3, after=ids[4], limit=2)
+    assert after == chathistory(f"AFTER #q msgid={ids[4]} 2") == ["m5", "m6"]
+    between = native(4, after=ids[1], before=ids[6], limit=3)
+    assert between == chathistory(f"BETWEEN #q msgid={ids[1]} msgid={ids[6]} 3")
+    assert between == ["m2", "m3", "m4"]
+    # Limits past the largest page are clamped the same way: everything there is.
+    assert (
+        native(5, limit=10**6)
+        == chathistory("LATEST #q * 999999")
+        == [f"m{index}" for index in range(8)]
+    )

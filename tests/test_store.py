@@ -15,17 +15,15 @@ from pathlib import Path
 import pytest
 from conftest import writer_held
 
+from threadchat.core.errors import StoreError
+from threadchat.core.history import MAX_HISTORY_LIMIT, HistoryQuery, Ref
 from threadchat.store import passwords
 from threadchat.store.base import (
-    MAX_HISTORY_LIMIT,
     AccountExistsError,
-    HistoryQuery,
     NewMessage,
     PartlyStored,
-    Ref,
     RoomRecord,
     Store,
-    StoreError,
 )
 from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
 from threadchat.store.sqlite import DB_FILENAME, ROWS_PER_INSERT, SQLiteStore, wait_for

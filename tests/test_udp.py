@@ -17,8 +17,8 @@ from lossy_relay import LossyRelay
 
 from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport, split_request
+from threadchat.core.history import HistoryQuery
 from threadchat.protocols import udp as proto
-from threadchat.store.base import HistoryQuery
 
 Connect = Callable[..., LineClient]
 ConnectJson = Callable[..., JsonClient]

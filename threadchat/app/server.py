@@ -57,7 +57,8 @@ class Server:
         self.config = config
         self.ephemeral_ports = ephemeral_ports
         self.hub = Hub(server_name=config.server_name, quiet_room_size=config.quiet_room_size)
-        self.hub.defer_relay = history.defer
+        # Every transport reads within the history service's pipeline, history on or off.
+        self.hub.use_pipeline(history.PIPELINE)
         self.stopping = threading.Event()
         self.listeners: list[TcpListener] = []
         self.udp: UdpListener | None = None

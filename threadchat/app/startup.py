@@ -11,11 +11,11 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from threadchat.core.errors import StoreError
 from threadchat.services.accounts import ENFORCEMENT_MODES, AccountService
 from threadchat.services.history import MessageLog, Retention
 from threadchat.services.moderation import RoomKeeper
 from threadchat.store import open_store
-from threadchat.store.base import StoreError
 from threadchat.transports import tls
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from typing import Any
 from threadchat.client import render
 from threadchat.client.render import Line
 from threadchat.core import names
+from threadchat.core.history import Ref
 from threadchat.protocols.native import jsonlines, requests
 from threadchat.protocols.native.line import parse_text_command
-from threadchat.store.base import Ref
 
 # Error codes with which the server refuses a name in hello.
 NAME_REFUSALS = frozenset({"name_in_use", "invalid_name"})

@@ -172,6 +172,29 @@ def _mode(event: dict[str, Any]) -> Line:
     return _info("--- ", _nick(by), f" {', '.join(phrases)} in {wire(room)}")
 
 
+def _room_with_status(room: dict[str, Any]) -> str:
+    status = room.get("status")
+    words = [wire(s) for s in status] if isinstance(status, list) else []
+    return wire(room.get("name")) + (f" ({', '.join(words)})" if words else "")
+
+
+def _whois(event: dict[str, Any]) -> list[Line]:
+    name, account = wire(event.get("name")), event.get("account")
+    who = f" is logged in as {wire(account)}" if isinstance(account, str) else " is a guest"
+    oper = ", server operator" if event.get("operator") is True else ""
+    lines = [_info("--- ", _nick(name), who + oper)]
+    rooms = event.get("rooms")
+    rooms = [r for r in rooms if isinstance(r, dict)] if isinstance(rooms, list) else []
+    if rooms:
+        listed = ", ".join(_room_with_status(r) for r in rooms)
+        lines.append(_info("--- ", _nick(name), f" is in {listed}"))
+    away = event.get("away")
+    if isinstance(away, str):
+        lines.append(_info("--- ", _nick(name), f" is away: {wire(away)}"))
+    lines.append(_info("--- ", _nick(name), f" has been idle {wire(event.get('idle'))} s"))
+    return lines
+
+
 def _body(
     event: dict[str, Any], me: str | None, current_room: str | None, now: datetime
 ) -> list[Line]:
@@ -248,6 +271,8 @@ def _body(
         case "invite":
             room, by = wire(event.get("room")), wire(event.get("by"))
             return [_info("--- ", _nick(by), f" invites you to {room} (/join {room})")]
+        case "whois":
+            return _whois(event)
         case "wallops":
             text = wire(event.get("text"))
             return [

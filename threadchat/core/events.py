@@ -8,7 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from threadchat.core.modes import ModeChange
+from threadchat.core.modes import MemberStatus, ModeChange
 
 _ids = itertools.count(1)
 
@@ -259,3 +259,21 @@ class Moderated(Event):
     by: str
     action: str
     target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo(Event):
+    """What anyone may look up about a connected user (a direct reply, see `Hub.user_info`).
+
+    `rooms` pairs each room the user is in with their statuses there, highest first.
+    """
+
+    nick: str
+    account: str | None
+    realname: str
+    rooms: tuple[tuple[str, tuple[MemberStatus, ...]], ...]
+    away: str | None
+    operator: bool
+    idle: int
+    signon: float
+    ref: object = None

@@ -26,6 +26,8 @@ from operator import attrgetter, ne
 from typing import Any, Protocol
 
 from threadchat.core import delivery, events, names, ports
+from threadchat.core import history as history_types
+from threadchat.core.errors import HubError, StoreError
 from threadchat.core.events import Event
 from threadchat.core.modes import (
     DEFAULT_ROOM_FLAGS,
@@ -50,15 +52,6 @@ OPER_COUNT_MAX_AGE = 1.0
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
 # attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
 _MODERATED = RoomFlag.MODERATED
-
-
-class HubError(Exception):
-    """A request the hub refuses; `code` is stable and protocol modules map it to their errors."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Connection(Protocol):
@@ -206,6 +199,8 @@ class Hub:
         # read, to be relayed as one run at its end (`history.defer`); False when the thread
         # is not in a read. The server plugs it in; None relays each message at once.
         self.defer_relay: Callable[[RoomRelay], bool] | None = None
+        # The pipelined read every transport reads within (see `use_pipeline`).
+        self.pipeline: ports.Pipeline = ports.UNPIPELINED
 
     # -- users -----------------------------------------------------------------------------
 
@@ -967,6 +962,10 @@ class Hub:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
         if message is not None:
             check_text(message)
+            if len(message) > names.AWAY_MAX:
+                raise HubError(
+                    "too_long", f"an away message is at most {names.AWAY_MAX} characters"
+                )
         with delivery.batch(), self._lock:
             if user.away == message:
                 return
@@ -1058,6 +1057,105 @@ class Hub:
                 room.bans.remove(present[0])
                 return ModeChange(False, mode, present[0])
         return None
+
+    # -- the services, as every protocol reaches them (core/ports.py) -----------------------
+    # Protocols and transports import no service: what they need of history, accounts,
+    # moderation and the pipelined read goes through the ports the wiring plugged in here,
+    # and the rules shared by every protocol (what a join replays, who reads which history)
+    # are these methods.
+
+    def use_pipeline(self, pipeline: ports.Pipeline) -> None:
+        """Plug in the pipelined read (the wiring: the history service's); without history
+        it also defers room messages to the end of the read (`defer_relay`)."""
+        self.pipeline = pipeline
+        self.defer_relay = pipeline.defer
+
+    def replay(
+        self,
+        user: User,
+        room_name: str,
+        *,
+        marks_history: bool = True,
+        fetches_history: bool = False,
+    ) -> "history_types.Replay | None":
+        """What `user`, who has just joined the room, is shown of its history, whatever
+        their protocol: its last messages, as many as the history service replays on join.
+
+        None without history, when the server replays none, and for a client that could not
+        tell them from live messages (`marks_history` False: it would show old lines as if
+        said just now) or that asks for the history it wants itself (`fetches_history`).
+        The protocol only formats the result. Only a member is shown a room's history: a
+        user no longer in the room (kicked right after joining) gets nothing."""
+        history = self.history
+        if history is None or not marks_history or fetches_history:
+            return None
+        with self._lock:
+            joined = user.rooms.get(names.fold(room_name))
+        if joined is None:
+            return None
+        return history.replay(joined.name)
+
+    def read_history(
+        self,
+        user: User,
+        query: "history_types.HistoryQuery",
+        *,
+        room: str | None = None,
+        peer: str | None = None,
+    ) -> tuple[str | None, list[Event]]:
+        """Read a room's history (`room`) or `user`'s private conversation with the account
+        `peer`, selected by `query` (built by `core.history.build_query`), for every
+        protocol. Returns the room's name as it is shown (None for a conversation) and the
+        messages, oldest first, marked `history`.
+
+        Only members read a room's history (a ban, key or invitation that keeps someone
+        out keeps them from reading it too), and only the two accounts of a conversation
+        read it. Raises HubError: history_off, not_logged_in, invalid_name, not_in_room,
+        history_failed (the store could not answer; logged)."""
+        history = self.history
+        if history is None:
+            raise HubError("history_off", "this server keeps no history")
+        if peer is not None:
+            if user.account is None:
+                raise HubError("not_logged_in", "log in to read your private conversations")
+            if names.nick_error(peer):
+                raise HubError("invalid_name", f"{peer} is not an account name")
+            scope: dict[str, str | None] = {"asker_account": user.account, "peer": peer}
+            shown = None
+        else:
+            assert room is not None
+            with self._lock:
+                joined = user.rooms.get(names.fold(room))
+                shown = joined.name if joined is not None else None
+            if shown is None:
+                raise HubError("not_in_room", f"join {room} to read its history")
+            scope = {"room": shown}
+        try:
+            return shown, history.read(query, **scope)
+        except StoreError as problem:
+            log.error("history request failed: %s", problem)
+            raise HubError("history_failed", "history cannot be read right now") from None
+
+    def user_info(self, nick: str, ref: object = None) -> events.UserInfo:
+        """What anyone may look up about the user `nick` (a whois), taken in one moment:
+        their account, real name, rooms with their status there, away message, whether
+        they are a server operator, and how long they have been idle. Raises HubError
+        no_such_nick."""
+        with self._lock:
+            user = self._users.get(names.fold(nick))
+            if user is None:
+                raise HubError("no_such_nick", f"there is nobody called {nick}")
+            return events.UserInfo(
+                nick=user.nick,
+                account=user.account,
+                realname=user.realname,
+                rooms=tuple((r.name, _status(r, user)) for r in user.rooms.values()),
+                away=user.away,
+                operator=UserFlag.SERVER_OPERATOR in user.flags,
+                idle=max(0, int(time.time() - user.last_active)),
+                signon=user.signon,
+                ref=ref,
+            )
 
 
 def encode_contained(encode: Callable[[Event], bytes | None], event: Event) -> bytes | None:

@@ -14,6 +14,8 @@ NICK_MAX = 30
 ROOM_MAX = 49
 # A topic longer than this does not fit one IRC line next to the other parameters.
 TOPIC_MAX = 390
+# IRC's AWAYLEN: an away message fits a WHOIS reply line.
+AWAY_MAX = 200
 
 _NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*")
 _ROOM_RE = re.compile(r"[A-Za-z0-9_.-]+")

@@ -1,26 +1,36 @@
-"""The services the hub calls, as interfaces the core defines itself.
+"""The services the hub and the protocols use, as interfaces the core defines itself.
 
 The hub runs without any of them (memory only); the wiring plugs in implementations from
-`threadchat.services` when there is a store. The core never imports those: it knows only
-these Protocols, so the dependency points down, from services to core.
+`threadchat.services` when there is a store. Neither the core nor any protocol or transport
+imports those: they know only these Protocols, reached through the hub (`hub.history`,
+`hub.accounts`, `hub.moderation`, `hub.pipeline`), so the dependency points down, from
+services to core, and protocols and services stay independent of each other.
 
-Every method here may be called with the hub lock held, so none may block on I/O: each
-only queues work (history), checks memory (accounts, moderation), or is called after the
-lock is released where the docstring says so.
+The hooks the hub calls may run with the hub lock held, so none of those may block on I/O:
+each only queues work (history), checks memory (accounts, moderation), or is called after
+the lock is released where the docstring says so. The methods protocols call (logins, history
+pages, moderation requests) run in a reader thread without the hub lock.
 """
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from threadchat.core import delivery, events
+from threadchat.core.events import Event
+
 if TYPE_CHECKING:  # the hub's own model; ports.py is imported by hub.py itself
-    from threadchat.core.hub import ModeChange, Room, User
+    from threadchat.core.history import HistoryQuery, Replay
+    from threadchat.core.hub import Hub, ModeChange, Room, RoomRelay, User
 
 # Called with a stored message's id and time ({"id": ..., "ts": ...}) to relay it.
 Relay = Callable[[dict[str, Any]], None]
 
 
 class History(Protocol):
-    """Stores each message before it is relayed (see services.history.MessageLog)."""
+    """Stores each message before it is relayed, and reads it back
+    (see services.history.MessageLog)."""
 
     def submit(
         self,
@@ -43,12 +53,64 @@ class History(Protocol):
         """A room that is not kept ended; its history ends with it (hub lock held)."""
         ...
 
+    def replay(self, room: str) -> "Replay | None":
+        """The room's last messages for someone who just joined it, as many as the server
+        replays on join; None when it replays none (or they cannot be read: logged). Use
+        `Hub.replay`, which also decides to whom."""
+        ...
+
+    def read(
+        self,
+        query: "HistoryQuery",
+        *,
+        room: str | None = None,
+        asker_account: str | None = None,
+        peer: str | None = None,
+    ) -> list[Event]:
+        """Messages of `room`, or of the private conversation between the accounts
+        `asker_account` and `peer`, selected by `query`, oldest first, as events marked
+        `history`. Access checks are the caller's (`Hub.read_history`); raises StoreError."""
+        ...
+
 
 class Accounts(Protocol):
-    """Guards registered names (see services.accounts.AccountService)."""
+    """Registered names, logins and passwords (see services.accounts.AccountService).
+
+    Refusals are `AuthError` (core/errors.py), which never says whether an account exists."""
+
+    @property
+    def grace_period(self) -> float:
+        """Seconds a guest may keep a registered name in grace mode before being renamed."""
+        ...
 
     def check_name(self, nick: str, account: str | None) -> None:
         """May someone logged in to `account` (None: a guest) take `nick`? Raises HubError."""
+        ...
+
+    def is_registered(self, name: str) -> bool: ...
+
+    def in_grace(self, nick: str) -> bool:
+        """Is a guest holding the registered `nick` for now (grace mode), to be renamed?"""
+        ...
+
+    def authenticate(self, name: str, password: str, host: str) -> str:
+        """Check a login from `host`; the account name, or AuthError (rate-limited)."""
+        ...
+
+    def register(self, name: str, password: str) -> None:
+        """Create the account `name`; raises AuthError."""
+        ...
+
+    def change_password(self, account: str, old: str, new: str, host: str) -> None:
+        """Replace the password when `old` is right; raises AuthError."""
+        ...
+
+    def logged_in(self, hub: "Hub", user: "User", account: str) -> None:
+        """Mark `user` as logged in to `account` (takes the hub lock itself)."""
+        ...
+
+    def tick(self, hub: "Hub") -> None:
+        """Rename guests whose grace period ran out (about once a second)."""
         ...
 
 
@@ -72,3 +134,88 @@ class Moderation(Protocol):
     def save(self, room: "Room") -> None:
         """Store the room's state if it is kept (called without the hub lock)."""
         ...
+
+    def logged_in(self, user: "User") -> None:
+        """After a login: the account's grants in the rooms the user is already in."""
+        ...
+
+    def moderate(self, actor: "User", room: str, action: str, target: str, reason: str) -> None:
+        """op, deop, kick, ban, unban, mute or unmute `target` in `room`; raises HubError."""
+        ...
+
+    def topic_lock(self, actor: "User", room: str, locked: bool) -> None:
+        """Only operators may set the topic (`locked`), or anyone in the room."""
+        ...
+
+
+class Pipeline(Protocol):
+    """The pipelined read, the same for every transport (services.history's functions).
+
+    A reader handles all requests of one read inside `reading`: their messages share one
+    store commit and are relayed after it while the reader goes on. Anything that must not
+    overtake them calls `complete` first. All state is the calling thread's own."""
+
+    def reading(self, flush: delivery.batch | None = None) -> AbstractContextManager[None]:
+        """The scope of one read: what it sends is flushed once at its end (`flush`, a
+        delivery batch of the caller's, else a fresh one) and its messages are pipelined."""
+        ...
+
+    def complete(self) -> None:
+        """Relay this thread's queued messages and wait until that is done, in order."""
+        ...
+
+    def acknowledged(
+        self, ref: object, reply: Callable[[Event], None]
+    ) -> AbstractContextManager[None]:
+        """Answer the request with `ref` whose message is sent within this block once the
+        message's fate is known: `ok` when it is stored, else an error with the ref."""
+        ...
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Run `callback` after this thread's queued messages are relayed (now if none)."""
+        ...
+
+    def defer(self, relay: "RoomRelay") -> bool:
+        """Without history: queue a room message to be relayed with the rest of this read;
+        False when the thread is not reading (the hub then relays it at once)."""
+        ...
+
+
+class _Acknowledging:
+    __slots__ = ("ref", "reply")
+
+    def __init__(self, ref: object, reply: Callable[[Event], None]) -> None:
+        self.ref = ref
+        self.reply = reply
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.reply(events.Ok(ref=self.ref))
+
+
+class Unpipelined:
+    """The pipeline of a hub the wiring gave none (memory-only hubs in tools and tests):
+    every message is relayed at once, so each read only batches its sends."""
+
+    def reading(self, flush: delivery.batch | None = None) -> AbstractContextManager[None]:
+        return flush if flush is not None else delivery.batch()
+
+    def complete(self) -> None:
+        return None
+
+    def acknowledged(
+        self, ref: object, reply: Callable[[Event], None]
+    ) -> AbstractContextManager[None]:
+        return contextlib.nullcontext() if ref is None else _Acknowledging(ref, reply)
+
+    def then(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def defer(self, relay: "RoomRelay") -> bool:
+        return False
+
+
+UNPIPELINED: Pipeline = Unpipelined()

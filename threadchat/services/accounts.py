@@ -1,8 +1,9 @@
 """Accounts: registration, login with rate limits, and who may use a registered name.
 
-`AccountService` is protocol-neutral: the native session uses it for /register, /login,
-/password and `hello` with a password; the IRC transport can use `authenticate` for SASL PLAIN,
-PASS and NickServ IDENTIFY, and the hub calls `check_name` whenever someone takes a nick.
+`AccountService` is protocol-neutral, the hub's `core.ports.Accounts`: the native session uses
+it for /register, /login, /password and `hello` with a password; IRC uses `authenticate` for
+SASL PLAIN, PASS and NickServ IDENTIFY, and the hub calls `check_name` whenever someone takes a
+nick. Refusals are `core.errors.AuthError`.
 
 Enforcement of registered names:
 - "strict" (default): a guest cannot take a registered name; the refusal says how to log in.
@@ -24,9 +25,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadchat.core import addresses, names
-from threadchat.core.hub import HubError, User
+from threadchat.core.errors import AuthError, HubError, StoreError
+from threadchat.core.hub import User
 from threadchat.core.modes import UserFlag
-from threadchat.store.base import AccountExistsError, Store, StoreError
+from threadchat.store.base import AccountExistsError, Store
 from threadchat.store.passwords import MAX_PASSWORD_BYTES
 
 if TYPE_CHECKING:
@@ -58,10 +60,6 @@ MAX_FAILS_PER_ADDRESS = 20
 MAX_TRACKED = 10_000
 
 BAD_LOGIN = "invalid account name or password"
-
-
-class AuthError(HubError):
-    """A login or registration refused; `message` never says whether an account exists."""
 
 
 class _Failures:
@@ -128,7 +126,11 @@ class AccountService:
         self._grace: dict[str, float] = {}
         self._grace_lock = threading.Lock()
 
-    # -- the API every protocol uses --------------------------------------------------------
+    # -- the API every protocol uses (core.ports.Accounts) ----------------------------------
+
+    @property
+    def grace_period(self) -> float:
+        return GRACE_PERIOD
 
     def authenticate(self, name: str, password: str, host: str) -> str:
         """Check a login; return the account name (as given) or raise AuthError.

@@ -28,27 +28,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from threadchat.core import delivery, events, names
+from threadchat.core.errors import StoreError
 from threadchat.core.events import Event
-from threadchat.core.hub import Hub, HubError, RoomRelay, User
+from threadchat.core.history import DEFAULT_PAGE, HistoryQuery, Replay, clamp_limit
+from threadchat.core.hub import HubError, RoomRelay, User
 from threadchat.store.base import (
-    MAX_HISTORY_LIMIT,
-    HistoryQuery,
     NewMessage,
     PartlyStored,
-    Ref,
     Stamp,
     Store,
     StoredMessage,
-    StoreError,
-    clamp_limit,
 )
 from threadchat.store.sqlite import wait_for
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +50,6 @@ log = logging.getLogger(__name__)
 # "not saved" error): longer than any healthy group commit (milliseconds), short enough that a
 # hung disk does not freeze a conversation for long.
 RECORD_TIMEOUT = 5.0
-# Messages a history page holds unless the client asks for another number.
-DEFAULT_PAGE = 50
 # A storage failure is logged at most once per this many seconds: a full disk would otherwise
 # log one error per chat message.
 ERROR_LOG_INTERVAL = 60.0
@@ -633,59 +625,54 @@ class MessageLog:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def latest(self, room: str, limit: int) -> list[Event]:
-        self._forgotten(room)
-        return [to_event(m) for m in self.store.room_history(room, HistoryQuery.latest(limit))]
+    def replay(self, room: str) -> Replay | None:
+        """The room's last `on_join` messages, for someone who just joined it (see
+        `Hub.replay`, which decides to whom); None when there are none to show, or when they
+        cannot be read (logged: a join goes on without its replay)."""
+        if self.on_join == 0:
+            return None
+        try:
+            messages = self.read(HistoryQuery.latest(self.on_join), room=room)
+        except StoreError as problem:
+            log.error("cannot read history of %s: %s", room, problem)
+            return None
+        if not messages:
+            return None
+        return Replay(room=room, messages=tuple(messages), page=self.on_join)
 
-    def page(
-        self,
-        *,
-        room: str | None,
-        asker_account: str | None,
-        peer: str | None,
-        before: Ref | None,
-        after: Ref | None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        """One page of a room's history or of a private conversation, oldest first."""
-        if before is not None and after is not None:
-            query = HistoryQuery.between(after, before, limit)
-        elif before is not None:
-            query = HistoryQuery.before(before, limit)
-        elif after is not None:
-            query = HistoryQuery.after(after, limit)
-        else:
-            query = HistoryQuery.latest(limit)
-        return self.query(query, room=room, asker_account=asker_account, peer=peer)
-
-    def query(
+    def read(
         self,
         query: HistoryQuery,
         *,
         room: str | None = None,
         asker_account: str | None = None,
         peer: str | None = None,
-    ) -> list[StoredMessage]:
+    ) -> list[Event]:
         """Messages of a room (`room`) or of the private conversation between the accounts
-        `asker_account` and `peer`, selected by `query`, oldest first. Access checks are the
-        caller's (see `member_room`); raises StoreError."""
+        `asker_account` and `peer`, selected by `query`, oldest first, as events marked
+        history. Access checks are the caller's (`Hub.read_history`); raises StoreError."""
         if peer is not None:
             assert asker_account is not None
-            return self.store.private_history(asker_account, peer, query)
-        assert room is not None
-        self._forgotten(room)
-        return self.store.room_history(room, query)
+            stored = self.store.private_history(asker_account, peer, query)
+        else:
+            assert room is not None
+            self._forgotten(room)
+            stored = self.store.room_history(room, query)
+        return [to_event(m) for m in stored]
 
 
-def member_room(hub: Hub, user: User, room: str) -> str | None:
-    """The name of `room` if `user` is in it now, else None.
+class ReadPipeline:
+    """This module's pipelined read, as the hub's `core.ports.Pipeline` (the wiring plugs it
+    in with `Hub.use_pipeline`): transports and protocols reach it through the hub."""
 
-    Only members read a room's history: a ban, key or invitation that keeps someone out must
-    keep them from reading it too.
-    """
-    with hub.locked():
-        joined = user.rooms.get(names.fold(room))
-        return joined.name if joined is not None else None
+    reading = staticmethod(reading)
+    complete = staticmethod(complete)
+    acknowledged = staticmethod(acknowledged)
+    then = staticmethod(then)
+    defer = staticmethod(defer)
+
+
+PIPELINE = ReadPipeline()
 
 
 class Retention(threading.Thread):
@@ -725,8 +712,8 @@ class Retention(threading.Thread):
 
 
 __all__ = [
-    "MAX_HISTORY_LIMIT",
+    "PIPELINE",
     "MessageLog",
+    "ReadPipeline",
     "Retention",
-    "member_room",
 ]

@@ -30,9 +30,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from threadchat.core import delivery, events, names
+from threadchat.core.errors import StoreError
 from threadchat.core.hub import (
     DEFAULT_ROOM,
     MAX_BANS,
@@ -44,10 +44,7 @@ from threadchat.core.hub import (
     entry_matches,
 )
 from threadchat.core.modes import MemberStatus, ModeChange, RoomFlag, RoomList
-from threadchat.store.base import RoomRecord, Store, StoreError
-
-if TYPE_CHECKING:
-    pass
+from threadchat.store.base import RoomRecord, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Persistent storage: messages, rooms, accounts. The hub uses the Store interface only."""
+"""Persistent storage: messages, rooms, accounts. The hub uses the Store interface only.
+
+It raises `threadchat.core.errors.StoreError`; history queries are `core.history`'s.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,10 @@ from pathlib import Path
 
 from threadchat.core.names import fold
 from threadchat.store.base import (
-    MAX_HISTORY_LIMIT,
     AccountExistsError,
-    HistoryQuery,
-    Ref,
     RoomRecord,
     Store,
     StoredMessage,
-    StoreError,
 )
 
 # Relative to the server's working directory, like most self-hosted servers' defaults.
@@ -22,13 +21,9 @@ DEFAULT_DATA_DIR = "./data"
 
 __all__ = [
     "DEFAULT_DATA_DIR",
-    "MAX_HISTORY_LIMIT",
     "AccountExistsError",
-    "HistoryQuery",
-    "Ref",
     "RoomRecord",
     "Store",
-    "StoreError",
     "StoredMessage",
     "add_data_dir_argument",
     "fold",

@@ -7,6 +7,8 @@ knowing anything about SQLite. Every method is safe to call from any thread.
 Times are integers: milliseconds since the Unix epoch, UTC. Message ids are integers assigned by
 the store, unique and increasing in commit order, never reused (not even after a purge).
 Rooms and accounts are keyed by `threadchat.core.names.fold` (IRC's ascii casemapping).
+History positions and queries (`Ref`, `HistoryQuery`) and `StoreError` are the core's
+(`core/history.py`, `core/errors.py`): protocols use them without knowing the store.
 """
 
 from __future__ import annotations
@@ -14,18 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
-# Largest number of messages one history query returns. Bounds the work and the reply size a
-# single client request can cause (IRC servers commonly advertise CHATHISTORY limits of 100-1000).
-MAX_HISTORY_LIMIT = 500
-
-
-class StoreError(Exception):
-    """The store could not do what was asked (cannot open, write failed, closed, timed out).
-
-    The message is meant for an operator: it names the path or the operation and the reason.
-    """
+from threadchat.core.errors import StoreError
+from threadchat.core.history import HistoryQuery
 
 
 class AccountExistsError(StoreError):
@@ -80,81 +74,6 @@ class StoredMessage:
     @property
     def is_private(self) -> bool:
         return self.room is None
-
-
-# Largest message id or millisecond time accepted as a history reference: SQLite integers are
-# 64-bit, and a bigger number would make the query fail instead of matching nothing.
-MAX_REF = 2**62
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A position in a history: a message id (IRC `msgid=`) or a time in ms (`timestamp=`)."""
-
-    kind: Literal["id", "ts"]
-    value: int
-
-    def __post_init__(self) -> None:
-        # Checked here, once for every protocol: a number past SQLite's 64-bit integers made
-        # the query raise OverflowError in whichever reader thread asked.
-        if not 0 <= self.value <= MAX_REF:
-            raise ValueError(f"a history reference is between 0 and {MAX_REF}")
-
-    @classmethod
-    def msgid(cls, message_id: int) -> Ref:
-        return cls("id", message_id)
-
-    @classmethod
-    def at(cls, ts_ms: int) -> Ref:
-        return cls("ts", ts_ms)
-
-
-HistoryMode = Literal["latest", "before", "after", "around", "between"]
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryQuery:
-    """One history request. Results are always returned oldest first.
-
-    - latest(limit, after=None): the newest `limit` messages (only those after `after` if given).
-    - before(ref, limit): the newest `limit` messages strictly before `ref`.
-    - after(ref, limit): the oldest `limit` messages strictly after `ref`.
-    - around(ref, limit): up to limit//2 messages before `ref`, the rest at or after it.
-    - between(start, end, limit): messages strictly between the two; if `start` is the earlier
-      one, the `limit` oldest of them, otherwise the `limit` newest (IRC chathistory BETWEEN).
-
-    `limit` is clamped to 0..MAX_HISTORY_LIMIT by the store.
-    """
-
-    mode: HistoryMode
-    limit: int
-    ref: Ref | None = None
-    end: Ref | None = None
-
-    @classmethod
-    def latest(cls, limit: int, after: Ref | None = None) -> HistoryQuery:
-        return cls("latest", limit, after)
-
-    @classmethod
-    def before(cls, ref: Ref, limit: int) -> HistoryQuery:
-        return cls("before", limit, ref)
-
-    @classmethod
-    def after(cls, ref: Ref, limit: int) -> HistoryQuery:
-        return cls("after", limit, ref)
-
-    @classmethod
-    def around(cls, ref: Ref, limit: int) -> HistoryQuery:
-        return cls("around", limit, ref)
-
-    @classmethod
-    def between(cls, start: Ref, end: Ref, limit: int) -> HistoryQuery:
-        return cls("between", limit, start, end)
-
-
-def clamp_limit(limit: int) -> int:
-    """The number of messages a query may return: `limit` forced into 0..MAX_HISTORY_LIMIT."""
-    return max(0, min(int(limit), MAX_HISTORY_LIMIT))
 
 
 @dataclass(frozen=True, slots=True)

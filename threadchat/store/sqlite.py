@@ -37,19 +37,17 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from threadchat.core.errors import StoreError
+from threadchat.core.history import HistoryQuery, Ref, clamp_limit
 from threadchat.core.names import fold
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
-    HistoryQuery,
     NewMessage,
     PartlyStored,
-    Ref,
     RoomRecord,
     Stamp,
     StoredMessage,
-    StoreError,
-    clamp_limit,
 )
 from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
 

@@ -12,7 +12,6 @@ from threadchat.core.events import Event
 from threadchat.core.hub import encode_contained
 from threadchat.protocols.native.line import JSON_MODE, LineProtocol
 from threadchat.protocols.native.session import NativeSession, SessionEnded
-from threadchat.services import history
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tcp import TcpConnection
 
@@ -77,11 +76,11 @@ class LineConnection(TcpConnection):
             try:
                 self.session.handle_pipelined(request)
             except SessionEnded as ended:
-                history.complete()
+                self.server.hub.pipeline.complete()
                 self.close_after_flush(ended.reason)
                 return False
         if self.protocol.fatal:
-            history.complete()
+            self.server.hub.pipeline.complete()
             log.warning("%s: no newline in 64 KiB, closing", self.label)
             self.reply(events.Error(code="line_too_long", message="no newline in 64 KiB: closing"))
             self.close_after_flush("protocol error")
@@ -99,7 +98,7 @@ class LineConnection(TcpConnection):
 
     def on_close(self, reason: str) -> None:
         # The user's last messages go out before the others see them leave.
-        history.complete()
+        self.server.hub.pipeline.complete()
         if self.session.user is not None:
             self.server.hub.detach(self.session.user, self.session.conn, reason)
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import delivery
 from threadchat.core.flood import TokenBucket
-from threadchat.services import history
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tls import TlsChannel
 
@@ -77,7 +76,7 @@ def tune_socket(sock: socket.socket) -> None:
 class TcpConnection:
     """Base of every TCP connection: socket, outbox, reader thread, flood pacing, shutdown.
 
-    Subclasses implement `handle_data` (one recv's bytes, inside `history.reading`),
+    Subclasses implement `handle_data` (one recv's bytes, inside `hub.pipeline.reading`),
     `on_close` (leave the hub), and may override `tick` (periodic timeouts) and `on_flood`.
     """
 
@@ -140,8 +139,8 @@ class TcpConnection:
                 if len(data) == RECV_WAIT_SIZE:
                     data += self._recv_more()
                 self.last_input = time.monotonic()
-                # The requests of one recv share one commit (see history.reading).
-                with history.reading(self._batch):
+                # The requests of one recv share one commit (see `Hub.pipeline`).
+                with self.server.hub.pipeline.reading(self._batch):
                     if not self.handle_data(data):
                         break
         except ConnectionResetError:
@@ -179,7 +178,7 @@ class TcpConnection:
 
         While paused the kernel buffers fill and TCP pushes back on the flooder alone. What
         earlier lines queued is relayed and flushed first, so their recipients do not wait for
-        the pause; while tokens last, lines stay pipelined (see `history.pipelined`).
+        the pause; while tokens last, lines stay pipelined (see `hub.pipeline`).
         """
         delay = self.bucket.delay()
         if delay <= 0:
@@ -190,7 +189,7 @@ class TcpConnection:
             log.info("%s: flood, reading paused", self.label)
             self.on_flood()
         # Messages queued from this read go out before the pause, not after it.
-        history.complete()
+        self.server.hub.pipeline.complete()
         self._batch.__exit__(None, None, None)
         self.server.stopping.wait(delay)
         self._batch.__enter__()

@@ -6,7 +6,7 @@ The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
 - **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> carries out the actions.
   Requests of UDP users are parsed and handled here by each user's `NativeSession`.  What
   one wake-up drains from the socket (up to RECEIVE_BATCH datagrams, from any users) is one
-  read, as a TCP reader's recv is (`history.reading`): its messages share one store commit
+  read, as a TCP reader's recv is (`hub.pipeline.reading`): its messages share one store commit
   and are relayed and acknowledged after it, while this thread goes on with the next
   datagrams.  Any exception while handling one datagram is logged and counted
   (`internal_errors`); the thread goes on with the next datagram.
@@ -45,7 +45,6 @@ from threadchat.protocols import udp as proto
 from threadchat.protocols.native import jsonlines
 from threadchat.protocols.native.line import JSON_MODE
 from threadchat.protocols.native.session import NativeSession, SessionEnded
-from threadchat.services import history
 
 if TYPE_CHECKING:
     from threadchat.transports.host import Host
@@ -58,7 +57,7 @@ log = logging.getLogger(__name__)
 MAX_USER_BACKLOG = 1024
 # Items the sender thread takes from the queue per round, so timers are not starved by a burst.
 SENDER_BATCH = 256
-# Datagrams the receive thread takes in per round (one `history.reading`): bounds how long
+# Datagrams the receive thread takes in per round (one `hub.pipeline.reading`): bounds how long
 # the first message of a round waits for its relay and `ok` behind the others.
 RECEIVE_BATCH = 256
 # Timers may move earlier because of what the receive thread did (data sent in reply to an ack
@@ -196,7 +195,7 @@ class UdpListener:
                         self._drain()
 
     def _drain(self) -> None:
-        with history.reading():
+        with self.server.hub.pipeline.reading():
             for _ in range(RECEIVE_BATCH):
                 if self._stop.is_set():
                     return
@@ -220,7 +219,7 @@ class UdpListener:
         with self._lock:
             had_timers = self._deadline is not None
             actions = self.endpoint.receive(data, addr, now)
-        self._carry_out(actions)  # inside the round's delivery batch (`history.reading`)
+        self._carry_out(actions)  # inside the round's delivery batch (`hub.pipeline.reading`)
         if not had_timers and any(isinstance(a, proto.Send) for a in actions):
             # The sender may be sleeping without a deadline: let it look again.
             with self._cond:
@@ -278,7 +277,7 @@ class UdpListener:
                 )
                 # After the answers to what the round queued, without waiting for them: a
                 # flooder must not make the thread that serves everyone wait for the disk.
-                history.then(lambda: user.reply(refusal))
+                self.server.hub.pipeline.then(lambda: user.reply(refusal))
                 return
             try:
                 user.session.handle_pipelined(request)
@@ -323,7 +322,7 @@ class UdpListener:
         if hub_user is not None:
             # The user's last messages go out before the others see them leave. (A no-op in
             # the sender thread: it queues no messages.)
-            history.complete()
+            self.server.hub.pipeline.complete()
             self.server.hub.detach(hub_user, user, reason)
 
     # -- the sender thread -----------------------------------------------------------------

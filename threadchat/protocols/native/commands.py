@@ -1,35 +1,28 @@
 """Native requests that the services carry out: accounts, history and moderation.
 
-The session (`session.py`) dispatches these; each turns one request into calls on the
-service the server plugged into the hub, and replies through the session. The services
-themselves know no protocol.
+The session (`session.py`) dispatches these; each turns one request into calls on the hub and
+the services it reaches them by (the interfaces of `core/ports.py`, which the wiring plugs in),
+and replies through the session. This module knows no service and no store.
 """
 
-import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from threadchat.core import events, names
+from threadchat.core import events, names, ports
+from threadchat.core.history import Ref, build_query
 from threadchat.core.hub import HubError
 from threadchat.protocols.native import requests
-from threadchat.services.accounts import GRACE_PERIOD, AccountService
-from threadchat.services.history import DEFAULT_PAGE, MessageLog, member_room, to_event
-from threadchat.services.moderation import RoomKeeper
-from threadchat.store.base import Ref, StoreError, clamp_limit
 
 if TYPE_CHECKING:
     from threadchat.protocols.native.session import NativeSession
 
-log = logging.getLogger(__name__)
-
 # -- accounts ---------------------------------------------------------------------------------
 
 
-def _service(session: "NativeSession") -> AccountService:
+def _service(session: "NativeSession") -> ports.Accounts:
     service = session.hub.accounts
     if service is None:
         raise HubError("accounts_off", "this server has no accounts")
-    # The hub knows only the interface it needs (core.ports); the wiring plugs in this one.
-    return cast(AccountService, service)
+    return service
 
 
 def login_on_hello(session: "NativeSession", request: requests.Hello) -> str:
@@ -44,7 +37,7 @@ def grace_notice(session: "NativeSession") -> None:
     if service and user and user.account is None and service.in_grace(user.nick):
         text = (
             f"the name {user.nick} is registered: /login {user.nick} PASSWORD "
-            f"within {GRACE_PERIOD:g} s, or you will be renamed"
+            f"within {service.grace_period:g} s, or you will be renamed"
         )
         session.reply(events.Notice(text=text))
 
@@ -88,29 +81,24 @@ def handle_password(session: "NativeSession", request: requests.ChangePassword) 
 
 
 def replay_on_join(session: "NativeSession", room: str) -> None:
-    """Send the room's last messages (marked as history) to a user who just joined it."""
-    service = cast(MessageLog | None, session.hub.history)
-    if service is None or service.on_join == 0:
+    """Send the room's last messages (marked as history) to a user who just joined it; what
+    is replayed, and whether, is the hub's rule (`Hub.replay`)."""
+    assert session.user is not None
+    replay = session.hub.replay(session.user, room)
+    if replay is None:
         return
-    try:
-        messages = service.latest(room, service.on_join)
-    except StoreError as problem:
-        log.error("cannot read history of %s: %s", room, problem)
-        return
-    for event in messages:
+    for event in replay.messages:
         session.reply(event)
-    if messages:
-        session.history_cursor = (names.fold(room), None, messages[0].id, service.on_join)
+    session.history_cursor = (names.fold(room), None, replay.messages[0].id, replay.page)
 
 
 def handle_history(session: "NativeSession", request: requests.HistoryRequest) -> bool:
     """Answer a history request with a HistoryPage; True (the reply carries the ref)."""
     user = session.user
-    service = cast(MessageLog | None, session.hub.history)
     assert user is not None
-    if service is None:
+    if session.hub.history is None:
         raise HubError("history_off", "this server keeps no history")
-    limit = clamp_limit(DEFAULT_PAGE if request.limit is None else request.limit)
+    limit = request.limit
     room, peer, before = request.room, request.peer, request.before
     if request.more:
         cursor = session.history_cursor
@@ -118,56 +106,48 @@ def handle_history(session: "NativeSession", request: requests.HistoryRequest) -
             raise HubError("bad_request", "nothing to continue; /history first")
         room, peer, oldest, size = cursor
         before = Ref.msgid(oldest)
-        if request.limit is None:
+        if limit is None:
             limit = size
-    if peer is not None:
-        if user.account is None:
-            raise HubError("not_logged_in", "log in to read your private conversations")
-        if names.nick_error(peer):
-            raise HubError("invalid_name", f"{peer} is not an account name")
-        room_name = None
-    else:
-        room_name = room or session.current_room
-        if room_name is None:
+    mode, ref, end = _native_query(before, request.after)
+    query = build_query(mode, limit, ref, end)
+    if peer is None:
+        room = room or session.current_room
+        if room is None:
             raise HubError("no_room", "you are in no room; /join ROOM first")
-        room_name = member_room(session.hub, user, room_name)
-        if room_name is None:
-            raise HubError(
-                "not_in_room", f"join {room or session.current_room} to read its history"
-            )
-    try:
-        stored = service.page(
-            room=room_name,
-            asker_account=user.account,
-            peer=peer,
-            before=before,
-            after=request.after,
-            limit=limit,
-        )
-    except StoreError as problem:
-        log.error("history request failed: %s", problem)
-        raise HubError("history_failed", "history cannot be read right now") from None
-    if stored:
-        session.history_cursor = (room_name, peer, stored[0].id, limit)
+    shown, messages = session.hub.read_history(user, query, room=room, peer=peer)
+    if messages:
+        session.history_cursor = (shown, peer, messages[0].id, query.limit)
     page = events.HistoryPage(
-        room=room_name,
+        room=shown,
         peer=peer,
-        messages=tuple(to_event(m) for m in stored),
-        more=limit > 0 and len(stored) == limit and request.after is None,
+        messages=tuple(messages),
+        more=query.limit > 0 and len(messages) == query.limit and request.after is None,
         ref=request.ref,
     )
     session.reply(page)
     return True
 
 
+def _native_query(before: Ref | None, after: Ref | None) -> tuple[str, Ref | None, Ref | None]:
+    """A native request's bounds as the query builder's mode and references: both bounds
+    are the messages between them, one bound the page next to it, none the latest page."""
+    if before is not None and after is not None:
+        return "between", after, before
+    if before is not None:
+        return "before", before, None
+    if after is not None:
+        return "after", after, None
+    return "latest", None, None
+
+
 # -- moderation -------------------------------------------------------------------------------
 
 
-def _keeper(session: "NativeSession") -> RoomKeeper:
+def _keeper(session: "NativeSession") -> ports.Moderation:
     keeper = session.hub.moderation
     if keeper is None:
         raise HubError("moderation_off", "this server has no moderation")
-    return cast(RoomKeeper, keeper)
+    return keeper
 
 
 def handle_moderate(session: "NativeSession", request: requests.Moderate) -> bool:

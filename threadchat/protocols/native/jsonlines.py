@@ -10,6 +10,7 @@ from typing import Any
 
 from threadchat.core import events
 from threadchat.core.events import Event
+from threadchat.core.history import Ref
 from threadchat.core.modes import (
     MemberStatus,
     Mode,
@@ -21,7 +22,6 @@ from threadchat.core.modes import (
 )
 from threadchat.protocols import utctime
 from threadchat.protocols.native import requests
-from threadchat.store.base import Ref
 
 
 def timestamp(ts: float) -> str:
@@ -118,10 +118,25 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "wallops", "from": event.sender, "text": event.text}
         case events.Killed():
             body = {"type": "notice", "text": f"{event.by} disconnected you: {event.reason}"}
+        case events.UserInfo():
+            body = _user_info(event)
         case _:
             return None
     body["id"] = event.id
     body["ts"] = timestamp(event.ts)
+    return body
+
+
+def _user_info(event: events.UserInfo) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "whois", "name": event.nick, "account": event.account}
+    body["realname"] = event.realname
+    body["rooms"] = [{"name": room, "status": list(statuses)} for room, statuses in event.rooms]
+    body["away"] = event.away
+    body["operator"] = event.operator
+    body["idle"] = event.idle
+    body["signon"] = timestamp(event.signon)
+    if event.ref is not None:
+        body["ref"] = event.ref
     return body
 
 
@@ -376,6 +391,14 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
             return requests.ClientPong(token=_text(obj, "token", required=False), ref=ref)
         case "quit":
             return requests.QuitRequest(reason=_text(obj, "reason", required=False), ref=ref)
+        case "invite":
+            return requests.Invite(
+                target=_text(obj, "name"), room=_optional_text(obj, "room"), ref=ref
+            )
+        case "away":
+            return requests.Away(message=_optional_text(obj, "message"), ref=ref)
+        case "whois":
+            return requests.Whois(target=_text(obj, "name"), ref=ref)
     return _build_extra(kind, obj, ref)
 
 
@@ -453,6 +476,16 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
             body = {"type": "pong", "token": request.token}
         case requests.QuitRequest():
             body = {"type": "quit", "reason": request.reason}
+        case requests.Invite():
+            body = {"type": "invite", "name": request.target}
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.Away():
+            body = {"type": "away"}
+            if request.message is not None:
+                body["message"] = request.message
+        case requests.Whois():
+            body = {"type": "whois", "name": request.target}
         case _:
             extra = _extra_to_dict(request)
             if extra is None:

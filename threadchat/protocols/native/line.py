@@ -157,6 +157,19 @@ def _cmd_history(args: str) -> requests.Request:
     return requests.HistoryRequest(room=room or None, peer=peer or None, limit=limit)
 
 
+def _cmd_invite(args: str) -> requests.Request:
+    target, rest = _split(args)
+    room, extra = _split(rest)
+    if not target or extra:
+        return _usage("/invite NICK [#ROOM]")
+    return requests.Invite(target=target, room=_room_arg(room) if room else None)
+
+
+def _cmd_whois(args: str) -> requests.Request:
+    target, extra = _split(args)
+    return requests.Whois(target=target) if target and not extra else _usage("/whois NICK")
+
+
 def _cmd_register(args: str) -> requests.Request:
     password = args.strip()
     if not password or " " in password:
@@ -230,6 +243,12 @@ COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
     "mute": (_moderation("mute"), "/mute [#ROOM] NICK - NICK can no longer speak in the room"),
     "unmute": (_moderation("unmute"), "/unmute [#ROOM] NICK - lift a mute"),
     "topiclock": (_cmd_topiclock, "/topiclock [#ROOM] on|off - only operators set the topic"),
+    "invite": (_cmd_invite, "/invite NICK [#ROOM] - invite NICK to the current or named room"),
+    "away": (
+        lambda a: requests.Away(message=a.strip() or None),
+        "/away [message] - mark yourself away; /away alone: back",
+    ),
+    "whois": (_cmd_whois, "/whois NICK - who NICK is: account, rooms, away, idle time"),
     "help": (lambda _: requests.Help(), "/help - this list"),
 }
 ALIASES = {"part": "leave", "list": "rooms", "names": "who", "query": "msg", "exit": "quit"}
@@ -348,6 +367,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return f"--- wallops from {event.sender}: {event.text}"
         case events.Killed():
             return f"!!! {event.by} disconnected you: {event.reason}"
+        case events.UserInfo():
+            return _render_user(event)
         case events.HistoryPage():
             return _render_page(event)
         case events.LoggedIn():
@@ -403,6 +424,20 @@ _MODERATION_TEXT = {
     "mute": "--- {by} muted {target} in {room}",
     "unmute": "--- {by} unmuted {target} in {room}",
 }
+
+
+def _render_user(info: events.UserInfo) -> str:
+    account = f"logged in as {info.account}" if info.account else "a guest"
+    lines = [f"--- {info.nick}: {account}" + (", server operator" if info.operator else "")]
+    if info.realname:
+        lines.append(f"--- {info.nick} is {info.realname}")
+    if info.rooms:
+        rooms = ", ".join(r + (f" ({', '.join(s)})" if s else "") for r, s in info.rooms)
+        lines.append(f"--- {info.nick} is in {rooms}")
+    if info.away:
+        lines.append(f"--- {info.nick} is away: {info.away}")
+    lines.append(f"--- {info.nick} has been idle {info.idle} s")
+    return "\n".join(lines)
 
 
 def _render_page(page: events.HistoryPage) -> str:

@@ -5,7 +5,7 @@
 
 from dataclasses import dataclass, field
 
-from threadchat.store.base import Ref
+from threadchat.core.history import Ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,31 @@ class ClientPong(Request):
 @dataclass(frozen=True, slots=True)
 class QuitRequest(Request):
     reason: str = ""
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invite(Request):
+    """Invite `target` to `room` (None: the current room); they may then pass mode +i."""
+
+    target: str
+    room: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Away(Request):
+    """Mark yourself away with `message`, or back (None)."""
+
+    message: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whois(Request):
+    """Look up a connected user (answered with a UserInfo event)."""
+
+    target: str
     ref: object = None
 
 

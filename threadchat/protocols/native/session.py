@@ -12,11 +12,10 @@ from threadchat.core import events, names
 from threadchat.core.events import Event
 from threadchat.core.hub import DEFAULT_ROOM, Connection, Hub, HubError, User, check_text
 from threadchat.protocols.native import commands, requests
-from threadchat.services import history
 
 log = logging.getLogger(__name__)
 
-# Requests whose message a pipelined read queues with the others (see `history.reading`).
+# Requests whose message a pipelined read queues with the others (see `Hub.pipeline`).
 _PIPELINED = (requests.Say, requests.SendPrivate)
 
 
@@ -78,12 +77,12 @@ class NativeSession:
             self._refuse(problem.code, problem.message, ref)
 
     def handle_pipelined(self, request: requests.Request) -> None:
-        """`handle` for one request of a read (`history.reading`): a room or private message
+        """`handle` for one request of a read (`hub.pipeline.reading`): a room or private message
         is queued with the read's others; anything else first completes what is queued, as
         nothing may overtake it (a leave after a line, a history request that should see it,
         a reply). Raises SessionEnded on quit."""
         if not isinstance(request, _PIPELINED):
-            history.complete()
+            self.hub.pipeline.complete()
         self.handle(request)
 
     def _refuse(self, code: str, message: str, ref: object = None) -> None:
@@ -178,7 +177,7 @@ class NativeSession:
         kind = events.ACTION if request.action else events.TEXT
         # An `ok` means stored: it waits for the commit, and a message that was not stored
         # gets an error with its ref instead.
-        with history.acknowledged(request.ref, self.reply):
+        with self.hub.pipeline.acknowledged(request.ref, self.reply):
             self.hub.say(self.user, room, request.text, kind, origin=self.conn)
         return request.ref is not None
 
@@ -186,7 +185,7 @@ class NativeSession:
         assert self.user is not None
         check_text(request.text, strict=True)
         kind = events.ACTION if request.action else events.TEXT
-        with history.acknowledged(request.ref, self.reply):
+        with self.hub.pipeline.acknowledged(request.ref, self.reply):
             recipient = self.hub.send_private(
                 self.user, request.target, request.text, kind, origin=self.conn
             )
@@ -218,6 +217,28 @@ class NativeSession:
         name, members = self.hub.members(self._room_or_current(request.room))
         self.reply(events.WhoList(room=name, members=members))
         return False
+
+    def _on_invite(self, request: requests.Invite) -> bool:
+        assert self.user is not None
+        room = self._room_or_current(request.room)
+        invited = self.hub.invite(self.user, request.target, room)
+        self.reply(events.Notice(text=f"you invited {invited.nick} to {room}"))
+        if invited.away:
+            self.reply(events.Notice(text=f"{invited.nick} is away: {invited.away}"))
+        return False
+
+    def _on_away(self, request: requests.Away) -> bool:
+        assert self.user is not None
+        if request.message is not None:
+            check_text(request.message, strict=True)
+        self.hub.set_away(self.user, request.message or None)
+        text = "you are marked as away" if request.message else "you are no longer away"
+        self.reply(events.Notice(text=text))
+        return False
+
+    def _on_whois(self, request: requests.Whois) -> bool:
+        self.reply(self.hub.user_info(request.target, ref=request.ref))
+        return True
 
     def _on_help(self, request: requests.Help) -> bool:
         from threadchat.protocols.native.line import HELP_LINES
@@ -254,6 +275,9 @@ _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
     requests.ListRooms: NativeSession._on_rooms,
     requests.Who: NativeSession._on_who,
     requests.Help: NativeSession._on_help,
+    requests.Invite: NativeSession._on_invite,
+    requests.Away: NativeSession._on_away,
+    requests.Whois: NativeSession._on_whois,
     requests.ClientPing: NativeSession._on_ping,
     requests.ClientPong: NativeSession._on_pong,
     requests.QuitRequest: NativeSession._on_quit,

@@ -1,8 +1,9 @@
 """History for IRC clients: IRCv3 `draft/chathistory` and history replay on JOIN.
 
-Glue between `transports/irc.py` and the history service (`history.py`), like
-`irc_accounts.py` is for accounts. Queries go through `MessageLog.query` with the store's
-`HistoryQuery`/`Ref`; access rules are the native `/history`'s (`history.member_room`).
+Glue between `transports/irc.py` and the hub, like `irc_accounts.py` is for accounts. A
+command translates to the one query builder (`core.history.build_query`) and is read by
+`Hub.read_history`, with the native `/history`'s access rules; what a join replays is
+`Hub.replay`'s rule, and this module only formats it.
 
 - `CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN <target> <ref> [<ref>] <limit>`, refs `*`
   (LATEST only), `msgid=<id>`, `timestamp=<RFC 3339>`. A channel target needs membership; a
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from threadchat.core.events import Event
+from threadchat.core.history import MAX_HISTORY_LIMIT, Ref, build_query
+from threadchat.core.hub import HubError
 from threadchat.protocols import utctime
 from threadchat.protocols.irc.wire import (
     Formatter,
@@ -32,8 +35,6 @@ from threadchat.protocols.irc.wire import (
     channel_to_room,
     is_valid_nick,
 )
-from threadchat.services import history
-from threadchat.store.base import MAX_HISTORY_LIMIT, HistoryQuery, Ref, StoreError, clamp_limit
 
 if TYPE_CHECKING:
     from threadchat.transports.irc.connection import IrcConnection
@@ -90,52 +91,39 @@ def _answer(conn: IrcConnection, sub: str, params: Sequence[str]) -> tuple[str, 
     words = params[1 : arity - 1]
     refs = [_parse_ref(sub, word, star=sub == "LATEST") for word in words]
     limit = _parse_limit(sub, params[arity - 1])
-    first = refs[0]
-    match sub:
-        case "LATEST":
-            query = HistoryQuery.latest(limit, after=first)
-        case "BEFORE":
-            assert first is not None
-            query = HistoryQuery.before(first, limit)
-        case "AFTER":
-            assert first is not None
-            query = HistoryQuery.after(first, limit)
-        case "AROUND":
-            assert first is not None
-            query = HistoryQuery.around(first, limit)
-        case _:
-            assert first is not None and refs[1] is not None
-            query = HistoryQuery.between(first, refs[1], limit)
-    shown, scope = _scope(conn, sub, target)
-    service = conn.hub.history
-    assert service is not None
-    try:
-        stored = service.query(query, **scope)
-    except StoreError as problem:
-        log.error("%s: CHATHISTORY failed: %s", conn.label, problem)
-        raise _Refused("MESSAGE_ERROR", sub, target, "Messages could not be retrieved") from None
-    return shown, [history.to_event(m) for m in stored]
-
-
-def _scope(conn: IrcConnection, sub: str, target: str) -> tuple[str, dict[str, str | None]]:
-    """The target as shown in the batch, and the `MessageLog.query` keywords selecting it."""
+    # LATEST's one reference (`*`: none) is what it starts after; BETWEEN has two.
+    query = build_query(sub.lower(), limit, *refs)
     user = conn.user
     assert user is not None
     refused = _Refused("INVALID_TARGET", sub, target, "Messages could not be retrieved")
+    shown, scope = _scope(conn, target, refused)
+    try:
+        room, events = conn.hub.read_history(user, query, **scope)
+    except HubError as problem:
+        if problem.code == "history_failed":
+            failed = _Refused("MESSAGE_ERROR", sub, target, "Messages could not be retrieved")
+            raise failed from None
+        raise refused from None
+    return ("#" + room if room is not None else shown), events
+
+
+def _scope(conn: IrcConnection, target: str, refused: _Refused) -> tuple[str, dict[str, str]]:
+    """The target as shown in the batch, and the `Hub.read_history` keywords selecting it."""
+    user = conn.user
+    assert user is not None
     if target.startswith("#"):
         room = channel_to_room(target)
-        name = history.member_room(conn.hub, user, room) if room is not None else None
-        if name is None:
+        if room is None:
             raise refused
-        return "#" + name, {"room": name}
+        return target, {"room": room}
     if not is_valid_nick(target) or user.account is None:
         raise refused
     peer = conn.hub.find_user(target)
     if peer is not None and peer.account is not None:
-        return peer.nick, {"asker_account": user.account, "peer": peer.account}
+        return peer.nick, {"peer": peer.account}
     # Offline (or not logged in now): the nick is taken as the account name. The store only
     # ever returns the asker's own conversations, so a wrong guess shows nothing foreign.
-    return target, {"asker_account": user.account, "peer": target}
+    return target, {"peer": target}
 
 
 def _parse_ref(sub: str, word: str, *, star: bool) -> Ref | None:
@@ -154,7 +142,7 @@ def _parse_ref(sub: str, word: str, *, star: bool) -> Ref | None:
 def _parse_limit(sub: str, word: str) -> int:
     if not (word.isascii() and word.isdigit()) or len(word) > 9:
         raise _Refused("INVALID_PARAMS", sub, word, "Invalid limit")
-    return clamp_limit(int(word))
+    return int(word)  # clamped by the query builder
 
 
 def send_batch(conn: IrcConnection, target: str, events: Sequence[Event]) -> None:
@@ -177,18 +165,15 @@ def send_batch(conn: IrcConnection, target: str, events: Sequence[Event]) -> Non
 
 
 def replay_on_join(conn: IrcConnection, room: str) -> None:
-    """After a JOIN: the room's last messages, for clients that can tell them from live ones."""
-    service = conn.hub.history
+    """After a JOIN: the room's last messages (`Hub.replay`), for clients that can tell them
+    from live ones, and not for those that ask for history themselves."""
+    assert conn.user is not None
     caps = conn.caps
-    if service is None or service.on_join == 0 or not caps >= REPLAY_CAPS or CAPABILITY in caps:
-        return
-    try:
-        events = service.latest(room, service.on_join)
-    except StoreError as problem:
-        log.error("cannot read history of %s: %s", room, problem)
-        return
-    if events:
-        send_batch(conn, "#" + room, events)
+    replay = conn.hub.replay(
+        conn.user, room, marks_history=caps >= REPLAY_CAPS, fetches_history=CAPABILITY in caps
+    )
+    if replay is not None:
+        send_batch(conn, "#" + room, replay.messages)
 
 
 __all__ = [

@@ -65,7 +65,6 @@ from threadchat.protocols.irc.wire import (
     reply_with_text,
     split_targets,
 )
-from threadchat.services import history
 from threadchat.transports.irc import chathistory as irc_history
 from threadchat.transports.irc import sasl as irc_accounts
 from threadchat.transports.outbox import Outbox
@@ -399,7 +398,7 @@ class IrcConnection(TcpConnection):
             if not (isinstance(item, MessageReceived) and item.message.command == "PRIVMSG"):
                 # Nothing may overtake queued messages: no other command (a PART, a NOTICE,
                 # which is relayed at once, a CHATHISTORY that should see them) and no reply.
-                history.complete()
+                self.hub.pipeline.complete()
             match item:
                 case MessageReceived(message=message):
                     if self.user is not None:
@@ -412,7 +411,7 @@ class IrcConnection(TcpConnection):
                 case BufferOverflow():
                     self.close_link("Input buffer exceeded: no newline in 64 KiB")
             if self._closing is not None:
-                history.complete()
+                self.hub.pipeline.complete()
                 self.close_after_flush(self._closing)
                 return False
         return True
@@ -459,7 +458,7 @@ class IrcConnection(TcpConnection):
 
     def on_close(self, reason: str) -> None:
         # The user's last messages go out before the others see them leave.
-        history.complete()
+        self.hub.pipeline.complete()
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
             self.hub.detach(self.user, self, reason)
@@ -708,7 +707,7 @@ class IrcConnection(TcpConnection):
                 raise
             return
         if irc_accounts.is_nickserv(target) and self.hub.find_user(target) is None:
-            history.complete()  # its replies and login must not overtake queued messages
+            self.hub.pipeline.complete()  # its replies and login must not overtake queued messages
             if echo is not None:
                 lines = chat_messages(self.mask, target, text, kind, self.user.account)
                 for line in lines:

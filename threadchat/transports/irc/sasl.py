@@ -19,8 +19,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from threadchat.core import names
+from threadchat.core.errors import AuthError
 from threadchat.protocols.irc.wire import Message, Numeric
-from threadchat.services.accounts import AuthError
 
 if TYPE_CHECKING:
     from threadchat.transports.irc.connection import IrcConnection
