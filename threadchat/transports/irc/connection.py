@@ -116,14 +116,16 @@ _IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 def ident_host(user: User) -> tuple[str, str]:
     """The username and host IRC users see for `user` (of any protocol)."""
-    if isinstance(user.conn, IrcConnection):
+    first = user.connections[0] if user.connections else None  # the first one decides
+    if isinstance(first, IrcConnection):
         return user.username, user.host
     return user.nick, _safe_host(user.host or "unknown")
 
 
 def realname_of(user: User) -> str:
     """The realname IRC users see; native clients give none."""
-    if user.realname or isinstance(user.conn, IrcConnection):
+    first = user.connections[0] if user.connections else None
+    if user.realname or isinstance(first, IrcConnection):
         return user.realname
     return "threadchat native user"
 
@@ -459,7 +461,7 @@ class IrcConnection(TcpConnection):
         self.hub.pipeline.complete()
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
-            self.hub.unregister(self.user, reason)
+            self.hub.detach(self.user, self, reason)
 
     def tick(self, now: float) -> None:
         config = self.server.config
@@ -849,7 +851,8 @@ class IrcConnection(TcpConnection):
                 )
 
             self.send(*pack_words(words, build))
-        kind = "IRC" if isinstance(user.conn, IrcConnection) else "native protocol"
+        first = user.connections[0] if user.connections else None
+        kind = "IRC" if isinstance(first, IrcConnection) else "native protocol"
         self.numeric(Numeric.RPL_WHOISSERVER, user.nick, self.server_name, f"threadchat ({kind})")
         if user.away:
             self.numeric(Numeric.RPL_AWAY, user.nick, user.away)
@@ -1019,9 +1022,10 @@ class IrcConnection(TcpConnection):
             return
         # Let the victim's ERROR line leave before its socket is shut down.
         self.flush_now()
-        abort = getattr(victim.conn, "abort", None)
-        if abort is not None:
-            abort(f"Killed ({self.user.nick} ({comment}))")
+        for conn in victim.connections:
+            abort = getattr(conn, "abort", None)
+            if abort is not None:
+                abort(f"Killed ({self.user.nick} ({comment}))")
 
     def on_wallops(self, message: Message) -> None:
         assert self.user is not None
