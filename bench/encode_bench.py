@@ -106,7 +106,8 @@ def cases() -> list[tuple[str, Callable[[events.Event], object], Callable, list[
     ]
     hub = EncodeHub()
     sender = irc_connection(hub, frozenset())
-    hub.users["user7"] = User(nick="user7", conn=sender, username="~u7", host="10.0.0.7")  # type: ignore[arg-type]
+    user7 = User(nick="user7", connections=(sender,), username="~u7", host="10.0.0.7")  # type: ignore[arg-type]
+    hub.users["user7"] = user7
     for name, caps in IRC_CAP_SETS:
         conn = irc_connection(hub, caps)
         out.append((name, conn._encode_general, conn.encode, live))

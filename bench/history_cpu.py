@@ -99,7 +99,10 @@ def measure(
             users = [hub.register(_MemoryConnection(), f"u{i}") for i in range(members)]
             for user in users:
                 hub.join(user, "bench")
-            drains: list[_Drain] = [user.conn.drain for user in users]  # type: ignore[attr-defined]
+            drains: list[_Drain] = [
+                user.connections[0].drain  # type: ignore[attr-defined]
+                for user in users
+            ]
             _settle(drains)
             for drain in drains:
                 drain.counting = count  # the messages only, not the joins

@@ -228,8 +228,10 @@ def _irc_events(
     for hub in hubs:
         # Known IRC and native users (whose hosts are made safe), the rest unknown to the hub.
         owner = encode_bench.irc_connection(hub, frozenset())
-        hub.users["alice"] = User(nick="alice", conn=owner, username="~al", host="10.0.0.1")
-        hub.users["bob"] = User(nick="Bob", conn=object(), host="::1")  # type: ignore[arg-type]
+        hub.users["alice"] = User(
+            nick="alice", connections=(owner,), username="~al", host="10.0.0.1"
+        )
+        hub.users["bob"] = User(nick="Bob", connections=(object(),), host="::1")  # type: ignore[arg-type]
     times = _timestamps(rng, count)
     for _ in range(count):
         length = rng.choice((0, 1, 10, 40, 120, rng.randrange(380, 520), 700))
@@ -277,7 +279,7 @@ def test_irc_usual_messages_take_the_fast_path() -> None:
     # A fast path that always declined would pass the test above: check it answers itself.
     rng = random.Random(SEED)
     hub = encode_bench.EncodeHub(keeps_history=True)
-    hub.users["alice"] = User(nick="alice", conn=object(), host="10.0.0.1")  # type: ignore[arg-type]
+    hub.users["alice"] = User(nick="alice", connections=(object(),), host="10.0.0.1")  # type: ignore[arg-type]
     for caps in CAP_SETS:
         conn = encode_bench.irc_connection(hub, caps)
         for _ in range(200):

@@ -68,7 +68,7 @@ def test_a_session_registers_and_quits_without_a_socket() -> None:
     assert replies[0].command == "001"
     assert replies[0].params[-1].endswith("alice!~al@10.0.0.1")
     user = hub.find_user("alice")
-    assert user is not None and user.username == "~al" and user.conn is transport
+    assert user is not None and user.username == "~al" and user.connections == (transport,)
     assert session.receive_data(b"PING :x\r\n") is None
     assert transport.take()[-1].params == ["threadchat", "x"]
     # QUIT: the session says ERROR and gives the transport the reason to close with.

@@ -6,8 +6,12 @@ events in one order, and a join is seen before the joiner's first message), but 
 the lock touches a socket: `Connection.send_bytes` only appends to a bounded outbox, and the
 flush happens when the caller's delivery batch ends (see `delivery.py`).
 
-The one place where events leave the hub is `Hub._fan_out`; a later multi-node setup puts a
-message bus behind it.
+The one place where events leave the hub is `Hub._deliver` (with `_fan_out_groups`, its fast
+form for room messages); a later multi-node setup puts a message bus behind it.
+
+A person (`User`) is separate from their connections: a user holds one or more, and every
+event the hub delivers to a user reaches each of them. Only what a connection sends itself
+is kept from it (its own room message); the person's other connections get it too.
 """
 
 import fnmatch
@@ -17,8 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import ne
+from itertools import chain, compress, repeat
+from operator import attrgetter, ne
 from typing import Any, Protocol
 
 from threadchat.core import delivery, events, names, ports
@@ -74,8 +78,13 @@ class Connection(Protocol):
 
 @dataclass(eq=False)
 class User:
+    """A person on the server: nick, identity, rooms, away, modes, and the connections they
+    are on now (`Hub.register` makes the first, `Hub.attach` adds more, `Hub.detach` takes
+    them off; the last one's detach is the person's quit). `connections` is replaced, never
+    changed in place, under the hub lock, so the fan-out may read it without the lock."""
+
     nick: str
-    conn: Connection
+    connections: tuple[Connection, ...]
     username: str = ""
     realname: str = ""
     host: str = ""
@@ -137,15 +146,24 @@ class Room:
 class RoomRelay:
     """A room message waiting for its commit (see `history.pipelined`), relayed once stored:
     alone by calling it with the stored id and time, or in a run of queued messages by
-    `relay_many` (`Hub.relay_room_run`)."""
+    `relay_many` (`Hub.relay_room_run`). `origin` is the connection it came from, the one
+    connection of the room that does not get it (left out: the sender's only one)."""
 
-    __slots__ = ("echo", "hub", "kind", "relay_many", "room_name", "text", "user")
+    __slots__ = ("echo", "hub", "kind", "origin", "relay_many", "room_name", "text", "user")
 
     def __init__(
-        self, hub: "Hub", user: User, room_name: str, text: str, kind: str, echo: Echo | None
+        self,
+        hub: "Hub",
+        user: User,
+        room_name: str,
+        text: str,
+        kind: str,
+        echo: Echo | None,
+        origin: Connection | None = None,
     ) -> None:
         self.hub = hub
         self.user = user
+        self.origin = origin if origin is not None else _origin(user, None)
         self.room_name = room_name
         self.text = text
         self.kind = kind
@@ -154,7 +172,9 @@ class RoomRelay:
         self.relay_many = hub.relay_room_run if echo is None else None
 
     def __call__(self, stamp: dict[str, Any]) -> None:
-        self.hub._relay_room(self.user, self.room_name, self.text, self.kind, stamp, self.echo)
+        self.hub._relay_room(
+            self.user, self.origin, self.room_name, self.text, self.kind, stamp, self.echo
+        )
 
 
 class Hub:
@@ -187,7 +207,8 @@ class Hub:
     def register(
         self, conn: Connection, nick: str, *, keeps_member_list: bool = False, **identity: str
     ) -> User:
-        """Claim `nick` for a new user; raises HubError('invalid_name' | 'name_in_use').
+        """Claim `nick` for a new person whose first connection is `conn`; raises
+        HubError('invalid_name' | 'name_in_use').
 
         `keeps_member_list`: see `User.keeps_member_list`."""
         _check_nick(nick)
@@ -195,7 +216,7 @@ class Hub:
             check_text(value)
         if self.accounts is not None:
             self.accounts.check_name(nick, identity.get("account"))
-        user = User(nick=nick, conn=conn, keeps_member_list=keeps_member_list, **identity)
+        user = User(nick=nick, connections=(conn,), keeps_member_list=keeps_member_list, **identity)
         with self._lock:
             if user.key in self._users:
                 raise HubError("name_in_use", f"the name {nick} is taken")
@@ -207,20 +228,69 @@ class Hub:
         with self._lock:
             return names.fold(nick) not in self._users
 
+    def attach(self, user: User, conn: Connection) -> None:
+        """Add `conn` to a registered person: from now on it receives everything the person
+        receives, and sees what their other connections send. Nobody else sees anything.
+
+        Who may attach to whom (the same account, not a guest) is the caller's rule (issue 15);
+        the protocols still refuse a taken nick. Raises HubError('no_such_nick') when the
+        person has left."""
+        with self._lock:
+            if self._users.get(user.key) is not user:
+                raise HubError("no_such_nick", f"there is nobody called {user.nick}")
+            if any(c is conn for c in user.connections):
+                return
+            user.connections = (*user.connections, conn)
+            self._regroup(user)
+        log.info("%s: another connection (%d now)", user.nick, len(user.connections))
+
+    def detach(self, user: User, conn: Connection, reason: str) -> bool:
+        """Take `conn` off its person (it closed). While the person has another connection
+        nobody sees anything: they stay in their rooms. The last one's detach is their quit,
+        as `unregister`. Returns whether the person left."""
+        reason = names.sendable(reason)
+        with delivery.batch(), self._lock:
+            remaining = tuple(c for c in user.connections if c is not conn)
+            if len(remaining) == len(user.connections):
+                return False  # not attached (any more)
+            user.connections = remaining
+            if remaining:
+                self._regroup(user)
+                left = False
+            else:
+                left = self._remove_user(user, reason)
+        if left:
+            log.info("%s quit (%s)", user.nick, reason)
+        return left
+
     def unregister(self, user: User, reason: str) -> None:
-        """Remove `user` from every room and the server; the rooms' members see the quit.
+        """Remove `user`, with every connection, from every room and the server; the rooms'
+        members see the quit.
 
         A quit cannot be refused, so a reason no protocol could carry is mended instead."""
         reason = names.sendable(reason)
         with delivery.batch(), self._lock:
-            if self._users.get(user.key) is not user:
-                return
-            del self._users[user.key]
-            peers = self._peers(user, announced_only=True)
-            for room in list(user.rooms.values()):
-                self._remove_member(room, user)
-            self._fan_out(events.Quit(nick=user.nick, reason=reason, mask=user.mask), peers)
-        log.info("%s quit (%s)", user.nick, reason)
+            left = self._remove_user(user, reason)
+            user.connections = ()
+        if left:
+            log.info("%s quit (%s)", user.nick, reason)
+
+    def _remove_user(self, user: User, reason: str) -> bool:
+        """Take the person off the server and out of their rooms, and tell the rooms'
+        members; False when they had left already (hub lock held)."""
+        if self._users.get(user.key) is not user:
+            return False
+        del self._users[user.key]
+        peers = self._peers(user, announced_only=True)
+        for room in list(user.rooms.values()):
+            self._remove_member(room, user)
+        self._fan_out(events.Quit(nick=user.nick, reason=reason, mask=user.mask), peers)
+        return True
+
+    def _regroup(self, user: User) -> None:
+        """`user`'s connections changed: their rooms' fan-out groups are out of date."""
+        for room in user.rooms.values():
+            room.groups = None
 
     def change_nick(self, user: User, new: str) -> None:
         _check_nick(new)
@@ -339,33 +409,44 @@ class Hub:
         text: str,
         kind: str = events.TEXT,
         echo: Echo | None = None,
+        *,
+        origin: Connection | None = None,
     ) -> None:
-        """Send to every member of the room except the sender.
+        """Send to every connection of every member of the room except `origin`, the
+        connection it came from (the sender's other connections get it).
 
+        `origin` may be left out while the sender has one connection (it is that one).
         With a history service the message is committed first and relayed with its stored id
         and time; the commit happens outside the lock, as it waits for the disk. `echo`, if
         given, is called with the relayed event right after its fan-out (IRC echo-message:
         the sender's copy then carries the stored id and time, in order with the relay).
         """
         check_text(text)
+        if origin is None:
+            try:
+                (origin,) = user.connections  # the usual case, without a call per message
+            except ValueError:
+                origin = _origin(user, None)
         with delivery.batch():
             if self.history is None:
                 if echo is None and self.defer_relay is not None:
                     with self._lock:
                         self._room_to_speak(user, room_name)  # a refusal is told at once
-                    if self.defer_relay(RoomRelay(self, user, room_name, text, kind, None)):
+                    relay = RoomRelay(self, user, room_name, text, kind, None, origin)
+                    if self.defer_relay(relay):
                         return
-                self._relay_room(user, room_name, text, kind, {}, echo)
+                self._relay_room(user, origin, room_name, text, kind, {}, echo)
                 return
             with self._lock:
                 name = self._room_to_speak(user, room_name).name
 
-            relay = RoomRelay(self, user, room_name, text, kind, echo)
+            relay = RoomRelay(self, user, room_name, text, kind, echo, origin)
             self.history.submit(user, text, kind, relay, room=name)
 
     def _relay_room(
         self,
         user: User,
+        origin: Connection | None,
         room_name: str,
         text: str,
         kind: str,
@@ -382,7 +463,7 @@ class Hub:
         # measured to keep readers queueing on it and handing the GIL back and forth.
         # Each group's appends are one C-level loop, which no other Python thread can
         # interleave, so the members of a group still see the room's messages in one order.
-        self._fan_out_groups([(event, user)], groups)
+        self._fan_out_groups([(event, origin)], groups)
         if echo is not None:
             echo(event)
 
@@ -395,7 +476,7 @@ class Hub:
         so a member's cost is paid once per run instead of once per message. A message whose
         sender may no longer speak there (kicked, muted, gone) is skipped, as in `say`.
         """
-        runs: list[tuple[list[_CodecGroup], list[tuple[Event, User]]]] = []
+        runs: list[tuple[list[_CodecGroup], list[tuple[Event, Connection | None]]]] = []
         last_room: Room | None = None
         # Under the lock nothing changes, so one check per sender and room name is enough.
         checked: dict[tuple[int, str], Room | None] = {}
@@ -422,7 +503,7 @@ class Hub:
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
                         last_room = room
-                    runs[-1][1].append((event, user))
+                    runs[-1][1].append((event, relay.origin))
             for groups, messages in runs:
                 self._fan_out_groups(messages, groups)
 
@@ -447,20 +528,24 @@ class Hub:
         text: str,
         kind: str = events.TEXT,
         echo: Echo | None = None,
+        *,
+        origin: Connection | None = None,
     ) -> User:
-        """Send to one user only; returns the recipient (whose `away` a caller may report).
+        """Send to one user only (each of their connections, and the sender's other
+        connections); returns the recipient (whose `away` a caller may report).
 
-        `echo` as for `say`."""
+        `echo` and `origin` as for `say`."""
         check_text(text)
+        origin = _origin(user, origin)
         with delivery.batch():
             first = self.find_user(target)
             if first is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
             if self.history is None:
-                return self._relay_private(user, target, text, kind, {}, echo)
+                return self._relay_private(user, origin, target, text, kind, {}, echo)
 
             def relay(stamp: dict[str, Any]) -> None:
-                self._relay_private(user, target, text, kind, stamp, echo)
+                self._relay_private(user, origin, target, text, kind, stamp, echo)
 
             self.history.submit(user, text, kind, relay, target=first)
             return first
@@ -468,6 +553,7 @@ class Hub:
     def _relay_private(
         self,
         user: User,
+        origin: Connection | None,
         target: str,
         text: str,
         kind: str,
@@ -487,7 +573,12 @@ class Hub:
                 account=user.account,
                 **stamp,
             )
-            self._fan_out(event, [recipient])
+            connections = recipient.connections
+            if recipient is not user and len(user.connections) > 1:
+                # What a person sends, each of their devices shows, but the one it came from.
+                mine = [c for c in user.connections if c is not origin]
+                connections = (*connections, *mine)
+            self._deliver(event, connections)
         if echo is not None:
             echo(event)
         return recipient
@@ -619,15 +710,18 @@ class Hub:
         return list(seen.values())
 
     def _fan_out(self, event: Event, recipients: Iterable[User]) -> None:
-        """Encode `event` once per distinct codec and queue it for each recipient.
+        """`_deliver` `event` to every connection of each recipient."""
+        self._deliver(event, chain.from_iterable(map(_CONNECTIONS, recipients)))
+
+    def _deliver(self, event: Event, connections: Iterable[Connection]) -> None:
+        """Encode `event` once per distinct codec and queue it for each connection.
 
         This and `_fan_out_groups` (room messages) are the seam where delivery leaves the
         node: everything above decides *who*, these decide *how*. They only enqueue; state
         events run under the hub lock, room messages after it is released.
         """
         encoded: dict[Hashable, bytes | None] = {}
-        for user in recipients:
-            conn = user.conn
+        for conn in connections:
             key = conn.codec_key()
             try:
                 data = encoded[key]
@@ -637,23 +731,24 @@ class Hub:
                 conn.send_bytes(data)
 
     def _fan_out_groups(
-        self, messages: "Sequence[tuple[Event, User]]", groups: "list[_CodecGroup]"
+        self, messages: "Sequence[tuple[Event, Connection | None]]", groups: "list[_CodecGroup]"
     ) -> None:
-        """`_fan_out` of a room's messages, each to every member but its sender, at C speed.
+        """`_deliver` of a room's messages, each (with the connection it came from) to every
+        member's connections but that one, at C speed.
 
-        Members are grouped by codec key once per membership change; then per group each
-        message is encoded once, the run of messages is joined into one chunk, and a member
-        costs one list append done by `map` and one set insertion done by `set.update`,
-        instead of several Python calls per message. This is the hot path of a busy room: it
-        was measured as most of the server's CPU time. A sender in the run gets the chunk
-        without its own messages.
+        The members' connections are grouped by codec key once per membership change; then
+        per group each message is encoded once, the run of messages is joined into one chunk,
+        and a connection costs one list append done by `map` and one set insertion done by
+        `set.update`, instead of several Python calls per message. This is the hot path of a
+        busy room: it was measured as most of the server's CPU time. A sending connection in
+        the run gets the chunk without its own messages.
         """
         for group in groups:
             if group.queues is None:
-                for event, sender in messages:
-                    self._fan_out(event, [u for u in group.users if u is not sender])
+                for event, origin in messages:
+                    self._deliver(event, [c for c in group.connections if c is not origin])
                 continue
-            encode = group.users[0].conn.encode
+            encode = group.connections[0].encode
             try:
                 pieces = [encode(event) or b"" for event, _ in messages]
             except Exception:
@@ -663,8 +758,8 @@ class Hub:
             if not everyone:
                 continue
             queues, positions = group.queues, group.positions
-            # Each message's sender as a position in this group (-1: not a member of it).
-            owners = [positions.get(id(sender), -1) for _, sender in messages]
+            # Each message's origin as a position in this group (-1: not in it).
+            owners = [positions.get(id(origin), -1) for _, origin in messages]
             senders = set(owners)
             senders.discard(-1)
             if not senders:
@@ -682,10 +777,10 @@ class Hub:
             delivery.mark_all_dirty(group.flushables)
 
     def codec_changed(self, user: User) -> None:
-        """A connection's codec key changed (e.g. IRC capabilities): regroup its rooms."""
+        """The codec key of one of `user`'s connections changed (e.g. IRC capabilities):
+        regroup their rooms."""
         with self._lock:
-            for room in user.rooms.values():
-                room.groups = None
+            self._regroup(user)
 
     # -- moderation and IRC-facing operations ----------------------------------------------
     # Added for the IRC transport but protocol-neutral: any protocol may offer these.
@@ -1177,12 +1272,30 @@ def _mode_event(
 
 @dataclass(eq=False)
 class _CodecGroup:
-    """Room members sharing one codec key; `queues` is None for those served one by one."""
+    """Room members' connections sharing one codec key; `queues` is None for those served
+    one by one. `positions`: a connection's index by its id()."""
 
-    users: list[User]
+    connections: list[Connection]
     queues: list[list[bytes]] | None = None
     flushables: list["delivery.Flushable"] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)
+
+
+# A user's connections, as `map` takes it (the fan-out's loop over recipients runs in C).
+_CONNECTIONS = attrgetter("connections")
+
+
+def _origin(user: User, origin: Connection | None) -> Connection | None:
+    """The connection a message of `user` came from: `origin`, or their only connection.
+
+    With several connections the caller must say which one, or one of them would get its
+    own message back (or another would miss it)."""
+    if origin is not None:
+        return origin
+    connections = user.connections
+    if len(connections) > 1:
+        raise ValueError(f"{user.nick} has {len(connections)} connections: which one sent?")
+    return connections[0] if connections else None
 
 
 def _room_message(
@@ -1204,21 +1317,23 @@ def _codec_groups(room: Room) -> list[_CodecGroup]:
 
 def _group_by_codec(members: Iterable[User]) -> list[_CodecGroup]:
     fast: dict[Hashable, _CodecGroup] = {}
-    slow: list[User] = []
+    slow: list[Connection] = []
     for user in members:
-        direct = user.conn.direct_queue()
-        if direct is None:
-            slow.append(user)
-            continue
-        group = fast.get(user.conn.codec_key())
-        if group is None:
-            group = fast[user.conn.codec_key()] = _CodecGroup(users=[], queues=[])
-        assert group.queues is not None
-        group.positions[id(user)] = len(group.users)
-        group.users.append(user)
-        group.queues.append(direct[0])
-        group.flushables.append(direct[1])
+        for conn in user.connections:
+            direct = conn.direct_queue()
+            if direct is None:
+                slow.append(conn)
+                continue
+            key = conn.codec_key()
+            group = fast.get(key)
+            if group is None:
+                group = fast[key] = _CodecGroup(connections=[], queues=[])
+            assert group.queues is not None
+            group.positions[id(conn)] = len(group.connections)
+            group.connections.append(conn)
+            group.queues.append(direct[0])
+            group.flushables.append(direct[1])
     groups = list(fast.values())
     if slow:
-        groups.append(_CodecGroup(users=slow))
+        groups.append(_CodecGroup(connections=slow))
     return groups

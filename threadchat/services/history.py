@@ -612,11 +612,14 @@ class MessageLog:
 
     @staticmethod
     def _tell(user: User, refusal: Refusal) -> None:
-        """Tell `user` why a message of theirs was not stored (its request had no ref)."""
+        """Tell `user` (each of their connections) why a message of theirs was not stored
+        (its request had no ref)."""
         try:
-            data = user.conn.encode(events.Error(code=refusal[0], message=refusal[1]))
-            if data:
-                user.conn.send_bytes(data)
+            error = events.Error(code=refusal[0], message=refusal[1])
+            for conn in user.connections:
+                data = conn.encode(error)
+                if data:
+                    conn.send_bytes(data)
         except Exception:
             log.exception("%s: telling about a message not stored failed", user.nick)
 

@@ -97,7 +97,7 @@ class LineConnection(TcpConnection):
         # The user's last messages go out before the others see them leave.
         self.server.hub.pipeline.complete()
         if self.session.user is not None:
-            self.server.hub.unregister(self.session.user, reason)
+            self.server.hub.detach(self.session.user, self.session.conn, reason)
 
     # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------
 

@@ -323,7 +323,7 @@ class UdpListener:
             # The user's last messages go out before the others see them leave. (A no-op in
             # the sender thread: it queues no messages.)
             self.server.hub.pipeline.complete()
-            self.server.hub.unregister(hub_user, reason)
+            self.server.hub.detach(hub_user, user, reason)
 
     # -- the sender thread -----------------------------------------------------------------
 

@@ -45,8 +45,9 @@ class Directory(Protocol):
 
 
 def speaks_irc(user: User) -> bool:
-    """Whether `user` came over IRC: only IRC clients give a username (an ident, never empty,
-    see `registration.ident_of`), so the user's identity says it, not their connection."""
+    """Whether `user` registered over IRC: only IRC clients give a username (an ident, never
+    empty, see `registration.ident_of`). The person's identity says it, not a connection's
+    class: a person may hold several connections, and the one they registered with decides."""
     return bool(user.username)
 
 

@@ -41,9 +41,10 @@ def on_kill(session: IrcSession, message: Message) -> None:
         return
     # Let the victim's ERROR line leave before its socket is shut down.
     session.flush_now()
-    abort = getattr(victim.conn, "abort", None)
-    if abort is not None:
-        abort(f"Killed ({session.user.nick} ({comment}))")
+    for conn in victim.connections:
+        abort = getattr(conn, "abort", None)
+        if abort is not None:
+            abort(f"Killed ({session.user.nick} ({comment}))")
 
 
 def on_wallops(session: IrcSession, message: Message) -> None:

@@ -209,7 +209,7 @@ class IrcSession:
         """The link is gone: the user leaves the hub (after their queued messages)."""
         if self.user is not None:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
-            self.hub.unregister(self.user, reason)
+            self.hub.detach(self.user, self.transport, reason)
 
     # -- the shared lifecycle's hooks (`TcpConnection.tick`): what IRC says ----------------
 

@@ -178,7 +178,7 @@ class NativeSession:
         # An `ok` means stored: it waits for the commit, and a message that was not stored
         # gets an error with its ref instead.
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
-            self.hub.say(self.user, room, request.text, kind)
+            self.hub.say(self.user, room, request.text, kind, origin=self.conn)
         return request.ref is not None
 
     def _on_private(self, request: requests.SendPrivate) -> bool:
@@ -186,7 +186,9 @@ class NativeSession:
         check_text(request.text, strict=True)
         kind = events.ACTION if request.action else events.TEXT
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
-            recipient = self.hub.send_private(self.user, request.target, request.text, kind)
+            recipient = self.hub.send_private(
+                self.user, request.target, request.text, kind, origin=self.conn
+            )
         if recipient.away:
             self.reply(events.Notice(text=f"{recipient.nick} is away: {recipient.away}"))
         return request.ref is not None
