@@ -54,7 +54,7 @@ def speaks_irc(user: User) -> bool:
 def ident_host(user: User) -> tuple[str, str]:
     """The username and host IRC users see for `user` (of any protocol): other clients show
     their nick as username, and their host made safe."""
-    if speaks_irc(user):
+    if user.username:  # speaks_irc(user), inline: every encoded message comes here
         return user.username, user.host
     return user.nick, safe_host(user.host or "unknown")
 
