@@ -6,7 +6,7 @@ these microseconds are paid per message under the GIL. Three columns per case:
 - before: the general encoder with times formatted by datetime, i.e. the code before the fast
   paths (`jsonlines.timestamp` and `irc.format_server_time` swapped back for the run);
 - general: the general encoder as it is now (fast time formatting only);
-- fast: what `encode_event` / `IrcConnection.encode` now do for a message.
+- fast: what `encode_event` / `IrcCodec.encode` now do for a message.
 
 Single thread, no sockets; the minimum of several repeats is kept, which filters out most of
 the noise of a busy machine. Prints a table and appends one JSON line per case to
@@ -29,8 +29,8 @@ from pathlib import Path
 from threadchat.core import events
 from threadchat.core.hub import User
 from threadchat.protocols.irc import wire as irc_protocol
+from threadchat.protocols.irc.codec import IrcCodec
 from threadchat.protocols.native import jsonlines
-from threadchat.transports.irc.connection import IrcConnection
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encode.jsonl"
 TEXT = "a typical chat line of about sixty characters, give or take."
@@ -58,15 +58,11 @@ class EncodeHub:
         pass
 
 
-def irc_connection(hub: EncodeHub, caps: frozenset[str]) -> IrcConnection:
-    # No socket: encoding reads only these attributes.
-    conn = IrcConnection.__new__(IrcConnection)
-    conn.hub = hub  # type: ignore[assignment]
-    conn.server_name = "threadchat"
-    conn.host = "127.0.0.1"
-    conn.label = "bench"
-    conn.caps = caps
-    return conn
+def irc_connection(hub: EncodeHub, caps: frozenset[str]) -> IrcCodec:
+    """What an IRC connection encodes with (no socket, no session: encoding needs neither)."""
+    codec = IrcCodec(hub, server_name="threadchat", host="127.0.0.1", label="bench")
+    codec.caps = caps
+    return codec
 
 
 @contextmanager
@@ -110,7 +106,8 @@ def cases() -> list[tuple[str, Callable[[events.Event], object], Callable, list[
     ]
     hub = EncodeHub()
     sender = irc_connection(hub, frozenset())
-    hub.users["user7"] = User(nick="user7", connections=(sender,), username="~u7", host="10.0.0.7")
+    user7 = User(nick="user7", connections=(sender,), username="~u7", host="10.0.0.7")  # type: ignore[arg-type]
+    hub.users["user7"] = user7
     for name, caps in IRC_CAP_SETS:
         conn = irc_connection(hub, caps)
         out.append((name, conn._encode_general, conn.encode, live))

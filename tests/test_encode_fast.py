@@ -21,9 +21,9 @@ from threadchat.core import events
 from threadchat.core.hub import User
 from threadchat.protocols import utctime
 from threadchat.protocols.irc import wire as irc_protocol
+from threadchat.protocols.irc.codec import chat_line, chat_messages
 from threadchat.protocols.irc.wire import Formatter
 from threadchat.protocols.native import jsonlines
-from threadchat.transports.irc.connection import chat_line, chat_messages
 
 SEED = 20261125
 

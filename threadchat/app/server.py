@@ -13,7 +13,7 @@ from threadchat.config import Config
 from threadchat.core.hub import Hub
 from threadchat.services import history
 from threadchat.store.base import Store
-from threadchat.transports.irc.connection import IrcConnection
+from threadchat.transports.irc import IrcConnection
 from threadchat.transports.native import LineConnection
 from threadchat.transports.tcp import TcpConnection, TcpListener
 from threadchat.transports.udp import UdpListener

@@ -3,7 +3,6 @@
 import logging
 import secrets
 import socket
-import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
@@ -41,7 +40,6 @@ class LineConnection(TcpConnection):
             host=str(address[0]),
             on_registered=self._on_registered,
         )
-        self._ping_sent_at: float | None = None
 
     # -- the hub's side (any thread, hub lock held) ----------------------------------------
 
@@ -69,7 +67,6 @@ class LineConnection(TcpConnection):
         self.protocol.registered = True
 
     def handle_data(self, data: bytes) -> bool:
-        self._ping_sent_at = None
         for request in self.protocol.receive_data(data):
             if self.protocol.registered:
                 self.throttle()  # a flood pause completes what is queued first
@@ -102,19 +99,20 @@ class LineConnection(TcpConnection):
         if self.session.user is not None:
             self.server.hub.detach(self.session.user, self.session.conn, reason)
 
-    def tick(self, now: float) -> None:
-        config = self.server.config
-        if self.session.user is None:
-            if now - self.connected_at > config.name_timeout:
-                log.info("%s: no name within %gs, closing", self.label, config.name_timeout)
-                self.reply(events.Error(code="timeout", message="no name given in time"))
-                self.abort("timed out")
-            return
-        if self.protocol.mode != JSON_MODE or config.ping_interval <= 0:
-            return
-        if self._ping_sent_at is not None:
-            if now - self._ping_sent_at > config.ping_timeout:
-                self.abort("timed out")
-        elif now - self.last_input > config.ping_interval:
-            self._ping_sent_at = time.monotonic()
-            self.reply(events.Ping(token=secrets.token_hex(4)))
+    # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------
+
+    @property
+    def registered(self) -> bool:
+        return self.session.user is not None
+
+    def on_name_timeout(self, limit: float) -> str:
+        log.info("%s: no name within %gs, closing", self.label, limit)
+        self.reply(events.Error(code="timeout", message="no name given in time"))
+        return "timed out"
+
+    def pings_apply(self) -> bool:
+        # Text mode has no pings: a person behind nc cannot answer one (TCP keepalive serves).
+        return self.protocol.mode == JSON_MODE
+
+    def send_ping(self) -> None:
+        self.reply(events.Ping(token=secrets.token_hex(4)))

@@ -77,7 +77,13 @@ class TcpConnection:
     """Base of every TCP connection: socket, outbox, reader thread, flood pacing, shutdown.
 
     Subclasses implement `handle_data` (one recv's bytes, inside `hub.pipeline.reading`),
-    `on_close` (leave the hub), and may override `tick` (periodic timeouts) and `on_flood`.
+    `on_close` (leave the hub), and may override `on_flood`.
+
+    The lifecycle every protocol shares is timed here (`tick`): a connection that has not
+    registered (given its name) within `name_timeout` is closed, and a registered one that
+    has been silent for `ping_interval` is pinged and closed if it stays silent for
+    `ping_timeout` more. Subclasses only say what is said on the way: `registered`,
+    `on_name_timeout`, `pings_apply`, `send_ping`, `on_ping_timeout`.
     """
 
     kind = "tcp"
@@ -99,6 +105,8 @@ class TcpConnection:
         self.bucket = TokenBucket(config.flood_rate, config.flood_burst)
         self.connected_at = time.monotonic()
         self.last_input = self.connected_at
+        # When the ping now unanswered was sent (any input answers it).
+        self.ping_sent_at: float | None = None
         self.abort_reason: str | None = None
         self._flooding = False
         self._batch = delivery.batch()
@@ -125,6 +133,20 @@ class TcpConnection:
 
     def tick(self, now: float) -> None:
         """Called about once a second by the housekeeper to enforce timeouts."""
+        config = self.server.config
+        if not self.registered:
+            if now - self.connected_at > config.name_timeout:
+                self.abort(self.on_name_timeout(config.name_timeout))
+            return
+        if config.ping_interval <= 0 or not self.pings_apply():
+            return
+        if self.ping_sent_at is not None:
+            waited = now - self.ping_sent_at
+            if waited > config.ping_timeout:
+                self.abort(self.on_ping_timeout(waited))
+        elif now - self.last_input > config.ping_interval:
+            self.ping_sent_at = now
+            self.send_ping()
 
     # -- the reader thread -----------------------------------------------------------------
 
@@ -139,6 +161,7 @@ class TcpConnection:
                 if len(data) == RECV_WAIT_SIZE:
                     data += self._recv_more()
                 self.last_input = time.monotonic()
+                self.ping_sent_at = None
                 # The requests of one recv share one commit (see `Hub.pipeline`).
                 with self.server.hub.pipeline.reading(self._batch):
                     if not self.handle_data(data):
@@ -221,6 +244,28 @@ class TcpConnection:
 
     def on_flood(self) -> None:
         pass
+
+    # The shared lifecycle (see `tick`): what each protocol says on the way.
+
+    @property
+    def registered(self) -> bool:
+        """Whether the peer has registered (given its name); until then the name timeout runs."""
+        return True
+
+    def on_name_timeout(self, limit: float) -> str:
+        """Tell the peer it took too long to register; return the reason it is closed with."""
+        return "timed out"
+
+    def pings_apply(self) -> bool:
+        """Whether this registered peer is pinged when silent (it must be able to answer)."""
+        return False
+
+    def send_ping(self) -> None:
+        """Ask the peer for a sign of life; any input answers."""
+
+    def on_ping_timeout(self, waited: float) -> str:
+        """Tell the peer it did not answer in time; return the reason it is closed with."""
+        return "timed out"
 
 
 class FailureLog:

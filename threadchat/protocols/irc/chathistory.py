@@ -1,6 +1,6 @@
 """History for IRC clients: IRCv3 `draft/chathistory` and history replay on JOIN.
 
-Glue between `transports/irc.py` and the hub, like `irc_accounts.py` is for accounts. A
+Glue between the IRC session (`session.py`) and the hub, like `sasl.py` is for accounts. A
 command translates to the one query builder (`core.history.build_query`) and is read by
 `Hub.read_history`, with the native `/history`'s access rules; what a join replays is
 `Hub.replay`'s rule, and this module only formats it.
@@ -37,7 +37,7 @@ from threadchat.protocols.irc.wire import (
 )
 
 if TYPE_CHECKING:
-    from threadchat.transports.irc.connection import IrcConnection
+    from threadchat.protocols.irc.session import IrcSession
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class _Refused(Exception):
         self.params = params
 
 
-def on_chathistory(conn: IrcConnection, message: Message) -> None:
+def on_chathistory(conn: IrcSession, message: Message) -> None:
     """The CHATHISTORY command (registered users; at least one parameter)."""
     if conn.hub.history is None:
         conn.error(Numeric.ERR_UNKNOWNCOMMAND, "CHATHISTORY")
@@ -81,7 +81,7 @@ def on_chathistory(conn: IrcConnection, message: Message) -> None:
     send_batch(conn, target, events)
 
 
-def _answer(conn: IrcConnection, sub: str, params: Sequence[str]) -> tuple[str, list[Event]]:
+def _answer(conn: IrcSession, sub: str, params: Sequence[str]) -> tuple[str, list[Event]]:
     arity = _ARITY.get(sub)
     if arity is None:
         raise _Refused("INVALID_PARAMS", sub or "*", "Unknown subcommand")
@@ -107,7 +107,7 @@ def _answer(conn: IrcConnection, sub: str, params: Sequence[str]) -> tuple[str, 
     return ("#" + room if room is not None else shown), events
 
 
-def _scope(conn: IrcConnection, target: str, refused: _Refused) -> tuple[str, dict[str, str]]:
+def _scope(conn: IrcSession, target: str, refused: _Refused) -> tuple[str, dict[str, str]]:
     """The target as shown in the batch, and the `Hub.read_history` keywords selecting it."""
     user = conn.user
     assert user is not None
@@ -145,7 +145,7 @@ def _parse_limit(sub: str, word: str) -> int:
     return int(word)  # clamped by the query builder
 
 
-def send_batch(conn: IrcConnection, target: str, events: Sequence[Event]) -> None:
+def send_batch(conn: IrcSession, target: str, events: Sequence[Event]) -> None:
     """Send stored messages as a `chathistory` batch (just the lines without `batch`)."""
     caps = conn.caps
     batched = "batch" in caps
@@ -164,7 +164,7 @@ def send_batch(conn: IrcConnection, target: str, events: Sequence[Event]) -> Non
         conn.send(Message("BATCH", ["-" + ref], conn.server_name))
 
 
-def replay_on_join(conn: IrcConnection, room: str) -> None:
+def replay_on_join(conn: IrcSession, room: str) -> None:
     """After a JOIN: the room's last messages (`Hub.replay`), for clients that can tell them
     from live ones, and not for those that ask for history themselves."""
     assert conn.user is not None

@@ -1,7 +1,7 @@
 """Accounts for IRC clients: SASL PLAIN, PASS, and NickServ-style IDENTIFY.
 
-Glue between `transports/irc.py` and `accounts.AccountService`, kept apart so the IRC transport
-only needs a few hooks:
+Glue between the IRC session (`session.py`) and `accounts.AccountService`, kept apart so the
+rest of IRC only needs a few hooks:
 
 - SASL PLAIN (IRCv3 `sasl` capability, offered when the server has accounts): during CAP
   negotiation `AUTHENTICATE PLAIN`, then `AUTHENTICATE <base64 of authzid NUL authcid NUL
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from threadchat.core import names
@@ -23,7 +24,7 @@ from threadchat.core.errors import AuthError
 from threadchat.protocols.irc.wire import Message, Numeric
 
 if TYPE_CHECKING:
-    from threadchat.transports.irc.connection import IrcConnection
+    from threadchat.protocols.irc.session import IrcSession
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,24 @@ MAX_SASL_PAYLOAD = 1200
 NICKSERV = "nickserv"
 
 
-def _numeric(conn: IrcConnection, numeric: Numeric, *params: str) -> None:
+@dataclass(slots=True)
+class SaslState:
+    """An AUTHENTICATE exchange under way: the mechanism chosen, the payload so far."""
+
+    mechanism: str | None = None
+    buffer: str = ""
+
+
+def _numeric(conn: IrcSession, numeric: Numeric, *params: str) -> None:
     conn.error(numeric, *params)  # with the numeric's standard text
 
 
-def on_authenticate(conn: IrcConnection, message: Message) -> None:
+def on_authenticate(conn: IrcSession, message: Message) -> None:
     """The AUTHENTICATE command (before registration only)."""
     accounts = conn.hub.accounts
-    state = conn.__dict__.setdefault("_sasl", {"mechanism": None, "buffer": ""})
+    state = conn.sasl
+    if state is None:
+        state = conn.sasl = SaslState()
     if accounts is None or conn.user is not None:
         _numeric(conn, Numeric.ERR_SASLALREADY if conn.user else Numeric.ERR_SASLFAIL)
         return
@@ -52,26 +63,26 @@ def on_authenticate(conn: IrcConnection, message: Message) -> None:
         return
     argument = message.params[0] if message.params else ""
     if argument == "*":
-        state.update(mechanism=None, buffer="")
+        state.mechanism, state.buffer = None, ""
         _numeric(conn, Numeric.ERR_SASLABORTED)
         return
-    if state["mechanism"] is None:
+    if state.mechanism is None:
         if argument.upper() != MECHANISMS:
             conn.numeric(Numeric.RPL_SASLMECHS, MECHANISMS, "are the available SASL mechanisms")
             _numeric(conn, Numeric.ERR_SASLFAIL)
             return
-        state["mechanism"] = MECHANISMS
+        state.mechanism = MECHANISMS
         conn.send(Message("AUTHENTICATE", ["+"]))
         return
     if argument != "+":
-        state["buffer"] += argument
-    if len(state["buffer"]) > MAX_SASL_PAYLOAD:
-        state.update(mechanism=None, buffer="")
+        state.buffer += argument
+    if len(state.buffer) > MAX_SASL_PAYLOAD:
+        state.mechanism, state.buffer = None, ""
         _numeric(conn, Numeric.ERR_SASLTOOLONG)
         return
     if len(argument) == SASL_CHUNK:
         return  # more chunks follow
-    payload, state["buffer"], state["mechanism"] = state["buffer"], "", None
+    payload, state.buffer, state.mechanism = state.buffer, "", None
     try:
         _authzid, authcid, password = base64.b64decode(payload, validate=True).split(b"\0")
         name, secret = authcid.decode(), password.decode()
@@ -96,7 +107,7 @@ def on_authenticate(conn: IrcConnection, message: Message) -> None:
     _numeric(conn, Numeric.RPL_SASLSUCCESS)
 
 
-def account_for_registration(conn: IrcConnection, nick: str) -> str | None:
+def account_for_registration(conn: IrcSession, nick: str) -> str | None:
     """The account a registering IRC client is logged in to: by SASL, or by PASS when the
     server has no connection password. None: a guest (also after a wrong PASS, with a
     NOTICE; the registered-name check then decides whether the nick is allowed)."""
@@ -104,7 +115,7 @@ def account_for_registration(conn: IrcConnection, nick: str) -> str | None:
         return conn.sasl_account
     accounts = conn.hub.accounts
     password = conn.reg.password
-    if accounts is None or password is None or conn.server.config.irc_password is not None:
+    if accounts is None or password is None or conn.config.irc_password is not None:
         return None
     try:
         return accounts.authenticate(nick, password, conn.host)
@@ -113,7 +124,7 @@ def account_for_registration(conn: IrcConnection, nick: str) -> str | None:
         return None
 
 
-def after_registration(conn: IrcConnection) -> None:
+def after_registration(conn: IrcSession) -> None:
     """Mark the new user as logged in to the account found at registration."""
     account = conn.registered_account
     accounts = conn.hub.accounts
@@ -125,7 +136,7 @@ def is_nickserv(target: str) -> bool:
     return names.fold(target) == NICKSERV
 
 
-def nickserv(conn: IrcConnection, text: str) -> None:
+def nickserv(conn: IrcSession, text: str) -> None:
     """`IDENTIFY [account] password` (also `LOGIN`); anything else gets a short help."""
     accounts = conn.hub.accounts
     user = conn.user

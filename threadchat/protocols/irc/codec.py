@@ -1,0 +1,325 @@
+"""Hub events as IRC lines, for one connection's capabilities (sans-I/O).
+
+The hub encodes each event once per codec key (see `Hub._fan_out_groups`), so `IrcCodec.encode`
+is paid once per group, not once per recipient. Room and private messages, what fan-out encodes
+most, take `chat_line`: one line straight from the event, checked byte for byte against the
+general path (`Formatter`) by tests/test_encode_fast.py.
+
+Sources: an IRC user is `nick!~ident@ip` (the `~` says the ident was not verified); a user of
+another protocol is `nick!nick@ip` (those clients give no ident), so bans on `*!*@ip` work for
+both kinds. A QUIT carries the mask the user had (the hub has forgotten them when it is encoded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable
+from typing import Protocol
+
+from threadchat.core import events
+from threadchat.core.events import Event
+from threadchat.core.hub import User
+from threadchat.protocols import utctime
+from threadchat.protocols.irc import modes as irc_modes
+from threadchat.protocols.irc.wire import (
+    MAX_LINE_BYTES,
+    Formatter,
+    Message,
+    escape_tag_value,
+    fits_line,
+)
+
+log = logging.getLogger(__name__)
+
+# Capabilities that change how a fanned-out event is encoded beyond tags (tags are covered by
+# Formatter.variant); part of the codec key so recipients that differ only here share bytes.
+SHAPE_CAPS = ("extended-join", "away-notify")
+
+
+class Directory(Protocol):
+    """What encoding asks of the hub: who a nick is, and whether history is kept."""
+
+    history: object | None
+
+    def user_unlocked(self, nick: str) -> User | None: ...
+
+
+def speaks_irc(user: User) -> bool:
+    """Whether `user` registered over IRC: only IRC clients give a username (an ident, never
+    empty, see `registration.ident_of`). The person's identity says it, not a connection's
+    class: a person may hold several connections, and the one they registered with decides."""
+    return bool(user.username)
+
+
+def ident_host(user: User) -> tuple[str, str]:
+    """The username and host IRC users see for `user` (of any protocol): other clients show
+    their nick as username, and their host made safe."""
+    if user.username:  # speaks_irc(user), inline: every encoded message comes here
+        return user.username, user.host
+    return user.nick, safe_host(user.host or "unknown")
+
+
+def realname_of(user: User) -> str:
+    """The realname IRC users see; native clients give none."""
+    if user.realname or speaks_irc(user):
+        return user.realname
+    return "threadchat native user"
+
+
+def source_of(user: User, nick: str | None = None) -> str:
+    ident, host = ident_host(user)
+    return f"{nick or user.nick}!{ident}@{host}"
+
+
+def irc_mask(mask: str) -> str:
+    """A hub mask (`User.mask`) as an IRC source: the host made safe like `ident_host` does."""
+    prefix, at, host = mask.rpartition("@")
+    return f"{prefix}{at}{safe_host(host)}" if at else mask
+
+
+def safe_host(host: str) -> str:
+    # "::1" would start a trailing parameter in WHO replies; IRC servers write "0::1".
+    return "0" + host if host.startswith(":") else host
+
+
+class IrcCodec:
+    """Encodes hub events for one IRC connection: its capabilities make its codec key."""
+
+    # One per connection: slots keep an idle connection's memory what it was in one class.
+    __slots__ = ("_caps", "_chat_tags", "host", "hub", "key", "label", "server_name")
+
+    def __init__(self, hub: Directory, server_name: str, host: str, label: str) -> None:
+        self.hub = hub
+        self.server_name = server_name
+        # The peer's host as IRC shows it (for the ERROR of a KILL).
+        self.host = host
+        self.label = label
+        self.caps = frozenset()
+
+    # Replaced, never mutated: fan-out on other threads reads it without a lock.
+    @property
+    def caps(self) -> frozenset[str]:
+        return self._caps
+
+    @caps.setter
+    def caps(self, value: frozenset[str]) -> None:
+        self._caps = frozenset(value)
+        # Computed when capabilities change, not per delivery (codec_key runs once per recipient).
+        shape = tuple(c in self._caps for c in SHAPE_CAPS)
+        # The codec key (see `codec_key`).
+        self.key: Hashable = ("irc", Formatter.variant(self._caps), *shape)
+        self._chat_tags = (
+            "account-tag" in self._caps,
+            "message-tags" in self._caps,
+            "server-time" in self._caps,
+        )
+
+    def codec_key(self) -> Hashable:
+        return self.key
+
+    def encode(self, event: Event) -> bytes | None:
+        cls = type(event)
+        if cls is events.RoomMessage or cls is events.PrivateMessage:
+            try:
+                data = self._encode_chat(event)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                # e.g. a lone surrogate: the general path raises or logs as it always did.
+                data = None
+            if data is not None:
+                return data
+        return self._encode_general(event)
+
+    def _encode_chat(self, event: events.RoomMessage | events.PrivateMessage) -> bytes | None:
+        # Messages are what fan-out encodes most: one line straight from the event, without
+        # Message objects, a Formatter and three serialisations (see `chat_line`).
+        source = self._source(event.sender)
+        target = "#" + event.room if isinstance(event, events.RoomMessage) else event.target
+        return chat_line(
+            source,
+            target,
+            event.text,
+            event.kind,
+            event.account,
+            # Only a client with message-tags gets a msgid: skip making one for the others.
+            self._msgid(event) if self._chat_tags[1] else None,
+            event.ts,
+            self._chat_tags,
+        )
+
+    def _encode_general(self, event: Event) -> bytes | None:
+        # Every event, and the reference that `chat_line` must match byte for byte.
+        messages = self.event_messages(event)
+        if not messages:
+            return None
+        try:
+            return b"".join(Formatter(m, time=event.ts).encode(self.caps) for m in messages)
+        except ValueError:
+            log.exception("%s: cannot encode %r", self.label, event)
+            return None
+
+    def _source(self, nick: str) -> str:
+        user = self.hub.user_unlocked(nick)
+        if user is None:
+            return f"{nick}!{nick}@{self.server_name}"
+        return source_of(user, nick)
+
+    def _msgid(self, event: events.RoomMessage | events.PrivateMessage) -> str | None:
+        # Only a stored message's id is a msgid: CHATHISTORY takes it back as a reference.
+        # (A message whose write failed goes out with an event id; it is not in history.)
+        if event.kind == events.NOTICE or (self.hub.history is None and not event.history):
+            return None
+        return str(event.id)
+
+    def event_messages(self, event: Event) -> list[Message]:
+        """The IRC lines for one hub event as this connection sees it (without time tags)."""
+        match event:
+            case events.RoomMessage():
+                source, channel = self._source(event.sender), "#" + event.room
+                return chat_messages(
+                    source, channel, event.text, event.kind, event.account, self._msgid(event)
+                )
+            case events.PrivateMessage():
+                source = self._source(event.sender)
+                return chat_messages(
+                    source, event.target, event.text, event.kind, event.account, self._msgid(event)
+                )
+            case events.Joined():
+                params = ["#" + event.room]
+                if "extended-join" in self.caps:
+                    params += [event.account or "*", event.realname]
+                return [Message("JOIN", params, self._source(event.nick))]
+            case events.Left():
+                params = ["#" + event.room] + ([event.reason] if event.reason else [])
+                return [Message("PART", params, self._source(event.nick))]
+            case events.Kicked():
+                params = ["#" + event.room, event.nick, event.reason or event.by]
+                return [Message("KICK", params, self._source(event.by))]
+            case events.Quit():
+                source = irc_mask(event.mask) if event.mask else self._source(event.nick)
+                return [Message("QUIT", [event.reason], source)]
+            case events.NickChanged():
+                user = self.hub.user_unlocked(event.new)
+                source = source_of(user, event.old) if user else self._source(event.old)
+                return [Message("NICK", [event.new], source)]
+            case events.TopicChanged():
+                params = ["#" + event.room, event.topic]
+                return [Message("TOPIC", params, self._source(event.by))]
+            case events.ModeChanged():
+                target = "#" + event.room if event.room is not None else event.target
+                params = [target, *irc_modes.format_changes(event.changes)]
+                return [Message("MODE", params, self._source(event.by))]
+            case events.AwayChanged():
+                if "away-notify" not in self.caps:
+                    return []
+                params = [event.away] if event.away else []
+                return [Message("AWAY", params, self._source(event.nick))]
+            case events.Invited():
+                params = [event.nick, "#" + event.room]
+                return [Message("INVITE", params, self._source(event.by))]
+            case events.Wallops():
+                return [Message("WALLOPS", [event.text], self._source(event.sender))]
+            case events.Killed():
+                text = f"Closing Link: {self.host} (Killed ({event.by} ({event.reason})))"
+                return [Message("ERROR", [text])]
+            case events.ServerNotice():
+                text = event.text.replace("\n", " ")
+                return [Message("NOTICE", ["*", text], self.server_name)]
+        return []
+
+
+def chat_messages(
+    source: str,
+    target: str,
+    text: str,
+    kind: str,
+    account: str | None,
+    msgid: str | None = None,
+) -> list[Message]:
+    """PRIVMSG/NOTICE lines for one hub message, split so each fits IRC's 512 bytes.
+
+    Native clients may send longer lines than IRC allows; they are split at character
+    boundaries rather than truncated (every part carries the message's msgid).
+    """
+    command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
+    tags: dict[str, str | None] = {"account": account} if account else {}
+    if msgid is not None:
+        tags["msgid"] = msgid
+
+    def build(body: str) -> Message:
+        wrapped = f"\x01ACTION {body}\x01" if kind == events.ACTION else body
+        return Message(command, [target, wrapped], source, dict(tags))
+
+    message = build(text)
+    if fits_line(message):
+        return [message]
+    room = 512 - len(build("").to_bytes()) - 1
+    return [build(chunk) for chunk in utf8_chunks(text, max(room, 16))]
+
+
+def chat_line(
+    source: str,
+    target: str,
+    text: str,
+    kind: str,
+    account: str | None,
+    msgid: str | None,
+    when: float | None,
+    tags: tuple[bool, bool, bool],
+) -> bytes | None:
+    """The bytes of `chat_messages` then `Formatter.encode` when that is one line, or None.
+
+    `tags` says which tags the recipient gets: (account-tag, message-tags, server-time), the
+    capabilities `Formatter` checks for account, msgid and time. None leaves the message to
+    the general path: it must be split, would not serialise (CR, LF or NUL, a bad source or
+    target, NUL in a tag), or has a time that `utctime` does not format.
+    """
+    if type(text) is not str or type(target) is not str or type(source) is not str:
+        return None
+    # Mirrors `chat_messages` and `_format`; whatever they would split or refuse goes back to them.
+    command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
+    final = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
+    if not final or final[0] == ":" or " " in final:
+        final = ":" + final
+    if not target or target[0] == ":" or " " in target or not source or " " in source:
+        return None
+    line = f":{source} {command} {target} {final}"
+    if "\r" in line or "\n" in line or "\0" in line:
+        return None
+    data = line.encode()
+    if len(data) + 2 > MAX_LINE_BYTES:
+        return None
+    with_account, with_msgid, with_time = tags
+    items: list[str] = []
+    if with_account and account:
+        if "\0" in account:
+            return None
+        items.append("account=" + escape_tag_value(account))
+    if with_msgid and msgid is not None:
+        if "\0" in msgid:
+            return None
+        if msgid.isdigit():  # what the transport gives: a stored id, nothing to escape
+            items.append("msgid=" + msgid)
+        else:
+            items.append(("msgid=" + escape_tag_value(msgid)) if msgid else "msgid")
+    if with_time and when is not None:
+        stamp = utctime.millis(when)
+        if stamp is None:
+            return None
+        items.append("time=" + stamp)  # digits, '-', ':', 'T', '.', 'Z': nothing to escape
+    if not items:
+        return data + b"\r\n"
+    return ("@" + ";".join(items) + " ").encode() + data + b"\r\n"
+
+
+def utf8_chunks(text: str, size: int) -> Iterable[str]:
+    chunk: list[str] = []
+    used = 0
+    for ch in text:
+        n = len(ch.encode())
+        if used + n > size:
+            yield "".join(chunk)
+            chunk, used = [], 0
+        chunk.append(ch)
+        used += n
+    if chunk:
+        yield "".join(chunk)

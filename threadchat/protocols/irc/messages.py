@@ -1,0 +1,104 @@
+"""PRIVMSG, NOTICE and TAGMSG: messages to channels, to people and to NickServ.
+
+PRIVMSGs of one read share one store commit (see `Hub.pipeline`), like the native
+protocol's lines. `PRIVMSG` with CTCP ACTION becomes a hub action (`/me`), so native users see
+`* nick text`; other text passes through unchanged (IRC formatting codes and CTCP reach IRC
+peers intact), the hub refusing only CR, LF and NUL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from threadchat.core import events
+from threadchat.core.hub import Echo, HubError
+from threadchat.protocols.irc import sasl as irc_accounts
+from threadchat.protocols.irc.codec import chat_messages
+from threadchat.protocols.irc.limits import MAX_TARGETS
+from threadchat.protocols.irc.wire import (
+    Formatter,
+    Message,
+    Numeric,
+    channel_to_room,
+    split_targets,
+)
+
+if TYPE_CHECKING:
+    from threadchat.protocols.irc.session import IrcSession
+
+
+def on_message(session: IrcSession, message: Message) -> None:
+    assert session.user is not None
+    notice = message.command == "NOTICE"
+    if not message.params or not message.params[0]:
+        if not notice:
+            session.error(Numeric.ERR_NORECIPIENT)
+        return
+    if len(message.params) < 2 or not message.params[1]:
+        if not notice:
+            session.error(Numeric.ERR_NOTEXTTOSEND)
+        return
+    text, kind = message.params[1], events.NOTICE if notice else events.TEXT
+    action = ctcp_action(text)
+    if action is not None and not notice:
+        text, kind = action, events.ACTION
+    targets = split_targets(message.params[0])
+    for target in targets[MAX_TARGETS:]:
+        session.numeric("407", target, "Too many targets")
+    echo = session.echo if "echo-message" in session.caps else None
+    for target in targets[:MAX_TARGETS]:
+        try:
+            _deliver(session, target, text, kind, notice, echo)
+        except HubError as problem:
+            if not notice:  # RFC: never answer a NOTICE automatically
+                session.hub_error(problem, nick=target, channel=target)
+
+
+def _deliver(
+    session: IrcSession, target: str, text: str, kind: str, notice: bool, echo: Echo | None
+) -> None:
+    user = session.user
+    assert user is not None
+    hub = session.hub
+    if target.startswith("#"):
+        room = channel_to_room(target)
+        if room is None:
+            raise HubError("no_such_room", target)
+        try:
+            hub.say(user, room, text, kind, echo)
+        except HubError as problem:
+            if problem.code == "not_in_room":
+                raise HubError("moderated", problem.message) from problem
+            raise
+        return
+    if irc_accounts.is_nickserv(target) and hub.find_user(target) is None:
+        hub.pipeline.complete()  # its replies and login must not overtake queued messages
+        if echo is not None:
+            lines = chat_messages(session.mask, target, text, kind, user.account)
+            for line in lines:
+                session.send_bytes(Formatter(line, time=time.time()).encode(session.caps))
+        irc_accounts.nickserv(session, text)
+        return
+    recipient = hub.send_private(user, target, text, kind, echo)
+    if recipient.away and not notice:
+        session.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
+
+
+def on_tagmsg(session: IrcSession, message: Message) -> None:
+    # Client-only tags (typing notifications, reactions) are accepted and not relayed yet:
+    # relaying needs a hub event that carries tags.
+    if "message-tags" not in session.caps:
+        session.error(Numeric.ERR_UNKNOWNCOMMAND, "TAGMSG")
+
+
+def ctcp_action(text: str) -> str | None:
+    """The text of a CTCP ACTION (`\\x01ACTION waves\\x01`), or None for other text."""
+    if not text.startswith("\x01ACTION"):
+        return None
+    body = text[len("\x01ACTION") :]
+    if body.endswith("\x01"):
+        body = body[:-1]
+    if body and not body.startswith(" "):
+        return None  # e.g. "\x01ACTIONS": some other CTCP
+    return body[1:] if body else ""

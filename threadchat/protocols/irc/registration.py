@@ -1,0 +1,225 @@
+"""Registration: CAP, PASS, USER and NICK until the client is a hub user, then the welcome.
+
+The sans-I/O state machine of CAP negotiation and the three registration commands is
+`wire.Registration`; this module offers it the server's capabilities, checks the nick with the
+hub, registers the user (with the account SASL or PASS logged in to, see `sasl.py`) and sends
+the welcome burst: 001-004, ISUPPORT, LUSERS and the MOTD.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from threadchat import __version__
+from threadchat.core import names
+from threadchat.core.hub import MAX_BANS, Hub, HubError
+from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import modes as irc_modes
+from threadchat.protocols.irc import sasl as irc_accounts
+from threadchat.protocols.irc.limits import (
+    AWAYLEN,
+    KEYLEN,
+    KICKLEN,
+    MAX_CHANNELS,
+    MAX_MODES,
+    MAX_TARGETS,
+    REALNAME_MAX,
+    USERLEN,
+)
+from threadchat.protocols.irc.replies import HUB_NUMERICS
+from threadchat.protocols.irc.wire import (
+    CHANNELLEN,
+    NICKLEN,
+    Message,
+    Numeric,
+    Registration,
+    is_valid_nick,
+    isupport,
+)
+
+if TYPE_CHECKING:
+    from threadchat.protocols.irc.session import IrcSession
+
+log = logging.getLogger(__name__)
+
+VERSION = f"threadchat-{__version__}"
+STARTED = time.time()
+
+# Capabilities we offer. `sasl` (PLAIN) is added per connection when the server has accounts
+# (sasl.py), `draft/chathistory` when it keeps history (chathistory.py): announcing either
+# without it would make clients wait for what never comes.
+OFFERED_CAPS: dict[str, str | None] = {
+    "cap-notify": None,
+    "multi-prefix": None,
+    "server-time": None,
+    "message-tags": None,
+    "echo-message": None,
+    "away-notify": None,
+    "account-tag": None,
+    "extended-join": None,
+    "userhost-in-names": None,
+    "batch": None,
+}
+
+_IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def new_registration(hub: Hub, server_name: str) -> Registration:
+    """The registration state machine, offering what this server can do."""
+    offered = OFFERED_CAPS
+    if hub.accounts is not None:
+        offered = {**offered, "sasl": irc_accounts.MECHANISMS}
+    if hub.history is not None:
+        offered = {**offered, irc_history.CAPABILITY: None}
+    return Registration(server_name, offered)
+
+
+def ident_of(username: str | None) -> str:
+    """The username IRC shows: `~` (not verified) and what is safe of the one given.
+
+    Never empty, so a user who has one is an IRC user (see `codec.ident_host`)."""
+    return "~" + (_IDENT_BAD.sub("", username or "")[: USERLEN - 1] or "user")
+
+
+def on_registration(session: IrcSession, message: Message) -> None:
+    """CAP, PASS and USER (and NICK before registration)."""
+    step = session.reg.handle(message)
+    session.send(*step.replies)
+    if step.cap_changes:
+        session.caps = session.reg.enabled
+    if step.nick_to_check and not session.hub.nick_available(step.nick_to_check):
+        session.send(*session.reg.reject_nick(step.nick_to_check))
+        return
+    if step.ready:
+        _register(session)
+
+
+def on_nick(session: IrcSession, message: Message) -> None:
+    if session.user is None:
+        on_registration(session, message)
+        return
+    if not message.params or not message.params[0]:
+        session.error(Numeric.ERR_NONICKNAMEGIVEN)
+        return
+    new = message.params[0]
+    if not is_valid_nick(new):
+        session.error(Numeric.ERR_ERRONEUSNICKNAME, new)
+        return
+    try:
+        session.hub.change_nick(session.user, new)
+    except HubError as problem:
+        session.hub_error(problem, nick=new)
+        return
+    session.reg.nick = session.user.nick
+
+
+def _register(session: IrcSession) -> None:
+    config = session.config
+    if config.irc_password is not None:
+        given = (session.reg.password or "").encode()
+        if not hmac.compare_digest(given, config.irc_password.encode()):
+            session.error(Numeric.ERR_PASSWDMISMATCH)
+            session.close_link("Bad password")
+            return
+    nick = session.reg.nick
+    assert nick is not None
+    ident = ident_of(session.reg.username)
+    realname = (session.reg.realname or "")[:REALNAME_MAX]
+    account = irc_accounts.account_for_registration(session, nick)
+    identity = {"account": account} if account is not None else {}
+    try:
+        # IRC clients build nick lists from JOIN, PART and QUIT: they get them everywhere.
+        user = session.hub.register(
+            session.transport,
+            nick,
+            keeps_member_list=True,
+            username=ident,
+            realname=realname,
+            host=session.host,
+            **identity,
+        )
+    except HubError as problem:
+        if problem.code == "name_registered":
+            session.notice(f"*** {problem.message}")
+        numeric = HUB_NUMERICS.get(problem.code, Numeric.ERR_ERRONEUSNICKNAME)
+        session.send(*session.reg.reject_nick(nick, numeric))
+        return
+    session.user = user
+    session.registered_account = account
+    irc_accounts.after_registration(session)
+    session.reg.complete(nick)
+    log.info("%s: registered as %s (irc)", session.label, nick)
+    _welcome(session)
+
+
+def _welcome(session: IrcSession) -> None:
+    server_name = session.server_name
+    created = datetime.fromtimestamp(STARTED, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    welcome = f"Welcome to the {server_name} IRC network, {session.mask}"
+    session.numeric(Numeric.RPL_WELCOME, welcome)
+    session.numeric(Numeric.RPL_YOURHOST, f"Your host is {server_name}, running {VERSION}")
+    session.numeric(Numeric.RPL_CREATED, f"This server was created {created}")
+    session.numeric(
+        Numeric.RPL_MYINFO,
+        server_name,
+        VERSION,
+        irc_modes.USER_MODES,
+        irc_modes.CHANNEL_MODES,
+        irc_modes.CHANNEL_MODES_WITH_PARAMETER,
+    )
+    send_isupport(session)
+    send_lusers(session)
+    send_motd(session)
+
+
+def send_isupport(session: IrcSession) -> None:
+    tokens: dict[str, str | None] = {
+        "AWAYLEN": str(AWAYLEN),
+        "CASEMAPPING": names.CASEMAPPING,
+        "CHANLIMIT": f"#:{MAX_CHANNELS}",
+        "CHANMODES": irc_modes.CHANMODES,
+        "CHANNELLEN": str(CHANNELLEN),
+        "CHANTYPES": "#",
+        "KEYLEN": str(KEYLEN),
+        "KICKLEN": str(KICKLEN),
+        "MAXLIST": f"b:{MAX_BANS}",
+        "MAXTARGETS": str(MAX_TARGETS),
+        "MODES": str(MAX_MODES),
+        "NETWORK": session.server_name,
+        "NICKLEN": str(NICKLEN),
+        "PREFIX": irc_modes.PREFIX,
+        "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
+        "TOPICLEN": str(names.TOPIC_MAX),
+        "USERLEN": str(USERLEN),
+    }
+    if session.hub.history is not None:
+        tokens.update(irc_history.isupport_tokens())
+    session.send(*isupport(session.server_name, session.nick, tokens))
+
+
+def send_lusers(session: IrcSession) -> None:
+    users, opers, rooms = session.hub.counts()
+    unknown = max(0, session.transport.connection_count() - users)
+    session.numeric(
+        Numeric.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers"
+    )
+    session.numeric(Numeric.RPL_LUSEROP, str(opers), "operator(s) online")
+    session.numeric(Numeric.RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
+    session.numeric(Numeric.RPL_LUSERCHANNELS, str(rooms), "channels formed")
+    session.numeric(Numeric.RPL_LUSERME, f"I have {users} clients and 0 servers")
+
+
+def send_motd(session: IrcSession) -> None:
+    text = session.config.motd
+    if not text:
+        session.error(Numeric.ERR_NOMOTD)
+        return
+    session.numeric(Numeric.RPL_MOTDSTART, f"- {session.server_name} Message of the day - ")
+    for line in text.splitlines():
+        session.numeric(Numeric.RPL_MOTD, f"- {line}")
+    session.error(Numeric.RPL_ENDOFMOTD)

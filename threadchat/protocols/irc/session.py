@@ -1,0 +1,232 @@
+"""One IRC client's state and what it does with the lines it sends (sans-I/O).
+
+`IrcSession` holds what IRC keeps per connection: the line reader, registration and CAP
+negotiation (`wire.Registration`), the enabled capabilities and the encoder they select
+(`codec.IrcCodec`), the SASL exchange, and the hub `User` once registered. It reaches its
+transport only through `IrcTransport` and the server's settings only through `IrcSettings`;
+the command handlers (`commands.COMMANDS`) act on the session.
+
+Runs on the connection's reader thread, inside its delivery batch; the hub calls the codec
+(`encode`, `codec_key`) from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from threadchat.core import names
+from threadchat.core.events import Event
+from threadchat.core.hub import Connection, Hub, HubError, User
+from threadchat.protocols.irc import commands, registration, replies
+from threadchat.protocols.irc.codec import IrcCodec, source_of
+from threadchat.protocols.irc.sasl import SaslState
+from threadchat.protocols.irc.wire import (
+    BufferOverflow,
+    IrcLineReader,
+    LineTooLong,
+    MalformedLine,
+    Message,
+    MessageReceived,
+    Numeric,
+    reply,
+    reply_with_text,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IrcTransport(Connection, Protocol):
+    """What a session needs of the transport that carries it (besides being the hub's
+    `Connection` for its user): a name for logs, flood pacing, and flushing."""
+
+    label: str
+
+    def throttle(self) -> None:
+        """Take a flood token for one line; pauses reading when none is left."""
+        ...
+
+    def flush_now(self) -> None:
+        """Send what this read queued so far (to every recipient), then keep batching."""
+        ...
+
+    def connection_count(self) -> int:
+        """How many connections the server has, registered or not (for LUSERS)."""
+        ...
+
+
+class IrcSettings(Protocol):
+    """The server settings IRC reads (the server's `Config` has them all)."""
+
+    server_name: str
+    irc_password: str | None
+    oper: list[str]
+    motd: str
+    flood_rate: float
+    flood_burst: int
+
+
+class IrcSession:
+    # One per connection: slots keep an idle connection's memory what it was in one class.
+    __slots__ = (
+        "closing",
+        "codec",
+        "config",
+        "host",
+        "hub",
+        "label",
+        "reader",
+        "reg",
+        "registered_account",
+        "sasl",
+        "sasl_account",
+        "send_bytes",
+        "server_name",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, hub: Hub, config: IrcSettings, transport: IrcTransport, host: str) -> None:
+        self.hub = hub
+        self.config = config
+        self.transport = transport
+        self.label = transport.label
+        # Bound once: replies and echoes go straight to the transport's queue.
+        self.send_bytes = transport.send_bytes
+        self.server_name = config.server_name
+        # The peer's address as IRC shows it (see `codec.safe_host`).
+        self.host = host
+        self.reader = IrcLineReader()
+        self.reg = registration.new_registration(hub, self.server_name)
+        self.codec = IrcCodec(hub, self.server_name, host, self.label)
+        # Made by the first AUTHENTICATE: most clients never send one.
+        self.sasl: SaslState | None = None
+        # Accounts (sasl.py): logged in by SASL before registration; and at it.
+        self.sasl_account: str | None = None
+        self.registered_account: str | None = None
+        self.user: User | None = None
+        # Set by `close_link`: the reason the link ends once this read's replies are out.
+        self.closing: str | None = None
+
+    @property
+    def caps(self) -> frozenset[str]:
+        return self.codec.caps
+
+    @caps.setter
+    def caps(self, value: frozenset[str]) -> None:
+        self.codec.caps = value
+        if self.user is not None:
+            self.hub.codec_changed(self.user)
+
+    def event_messages(self, event: Event) -> list[Message]:
+        return self.codec.event_messages(event)
+
+    # -- replies ---------------------------------------------------------------------------
+
+    @property
+    def nick(self) -> str:
+        return self.user.nick if self.user is not None else "*"
+
+    @property
+    def mask(self) -> str:
+        assert self.user is not None
+        return source_of(self.user)
+
+    def send(self, *messages: Message) -> None:
+        for message in messages:
+            try:
+                self.send_bytes(message.to_bytes())
+            except ValueError:
+                # A reply built from a client's own words; never worth the connection.
+                log.warning("%s: unsendable reply %r", self.label, message)
+
+    def numeric(self, numeric: Numeric | str, *params: str) -> None:
+        self.send(reply(self.server_name, numeric, self.nick, *params))
+
+    def error(self, numeric: Numeric, *params: str) -> None:
+        self.send(reply_with_text(self.server_name, numeric, self.nick, *params))
+
+    def notice(self, text: str) -> None:
+        self.send(Message("NOTICE", [self.nick, text], self.server_name))
+
+    def hub_error(self, problem: HubError, *, nick: str = "*", channel: str = "*") -> None:
+        replies.hub_error(self, problem, nick=nick, channel=channel)
+
+    def close_link(self, reason: str, quit_reason: str | None = None) -> None:
+        """Say ERROR; the link ends once this read's replies are out."""
+        self.send(replies.closing_link(self.host, reason))
+        self.closing = quit_reason or reason
+
+    def flush_now(self) -> None:
+        self.transport.flush_now()
+
+    def echo(self, event: Event) -> None:
+        """For echo-message: called by the hub right after the relay, so the echo carries the
+        stored msgid and time, and comes in order with everything else this user is sent."""
+        data = self.codec.encode(event)
+        if data:
+            self.send_bytes(data)
+
+    # -- what the transport calls ----------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> str | None:
+        """Handle one read's bytes; the reason to end the link, or None to read on."""
+        for item in self.reader.receive_data(data):
+            if not (isinstance(item, MessageReceived) and item.message.command == "PRIVMSG"):
+                # Nothing may overtake queued messages: no other command (a PART, a NOTICE,
+                # which is relayed at once, a CHATHISTORY that should see them) and no reply.
+                self.hub.pipeline.complete()
+            match item:
+                case MessageReceived(message=message):
+                    if self.user is not None:
+                        self.transport.throttle()  # a flood pause completes what is queued
+                    commands.dispatch(self, message)
+                case LineTooLong():
+                    self.error(Numeric.ERR_INPUTTOOLONG)
+                case MalformedLine(line=line, reason=reason):
+                    self._malformed(line, reason)
+                case BufferOverflow():
+                    self.close_link("Input buffer exceeded: no newline in 64 KiB")
+            if self.closing is not None:
+                return self.closing
+        return None
+
+    def _malformed(self, line: str, reason: str) -> None:
+        words = [w for w in line.split(" ") if w and w[0] not in "@:"]
+        word = words[0] if words else "*"
+        if reason.startswith("invalid command") and not names.text_error(word):
+            self.error(Numeric.ERR_UNKNOWNCOMMAND, word)
+        else:
+            self.numeric(Numeric.ERR_UNKNOWNERROR, "*", f"Malformed line: {reason}")
+
+    def flood_notice(self) -> None:
+        self.notice(
+            f"*** Flood control: more than {self.config.flood_burst} lines at once or "
+            f"{self.config.flood_rate:g} lines/s; your lines are now read more slowly"
+        )
+
+    def closed(self, reason: str) -> None:
+        """The link is gone: the user leaves the hub (after their queued messages)."""
+        if self.user is not None:
+            reason = {"EOF": "Connection closed"}.get(reason, reason)
+            self.hub.detach(self.user, self.transport, reason)
+
+    # -- the shared lifecycle's hooks (`TcpConnection.tick`): what IRC says ----------------
+
+    @property
+    def registered(self) -> bool:
+        return self.user is not None
+
+    def registration_timeout(self, limit: float) -> str:
+        log.info("%s: not registered within %gs", self.label, limit)
+        reason = "Registration timeout"
+        self.send(replies.closing_link(self.host, reason))
+        return reason
+
+    def ping(self) -> None:
+        self.send(Message("PING", [self.server_name]))
+
+    def ping_timeout(self, waited: float) -> str:
+        reason = f"Ping timeout: {int(waited)} seconds"
+        self.send(replies.closing_link(self.host, reason))
+        return reason
