@@ -460,11 +460,13 @@ def test_retention_runs_only_when_configured_and_stops_with_the_server(
     make_server: Callable[..., Server],
 ) -> None:
     forever = make_server()
-    assert forever._retention is None
+    assert forever.wiring is not None and forever.wiring.retention is None
     server = make_server(history_days=30)
-    assert server._retention is not None and server._retention.is_alive()
+    assert server.wiring is not None
+    retention = server.wiring.retention
+    assert retention is not None and retention.is_alive()
     server.stop()
-    assert not server._retention.is_alive()
+    assert not retention.is_alive()
 
 
 def test_ok_for_a_message_waits_until_it_is_stored(

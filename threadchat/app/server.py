@@ -7,8 +7,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
+from threadchat.app import startup
+from threadchat.app.startup import StartupError
 from threadchat.config import Config
 from threadchat.core.hub import Hub
 from threadchat.services import history
@@ -30,10 +33,6 @@ THREAD_STACK = 1024 * 1024
 HOUSEKEEPING_INTERVAL = 1.0
 
 
-class StartupError(Exception):
-    """The server cannot start (unusable data directory, bad TLS files); says why."""
-
-
 # The cyclic garbage collector, left at its defaults, was a quarter of a busy server's CPU
 # (perf, fan-out at C=100): a collection of the young generation starts after every 700 net
 # container allocations, which a burst of queued messages reaches many times a second, and
@@ -51,6 +50,23 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, old)
 
 
+@dataclass(frozen=True)
+class ListenerRow:
+    """One TCP protocol the server speaks: its name, the setting that holds its port (0 turns
+    it off), and the transport's connection class."""
+
+    name: str
+    port_setting: str
+    connection_class: type[TcpConnection]
+
+
+# The listener table: adding a TCP protocol is one protocol package, one transport, one row.
+TCP_LISTENERS: tuple[ListenerRow, ...] = (
+    ListenerRow("line", "line_port", LineConnection),
+    ListenerRow("irc", "irc_port", IrcConnection),
+)
+
+
 class Server:
     def __init__(self, config: Config, *, ephemeral_ports: bool = False) -> None:
         """`ephemeral_ports` binds every enabled listener to a free port (for tests)."""
@@ -66,10 +82,10 @@ class Server:
         self._connections_lock = threading.Lock()
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper")
         self._stopped = False
-        self.store: Store | None = None
+        # What startup opened (the store, TLS, retention); None before start and after stop.
+        self.wiring: startup.Wiring | None = None
         # Set when TLS is configured: every TCP listener then wraps its connections.
         self.tls_context: ssl.SSLContext | None = None
-        self._retention: threading.Thread | None = None
         # Starts each connection's reader thread. A test hook: tests make it fail the way
         # `Thread.start` does at a thread limit, without touching the threading module.
         self.start_reader: Callable[[threading.Thread], None] = threading.Thread.start
@@ -88,29 +104,20 @@ class Server:
             raise StartupError(str(problem)) from problem
 
     def _start(self) -> None:
-        from threadchat.app import startup
-
-        startup.start(self)
-        if self.config.line_port > 0:
-            self.listeners.append(
-                TcpListener(
-                    self,
-                    self.config.host,
-                    self.port(self.config.line_port),
-                    LineConnection,
-                    name="line",
+        self.wiring = startup.start(self.config, self.hub, self.stopping)
+        self.tls_context = self.wiring.tls_context
+        for row in TCP_LISTENERS:
+            configured = getattr(self.config, row.port_setting)
+            if configured > 0:
+                self.listeners.append(
+                    TcpListener(
+                        self,
+                        self.config.host,
+                        self.port(configured),
+                        row.connection_class,
+                        name=row.name,
+                    )
                 )
-            )
-        if self.config.irc_port > 0:
-            self.listeners.append(
-                TcpListener(
-                    self,
-                    self.config.host,
-                    self.port(self.config.irc_port),
-                    IrcConnection,
-                    name="irc",
-                )
-            )
         if self.config.udp_port > 0:
             self.udp = UdpListener(self, self.config.host, self.port(self.config.udp_port))
             self.udp.start()
@@ -124,6 +131,11 @@ class Server:
                 listener.port,
             )
         self._housekeeper.start()
+
+    @property
+    def store(self) -> Store | None:
+        """The open store, while the server runs."""
+        return self.wiring.store if self.wiring is not None else None
 
     def port(self, configured: int) -> int:
         return 0 if self.ephemeral_ports else configured
@@ -225,9 +237,9 @@ class Server:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
         if self._housekeeper.is_alive():
             self._housekeeper.join()
-        from threadchat.app import startup
-
-        startup.stop(self)
+        wiring, self.wiring = self.wiring, None
+        if wiring is not None:
+            startup.stop(wiring, self.hub)
         left = [c.label for c in self.connections()]
         if left:
             log.warning("connections still open after shutdown: %s", ", ".join(left))

@@ -1,25 +1,28 @@
-"""Wiring of storage, history, accounts, moderation and TLS into a Server.
+"""Wiring of storage, history, accounts, moderation and TLS into the server's hub.
 
-Kept apart from server.py so that the server's own code stays about listeners and threads.
-The server owns the store: opened in `start` (before any listener exists), closed in `stop`
-(after every connection is gone, so no write is cut off).
+Kept apart from server.py so that the server's own code stays about listeners and threads;
+server.py imports this module, never the other way round. The server owns what `start`
+returns: the store is opened before any listener exists and closed by `stop` after every
+connection is gone, so no write is cut off.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import ssl
+import threading
+from dataclasses import dataclass
 
+from threadchat.config import Config
 from threadchat.core.errors import StoreError
+from threadchat.core.hub import Hub
 from threadchat.services.accounts import ENFORCEMENT_MODES, AccountService
 from threadchat.services.history import MessageLog, Retention
 from threadchat.services.moderation import RoomKeeper
 from threadchat.store import open_store
+from threadchat.store.base import Store
 from threadchat.transports import tls
-
-if TYPE_CHECKING:
-    from threadchat.app.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,21 @@ log = logging.getLogger(__name__)
 RETENTION_JOIN = 5.0
 
 
-def start(server: Server) -> None:
-    """Open the store and plug the services into the hub; raise StartupError saying why not."""
-    from threadchat.app.server import StartupError
+class StartupError(Exception):
+    """The server cannot start (unusable data directory, bad TLS files); says why."""
 
-    config = server.config
+
+@dataclass
+class Wiring:
+    """What `start` opened for the server: closed again by `stop`."""
+
+    store: Store
+    tls_context: ssl.SSLContext | None = None
+    retention: Retention | None = None
+
+
+def start(config: Config, hub: Hub, stopping: threading.Event) -> Wiring:
+    """Open the store and plug the services into the hub; raise StartupError saying why not."""
     if config.nick_enforcement not in ENFORCEMENT_MODES:
         raise StartupError(
             f"nick_enforcement must be one of {', '.join(ENFORCEMENT_MODES)}, "
@@ -43,8 +56,18 @@ def start(server: Server) -> None:
         store = open_store(config.data_dir)
     except StoreError as problem:
         raise StartupError(f"cannot use the data directory: {problem}") from problem
-    server.store = store
-    hub = server.hub
+    wiring = Wiring(store)
+    try:
+        _plug_in(config, hub, stopping, wiring)
+    except BaseException:
+        # Whatever did open is closed again: the caller gets no wiring to stop.
+        stop(wiring, hub)
+        raise
+    return wiring
+
+
+def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring) -> None:
+    store = wiring.store
     if config.history:
         hub.history = MessageLog(store, on_join=config.history_on_join)
     hub.accounts = AccountService(store, enforcement=config.nick_enforcement, admins=config.admins)
@@ -56,31 +79,28 @@ def start(server: Server) -> None:
     hub.moderation = keeper
     log.info("data directory %s: %d stored rooms", config.data_dir, loaded)
     if config.history_days > 0:
-        retention = Retention(store, config.history_days, server.stopping)
-        retention.start()
-        server._retention = retention
+        wiring.retention = Retention(store, config.history_days, stopping)
+        wiring.retention.start()
     try:
         if config.tls_cert:
-            server.tls_context = tls.server_context(config.tls_cert, config.tls_key or None)
+            wiring.tls_context = tls.server_context(config.tls_cert, config.tls_key or None)
         elif config.tls_key:
             raise StartupError("--tls-key needs --tls-cert")
         elif config.tls_self_signed:
             cert, key = tls.ensure_self_signed(config.data_dir)
-            server.tls_context = tls.server_context(cert, key)
+            wiring.tls_context = tls.server_context(cert, key)
     except tls.TlsSetupError as problem:
         raise StartupError(str(problem)) from problem
-    if server.tls_context is not None:
+    if wiring.tls_context is not None:
         log.info("TLS on every TCP listener")
 
 
-def stop(server: Server) -> None:
-    """Stop the retention thread and close the store (idempotent)."""
-    retention = server._retention
+def stop(wiring: Wiring, hub: Hub) -> None:
+    """Stop the retention thread and close the store."""
+    retention = wiring.retention
     if retention is not None and retention.is_alive():
         retention.join(RETENTION_JOIN)
-    if server.hub.history is not None:
-        server.hub.history.close()
-    store, server.store = server.store, None
-    if store is not None:
-        with contextlib.suppress(StoreError):
-            store.close()
+    if hub.history is not None:
+        hub.history.close()
+    with contextlib.suppress(StoreError):
+        wiring.store.close()
