@@ -148,10 +148,11 @@ class IrcCodec:
 
     def _encode_general(self, event: Event) -> bytes | None:
         # Every event, and the reference that `chat_line` must match byte for byte.
-        messages = self.event_messages(event)
-        if not messages:
-            return None
         try:
+            # Inside the try: splitting a long message serialises it to measure it.
+            messages = self.event_messages(event)
+            if not messages:
+                return None
             return b"".join(Formatter(m, time=event.ts).encode(self.caps) for m in messages)
         except ValueError:
             log.exception("%s: cannot encode %r", self.label, event)
