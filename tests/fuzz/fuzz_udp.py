@@ -87,7 +87,13 @@ def test_one_input(data: bytes) -> None:
     except udp.MalformedDatagram:
         envelope = None
     if envelope is not None:
-        again = reencoded(envelope)
+        try:
+            again = reencoded(envelope)
+        except UnicodeEncodeError:
+            # A lone surrogate in the event (JSON's \ud800): it is carried as it came to the
+            # native schema, which answers the user with a clear error, and never written
+            # back. Only the envelope's own strings must be valid (`decode` checks them).
+            again = None
         if again is not None and len(again) <= udp.MAX_DATAGRAM_SIZE:
             assert udp.decode(again) == envelope, f"{envelope!r} changed on the wire"
     server, client = connected()
