@@ -277,7 +277,7 @@ def test_lines_that_end_in_time_are_not_cut(
     time.sleep(0.5)
     alice.send_raw(b"\n")
     for word in ("one", "two", "three", "four", "five"):
-        bob.expect(f"<alice> {word}")
+        bob.expect(f"alice: {word}")
 
 
 def test_an_irc_line_that_never_ends_is_cut_off(make_server: Callable[..., Server]) -> None:
@@ -343,7 +343,8 @@ def test_sixty_lines_piped_into_the_udp_client_all_reach_the_room_in_order(
         alice.expect("in lobby:")
         alice.send(*(f"piped {n}" for n in range(60)))
         for n in range(60):
-            watcher.expect_event("message", name="alice", text=f"piped {n}", timeout=WAIT * 2)
+            event = watcher.expect_event("message", text=f"piped {n}", timeout=WAIT * 2)
+            assert event["from"] == "alice"
         code, _ = alice.finish(timeout=WAIT * 2)
         assert code == 0
         watcher.expect_event("quit", name="alice")
