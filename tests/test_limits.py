@@ -351,3 +351,38 @@ def test_sixty_lines_piped_into_the_udp_client_all_reach_the_room_in_order(
     finally:
         alice.kill()
         watcher.close()
+
+
+def test_a_paste_longer_than_the_quit_wait_is_not_lost_when_input_ends(
+    make_server: Callable[..., Server],
+) -> None:
+    """Input ends (EOF) right after a paste the server paces for longer than the client's
+    wait after its quit: the client waits on while the server makes progress."""
+    from test_client import ClientProcess
+
+    from threadchat.client.main import QUIT_WAIT
+
+    count, rate, burst = 450, 60, 10
+    # More than the send window (64) is still unsent when the quit wait is over: a bye then
+    # would lose it (what the server holds in the window it takes before the bye).
+    assert count - burst - rate * QUIT_WAIT > 64 * 2
+    server = make_server(flood_rate=rate, flood_burst=burst)
+    assert server.udp is not None
+    watcher = JsonClient(server.listener("line").port)
+    alice = ClientProcess("--udp", f"127.0.0.1:{server.udp.port}", "--name", "alice")
+    try:
+        watcher.send_json(type="hello", name="watcher")
+        watcher.expect_event("who", room="lobby")
+        alice.expect("in lobby:")
+        alice.send(*(f"pasted {n}" for n in range(count)))
+        assert alice.proc.stdin is not None
+        alice.proc.stdin.close()
+        for n in range(count):
+            event = watcher.expect_event("message", text=f"pasted {n}", timeout=WAIT * 2)
+            assert event["from"] == "alice"
+        watcher.expect_event("quit", name="alice", timeout=WAIT * 2)
+        code, _ = alice.finish(timeout=WAIT * 2)
+        assert code == 0
+    finally:
+        alice.kill()
+        watcher.close()

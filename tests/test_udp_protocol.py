@@ -676,6 +676,19 @@ def test_a_paced_sender_waits_for_acks_and_loses_nothing() -> None:
     assert client.state == "connected"
 
 
+def test_an_advancing_cumulative_ack_restarts_the_retransmission_timers() -> None:
+    channel = ReliableChannel("tok")
+    for i in range(3):
+        channel.send({"type": "x", "i": i}, 0.0)
+    # The peer takes one at a time (it paces us): what waits is not sent again meanwhile.
+    channel.receive(udp.decode(udp.encode_ack("tok", 1)), 0.15)
+    assert channel.poll(0.2) == []
+    assert [udp.decode(d).seq for d in channel.poll(0.35)] == [2, 3]
+    # A selective ack alone says nothing of the datagrams below it: no restart.
+    channel.receive(udp.decode(udp.encode_ack("tok", 1, [3])), 0.5)
+    assert [udp.decode(d).seq for d in channel.poll(0.75)] == [2]
+
+
 def test_events_held_for_the_pace_are_handed_over_before_a_bye() -> None:
     server = ServerEndpoint(rate_limiter=unlimited(), pace_rate=1.0, pace_burst=1)
     client, _ = handshake(server)

@@ -154,6 +154,14 @@ class UdpTransport:
                 actions.extend(self.endpoint.send(piece, time.monotonic()))
             return actions
 
+    def unsent(self) -> int:
+        """Requests not yet acknowledged by the server (it paces a flood by holding them)."""
+        with self._lock:
+            endpoint = self.endpoint
+            if endpoint is None or endpoint.channel is None or endpoint.state == "closed":
+                return 0
+            return endpoint.channel.unacked
+
     def close(self) -> None:
         """End the session (a bye) and the receive thread; idempotent, from any thread."""
         if self._closing:

@@ -676,12 +676,21 @@ class ReliableChannel:
 
     def _on_ack(self, ack: int, sacks: tuple[int, ...], now: float) -> list[bytes]:
         acked = [s for s in self._unacked if s <= ack]
+        advanced = bool(acked)
         acked.extend(s for s in sacks if s in self._unacked and s > ack)
         for seq in acked:
             del self._unacked[seq]
         if not acked:
             return []
         self._progress_at = now
+        if advanced:
+            # The cumulative ack moved: the peer is taking our data in order, only slower
+            # than we sent it (a server pacing a flood holds it unacknowledged). Restart the
+            # retransmission timers, as TCP does on an ack of new data (RFC 6298, 5.3), so
+            # what waits in the window is not sent again and again meanwhile. A datagram
+            # really lost stops the cumulative ack, and its timer runs out as before.
+            for item in self._unacked.values():
+                item.due = max(item.due, now + item.rto)
         return self._fill_window(now)
 
     def poll(self, now: float) -> list[bytes]:
