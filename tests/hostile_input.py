@@ -62,6 +62,13 @@ _SPECIAL_CHARS = [
     "0",
 ]
 
+
+def _lone_surrogates_only(text: str) -> str:
+    """`text` with each surrogate pair made the one character it stands for: JSON's
+    \\ud800\\udc00 is U+10000 once read, so a str holding the pair is no one's input."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
 # Text as a user or a client could put in any field: mostly the special characters above.
 hostile_text = st.one_of(
     st.text(max_size=40),
@@ -70,7 +77,7 @@ hostile_text = st.one_of(
         st.sampled_from(["lobby", "#lobby", "olivia", "mallory", "\r\n", "\n", "\0", "x y"]),
         max_size=6,
     ).map("".join),
-)
+).map(_lone_surrogates_only)
 # The same, but encodable as UTF-8 (what a serialiser may be asked to write).
 utf8_text = hostile_text.map(
     lambda text: text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
@@ -135,7 +142,6 @@ mode_changes = st.builds(
 )
 # Times the server's clock gives: from 1970 to 2100.
 timestamps = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)
-refs = st.none() | st.integers(-(2**63), 2**63) | hostile_text
 
 
 def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
@@ -147,8 +153,8 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
         return st.integers(0, 2**31)
     if hint is float:
         return timestamps
-    if hint is object:
-        return refs
+    if hint is object:  # a ref: the client's, echoed in replies
+        return st.none() | st.integers(-(2**63), 2**63) | text
     if hint is ModeChange:
         return mode_changes
     if hint is events.RoomInfo:
@@ -224,6 +230,8 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
         return base.map(lambda hello: dataclasses.replace(hello, first_line=None))
     if cls is requests.HistoryRequest:
         return base.map(lambda history: dataclasses.replace(history, more=False))
+    if cls is requests.ClientPing:  # the token is echoed: one that cannot be is refused
+        return base.map(lambda ping: dataclasses.replace(ping, token=_utf8(ping.token)))
     if cls is requests.Moderate:
         actions = st.sampled_from(requests.MODERATION_ACTIONS)
         return st.builds(dataclasses.replace, base, action=actions)
@@ -232,10 +240,17 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
 
 def _json_ref(request: requests.Request) -> requests.Request:
     # A ref is a string or an integer in JSON; anything else is refused before parsing.
+    # Every reply echoes it too: a string that cannot be written back is refused.
     ref = getattr(request, "ref", None)
-    if isinstance(ref, str | int | None) and not isinstance(ref, bool):
+    if isinstance(ref, str):
+        return dataclasses.replace(request, ref=_utf8(ref))
+    if isinstance(ref, int | None) and not isinstance(ref, bool):
         return request
     return dataclasses.replace(request, ref=None)
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def json_requests(text: st.SearchStrategy[str] = hostile_text) -> st.SearchStrategy[Any]:

@@ -33,6 +33,7 @@ class Recording:
     def __init__(self) -> None:
         self.sent = bytearray()
         self.events: list[Event] = []
+        self.unsendable: list[Event] = []
 
     def codec_key(self) -> Hashable:
         return id(self)
@@ -45,7 +46,13 @@ class Recording:
 
     def encode(self, event: Event) -> bytes | None:
         self.events.append(event)
-        return self.encode_for_peer(event)
+        try:
+            return self.encode_for_peer(event)
+        except Exception:
+            # The hub and the sessions contain it (`encode_contained`), so the peer is sent
+            # nothing: an error that never reaches the client who caused it.
+            self.unsendable.append(event)
+            raise
 
     def encode_for_peer(self, event: Event) -> bytes | None:
         raise NotImplementedError
@@ -207,6 +214,10 @@ def open_room(attacker_protocol: str) -> Room:
 
 
 def check_everyone_is_safe(room: Room) -> None:
+    # Everyone, mallory included, could be sent every event they were given: bad input is
+    # answered with an error its sender receives.
+    for conn in (room.mallory, room.text, room.json, room.irc):
+        assert not conn.unsendable, f"could not be sent: {conn.unsendable}"
     for observer in (room.text, room.json, room.irc):
         assert_clean_events(observer)
     assert_clean_text_mode(bytes(room.text.sent))

@@ -17,7 +17,7 @@ from hostile_input import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from threadchat.core import events
+from threadchat.core import events, names
 from threadchat.protocols.native import jsonlines, requests
 from threadchat.protocols.native.line import LineProtocol
 
@@ -33,7 +33,25 @@ def test_any_json_value_gives_a_request_or_a_clear_refusal(value: object) -> Non
     assert isinstance(request, requests.Request)
     if isinstance(request, requests.Invalid):
         assert request.code in {"bad_request", "unknown_type"}
-        assert request.message
+        # The refusal reaches its client: the session makes the message sendable, and the
+        # ref it echoes can be written.
+        error = events.Error(request.code, names.sendable(request.message), ref=request.ref)
+        assert jsonlines.encode_event(error) is not None
+    if isinstance(request, requests.ClientPing):
+        assert jsonlines.encode_event(events.Pong(token=request.token)) is not None
+
+
+def test_what_a_reply_echoes_cannot_hold_a_lone_surrogate() -> None:
+    # Found by the hub's property test: a ref or a ping token of "\ud800" (legal in JSON)
+    # made every reply to that request unsendable: the client got no answer at all, and the
+    # server logged a traceback for each such line.
+    say = jsonlines.parse_line('{"type":"say","text":"hi","ref":"\\ud800"}')
+    assert say == requests.Invalid("bad_request", '"ref" must be valid Unicode')
+    ping = jsonlines.parse_line('{"type":"ping","token":"\\udfff","ref":1}')
+    assert isinstance(ping, requests.Invalid) and ping.ref == 1
+    assert jsonlines.parse_line('{"type":"ping","token":"caf\\u00e9"}') == requests.ClientPing(
+        token="café"
+    )
 
 
 def test_deeply_nested_json_is_refused_not_a_crash() -> None:
