@@ -418,3 +418,19 @@ def test_every_command_has_a_help_topic() -> None:
     from threadchat.protocols.irc.help_topics import HELP_TOPICS
 
     assert set(COMMANDS) <= set(HELP_TOPICS)
+
+
+def test_native_users_do_not_see_a_secret_room_they_are_not_in(
+    irc: Callable[..., IrcClient], connect: Callable[..., LineClient]
+) -> None:
+    owner = irc("owner")
+    join(owner, "#hush")
+    owner.send("MODE #hush +s")
+    owner.expect_msg("MODE")
+    tom = connect("tom")
+    tom.send("/rooms", "/who hush")
+    assert tom.expect("---") == "--- lobby (1 member)"
+    assert tom.expect("!!!") == "!!! there is no room hush"
+    tom.send("/join hush", "/who hush")
+    tom.expect("--> tom joined hush")
+    assert tom.expect("--- in hush") == "--- in hush: owner, tom"
