@@ -220,3 +220,18 @@ def test_connect_storm_counts_a_refused_registration() -> None:
     finally:
         server.stop()
     assert result["registered"] == 0 and result["failed"] == 1
+
+
+def test_connect_storms_are_summed_up_by_their_median() -> None:
+    runs = [
+        {"registered": 10, "clients": 10, "registrations_per_s": 500.0, "total_s": 0.02,
+         "server_cpu_s": 0.3},
+        {"registered": 9, "clients": 10, "registrations_per_s": 300.0, "total_s": 0.03,
+         "server_cpu_s": 0.1},
+        {"registered": 10, "clients": 10, "registrations_per_s": 400.0, "total_s": 0.025,
+         "server_cpu_s": 0.2},
+    ]  # fmt: skip
+    summary = median(runs)
+    assert summary["registrations_per_s"] == 400.0 and summary["server_cpu_s"] == 0.2
+    assert summary["registered"] == 9  # a run that lost a registration is not hidden
+    assert summary["spread"] == {"total_s": [0.02, 0.03]}
