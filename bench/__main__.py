@@ -98,6 +98,13 @@ def row(rec: dict[str, Any]) -> str:
         name += f" #{rec['repeat']}" if rec["repeat"] != "median" else " median"
     if "error" in r or "skipped" in r:
         return f"{name:<26} {rec['server']:<23} {r.get('error') or r.get('skipped')}"
+    if "registrations_per_s" in r:
+        return (
+            f"{name:<26} {rec['server']:<23} registered {r['registered']}/{r['clients']} "
+            f"in {r['total_s']:.2f}s  {fmt(r['registrations_per_s'])}/s  "
+            f"server cpu {r['server_cpu_s']:.2f}s ({fmt(r['server_cpu_pct'], 1, 0)}%)  "
+            f"p99 {fmt(r['p99_ms'], 1, 1)} ms"
+        )
     if "held" in r:
         per_conn = fmt(r["rss_kb_per_conn"], 1, 1)
         return (
@@ -153,7 +160,7 @@ def run_scenarios(
         scenario = scenarios[name]
         # Idle runs measure memory and connect time, which vary little: run them once, unless
         # a before/after comparison asks for medians of everything.
-        rounds = repeat if scenario.traffic or repeat_idle else 1
+        rounds = repeat if scenario.traffic or scenario.repeated or repeat_idle else 1
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for index in range(rounds):
             # Servers take turns, so a slow moment of the machine does not hit one server's
@@ -292,16 +299,24 @@ def main(argv: list[str] | None = None) -> int:
 MEDIAN_FIELDS = ("deliveries_per_s", "deliveries_per_cpu_s", "p50_ms", "p99_ms", "max_ms",
                  "completeness", "server_cpu_pct", "server_rss_kb_end")  # fmt: skip
 IDLE_MEDIAN_FIELDS = ("rss_kb_per_conn", "connect_s", "connects_per_s", "server_rss_kb_end")
+STORM_MEDIAN_FIELDS = ("total_s", "registrations_per_s", "server_cpu_s", "server_cpu_pct",
+                       "server_cpu_ms_per_registration", "p50_ms", "p99_ms", "max_ms",
+                       "server_rss_kb_end")  # fmt: skip
 
 
 def median(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result for N runs: the run of median throughput (idle runs: of median memory per
-    connection), each figure replaced by its median over the runs, with the runs' lowest and
-    highest throughput and p99 (idle: memory per connection) kept beside it."""
+    connection; connect storms: of median registrations/s), each figure replaced by its median
+    over the runs, with the runs' lowest and highest throughput and p99 (idle: memory per
+    connection; storms: total seconds) kept beside it."""
     idle = any("held" in r for r in results)
-    key = "rss_kb_per_conn" if idle else "deliveries_per_s"
-    fields = IDLE_MEDIAN_FIELDS if idle else MEDIAN_FIELDS
-    spread = ("rss_kb_per_conn",) if idle else ("deliveries_per_s", "p99_ms")
+    storm = any("registrations_per_s" in r for r in results)
+    if storm:
+        key, fields, spread = "registrations_per_s", STORM_MEDIAN_FIELDS, ("total_s",)
+    elif idle:
+        key, fields, spread = "rss_kb_per_conn", IDLE_MEDIAN_FIELDS, ("rss_kb_per_conn",)
+    else:
+        key, fields, spread = "deliveries_per_s", MEDIAN_FIELDS, ("deliveries_per_s", "p99_ms")
     usable = [r for r in results if r.get(key) is not None]
     if not usable:
         return results[-1]
@@ -313,6 +328,8 @@ def median(results: list[dict[str, Any]]) -> dict[str, Any]:
             out[field] = statistics.median(values)
     if "held" in out:
         out["held"] = min(r["held"] for r in usable)  # every run must have kept them all
+    if storm:
+        out["registered"] = min(r["registered"] for r in usable)  # likewise
     out["runs"] = len(usable)
     out["spread"] = {
         field: [min(r[field] for r in usable), max(r[field] for r in usable)]

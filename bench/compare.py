@@ -31,6 +31,10 @@ TRAFFIC_FIGURES = (
     Figure("p99 ms", "p99_ms", higher_is_better=False, digits=1),
     Figure("max ms", "max_ms", higher_is_better=False, judged=False, digits=1),
 )
+STORM_FIGURES = (
+    Figure("registrations/s", "registrations_per_s", higher_is_better=True),
+    Figure("server CPU ms per registration", "server_cpu_ms_per_registration", False, digits=3),
+)
 IDLE_FIGURES = (Figure("RSS per connection KiB", "rss_kb_per_conn", False, digits=1),)
 
 
@@ -39,6 +43,8 @@ def _figures(result: dict[str, Any]) -> tuple[Figure, ...]:
         return TRAFFIC_FIGURES
     if "held" in result:
         return IDLE_FIGURES
+    if "registrations_per_s" in result:
+        return STORM_FIGURES
     return ()
 
 
@@ -50,6 +56,8 @@ def _shortfall(result: dict[str, Any]) -> str | None:
         return f"delivered {100 * result['completeness']:.1f} % of messages"
     if "held" in result and result["held"] < result["clients"]:
         return f"held {result['held']} of {result['clients']} clients"
+    if "registered" in result and result["registered"] < result["clients"]:
+        return f"registered {result['registered']} of {result['clients']} clients"
     return None
 
 

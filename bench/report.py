@@ -92,6 +92,24 @@ def idle_table(recs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def storm_table(recs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| scenario | server | registered | in flight | total s | registrations/s "
+        "| server CPU s | server CPU ms per registration | p99 ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for rec in recs:
+        r = rec["result"]
+        if "registrations_per_s" in r:
+            lines.append(
+                f"| {rec['scenario']} | {rec['server']} | {r['registered']} / {r['clients']} "
+                f"| {r['in_flight']} | {_n(r['total_s'], 2)} | {_n(r['registrations_per_s'])} "
+                f"| {_n(r['server_cpu_s'], 2)} | {_n(r['server_cpu_ms_per_registration'], 3)} "
+                f"| {_n(r['p99_ms'], 1)} |"
+            )
+    return lines
+
+
 def comparison_section() -> list[str]:
     """The newest ``--baseline`` run's before/after table, if there is one."""
     if not COMPARISONS.exists():
@@ -188,6 +206,7 @@ def main() -> int:
     out += ["## Traffic", "", *traffic_table(recs), ""]
     out += ["## Slow consumer", "", *slow_table(recs), ""]
     out += ["## Idle connections", "", *idle_table(recs), ""]
+    out += ["## Connect storm", "", *storm_table(recs), ""]
     out += comparison_section()
     analysis = REPO_DIR / "bench" / "analysis.md"
     if analysis.exists():

@@ -8,6 +8,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+from bench.connect_storm import storm
 from bench.loadgen import MAX_DRAIN_S, ClientPlan, WorkerConfig, WorkerPool
 from bench.servers import RunningServer, ServerSpec
 
@@ -195,5 +196,36 @@ def run_idle(spec: ServerSpec, count: int, workers: int = DEFAULT_WORKERS,
         "connects_per_s": round(ready / connect_s, 1) if connect_s > 0 else None,
         "server_rss_kb_start": rss0, "server_rss_kb_end": rss1,
         "rss_kb_per_conn": round((rss1 - rss0) / open_count, 2) if open_count else None,
+        "server_alive": alive,
+    }  # fmt: skip
+
+
+# Connections between connect() and the end of their welcome burst at any moment in a connect
+# storm (issue 19's figure: "10,000 clients registering, 8 connections in flight at a time").
+STORM_IN_FLIGHT = 8
+
+
+def run_connect_storm(spec: ServerSpec, count: int, in_flight: int = STORM_IN_FLIGHT,
+                      **server_opts: object) -> dict[str, Any]:  # fmt: skip
+    """Fresh server; ``count`` clients register, ``in_flight`` at a time, and stay connected
+    until the last one is done (bench/connect_storm.py); the server's CPU over the storm."""
+    server = spec.start(**server_opts)
+    try:
+        rss0 = proc_rss_kb(server.pid)
+        cpu0 = proc_cpu_s(server.pid)
+        result = storm(server.host, server.port, server.protocol, count, in_flight)
+        cpu = proc_cpu_s(server.pid) - cpu0
+        rss1 = proc_rss_kb(server.pid)
+        alive = server.alive()
+    finally:
+        server.stop()
+    registered = result["registered"]
+    total_s = result["total_s"]
+    return {
+        **result,
+        "server_cpu_s": round(cpu, 3),
+        "server_cpu_pct": round(100 * cpu / total_s, 1) if total_s > 0 else None,
+        "server_cpu_ms_per_registration": round(1000 * cpu / registered, 3) if registered else None,
+        "server_rss_kb_start": rss0, "server_rss_kb_end": rss1,
         "server_alive": alive,
     }  # fmt: skip

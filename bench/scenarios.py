@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.runner import TrafficPlan, run_idle, run_traffic
+from bench.runner import TrafficPlan, run_connect_storm, run_idle, run_traffic
 from bench.servers import ServerSpec
 
 # Senders keep at most this many of their own messages un-received by a probe reader: enough to
@@ -28,6 +28,8 @@ class Scenario:
     run: Callable[[ServerSpec, Options], list[dict[str, Any]]]
     in_quick: bool = True
     traffic: bool = True  # False for idle runs (connections and memory, not messages)
+    # Run --repeat times even when not a traffic scenario (a short run with a noisy figure).
+    repeated: bool = False
 
 
 def _traffic(plan: TrafficPlan) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
@@ -40,6 +42,13 @@ def _traffic(plan: TrafficPlan) -> Callable[[ServerSpec, Options], list[dict[str
 def _idle(count: int) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
     def run(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
         return [run_idle(spec, count)]
+
+    return run
+
+
+def _connect_storm(count: int) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
+    def run(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+        return [run_connect_storm(spec, count)]
 
     return run
 
@@ -92,6 +101,9 @@ SCENARIOS: dict[str, Scenario] = {
                  traffic=False),
         Scenario("idle-15000", "15,000 idle registered clients", _idle(15000), in_quick=False,
                  traffic=False),
+        Scenario("connect-10000", "10,000 clients register (to the end of the welcome burst), "
+                 "8 in flight at a time, and stay connected", _connect_storm(10_000),
+                 in_quick=False, traffic=False, repeated=True),
         Scenario("slow-consumer", "rate-100 with one member that never reads vs without",
                  _slow_consumer),
         Scenario("history", "fanout-100 with message history off vs on (threadchat only)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from bench.baseline import (
     verify_source,
 )
 from bench.compare import compare, markdown
+from bench.connect_storm import storm
 from bench.history_cpu import measure as measure_history_cpu
-from bench.runner import TrafficPlan, plan_clients, run_idle, run_traffic
+from bench.runner import TrafficPlan, plan_clients, run_connect_storm, run_idle, run_traffic
 from bench.scenarios import Options, Scenario
 from bench.servers import REPO_DIR, SERVERS, ServerSpec
 
@@ -190,3 +192,46 @@ def test_a_worse_figure_is_marked() -> None:
     text = markdown(table, before="abc", after="def", runs=3)
     assert "| fanout-100 | threadchat-irc | deliveries/s | 100 | 94 | **-6.0 % worse** |" in text
     assert "+100.0 % (not judged)" in text
+
+
+@pytest.mark.parametrize("server", ["threadchat-irc", "threadchat-json"])
+def test_connect_storm_registers_everyone(server: str) -> None:
+    result = run_connect_storm(SERVERS[server], 12, in_flight=3)
+    assert result["registered"] == 12 and result["failed"] == 0
+    assert result["kept_connected"] and result["server_alive"]
+    assert result["registrations_per_s"] > 0 and result["server_cpu_s"] >= 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_connect_storm_counts_a_refused_registration() -> None:
+    # The nick is taken by a client that stays connected, so the storm's one client gets 433.
+    spec = SERVERS["threadchat-irc"]
+    server = spec.start()
+    try:
+        with socket.create_connection((server.host, server.port), timeout=10) as holder:
+            holder.sendall(b"NICK s00000\r\nUSER s 0 * :holder\r\n")
+            holder.settimeout(10)
+            seen = b""
+            while b" 001 " not in seen:
+                chunk = holder.recv(4096)
+                assert chunk, "the server closed the holder"
+                seen += chunk
+            result = storm(server.host, server.port, "irc", 1, in_flight=1)
+    finally:
+        server.stop()
+    assert result["registered"] == 0 and result["failed"] == 1
+
+
+def test_connect_storms_are_summed_up_by_their_median() -> None:
+    runs = [
+        {"registered": 10, "clients": 10, "registrations_per_s": 500.0, "total_s": 0.02,
+         "server_cpu_s": 0.3},
+        {"registered": 9, "clients": 10, "registrations_per_s": 300.0, "total_s": 0.03,
+         "server_cpu_s": 0.1},
+        {"registered": 10, "clients": 10, "registrations_per_s": 400.0, "total_s": 0.025,
+         "server_cpu_s": 0.2},
+    ]  # fmt: skip
+    summary = median(runs)
+    assert summary["registrations_per_s"] == 400.0 and summary["server_cpu_s"] == 0.2
+    assert summary["registered"] == 9  # a run that lost a registration is not hidden
+    assert summary["spread"] == {"total_s": [0.02, 0.03]}

@@ -21,8 +21,8 @@ def test_one_input(data: bytes) -> None:
     reads = [stream[i : i + size] for i in range(0, len(stream), size)]
 
     # Small limits, so that over-long lines and tags are reached by short inputs.
-    whole = wire.IrcLineReader(max_line=64, max_tags=48).receive_data(stream)
-    reader = wire.IrcLineReader(max_line=64, max_tags=48)
+    whole = wire.IrcLineReader(max_line=64, max_tag_data=46).receive_data(stream)
+    reader = wire.IrcLineReader(max_line=64, max_tag_data=46)
     cut = [event for read in reads for event in reader.receive_data(read)]
     assert cut == whole, "the reader's lines depend on the reads"
 
