@@ -217,9 +217,7 @@ def _launch_naive(options: dict[str, object]) -> RunningServer:
     return RunningServer(f"naive-{protocol}", proc, port, protocol, 64)
 
 
-def threadchat_env(
-    source_dir: Path, web_port: int = 0, extra: dict[str, str] | None = None
-) -> dict[str, str]:
+def threadchat_env(source_dir: Path, web_port: int = 0) -> dict[str, str]:
     """The environment that makes ``python -m threadchat`` import the package in source_dir,
     not an installed one: that checkout first on PYTHONPATH (the server also runs there).
 
@@ -230,7 +228,6 @@ def threadchat_env(
         **os.environ,
         "PYTHONPATH": os.pathsep.join(paths),
         "THREADCHAT_WEB_PORT": str(web_port),
-        **(extra or {}),
     }
 
 
@@ -256,11 +253,11 @@ def _launch_threadchat(options: dict[str, object]) -> RunningServer:
     cmd = threadchat_command(
         line_port, irc_port, history if isinstance(history, bool) else None, data_dir=tmp
     )
-    env = threadchat_env(source_dir, web_port, options.get("env"))  # type: ignore[arg-type]
-    proc = _popen(cmd, cwd=str(source_dir), env=env)
+    proc = _popen(cmd, cwd=str(source_dir), env=threadchat_env(source_dir, web_port))
     port = {"irc": irc_port, "ws-json": web_port}.get(protocol, line_port)
     revision = options.get("revision")
-    name = str(options.get("name", f"threadchat-{protocol}")) + (f"@{revision}" if revision else "")
+    name = {"ws-json": "threadchat-ws"}.get(protocol, f"threadchat-{protocol}")
+    name += f"@{revision}" if revision else ""
     return RunningServer(name, proc, port, protocol, 16, tmpdir=tmp)
 
 
@@ -277,12 +274,7 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("threadchat-json", "json", _launch_threadchat, supports_history=True,
                    options={"protocol": "json"}, notes="threadchat, native JSON-lines port"),
         ServerSpec("threadchat-ws", "ws-json", _launch_threadchat, supports_history=True,
-                   options={"protocol": "ws-json", "name": "threadchat-ws"},
-                   notes="threadchat, JSON over WebSocket on the web port (wsproto)"),
-        ServerSpec("threadchat-ws-websockets", "ws-json", _launch_threadchat,
-                   supports_history=True,
-                   options={"protocol": "ws-json", "name": "threadchat-ws-websockets",
-                            "env": {"THREADCHAT_WS_LIBRARY": "websockets"}},
-                   notes="PROTOTYPE: threadchat-ws over websockets' ServerProtocol"),
+                   options={"protocol": "ws-json"},
+                   notes="threadchat, JSON over WebSocket on the web port"),
     )
 }  # fmt: skip

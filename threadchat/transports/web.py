@@ -5,8 +5,8 @@ thread: pings are WebSocket pings sent through the shared lifecycle (`TcpConnect
 which browsers answer by themselves. A connection starts in HTTP (`protocols/web/endpoint.py`,
 h11): it may fetch the page's files, kept alive between requests; a WebSocket handshake at
 `/ws` that passes the checks (origin, subprotocol) turns it into a WebSocket
-(`protocols/web/websocket.py`), which then carries one of two languages, chosen by the
-subprotocol:
+(`protocols/web/websocket.py`, websockets' sans-I/O protocol), which then carries one of two
+languages, chosen by the subprotocol:
 
 - `threadchat.json` (or none): the native JSON events and requests of docs/protocol.md, one
   per text message, carried out by the native session (`protocols/native`);
@@ -19,9 +19,7 @@ The protocol packages stay independent: this module composes them.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -37,6 +35,7 @@ from threadchat.protocols.irc.codec import safe_host
 from threadchat.protocols.irc.session import IrcSession
 from threadchat.protocols.native import jsonlines
 from threadchat.protocols.native.session import NativeSession, SessionEnded
+from threadchat.protocols.web import websocket
 from threadchat.protocols.web.endpoint import (
     IRC_BINARY_SUBPROTOCOL,
     IRC_TEXT_SUBPROTOCOL,
@@ -53,16 +52,6 @@ if TYPE_CHECKING:
     from threadchat.transports.host import Host
 
 log = logging.getLogger(__name__)
-
-# PROTOTYPE switch for issue 13's comparison of the two WebSocket libraries; removed after.
-websocket = importlib.import_module(
-    "threadchat.protocols.web."
-    + (
-        "websocket_websockets"
-        if os.environ.get("THREADCHAT_WS_LIBRARY") == "websockets"
-        else "websocket"
-    )
-)
 
 # A message (or frame) over this many bytes ends the link with 1009 "message too big": the
 # same bound as a line protocol's 64 KiB without a newline. Messages longer than a line of
@@ -228,10 +217,8 @@ class WebConnection(TcpConnection):
 
     def __init__(self, server: Host, sock: socket.socket, address: tuple) -> None:
         super().__init__(server, sock, address)
-        config = server.config
-        self.http: HttpEndpoint | None = HttpEndpoint(
-            _site(None), _origins(tuple(config.web_origin)), self.label
-        )
+        # Made by the reader thread on the first bytes (see `handle_data`).
+        self.http: HttpEndpoint | None = None
         self.link: WebSocketLink | None = None
         self.language: JsonOverWebSocket | IrcOverWebSocket | None = None
         self._close_sent = False
@@ -275,7 +262,11 @@ class WebConnection(TcpConnection):
     def handle_data(self, data: bytes) -> bool:
         if self.link is not None:
             return self._handle_frames(data)
-        assert self.http is not None
+        if self.http is None:
+            # Here, not in __init__ (the acceptor thread): what HTTP allocates and frees is
+            # then all done by one thread (measured: less memory kept per connection).
+            origins = _origins(tuple(self.server.config.web_origin))
+            self.http = HttpEndpoint(_site(None), origins, self.label)
         step = self.http.receive_data(data)
         if step.send:
             self.send_bytes(step.send)
@@ -288,7 +279,7 @@ class WebConnection(TcpConnection):
 
     def _upgrade(self, upgrade: Upgrade) -> bool:
         assert self.http is not None
-        result = websocket.accept(upgrade.request, upgrade.subprotocol, b"", MAX_MESSAGE)
+        result = websocket.accept(upgrade.request, upgrade.subprotocol, MAX_MESSAGE)
         if isinstance(result, Refused):
             log.warning("%s: WebSocket handshake refused (%d): %s",
                         self.label, result.status, result.text)  # fmt: skip

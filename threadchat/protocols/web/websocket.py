@@ -1,9 +1,11 @@
-"""WebSocket framing, sans-I/O, with wsproto: the handshake's answer, frames in, frames out.
+"""WebSocket framing, sans-I/O, with websockets' `ServerProtocol`: the handshake's answer,
+frames in, frames out.
 
 `accept` turns a checked upgrade request (see `endpoint.py`) into a `WebSocketLink` and the
 bytes of the 101 response, or a refusal that the endpoint answers in HTTP. A link is owned by
 its reader thread: `receive_data` returns whole messages, the peer's close, or our close for a
-broken frame, plus the control frames to send back (pongs, the close reply).
+broken frame, plus the frames to send back (pongs and the close reply, which the library
+writes itself).
 
 Frames the server sends on its own (messages, pings, a close from another thread) come from
 `frame_text`, `frame_binary`, `ping_frame` and `close_frame`, which share no state: the hub
@@ -11,6 +13,9 @@ encodes a room message once for every WebSocket recipient, on whichever thread r
 Server frames are never masked and no extension (permessage-deflate) is offered, so equal
 messages are equal bytes for every client (compression would make them differ per client,
 and hold a compressor's memory per idle connection).
+
+Why websockets and not wsproto (both sans-I/O): measured on the fan-out benchmark, see
+docs/architecture.md and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -19,29 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h11
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    TextMessage,
-)
-from wsproto.frame_protocol import CloseReason, FrameProtocol
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 # Close codes (RFC 6455, 7.4.1).
-NORMAL = int(CloseReason.NORMAL_CLOSURE)
-GOING_AWAY = int(CloseReason.GOING_AWAY)
-POLICY_VIOLATION = int(CloseReason.POLICY_VIOLATION)
-MESSAGE_TOO_BIG = int(CloseReason.MESSAGE_TOO_BIG)
-INTERNAL_ERROR = int(CloseReason.INTERNAL_ERROR)
-
-LIBRARY = "wsproto"
-# Pieces of a fragmented message kept apart before they are joined (memory per piece).
-MAX_PARTS = 64
+NORMAL = int(CloseCode.NORMAL_CLOSURE)
+GOING_AWAY = int(CloseCode.GOING_AWAY)
+POLICY_VIOLATION = int(CloseCode.POLICY_VIOLATION)
+MESSAGE_TOO_BIG = int(CloseCode.MESSAGE_TOO_BIG)
+INVALID_DATA = int(CloseCode.INVALID_DATA)
+# A close frame's reason fits in 123 bytes (a control frame carries at most 125).
+MAX_CLOSE_REASON = 123
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,103 +68,93 @@ class Refused:
 
 
 def frame_text(payload: str) -> bytes:
-    return bytes(FrameProtocol(False, []).send_data(payload))
+    return Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
 
 
 def frame_binary(payload: bytes) -> bytes:
-    return bytes(FrameProtocol(False, []).send_data(payload))
+    return Frame(Opcode.BINARY, payload).serialize(mask=False)
 
 
 def ping_frame(payload: bytes) -> bytes:
-    return bytes(FrameProtocol(False, []).ping(payload))
+    return Frame(Opcode.PING, payload).serialize(mask=False)
 
 
 def close_frame(code: int, reason: str) -> bytes:
-    return bytes(FrameProtocol(False, []).close(code, reason))
+    reason = reason.encode()[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+    return Frame(Opcode.CLOSE, Close(code, reason).serialize()).serialize(mask=False)
 
 
 # -- the link (its reader thread only) ---------------------------------------------------------
 
 
 def accept(
-    request: h11.Request, subprotocol: str | None, trailing: bytes, max_message: int
+    request: h11.Request, subprotocol: str | None, max_message: int
 ) -> tuple[WebSocketLink, bytes] | Refused:
     """Answer a handshake request: the link and the 101 response, or why not."""
-    handshake = H11Handshake(ConnectionType.SERVER)
-    try:
-        handshake.initiate_upgrade_connection(request.headers, request.target)
-        list(handshake.events())  # the Request event: our checks were made before
-        response = handshake.send(AcceptConnection(subprotocol=subprotocol))
-    except (RemoteProtocolError, LocalProtocolError) as problem:
-        hint = getattr(problem, "event_hint", None)
-        if isinstance(hint, RejectConnection):
-            return Refused(hint.status_code, f"bad WebSocket handshake: {problem}", hint.headers)
-        return Refused(400, f"bad WebSocket handshake: {problem}")
-    connection = handshake.connection
-    assert connection is not None
-    link = WebSocketLink(connection, max_message)
-    return link, response
+    protocol = ServerProtocol(
+        # Chosen already (endpoint.choose_subprotocol), among those the client offered.
+        select_subprotocol=lambda _, offered: subprotocol,  # type: ignore[arg-type,return-value]
+        max_size=max_message,
+    )
+    # The library reads the request itself: h11 writes it out again for it.
+    protocol.receive_data(h11.Connection(h11.CLIENT).send(request) or b"")
+    parsed = protocol.events_received()
+    if len(parsed) != 1 or not isinstance(parsed[0], Request):
+        return Refused(400, "bad WebSocket handshake")
+    response = protocol.accept(parsed[0])
+    if response.status_code != 101:
+        body = response.body.decode("utf-8", "replace").strip()
+        return Refused(response.status_code, f"bad WebSocket handshake: {body}")
+    protocol.send_response(response)
+    return WebSocketLink(protocol), b"".join(protocol.data_to_send())
 
 
 class WebSocketLink:
-    __slots__ = ("_conn", "_parts", "_size", "max_message")
+    __slots__ = ("_parts", "_protocol", "_text")
 
-    def __init__(self, connection: Connection, max_message: int) -> None:
-        self._conn = connection
-        self.max_message = max_message
-        # The frames so far of a fragmented message, and its size.
-        self._parts: list[str | bytes] = []
-        self._size = 0
+    def __init__(self, protocol: ServerProtocol) -> None:
+        self._protocol = protocol
+        # The frames so far of a fragmented message (the library bounds its size: max_size).
+        self._parts: list[bytes] = []
+        self._text = False
 
     def receive_data(self, data: bytes) -> tuple[list[MessageIn | CloseIn], bytes]:
         """Whole messages (a close last, if any) and the bytes to send back."""
+        protocol = self._protocol
         items: list[MessageIn | CloseIn] = []
-        replies = b""
-        try:
-            self._conn.receive_data(data)
-        except LocalProtocolError:
-            return items, replies  # closed already: nothing more is read
-        for event in self._conn.events():
-            if isinstance(event, TextMessage | BytesMessage):
-                # Each piece costs at least a byte, so empty fragments cannot go on forever.
-                self._size += len(event.data) + 1
-                if self._size > self.max_message:
-                    reason = f"message over {self.max_message} bytes"
-                    replies += self._close(MESSAGE_TOO_BIG, reason)
-                    items.append(CloseIn(MESSAGE_TOO_BIG, reason, peer=False))
-                    break
-                if not event.message_finished:
-                    if event.data:
-                        self._parts.append(event.data)
-                    if len(self._parts) > MAX_PARTS:
-                        self._parts = [type(event.data)().join(self._parts)]  # type: ignore[arg-type]
-                    continue
-                payload = event.data
-                if self._parts:
-                    self._parts.append(payload)
-                    payload = type(payload)().join(self._parts)  # type: ignore[arg-type]
-                    self._parts = []
-                self._size = 0
+        if protocol.state is not State.OPEN:
+            return items, b""  # closing already: nothing more is read
+        protocol.receive_data(data)
+        for frame in protocol.events_received():
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                self._text = opcode is Opcode.TEXT
+            elif opcode is not Opcode.CONT:
+                continue  # ping, pong, close: the library answers them
+            if not frame.fin:
+                if frame.data:  # empty fragments would only grow the list
+                    self._parts.append(frame.data)
+                continue
+            payload = bytes(frame.data)
+            if self._parts:
+                self._parts.append(payload)
+                payload = b"".join(self._parts)
+                self._parts = []
+            if not self._text:
                 items.append(MessageIn(payload))
-            elif isinstance(event, Ping):
-                replies += self._conn.send(event.response())
-            elif isinstance(event, CloseConnection):
-                code, reason = int(event.code), event.reason or ""
-                if self._conn.state is ConnectionState.REMOTE_CLOSING:
-                    replies += self._conn.send(event.response())
-                    items.append(CloseIn(code, reason, peer=True))
-                elif self._conn.state is ConnectionState.OPEN:
-                    # wsproto's verdict on a broken frame (bad opcode, invalid UTF-8, ...).
-                    replies += self._close(code, reason)
-                    items.append(CloseIn(code, reason, peer=False))
-                else:
-                    items.append(CloseIn(code, reason, peer=True))  # the answer to our close
+                continue
+            try:
+                items.append(MessageIn(payload.decode()))
+            except UnicodeDecodeError:
+                protocol.fail(INVALID_DATA, "invalid UTF-8 in a text message")
                 break
-            # Pong: any input already counts as a sign of life (TcpConnection.last_input).
-        return items, replies
-
-    def _close(self, code: int, reason: str) -> bytes:
-        try:
-            return self._conn.send(CloseConnection(code=code, reason=reason))
-        except LocalProtocolError:
-            return b""
+        if protocol.state is not State.OPEN:
+            received, sent = protocol.close_rcvd, protocol.close_sent
+            if received is not None and protocol.close_rcvd_then_sent:
+                items.append(CloseIn(int(received.code), received.reason, peer=True))
+            elif sent is not None:
+                # The library's verdict on a broken frame (1002), too big a message (1009), ...
+                items.append(CloseIn(int(sent.code), sent.reason, peer=False))
+            else:
+                items.append(CloseIn(MESSAGE_TOO_BIG, "", peer=False))
+        return items, b"".join(protocol.data_to_send())
