@@ -15,3 +15,6 @@ KICKLEN = 300
 USERLEN = 10
 REALNAME_MAX = 100
 BANMASK_MAX = 100
+# What LIST filters on (ELIST, see `channels.ListFilter`): Creation time, Masks, Negated
+# masks, Topic time and User counts.
+ELIST = "CMNTU"

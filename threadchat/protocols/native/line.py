@@ -52,6 +52,11 @@ class LineFramer:
         # While discarding the rest of an over-long line: how many bytes were dropped so far.
         self._discarded: int | None = None
 
+    @property
+    def pending(self) -> int:
+        """Bytes received since the last line end (discarded ones of an over-long line too)."""
+        return (self._discarded or 0) + len(self._buffer)
+
     def feed(self, data: bytes) -> list[bytes | None]:
         if self.fatal:
             return []
@@ -399,6 +404,13 @@ _MODE_TEXT: dict[Mode, tuple[str, str]] = {
     MemberStatus.OPERATOR: ("made {arg} an operator", "took operator status from {arg}"),
     MemberStatus.VOICE: ("gave {arg} voice", "took voice from {arg}"),
     RoomList.BAN: ("banned {arg}", "unbanned {arg}"),
+    RoomList.BAN_EXCEPTION: ("let {arg} in despite bans", "removed the ban exception {arg}"),
+    RoomList.INVITE_EXCEPTION: (
+        "let {arg} in without an invitation",
+        "removed the invitation exception {arg}",
+    ),
+    RoomFlag.SECRET: ("made the room secret", "made the room public"),
+    RoomFlag.PRIVATE: ("made the room private", "made the room public"),
     RoomFlag.TOPIC_LOCKED: ("locked the topic", "unlocked the topic"),
     RoomFlag.MODERATED: (
         "let only operators and voiced members speak",
@@ -467,6 +479,11 @@ class LineProtocol:
     def fatal(self) -> bool:
         """The peer broke framing beyond repair; the connection must be closed."""
         return self._framer.fatal
+
+    @property
+    def pending(self) -> int:
+        """Bytes received of a line not yet ended (for the transport's line timeout)."""
+        return self._framer.pending
 
     def receive_data(self, data: bytes) -> Iterator[requests.Request]:
         """Requests for the complete lines in `data`, parsed lazily one at a time.
