@@ -8,6 +8,11 @@ Messages carry ``MARK`` followed by the sender's ``time.monotonic_ns()`` (same m
 clock), the sender index and a sequence number. Receivers count ``MARK`` occurrences per recv
 chunk (C speed) and parse the timestamp only of sampled lines, so the generator stays cheap.
 
+WebSocket clients (protocol ``ws-json``) speak the same JSON through wsproto while setting up;
+while measuring, receivers count ``MARK`` in the raw bytes as well: server frames are not
+masked, so a message's text is there as it is, and a chunk is cut after its last ``}`` (the end
+of a JSON message, as ``\n`` ends a line) instead of parsing each frame in Python.
+
 Pacing: each sender keeps at most ``window`` messages in flight, where "in flight" is measured
 against one *probe* receiver of the same room in the same worker (which parses every line). In
 rate mode senders also follow a fixed schedule; the window then only stops unbounded backlog.
@@ -24,9 +29,20 @@ import selectors
 import socket
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
+
+import wsproto
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
 
 MARK = b"~bm~"
 RECV_BYTES = 262144
@@ -81,6 +97,11 @@ class Client:
     seen_seq: int = 0  # for senders: highest own seq seen by the probe
     seq: int = 0
     next_due: float = 0.0
+    # WebSocket clients: the client side of the protocol (set-up), the sizes of the frames
+    # in ``out`` (what is still unsent when the run ends), a text message being assembled.
+    ws: wsproto.WSConnection | None = None
+    frames: deque[int] = field(default_factory=deque)
+    text: str = ""
 
 
 def _irc_register(c: Client, oper: tuple[str, str] | None) -> bytes:
@@ -109,6 +130,9 @@ class Worker:
         for c in self.clients:
             c.sock.close()  # replaced at connect time; keeps the field non-optional
         self.irc = cfg.protocol == "irc"
+        self.websocket = cfg.protocol == "ws-json"
+        # What ends a whole message in the raw bytes: a line's newline, a JSON message's brace.
+        self.end = b"}" if self.websocket else b"\n"
         self.pad = "x" * cfg.pad_bytes
         self.samples = array("q")
         self.sample_debt = 0.0
@@ -166,8 +190,19 @@ class Worker:
         self.sel.modify(c.sock, selectors.EVENT_READ, c)
         if self.irc:
             c.sock.sendall(_irc_register(c, self.cfg.oper))
+        elif self.websocket:
+            c.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            host = f"{self.cfg.host}:{self.cfg.port}"
+            request = Request(host=host, target="/ws", subprotocols=["threadchat.json"])
+            c.sock.sendall(c.ws.send(request))
         else:
-            c.sock.sendall(_json_line(f'{{"type":"hello","name":"{c.plan.nick}"}}'))
+            self._send_json(c, f'{{"type":"hello","name":"{c.plan.nick}"}}')
+
+    def _send_json(self, c: Client, text: str) -> None:
+        if c.ws is not None:
+            c.sock.sendall(c.ws.send(TextMessage(text)))
+        else:
+            c.sock.sendall(_json_line(text))
 
     def _send_joins(self, c: Client) -> None:
         c.state = "joining"
@@ -178,9 +213,8 @@ class Worker:
         if self.irc:
             c.sock.sendall(f"JOIN {','.join('#' + r for r in c.plan.rooms)}\r\n".encode())
         else:
-            c.sock.sendall(
-                b"".join(_json_line(f'{{"type":"join","room":"{r}"}}') for r in c.plan.rooms)
-            )
+            for r in c.plan.rooms:
+                self._send_json(c, f'{{"type":"join","room":"{r}"}}')
 
     def _setup_read(self, c: Client) -> None:
         """Line-by-line parsing: only used before measuring starts."""
@@ -193,6 +227,9 @@ class Worker:
         if not data:
             self._close(c)
             return
+        if c.ws is not None:
+            self._setup_frames(c, data)
+            return
         if c.state == "ready":
             self._answer_pings(c, data)
             return
@@ -200,6 +237,23 @@ class Worker:
         *lines, c.partial = data.split(b"\n")
         for line in lines:
             self._setup_line(c, line.rstrip(b"\r").decode("utf-8", "replace"))
+
+    def _setup_frames(self, c: Client, data: bytes) -> None:
+        assert c.ws is not None
+        c.ws.receive_data(data)
+        for event in c.ws.events():
+            if isinstance(event, AcceptConnection):
+                self._send_json(c, f'{{"type":"hello","name":"{c.plan.nick}"}}')
+            elif isinstance(event, TextMessage):
+                c.text += event.data
+                if event.message_finished:
+                    text, c.text = c.text, ""
+                    self._setup_line(c, text)
+            elif isinstance(event, Ping):
+                c.sock.sendall(c.ws.send(event.response()))
+            elif isinstance(event, CloseConnection | RejectConnection):
+                self._close(c)
+                return
 
     def _setup_line(self, c: Client, line: str) -> None:
         nick = c.plan.nick
@@ -228,7 +282,7 @@ class Worker:
                     c.state = "ready"
             elif '"type":"ping"' in line or '"type": "ping"' in line:
                 token = line.split('"token"')[-1].split('"')[1] if '"token"' in line else ""
-                c.sock.sendall(_json_line(f'{{"type":"pong","token":"{token}"}}'))
+                self._send_json(c, f'{{"type":"pong","token":"{token}"}}')
             elif '"type":"error"' in line and c.state != "ready":
                 self._close(c)
 
@@ -282,7 +336,7 @@ class Worker:
             return
         if c.partial:
             data = c.partial + data
-        nl = data.rfind(b"\n")
+        nl = data.rfind(self.end)
         if nl < 0:
             c.partial = data
             return
@@ -341,6 +395,11 @@ class Worker:
         text = f"~bm~{t_ns} {c.plan.gid} {seq} {self.pad}"
         if self.irc:
             return f"PRIVMSG #{room} :{text}\r\n".encode()
+        if c.ws is not None:
+            say = f'{{"type":"say","room":"{room}","text":"{text}","action":false}}'
+            frame = c.ws.send(TextMessage(say))
+            c.frames.append(len(frame))
+            return frame
         return _json_line(f'{{"type":"say","room":"{room}","text":"{text}","action":false}}')
 
     def _pump(self, c: Client, now: float) -> None:
@@ -377,6 +436,11 @@ class Worker:
             self._close(c)
             return
         c.out = c.out[sent:]
+        frames = c.frames
+        while frames and sent >= frames[0]:
+            sent -= frames.popleft()
+        if frames and sent:
+            frames[0] -= sent
 
     def run(self, duration: float) -> dict[str, Any]:
         self._assign_probes()
@@ -411,7 +475,7 @@ class Worker:
                 sent_by_room[room] = sent_by_room.get(room, 0) + 1
             if c.out:
                 # Lines never handed to the kernel do not count as sent.
-                unsent = c.out.count(b"\n")
+                unsent = len(c.frames) if c.ws is not None else c.out.count(b"\n")
                 for i in range(c.seq - unsent + 1, c.seq + 1):
                     room = c.plan.rooms[i % len(c.plan.rooms)]
                     sent_by_room[room] -= 1

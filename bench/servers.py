@@ -217,11 +217,18 @@ def _launch_naive(options: dict[str, object]) -> RunningServer:
     return RunningServer(f"naive-{protocol}", proc, port, protocol, 64)
 
 
-def threadchat_env(source_dir: Path) -> dict[str, str]:
+def threadchat_env(source_dir: Path, web_port: int = 0) -> dict[str, str]:
     """The environment that makes ``python -m threadchat`` import the package in source_dir,
-    not an installed one: that checkout first on PYTHONPATH (the server also runs there)."""
+    not an installed one: that checkout first on PYTHONPATH (the server also runs there).
+
+    The web port is set here, not on the command line: revisions from before it existed
+    (baselines) ignore an unknown variable but would refuse an unknown flag."""
     paths = [str(source_dir), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths),
+        "THREADCHAT_WEB_PORT": str(web_port),
+    }
 
 
 def threadchat_module_file(source_dir: Path) -> Path:
@@ -236,6 +243,8 @@ def threadchat_module_file(source_dir: Path) -> Path:
 
 def _launch_threadchat(options: dict[str, object]) -> RunningServer:
     line_port, irc_port = free_port(), free_port()
+    protocol = str(options["protocol"])
+    web_port = free_port() if protocol == "ws-json" else 0
     history = options.get("history")
     # Another revision's checkout (a baseline, bench/baseline.py) or this one.
     source_dir = Path(str(options.get("source_dir", REPO_DIR)))
@@ -244,11 +253,11 @@ def _launch_threadchat(options: dict[str, object]) -> RunningServer:
     cmd = threadchat_command(
         line_port, irc_port, history if isinstance(history, bool) else None, data_dir=tmp
     )
-    proc = _popen(cmd, cwd=str(source_dir), env=threadchat_env(source_dir))
-    protocol = str(options["protocol"])
-    port = irc_port if protocol == "irc" else line_port
+    proc = _popen(cmd, cwd=str(source_dir), env=threadchat_env(source_dir, web_port))
+    port = {"irc": irc_port, "ws-json": web_port}.get(protocol, line_port)
     revision = options.get("revision")
-    name = f"threadchat-{protocol}" + (f"@{revision}" if revision else "")
+    name = {"ws-json": "threadchat-ws"}.get(protocol, f"threadchat-{protocol}")
+    name += f"@{revision}" if revision else ""
     return RunningServer(name, proc, port, protocol, 16, tmpdir=tmp)
 
 
@@ -264,5 +273,8 @@ SERVERS: dict[str, ServerSpec] = {
                    options={"protocol": "irc"}, notes="threadchat, IRC port"),
         ServerSpec("threadchat-json", "json", _launch_threadchat, supports_history=True,
                    options={"protocol": "json"}, notes="threadchat, native JSON-lines port"),
+        ServerSpec("threadchat-ws", "ws-json", _launch_threadchat, supports_history=True,
+                   options={"protocol": "ws-json"},
+                   notes="threadchat, JSON over WebSocket on the web port"),
     )
 }  # fmt: skip

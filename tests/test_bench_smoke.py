@@ -34,7 +34,7 @@ def test_plan_puts_senders_first_in_each_room() -> None:
     assert [p.gid for p in plans if p.slow] == [9]
 
 
-@pytest.mark.parametrize("server", ["naive", "naive-json"])
+@pytest.mark.parametrize("server", ["naive", "naive-json", "threadchat-ws"])
 def test_every_delivery_is_counted(server: str) -> None:
     clients = 6
     plan = TrafficPlan(clients=clients, senders=2, rate=200, sample_every=1, duration=1.0,

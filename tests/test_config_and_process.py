@@ -70,6 +70,7 @@ def spawn_server(
         THREADCHAT_LINE_PORT=str(port),
         THREADCHAT_IRC_PORT="0",
         THREADCHAT_UDP_PORT="0",
+        THREADCHAT_WEB_PORT="0",
         **settings,
     )
 

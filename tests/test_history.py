@@ -330,7 +330,8 @@ def _free_port() -> int:
 def _start_subprocess(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "threadchat", "serve", "--line-port", str(port),
-         "--data-dir", str(data_dir), "--flood-rate", "0", "--history-on-join", "0"],
+         "--data-dir", str(data_dir), "--flood-rate", "0", "--history-on-join", "0",
+         "--web-port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

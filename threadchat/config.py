@@ -76,6 +76,16 @@ class Config:
         metadata={"help": "IRC operator NAME:PASSWORD (repeatable); OPER NAME PASSWORD uses it"},
     )
     motd: str = setting("", "message of the day shown to IRC clients (empty: none, 422)")
+    web_port: int = setting(
+        8080, "TCP port of the chat page and its WebSocket at /ws (0 disables it)"
+    )
+    web_origin: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "page origin allowed to open the WebSocket, e.g. https://chat.example.com "
+            "(repeatable; * allows any; default: the page's own origin)"
+        },
+    )
     # Storage, history, accounts, moderation, TLS (see docs/history.md).
     data_dir: str = setting("./data", "directory of the database (threadchat.db) and TLS files")
     history: bool = setting(True, "store room and private messages (--no-history: relay only)")

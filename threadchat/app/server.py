@@ -18,10 +18,12 @@ from threadchat.core.admission import Admission, parse_exempt
 from threadchat.core.hub import Hub
 from threadchat.services import history
 from threadchat.store.base import Store
+from threadchat.transports import web
 from threadchat.transports.irc import IrcConnection
 from threadchat.transports.native import LineConnection
 from threadchat.transports.tcp import TcpConnection, TcpListener
 from threadchat.transports.udp import UdpListener
+from threadchat.transports.web import WebConnection
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +92,15 @@ class ListenerRow:
     name: str
     port_setting: str
     connection_class: type[TcpConnection]
+    # Checks the protocol's own settings at start (raises ValueError saying what is wrong).
+    check: Callable[[Config], None] | None = None
 
 
 # The listener table: adding a TCP protocol is one protocol package, one transport, one row.
 TCP_LISTENERS: tuple[ListenerRow, ...] = (
     ListenerRow("line", "line_port", LineConnection),
     ListenerRow("irc", "irc_port", IrcConnection),
+    ListenerRow("web", "web_port", WebConnection, web.check_settings),
 )
 
 
@@ -152,6 +157,11 @@ class Server:
         for row in TCP_LISTENERS:
             configured = getattr(self.config, row.port_setting)
             if configured > 0:
+                if row.check is not None:
+                    try:
+                        row.check(self.config)
+                    except ValueError as problem:
+                        raise StartupError(str(problem)) from problem
                 self.listeners.append(
                     TcpListener(
                         self,

@@ -13,6 +13,7 @@ Runs on the connection's reader thread, inside its delivery batch; the hub calls
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from threadchat.core import names
@@ -86,13 +87,22 @@ class IrcSession:
         "user",
     )
 
-    def __init__(self, hub: Hub, config: IrcSettings, transport: IrcTransport, host: str) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        config: IrcSettings,
+        transport: IrcTransport,
+        host: str,
+        *,
+        send_bytes: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.config = config
         self.transport = transport
         self.label = transport.label
-        # Bound once: replies and echoes go straight to the transport's queue.
-        self.send_bytes = transport.send_bytes
+        # Bound once: replies and echoes go straight to the transport's queue. A transport
+        # that carries lines in frames of its own (WebSocket) gives its framer instead.
+        self.send_bytes = send_bytes or transport.send_bytes
         self.server_name = config.server_name
         # The peer's address as IRC shows it (see `codec.safe_host`).
         self.host = host
