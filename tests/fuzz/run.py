@@ -15,6 +15,7 @@ harness fail is written to `.fuzz/crashes/` and the run ends with status 1.
 
 import argparse
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -27,6 +28,15 @@ ROOT = HERE.parent.parent
 START_UP_ALLOWANCE = 60.0
 # libFuzzer reports an input that runs this long (seconds) as a hang: no parser may take it.
 INPUT_TIMEOUT = 10
+
+
+def rss_limit_mb() -> int:
+    """libFuzzer's memory limit for a harness started from this process: 2 GiB above what
+    this process has used. A child inherits its parent's peak RSS (it survives fork and
+    exec), so under a large parent, such as the whole test suite's pytest, libFuzzer's plain
+    2 GiB limit reported an out-of-memory before the first input."""
+    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+    return inherited + 2048
 
 
 def harnesses() -> dict[str, Path]:
@@ -65,6 +75,7 @@ def run_harness(
         f"-timeout={INPUT_TIMEOUT}",
         f"-artifact_prefix={crashes}/{name}-",
         "-print_final_stats=1",
+        f"-rss_limit_mb={rss_limit_mb()}",
         *([f"-dict={words}"] if words.is_file() else []),
         str(corpus),
         *([str(seeds)] if seeds.is_dir() else []),
