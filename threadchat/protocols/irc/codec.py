@@ -19,21 +19,25 @@ from typing import Protocol
 from threadchat.core import events
 from threadchat.core.events import Event
 from threadchat.core.hub import User
+from threadchat.core.modes import UserFlag
 from threadchat.protocols import utctime
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.wire import (
     MAX_LINE_BYTES,
     Formatter,
     Message,
+    Numeric,
     escape_tag_value,
     fits_line,
 )
 
 log = logging.getLogger(__name__)
 
+_BOT = UserFlag.BOT  # checked for every encoded message: a module global is looked up fastest
+
 # Capabilities that change how a fanned-out event is encoded beyond tags (tags are covered by
 # Formatter.variant); part of the codec key so recipients that differ only here share bytes.
-SHAPE_CAPS = ("extended-join", "away-notify")
+SHAPE_CAPS = ("extended-join", "away-notify", "setname", "account-notify", "invite-notify")
 
 
 class Directory(Protocol):
@@ -132,7 +136,13 @@ class IrcCodec:
     def _encode_chat(self, event: events.RoomMessage | events.PrivateMessage) -> bytes | None:
         # Messages are what fan-out encodes most: one line straight from the event, without
         # Message objects, a Formatter and three serialisations (see `chat_line`).
-        source = self._source(event.sender)
+        sender = self.hub.user_unlocked(event.sender)
+        if sender is None:
+            source = f"{event.sender}!{event.sender}@{self.server_name}"
+        elif _BOT in sender.flags:
+            return None  # the general path adds the `bot` tag
+        else:
+            source = source_of(sender, event.sender)
         target = "#" + event.room if isinstance(event, events.RoomMessage) else event.target
         return chat_line(
             source,
@@ -157,6 +167,10 @@ class IrcCodec:
             log.exception("%s: cannot encode %r", self.label, event)
             return None
 
+    def _is_bot(self, nick: str) -> bool:
+        user = self.hub.user_unlocked(nick)
+        return user is not None and _BOT in user.flags
+
     def _source(self, nick: str) -> str:
         user = self.hub.user_unlocked(nick)
         if user is None:
@@ -176,12 +190,24 @@ class IrcCodec:
             case events.RoomMessage():
                 source, channel = self._source(event.sender), "#" + event.room
                 return chat_messages(
-                    source, channel, event.text, event.kind, event.account, self._msgid(event)
+                    source,
+                    channel,
+                    event.text,
+                    event.kind,
+                    event.account,
+                    self._msgid(event),
+                    bot=self._is_bot(event.sender),
                 )
             case events.PrivateMessage():
                 source = self._source(event.sender)
                 return chat_messages(
-                    source, event.target, event.text, event.kind, event.account, self._msgid(event)
+                    source,
+                    event.target,
+                    event.text,
+                    event.kind,
+                    event.account,
+                    self._msgid(event),
+                    bot=self._is_bot(event.sender),
                 )
             case events.Joined():
                 params = ["#" + event.room]
@@ -214,8 +240,31 @@ class IrcCodec:
                 params = [event.away] if event.away else []
                 return [Message("AWAY", params, self._source(event.nick))]
             case events.Invited():
+                if event.notify and "invite-notify" not in self.caps:
+                    return []
                 params = [event.nick, "#" + event.room]
                 return [Message("INVITE", params, self._source(event.by))]
+            case events.Presence():
+                # MONITOR: RPL_MONONLINE / RPL_MONOFFLINE, addressed to the one watcher.
+                if event.online:
+                    return [
+                        Message(
+                            Numeric.RPL_MONONLINE,
+                            [event.watcher, irc_mask(event.mask)],
+                            self.server_name,
+                        )
+                    ]
+                return [
+                    Message(Numeric.RPL_MONOFFLINE, [event.watcher, event.nick], self.server_name)
+                ]
+            case events.RealnameChanged():
+                if "setname" not in self.caps:
+                    return []
+                return [Message("SETNAME", [event.realname], self._source(event.nick))]
+            case events.AccountChanged():
+                if "account-notify" not in self.caps:
+                    return []
+                return [Message("ACCOUNT", [event.account or "*"], self._source(event.nick))]
             case events.Wallops():
                 return [Message("WALLOPS", [event.text], self._source(event.sender))]
             case events.Killed():
@@ -234,6 +283,8 @@ def chat_messages(
     kind: str,
     account: str | None,
     msgid: str | None = None,
+    *,
+    bot: bool = False,
 ) -> list[Message]:
     """PRIVMSG/NOTICE lines for one hub message, split so each fits IRC's 512 bytes.
 
@@ -244,6 +295,8 @@ def chat_messages(
     tags: dict[str, str | None] = {"account": account} if account else {}
     if msgid is not None:
         tags["msgid"] = msgid
+    if bot:
+        tags["bot"] = None  # IRCv3 bot mode: the sender is a bot (+B)
 
     def build(body: str) -> Message:
         wrapped = f"\x01ACTION {body}\x01" if kind == events.ACTION else body

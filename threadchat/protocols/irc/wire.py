@@ -688,6 +688,14 @@ class Numeric(StrEnum):
     ERR_SASLABORTED = "906"
     ERR_SASLALREADY = "907"
     RPL_SASLMECHS = "908"
+    # IRCv3 (bot mode, WHOX, MONITOR)
+    RPL_WHOISBOT = "335"
+    RPL_WHOSPCRPL = "354"
+    RPL_MONONLINE = "730"
+    RPL_MONOFFLINE = "731"
+    RPL_MONLIST = "732"
+    RPL_ENDOFMONLIST = "733"
+    ERR_MONLISTFULL = "734"
 
 
 # Human-readable trailing text for numerics whose last parameter is a fixed sentence.
@@ -749,6 +757,8 @@ NUMERIC_TEXT: dict[Numeric, str] = {
     Numeric.ERR_SASLABORTED: "SASL authentication aborted",
     Numeric.ERR_SASLALREADY: "You have already authenticated using SASL",
     Numeric.RPL_SASLMECHS: "are available SASL mechanisms",
+    Numeric.RPL_ENDOFMONLIST: "End of MONITOR list",
+    Numeric.ERR_MONLISTFULL: "Monitor list is full.",
 }
 
 
@@ -1084,6 +1094,7 @@ TAG_CAPABILITY: dict[str, str] = {
     "account": "account-tag",
     "batch": "batch",
     "label": "labeled-response",
+    "bot": "message-tags",
 }
 _FORMAT_CAPS = frozenset({"message-tags", *TAG_CAPABILITY.values()})
 

@@ -114,6 +114,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "away", "name": event.nick, "away": event.away}
         case events.Invited():
             body = {"type": "invite", "room": event.room, "name": event.nick, "by": event.by}
+            if event.notify:  # told to the room's members, not to the invitee
+                body["notify"] = True
         case events.Wallops():
             body = {"type": "wallops", "from": event.sender, "text": event.text}
         case events.Killed():

@@ -361,6 +361,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return f"!!! {event.message}"
         case events.ModeChanged():
             return _render_mode(event)
+        case events.Invited(notify=True):
+            return f"--- {event.by} invited {event.nick} to {event.room}"
         case events.Invited():
             return f"--- {event.by} invites you to {event.room} (/join {event.room})"
         case events.Wallops():
