@@ -1260,6 +1260,26 @@ class Hub:
             log.error("history request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
 
+    def history_targets(
+        self, user: User, after_ms: int, before_ms: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        """Which of `user`'s conversations have messages between two times (ms, either
+        order): the rooms they are in and their account's private conversations, as (room
+        name or peer account, is a room, latest time in the span), oldest first. Raises
+        HubError history_off, history_failed."""
+        history = self.history
+        if history is None:
+            raise HubError("history_off", "this server keeps no history")
+        with self._lock:
+            rooms = [room.name for room in user.rooms.values()]
+            account = user.account
+        low, high = sorted((after_ms, before_ms))
+        try:
+            return history.targets(rooms, account, low, high, limit)
+        except StoreError as problem:
+            log.error("history targets request failed: %s", problem)
+            raise HubError("history_failed", "history cannot be read right now") from None
+
     def user_info(self, nick: str, ref: object = None) -> events.UserInfo:
         """What anyone may look up about the user `nick` (a whois), taken in one moment:
         their account, real name, rooms with their status there, away message, whether

@@ -738,6 +738,31 @@ class SQLiteStore:
             return select([(q.ref, "<"), (q.end, ">")], True, limit)
         raise ValueError(f"unknown history mode {q.mode!r}")
 
+    def conversation_targets(
+        self, rooms: Sequence[str], account: str | None, after_ts: int, before_ts: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        limit = clamp_limit(limit)
+        found: list[tuple[str, bool, int]] = []
+        keys = [fold(room) for room in rooms]
+        if keys and limit:
+            marks = ",".join("?" * len(keys))
+            sql = (
+                f"SELECT room, MAX(ts) FROM messages WHERE room_key IN ({marks})"
+                " AND ts > ? AND ts < ? GROUP BY room_key"
+            )
+            found += [(r, True, ts) for r, ts in self._query(sql, [*keys, after_ts, before_ts])]
+        if account and limit:
+            me = fold(account)
+            sql = (
+                "SELECT CASE WHEN pair_lo = ? THEN pair_hi ELSE pair_lo END AS peer, MAX(ts)"
+                " FROM messages WHERE (pair_lo = ? OR pair_hi = ?) AND ts > ? AND ts < ?"
+                " GROUP BY peer"
+            )
+            rows = self._query(sql, (me, me, me, after_ts, before_ts))
+            found += [(peer, False, ts) for peer, ts in rows]
+        found.sort(key=lambda item: item[2])
+        return found[:limit]
+
     def _is_before(self, a: Ref, b: Ref) -> bool | None:
         """Whether position a is not later than b; None if an id reference is unknown."""
         if a.kind == b.kind:

@@ -7,8 +7,8 @@ a socket or a thread: the transport feeds bytes into :class:`IrcLineReader`, han
 returned by :meth:`Message.to_bytes` or :class:`Formatter`.
 
 Incoming bytes are decoded as UTF-8; a line that is not valid UTF-8 is decoded as latin-1
-instead (what many IRC servers do), so legacy clients keep working and every byte maps to a
-character. Outgoing text is always UTF-8.
+instead, so every byte maps to a character, and flagged (`MessageReceived.latin1`): the
+session refuses such lines (ISUPPORT UTF8ONLY). Outgoing text is always UTF-8.
 """
 
 from __future__ import annotations
