@@ -338,3 +338,17 @@ def test_register_before_and_after_connecting(irc: Callable[..., IrcClient]) -> 
     taken = irc()
     taken.send("CAP LS 302", "NICK late", "REGISTER * * correct-horse")
     assert taken.expect_msg("FAIL").params[:3] == ["REGISTER", "ACCOUNT_EXISTS", "late"]
+
+
+def test_a_native_realname_change_reaches_irc(
+    irc: Callable[..., IrcClient], connect: Callable[..., LineClient]
+) -> None:
+    watcher = irc("watcher", ("setname",))
+    joined(watcher, "#lobby")
+    native = connect("nat")
+    watcher.expect_msg("JOIN")
+    native.send("/realname Nat Native")
+    native.expect("your real name is now Nat Native")
+    assert watcher.expect(" SETNAME ") == ":nat!nat@127.0.0.1 SETNAME :Nat Native"
+    watcher.send("WHOIS nat")
+    assert watcher.expect_msg("311").params[-1] == "Nat Native"

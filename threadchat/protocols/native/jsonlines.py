@@ -401,6 +401,8 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
             return requests.Away(message=_optional_text(obj, "message"), ref=ref)
         case "whois":
             return requests.Whois(target=_text(obj, "name"), ref=ref)
+        case "realname":
+            return requests.SetRealname(realname=_text(obj, "realname"), ref=ref)
     return _build_extra(kind, obj, ref)
 
 

@@ -248,6 +248,10 @@ COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
         lambda a: requests.Away(message=a.strip() or None),
         "/away [message] - mark yourself away; /away alone: back",
     ),
+    "realname": (
+        lambda a: requests.SetRealname(realname=a.strip()),
+        "/realname NAME - change the real name others see in whois",
+    ),
     "whois": (_cmd_whois, "/whois NICK - who NICK is: account, rooms, away, idle time"),
     "help": (lambda _: requests.Help(), "/help - this list"),
 }
