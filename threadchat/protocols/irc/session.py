@@ -253,6 +253,8 @@ class IrcSession:
         """IRCv3 labeled-response: run the command keeping everything it makes this
         connection receive, then send that with the label: one line tagged, several in a
         `labeled-response` batch (bare and unlabeled without `batch`), none as an `ACK`."""
+        # PRIVMSGs queued before it are not part of its response: relayed (echoed) first.
+        self.hub.pipeline.complete()
         self.send_bytes = self.transport.begin_capture()
         try:
             commands.dispatch(self, message)
