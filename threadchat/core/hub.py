@@ -318,12 +318,14 @@ class Hub:
             old = user.nick
             if old == new:
                 return
+            # A change of case only is no change of presence.
+            renamed = old_key != new_key
             del self._users[old_key]
-            if old_key in self._watchers:
+            if renamed and old_key in self._watchers:
                 self._tell_watchers(user, online=False)
             user.nick = new
             self._users[new_key] = user
-            if new_key in self._watchers:
+            if renamed and new_key in self._watchers:
                 self._tell_watchers(user, online=True)
             for room in user.rooms.values():
                 del room.members[old_key]

@@ -76,9 +76,12 @@ class IrcConnection(TcpConnection):
     def connection_count(self) -> int:
         return len(self.server.connections())
 
-    def begin_capture(self) -> Callable[[bytes], None]:
+    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
         reader = threading.get_ident()
         captured: list[bytes] = []
+        self._captured = captured
+        if not deliveries:
+            return captured.append
         put = self.outbox.put
 
         def capture(data: bytes) -> None:
@@ -89,7 +92,6 @@ class IrcConnection(TcpConnection):
             else:
                 put(data)
 
-        self._captured = captured
         # The hub reads `send_bytes` at each delivery (state events: JOIN, NICK, MODE, ...).
         self.send_bytes = capture
         # The session's own sends are all part of the response, whatever thread makes them

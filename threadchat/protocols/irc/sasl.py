@@ -50,15 +50,16 @@ def _numeric(conn: IrcSession, numeric: Numeric, *params: str) -> None:
 
 
 def on_authenticate(conn: IrcSession, message: Message) -> None:
-    """The AUTHENTICATE command (before registration only)."""
+    """The AUTHENTICATE command: before registration, or after it while not logged in (the
+    login then applies at once, as IDENTIFY's does)."""
     accounts = conn.hub.accounts
     state = conn.sasl
     if state is None:
         state = conn.sasl = SaslState()
-    if accounts is None or conn.user is not None:
-        _numeric(conn, Numeric.ERR_SASLALREADY if conn.user else Numeric.ERR_SASLFAIL)
+    if accounts is None:
+        _numeric(conn, Numeric.ERR_SASLFAIL)
         return
-    if conn.sasl_account is not None:
+    if conn.sasl_account is not None or (conn.user is not None and conn.user.account):
         _numeric(conn, Numeric.ERR_SASLALREADY)
         return
     argument = message.params[0] if message.params else ""
@@ -95,8 +96,11 @@ def on_authenticate(conn: IrcSession, message: Message) -> None:
         log.info("%s: SASL failed (%s)", conn.label, problem.code)
         _numeric(conn, Numeric.ERR_SASLFAIL)
         return
-    conn.sasl_account = account
-    target = conn.reg.nick or "*"
+    if conn.user is None:
+        conn.sasl_account = account
+    else:
+        accounts.logged_in(conn.hub, conn.user, account)
+    target = conn.user.nick if conn.user is not None else conn.reg.nick or "*"
     conn.send(
         Message(
             Numeric.RPL_LOGGEDIN.value,

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # Reference tags of labeled-response batches (unique on the server, so on each connection).
 _label_batches = itertools.count(1)
+_MESSAGE_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
 
 
 def _with_tag(line: bytes, tag: bytes) -> bytes:
@@ -75,11 +76,11 @@ class IrcTransport(Connection, Protocol):
         """How many connections the server has, registered or not (for LUSERS)."""
         ...
 
-    def begin_capture(self) -> Callable[[bytes], None]:
-        """From now on, keep what this thread delivers to this connection (the response to
-        one labeled command) instead of queueing it; what other threads deliver meanwhile is
-        queued as usual. Returns the function the session sends its own replies with until
-        `end_capture`: all of those are kept."""
+    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
+        """Keep the response to one labeled command instead of queueing it: returns the
+        function the session sends its own replies with until `end_capture` (all of those
+        are kept), and with `deliveries` also keeps what the hub delivers to this connection
+        from this thread (what other threads deliver meanwhile is queued as usual)."""
         ...
 
     def end_capture(self) -> list[bytes]:
@@ -232,13 +233,10 @@ class IrcSession:
                 case MessageReceived(message=message):
                     if self.user is not None:
                         self.transport.throttle()  # a flood pause completes what is queued
-                    if item.latin1:
-                        # UTF8ONLY (in ISUPPORT): the line is refused, not passed on as latin-1.
-                        self.fail(message.command, "INVALID_UTF8", "Message rejected: not UTF-8")
-                    elif "label" in message.tags and "labeled-response" in self.codec.caps:
-                        self._labeled(message, message.tags["label"] or "")
+                    if "label" in message.tags and "labeled-response" in self.codec.caps:
+                        self._labeled(message, message.tags["label"] or "", item.latin1)
                     else:
-                        commands.dispatch(self, message)
+                        self._run(message, item.latin1)
                 case LineTooLong():
                     self.error(Numeric.ERR_INPUTTOOLONG)
                 case MalformedLine(line=line, reason=reason):
@@ -249,15 +247,25 @@ class IrcSession:
                 return self.closing
         return None
 
-    def _labeled(self, message: Message, label: str) -> None:
+    def _run(self, message: Message, latin1: bool) -> None:
+        if latin1:
+            # UTF8ONLY (in ISUPPORT): the line is refused, not passed on as latin-1.
+            self.fail(message.command, "INVALID_UTF8", "Message rejected: not UTF-8")
+        else:
+            commands.dispatch(self, message)
+
+    def _labeled(self, message: Message, label: str, latin1: bool) -> None:
         """IRCv3 labeled-response: run the command keeping everything it makes this
         connection receive, then send that with the label: one line tagged, several in a
         `labeled-response` batch (bare and unlabeled without `batch`), none as an `ACK`."""
         # PRIVMSGs queued before it are not part of its response: relayed (echoed) first.
         self.hub.pipeline.complete()
-        self.send_bytes = self.transport.begin_capture()
+        # A message's response is its echo: a copy delivered to the sender as its recipient
+        # (a message to oneself) is not part of it.
+        deliveries = message.command not in _MESSAGE_COMMANDS
+        self.send_bytes = self.transport.begin_capture(deliveries=deliveries)
         try:
-            commands.dispatch(self, message)
+            self._run(message, latin1)
             # Queued PRIVMSGs are relayed (and echoed) now, so the echo is in the response.
             self.hub.pipeline.complete()
         finally:
