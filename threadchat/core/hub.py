@@ -1265,9 +1265,9 @@ class Hub:
     def history_targets(
         self, user: User, after_ms: int, before_ms: int, limit: int
     ) -> list[tuple[str, bool, int]]:
-        """Which of `user`'s conversations have messages between two times (ms, either
-        order): the rooms they are in and their account's private conversations, as (room
-        name or peer account, is a room, latest time in the span), oldest first. Raises
+        """Which of `user`'s conversations had their latest message between two times (ms,
+        either order): of the rooms they are in and their account's private conversations,
+        as (room name or peer account, is a room, that time), oldest first. Raises
         HubError history_off, history_failed."""
         history = self.history
         if history is None:

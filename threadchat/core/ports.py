@@ -75,9 +75,9 @@ class History(Protocol):
     def targets(
         self, rooms: Sequence[str], account: str | None, after_ms: int, before_ms: int, limit: int
     ) -> list[tuple[str, bool, int]]:
-        """The conversations with messages strictly between the two times: of `rooms`, and
-        the private ones of `account`, as (room name or peer account, is a room, latest
-        time in ms), oldest first, at most `limit`. Raises StoreError."""
+        """The conversations whose latest message is strictly between the two times: of
+        `rooms`, and the private ones of `account`, as (room name or peer account, is a
+        room, latest time in ms), oldest first, at most `limit`. Raises StoreError."""
         ...
 
 

@@ -643,7 +643,7 @@ class MessageLog:
     def targets(
         self, rooms: Sequence[str], account: str | None, after_ms: int, before_ms: int, limit: int
     ) -> list[tuple[str, bool, int]]:
-        """The conversations with messages between two times (see the store's
+        """The conversations whose latest message is between two times (see the store's
         `conversation_targets`); raises StoreError."""
         return self.store.conversation_targets(rooms, account, after_ms, before_ms, limit)
 

@@ -742,24 +742,31 @@ class SQLiteStore:
         self, rooms: Sequence[str], account: str | None, after_ts: int, before_ts: int, limit: int
     ) -> list[tuple[str, bool, int]]:
         limit = clamp_limit(limit)
-        found: list[tuple[str, bool, int]] = []
-        keys = [fold(room) for room in rooms]
-        if keys and limit:
-            marks = ",".join("?" * len(keys))
-            sql = (
-                f"SELECT room, MAX(ts) FROM messages WHERE room_key IN ({marks})"
-                " AND ts > ? AND ts < ? GROUP BY room_key"
+        if not limit:
+            return []
+        latest: list[tuple[str, bool, int]] = []
+        for room in rooms:
+            # The newest by id through the (room_key, id) index: one step per room.
+            rows = self._query(
+                "SELECT ts FROM messages WHERE room_key = ? ORDER BY id DESC LIMIT 1", (fold(room),)
             )
-            found += [(r, True, ts) for r, ts in self._query(sql, [*keys, after_ts, before_ts])]
-        if account and limit:
+            if rows:
+                latest.append((room, True, rows[0][0]))
+        if account:
             me = fold(account)
+            # Per conversation, the newest message's row (SQLite gives the other columns of
+            # the row where MAX is found): its time, and whose account is the peer's.
             sql = (
-                "SELECT CASE WHEN pair_lo = ? THEN pair_hi ELSE pair_lo END AS peer, MAX(ts)"
-                " FROM messages WHERE (pair_lo = ? OR pair_hi = ?) AND ts > ? AND ts < ?"
-                " GROUP BY peer"
+                "SELECT MAX(id), ts, sender_account, target_account FROM messages"
+                " WHERE pair_lo = ? OR pair_hi = ? GROUP BY pair_lo, pair_hi"
             )
-            rows = self._query(sql, (me, me, me, after_ts, before_ts))
-            found += [(peer, False, ts) for peer, ts in rows]
+            for _id, ts, sender, target in self._query(sql, (me, me)):
+                peer = target if fold(sender or "") == me else sender
+                if peer:
+                    latest.append((peer, False, ts))
+        # A conversation whose newest message is outside the span is not listed, even if
+        # it has older messages inside it: the span selects by latest activity.
+        found = [item for item in latest if after_ts < item[2] < before_ts]
         found.sort(key=lambda item: item[2])
         return found[:limit]
 

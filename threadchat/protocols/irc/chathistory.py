@@ -114,8 +114,8 @@ def _answer(conn: IrcSession, sub: str, params: Sequence[str]) -> tuple[str, lis
 
 def _targets(conn: IrcSession, params: Sequence[str]) -> None:
     """`CHATHISTORY TARGETS <timestamp=> <timestamp=> <limit>`: the channels the user is in
-    and the people their account talked with privately that have messages between the two
-    times, as a `draft/chathistory-targets` batch, the least recently active first."""
+    and the people their account talked with privately whose latest message falls between
+    the two times, as a `draft/chathistory-targets` batch, the least recently active first."""
     if len(params) < 3:
         raise _Refused("INVALID_PARAMS", "TARGETS", "Missing parameters")
     bounds = [_parse_ref("TARGETS", word, star=False) for word in params[:2]]

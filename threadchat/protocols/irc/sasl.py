@@ -196,10 +196,18 @@ def on_register(conn: IrcSession, message: Message) -> None:
         conn.fail("REGISTER", "TEMPORARILY_UNAVAILABLE", requested, "This server has no accounts")
         return
     if conn.user is None and conn.config.irc_password is not None:
-        conn.fail("REGISTER", "COMPLETE_CONNECTION_REQUIRED", "Register after connecting")
+        conn.fail(
+            "REGISTER", "COMPLETE_CONNECTION_REQUIRED", requested, "Register after connecting"
+        )
         return
     if nick is None:
-        conn.fail("REGISTER", "NEED_NICK", "*", "Send NICK before REGISTER")
+        taken = conn.reg.last_nick
+        if taken is not None and requested in ("*", taken):
+            # Its nick was refused as someone else's: registering that name would take it
+            # from under them.
+            conn.fail("REGISTER", "ACCOUNT_EXISTS", taken, f"{taken} is in use")
+        else:
+            conn.fail("REGISTER", "NEED_NICK", "*", "Send NICK before REGISTER")
         return
     account = nick if requested == "*" else requested
     if conn.sasl_account is not None or (conn.user is not None and conn.user.account):

@@ -886,6 +886,8 @@ class Registration:
         self.negotiating = False
         self.password: str | None = None
         self.nick: str | None = None
+        # The last valid nick asked for, even if it was then refused as taken.
+        self.last_nick: str | None = None
         self.username: str | None = None
         self.realname: str | None = None
         self.registered = False
@@ -1008,7 +1010,7 @@ class Registration:
         nick = msg.params[0]
         if not is_valid_nick(nick):
             return RegistrationStep([self._error(Numeric.ERR_ERRONEUSNICKNAME, nick)])
-        self.nick = nick
+        self.nick = self.last_nick = nick
         return self._step(nick_to_check=nick)
 
     # -- CAP
