@@ -126,6 +126,7 @@ def test_non_utf8_is_refused_with_fail(irc: Callable[..., IrcClient]) -> None:
     assert "UTF8ONLY" in isupport_of(irc, "carol")
     for client in (alice, bob):
         joined(client, "#u")
+    alice.expect_msg("JOIN", lambda m: m.source.startswith("bob!"))
     alice.send_raw(b"PRIVMSG #u :caf\xe9\r\n")
     assert alice.read_line() == f":{SERVER} FAIL PRIVMSG INVALID_UTF8 :Message rejected: not UTF-8"
     alice.send("PRIVMSG #u :café")
@@ -285,12 +286,12 @@ def test_bot_mode(irc: Callable[..., IrcClient]) -> None:
     for client in (bot, tagged, plain):
         joined(client, "#b")
     bot.send("PRIVMSG #b :beep")
-    assert tagged.expect_msg("PRIVMSG").tags == {"bot": None}
+    assert tagged.expect_msg("PRIVMSG").tags.keys() == {"bot", "msgid"}
     assert plain.read_line() == ":bot!~bot@127.0.0.1 PRIVMSG #b beep"
     plain.send("WHOIS bot")
     assert plain.expect_msg("335").params[1:] == ["bot", "is a bot"]
     plain.send("WHO #b")
-    assert plain.expect_msg("352", lambda m: m.params[5] == "bot").params[6] == "HB"
+    assert plain.expect_msg("352", lambda m: m.params[5] == "bot").params[6] == "HB@"
 
 
 def test_no_implicit_names(irc: Callable[..., IrcClient]) -> None:
