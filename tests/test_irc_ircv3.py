@@ -89,6 +89,9 @@ def test_labeled_response_one_line_none_and_several(irc: Callable[..., IrcClient
     start, lines = read_batch(alice)
     assert start.tags == {"label": "w3"} and start.params[1] == "labeled-response"
     assert lines[0].command == "311" and lines[-1].command == "318"
+    # A line that is no command at all still gets its error labeled.
+    alice.send("@label=u4 NO_SUCH_COMMAND")
+    assert alice.read_line() == f"@label=u4 :{SERVER} 421 alice NO_SUCH_COMMAND :Unknown command"
     # A label with characters that need escaping comes back escaped.
     alice.send("@label=a\\sb PING x")
     assert parse(alice.read_line()).tags == {"label": "a b"}

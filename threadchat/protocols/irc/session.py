@@ -26,12 +26,14 @@ from threadchat.protocols.irc.sasl import SaslState
 from threadchat.protocols.irc.wire import (
     BufferOverflow,
     IrcLineReader,
+    IrcParseError,
     LineTooLong,
     MalformedLine,
     Message,
     MessageReceived,
     Numeric,
     escape_tag_value,
+    parse,
     reply,
     reply_with_text,
 )
@@ -48,6 +50,18 @@ def _with_tag(line: bytes, tag: bytes) -> bytes:
     if line.startswith(b"@"):
         return b"@" + tag + b";" + line[1:]
     return b"@" + tag + b" " + line
+
+
+def _label_of(line: str) -> str | None:
+    """The `label` tag of a line that is not a valid message (an unknown command word), so
+    its error is labeled too; None without one."""
+    if not line.startswith("@"):
+        return None
+    try:
+        tags = parse(line.split(" ", 1)[0] + " PING x").tags
+    except IrcParseError:
+        return None
+    return tags.get("label", "") if "label" in tags else None
 
 
 def _has_batch_tag(line: bytes) -> bool:
@@ -233,14 +247,19 @@ class IrcSession:
                 case MessageReceived(message=message):
                     if self.user is not None:
                         self.transport.throttle()  # a flood pause completes what is queued
-                    if "label" in message.tags and "labeled-response" in self.codec.caps:
-                        self._labeled(message, message.tags["label"] or "", item.latin1)
+                    label = message.tags.get("label", "") if "label" in message.tags else None
+                    if label is not None and "labeled-response" in self.codec.caps:
+                        self._labeled(label, self._run, message, item.latin1)
                     else:
                         self._run(message, item.latin1)
                 case LineTooLong():
                     self.error(Numeric.ERR_INPUTTOOLONG)
                 case MalformedLine(line=line, reason=reason):
-                    self._malformed(line, reason)
+                    label = _label_of(line) if "labeled-response" in self.codec.caps else None
+                    if label is not None:
+                        self._labeled(label, self._malformed, line, reason)
+                    else:
+                        self._malformed(line, reason)
                 case BufferOverflow():
                     self.close_link("Input buffer exceeded: no newline in 64 KiB")
             if self.closing is not None:
@@ -254,7 +273,7 @@ class IrcSession:
         else:
             commands.dispatch(self, message)
 
-    def _labeled(self, message: Message, label: str, latin1: bool) -> None:
+    def _labeled(self, label: str, handle: Callable[..., None], *args: object) -> None:
         """IRCv3 labeled-response: run the command keeping everything it makes this
         connection receive, then send that with the label: one line tagged, several in a
         `labeled-response` batch (bare and unlabeled without `batch`), none as an `ACK`."""
@@ -262,10 +281,11 @@ class IrcSession:
         self.hub.pipeline.complete()
         # A message's response is its echo: a copy delivered to the sender as its recipient
         # (a message to oneself) is not part of it.
-        deliveries = message.command not in _MESSAGE_COMMANDS
+        message = args[0]
+        deliveries = not (isinstance(message, Message) and message.command in _MESSAGE_COMMANDS)
         self.send_bytes = self.transport.begin_capture(deliveries=deliveries)
         try:
-            self._run(message, latin1)
+            handle(*args)
             # Queued PRIVMSGs are relayed (and echoed) now, so the echo is in the response.
             self.hub.pipeline.complete()
         finally:
