@@ -19,6 +19,7 @@ from threadchat.core.modes import (
     RoomSetting,
     UserFlag,
 )
+from threadchat.protocols.mode_letters import letters_and_args
 
 # Channel modes without a parameter (CHANMODES type D).
 ROOM_FLAG_LETTERS: dict[RoomFlag, str] = {
@@ -147,19 +148,8 @@ def parse_user_modes(text: str) -> tuple[list[ModeChange], bool]:
 def format_changes(changes: Iterable[ModeChange]) -> list[str]:
     """Applied changes as MODE parameters: `["+o-v", "bob", "tom"]`; a removed key shows
     `*` as its parameter, as IRC servers send it."""
-    text, sign = "", ""
-    params: list[str] = []
-    for change in changes:
-        wanted = "+" if change.add else "-"
-        if wanted != sign:
-            text += wanted
-            sign = wanted
-        text += _LETTER_OF[change.mode]
-        if change.arg is not None:
-            params.append(change.arg)
-        elif change.mode is RoomSetting.KEY and not change.add:
-            params.append("*")
-    return [text, *params]
+    text, args = letters_and_args(changes, _LETTER_OF)
+    return [text, *args]
 
 
 def channel_mode_is(

@@ -21,6 +21,7 @@ from threadchat.core.modes import (
     UserFlag,
 )
 from threadchat.protocols import utctime
+from threadchat.protocols.mode_letters import letters_and_args
 from threadchat.protocols.native import requests
 
 
@@ -173,19 +174,7 @@ _LEGACY_LETTERS: dict[Mode, str] = {
 def legacy_mode_letters(changes: tuple[ModeChange, ...]) -> tuple[str, list[str]]:
     """The `changes` ("+o-v") and `args` (["bob", "tom"]) fields of a `mode` event; a removed
     key has the argument "*", as these fields always showed it."""
-    text, sign = "", ""
-    args: list[str] = []
-    for change in changes:
-        wanted = "+" if change.add else "-"
-        if wanted != sign:
-            text += wanted
-            sign = wanted
-        text += _LEGACY_LETTERS[change.mode]
-        if change.arg is not None:
-            args.append(change.arg)
-        elif change.mode is RoomSetting.KEY and not change.add:
-            args.append("*")
-    return text, args
+    return letters_and_args(changes, _LEGACY_LETTERS)
 
 
 def _history_page(event: events.HistoryPage) -> dict[str, Any]:
