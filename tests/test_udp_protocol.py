@@ -19,6 +19,7 @@ from threadchat.protocols.udp import (
     Deliver,
     Drop,
     ErrorReply,
+    Paced,
     Registered,
     Rejected,
     ReliableChannel,
@@ -607,6 +608,105 @@ def test_selective_ack_stops_retransmission_of_that_seq() -> None:
     channel.receive(udp.decode(udp.encode_ack("tok", 0, [2])), 0.1)
     resent = [udp.decode(d).seq for d in channel.poll(0.2)]
     assert resent == [1, 3]
+
+
+# --- pacing: a flood is held unacknowledged, never refused -----------------------------------
+
+
+def data(seq: int, ack: int = 0) -> udp.Envelope:
+    return udp.decode(udp.encode_data("tok", seq, ack, {"type": "say", "n": seq}))
+
+
+def test_paced_channel_holds_events_unacknowledged_until_a_token_is_back() -> None:
+    receiver = ReliableChannel("tok", pace=TokenBucket(2.0, 2, 0.0))
+    got = []
+    acks = []
+    for seq in (1, 2, 3, 5, 4):
+        delivered, out = receiver.receive(data(seq), 0.0)
+        got += [e["n"] for e in delivered]
+        acks.append(udp.decode(out[-1]))
+    assert got == [1, 2]  # the burst
+    # 3 and 4 are held: neither acknowledged nor selectively acknowledged; 5, beyond a gap
+    # while it came, is selectively acknowledged as any out-of-order datagram.
+    assert (acks[2].ack, acks[2].sacks) == (2, ())
+    assert (acks[3].ack, acks[3].sacks) == (2, (5,))
+    assert (acks[4].ack, acks[4].sacks) == (2, ())
+    assert receiver.holding and receiver.release_at() == pytest.approx(0.5)
+    assert receiver.release(0.4) == ([], [])
+    delivered, out = receiver.release(0.5)
+    assert [e["n"] for e in delivered] == [3]
+    assert udp.decode(out[0]).ack == 3
+    delivered, out = receiver.release(10.0)
+    assert [e["n"] for e in delivered] == [4, 5]
+    assert udp.decode(out[0]).ack == 5 and not receiver.holding
+    assert receiver.release_at() is None
+
+
+def test_a_paced_sender_waits_for_acks_and_loses_nothing() -> None:
+    """A client floods 40 events through a server paced at 10 per second (burst 5): every
+    event is handed over once, in order, at the pace, and the client never gives up."""
+    server = ServerEndpoint(rate_limiter=unlimited(), pace_rate=10.0, pace_burst=5)
+    client, _ = handshake(server)
+    now = 0.0
+    to_server = [
+        s.data for e in range(40) for s in sends(client.send({"type": "say", "n": e}, now))
+    ]
+    got: list[int] = []
+    paced = 0
+    while len(got) < 40 and now < 30.0:
+        to_client: list[bytes] = []
+        for datagram in to_server:
+            actions = server.receive(datagram, CLIENT, now)
+            paced += sum(isinstance(a, Paced) for a in actions)
+            got += [a.event["n"] for a in actions if isinstance(a, Deliver)]
+            to_client += [a.data for a in sends(actions)]
+        release = server.next_release()
+        if release is not None and release <= now:
+            actions = server.release(now)
+            got += [a.event["n"] for a in actions if isinstance(a, Deliver)]
+            to_client += [a.data for a in sends(actions)]
+        to_server = []
+        for datagram in to_client:
+            to_server += [a.data for a in sends(client.receive(datagram, SERVER, now))]
+        to_server += [a.data for a in sends(client.poll(now))]
+        now = round(now + 0.01, 6)
+    assert got == list(range(40))
+    assert paced == 1 and server.stats["paced"] == 1
+    assert now == pytest.approx((40 - 5) / 10.0, abs=0.1)
+    assert client.state == "connected"
+
+
+def test_an_advancing_cumulative_ack_restarts_the_retransmission_timers() -> None:
+    channel = ReliableChannel("tok")
+    for i in range(3):
+        channel.send({"type": "x", "i": i}, 0.0)
+    # The peer takes one at a time (it paces us): what waits is not sent again meanwhile.
+    channel.receive(udp.decode(udp.encode_ack("tok", 1)), 0.15)
+    assert channel.poll(0.2) == []
+    assert [udp.decode(d).seq for d in channel.poll(0.35)] == [2, 3]
+    # A selective ack alone says nothing of the datagrams below it: no restart.
+    channel.receive(udp.decode(udp.encode_ack("tok", 1, [3])), 0.5)
+    assert [udp.decode(d).seq for d in channel.poll(0.75)] == [2]
+
+
+def test_events_held_for_the_pace_are_handed_over_before_a_bye() -> None:
+    server = ServerEndpoint(rate_limiter=unlimited(), pace_rate=1.0, pace_burst=1)
+    client, _ = handshake(server)
+    datagrams = [s.data for e in range(3) for s in sends(client.send({"type": "say", "n": e}, 0))]
+    delivered = []
+    for datagram in datagrams:
+        delivered += [
+            a.event["n"] for a in server.receive(datagram, CLIENT, 0.0) if isinstance(a, Deliver)
+        ]
+    assert delivered == [0]
+    (bye,) = sends(client.close("quit"))
+    actions = server.receive(bye.data, CLIENT, 0.1)
+    assert actions == [
+        Deliver(CLIENT, {"type": "say", "n": 1}),
+        Deliver(CLIENT, {"type": "say", "n": 2}),
+        Drop(CLIENT, "quit"),
+    ]
+    assert server.next_release() is None
 
 
 # --- bye and liveness ------------------------------------------------------------------------

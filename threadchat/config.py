@@ -45,6 +45,28 @@ class Config:
     name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
     ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")
     ping_timeout: float = setting(60.0, "seconds a pinged client has to answer")
+    line_timeout: float = setting(
+        60.0, "seconds a line may take from its first byte to its end (0: no limit)"
+    )
+    max_clients: int = setting(
+        0,
+        "clients at once in all, TCP and UDP (0: the open-file limit less a reserve of 64)",
+    )
+    max_connections_per_ip: int = setting(
+        16, "clients at once from one address, IPv6 /64 (0: no limit)"
+    )
+    connect_rate_per_ip: float = setting(
+        0.1, "connections per second one address may open after its burst (0: no limit)"
+    )
+    connect_burst_per_ip: int = setting(
+        32, "connections one address may open at once before --connect-rate-per-ip applies"
+    )
+    limit_exempt: list[str] = setting(  # noqa: RUF009 (a field with a factory, see admins)
+        None,
+        "networks (CIDR, repeatable or comma-separated) exempt from the per-address limits; "
+        "'none' exempts nothing",
+        factory=lambda: ["127.0.0.0/8", "::1/128"],
+    )
     irc_port: int = setting(6667, "TCP port of the IRC protocol (0 disables it)")
     irc_password: str | None = setting(
         None, "connection password IRC clients must send with PASS (default: none)"

@@ -9,7 +9,12 @@ from threadchat import __version__, config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from threadchat.app.server import Server, StartupError, tune_garbage_collector
+    from threadchat.app.server import (
+        Server,
+        StartupError,
+        raise_descriptor_limit,
+        tune_garbage_collector,
+    )
 
     try:
         settings = config.load(args)
@@ -20,7 +25,14 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    server = Server(settings)
+    before, after = raise_descriptor_limit()
+    if after != before:
+        logging.getLogger("threadchat").info("open-file limit raised from %d to %d", before, after)
+    try:
+        server = Server(settings)
+    except StartupError as problem:
+        logging.getLogger("threadchat").error("cannot start: %s", problem)
+        return 1
     server.stop_on_signals()
     try:
         server.start()

@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import resource
 import signal
 import ssl
 import threading
@@ -13,6 +14,7 @@ from types import FrameType
 from threadchat.app import startup
 from threadchat.app.startup import StartupError
 from threadchat.config import Config
+from threadchat.core.admission import Admission, parse_exempt
 from threadchat.core.hub import Hub
 from threadchat.services import history
 from threadchat.store.base import Store
@@ -31,6 +33,36 @@ SHUTDOWN_JOIN = 5.0
 # ample for the reader's call depth (JSON nesting is bounded by the recursion limit).
 THREAD_STACK = 1024 * 1024
 HOUSEKEEPING_INTERVAL = 1.0
+# Descriptors kept back from the clients when --max-clients is derived from the open-file
+# limit: the listeners and the UDP socket pairs (under 10), the store (a write connection and
+# a pool of readers, each with its database, WAL and shared-memory files: under 20), logs,
+# TLS files being read, and a margin so that a client over the limit can still be accepted and
+# told the server is full rather than left in the backlog.
+DESCRIPTOR_RESERVE = 64
+# The derived limit when the open-file limit is unlimited.
+UNLIMITED_DESCRIPTORS_CLIENTS = 100_000
+
+
+def default_max_clients() -> int:
+    """--max-clients when it is not set: the soft open-file limit less DESCRIPTOR_RESERVE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_DESCRIPTORS_CLIENTS
+    return max(1, soft - DESCRIPTOR_RESERVE)
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one (as the Go runtime does for every Go
+    server): the usual soft limit of 1,024 would cap a server at under a thousand clients.
+    Returns the limit before and after; for a server process, not for servers in tests."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and soft != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, hard
+    return soft, soft
 
 
 # The cyclic garbage collector, left at its defaults, was a quarter of a busy server's CPU
@@ -76,6 +108,17 @@ class Server:
         # Every transport reads within the history service's pipeline, history on or off.
         self.hub.use_pipeline(history.PIPELINE)
         self.stopping = threading.Event()
+        try:
+            exempt = parse_exempt(config.limit_exempt)
+        except ValueError as problem:
+            raise StartupError(str(problem)) from problem
+        self.admission = Admission(
+            max_clients=config.max_clients if config.max_clients > 0 else default_max_clients(),
+            per_host=config.max_connections_per_ip,
+            rate=config.connect_rate_per_ip,
+            burst=config.connect_burst_per_ip,
+            exempt=exempt,
+        )
         self.listeners: list[TcpListener] = []
         self.udp: UdpListener | None = None
         self._connections: set[TcpConnection] = set()
@@ -131,6 +174,15 @@ class Server:
                 listener.port,
             )
         self._housekeeper.start()
+        log.info(
+            "limits: %d clients in all, %s per address, connections per address %s; exempt: %s",
+            self.admission.max_clients,
+            self.config.max_connections_per_ip or "no limit",
+            f"{self.config.connect_burst_per_ip} at once then {self.config.connect_rate_per_ip:g}/s"
+            if self.config.connect_rate_per_ip > 0 and self.config.connect_burst_per_ip > 0
+            else "not limited",
+            ", ".join(str(network) for network in self.admission.exempt) or "none",
+        )
 
     @property
     def store(self) -> Store | None:
@@ -154,7 +206,7 @@ class Server:
         # Register before start(): the thread may finish (and call forget) at once.
         with self._connections_lock:
             if self.stopping.is_set():
-                conn.sock.close()
+                conn.discard()
                 return
             self._connections.add(conn)
         try:
@@ -179,6 +231,7 @@ class Server:
                     conn.tick(now)
                 except Exception:
                     log.exception("%s: housekeeping failed", conn.label)
+            self.admission.refusals.flush()
             if self.hub.accounts is not None:
                 try:
                     self.hub.accounts.tick(self.hub)

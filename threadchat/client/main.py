@@ -294,8 +294,12 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             client.quit()
         if client.quitting:
-            # Quitting is clean once the server closes; if it does not, close anyway.
-            client.closed.wait(QUIT_WAIT)
+            # Quitting is clean once the server closes; if it does not, close anyway. But
+            # not while the server is still taking what was sent before the quit (over UDP
+            # it paces a pasted flood by holding it unacknowledged): closing would lose it.
+            # A server that stops making progress ends the session itself (give-up time).
+            while not client.closed.wait(QUIT_WAIT) and transport.unsent():
+                pass
             return 0
         print(f"threadchat: {client.reason()}", file=sys.stderr)
         return 1

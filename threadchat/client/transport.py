@@ -41,6 +41,10 @@ class Transport(Protocol):
 
     def close(self) -> None: ...
 
+    def unsent(self) -> int:
+        """Requests sent but not yet taken by the server, which closing now would lose."""
+        ...
+
 
 class AddressError(ValueError):
     pass
@@ -142,6 +146,10 @@ class TcpTransport:
             self.closed.set()
             self._close_socket()
         on_closed(problem)
+
+    def unsent(self) -> int:
+        # What sendall gave the kernel is the kernel's to deliver, closed or not.
+        return 0
 
     def close(self) -> None:
         """Close the connection; the receive thread ends. Safe from any thread, idempotent."""

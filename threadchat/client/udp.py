@@ -10,7 +10,11 @@ Threads:
   deadline it wakes the receive thread through a socket pair, so no third thread is needed.
 
 `_lock` guards the endpoint (not thread-safe) and is never held while calling back or while
-doing socket I/O.  When the session ends `on_closed(problem)` is called exactly once: None
+doing socket I/O.  When the endpoint's send queue is full (the server paces a flood: it
+acknowledges no faster than its flood limit) `send` waits for room (`_room`, on `_lock`), as
+a TCP `sendall` waits for the kernel: what the user typed or piped in is delayed, not lost.
+
+When the session ends `on_closed(problem)` is called exactly once: None
 after a quit we sent or our own `close`, else "server unreachable" (no answer for the
 protocol's give-up time), "timed out", or the reason in the server's bye ("server shutdown").
 """
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 _SPLIT_TEXT_TYPES = frozenset({"say", "msg"})
 # How long `close` waits for the receive thread.
 CLOSE_JOIN = 2.0
+# A sender waiting for room in the send queue looks this often whether the session ended.
+ROOM_POLL = 0.5
 
 # The endpoint's wording -> what a person at a terminal is told.
 _REASONS = {"peer unreachable": "server unreachable"}
@@ -87,6 +93,8 @@ class UdpTransport:
         self._quit_sent = False
         self._closing = False
         self._lock = threading.Lock()
+        # Notified when acks may have made room in the endpoint's send queue.
+        self._room = threading.Condition(self._lock)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -141,8 +149,18 @@ class UdpTransport:
                 self._quit_sent = True
             actions: list[proto.Action] = []
             for piece in pieces:
-                actions.extend(self.endpoint.send(piece, now))
+                while self.endpoint.queue_full and not self._closing:
+                    self._room.wait(ROOM_POLL)
+                actions.extend(self.endpoint.send(piece, time.monotonic()))
             return actions
+
+    def unsent(self) -> int:
+        """Requests not yet acknowledged by the server (it paces a flood by holding them)."""
+        with self._lock:
+            endpoint = self.endpoint
+            if endpoint is None or endpoint.channel is None or endpoint.state == "closed":
+                return 0
+            return endpoint.channel.unacked
 
     def close(self) -> None:
         """End the session (a bye) and the receive thread; idempotent, from any thread."""
@@ -240,4 +258,5 @@ class UdpTransport:
                 if self.endpoint is None:
                     continue  # nothing sent yet: nothing can be an answer
                 actions = self.endpoint.receive(data, addr, time.monotonic())
+                self._room.notify_all()
             self._carry_out(actions)

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from threadchat.core import addresses
-from threadchat.core.flood import TokenBucket
+from threadchat.core.flood import RateLimiter, TokenBucket
 
 Address = tuple[Any, ...]
 Event = dict[str, Any]
@@ -509,43 +509,6 @@ class AddressCookies:
         return current or previous
 
 
-class RateLimiter:
-    """One :class:`TokenBucket` per address, in a table of bounded size."""
-
-    def __init__(
-        self,
-        rate: float = RATE_LIMIT_PER_SECOND,
-        burst: float = RATE_LIMIT_BURST,
-        max_addresses: int = MAX_RATE_LIMITED_ADDRESSES,
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_addresses = max_addresses
-        self._buckets: dict[Address, TokenBucket] = {}
-
-    def allow(self, addr: Address, now: float, cost: float = 1.0) -> bool:
-        bucket = self._buckets.get(addr)
-        if bucket is None:
-            if len(self._buckets) >= self.max_addresses:
-                self._evict(now)
-            bucket = self._buckets[addr] = TokenBucket(self.rate, self.burst, now)
-        return bucket.allow(now, cost)
-
-    def _evict(self, now: float) -> None:
-        # A bucket idle long enough to be full again carries no information: forget it.
-        refill_time = self.burst / self.rate if self.rate > 0 else float("inf")
-        idle = [a for a, b in self._buckets.items() if now - b.updated >= refill_time]
-        for addr in idle:
-            del self._buckets[addr]
-        if len(self._buckets) >= self.max_addresses:
-            # Still full: drop the least recently used, the table must stay bounded.
-            oldest = min(self._buckets, key=lambda a: self._buckets[a].updated)
-            del self._buckets[oldest]
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
 @dataclass(slots=True)
 class _Outstanding:
     event: OutEvent
@@ -560,6 +523,13 @@ class ReliableChannel:
     ``poll`` retransmits due datagrams.  Once no progress was made for ``give_up_after``
     seconds while data was unacknowledged, ``failed`` becomes True and the channel goes quiet.
     Counters (``duplicates``, ``retransmits``, ``out_of_window``) go to ``stats``.
+
+    With a ``pace`` bucket, the receiving side hands over one event per token.  An event
+    that arrived in order while the bucket is empty is *held*: it stays in the receive
+    window, and it is not acknowledged (neither cumulatively nor selectively) until it is
+    handed over (``release``, at ``release_at``).  The peer's send window then fills, and the
+    peer waits instead of its events being refused: flood control paces, nothing is lost,
+    and the window bounds what is held.
     """
 
     def __init__(
@@ -573,8 +543,10 @@ class ReliableChannel:
         initial_rto: float = INITIAL_RTO,
         max_rto: float = MAX_RTO,
         give_up_after: float = GIVE_UP_AFTER,
+        pace: TokenBucket | None = None,
     ) -> None:
         self.token = token
+        self.pace = pace if pace is not None and pace.enabled else None
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.send_window = send_window
         self.recv_window = recv_window
@@ -598,6 +570,11 @@ class ReliableChannel:
     def unacked(self) -> int:
         """Events sent or queued and not yet acknowledged."""
         return len(self._unacked) + len(self._queue)
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether ``send`` would raise :class:`SendQueueFull` now."""
+        return len(self._queue) >= self.max_queue
 
     def send(self, event: OutEvent, now: float) -> list[bytes]:
         """Queue ``event``; return the datagrams to send now (empty if the window is full).
@@ -642,26 +619,78 @@ class ReliableChannel:
             self.stats["out_of_window"] += 1
         else:
             self._buffer[seq] = env.event
-            while self._delivered + 1 in self._buffer:
-                self._delivered += 1
-                delivered.append(self._buffer.pop(self._delivered))
+            delivered = self._hand_over(now)
         # Acknowledge every data datagram, duplicates included: the peer may have lost our ack.
         out.append(self.ack_datagram())
         return delivered, out
 
+    def _hand_over(self, now: float) -> list[Event]:
+        """The events now in order, as many as the pace allows."""
+        delivered: list[Event] = []
+        pace = self.pace
+        while self._delivered + 1 in self._buffer:
+            if pace is not None and not pace.allow(now):
+                break
+            self._delivered += 1
+            delivered.append(self._buffer.pop(self._delivered))
+        return delivered
+
+    @property
+    def holding(self) -> bool:
+        """Whether an event in order waits for the pace (see the class docstring)."""
+        return self._delivered + 1 in self._buffer
+
+    def release_at(self) -> float | None:
+        """When ``release`` can hand over a held event (None: nothing is held)."""
+        if self.pace is None or not self.holding:
+            return None
+        return self.pace.ready_at()
+
+    def release(self, now: float) -> tuple[list[Event], list[bytes]]:
+        """Held events the pace allows now, and an ack for them (it opens the peer's window)."""
+        delivered = self._hand_over(now)
+        return delivered, [self.ack_datagram()] if delivered else []
+
+    def take_held(self) -> list[Event]:
+        """Every held event at once, pace or not: for a peer that is leaving (its bye came
+        after them), so that what it sent and we received is not lost."""
+        pace, self.pace = self.pace, None
+        try:
+            return self._hand_over(0.0)
+        finally:
+            self.pace = pace
+
     def ack_datagram(self) -> bytes:
-        """A pure ack of everything received so far (cumulative plus selective)."""
-        sacks = sorted(self._buffer)[:MAX_SACKS]
+        """A pure ack of everything received so far (cumulative plus selective), except
+        events held for the pace: those are acknowledged when they are handed over."""
+        sacks: list[int] = []
+        held = self._delivered + 1
+        for seq in sorted(self._buffer):
+            if seq == held:
+                held += 1
+                continue
+            sacks.append(seq)
+            if len(sacks) == MAX_SACKS:
+                break
         return encode_ack(self.token, self._delivered, sacks)
 
     def _on_ack(self, ack: int, sacks: tuple[int, ...], now: float) -> list[bytes]:
         acked = [s for s in self._unacked if s <= ack]
+        advanced = bool(acked)
         acked.extend(s for s in sacks if s in self._unacked and s > ack)
         for seq in acked:
             del self._unacked[seq]
         if not acked:
             return []
         self._progress_at = now
+        if advanced:
+            # The cumulative ack moved: the peer is taking our data in order, only slower
+            # than we sent it (a server pacing a flood holds it unacknowledged). Restart the
+            # retransmission timers, as TCP does on an ack of new data (RFC 6298, 5.3), so
+            # what waits in the window is not sent again and again meanwhile. A datagram
+            # really lost stops the cumulative ack, and its timer runs out as before.
+            for item in self._unacked.values():
+                item.due = max(item.due, now + item.rto)
         return self._fill_window(now)
 
     def poll(self, now: float) -> list[bytes]:
@@ -760,7 +789,15 @@ class Rejected:
     reason: str
 
 
-Action = Send | Deliver | Registered | Connected | Drop | ErrorReply | Rejected
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """Server: the user at ``addr`` sends faster than its pace; its events are now held
+    (and handed over at the pace's rate: see :class:`ReliableChannel`).  Once per episode."""
+
+    addr: Address
+
+
+Action = Send | Deliver | Registered | Connected | Drop | ErrorReply | Rejected | Paced
 
 
 @dataclass(slots=True)
@@ -798,10 +835,19 @@ class ServerEndpoint:
         max_pending_per_host: int = MAX_PENDING_PER_HOST,
         cookie_rotation: float = COOKIE_ROTATION,
         channel_options: dict[str, Any] | None = None,
+        pace_rate: float = 0.0,
+        pace_burst: float = 0.0,
     ) -> None:
         """``rate_limiter`` counts every datagram per (address, port); ``hello_limiter``
-        counts hellos per host (:func:`host_key`)."""
-        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        counts hellos per host (:func:`host_key`).  ``pace_rate`` and ``pace_burst`` pace
+        each session's events (see :class:`ReliableChannel`; 0: not paced)."""
+        self.pace_rate = pace_rate
+        self.pace_burst = pace_burst
+        self.rate_limiter = (
+            rate_limiter
+            if rate_limiter is not None
+            else RateLimiter(RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST, MAX_RATE_LIMITED_ADDRESSES)
+        )
         self.hello_limiter = (
             hello_limiter
             if hello_limiter is not None
@@ -818,12 +864,15 @@ class ServerEndpoint:
         self._sessions: dict[Address, _Session] = {}
         self._pending: dict[Address, _Pending] = {}
         self._pending_per_host: Counter[str] = Counter()
+        # Sessions holding events for their pace (see `release`).
+        self._held: dict[Address, _Session] = {}
 
     @property
     def stats(self) -> dict[str, int]:
         """Counters: malformed, forged, unknown_session, oversize, short_hello, rate_limited,
         hello_rate_limited, retries, bad_cookie, handshakes_full, host_handshakes_full,
-        sessions_full, duplicates, retransmits, out_of_window, registered."""
+        sessions_full, duplicates, retransmits, out_of_window, registered, paced (episodes
+        of a session's events held for its pace)."""
         return dict(self._stats)
 
     def addresses(self) -> list[Address]:
@@ -872,19 +921,56 @@ class ServerEndpoint:
         session.last_heard = now
         if env.kind == "bye":
             del self._sessions[addr]
-            return [*actions, Drop(addr, env.reason or "quit")]
+            # Events held for the pace came before the bye: they are handed over first.
+            held = session.channel.take_held()
+            return [*actions, *(Deliver(addr, e) for e in held), Drop(addr, env.reason or "quit")]
         delivered, out = session.channel.receive(env, now)
         if env.kind == "keepalive":
             out.append(session.channel.ack_datagram())
         actions.extend(Deliver(addr, event) for event in delivered)
         actions.extend(Send(addr, datagram) for datagram in out)
+        if session.channel.holding:
+            if addr not in self._held:
+                self._held[addr] = session
+                self._stats["paced"] += 1
+                actions.append(Paced(addr))
+        elif self._held:
+            self._held.pop(addr, None)
+        return actions
+
+    def next_release(self) -> float | None:
+        """When ``release`` has held events to hand over (None: no session holds any)."""
+        earliest: float | None = None
+        for addr, session in list(self._held.items()):
+            at = session.channel.release_at()
+            if at is None or self._sessions.get(addr) is not session:
+                del self._held[addr]  # handed over on receipt, or the session ended
+            elif earliest is None or at < earliest:
+                earliest = at
+        return earliest
+
+    def release(self, now: float) -> list[Action]:
+        """Held events whose pace allows them now (Deliver, in order) and their acks."""
+        actions: list[Action] = []
+        for addr, session in list(self._held.items()):
+            if self._sessions.get(addr) is not session:
+                del self._held[addr]  # the session ended meanwhile
+                continue
+            delivered, out = session.channel.release(now)
+            actions.extend(Deliver(addr, event) for event in delivered)
+            actions.extend(Send(addr, datagram) for datagram in out)
+            if not session.channel.holding:
+                del self._held[addr]
         return actions
 
     def _register(
         self, addr: Address, pending: _Pending, now: float, actions: list[Action]
     ) -> _Session:
         self._forget_pending(addr)
-        channel = ReliableChannel(pending.token, stats=self._stats, **self._channel_options)
+        pace = TokenBucket(self.pace_rate, self.pace_burst, now)
+        channel = ReliableChannel(
+            pending.token, stats=self._stats, pace=pace, **self._channel_options
+        )
         session = _Session(pending.token, pending.nonce, channel, now)
         self._sessions[addr] = session
         self._stats["registered"] += 1
@@ -1092,6 +1178,16 @@ class ClientEndpoint:
         self._retry_due = now + self._retry_rto
         self._last_sent = now
         return [Send(self.server, self._hello)]
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether ``send`` would raise :class:`SendQueueFull` now: the server takes events
+        more slowly than they come (its flood control paces them), so wait for its acks."""
+        if self.state == "closed":
+            return False
+        if self.channel is None:
+            return len(self._early) >= MAX_SEND_QUEUE
+        return self.channel.queue_full
 
     def send(self, event: Event, now: float) -> list[Action]:
         """Queue ``event`` for the server.  Raises DatagramTooLarge / SendQueueFull."""

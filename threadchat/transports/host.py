@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from threadchat.config import Config
+from threadchat.core.admission import Admission
 from threadchat.core.hub import Hub
 
 if TYPE_CHECKING:  # the connection base class lives beside this interface
@@ -19,6 +20,9 @@ if TYPE_CHECKING:  # the connection base class lives beside this interface
 class Host(Protocol):
     config: Config
     hub: Hub
+    # Who may connect: every listener asks it before taking a client on (`admit`), and
+    # releases what it admitted once the client is gone.
+    admission: Admission
     # Set once shutdown begins: acceptors and readers stop taking new work.
     stopping: threading.Event
     # Set when TLS is configured: every TCP listener then wraps its connections.
@@ -27,7 +31,8 @@ class Host(Protocol):
     start_reader: Callable[[threading.Thread], None]
 
     def adopt(self, conn: "TcpConnection") -> None:
-        """Register a new connection and start its reader; closes it if that fails."""
+        """Register a new connection and start its reader; raises if that fails (the caller
+        still owns the socket). Once stopping, it discards the connection instead."""
         ...
 
     def forget(self, conn: "TcpConnection") -> None:

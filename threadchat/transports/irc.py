@@ -113,6 +113,13 @@ class IrcConnection(TcpConnection):
         self.close_after_flush(reason)
         return False
 
+    def partial_line(self) -> int:
+        return self.session.pending
+
+    def on_line_timeout(self, limit: float) -> str:
+        super().on_line_timeout(limit)
+        return self.session.line_timeout(limit)
+
     def on_flood(self) -> None:
         self.session.flood_notice()
 

@@ -84,6 +84,18 @@ class LineConnection(TcpConnection):
             return False
         return True
 
+    def partial_line(self) -> int:
+        return self.protocol.pending
+
+    def on_line_timeout(self, limit: float) -> str:
+        reason = super().on_line_timeout(limit)
+        self.reply(
+            events.Error(
+                code="line_timeout", message=f"no line end within {limit:g} s of a line's start"
+            )
+        )
+        return reason
+
     def on_flood(self) -> None:
         config = self.server.config
         self.reply(

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from threadchat.core import delivery
+from threadchat.core.admission import Refusal, Ticket
 from threadchat.core.flood import TokenBucket
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tls import TlsChannel
@@ -84,6 +85,11 @@ class TcpConnection:
     has been silent for `ping_interval` is pinged and closed if it stays silent for
     `ping_timeout` more. Subclasses only say what is said on the way: `registered`,
     `on_name_timeout`, `pings_apply`, `send_ping`, `on_ping_timeout`.
+
+    A line may take at most `line_timeout` seconds from its first byte to its line end
+    (`partial_since`), registered or not, so a peer trickling bytes (slowloris) is cut off
+    although every byte counts as input; subclasses say how many bytes of a line they hold
+    (`partial_line`) and what the peer is told (`on_line_timeout`).
     """
 
     kind = "tcp"
@@ -107,6 +113,10 @@ class TcpConnection:
         self.last_input = self.connected_at
         # When the ping now unanswered was sent (any input answers it).
         self.ping_sent_at: float | None = None
+        # When the line now held unfinished began (None: no partial line), see `tick`.
+        self.partial_since: float | None = None
+        # This client's place in the server's limits (`Host.admission`), set by the listener.
+        self.ticket: Ticket | None = None
         self.abort_reason: str | None = None
         self._flooding = False
         self._batch = delivery.batch()
@@ -134,6 +144,10 @@ class TcpConnection:
     def tick(self, now: float) -> None:
         """Called about once a second by the housekeeper to enforce timeouts."""
         config = self.server.config
+        since = self.partial_since
+        if since is not None and 0 < config.line_timeout < now - since:
+            self.abort(self.on_line_timeout(config.line_timeout))
+            return
         if not self.registered:
             if now - self.connected_at > config.name_timeout:
                 self.abort(self.on_name_timeout(config.name_timeout))
@@ -162,10 +176,12 @@ class TcpConnection:
                     data += self._recv_more()
                 self.last_input = time.monotonic()
                 self.ping_sent_at = None
+                held = self.partial_line()
                 # The requests of one recv share one commit (see `Hub.pipeline`).
                 with self.server.hub.pipeline.reading(self._batch):
                     if not self.handle_data(data):
                         break
+                self._time_partial_line(held, len(data))
         except ConnectionResetError:
             reason = "connection reset"
         except TimeoutError:
@@ -177,6 +193,16 @@ class TcpConnection:
             reason = "internal error"
         finally:
             self._finish(self.abort_reason or reason)
+
+    def _time_partial_line(self, held_before: int, received: int) -> None:
+        """Start, keep or stop the clock of the unfinished line after one recv was handled."""
+        held = self.partial_line()
+        if not held:
+            self.partial_since = None
+        elif held < held_before + received or self.partial_since is None:
+            # A line ended in this data (or none was held): the held bytes began a new line
+            # now (after any flood pause, whose time is ours, not the peer's).
+            self.partial_since = time.monotonic()
 
     def _recv_more(self) -> bytes:
         try:
@@ -193,8 +219,16 @@ class TcpConnection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        if self.ticket is not None:
+            self.ticket.release()
         self.server.forget(self)
         log.debug("%s: closed (%s)", self.label, reason)
+
+    def discard(self) -> None:
+        """Close a connection whose reader thread never ran (the server stopped meanwhile)."""
+        self.sock.close()
+        if self.ticket is not None:
+            self.ticket.release()
 
     def throttle(self) -> None:
         """Take a flood token for one line; when none is left, pause reading this connection.
@@ -213,6 +247,8 @@ class TcpConnection:
             self.on_flood()
         # Messages queued from this read go out before the pause, not after it.
         self.server.hub.pipeline.complete()
+        # A pause is ours, not the peer's: the clock of a partial line restarts after it.
+        self.partial_since = None
         self._batch.__exit__(None, None, None)
         self.server.stopping.wait(delay)
         self._batch.__enter__()
@@ -241,6 +277,15 @@ class TcpConnection:
 
     def on_close(self, reason: str) -> None:
         pass
+
+    def partial_line(self) -> int:
+        """Bytes received of a line not yet ended (0: none), for the line timeout."""
+        return 0
+
+    def on_line_timeout(self, limit: float) -> str:
+        """Tell the peer its line took too long; return the reason it is closed with."""
+        log.info("%s: no line end within %gs of a line's first byte, closing", self.label, limit)
+        return "line timeout"
 
     def on_flood(self) -> None:
         pass
@@ -378,24 +423,42 @@ class TcpListener:
             sock, address = self.sock.accept()
         except TimeoutError:
             return False
+        admission = self.server.admission
+        host = str(address[0])
+        refusal = admission.admit(host, self.name)
+        if refusal is not None:
+            # Over a limit (this address, or the server full): told why and closed at once.
+            # Not a failure of the acceptor: it goes straight on with the next client.
+            self._refuse(sock, address, refusal)
+            return True
+        ticket = Ticket(admission, host)
         try:
             tune_socket(sock)
             channel = sock
             if self.server.tls_context is not None:
                 # No I/O here: the handshake runs in the connection's reader thread.
                 channel = TlsChannel(sock, self.server.tls_context)  # type: ignore[assignment]
-            self.server.adopt(self.connection_class(self.server, channel, address))
+            conn = self.connection_class(self.server, channel, address)
+            conn.ticket = ticket
+            self.server.adopt(conn)
         except BaseException:
+            # The reader never ran (see `Host.adopt`), so nothing else releases the ticket.
+            ticket.release()
             self._refuse(sock, address)
             raise
         return True
 
-    def _refuse(self, sock: socket.socket, address: tuple) -> None:
+    def _refuse(self, sock: socket.socket, address: tuple, refusal: Refusal | None = None) -> None:
         try:
             if self.server.tls_context is None:
                 # A fresh socket's send buffer takes these few bytes without waiting.
-                message = self.connection_class.refusal(address, BUSY_TEXT)
+                text = BUSY_TEXT if refusal is None else refusal.text
+                message = self.connection_class.refusal(address, text)
                 sock.send(message, socket.MSG_DONTWAIT)
+                # Closing with unread input would reset the connection, and a reset can
+                # overtake the refusal: end our side, and take what the client sent already.
+                sock.shutdown(socket.SHUT_WR)
+                sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except OSError:
             pass  # it is being closed anyway: nothing more to tell it
         finally:

@@ -3,7 +3,10 @@
 The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
 `threadchat.protocols.udp`; this module only runs it.  Threads and locks:
 
-- **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> carries out the actions.
+- **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> carries out the actions;
+  also hands over, at their pace, the requests the endpoint holds for users who send faster
+  than `flood_rate` (`ServerEndpoint.release`): it then waits on the socket only until the
+  next of those is due.
   Requests of UDP users are parsed and handled here by each user's `NativeSession`.  What
   one wake-up drains from the socket (up to RECEIVE_BATCH datagrams, from any users) is one
   read, as a TCP reader's recv is (`hub.pipeline.reading`): its messages share one store commit
@@ -38,8 +41,8 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from threadchat.core import delivery, events, names
+from threadchat.core.admission import Ticket
 from threadchat.core.events import Event
-from threadchat.core.flood import TokenBucket
 from threadchat.core.hub import encode_contained
 from threadchat.protocols import udp as proto
 from threadchat.protocols.native import jsonlines
@@ -68,6 +71,10 @@ TIMER_SLACK = 0.05
 HOUSEKEEPING_INTERVAL = 1.0
 # Poll step while waiting for the last events to be acknowledged on shutdown.
 FLUSH_POLL = 0.01
+# Added to the wait for the next held request: a token bucket's refill time, computed in
+# floating point, may land a hair before the token is whole, and the thread would wake for
+# nothing.
+RELEASE_SLACK = 0.001
 
 # The endpoint says "send queue full"; users everywhere else see TCP's wording.
 _DROP_REASONS = {"send queue full": "send queue exceeded"}
@@ -84,8 +91,10 @@ class UdpUser:
 
     kind = "udp"
 
-    def __init__(self, listener: UdpListener, addr: proto.Address) -> None:
+    def __init__(self, listener: UdpListener, addr: proto.Address, ticket: Ticket) -> None:
         self.listener = listener
+        # This user's place in the server's limits, released when the session ends.
+        self.ticket = ticket
         self.addr = addr
         self.label = f"udp {addr[0]}:{addr[1]}"
         self.lock = threading.Lock()
@@ -94,8 +103,6 @@ class UdpUser:
         # Items in the outbound queue (guarded by the listener's _cond).
         self.backlog = 0
         self.overflowed = False
-        config = listener.server.config
-        self.bucket = TokenBucket(config.flood_rate, config.flood_burst)
         self.session = NativeSession(
             listener.server.hub, self, self.reply, label=self.label, host=str(addr[0])
         )
@@ -139,7 +146,13 @@ class UdpListener:
         # periodic wake-ups cost every other thread latency for nothing.
         self._wake_r, self._wake_w = socket.socketpair()
         self.address = self.sock.getsockname()
-        self.endpoint = proto.ServerEndpoint(session_timeout=config.udp_timeout)
+        # Requests are paced by the endpoint: flood_burst at once, then flood_rate per second,
+        # as a TCP reader paces lines (see `ReliableChannel`).
+        self.endpoint = proto.ServerEndpoint(
+            session_timeout=config.udp_timeout,
+            pace_rate=config.flood_rate,
+            pace_burst=config.flood_burst,
+        )
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._users: dict[proto.Address, UdpUser] = {}
@@ -190,9 +203,27 @@ class UdpListener:
             selector.register(self.sock, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stop.is_set():
-                for key, _ in selector.select():
+                with self._lock:
+                    release_at = self.endpoint.next_release()
+                timeout = None
+                if release_at is not None:
+                    timeout = max(0.0, release_at - time.monotonic()) + RELEASE_SLACK
+                for key, _ in selector.select(timeout):
                     if key.fileobj is self.sock:
                         self._drain()
+                if release_at is not None:
+                    self._release_held()
+
+    def _release_held(self) -> None:
+        """Hand over the held requests whose pace allows them now, as one read."""
+        with self.server.hub.pipeline.reading():
+            try:
+                with self._lock:
+                    actions = self.endpoint.release(time.monotonic())
+                self._carry_out(actions)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("udp: error handing over paced requests")
 
     def _drain(self) -> None:
         with self.server.hub.pipeline.reading():
@@ -232,10 +263,9 @@ class UdpListener:
                 case proto.Send(addr, data):
                     self._sendto(data, addr)
                 case proto.Registered(addr, name):
-                    user = UdpUser(self, addr)
-                    with self._lock:
-                        self._users[addr] = user
-                    log.info("%s: address proven for %s", user.label, name)
+                    self._admit(addr, name)
+                case proto.Paced(addr):
+                    self._paced(addr)
                 case proto.Deliver(addr, event):
                     self._deliver(addr, event)
                 case proto.Drop(addr, reason):
@@ -247,6 +277,45 @@ class UdpListener:
                         user.reply(events.Error(code=code, message=message))
                 case proto.Rejected(addr, reason):
                     log.debug("udp: ignored datagram from %s: %s", addr, reason)
+
+    def _admit(self, addr: proto.Address, name: str) -> None:
+        """A session's address is proven: a user, if the server's limits allow one more.
+
+        Checked only now, so a spoofed hello cannot use up another host's share. A refused
+        session is told why (an error, then a bye with the same reason) and forgotten; the
+        hello that follows it finds no user and is ignored.
+        """
+        admission = self.server.admission
+        host = str(addr[0])
+        refusal = admission.admit(host, self.name)
+        if refusal is None:
+            user = UdpUser(self, addr, Ticket(admission, host))
+            with self._lock:
+                self._users[addr] = user
+            log.info("%s: address proven for %s", user.label, name)
+            return
+        self.stats["refused"] += 1
+        error = jsonlines.event_to_dict(events.Error(code=refusal.code, message=refusal.text))
+        assert error is not None
+        now = time.monotonic()
+        with self._lock:
+            actions = self.endpoint.send_event(addr, error, now)
+            actions.extend(self.endpoint.close(addr, refusal.text))
+        self._carry_out(actions)
+
+    def _paced(self, addr: proto.Address) -> None:
+        with self._lock:
+            user = self._users.get(addr)
+        if user is None or user.session.user is None:
+            return
+        log.info("%s: flood, requests paced", user.label)
+        config = self.server.config
+        user.reply(
+            events.Notice(
+                text=f"flood control: over {config.flood_burst} requests at once or "
+                f"{config.flood_rate:g} requests/s, your requests are now taken more slowly"
+            )
+        )
 
     def _sendto(self, data: bytes, addr: proto.Address) -> None:
         try:
@@ -266,19 +335,8 @@ class UdpListener:
         with user.lock:
             if user.gone:
                 return
-            if user.session.user is not None and not user.bucket.allow():
-                # A receive thread serving everyone cannot pause for one user, so an
-                # over-limit request is refused outright; the client may send it again.
-                self.stats["flood"] += 1
-                refusal = events.Error(
-                    code="flood",
-                    message="too many requests: slow down",
-                    ref=getattr(request, "ref", None),
-                )
-                # After the answers to what the round queued, without waiting for them: a
-                # flooder must not make the thread that serves everyone wait for the disk.
-                self.server.hub.pipeline.then(lambda: user.reply(refusal))
-                return
+            # Requests over the flood limit never get here: the endpoint holds them
+            # (unacknowledged) and hands them over at the pace's rate.
             try:
                 user.session.handle_pipelined(request)
             except SessionEnded as ended:
@@ -313,6 +371,7 @@ class UdpListener:
             if user is None or self._users.get(addr) is not user:
                 return
             del self._users[addr]
+        user.ticket.release()
         with user.lock:
             if user.gone:
                 return

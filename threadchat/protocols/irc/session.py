@@ -344,6 +344,16 @@ class IrcSession:
         self.send(replies.closing_link(self.host, reason))
         return reason
 
+    @property
+    def pending(self) -> int:
+        """Bytes received of a line not yet ended (for the transport's line timeout)."""
+        return self.reader.pending
+
+    def line_timeout(self, limit: float) -> str:
+        reason = f"Line timeout: no line end within {limit:g} seconds"
+        self.send(replies.closing_link(self.host, reason))
+        return reason
+
     def ping(self) -> None:
         self.send(Message("PING", [self.server_name]))
 

@@ -52,6 +52,11 @@ class LineFramer:
         # While discarding the rest of an over-long line: how many bytes were dropped so far.
         self._discarded: int | None = None
 
+    @property
+    def pending(self) -> int:
+        """Bytes received since the last line end (discarded ones of an over-long line too)."""
+        return (self._discarded or 0) + len(self._buffer)
+
     def feed(self, data: bytes) -> list[bytes | None]:
         if self.fatal:
             return []
@@ -473,6 +478,11 @@ class LineProtocol:
     def fatal(self) -> bool:
         """The peer broke framing beyond repair; the connection must be closed."""
         return self._framer.fatal
+
+    @property
+    def pending(self) -> int:
+        """Bytes received of a line not yet ended (for the transport's line timeout)."""
+        return self._framer.pending
 
     def receive_data(self, data: bytes) -> Iterator[requests.Request]:
         """Requests for the complete lines in `data`, parsed lazily one at a time.
