@@ -298,24 +298,22 @@ def test_irc_usual_messages_take_the_fast_path() -> None:
             assert fast == conn._encode_general(event)
 
 
-def test_irc_line_length_boundary() -> None:
-    # Around 512 bytes the general path starts splitting; the fast path must hand over exactly
-    # there. Multi-byte characters make the byte count differ from the length.
+def test_irc_lines_past_512_bytes_stay_whole() -> None:
+    # A message is never split (Modern IRC allows relaying it intact): around and past 512
+    # bytes the fast path still answers, with the general path's one line. Multi-byte
+    # characters make the byte count differ from the length.
     hub = encode_bench.EncodeHub(keeps_history=True)
     conns = [encode_bench.irc_connection(hub, caps) for caps in CAP_SETS]
-    declined = 0
-    for size in range(420, 500):
+    for size in (*range(420, 500, 7), 1500, 4000):
         for pad in ("a", "é", "😀"):
             for kind in KINDS:
                 text = "x" * size + pad * 3
                 event = events.PrivateMessage(sender="alice", target="bob", text=text, kind=kind)
                 for conn in conns:
-                    assert conn.encode(event) == conn._encode_general(event)
-                one_line = conns[0]._encode_general(event).count(b"\r\n") == 1  # type: ignore[union-attr]
-                # Declined exactly when the general path splits, 512 bytes being still one line.
-                assert (conns[0]._encode_chat(event) is None) == (not one_line), len(text)
-                declined += not one_line
-    assert 0 < declined < 80 * 3 * 3
+                    data = conn.encode(event)
+                    assert data == conn._encode_general(event)
+                    assert data is not None and data.count(b"\r\n") == 1
+                    assert conn._encode_chat(event) == data
 
 
 @pytest.mark.parametrize("msgid", [None, "", "42", "a;b c\\d", "x\x00y"])

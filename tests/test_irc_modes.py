@@ -18,10 +18,11 @@ def parse(text: str, *args: str) -> modes.ParsedModes:
 
 
 def test_advertised_letters_come_from_the_table() -> None:
-    assert modes.CHANMODES == "b,k,l,imnt"
+    assert modes.CHANMODES == "Ibe,k,l,imnpst"
     assert modes.PREFIX == "(ov)@+"
-    assert (modes.USER_MODES, modes.CHANNEL_MODES) == ("Biow", "biklmnotv")
-    assert modes.CHANNEL_MODES_WITH_PARAMETER == "bklov"
+    assert (modes.USER_MODES, modes.CHANNEL_MODES) == ("Biow", "Ibeiklmnopstv")
+    assert modes.CHANNEL_MODES_WITH_PARAMETER == "Ibeklov"
+    assert (modes.EXCEPTS, modes.INVEX) == ("e", "I")
 
 
 def test_channel_mode_arguments_become_changes() -> None:
@@ -44,6 +45,8 @@ def test_parameters_limits_and_unknown_letters() -> None:
         ModeChange(False, RoomSetting.LIMIT),
     ]
     assert parsed.unknown == ["x"] and parsed.list_bans
+    assert parse("+eI").lists == [RoomList.BAN_EXCEPTION, RoomList.INVITE_EXCEPTION]
+    assert parse("+e", "a!*@*").changes == [ModeChange(True, RoomList.BAN_EXCEPTION, "a!*@*")]
     # No more than max_with_parameter changes with a parameter are read.
     assert len(parse("+bbbb", "a", "b", "c", "d").changes) == 3
     assert parse("-k").changes == [ModeChange(False, RoomSetting.KEY)]

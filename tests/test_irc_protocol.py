@@ -289,12 +289,14 @@ def test_reader_rejects_513_bytes_and_continues() -> None:
 
 
 def test_reader_counts_tags_separately() -> None:
-    tag_section = b"@k=" + b"v" * (8191 - 4) + b" "
-    assert len(tag_section) == 8191
+    # IRCv3 message-tags: a client sends at most 4094 bytes of tag data ('@' and the space
+    # not counted); the 512 bytes of the rest are counted apart.
+    tag_section = b"@k=" + b"v" * (4094 - 2) + b" "
+    assert len(tag_section) == 4094 + 2
     reader = IrcLineReader()
     events = reader.receive_data(tag_section + line_of(512))
     assert [type(e) for e in events] == [MessageReceived]
-    too_many_tags = b"@k=" + b"v" * (8191 - 3) + b" "
+    too_many_tags = b"@k=" + b"v" * (4094 - 1) + b" "
     events = reader.receive_data(too_many_tags + b"PING x\r\n")
     assert [type(e) for e in events] == [LineTooLong]
 
@@ -620,6 +622,11 @@ def test_user_and_pass_rules() -> None:
         b":irc.test 461 * USER :Not enough parameters\r\n"
     ]
     assert wire(send(reg, "PASS").replies) == [b":irc.test 461 * PASS :Not enough parameters\r\n"]
+    send(reg, "NICK alice")
+    # An empty realname is refused (Modern IRC) and leaves registration waiting.
+    step = send(reg, "USER a 0 * :")
+    assert wire(step.replies) == [b":irc.test 461 * USER :Not enough parameters\r\n"]
+    assert not step.ready and reg.username is None
     assert send(reg, "PASS s3cret").replies == []
     assert reg.password == "s3cret"
     send(reg, "NICK alice")

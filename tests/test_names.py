@@ -41,3 +41,12 @@ def test_store_keys_follow_the_same_casemapping(tmp_path: Path) -> None:
         assert s.account_exists("K")
     finally:
         s.close()
+
+
+def test_irc_wildcards_are_only_star_and_question_mark() -> None:
+    # Nicks may hold brackets; a mask naming one must not read them as a character class.
+    assert names.glob_match("[bot]!*@*", "[bot]!~b@10.0.0.1")
+    assert not names.glob_match("[bot]!*@*", "b!~b@10.0.0.1")
+    assert names.glob_match("*!*@10.0.0.?", "x!y@10.0.0.7")
+    assert not names.glob_match("*an?", "#chan12")
+    assert names.glob_match("a*b", "a\nb")  # any character, as IRC servers match

@@ -12,6 +12,12 @@ from threadchat.core.modes import MemberStatus, ModeChange
 
 _ids = itertools.count(1)
 
+# Client tags: what a client attached to a message for the other clients (a reply's parent,
+# a reaction, a typing notice), as (name, value) pairs. The names are spelled as IRCv3
+# message-tags spells them (`+draft/reply`), the one vocabulary clients share for them; a
+# protocol that has no way to show them leaves them out (the JSON protocol, for now).
+ClientTags = tuple[tuple[str, str | None], ...]
+
 
 def next_id() -> int:
     """A server-wide increasing event id (itertools.count is atomic under the GIL)."""
@@ -39,6 +45,8 @@ class RoomMessage(Event):
     account: str | None = None
     # True when replayed from stored history (id and ts are then the stored ones).
     history: bool = False
+    # Not stored: a message replayed from history has none.
+    tags: ClientTags = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,19 @@ class PrivateMessage(Event):
     kind: str = TEXT
     account: str | None = None
     history: bool = False
+    tags: ClientTags = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TagMessage(Event):
+    """Client tags alone, without text (IRC's TAGMSG: typing notices, reactions), to a room
+    (`room` set) or to one user (`target`); relayed, never stored."""
+
+    sender: str
+    tags: ClientTags
+    room: str | None = None
+    target: str = ""
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +78,8 @@ class Joined(Event):
     nick: str
     account: str | None = None
     realname: str = ""
+    # The joiner's away message, when they are away (IRC's away-notify shows it on joining).
+    away: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +127,18 @@ class ServerNotice(Event):
 
 
 # Direct replies: sent to one connection only, never fanned out.
+
+
+@dataclass(frozen=True, slots=True)
+class PastUser:
+    """Who had a nickname before quitting or changing it (see `Hub.whowas`)."""
+
+    nick: str
+    username: str
+    host: str
+    realname: str
+    account: str | None
+    left_at: float
 
 
 @dataclass(frozen=True, slots=True)

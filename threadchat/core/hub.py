@@ -14,7 +14,6 @@ event the hub delivers to a user reaches each of them. Only what a connection se
 is kept from it (its own room message); the person's other connections get it too.
 """
 
-import fnmatch
 import logging
 import threading
 import time
@@ -31,6 +30,7 @@ from threadchat.core.errors import HubError, StoreError
 from threadchat.core.events import Event
 from threadchat.core.modes import (
     DEFAULT_ROOM_FLAGS,
+    HIDDEN_ROOM_FLAGS,
     SELF_SET_USER_FLAGS,
     MemberStatus,
     ModeChange,
@@ -49,8 +49,12 @@ Echo = Callable[[Event], None]
 DEFAULT_ROOM = "lobby"
 # How many nicks one user may watch (IRC MONITOR, see Hub.watch).
 WATCH_MAX = 100
-# How old the operator count in LUSERS may be (see Hub.counts).
+# How old the operator and invisible counts in LUSERS may be (see Hub.counts); the hub's own
+# flag changes make them be counted anew at once.
 OPER_COUNT_MAX_AGE = 1.0
+# Departed nicknames remembered for WHOWAS (see Hub.whowas): enough for the recent past of a
+# busy server, bounded so that a stream of quits cannot grow memory.
+WHOWAS_MAX = 2048
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
 # attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
 _MODERATED = RoomFlag.MODERATED
@@ -131,6 +135,9 @@ class Room:
     password: str | None = None
     limit: int | None = None
     bans: list[str] = field(default_factory=list)
+    # Entries that a ban does not keep out; entries that may join while invite-only.
+    ban_exceptions: list[str] = field(default_factory=list)
+    invite_exceptions: list[str] = field(default_factory=list)
     members: dict[str, User] = field(default_factory=dict)
     # The members grouped for fast fan-out (see Hub._fan_out_groups); None when out of date.
     groups: "list[_CodecGroup] | None" = None
@@ -142,7 +149,24 @@ class Room:
         return names.fold(self.name)
 
     def is_banned(self, user: User) -> bool:
-        return any(entry_matches(ban, user) for ban in self.bans)
+        if not any(entry_matches(ban, user) for ban in self.bans):
+            return False
+        return not any(entry_matches(entry, user) for entry in self.ban_exceptions)
+
+    def entries(self, which: RoomList) -> list[str]:
+        """The room's list of `which` (bans, ban exceptions or invite exceptions)."""
+        if which is RoomList.BAN:
+            return self.bans
+        if which is RoomList.BAN_EXCEPTION:
+            return self.ban_exceptions
+        return self.invite_exceptions
+
+    def hidden_from(self, user: User | None) -> bool:
+        """A secret or private room is seen only by its members and server operators: room
+        lists, member lists and user lookups of every protocol leave it out for the rest."""
+        if not self.flags & HIDDEN_ROOM_FLAGS or user is None:
+            return False
+        return user.key not in self.members and UserFlag.SERVER_OPERATOR not in user.flags
 
     def can_speak(self, user: User) -> bool:
         if _MODERATED not in self.flags:
@@ -156,7 +180,17 @@ class RoomRelay:
     `relay_many` (`Hub.relay_room_run`). `origin` is the connection it came from, the one
     connection of the room that does not get it (left out: the sender's only one)."""
 
-    __slots__ = ("echo", "hub", "kind", "origin", "relay_many", "room_name", "text", "user")
+    __slots__ = (
+        "echo",
+        "hub",
+        "kind",
+        "origin",
+        "relay_many",
+        "room_name",
+        "tags",
+        "text",
+        "user",
+    )
 
     def __init__(
         self,
@@ -167,8 +201,10 @@ class RoomRelay:
         kind: str,
         echo: Echo | None,
         origin: Connection | None = None,
+        tags: events.ClientTags = (),
     ) -> None:
         self.hub = hub
+        self.tags = tags
         self.user = user
         self.origin = origin if origin is not None else _origin(user, None)
         self.room_name = room_name
@@ -180,7 +216,14 @@ class RoomRelay:
 
     def __call__(self, stamp: dict[str, Any]) -> None:
         self.hub._relay_room(
-            self.user, self.origin, self.room_name, self.text, self.kind, stamp, self.echo
+            self.user,
+            self.origin,
+            self.room_name,
+            self.text,
+            self.kind,
+            stamp,
+            self.echo,
+            self.tags,
         )
 
 
@@ -193,7 +236,12 @@ class Hub:
         self.quiet_room_size = quiet_room_size
         self._lock = threading.Lock()
         self._opers = 0
+        self._invisible = 0
         self._opers_counted_at = float("-inf")
+        # The most users at once since start (LUSERS).
+        self._max_users = 0
+        # Who had a nickname before: newest last (see `whowas`).
+        self._departed: deque[events.PastUser] = deque(maxlen=WHOWAS_MAX)
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
         # Folded nick -> the users watching it (User.watching), online or not.
@@ -230,6 +278,7 @@ class Hub:
             if user.key in self._users:
                 raise HubError("name_in_use", f"the name {nick} is taken")
             self._users[user.key] = user
+            self._max_users = max(self._max_users, len(self._users))
             if user.key in self._watchers:
                 self._tell_watchers(user, online=True)
         log.info("%s registered", nick)
@@ -292,6 +341,9 @@ class Hub:
         if self._users.get(user.key) is not user:
             return False
         del self._users[user.key]
+        self._remember(user, user.nick)
+        if user.flags:
+            self._opers_counted_at = float("-inf")
         peers = self._peers(user, announced_only=True)
         for room in list(user.rooms.values()):
             self._remove_member(room, user)
@@ -300,6 +352,35 @@ class Hub:
             self._tell_watchers(user, online=False)
         self._unwatch(user, list(user.watching))
         return True
+
+    def _remember(self, user: User, nick: str) -> None:
+        """Keep who had `nick` for WHOWAS (hub lock held)."""
+        self._departed.append(
+            events.PastUser(
+                nick=nick,
+                username=user.username,
+                host=user.host,
+                realname=user.realname,
+                account=user.account,
+                left_at=time.time(),
+            )
+        )
+
+    def whowas(self, mask: str, count: int = 0) -> list[events.PastUser]:
+        """Who had a nickname matching `mask` (a nick, or a glob such as `*ck2`) and left it
+        by quitting or changing nick, newest first; at most `count` of them when it is
+        positive, every one remembered otherwise (the last `WHOWAS_MAX` departures)."""
+        pattern = names.fold(mask)
+        glob = any(c in pattern for c in "*?")
+        found: list[events.PastUser] = []
+        with self._lock:
+            for past in reversed(self._departed):
+                folded = names.fold(past.nick)
+                if folded == pattern or (glob and names.glob_match(pattern, folded)):
+                    found.append(past)
+                    if 0 < count <= len(found):
+                        break
+        return found
 
     def _regroup(self, user: User) -> None:
         """`user`'s connections changed: their rooms' fan-out groups are out of date."""
@@ -323,6 +404,8 @@ class Hub:
             del self._users[old_key]
             if renamed and old_key in self._watchers:
                 self._tell_watchers(user, online=False)
+            if renamed:
+                self._remember(user, old)
             user.nick = new
             self._users[new_key] = user
             if renamed and new_key in self._watchers:
@@ -476,7 +559,11 @@ class Hub:
             user.rooms[key] = room
             self._fan_out(
                 events.Joined(
-                    room=room.name, nick=user.nick, account=user.account, realname=user.realname
+                    room=room.name,
+                    nick=user.nick,
+                    account=user.account,
+                    realname=user.realname,
+                    away=user.away,
                 ),
                 self._audience(room, user),
             )
@@ -495,14 +582,24 @@ class Hub:
             members = None
             if user.keeps_member_list or not self._is_quiet(room):
                 members = tuple((u, _status(room, u)) for u in room.members.values())
-            return Arrival(room=room.name, topic=topic, members=members, count=len(room.members))
+            return Arrival(
+                room=room.name,
+                topic=topic,
+                members=members,
+                count=len(room.members),
+                flags=frozenset(room.flags),
+            )
 
     def _check_may_join(self, user: User, room: Room, password: str | None) -> None:
         if UserFlag.SERVER_OPERATOR in user.flags:
             return  # server operators may override a room's settings
         if room.is_banned(user):
             raise HubError("banned", f"you are banned from {room.name}")
-        if RoomFlag.INVITE_ONLY in room.flags and user.key not in room.invited:
+        if (
+            RoomFlag.INVITE_ONLY in room.flags
+            and user.key not in room.invited
+            and not any(entry_matches(entry, user) for entry in room.invite_exceptions)
+        ):
             raise HubError("invite_only", f"{room.name} is invite only")
         if room.password is not None and password != room.password:
             raise HubError("bad_room_key", f"{room.name} needs the right key")
@@ -528,6 +625,7 @@ class Hub:
         echo: Echo | None = None,
         *,
         origin: Connection | None = None,
+        tags: events.ClientTags = (),
     ) -> None:
         """Send to every connection of every member of the room except `origin`, the
         connection it came from (the sender's other connections get it).
@@ -537,6 +635,7 @@ class Hub:
         and time; the commit happens outside the lock, as it waits for the disk. `echo`, if
         given, is called with the relayed event right after its fan-out (IRC echo-message:
         the sender's copy then carries the stored id and time, in order with the relay).
+        `tags`: the client tags the message carries (relayed, not stored).
         """
         check_text(text)
         if origin is None:
@@ -549,15 +648,15 @@ class Hub:
                 if echo is None and self.defer_relay is not None:
                     with self._lock:
                         self._room_to_speak(user, room_name)  # a refusal is told at once
-                    relay = RoomRelay(self, user, room_name, text, kind, None, origin)
+                    relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags)
                     if self.defer_relay(relay):
                         return
-                self._relay_room(user, origin, room_name, text, kind, {}, echo)
+                self._relay_room(user, origin, room_name, text, kind, {}, echo, tags)
                 return
             with self._lock:
                 name = self._room_to_speak(user, room_name).name
 
-            relay = RoomRelay(self, user, room_name, text, kind, echo, origin)
+            relay = RoomRelay(self, user, room_name, text, kind, echo, origin, tags)
             self.history.submit(user, text, kind, relay, room=name)
 
     def _relay_room(
@@ -569,11 +668,12 @@ class Hub:
         kind: str,
         stamp: dict[str, Any],
         echo: Echo | None = None,
+        tags: events.ClientTags = (),
     ) -> None:
         with delivery.batch(), self._lock:
             room = self._room_to_speak(user, room_name)
             user.last_active = time.time()
-            event = _room_message(room, user, text, kind, stamp)
+            event = _room_message(room, user, text, kind, stamp, tags)
             groups = _codec_groups(room)
         # Encoding and fan-out run after the hub lock is released: the lock then covers only
         # the checks above (a few microseconds), where holding it through the fan-out was
@@ -616,7 +716,7 @@ class Hub:
                         user.last_active = now
                     if room is None:
                         continue
-                    event = _room_message(room, user, relay.text, relay.kind, stamp)
+                    event = _room_message(room, user, relay.text, relay.kind, stamp, relay.tags)
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
                         last_room = room
@@ -647,22 +747,24 @@ class Hub:
         echo: Echo | None = None,
         *,
         origin: Connection | None = None,
+        tags: events.ClientTags = (),
     ) -> User:
         """Send to one user only (each of their connections, and the sender's other
         connections); returns the recipient (whose `away` a caller may report).
 
-        `echo` and `origin` as for `say`."""
+        `echo`, `origin` and `tags` as for `say`."""
         check_text(text)
         origin = _origin(user, origin)
+        stamp: dict[str, Any] = {"tags": tags} if tags else {}
         with delivery.batch():
             first = self.find_user(target)
             if first is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
             if self.history is None:
-                return self._relay_private(user, origin, target, text, kind, {}, echo)
+                return self._relay_private(user, origin, target, text, kind, stamp, echo)
 
-            def relay(stamp: dict[str, Any]) -> None:
-                self._relay_private(user, origin, target, text, kind, stamp, echo)
+            def relay(stored: dict[str, Any]) -> None:
+                self._relay_private(user, origin, target, text, kind, {**stored, **stamp}, echo)
 
             self.history.submit(user, text, kind, relay, target=first)
             return first
@@ -700,6 +802,46 @@ class Hub:
             echo(event)
         return recipient
 
+    def send_tags(
+        self,
+        user: User,
+        tags: events.ClientTags,
+        *,
+        room: str | None = None,
+        target: str = "",
+        echo: Echo | None = None,
+        origin: Connection | None = None,
+    ) -> None:
+        """Relay client tags without text (a typing notice, a reaction) to a room, on the
+        terms of `say` (who may speak there), or to the user `target`, on those of
+        `send_private`; never stored. Raises HubError as they do.
+
+        Tag values may hold CR and LF (IRCv3 escapes them on the wire); a protocol that
+        shows tags must escape them, as IRC does."""
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            if room is not None:
+                joined = self._room_to_speak(user, room)
+                event = events.TagMessage(
+                    sender=user.nick, tags=tags, room=joined.name, account=user.account
+                )
+                connections = [
+                    c for m in joined.members.values() for c in m.connections if c is not origin
+                ]
+            else:
+                recipient = self._users.get(names.fold(target))
+                if recipient is None:
+                    raise HubError("no_such_nick", f"there is nobody called {target}")
+                event = events.TagMessage(
+                    sender=user.nick, tags=tags, target=recipient.nick, account=user.account
+                )
+                connections = list(recipient.connections)
+                if recipient is not user:
+                    connections += [c for c in user.connections if c is not origin]
+            self._deliver(event, connections)
+        if echo is not None:
+            echo(event)
+
     def set_topic(self, user: User, room_name: str, topic: str) -> None:
         check_text(topic)
         if len(topic) > names.TOPIC_MAX:
@@ -729,20 +871,22 @@ class Hub:
                 room=room.name, topic=room.topic, by=room.topic_by, set_at=room.topic_at
             )
 
-    def room_list(self) -> tuple[events.RoomInfo, ...]:
+    def room_list(self, viewer: User | None = None) -> tuple[events.RoomInfo, ...]:
+        """Every room `viewer` may see (secret and private rooms only to their members)."""
         with self._lock:
             return tuple(
                 events.RoomInfo(name=r.name, members=len(r.members), topic=r.topic)
                 for r in sorted(self._rooms.values(), key=lambda r: r.key)
+                if not r.hidden_from(viewer)
             )
 
-    def members(self, room_name: str) -> tuple[str, tuple[str, ...]]:
-        """The room's display name and its members' nicknames, in joining order."""
+    def members(self, room_name: str, viewer: User | None = None) -> tuple[str, tuple[str, ...]]:
+        """The room's display name and its members' nicknames, in joining order, as `viewer`
+        may see them (see `_visible_room`)."""
         with self._lock:
-            room = self._rooms.get(names.fold(room_name))
-            if room is None:
-                raise HubError("no_such_room", f"there is no room {room_name}")
-            return room.name, tuple(u.nick for u in room.members.values())
+            room = self._visible_room(room_name, viewer)
+            shown = self._visible_members(room, viewer)
+            return room.name, tuple(u.nick for u in shown)
 
     def member_count(self, room_name: str) -> int:
         with self._lock:
@@ -772,6 +916,40 @@ class Hub:
             self._fan_out(events.ServerNotice(text=text), list(self._users.values()))
 
     # -- internals (hub lock held) ---------------------------------------------------------
+
+    def _visible_room(self, room_name: str, viewer: User | None) -> Room:
+        """The room, unless it is hidden from `viewer`: a secret or private room is, to a
+        non-member, as if it did not exist (raises HubError no_such_room; lock held)."""
+        room = self._rooms.get(names.fold(room_name))
+        if room is None or room.hidden_from(viewer):
+            raise HubError("no_such_room", f"there is no room {room_name}")
+        return room
+
+    def _visible_members(self, room: Room, viewer: User | None) -> Iterable[User]:
+        """The members `viewer` may see listed: all of them for a member (or a server
+        operator, or the server itself with no viewer), and to anyone else only the members
+        who are not invisible (lock held)."""
+        if viewer is None or viewer.key in room.members or self.sees_everyone(viewer):
+            return room.members.values()
+        return [u for u in room.members.values() if UserFlag.INVISIBLE not in u.flags]
+
+    @staticmethod
+    def sees_everyone(viewer: User) -> bool:
+        """Server operators see invisible users and hidden rooms alike."""
+        return UserFlag.SERVER_OPERATOR in viewer.flags
+
+    def may_see_user(self, viewer: User, user: User) -> bool:
+        """The one visibility rule of user searches: an invisible user is found only by
+        themselves, by server operators and by people who share a room with them (hub lock
+        held or not: it reads only sets)."""
+        if UserFlag.INVISIBLE not in user.flags or viewer is user or self.sees_everyone(viewer):
+            return True
+        return any(key in viewer.rooms for key in user.rooms)
+
+    def visible_users(self, viewer: User) -> list[User]:
+        """Every user `viewer` may find in a search (see `may_see_user`)."""
+        with self._lock:
+            return [u for u in self._users.values() if self.may_see_user(viewer, u)]
 
     def _member_room(self, user: User, room_name: str) -> Room:
         room = user.rooms.get(names.fold(room_name))
@@ -907,36 +1085,62 @@ class Hub:
         return self._users.get(names.fold(nick))
 
     def counts(self) -> tuple[int, int, int]:
-        """(users, server operators, rooms); the operator count may be up to a second old.
+        """(users, server operators, rooms); see `user_counts`."""
+        counts = self.user_counts()
+        return counts.users, counts.operators, counts.rooms
 
-        Counting operators walks every user, and IRC asks on every registration (LUSERS):
-        with 15,000 users arriving that was quadratic, so the walk is done once a second.
+    def user_counts(self) -> "UserCounts":
+        """How many users (and of them invisible ones and server operators), rooms, and the
+        most users there have been at once.
+
+        Counting flags walks every user, and IRC asks on every registration (LUSERS): with
+        15,000 users arriving that was quadratic, so the walk is done at most once a second,
+        or at once after the hub changed a flag (a flag set elsewhere may be a second late).
         """
         now = time.monotonic()
         with self._lock:
             if now - self._opers_counted_at > OPER_COUNT_MAX_AGE:
-                self._opers = sum(
-                    1 for u in self._users.values() if UserFlag.SERVER_OPERATOR in u.flags
-                )
+                opers = invisible = 0
+                for u in self._users.values():
+                    if u.flags:
+                        opers += UserFlag.SERVER_OPERATOR in u.flags
+                        invisible += UserFlag.INVISIBLE in u.flags
+                self._opers, self._invisible = opers, invisible
                 self._opers_counted_at = now
-            return len(self._users), self._opers, len(self._rooms)
+            return UserCounts(
+                users=len(self._users),
+                invisible=self._invisible,
+                operators=self._opers,
+                rooms=len(self._rooms),
+                max_users=self._max_users,
+            )
 
-    def room_state(self, room_name: str) -> "RoomState":
-        """A consistent snapshot of a room (raises HubError('no_such_room'))."""
+    def room_state(self, room_name: str, viewer: User | None = None) -> "RoomState":
+        """A consistent snapshot of a room (raises HubError('no_such_room')), as `viewer`
+        may see it: a room hidden from them does not exist, and a non-member sees only the
+        members who are not invisible (see `_visible_room`, `_visible_members`)."""
         with self._lock:
-            room = self._rooms.get(names.fold(room_name))
-            if room is None:
-                raise HubError("no_such_room", f"there is no room {room_name}")
-            return self._room_state(room)
+            room = self._visible_room(room_name, viewer)
+            return self._room_state(room, self._visible_members(room, viewer))
 
-    def room_states(self) -> list["RoomState"]:
+    def room_states(self, viewer: User | None = None) -> list["RoomState"]:
+        """Every room `viewer` may see (see `room_state`), by name."""
         with self._lock:
-            return [self._room_state(r) for r in sorted(self._rooms.values(), key=lambda r: r.key)]
+            return [
+                self._room_state(r, self._visible_members(r, viewer))
+                for r in sorted(self._rooms.values(), key=lambda r: r.key)
+                if not r.hidden_from(viewer)
+            ]
 
-    def user_rooms(self, user: User) -> tuple[tuple[str, tuple[MemberStatus, ...]], ...]:
-        """The rooms `user` is in, each with the user's statuses there, highest first."""
+    def user_rooms(
+        self, user: User, viewer: User | None = None
+    ) -> tuple[tuple[str, tuple[MemberStatus, ...]], ...]:
+        """The rooms `user` is in, each with the user's statuses there, highest first;
+        without the rooms hidden from `viewer`."""
         with self._lock:
-            return tuple((r.name, _status(r, user)) for r in user.rooms.values())
+            return tuple(
+                (r.name, _status(r, user)) for r in user.rooms.values() if not r.hidden_from(viewer)
+            )
 
     def set_room_modes(
         self, user: User, room_name: str, changes: Sequence[ModeChange]
@@ -977,13 +1181,15 @@ class Hub:
         return applied
 
     def _mode_choices(self, change: ModeChange) -> tuple[ModeChange, ...]:
-        """`change` with its ban read as an entry; an unban, each entry it may mean in turn."""
-        if change.mode is not RoomList.BAN or not change.arg:
+        """`change` with its list entry (a ban or an exception) read as an entry; a removal,
+        each entry it may mean in turn."""
+        mode = change.mode
+        if not isinstance(mode, RoomList) or not change.arg:
             return (change,)
         if change.add:
-            return (ModeChange(True, RoomList.BAN, self.ban_entry(change.arg)),)
+            return (ModeChange(True, mode, self.ban_entry(change.arg)),)
         entries = self.unban_entries(change.arg)
-        return tuple(ModeChange(False, RoomList.BAN, entry) for entry in entries)
+        return tuple(ModeChange(False, mode, entry) for entry in entries)
 
     def ban_entry(self, target: str) -> str:
         """The ban (or mute) entry for what a moderator typed, the same from every protocol
@@ -1024,6 +1230,7 @@ class Hub:
                 if change.add != (flag in user.flags):
                     (user.flags.add if change.add else user.flags.discard)(flag)
                     applied.append(ModeChange(change.add, flag))
+                    self._opers_counted_at = float("-inf")
             if applied:
                 self._fan_out(_mode_event(user.nick, applied, target=user.nick), [user])
             return applied
@@ -1033,6 +1240,7 @@ class Hub:
         with delivery.batch(), self._lock:
             if UserFlag.SERVER_OPERATOR not in user.flags:
                 user.flags.add(UserFlag.SERVER_OPERATOR)
+                self._opers_counted_at = float("-inf")
                 change = ModeChange(True, UserFlag.SERVER_OPERATOR)
                 self._fan_out(_mode_event(user.nick, [change], target=user.nick), [user])
 
@@ -1124,7 +1332,8 @@ class Hub:
             self._fan_out(events.Killed(nick=target.nick, by=user.nick, reason=reason), [target])
             return target
 
-    def _room_state(self, room: Room) -> "RoomState":
+    def _room_state(self, room: Room, members: Iterable[User] | None = None) -> "RoomState":
+        shown = room.members.values() if members is None else members
         return RoomState(
             name=room.name,
             created=room.created,
@@ -1135,7 +1344,9 @@ class Hub:
             password=room.password,
             limit=room.limit,
             bans=tuple(room.bans),
-            members=tuple((u, _status(room, u)) for u in room.members.values()),
+            members=tuple((u, _status(room, u)) for u in shown),
+            ban_exceptions=tuple(room.ban_exceptions),
+            invite_exceptions=tuple(room.invite_exceptions),
         )
 
     def _apply_mode(self, room: Room, change: ModeChange) -> ModeChange | None:
@@ -1174,13 +1385,14 @@ class Hub:
                 room.limit = None
                 return ModeChange(False, mode)
             return None
-        if mode is RoomList.BAN and arg:
-            present = [b for b in room.bans if names.fold(b) == names.fold(arg)]
-            if add and not present and len(room.bans) < MAX_BANS:
-                room.bans.append(arg)
+        if isinstance(mode, RoomList) and arg:
+            entries = room.entries(mode)
+            present = [b for b in entries if names.fold(b) == names.fold(arg)]
+            if add and not present and len(entries) < MAX_BANS:
+                entries.append(arg)
                 return ModeChange(True, mode, arg)
             if not add and present:
-                room.bans.remove(present[0])
+                entries.remove(present[0])
                 return ModeChange(False, mode, present[0])
         return None
 
@@ -1282,11 +1494,13 @@ class Hub:
             log.error("history targets request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
 
-    def user_info(self, nick: str, ref: object = None) -> events.UserInfo:
+    def user_info(
+        self, nick: str, ref: object = None, viewer: User | None = None
+    ) -> events.UserInfo:
         """What anyone may look up about the user `nick` (a whois), taken in one moment:
-        their account, real name, rooms with their status there, away message, whether
-        they are a server operator, and how long they have been idle. Raises HubError
-        no_such_nick."""
+        their account, real name, rooms with their status there (without the rooms hidden
+        from `viewer`), away message, whether they are a server operator, and how long they
+        have been idle. Raises HubError no_such_nick."""
         with self._lock:
             user = self._users.get(names.fold(nick))
             if user is None:
@@ -1295,7 +1509,11 @@ class Hub:
                 nick=user.nick,
                 account=user.account,
                 realname=user.realname,
-                rooms=tuple((r.name, _status(r, user)) for r in user.rooms.values()),
+                rooms=tuple(
+                    (r.name, _status(r, user))
+                    for r in user.rooms.values()
+                    if not r.hidden_from(viewer)
+                ),
                 away=user.away,
                 operator=UserFlag.SERVER_OPERATOR in user.flags,
                 idle=max(0, int(time.time() - user.last_active)),
@@ -1376,7 +1594,7 @@ def entry_matches(entry: str, user: User) -> bool:
     if entry.startswith(ACCOUNT_PREFIX):
         account = entry[len(ACCOUNT_PREFIX) :]
         return user.account is not None and account == names.fold(user.account)
-    return fnmatch.fnmatchcase(names.fold(user.mask), entry)
+    return names.glob_match(entry, names.fold(user.mask))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1388,6 +1606,7 @@ class Arrival:
     topic: events.TopicInfo
     members: tuple[tuple[User, tuple[MemberStatus, ...]], ...] | None
     count: int
+    flags: frozenset[RoomFlag] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1404,6 +1623,27 @@ class RoomState:
     limit: int | None
     bans: tuple[str, ...]
     members: tuple[tuple[User, tuple[MemberStatus, ...]], ...]
+    ban_exceptions: tuple[str, ...] = ()
+    invite_exceptions: tuple[str, ...] = ()
+
+    def entries(self, which: RoomList) -> tuple[str, ...]:
+        """The room's list of `which` (bans, ban exceptions or invite exceptions)."""
+        if which is RoomList.BAN:
+            return self.bans
+        if which is RoomList.BAN_EXCEPTION:
+            return self.ban_exceptions
+        return self.invite_exceptions
+
+
+@dataclass(frozen=True, slots=True)
+class UserCounts:
+    """What `Hub.user_counts` counts (IRC's LUSERS shows all of it)."""
+
+    users: int
+    invisible: int
+    operators: int
+    rooms: int
+    max_users: int
 
 
 def _status(room: Room, user: User) -> tuple[MemberStatus, ...]:
@@ -1445,9 +1685,16 @@ def _origin(user: User, origin: Connection | None) -> Connection | None:
 
 
 def _room_message(
-    room: Room, user: User, text: str, kind: str, stamp: dict[str, Any]
+    room: Room,
+    user: User,
+    text: str,
+    kind: str,
+    stamp: dict[str, Any],
+    tags: events.ClientTags = (),
 ) -> events.RoomMessage:
     """The event relayed for `user`'s message in `room`; `stamp` is its stored id and time."""
+    if tags:
+        stamp = {**stamp, "tags": tags}
     return events.RoomMessage(
         room=room.name, sender=user.nick, text=text, kind=kind, account=user.account, **stamp
     )

@@ -23,6 +23,10 @@ class RoomFlag(StrEnum):
     TOPIC_LOCKED = "topic_locked"
     # Only members may send messages to the room.
     MEMBERS_ONLY = "members_only"
+    # Hidden from non-members: absent from room lists, member lists and user lookups.
+    SECRET = "secret"
+    # Hidden like a secret room; IRC still tells the two apart in its member lists.
+    PRIVATE = "private"
 
 
 class RoomSetting(StrEnum):
@@ -33,9 +37,12 @@ class RoomSetting(StrEnum):
 
 
 class RoomList(StrEnum):
-    """A list a room keeps entries of: bans (masks or `~a:ACCOUNT` entries)."""
+    """A list a room keeps entries of (masks or `~a:ACCOUNT` entries): bans, the exceptions
+    to its bans, and who may join while it is invite-only without an invitation."""
 
     BAN = "ban"
+    BAN_EXCEPTION = "ban_exception"
+    INVITE_EXCEPTION = "invite_exception"
 
 
 class MemberStatus(StrEnum):
@@ -60,6 +67,8 @@ class UserFlag(StrEnum):
 # user's own flag.
 Mode = RoomFlag | RoomSetting | RoomList | MemberStatus | UserFlag
 
+# Flags that hide a room from whoever is not in it (see `Hub.room_hidden`).
+HIDDEN_ROOM_FLAGS = frozenset({RoomFlag.SECRET, RoomFlag.PRIVATE})
 # Flags a new room starts with: only members speak in it, only operators set the topic.
 DEFAULT_ROOM_FLAGS = frozenset({RoomFlag.MEMBERS_ONLY, RoomFlag.TOPIC_LOCKED})
 # User flags a user may set or unset on themselves; SERVER_OPERATOR may only be dropped.

@@ -5,6 +5,7 @@ ASCII, starting with a letter or one of IRC's special characters, compared case-
 with ASCII case mapping (announced to IRC clients as CASEMAPPING=ascii).
 """
 
+import functools
 import re
 import string
 
@@ -121,3 +122,22 @@ def strip_controls(text: str) -> str:
     """Replace control characters (and lone surrogates, which no terminal can be sent) so
     that text from the wire is safe to print on a terminal."""
     return _UNPRINTABLE_RE.sub("\N{REPLACEMENT CHARACTER}", text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    parts = ("." if c == "?" else ".*" if c == "*" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """IRC's wildcard match: `*` is any run of characters, `?` any one; nothing else is
+    special (fnmatch would read `[bot]` as a character class, and nicks have brackets).
+    Compare folded names: this matches case-sensitively.
+
+    >>> glob_match("[bot]!*@*", "[bot]!~b@h"), glob_match("[bot]!*@*", "b!~b@h")
+    (True, False)
+    >>> glob_match("*an?", "#chan1"), glob_match("*an?", "#chan12")
+    (True, False)
+    """
+    return _glob_regex(pattern).fullmatch(text) is not None

@@ -49,6 +49,11 @@ from threadchat.store.base import RoomRecord, Store
 log = logging.getLogger(__name__)
 
 MUTE_PREFIX = "~q:"
+# Ban and invitation exceptions are kept with the bans too, marked by these.
+LIST_PREFIXES: dict[RoomList, str] = {
+    RoomList.BAN_EXCEPTION: "~e:",
+    RoomList.INVITE_EXCEPTION: "~I:",
+}
 # How the store writes each room flag (RoomRecord.modes): the letters of databases written
 # before flags were data. Unknown letters in a record (k and l were once listed, their values
 # are stored apart) are ignored on loading.
@@ -57,6 +62,8 @@ _STORED_LETTERS: dict[RoomFlag, str] = {
     RoomFlag.MEMBERS_ONLY: "n",
     RoomFlag.MODERATED: "m",
     RoomFlag.INVITE_ONLY: "i",
+    RoomFlag.SECRET: "s",
+    RoomFlag.PRIVATE: "p",
 }
 _FLAG_OF_LETTER = {letter: flag for flag, letter in _STORED_LETTERS.items()}
 
@@ -69,6 +76,16 @@ def stored_flags(letters: frozenset[str]) -> set[RoomFlag]:
 def flag_letters(flags: set[RoomFlag] | frozenset[RoomFlag]) -> frozenset[str]:
     """Room flags as the letters the store keeps."""
     return frozenset(_STORED_LETTERS[flag] for flag in flags)
+
+
+# Stored entries that are not bans (mutes, exceptions).
+_MARKED = (MUTE_PREFIX, *LIST_PREFIXES.values())
+
+
+def _listed(stored: frozenset[str], which: RoomList) -> list[str]:
+    """The entries of the list `which` among a record's stored bans."""
+    prefix = LIST_PREFIXES[which]
+    return sorted(entry[len(prefix) :] for entry in stored if entry.startswith(prefix))
 
 
 @dataclass
@@ -120,7 +137,9 @@ class RoomKeeper:
                 flags=stored_flags(record.modes),
                 password=record.key,
                 limit=record.limit,
-                bans=sorted(b for b in record.bans if not b.startswith(MUTE_PREFIX)),
+                bans=sorted(b for b in record.bans if not b.startswith(_MARKED)),
+                ban_exceptions=_listed(record.bans, RoomList.BAN_EXCEPTION),
+                invite_exceptions=_listed(record.bans, RoomList.INVITE_EXCEPTION),
                 persistent=True,
             )
             self._grants[room.key] = Grants(
@@ -145,7 +164,9 @@ class RoomKeeper:
             modes=flag_letters(room.flags),
             key=room.password,
             limit=room.limit,
-            bans=frozenset(room.bans) | {MUTE_PREFIX + m for m in grants.muted},
+            bans=frozenset(room.bans)
+            | {MUTE_PREFIX + m for m in grants.muted}
+            | {LIST_PREFIXES[which] + e for which in LIST_PREFIXES for e in room.entries(which)},
         )
 
     def save(self, room: Room) -> None:

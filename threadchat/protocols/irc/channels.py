@@ -3,16 +3,23 @@
 IRC channel `#name` is room `name` (rooms are ASCII `[A-Za-z0-9_.-]`, so `#café` is refused
 with 403). A JOIN answers with the topic, the member list and, when the server keeps history,
 a replay of the room's last messages (see `chathistory.replay_on_join`).
+
+What a non-member sees is the hub's rule: a secret (`+s`) or private (`+p`) channel is absent
+from their LIST and NAMES, and its NAMES shows `@` (secret) or `*` (private) to members;
+invisible users are left out of a non-member's NAMES. LIST takes the ELIST filters (see
+`ListFilter`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from threadchat.core import events, names
-from threadchat.core.hub import HubError, User
-from threadchat.core.modes import MemberStatus
+from threadchat.core.hub import HubError, RoomState, User
+from threadchat.core.modes import MemberStatus, RoomFlag
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import source_of
@@ -62,7 +69,7 @@ def on_join(session: IrcSession, message: Message) -> None:
         if arrival.topic.topic:
             _send_topic(session, arrival.topic)
         if "no-implicit-names" not in session.caps:
-            _send_name_list(session, arrival.room, arrival.members or ())
+            _send_name_list(session, arrival.room, arrival.members or (), arrival.flags)
         irc_history.replay_on_join(session, joined.name)
 
 
@@ -110,25 +117,38 @@ def on_names(session: IrcSession, message: Message) -> None:
         return
     for channel in split_targets(message.params[0]):
         room = channel_to_room(channel)
-        if room is None or session.hub.get_room(room) is None:
+        if room is None:
             session.error(Numeric.RPL_ENDOFNAMES, channel)
             continue
-        _send_names(session, room)
+        _send_names(session, room, channel)
 
 
-def _send_names(session: IrcSession, room: str) -> None:
+def _send_names(session: IrcSession, room: str, channel: str) -> None:
     try:
-        state = session.hub.room_state(room)
+        # A secret room is, to a non-member, as if it did not exist: only the end numeric.
+        state = session.hub.room_state(room, viewer=session.user)
     except HubError:
-        session.error(Numeric.RPL_ENDOFNAMES, "#" + room)
+        session.error(Numeric.RPL_ENDOFNAMES, channel)
         return
-    _send_name_list(session, state.name, state.members)
+    _send_name_list(session, state.name, state.members, state.flags)
+
+
+def channel_symbol(flags: Iterable[RoomFlag]) -> str:
+    """RPL_NAMREPLY's channel symbol: `@` secret, `*` private, `=` public."""
+    held = set(flags)
+    if RoomFlag.SECRET in held:
+        return "@"
+    return "*" if RoomFlag.PRIVATE in held else "="
 
 
 def _send_name_list(
-    session: IrcSession, room: str, members: Iterable[tuple[User, tuple[MemberStatus, ...]]]
+    session: IrcSession,
+    room: str,
+    members: Iterable[tuple[User, tuple[MemberStatus, ...]]],
+    flags: Iterable[RoomFlag] = (),
 ) -> None:
     channel = "#" + room
+    symbol = channel_symbol(flags)
     multi = "multi-prefix" in session.caps
     full = "userhost-in-names" in session.caps
     entries = [
@@ -137,22 +157,73 @@ def _send_name_list(
     ]
 
     def build(text: str, more: bool) -> Message:
-        return reply(session.server_name, Numeric.RPL_NAMREPLY, session.nick, "=", channel, text)
+        return reply(session.server_name, Numeric.RPL_NAMREPLY, session.nick, symbol, channel, text)
 
     session.send(*pack_words(entries, build))
     session.error(Numeric.RPL_ENDOFNAMES, channel)
 
 
 def on_list(session: IrcSession, message: Message) -> None:
-    wanted = None
-    if message.params and message.params[0]:
-        wanted = {names.fold(c) for c in split_targets(message.params[0])}
+    wanted = ListFilter.parse(message.params[0] if message.params else "")
     session.numeric(Numeric.RPL_LISTSTART, "Channel", "Users  Name")
-    for state in session.hub.room_states():
-        channel = "#" + state.name
-        if wanted is None or names.fold(channel) in wanted:
+    now = time.time()
+    # Secret and private rooms are left out unless the asker is in them (the hub's rule).
+    for state in session.hub.room_states(viewer=session.user):
+        if wanted.matches(state, now):
+            channel = "#" + state.name
             session.numeric(Numeric.RPL_LIST, channel, str(len(state.members)), state.topic)
     session.error(Numeric.RPL_LISTEND)
+
+
+@dataclass
+class ListFilter:
+    """LIST's argument: comma-separated terms, every one of which a channel must pass.
+
+    `#name` or a glob (`#c*n2`, `*an1`) is a mask (the channel passes if it matches one of
+    them, when any is given); `!mask` excludes; `>N`/`<N` want more/fewer than N users;
+    `C>N`/`C<N` a channel created more/less than N minutes ago; `T>N`/`T<N` a topic set
+    more/less than N minutes ago (Modern IRC's ELIST). A term that cannot be read is ignored.
+    """
+
+    masks: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    # (what: "U", "C" or "T"; more: True for '>'; the number)
+    bounds: list[tuple[str, bool, int]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> ListFilter:
+        wanted = cls()
+        for term in split_targets(text):
+            what, rest = ("U", term) if term[0] in "<>" else (term[0].upper(), term[1:])
+            if what in "UCT" and rest[:1] in ("<", ">"):
+                number = rest[1:]
+                if number.isascii() and number.isdigit():
+                    wanted.bounds.append((what, rest[0] == ">", int(number)))
+                continue
+            if term.startswith("!"):
+                wanted.excluded.append(names.fold(term[1:]))
+            else:
+                wanted.masks.append(names.fold(term))
+        return wanted
+
+    def matches(self, state: RoomState, now: float) -> bool:
+        channel = names.fold("#" + state.name)
+        if self.masks and not any(names.glob_match(m, channel) for m in self.masks):
+            return False
+        if any(names.glob_match(m, channel) for m in self.excluded):
+            return False
+        for what, more, number in self.bounds:
+            if what == "U":
+                value = len(state.members)
+            elif what == "C":
+                value = (now - state.created) / 60
+            elif not state.topic:
+                return False  # no topic: no topic time to compare
+            else:
+                value = (now - state.topic_at) / 60
+            if (value <= number) if more else (value >= number):
+                return False
+        return True
 
 
 def on_kick(session: IrcSession, message: Message) -> None:

@@ -13,7 +13,7 @@ both kinds. A QUIT carries the mask the user had (the hub has forgotten them whe
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Protocol
 
 from threadchat.core import events
@@ -23,12 +23,10 @@ from threadchat.core.modes import UserFlag
 from threadchat.protocols import utctime
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.wire import (
-    MAX_LINE_BYTES,
     Formatter,
     Message,
     Numeric,
     escape_tag_value,
-    fits_line,
 )
 
 log = logging.getLogger(__name__)
@@ -136,6 +134,8 @@ class IrcCodec:
     def _encode_chat(self, event: events.RoomMessage | events.PrivateMessage) -> bytes | None:
         # Messages are what fan-out encodes most: one line straight from the event, without
         # Message objects, a Formatter and three serialisations (see `chat_line`).
+        if event.tags and self._chat_tags[1]:
+            return None  # client tags, for a client with message-tags: the general path
         sender = self.hub.user_unlocked(event.sender)
         if sender is None:
             source = f"{event.sender}!{event.sender}@{self.server_name}"
@@ -196,6 +196,7 @@ class IrcCodec:
                     event.kind,
                     event.account,
                     self._msgid(event),
+                    event.tags,
                     bot=self._is_bot(event.sender),
                 )
             case events.PrivateMessage():
@@ -207,13 +208,31 @@ class IrcCodec:
                     event.kind,
                     event.account,
                     self._msgid(event),
+                    event.tags,
                     bot=self._is_bot(event.sender),
                 )
+            case events.TagMessage():
+                # TAGMSG is itself part of message-tags: a client without it gets nothing.
+                if "message-tags" not in self.caps:
+                    return []
+                target = "#" + event.room if event.room is not None else event.target
+                tags: dict[str, str | None] = dict(event.tags)
+                if event.account:
+                    tags["account"] = event.account
+                # Not stored, so its id is an event's, not a message's: marked so that no
+                # CHATHISTORY takes it for a stored message's msgid.
+                tags["msgid"] = f"t{event.id}"
+                return [Message("TAGMSG", [target], self._source(event.sender), tags)]
             case events.Joined():
                 params = ["#" + event.room]
                 if "extended-join" in self.caps:
                     params += [event.account or "*", event.realname]
-                return [Message("JOIN", params, self._source(event.nick))]
+                source = self._source(event.nick)
+                joined = [Message("JOIN", params, source)]
+                if event.away and "away-notify" in self.caps:
+                    # away-notify: an away user's arrival says they are away.
+                    joined.append(Message("AWAY", [event.away], source))
+                return joined
             case events.Left():
                 params = ["#" + event.room] + ([event.reason] if event.reason else [])
                 return [Message("PART", params, self._source(event.nick))]
@@ -283,30 +302,27 @@ def chat_messages(
     kind: str,
     account: str | None,
     msgid: str | None = None,
+    client_tags: events.ClientTags = (),
     *,
     bot: bool = False,
 ) -> list[Message]:
-    """PRIVMSG/NOTICE lines for one hub message, split so each fits IRC's 512 bytes.
+    """The PRIVMSG or NOTICE line of one hub message, whole.
 
-    Native clients may send longer lines than IRC allows; they are split at character
-    boundaries rather than truncated (every part carries the message's msgid).
+    A message is never split in two: once the sender's prefix is added, or when it comes
+    from a native client (whose lines may be longer), it may pass IRC's 512 bytes, and it is
+    relayed intact, as Modern IRC allows (the reference server, ergo, does the same). Client
+    tags go first, so the server's own tags (account, msgid) win a clash of names.
     """
     command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
-    tags: dict[str, str | None] = {"account": account} if account else {}
+    tags: dict[str, str | None] = dict(client_tags)
+    if account:
+        tags["account"] = account
     if msgid is not None:
         tags["msgid"] = msgid
     if bot:
         tags["bot"] = None  # IRCv3 bot mode: the sender is a bot (+B)
-
-    def build(body: str) -> Message:
-        wrapped = f"\x01ACTION {body}\x01" if kind == events.ACTION else body
-        return Message(command, [target, wrapped], source, dict(tags))
-
-    message = build(text)
-    if fits_line(message):
-        return [message]
-    room = 512 - len(build("").to_bytes()) - 1
-    return [build(chunk) for chunk in utf8_chunks(text, max(room, 16))]
+    wrapped = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
+    return [Message(command, [target, wrapped], source, tags)]
 
 
 def chat_line(
@@ -319,12 +335,13 @@ def chat_line(
     when: float | None,
     tags: tuple[bool, bool, bool],
 ) -> bytes | None:
-    """The bytes of `chat_messages` then `Formatter.encode` when that is one line, or None.
+    """The bytes of `chat_messages` then `Formatter.encode`, or None.
 
     `tags` says which tags the recipient gets: (account-tag, message-tags, server-time), the
-    capabilities `Formatter` checks for account, msgid and time. None leaves the message to
-    the general path: it must be split, would not serialise (CR, LF or NUL, a bad source or
-    target, NUL in a tag), or has a time that `utctime` does not format.
+    capabilities `Formatter` checks for account, msgid and time (client tags are not
+    handled here: the caller takes the general path for them). None leaves the message to
+    the general path: it would not serialise (CR, LF or NUL, a bad source or target, NUL in
+    a tag), or has a time that `utctime` does not format.
     """
     if type(text) is not str or type(target) is not str or type(source) is not str:
         return None
@@ -339,8 +356,6 @@ def chat_line(
     if "\r" in line or "\n" in line or "\0" in line:
         return None
     data = line.encode()
-    if len(data) + 2 > MAX_LINE_BYTES:
-        return None
     with_account, with_msgid, with_time = tags
     items: list[str] = []
     if with_account and account:
@@ -362,17 +377,3 @@ def chat_line(
     if not items:
         return data + b"\r\n"
     return ("@" + ";".join(items) + " ").encode() + data + b"\r\n"
-
-
-def utf8_chunks(text: str, size: int) -> Iterable[str]:
-    chunk: list[str] = []
-    used = 0
-    for ch in text:
-        n = len(ch.encode())
-        if used + n > size:
-            yield "".join(chunk)
-            chunk, used = [], 0
-        chunk.append(ch)
-        used += n
-    if chunk:
-        yield "".join(chunk)

@@ -26,6 +26,7 @@ from threadchat.protocols.irc import (
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
+from threadchat.protocols.irc.help_topics import HELP_TOPICS
 from threadchat.protocols.irc.wire import Message, Numeric
 
 if TYPE_CHECKING:
@@ -82,15 +83,25 @@ def on_quit(session: IrcSession, message: Message) -> None:
 
 
 def on_help(session: IrcSession, message: Message) -> None:
-    subject = message.params[0].upper() if message.params and message.params[0] else "*"
-    lines = [
-        f"threadchat speaks IRC; commands: {' '.join(sorted(COMMANDS))}",
-        "Channels are rooms of the native protocol: #dev is room dev.",
-    ]
-    session.numeric("704", subject, lines[0])
+    """HELP (and HELPOP) [topic]: 704, 705 lines, 706; an unknown topic gets 524."""
+    asked = message.params[0] if message.params and message.params[0] else ""
+    if asked:
+        topic = HELP_TOPICS.get(asked.upper())
+        if topic is None:
+            session.error(Numeric.ERR_HELPNOTFOUND, asked)
+            return
+        subject, lines = asked, list(topic)
+    else:
+        subject = "*"
+        lines = [
+            f"threadchat speaks IRC; commands: {' '.join(sorted(COMMANDS))}",
+            "Channels are rooms of the native protocol: #dev is room dev.",
+            "HELP <command> tells more about one of them.",
+        ]
+    session.numeric(Numeric.RPL_HELPSTART, subject, lines[0])
     for line in lines[1:]:
-        session.numeric("705", subject, line)
-    session.numeric("706", subject, "End of /HELP")
+        session.numeric(Numeric.RPL_HELPTXT, subject, line)
+    session.numeric(Numeric.RPL_ENDOFHELP, subject, "End of /HELP")
 
 
 COMMANDS: dict[str, Command] = {
@@ -128,6 +139,7 @@ COMMANDS: dict[str, Command] = {
     "TIME": Command(server_info.on_time),
     "ADMIN": Command(server_info.on_admin),
     "HELP": Command(on_help),
+    "HELPOP": Command(on_help),
     "LUSERS": Command(server_info.on_lusers),
     "MOTD": Command(server_info.on_motd),
     "MONITOR": Command(irc_monitor.on_monitor, min_params=1),

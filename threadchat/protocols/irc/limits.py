@@ -17,3 +17,6 @@ KICKLEN = 300
 USERLEN = 10
 REALNAME_MAX = names.REALNAME_MAX
 BANMASK_MAX = 100
+# What LIST filters on (ELIST, see `channels.ListFilter`): Creation time, Masks, Negated
+# masks, Topic time and User counts.
+ELIST = "CMNTU"

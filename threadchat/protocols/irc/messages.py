@@ -4,6 +4,11 @@ PRIVMSGs of one read share one store commit (see `Hub.pipeline`), like the nativ
 protocol's lines. `PRIVMSG` with CTCP ACTION becomes a hub action (`/me`), so native users see
 `* nick text`; other text passes through unchanged (IRC formatting codes and CTCP reach IRC
 peers intact), the hub refusing only CR, LF and NUL.
+
+Client-only tags (`+name=value`, IRCv3 message-tags) ride with the message as the hub's
+client tags: recipients with message-tags get them, the others the bare line. TAGMSG carries
+client tags alone, to the same targets on the same terms, and only to clients with
+message-tags (the others would not know the command).
 """
 
 from __future__ import annotations
@@ -47,16 +52,30 @@ def on_message(session: IrcSession, message: Message) -> None:
     for target in targets[MAX_TARGETS:]:
         session.numeric("407", target, "Too many targets")
     echo = session.echo if "echo-message" in session.caps else None
+    tags = client_tags(message)
     for target in targets[:MAX_TARGETS]:
         try:
-            _deliver(session, target, text, kind, notice, echo)
+            _deliver(session, target, text, kind, notice, echo, tags)
         except HubError as problem:
             if not notice:  # RFC: never answer a NOTICE automatically
                 session.hub_error(problem, nick=target, channel=target)
 
 
+def client_tags(message: Message) -> events.ClientTags:
+    """The client-only tags (`+name`) of a client's line, in the order it sent them."""
+    if not message.tags:
+        return ()
+    return tuple((k, v) for k, v in message.tags.items() if k.startswith("+"))
+
+
 def _deliver(
-    session: IrcSession, target: str, text: str, kind: str, notice: bool, echo: Echo | None
+    session: IrcSession,
+    target: str,
+    text: str,
+    kind: str,
+    notice: bool,
+    echo: Echo | None,
+    tags: events.ClientTags = (),
 ) -> None:
     user = session.user
     assert user is not None
@@ -66,7 +85,7 @@ def _deliver(
         if room is None:
             raise HubError("no_such_room", target)
         try:
-            hub.say(user, room, text, kind, echo)
+            hub.say(user, room, text, kind, echo, tags=tags)
         except HubError as problem:
             if problem.code == "not_in_room":
                 raise HubError("moderated", problem.message) from problem
@@ -80,16 +99,39 @@ def _deliver(
                 session.send_bytes(Formatter(line, time=time.time()).encode(session.caps))
         irc_accounts.nickserv(session, text)
         return
-    recipient = hub.send_private(user, target, text, kind, echo)
+    recipient = hub.send_private(user, target, text, kind, echo, tags=tags)
     if recipient.away and not notice:
         session.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
 
 
 def on_tagmsg(session: IrcSession, message: Message) -> None:
-    # Client-only tags (typing notifications, reactions) are accepted and not relayed yet:
-    # relaying needs a hub event that carries tags.
+    """Client tags alone (typing notices, reactions) to channels and people."""
+    user = session.user
+    assert user is not None
     if "message-tags" not in session.caps:
         session.error(Numeric.ERR_UNKNOWNCOMMAND, "TAGMSG")
+        return
+    tags = client_tags(message)
+    echo = session.echo if "echo-message" in session.caps else None
+    targets = split_targets(message.params[0])
+    for target in targets[MAX_TARGETS:]:
+        session.numeric("407", target, "Too many targets")
+    for target in targets[:MAX_TARGETS]:
+        try:
+            if target.startswith("#"):
+                room = channel_to_room(target)
+                if room is None:
+                    raise HubError("no_such_room", target)
+                try:
+                    session.hub.send_tags(user, tags, room=room, echo=echo)
+                except HubError as problem:
+                    if problem.code == "not_in_room":
+                        raise HubError("moderated", problem.message) from problem
+                    raise
+            else:
+                session.hub.send_tags(user, tags, target=target, echo=echo)
+        except HubError as problem:
+            session.hub_error(problem, nick=target, channel=target)
 
 
 def ctcp_action(text: str) -> str | None:

@@ -68,10 +68,11 @@ def _channel_mode(session: IrcSession, channel: str, args: list[str]) -> None:
     for letter in parsed.unknown:
         session.error(Numeric.ERR_UNKNOWNMODE, letter)
     changes = parsed.changes
-    if parsed.list_bans:
-        for ban in state.bans:
-            session.numeric(Numeric.RPL_BANLIST, channel, ban)
-        session.error(Numeric.RPL_ENDOFBANLIST, channel)
+    for which in parsed.lists:
+        entry_numeric, end_numeric = irc_modes.ROOM_LIST_NUMERICS[which]
+        for entry in state.entries(which):
+            session.numeric(entry_numeric, channel, entry)
+        session.numeric(end_numeric, channel, irc_modes.ROOM_LIST_ENDS[which])
     if not changes:
         return
     try:

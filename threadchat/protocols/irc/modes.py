@@ -27,9 +27,26 @@ ROOM_FLAG_LETTERS: dict[RoomFlag, str] = {
     RoomFlag.MODERATED: "m",
     RoomFlag.MEMBERS_ONLY: "n",
     RoomFlag.TOPIC_LOCKED: "t",
+    RoomFlag.SECRET: "s",
+    RoomFlag.PRIVATE: "p",
 }
 # Channel lists (CHANMODES type A: a parameter both ways; none lists the entries).
-ROOM_LIST_LETTERS: dict[RoomList, str] = {RoomList.BAN: "b"}
+ROOM_LIST_LETTERS: dict[RoomList, str] = {
+    RoomList.BAN: "b",
+    RoomList.BAN_EXCEPTION: "e",
+    RoomList.INVITE_EXCEPTION: "I",
+}
+# Each list's entries (RPL_BANLIST and friends) and its end, as (entry, end) numerics.
+ROOM_LIST_NUMERICS: dict[RoomList, tuple[str, str]] = {
+    RoomList.BAN: ("367", "368"),
+    RoomList.BAN_EXCEPTION: ("348", "349"),
+    RoomList.INVITE_EXCEPTION: ("346", "347"),
+}
+ROOM_LIST_ENDS: dict[RoomList, str] = {
+    RoomList.BAN: "End of channel ban list",
+    RoomList.BAN_EXCEPTION: "End of channel exception list",
+    RoomList.INVITE_EXCEPTION: "End of channel invite exception list",
+}
 # The key (type B: a parameter both ways) and the limit (type C: a parameter when set).
 ROOM_SETTING_LETTERS: dict[RoomSetting, str] = {RoomSetting.KEY: "k", RoomSetting.LIMIT: "l"}
 # Member statuses: the mode letter and the prefix shown before the nick, highest first.
@@ -58,7 +75,11 @@ _LETTER_OF: dict[Mode, str] = {
     **USER_FLAG_LETTERS,
 }
 
-# ISUPPORT: CHANMODES=lists,always-a-parameter,parameter-when-set,flags; PREFIX=(ov)@+.
+# ISUPPORT: CHANMODES=lists,always-a-parameter,parameter-when-set,flags; PREFIX=(ov)@+;
+# EXCEPTS and INVEX name the exception lists' letters.
+LIST_LETTERS = tuple(ROOM_LIST_LETTERS.values())
+EXCEPTS = ROOM_LIST_LETTERS[RoomList.BAN_EXCEPTION]
+INVEX = ROOM_LIST_LETTERS[RoomList.INVITE_EXCEPTION]
 CHANMODES = ",".join(
     (
         "".join(sorted(ROOM_LIST_LETTERS.values())),
@@ -78,12 +99,16 @@ CHANNEL_MODES_WITH_PARAMETER = "".join(
 
 @dataclass
 class ParsedModes:
-    """A channel MODE's letters read: the changes, whether the ban list was asked for (`+b`
-    without a mask), and the letters no table knows (each an ERR_UNKNOWNMODE)."""
+    """A channel MODE's letters read: the changes, the lists asked for (`+b` without a
+    mask), and the letters no table knows (each an ERR_UNKNOWNMODE)."""
 
     changes: list[ModeChange] = field(default_factory=list)
-    list_bans: bool = False
+    lists: list[RoomList] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+
+    @property
+    def list_bans(self) -> bool:
+        return RoomList.BAN in self.lists
 
 
 def parse_channel_modes(
@@ -114,8 +139,9 @@ def parse_channel_modes(
             parsed.changes.append(ModeChange(add, mode))
             continue
         if not queue:
-            if mode is RoomList.BAN:
-                parsed.list_bans = True
+            if isinstance(mode, RoomList):
+                if mode not in parsed.lists:
+                    parsed.lists.append(mode)
             elif mode is RoomSetting.KEY and not add:
                 parsed.changes.append(ModeChange(False, mode))
             continue
@@ -125,7 +151,7 @@ def parse_channel_modes(
             break
         if mode is RoomSetting.KEY and (not arg or len(arg) > key_max or bad_word(arg)):
             continue
-        if mode is RoomList.BAN and (len(arg) > mask_max or bad_word(arg)):
+        if isinstance(mode, RoomList) and (len(arg) > mask_max or bad_word(arg)):
             continue
         parsed.changes.append(ModeChange(add, mode, arg))
     return parsed

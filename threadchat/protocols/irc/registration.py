@@ -24,6 +24,7 @@ from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.limits import (
     AWAYLEN,
+    ELIST,
     KEYLEN,
     KICKLEN,
     MAX_CHANNELS,
@@ -213,9 +214,12 @@ def send_isupport(session: IrcSession) -> None:
         "CHANMODES": irc_modes.CHANMODES,
         "CHANNELLEN": str(CHANNELLEN),
         "CHANTYPES": "#",
+        "ELIST": ELIST,
+        "EXCEPTS": irc_modes.EXCEPTS,
+        "INVEX": irc_modes.INVEX,
         "KEYLEN": str(KEYLEN),
         "KICKLEN": str(KICKLEN),
-        "MAXLIST": f"b:{MAX_BANS}",
+        "MAXLIST": ",".join(f"{letter}:{MAX_BANS}" for letter in irc_modes.LIST_LETTERS),
         "MAXTARGETS": str(MAX_TARGETS),
         "MODES": str(MAX_MODES),
         "NETWORK": session.server_name,
@@ -235,15 +239,25 @@ def send_isupport(session: IrcSession) -> None:
 
 
 def send_lusers(session: IrcSession) -> None:
-    users, opers, rooms = session.hub.counts()
+    counts = session.hub.user_counts()
+    users, most = counts.users, counts.max_users
+    visible = users - counts.invisible
     unknown = max(0, session.transport.connection_count() - users)
     session.numeric(
-        Numeric.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers"
+        Numeric.RPL_LUSERCLIENT,
+        f"There are {visible} users and {counts.invisible} invisible on 1 servers",
     )
-    session.numeric(Numeric.RPL_LUSEROP, str(opers), "operator(s) online")
+    session.numeric(Numeric.RPL_LUSEROP, str(counts.operators), "operator(s) online")
     session.numeric(Numeric.RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
-    session.numeric(Numeric.RPL_LUSERCHANNELS, str(rooms), "channels formed")
+    session.numeric(Numeric.RPL_LUSERCHANNELS, str(counts.rooms), "channels formed")
     session.numeric(Numeric.RPL_LUSERME, f"I have {users} clients and 0 servers")
+    # One server: its local users are all the network's.
+    session.numeric(
+        Numeric.RPL_LOCALUSERS, str(users), str(most), f"Current local users {users}, max {most}"
+    )
+    session.numeric(
+        Numeric.RPL_GLOBALUSERS, str(users), str(most), f"Current global users {users}, max {most}"
+    )
 
 
 def send_motd(session: IrcSession) -> None:

@@ -1,22 +1,24 @@
 """WHO, WHOIS, WHOWAS, ISON, USERHOST and AWAY: what IRC users learn about each other.
 
 Users of every protocol appear here: an IRC user as `nick!~ident@ip`, any other as
-`nick!nick@ip` (see `codec.ident_host`).
+`nick!nick@ip` (see `codec.ident_host`). What may be seen is the hub's rule: an invisible
+user (`+i`) is found by a WHO only by people who share a room with them, and a secret or
+private room's members are listed, and the room named in a WHOIS, only to its members.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from threadchat.core import names
+from threadchat.core import events, names
 from threadchat.core.hub import HubError, User
 from threadchat.core.modes import MemberStatus, UserFlag
 from threadchat.protocols.irc import modes as irc_modes
-from threadchat.protocols.irc.codec import ident_host, realname_of, speaks_irc
+from threadchat.protocols.irc.codec import ident_host, realname_of, safe_host, speaks_irc
 from threadchat.protocols.irc.limits import AWAYLEN, REALNAME_MAX
 from threadchat.protocols.irc.wire import (
     Message,
@@ -56,22 +58,32 @@ def parse_whox(word: str) -> WhoxRequest | None:
 
 
 def on_who(session: IrcSession, message: Message) -> None:
+    assert session.user is not None
     mask = message.params[0] if message.params and message.params[0] else "*"
     whox = parse_whox(message.params[1]) if len(message.params) > 1 else None
     room = channel_to_room(mask)
     if room is not None:
         try:
-            state = session.hub.room_state(room)
+            state = session.hub.room_state(room, viewer=session.user)
         except HubError:
-            state = None
+            state = None  # no such room, or a secret one the asker is not in
         if state is not None:
             for user, statuses in state.members:
                 _who_reply(session, "#" + state.name, user, statuses, whox)
     else:
         pattern = names.fold(mask)
-        for user in session.hub.users():
-            if fnmatch.fnmatchcase(names.fold(user.nick), pattern) or pattern == "0":
-                _who_reply(session, "*", user, (), whox)
+        if pattern != "0" and not any(c in pattern for c in "*?"):
+            # A plain nick names one person: invisibility hides from searches, not from that.
+            found = session.hub.find_user(mask)
+            matches = [found] if found is not None else []
+        else:
+            matches = [
+                user
+                for user in session.hub.visible_users(session.user)
+                if pattern == "0" or names.glob_match(pattern, names.fold(user.nick))
+            ]
+        for user in matches:
+            _who_reply(session, "*", user, (), whox)
     session.error(Numeric.RPL_ENDOFWHO, mask)
 
 
@@ -137,7 +149,7 @@ def on_whois(session: IrcSession, message: Message) -> None:
         return
     ident, host = ident_host(user)
     session.numeric(Numeric.RPL_WHOISUSER, user.nick, ident, host, "*", realname_of(user))
-    rooms = session.hub.user_rooms(user)
+    rooms = session.hub.user_rooms(user, viewer=session.user)
     if rooms:
         multi = "multi-prefix" in session.caps
         words = [irc_modes.status_prefix(held, multi) + "#" + name for name, held in rooms]
@@ -170,10 +182,33 @@ def on_whois(session: IrcSession, message: Message) -> None:
 
 
 def on_whowas(session: IrcSession, message: Message) -> None:
-    # No history of departed users is kept (yet); clients wait for the end numeric.
-    nick = message.params[0]
-    session.numeric("406", nick, "There was no such nickname")
-    session.numeric("369", nick, "End of WHOWAS")
+    """`WHOWAS nick[,nick...] [count]`: who had each nick, newest first (the hub keeps the
+    last departures, by quit or nick change); a positive count limits the entries per nick,
+    zero or a negative one (or none) shows them all."""
+    count = 0
+    if len(message.params) > 1:
+        try:
+            count = int(message.params[1])
+        except ValueError:
+            count = 0
+    for nick in split_targets(message.params[0]) or ["*"]:
+        found = session.hub.whowas(nick, count) if nick != "*" else []
+        if not found:
+            session.error(Numeric.ERR_WASNOSUCHNICK, nick)
+        for past in found:
+            ident, host = _past_ident_host(past)
+            realname = past.realname or ("" if past.username else "threadchat native user")
+            session.numeric(Numeric.RPL_WHOWASUSER, past.nick, ident, host, "*", realname)
+            left = datetime.fromtimestamp(past.left_at, UTC).strftime("%a %b %d %H:%M:%S %Y UTC")
+            session.numeric(Numeric.RPL_WHOISSERVER, past.nick, session.server_name, left)
+        session.error(Numeric.RPL_ENDOFWHOWAS, nick)
+
+
+def _past_ident_host(past: events.PastUser) -> tuple[str, str]:
+    # As `codec.ident_host` shows a user who is here: other protocols' users have no ident.
+    if past.username:
+        return past.username, past.host
+    return past.nick, safe_host(past.host or "unknown")
 
 
 def on_ison(session: IrcSession, message: Message) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "CHANNELLEN",
     "CHANNEL_PREFIX",
     "ISUPPORT_MAX_TOKENS",
+    "MAX_CLIENT_TAG_DATA",
     "MAX_LINE_BYTES",
     "MAX_TAGS_BYTES",
     "MAX_UNTERMINATED_BYTES",
@@ -73,9 +74,11 @@ __all__ = [
 # size their messages for it; accepting more would let one client emit lines that other
 # servers and clients truncate.
 MAX_LINE_BYTES = 512
-# IRCv3 message-tags: the tags section (leading '@' and trailing space included) may take up to
-# 8191 bytes on lines a server receives (4094 for client tags plus room for server tags).
+# IRCv3 message-tags: the tags section (leading '@' and trailing space included) of a line
+# may take up to 8191 bytes; of these a client may send 4094 bytes of tag data (without the
+# '@' and the space), the rest being the server's to add. A client line with more gets 417.
 MAX_TAGS_BYTES = 8191
+MAX_CLIENT_TAG_DATA = 4094
 # A peer that sends this much without any newline is not speaking IRC (or is trying to make us
 # buffer without bound); we give up on the connection instead of discarding forever.
 MAX_UNTERMINATED_BYTES = 64 * 1024
@@ -428,9 +431,11 @@ class IrcLineReader:
 
     Lines end at CR LF, LF or a lone CR (see `lineends`). Empty lines are ignored silently
     (Modern IRC).
-    A line whose tag section exceeds ``max_tags`` bytes or whose remainder (plus CRLF) exceeds
-    ``max_line`` bytes yields :class:`LineTooLong` and is dropped; its bytes are discarded as
-    they arrive, so memory stays bounded by roughly ``max_line + max_tags`` plus one read.
+    A line whose tag data (between the '@' and the first space) exceeds ``max_tag_data`` bytes
+    or whose remainder (plus CRLF) exceeds ``max_line`` bytes yields :class:`LineTooLong` and
+    is dropped (IRCv3 message-tags, Modern IRC: the client gets 417 and nobody else
+    anything); its bytes are discarded as they arrive, so memory stays bounded by roughly
+    ``max_line + max_tags`` plus one read.
     More than ``max_unterminated`` bytes without any line end yields :class:`BufferOverflow`,
     after which the reader returns no further events.
     """
@@ -439,11 +444,12 @@ class IrcLineReader:
         self,
         *,
         max_line: int = MAX_LINE_BYTES,
-        max_tags: int = MAX_TAGS_BYTES,
+        max_tag_data: int = MAX_CLIENT_TAG_DATA,
         max_unterminated: int = MAX_UNTERMINATED_BYTES,
     ) -> None:
         self.max_line = max_line
-        self.max_tags = max_tags
+        # The tags section as counted on the wire: the data, the '@' and the space.
+        self.max_tags = max_tag_data + 2
         self.max_unterminated = max_unterminated
         self._buf = bytearray()
         # Bytes of the current (unterminated, already too long) line that were thrown away.
@@ -615,6 +621,7 @@ class Numeric(StrEnum):
     RPL_WHOISUSER = "311"
     RPL_WHOISSERVER = "312"
     RPL_WHOISOPERATOR = "313"
+    RPL_WHOWASUSER = "314"
     RPL_ENDOFWHO = "315"
     RPL_WHOISIDLE = "317"
     RPL_ENDOFWHOIS = "318"
@@ -629,12 +636,17 @@ class Numeric(StrEnum):
     RPL_TOPIC = "332"
     RPL_TOPICWHOTIME = "333"
     RPL_INVITING = "341"
+    RPL_INVITELIST = "346"
+    RPL_ENDOFINVITELIST = "347"
+    RPL_EXCEPTLIST = "348"
+    RPL_ENDOFEXCEPTLIST = "349"
     RPL_VERSION = "351"
     RPL_WHOREPLY = "352"
     RPL_NAMREPLY = "353"
     RPL_ENDOFNAMES = "366"
     RPL_BANLIST = "367"
     RPL_ENDOFBANLIST = "368"
+    RPL_ENDOFWHOWAS = "369"
     RPL_INFO = "371"
     RPL_MOTD = "372"
     RPL_ENDOFINFO = "374"
@@ -648,6 +660,7 @@ class Numeric(StrEnum):
     ERR_NOSUCHCHANNEL = "403"
     ERR_CANNOTSENDTOCHAN = "404"
     ERR_TOOMANYCHANNELS = "405"
+    ERR_WASNOSUCHNICK = "406"
     ERR_NOORIGIN = "409"
     ERR_INVALIDCAPCMD = "410"
     ERR_NORECIPIENT = "411"
@@ -677,7 +690,11 @@ class Numeric(StrEnum):
     ERR_NOOPERHOST = "491"
     ERR_UMODEUNKNOWNFLAG = "501"
     ERR_USERSDONTMATCH = "502"
+    ERR_HELPNOTFOUND = "524"
     RPL_STARTTLS = "670"
+    RPL_HELPSTART = "704"
+    RPL_HELPTXT = "705"
+    RPL_ENDOFHELP = "706"
     ERR_STARTTLS = "691"
     RPL_LOGGEDIN = "900"
     RPL_LOGGEDOUT = "901"
@@ -709,6 +726,11 @@ NUMERIC_TEXT: dict[Numeric, str] = {
     Numeric.RPL_NOTOPIC: "No topic is set",
     Numeric.RPL_ENDOFNAMES: "End of /NAMES list",
     Numeric.RPL_ENDOFBANLIST: "End of channel ban list",
+    Numeric.RPL_ENDOFINVITELIST: "End of channel invite exception list",
+    Numeric.RPL_ENDOFEXCEPTLIST: "End of channel exception list",
+    Numeric.RPL_ENDOFWHOWAS: "End of WHOWAS",
+    Numeric.ERR_WASNOSUCHNICK: "There was no such nickname",
+    Numeric.ERR_HELPNOTFOUND: "No help available on this topic",
     Numeric.RPL_ENDOFINFO: "End of INFO list",
     Numeric.RPL_ENDOFMOTD: "End of /MOTD command",
     Numeric.RPL_YOUREOPER: "You are now an IRC operator",
@@ -998,7 +1020,8 @@ class Registration:
     def _user(self, msg: Message) -> RegistrationStep:
         if self.registered:
             return RegistrationStep([self._error(Numeric.ERR_ALREADYREGISTERED)])
-        if len(msg.params) < 4 or not msg.params[0]:
+        # Modern IRC: the username and the realname must not be empty (461, not registered).
+        if len(msg.params) < 4 or not msg.params[0] or not msg.params[3]:
             return RegistrationStep([self._error(Numeric.ERR_NEEDMOREPARAMS, "USER")])
         self.username = msg.params[0]
         self.realname = msg.params[3]

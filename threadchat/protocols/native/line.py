@@ -410,6 +410,13 @@ _MODE_TEXT: dict[Mode, tuple[str, str]] = {
     MemberStatus.OPERATOR: ("made {arg} an operator", "took operator status from {arg}"),
     MemberStatus.VOICE: ("gave {arg} voice", "took voice from {arg}"),
     RoomList.BAN: ("banned {arg}", "unbanned {arg}"),
+    RoomList.BAN_EXCEPTION: ("let {arg} in despite bans", "removed the ban exception {arg}"),
+    RoomList.INVITE_EXCEPTION: (
+        "let {arg} in without an invitation",
+        "removed the invitation exception {arg}",
+    ),
+    RoomFlag.SECRET: ("made the room secret", "made the room public"),
+    RoomFlag.PRIVATE: ("made the room private", "made the room public"),
     RoomFlag.TOPIC_LOCKED: ("locked the topic", "unlocked the topic"),
     RoomFlag.MODERATED: (
         "let only operators and voiced members speak",

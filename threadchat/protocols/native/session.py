@@ -210,11 +210,11 @@ class NativeSession:
         return False
 
     def _on_rooms(self, request: requests.ListRooms) -> bool:
-        self.reply(events.RoomList(rooms=self.hub.room_list()))
+        self.reply(events.RoomList(rooms=self.hub.room_list(self.user)))
         return False
 
     def _on_who(self, request: requests.Who) -> bool:
-        name, members = self.hub.members(self._room_or_current(request.room))
+        name, members = self.hub.members(self._room_or_current(request.room), self.user)
         self.reply(events.WhoList(room=name, members=members))
         return False
 
@@ -243,7 +243,7 @@ class NativeSession:
         return False
 
     def _on_whois(self, request: requests.Whois) -> bool:
-        self.reply(self.hub.user_info(request.target, ref=request.ref))
+        self.reply(self.hub.user_info(request.target, ref=request.ref, viewer=self.user))
         return True
 
     def _on_help(self, request: requests.Help) -> bool:

@@ -1,0 +1,71 @@
+"""What `HELP <topic>` says about each command (Modern IRC's HELP: 704, 705..., 706).
+
+One entry per command of the table (`commands.COMMANDS`), with its syntax first; a test checks
+that every command has one.
+"""
+
+HELP_TOPICS: dict[str, tuple[str, ...]] = {
+    "ADMIN": ("ADMIN", "Who runs this server."),
+    "AUTHENTICATE": (
+        "AUTHENTICATE <mechanism|data>",
+        "SASL login (PLAIN) before registration; negotiate the sasl capability first.",
+    ),
+    "AWAY": ("AWAY [:<message>]", "Mark yourself away with a message, or back without one."),
+    "CAP": ("CAP LS [302] | REQ :<caps> | LIST | END", "IRCv3 capability negotiation."),
+    "CHATHISTORY": (
+        "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN <target> <refs...> <limit>",
+        "Read a channel's or a conversation's stored messages (draft/chathistory).",
+    ),
+    "HELP": ("HELP [<topic>]", "This help; HELPOP is the same."),
+    "HELPOP": ("HELPOP [<topic>]", "The same as HELP."),
+    "INFO": ("INFO", "About this server's software."),
+    "INVITE": ("INVITE <nick> <#channel>", "Invite someone to a channel you are in."),
+    "ISON": ("ISON <nick> [<nick>...]", "Which of these nicks are online."),
+    "JOIN": (
+        "JOIN <#channel>[,<#channel>...] [<key>[,<key>...]]",
+        "Join channels (a channel is a room of every protocol); JOIN 0 leaves them all.",
+    ),
+    "KICK": ("KICK <#channel> <nick> [:<reason>]", "Remove someone from a channel (operators)."),
+    "KILL": ("KILL <nick> :<reason>", "Disconnect someone (server operators)."),
+    "LIST": (
+        "LIST [<filters>]",
+        "List channels. Filters, comma-separated: #mask or !#mask, >N or <N users,",
+        "C>N or C<N minutes since creation, T>N or T<N minutes since the topic was set.",
+    ),
+    "LUSERS": ("LUSERS", "How many users, operators and channels there are."),
+    "MODE": (
+        "MODE <#channel> [<+-modes> [<arguments>...]] | MODE <nick> [<+-modes>]",
+        "Channel modes: b e I (lists), k key, l limit, i m n t s p (flags), o v (statuses).",
+        "User modes: i invisible, w wallops, o operator (only to drop).",
+    ),
+    "MOTD": ("MOTD", "The message of the day."),
+    "NAMES": ("NAMES <#channel>[,<#channel>...]", "Who is in these channels."),
+    "NICK": ("NICK <nick>", "Choose or change your nickname."),
+    "NOTICE": ("NOTICE <target>[,<target>...] :<text>", "Like PRIVMSG, never answered."),
+    "OPER": ("OPER <name> <password>", "Become a server operator."),
+    "PART": ("PART <#channel>[,<#channel>...] [:<reason>]", "Leave channels."),
+    "PASS": ("PASS <password>", "The server password (or an account's), before NICK/USER."),
+    "PING": ("PING <token>", "The server answers PONG <token>."),
+    "PONG": ("PONG <token>", "The answer to the server's PING."),
+    "PRIVMSG": (
+        "PRIVMSG <target>[,<target>...] :<text>",
+        "Send a message to channels or people; to NickServ to log in.",
+    ),
+    "QUIT": ("QUIT [:<reason>]", "Leave the server."),
+    "TAGMSG": (
+        "@<tags> TAGMSG <target>",
+        "Send client tags alone (typing, reactions); needs the message-tags capability.",
+    ),
+    "TIME": ("TIME", "The server's time."),
+    "TOPIC": ("TOPIC <#channel> [:<topic>]", "Show or set a channel's topic."),
+    "USER": ("USER <username> 0 * :<realname>", "Your username and real name, at registration."),
+    "USERHOST": ("USERHOST <nick> [<nick>...]", "The user@host of up to five nicks."),
+    "VERSION": ("VERSION", "The server's version and what it supports."),
+    "WALLOPS": ("WALLOPS :<text>", "A message to everyone with user mode +w (server operators)."),
+    "WHO": ("WHO <#channel|mask>", "Who is in a channel, or whose nick matches a mask."),
+    "WHOIS": ("WHOIS <nick>", "Who someone is: name, channels, away, idle time."),
+    "WHOWAS": (
+        "WHOWAS <nick> [<count>]",
+        "Who had a nick before (newest first); a positive count limits the answer.",
+    ),
+}
