@@ -404,3 +404,39 @@ def test_ip_ban_hits_native_users(
     op.send("WHOIS nat")
     assert op.expect_msg("311").params[1:4] == ["nat", "nat", "127.0.0.1"]
     native.close()
+
+
+def test_targets_lists_channels_and_private_conversations(
+    make_server: Callable[..., Server], irc: Callable[..., IrcClient]
+) -> None:
+    server = make_server()
+    for name in ("alice", "bob"):
+        register_account(server, name)
+    alice = irc("alice", HISTORY_CAPS, on=server, password=PASSWORD)
+    bob = irc("bob", HISTORY_CAPS, on=server, password=PASSWORD)
+    join(alice, "#quiet")  # no messages: not listed
+    join(alice, "#busy")
+    [room_echo] = say_all(alice, "#busy", ["in the room"])
+    [private_echo] = say_all(bob, "alice", ["psst"])
+    span = "timestamp=2000-01-01T00:00:00.000Z timestamp=2999-01-01T00:00:00.000Z"
+    alice.send(f"CHATHISTORY TARGETS {span} 10")
+    start = alice.expect_msg("BATCH")
+    assert start.params[1:] == ["draft/chathistory-targets"]
+    lines = [parse(alice.read_line()) for _ in range(3)]
+    assert [m.params for m in lines[:2]] == [
+        ["TARGETS", "#busy", room_echo.tags["time"]],
+        ["TARGETS", "bob", private_echo.tags["time"]],
+    ]
+    assert all(m.tags["batch"] == start.params[0][1:] for m in lines[:2])
+    assert lines[2].command == "BATCH"
+    # The limit keeps the least recently active; the bounds may come in either order.
+    alice.send(f"CHATHISTORY TARGETS {' '.join(reversed(span.split()))} 1")
+    alice.expect_msg("BATCH")
+    assert parse(alice.read_line()).params[1] == "#busy"
+    # Without batch the lines come bare; a guest sees only the channels they are in.
+    plain = irc("plain", on=server)
+    join(plain, "#busy")
+    plain.send(f"CHATHISTORY TARGETS {span} 10", "PING done")
+    assert parse(plain.read_line()).params[:2] == ["TARGETS", "#busy"]
+    assert parse(plain.read_line()).command == "PONG"
+    assert fail(plain, "TARGETS msgid=1 msgid=2 10")[1:3] == ["INVALID_PARAMS", "TARGETS"]

@@ -166,3 +166,25 @@ def test_irc_listener_speaks_tls_too(tls_server: Server, ca: trustme.CA, tmp_pat
     client.sock = trusting(ca, tmp_path).wrap_socket(client.sock, server_hostname="127.0.0.1")
     client.send("NICK tlsuser", "USER t 0 * :T")
     assert " 001 tlsuser " in client.expect(" 001 ")
+
+
+def offered_caps(client: JsonClient) -> list[str]:
+    """The capabilities of a `CAP LS 302` reply, over its continuation lines."""
+    client.send("CAP LS 302")
+    caps: list[str] = []
+    while True:
+        line = client.expect(" LS ")
+        caps += line.split(" :", 1)[1].split()
+        if " LS * " not in line:
+            return caps
+
+
+def test_irc_over_tls_announces_an_sts_persistence_policy(
+    tls_server: Server, ca: trustme.CA, tmp_path: Path, make_server: Callable[..., Server]
+) -> None:
+    # With TLS on, the one IRC port speaks TLS: STS tells clients to keep to it.
+    client = JsonClient(tls_server.listener("irc").port)
+    client.sock = trusting(ca, tmp_path).wrap_socket(client.sock, server_hostname="127.0.0.1")
+    assert f"sts=duration={30 * 24 * 3600}" in offered_caps(client)
+    plain = JsonClient(make_server().listener("irc").port)
+    assert not any(cap.startswith("sts") for cap in offered_caps(plain))

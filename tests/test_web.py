@@ -300,6 +300,27 @@ def test_irc_over_websocket(
     frank.expect("<-- erin quit")
 
 
+def test_irc_over_websocket_offers_no_labeled_response_and_works_with_its_peers_caps(
+    web_clients: Callable[..., ClientConnection],
+) -> None:
+    # The hub's deliveries reach a WebSocket link already framed, so a command's response
+    # cannot be captured line by line: labeled-response is not offered there.
+    hana = web_clients("text.ircv3.net")
+    hana.send("CAP LS 302")
+    listing = expect_irc(hana, lambda line: " CAP * LS " in line)
+    assert "labeled-response" not in listing and "batch" in listing
+    hana.send("CAP REQ :labeled-response")
+    expect_irc(hana, lambda line: " CAP * NAK " in line)
+    hana.send("CAP REQ :batch echo-message")
+    expect_irc(hana, lambda line: " CAP * ACK " in line)
+    hana.send("CAP END")
+    hana.send("NICK hana")
+    hana.send("USER hana 0 * :Hana")
+    expect_irc(hana, lambda line: " 001 hana " in line)
+    hana.send("@label=x1 JOIN #lobby")
+    expect_irc(hana, lambda line: " 366 hana #lobby " in line)
+
+
 def test_irc_client_may_end_lines_with_crlf_or_send_binary(
     web_clients: Callable[..., ClientConnection],
 ) -> None:

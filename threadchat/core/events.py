@@ -232,11 +232,41 @@ class AwayChanged(Event):
 
 @dataclass(frozen=True, slots=True)
 class Invited(Event):
-    """`by` invites `nick` (the recipient) to `room`."""
+    """`by` invites `nick` to `room`. Told to `nick`, and with `notify` set to the room's
+    members, for clients that show invitations to the room (IRCv3 invite-notify)."""
 
     room: str
     nick: str
     by: str
+    notify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Presence(Event):
+    """Told to one `watcher` who watches the nick: `nick` came online (`mask` its
+    nick!user@host) or went offline. A nick change is the old nick going offline and the
+    new one coming online."""
+
+    watcher: str
+    nick: str
+    online: bool
+    mask: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RealnameChanged(Event):
+    """`nick` changed their real name (IRC SETNAME; native `/realname`)."""
+
+    nick: str
+    realname: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanged(Event):
+    """`nick` logged in to `account` (None: logged out), seen by their peers."""
+
+    nick: str
+    account: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 Echo = Callable[[Event], None]
 
 DEFAULT_ROOM = "lobby"
+# How many nicks one user may watch (IRC MONITOR, see Hub.watch).
+WATCH_MAX = 100
 # How old the operator and invisible counts in LUSERS may be (see Hub.counts); the hub's own
 # flag changes make them be counted anew at once.
 OPER_COUNT_MAX_AGE = 1.0
@@ -102,6 +104,11 @@ class User:
     # The client builds its member lists from join, leave and quit lines (IRC does): it gets
     # them even in quiet rooms, and the full list on joining one (see Hub._audience).
     keeps_member_list: bool = False
+    # Nicks this user watches (IRC MONITOR), folded -> as given; see `Hub.watch`.
+    watching: dict[str, str] = field(default_factory=dict)
+    # Whether they also want away, real name and account changes of the people they watch
+    # when sharing no room with them (IRCv3 extended-monitor).
+    watch_details: bool = False
 
     @property
     def key(self) -> str:
@@ -237,6 +244,8 @@ class Hub:
         self._departed: deque[events.PastUser] = deque(maxlen=WHOWAS_MAX)
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
+        # Folded nick -> the users watching it (User.watching), online or not.
+        self._watchers: dict[str, set[User]] = {}
         # Services the server plugs in when it has a store; None keeps the hub memory-only.
         # history: commits each message before it is relayed. accounts: guards registered
         # names. moderation: keeps rooms of account owners, mutes, grants on join.
@@ -265,11 +274,13 @@ class Hub:
         if self.accounts is not None:
             self.accounts.check_name(nick, identity.get("account"))
         user = User(nick=nick, connections=(conn,), keeps_member_list=keeps_member_list, **identity)
-        with self._lock:
+        with delivery.batch(), self._lock:
             if user.key in self._users:
                 raise HubError("name_in_use", f"the name {nick} is taken")
             self._users[user.key] = user
             self._max_users = max(self._max_users, len(self._users))
+            if user.key in self._watchers:
+                self._tell_watchers(user, online=True)
         log.info("%s registered", nick)
         return user
 
@@ -337,6 +348,9 @@ class Hub:
         for room in list(user.rooms.values()):
             self._remove_member(room, user)
         self._fan_out(events.Quit(nick=user.nick, reason=reason, mask=user.mask), peers)
+        if user.key in self._watchers:
+            self._tell_watchers(user, online=False)
+        self._unwatch(user, list(user.watching))
         return True
 
     def _remember(self, user: User, nick: str) -> None:
@@ -385,11 +399,17 @@ class Hub:
             old = user.nick
             if old == new:
                 return
+            # A change of case only is no change of presence.
+            renamed = old_key != new_key
             del self._users[old_key]
-            if old_key != new_key:
+            if renamed and old_key in self._watchers:
+                self._tell_watchers(user, online=False)
+            if renamed:
                 self._remember(user, old)
             user.nick = new
             self._users[new_key] = user
+            if renamed and new_key in self._watchers:
+                self._tell_watchers(user, online=True)
             for room in user.rooms.values():
                 del room.members[old_key]
                 room.members[new_key] = user
@@ -398,6 +418,103 @@ class Hub:
                         group.discard(old_key)
                         group.add(new_key)
             self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
+
+    # -- presence (IRC MONITOR; any protocol may offer it) ---------------------------------
+
+    def watch(self, user: User, nicks: Iterable[str]) -> tuple[list[User], list[str], list[str]]:
+        """Add `nicks` to `user`'s watch list: from now on they are told (`Presence`) when
+        one comes online or goes offline. Returns (those online, those offline, those not
+        added because the list holds `WATCH_MAX` nicks)."""
+        online: list[User] = []
+        offline: list[str] = []
+        refused: list[str] = []
+        with self._lock:
+            for nick in nicks:
+                key = names.fold(nick)
+                if key not in user.watching:
+                    if len(user.watching) >= WATCH_MAX:
+                        refused.append(nick)
+                        continue
+                    user.watching[key] = nick
+                    self._watchers.setdefault(key, set()).add(user)
+                present = self._users.get(key)
+                if present is None:
+                    offline.append(nick)
+                else:
+                    online.append(present)
+        return online, offline, refused
+
+    def unwatch(self, user: User, nicks: Iterable[str] | None = None) -> None:
+        """Take `nicks` (None: every nick) off `user`'s watch list."""
+        with self._lock:
+            keys = list(user.watching) if nicks is None else [names.fold(n) for n in nicks]
+            self._unwatch(user, keys)
+
+    def watch_status(self, user: User) -> tuple[list[User], list[str]]:
+        """(who on `user`'s watch list is online, the nicks of those who are not)."""
+        online: list[User] = []
+        offline: list[str] = []
+        with self._lock:
+            for key, nick in user.watching.items():
+                present = self._users.get(key)
+                if present is None:
+                    offline.append(nick)
+                else:
+                    online.append(present)
+        return online, offline
+
+    def _unwatch(self, user: User, keys: Iterable[str]) -> None:
+        for key in keys:
+            if user.watching.pop(key, None) is None:
+                continue
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(user)
+                if not watchers:
+                    del self._watchers[key]
+
+    def _tell_watchers(self, user: User, *, online: bool) -> None:
+        """Tell whoever watches `user`'s nick that it came online or went (hub lock held).
+        One event per watcher: each is addressed to its recipient."""
+        mask = user.mask if online else ""
+        for watcher in self._watchers.get(user.key, ()):
+            if watcher is not user:
+                event = events.Presence(
+                    watcher=watcher.nick, nick=user.nick, online=online, mask=mask
+                )
+                self._fan_out(event, [watcher])
+
+    def _told_of_changes(self, user: User) -> list[User]:
+        """Who sees `user`'s away, real name and account changes: their peers, and the
+        people watching them who asked for such details (hub lock held)."""
+        told = self._peers(user)
+        watchers = self._watchers.get(user.key)
+        if watchers:
+            seen = {id(u) for u in told}
+            told += [w for w in watchers if w.watch_details and id(w) not in seen and w is not user]
+        return told
+
+    def set_realname(self, user: User, realname: str) -> None:
+        """Change `user`'s real name; they and the people who see them are told."""
+        check_text(realname)
+        if not realname:
+            raise HubError("invalid_realname", "a real name cannot be empty")
+        if len(realname) > names.REALNAME_MAX:
+            raise HubError("too_long", f"a real name is at most {names.REALNAME_MAX} characters")
+        with delivery.batch(), self._lock:
+            user.realname = realname
+            event = events.RealnameChanged(nick=user.nick, realname=realname)
+            self._fan_out(event, [user, *self._told_of_changes(user)])
+
+    def set_account(self, user: User, account: str | None) -> None:
+        """`user` is now logged in to `account` (None: logged out); their peers are told.
+        Who may log in to what is the account service's rule (it calls this)."""
+        with delivery.batch(), self._lock:
+            if user.account == account:
+                return
+            user.account = account
+            event = events.AccountChanged(nick=user.nick, account=account)
+            self._fan_out(event, self._told_of_changes(user))
 
     def find_user(self, nick: str) -> User | None:
         with self._lock:
@@ -1164,6 +1281,15 @@ class Hub:
                 raise HubError("not_operator", f"only operators invite to {room.name}")
             room.invited.add(target.key)
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
+            # The members who could have invited too learn of it (all in an open room).
+            invite_only = RoomFlag.INVITE_ONLY in room.flags
+            told = [
+                m
+                for m in room.members.values()
+                if m is not user and (not invite_only or self.may_moderate(m, room))
+            ]
+            notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
+            self._fan_out(notice, told)
             return target
 
     def set_away(self, user: User, message: str | None) -> None:
@@ -1179,7 +1305,7 @@ class Hub:
                 return
             user.away = message
             event = events.AwayChanged(nick=user.nick, away=message)
-            self._fan_out(event, self._peers(user))
+            self._fan_out(event, self._told_of_changes(user))
 
     def wallops(self, user: User, text: str) -> None:
         """A server operator's message to every user with the wallops flag."""
@@ -1346,6 +1472,26 @@ class Hub:
             return shown, history.read(query, **scope)
         except StoreError as problem:
             log.error("history request failed: %s", problem)
+            raise HubError("history_failed", "history cannot be read right now") from None
+
+    def history_targets(
+        self, user: User, after_ms: int, before_ms: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        """Which of `user`'s conversations had their latest message between two times (ms,
+        either order): of the rooms they are in and their account's private conversations,
+        as (room name or peer account, is a room, that time), oldest first. Raises
+        HubError history_off, history_failed."""
+        history = self.history
+        if history is None:
+            raise HubError("history_off", "this server keeps no history")
+        with self._lock:
+            rooms = [room.name for room in user.rooms.values()]
+            account = user.account
+        low, high = sorted((after_ms, before_ms))
+        try:
+            return history.targets(rooms, account, low, high, limit)
+        except StoreError as problem:
+            log.error("history targets request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
 
     def user_info(

@@ -59,6 +59,8 @@ class UserFlag(StrEnum):
     INVISIBLE = "invisible"
     # Receives the server operators' wallops messages.
     WALLOPS = "wallops"
+    # An automated client (IRCv3 bot mode): others' clients mark what it says.
+    BOT = "bot"
 
 
 # What a mode change may change: a room's flag, setting, list or a member's status, or a
@@ -70,7 +72,7 @@ HIDDEN_ROOM_FLAGS = frozenset({RoomFlag.SECRET, RoomFlag.PRIVATE})
 # Flags a new room starts with: only members speak in it, only operators set the topic.
 DEFAULT_ROOM_FLAGS = frozenset({RoomFlag.MEMBERS_ONLY, RoomFlag.TOPIC_LOCKED})
 # User flags a user may set or unset on themselves; SERVER_OPERATOR may only be dropped.
-SELF_SET_USER_FLAGS = frozenset({UserFlag.INVISIBLE, UserFlag.WALLOPS})
+SELF_SET_USER_FLAGS = frozenset({UserFlag.INVISIBLE, UserFlag.WALLOPS, UserFlag.BOT})
 
 
 @dataclass(frozen=True, slots=True)

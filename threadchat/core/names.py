@@ -17,6 +17,8 @@ ROOM_MAX = 49
 TOPIC_MAX = 390
 # IRC's AWAYLEN: an away message fits a WHOIS reply line.
 AWAY_MAX = 200
+# A real name (IRC's USER and SETNAME): fits a WHOIS reply line.
+REALNAME_MAX = 100
 
 _NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*")
 _ROOM_RE = re.compile(r"[A-Za-z0-9_.-]+")

@@ -13,7 +13,7 @@ pages, moderation requests) run in a reader thread without the hub lock.
 """
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +70,14 @@ class History(Protocol):
         """Messages of `room`, or of the private conversation between the accounts
         `asker_account` and `peer`, selected by `query`, oldest first, as events marked
         `history`. Access checks are the caller's (`Hub.read_history`); raises StoreError."""
+        ...
+
+    def targets(
+        self, rooms: Sequence[str], account: str | None, after_ms: int, before_ms: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        """The conversations whose latest message is strictly between the two times: of
+        `rooms`, and the private ones of `account`, as (room name or peer account, is a
+        room, latest time in ms), oldest first, at most `limit`. Raises StoreError."""
         ...
 
 

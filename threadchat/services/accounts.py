@@ -232,8 +232,8 @@ class AccountService:
 
     def logged_in(self, hub: Hub, user: User, account: str) -> None:
         """Mark `user` as logged in to `account` (admins get server operator status)."""
+        hub.set_account(user, account)  # those who see the user are told (account-notify)
         with hub.locked():
-            user.account = account
             if self.is_admin(account):
                 user.flags.add(UserFlag.SERVER_OPERATOR)
         with self._grace_lock:

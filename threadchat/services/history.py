@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -639,6 +639,13 @@ class MessageLog:
         if not messages:
             return None
         return Replay(room=room, messages=tuple(messages), page=self.on_join)
+
+    def targets(
+        self, rooms: Sequence[str], account: str | None, after_ms: int, before_ms: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        """The conversations whose latest message is between two times (see the store's
+        `conversation_targets`); raises StoreError."""
+        return self.store.conversation_targets(rooms, account, after_ms, before_ms, limit)
 
     def read(
         self,

@@ -161,6 +161,15 @@ class Store(Protocol):
         """
         ...
 
+    def conversation_targets(
+        self, rooms: Sequence[str], account: str | None, after_ts: int, before_ts: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        """The conversations whose latest message is strictly between the two times (ms):
+        of `rooms`, and the private conversations of `account` (None: none), as (room name
+        or the peer's account, whether it is a room, the time of that latest message),
+        oldest first, at most `limit`."""
+        ...
+
     def purge_older_than(self, cutoff_ts: int) -> int:
         """Delete messages with ts < cutoff_ts; return how many were deleted."""
         ...

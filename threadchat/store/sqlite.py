@@ -738,6 +738,38 @@ class SQLiteStore:
             return select([(q.ref, "<"), (q.end, ">")], True, limit)
         raise ValueError(f"unknown history mode {q.mode!r}")
 
+    def conversation_targets(
+        self, rooms: Sequence[str], account: str | None, after_ts: int, before_ts: int, limit: int
+    ) -> list[tuple[str, bool, int]]:
+        limit = clamp_limit(limit)
+        if not limit:
+            return []
+        latest: list[tuple[str, bool, int]] = []
+        for room in rooms:
+            # The newest by id through the (room_key, id) index: one step per room.
+            rows = self._query(
+                "SELECT ts FROM messages WHERE room_key = ? ORDER BY id DESC LIMIT 1", (fold(room),)
+            )
+            if rows:
+                latest.append((room, True, rows[0][0]))
+        if account:
+            me = fold(account)
+            # Per conversation, the newest message's row (SQLite gives the other columns of
+            # the row where MAX is found): its time, and whose account is the peer's.
+            sql = (
+                "SELECT MAX(id), ts, sender_account, target_account FROM messages"
+                " WHERE pair_lo = ? OR pair_hi = ? GROUP BY pair_lo, pair_hi"
+            )
+            for _id, ts, sender, target in self._query(sql, (me, me)):
+                peer = target if fold(sender or "") == me else sender
+                if peer:
+                    latest.append((peer, False, ts))
+        # A conversation whose newest message is outside the span is not listed, even if
+        # it has older messages inside it: the span selects by latest activity.
+        found = [item for item in latest if after_ts < item[2] < before_ts]
+        found.sort(key=lambda item: item[2])
+        return found[:limit]
+
     def _is_before(self, a: Ref, b: Ref) -> bool | None:
         """Whether position a is not later than b; None if an id reference is unknown."""
         if a.kind == b.kind:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Hashable
+import threading
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from threadchat.core.hub import User
@@ -39,10 +40,16 @@ class IrcConnection(TcpConnection):
 
     def __init__(self, server: Host, sock: socket.socket, address: tuple) -> None:
         super().__init__(server, sock, address)
-        session = IrcSession(server.hub, server.config, self, safe_host(str(address[0])))
+        # With TLS on, every TCP listener speaks it (transports/tls.py).
+        secure = server.tls_context is not None
+        session = IrcSession(
+            server.hub, server.config, self, safe_host(str(address[0])), tls=secure
+        )
         self.session = session
         # The hub encodes once per codec group: bound straight to the codec, no call between.
         self.encode = session.codec.encode
+        # What a labeled command sent this connection (see `begin_capture`).
+        self._captured: list[bytes] = []
 
     @property
     def user(self) -> User | None:
@@ -68,6 +75,33 @@ class IrcConnection(TcpConnection):
 
     def connection_count(self) -> int:
         return len(self.server.connections())
+
+    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
+        reader = threading.get_ident()
+        captured: list[bytes] = []
+        self._captured = captured
+        if not deliveries:
+            return captured.append
+        put = self.outbox.put
+
+        def capture(data: bytes) -> None:
+            # The hub delivers to this connection from every thread; only what this reader
+            # thread causes while the command runs is its response.
+            if threading.get_ident() == reader:
+                captured.append(data)
+            else:
+                put(data)
+
+        # The hub reads `send_bytes` at each delivery (state events: JOIN, NICK, MODE, ...).
+        self.send_bytes = capture
+        # The session's own sends are all part of the response, whatever thread makes them
+        # (an echo comes from the thread that relays the stored message).
+        return captured.append
+
+    def end_capture(self) -> list[bytes]:
+        self.send_bytes = self.outbox.put
+        captured, self._captured = self._captured, []
+        return captured
 
     # -- the reader thread -----------------------------------------------------------------
 

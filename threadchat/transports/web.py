@@ -162,6 +162,9 @@ class IrcOverWebSocket:
             conn,
             safe_host(str(conn.address[0])),
             send_bytes=self.send_lines,
+            # The hub's deliveries reach this link already framed, so a labeled command's
+            # response cannot be captured line by line: labeled-response is not offered.
+            labeled_responses=False,
         )
 
     @property

@@ -68,7 +68,8 @@ def on_join(session: IrcSession, message: Message) -> None:
             continue  # kicked (or the room gone) already: the client was told so
         if arrival.topic.topic:
             _send_topic(session, arrival.topic)
-        _send_name_list(session, arrival.room, arrival.members or (), arrival.flags)
+        if "no-implicit-names" not in session.caps:
+            _send_name_list(session, arrival.room, arrival.members or (), arrival.flags)
         irc_history.replay_on_join(session, joined.name)
 
 

@@ -33,6 +33,7 @@ from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
     channel_to_room,
+    format_server_time,
     is_valid_nick,
 )
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAPABILITY = "draft/chathistory"
+TARGETS_BATCH = "draft/chathistory-targets"
 # What a replay on join needs: the batch marks the lines as history, server-time dates them.
 REPLAY_CAPS = frozenset({"batch", "server-time"})
 # Parameters after the subcommand: target, one or two refs, limit.
@@ -74,6 +76,9 @@ def on_chathistory(conn: IrcSession, message: Message) -> None:
         return
     sub = message.params[0].upper()
     try:
+        if sub == "TARGETS":
+            _targets(conn, message.params[1:])
+            return
         target, events = _answer(conn, sub, message.params[1:])
     except _Refused as refused:
         conn.send(Message("FAIL", ["CHATHISTORY", refused.code, *refused.params], conn.server_name))
@@ -105,6 +110,38 @@ def _answer(conn: IrcSession, sub: str, params: Sequence[str]) -> tuple[str, lis
             raise failed from None
         raise refused from None
     return ("#" + room if room is not None else shown), events
+
+
+def _targets(conn: IrcSession, params: Sequence[str]) -> None:
+    """`CHATHISTORY TARGETS <timestamp=> <timestamp=> <limit>`: the channels the user is in
+    and the people their account talked with privately whose latest message falls between
+    the two times, as a `draft/chathistory-targets` batch, the least recently active first."""
+    if len(params) < 3:
+        raise _Refused("INVALID_PARAMS", "TARGETS", "Missing parameters")
+    bounds = [_parse_ref("TARGETS", word, star=False) for word in params[:2]]
+    if any(ref is None or ref.kind != "ts" for ref in bounds):
+        raise _Refused("INVALID_PARAMS", "TARGETS", params[0], "Only timestamps are accepted")
+    limit = _parse_limit("TARGETS", params[2])
+    assert conn.user is not None and bounds[0] is not None and bounds[1] is not None
+    try:
+        found = conn.hub.history_targets(conn.user, bounds[0].value, bounds[1].value, limit)
+    except HubError:
+        raise _Refused("MESSAGE_ERROR", "TARGETS", "Messages could not be retrieved") from None
+    batched = "batch" in conn.caps
+    ref = f"h{next(_batch_ids)}"
+    if batched:
+        conn.send(Message("BATCH", ["+" + ref, TARGETS_BATCH], conn.server_name))
+    for name, is_room, latest in found:
+        line = Message(
+            "CHATHISTORY",
+            ["TARGETS", "#" + name if is_room else name, format_server_time(latest / 1000)],
+            conn.server_name,
+        )
+        if batched:
+            line.tags["batch"] = ref
+        conn.send(line)
+    if batched:
+        conn.send(Message("BATCH", ["-" + ref], conn.server_name))
 
 
 def _scope(conn: IrcSession, target: str, refused: _Refused) -> tuple[str, dict[str, str]]:

@@ -19,19 +19,23 @@ from typing import Protocol
 from threadchat.core import events
 from threadchat.core.events import Event
 from threadchat.core.hub import User
+from threadchat.core.modes import UserFlag
 from threadchat.protocols import utctime
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.wire import (
     Formatter,
     Message,
+    Numeric,
     escape_tag_value,
 )
 
 log = logging.getLogger(__name__)
 
+_BOT = UserFlag.BOT  # checked for every encoded message: a module global is looked up fastest
+
 # Capabilities that change how a fanned-out event is encoded beyond tags (tags are covered by
 # Formatter.variant); part of the codec key so recipients that differ only here share bytes.
-SHAPE_CAPS = ("extended-join", "away-notify")
+SHAPE_CAPS = ("extended-join", "away-notify", "setname", "account-notify", "invite-notify")
 
 
 class Directory(Protocol):
@@ -132,7 +136,13 @@ class IrcCodec:
         # Message objects, a Formatter and three serialisations (see `chat_line`).
         if event.tags and self._chat_tags[1]:
             return None  # client tags, for a client with message-tags: the general path
-        source = self._source(event.sender)
+        sender = self.hub.user_unlocked(event.sender)
+        if sender is None:
+            source = f"{event.sender}!{event.sender}@{self.server_name}"
+        elif _BOT in sender.flags:
+            return None  # the general path adds the `bot` tag
+        else:
+            source = source_of(sender, event.sender)
         target = "#" + event.room if isinstance(event, events.RoomMessage) else event.target
         return chat_line(
             source,
@@ -157,6 +167,10 @@ class IrcCodec:
         except ValueError:
             log.exception("%s: cannot encode %r", self.label, event)
             return None
+
+    def _is_bot(self, nick: str) -> bool:
+        user = self.hub.user_unlocked(nick)
+        return user is not None and _BOT in user.flags
 
     def _source(self, nick: str) -> str:
         user = self.hub.user_unlocked(nick)
@@ -184,6 +198,7 @@ class IrcCodec:
                     event.account,
                     self._msgid(event),
                     event.tags,
+                    bot=self._is_bot(event.sender),
                 )
             case events.PrivateMessage():
                 source = self._source(event.sender)
@@ -195,6 +210,7 @@ class IrcCodec:
                     event.account,
                     self._msgid(event),
                     event.tags,
+                    bot=self._is_bot(event.sender),
                 )
             case events.TagMessage():
                 # TAGMSG is itself part of message-tags: a client without it gets nothing.
@@ -244,8 +260,31 @@ class IrcCodec:
                 params = [event.away] if event.away else []
                 return [Message("AWAY", params, self._source(event.nick))]
             case events.Invited():
+                if event.notify and "invite-notify" not in self.caps:
+                    return []
                 params = [event.nick, "#" + event.room]
                 return [Message("INVITE", params, self._source(event.by))]
+            case events.Presence():
+                # MONITOR: RPL_MONONLINE / RPL_MONOFFLINE, addressed to the one watcher.
+                if event.online:
+                    return [
+                        Message(
+                            Numeric.RPL_MONONLINE,
+                            [event.watcher, irc_mask(event.mask)],
+                            self.server_name,
+                        )
+                    ]
+                return [
+                    Message(Numeric.RPL_MONOFFLINE, [event.watcher, event.nick], self.server_name)
+                ]
+            case events.RealnameChanged():
+                if "setname" not in self.caps:
+                    return []
+                return [Message("SETNAME", [event.realname], self._source(event.nick))]
+            case events.AccountChanged():
+                if "account-notify" not in self.caps:
+                    return []
+                return [Message("ACCOUNT", [event.account or "*"], self._source(event.nick))]
             case events.Wallops():
                 return [Message("WALLOPS", [event.text], self._source(event.sender))]
             case events.Killed():
@@ -265,6 +304,8 @@ def chat_messages(
     account: str | None,
     msgid: str | None = None,
     client_tags: events.ClientTags = (),
+    *,
+    bot: bool = False,
 ) -> list[Message]:
     """The PRIVMSG or NOTICE line of one hub message, whole.
 
@@ -279,6 +320,8 @@ def chat_messages(
         tags["account"] = account
     if msgid is not None:
         tags["msgid"] = msgid
+    if bot:
+        tags["bot"] = None  # IRCv3 bot mode: the sender is a bot (+B)
     wrapped = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
     return [Message(command, [target, wrapped], source, tags)]
 

@@ -24,6 +24,7 @@ from threadchat.protocols.irc import (
     users,
 )
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.help_topics import HELP_TOPICS
 from threadchat.protocols.irc.wire import Message, Numeric
@@ -141,4 +142,8 @@ COMMANDS: dict[str, Command] = {
     "HELPOP": Command(on_help),
     "LUSERS": Command(server_info.on_lusers),
     "MOTD": Command(server_info.on_motd),
+    "MONITOR": Command(irc_monitor.on_monitor, min_params=1),
+    "SETNAME": Command(users.on_setname, min_params=1),
+    "REGISTER": Command(irc_accounts.on_register, True, 3),
+    "VERIFY": Command(irc_accounts.on_verify, True, 2),
 }

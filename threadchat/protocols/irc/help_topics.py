@@ -5,16 +5,26 @@ that every command has one.
 """
 
 HELP_TOPICS: dict[str, tuple[str, ...]] = {
+    "MONITOR": (
+        "MONITOR + <nick>[,<nick>...] | - <nick>[,...] | C | L | S",
+        "Be told (730/731) when these nicks come online or go; C clears, L lists, S shows.",
+    ),
+    "REGISTER": (
+        "REGISTER <account|*> <email|*> <password>",
+        "Create the account named like your nick and log in to it (no email verification).",
+    ),
+    "SETNAME": ("SETNAME :<real name>", "Change your real name (setname shows it to others)."),
     "ADMIN": ("ADMIN", "Who runs this server."),
     "AUTHENTICATE": (
         "AUTHENTICATE <mechanism|data>",
-        "SASL login (PLAIN) before registration; negotiate the sasl capability first.",
+        "SASL login (PLAIN), before registration or after it while not logged in.",
     ),
     "AWAY": ("AWAY [:<message>]", "Mark yourself away with a message, or back without one."),
     "CAP": ("CAP LS [302] | REQ :<caps> | LIST | END", "IRCv3 capability negotiation."),
     "CHATHISTORY": (
         "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN <target> <refs...> <limit>",
         "Read a channel's or a conversation's stored messages (draft/chathistory).",
+        "CHATHISTORY TARGETS <timestamp> <timestamp> <limit>: conversations active between.",
     ),
     "HELP": ("HELP [<topic>]", "This help; HELPOP is the same."),
     "HELPOP": ("HELPOP [<topic>]", "The same as HELP."),
@@ -62,7 +72,14 @@ HELP_TOPICS: dict[str, tuple[str, ...]] = {
     "USERHOST": ("USERHOST <nick> [<nick>...]", "The user@host of up to five nicks."),
     "VERSION": ("VERSION", "The server's version and what it supports."),
     "WALLOPS": ("WALLOPS :<text>", "A message to everyone with user mode +w (server operators)."),
-    "WHO": ("WHO <#channel|mask>", "Who is in a channel, or whose nick matches a mask."),
+    "WHO": (
+        "WHO <#channel|mask> [%<fields>[,<token>]]",
+        "Who is in a channel, or whose nick matches a mask; with %fields, WHOX (354).",
+    ),
+    "VERIFY": (
+        "VERIFY <account> <code>",
+        "Completes a registration that waits for a code: none here does (no email).",
+    ),
     "WHOIS": ("WHOIS <nick>", "Who someone is: name, channels, away, idle time."),
     "WHOWAS": (
         "WHOWAS <nick> [<count>]",

@@ -3,6 +3,8 @@
 They keep every reply that repeats a client's words within IRC's 512 bytes.
 """
 
+from threadchat.core import names
+
 # Channels one user may be in (CHANLIMIT): every join costs fan-out work on each message.
 MAX_CHANNELS = 50
 # Targets per PRIVMSG/NOTICE (TARGMAX): enough for real use, too few to spam efficiently.
@@ -13,7 +15,7 @@ KEYLEN = 23
 AWAYLEN = 200
 KICKLEN = 300
 USERLEN = 10
-REALNAME_MAX = 100
+REALNAME_MAX = names.REALNAME_MAX
 BANMASK_MAX = 100
 # What LIST filters on (ELIST, see `channels.ListFilter`): Creation time, Masks, Negated
 # masks, Topic time and User counts.

@@ -56,7 +56,10 @@ USER_FLAG_LETTERS: dict[UserFlag, str] = {
     UserFlag.INVISIBLE: "i",
     UserFlag.SERVER_OPERATOR: "o",
     UserFlag.WALLOPS: "w",
+    UserFlag.BOT: "B",
 }
+# ISUPPORT BOT=: the user mode that marks a bot (IRCv3 bot mode).
+BOT_LETTER = USER_FLAG_LETTERS[UserFlag.BOT]
 
 _ROOM_MODE_OF: dict[str, Mode] = {
     letter: mode

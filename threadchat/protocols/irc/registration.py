@@ -20,6 +20,7 @@ from threadchat.core import names
 from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import modes as irc_modes
+from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.limits import (
     AWAYLEN,
@@ -65,16 +66,51 @@ OFFERED_CAPS: dict[str, str | None] = {
     "extended-join": None,
     "userhost-in-names": None,
     "batch": None,
+    "labeled-response": None,
+    "account-notify": None,
+    # Hosts never change here (no cloaks or vhosts), so no CHGHOST is ever sent; offered
+    # so clients know they would be told rather than see a QUIT and a JOIN.
+    "chghost": None,
+    "setname": None,
+    "invite-notify": None,
+    "extended-monitor": None,
+    "no-implicit-names": None,
 }
+
+# IRCv3 STS: how long clients that reached us over TLS must keep to TLS (30 days, what
+# public networks announce); sent again on each connection, so the policy renews itself.
+STS_DURATION = 30 * 24 * 3600
 
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def new_registration(hub: Hub, server_name: str) -> Registration:
-    """The registration state machine, offering what this server can do."""
+def new_registration(
+    hub: Hub,
+    server_name: str,
+    *,
+    open_server: bool = True,
+    tls: bool = False,
+    labeled_responses: bool = True,
+) -> Registration:
+    """The registration state machine, offering what this server can do. `open_server`:
+    no connection password is asked (accounts may then be registered before connecting).
+    `tls`: the connection is over TLS (with TLS on, every listener is: there is no plain
+    port to upgrade from), so STS says to keep using it (a persistence policy).
+    `labeled_responses`: the transport can capture a command's response (see
+    `IrcTransport.begin_capture`); one that cannot does not offer labeled-response."""
     offered = OFFERED_CAPS
+    if not labeled_responses:
+        offered = {cap: value for cap, value in offered.items() if cap != "labeled-response"}
+    if tls:
+        offered = {**offered, "sts": f"duration={STS_DURATION}"}
     if hub.accounts is not None:
-        offered = {**offered, "sasl": irc_accounts.MECHANISMS}
+        offered = {
+            **offered,
+            "sasl": irc_accounts.MECHANISMS,
+            irc_accounts.REGISTRATION_CAPABILITY: irc_accounts.registration_capability_value(
+                open_server
+            ),
+        }
     if hub.history is not None:
         offered = {**offered, irc_history.CAPABILITY: None}
     return Registration(server_name, offered)
@@ -151,6 +187,7 @@ def _register(session: IrcSession) -> None:
         session.send(*session.reg.reject_nick(nick, numeric))
         return
     session.user = user
+    user.watch_details = "extended-monitor" in session.caps
     session.registered_account = account
     irc_accounts.after_registration(session)
     session.reg.complete(nick)
@@ -200,6 +237,10 @@ def send_isupport(session: IrcSession) -> None:
         "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
         "TOPICLEN": str(names.TOPIC_MAX),
         "USERLEN": str(USERLEN),
+        "BOT": irc_modes.BOT_LETTER,
+        "UTF8ONLY": None,
+        "WHOX": None,
+        **irc_monitor.ISUPPORT_TOKEN,
     }
     if session.hub.history is not None:
         tokens.update(irc_history.isupport_tokens())

@@ -50,15 +50,16 @@ def _numeric(conn: IrcSession, numeric: Numeric, *params: str) -> None:
 
 
 def on_authenticate(conn: IrcSession, message: Message) -> None:
-    """The AUTHENTICATE command (before registration only)."""
+    """The AUTHENTICATE command: before registration, or after it while not logged in (the
+    login then applies at once, as IDENTIFY's does)."""
     accounts = conn.hub.accounts
     state = conn.sasl
     if state is None:
         state = conn.sasl = SaslState()
-    if accounts is None or conn.user is not None:
-        _numeric(conn, Numeric.ERR_SASLALREADY if conn.user else Numeric.ERR_SASLFAIL)
+    if accounts is None:
+        _numeric(conn, Numeric.ERR_SASLFAIL)
         return
-    if conn.sasl_account is not None:
+    if conn.sasl_account is not None or (conn.user is not None and conn.user.account):
         _numeric(conn, Numeric.ERR_SASLALREADY)
         return
     argument = message.params[0] if message.params else ""
@@ -95,8 +96,11 @@ def on_authenticate(conn: IrcSession, message: Message) -> None:
         log.info("%s: SASL failed (%s)", conn.label, problem.code)
         _numeric(conn, Numeric.ERR_SASLFAIL)
         return
-    conn.sasl_account = account
-    target = conn.reg.nick or "*"
+    if conn.user is None:
+        conn.sasl_account = account
+    else:
+        accounts.logged_in(conn.hub, conn.user, account)
+    target = conn.user.nick if conn.user is not None else conn.reg.nick or "*"
     conn.send(
         Message(
             Numeric.RPL_LOGGEDIN.value,
@@ -160,3 +164,93 @@ def nickserv(conn: IrcSession, text: str) -> None:
         return
     accounts.logged_in(conn.hub, user, account)
     reply(f"You are now identified for {account}.")
+
+
+# -- draft/account-registration: REGISTER and VERIFY ------------------------------------------
+
+REGISTRATION_CAPABILITY = "draft/account-registration"
+# Codes of the account service's refusals as the spec's FAIL REGISTER codes.
+_REGISTER_FAILURES = {
+    "name_registered": "ACCOUNT_EXISTS",
+    "weak_password": "WEAK_PASSWORD",
+    "bad_request": "UNACCEPTABLE_PASSWORD",
+    "auth_failed": "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def registration_capability_value(before_connect: bool) -> str | None:
+    """The capability's value: accounts are named like the nick (no `custom-account-name`)
+    and need no email (no `email-required`); `before-connect` unless a connection password
+    must come first (REGISTER must not get around it)."""
+    return "before-connect" if before_connect else None
+
+
+def on_register(conn: IrcSession, message: Message) -> None:
+    """`REGISTER <account> {<email> | *} <password>`: create the account named like the
+    current nick and log in to it, as SASL would. There is no email verification: an
+    address given is neither checked nor kept, and VERIFY has nothing to complete."""
+    accounts = conn.hub.accounts
+    requested, _email, password = message.params[:3]
+    nick = conn.user.nick if conn.user is not None else conn.reg.nick
+    if accounts is None:
+        conn.fail("REGISTER", "TEMPORARILY_UNAVAILABLE", requested, "This server has no accounts")
+        return
+    if conn.user is None and conn.config.irc_password is not None:
+        conn.fail(
+            "REGISTER", "COMPLETE_CONNECTION_REQUIRED", requested, "Register after connecting"
+        )
+        return
+    if nick is None:
+        taken = conn.reg.last_nick
+        if taken is not None and requested in ("*", taken):
+            # Its nick was refused as someone else's: registering that name would take it
+            # from under them.
+            conn.fail("REGISTER", "ACCOUNT_EXISTS", taken, f"{taken} is in use")
+        else:
+            conn.fail("REGISTER", "NEED_NICK", "*", "Send NICK before REGISTER")
+        return
+    account = nick if requested == "*" else requested
+    if conn.sasl_account is not None or (conn.user is not None and conn.user.account):
+        conn.fail("REGISTER", "ALREADY_AUTHENTICATED", account, "You are already logged in")
+        return
+    if names.fold(account) != names.fold(nick):
+        conn.fail(
+            "REGISTER", "ACCOUNT_NAME_MUST_BE_NICK", account, "The account is named like your nick"
+        )
+        return
+    try:
+        accounts.register(account, password)
+    except AuthError as problem:
+        code = _REGISTER_FAILURES.get(problem.code, "BAD_ACCOUNT_NAME")
+        log.info("%s: REGISTER %s refused (%s)", conn.label, account, problem.code)
+        conn.fail("REGISTER", code, account, problem.message)
+        return
+    log.info("%s: registered the account %s", conn.label, account)
+    if conn.user is None:
+        conn.sasl_account = account  # applied at registration, like a SASL login
+    else:
+        accounts.logged_in(conn.hub, conn.user, account)
+    conn.send(
+        Message(
+            "REGISTER",
+            ["SUCCESS", account, "Account created (no email verification on this server)"],
+            conn.server_name,
+        )
+    )
+    target = nick
+    conn.send(
+        Message(
+            Numeric.RPL_LOGGEDIN.value,
+            [target, f"{target}!*@{conn.host}", account, f"You are now logged in as {account}"],
+            conn.server_name,
+        )
+    )
+
+
+def on_verify(conn: IrcSession, message: Message) -> None:
+    """VERIFY: no registration here waits for a code (REGISTER succeeds or fails at once)."""
+    account = message.params[0]
+    if conn.sasl_account is not None or (conn.user is not None and conn.user.account):
+        conn.fail("VERIFY", "ALREADY_AUTHENTICATED", account, "You are already logged in")
+        return
+    conn.fail("VERIFY", "INVALID_CODE", account, "No registration here needs verifying")

@@ -12,6 +12,7 @@ Runs on the connection's reader thread, inside its delivery batch; the hub calls
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -25,16 +26,50 @@ from threadchat.protocols.irc.sasl import SaslState
 from threadchat.protocols.irc.wire import (
     BufferOverflow,
     IrcLineReader,
+    IrcParseError,
     LineTooLong,
     MalformedLine,
     Message,
     MessageReceived,
     Numeric,
+    escape_tag_value,
+    parse,
     reply,
     reply_with_text,
 )
 
 log = logging.getLogger(__name__)
+
+# Reference tags of labeled-response batches (unique on the server, so on each connection).
+_label_batches = itertools.count(1)
+_MESSAGE_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
+
+
+def _with_tag(line: bytes, tag: bytes) -> bytes:
+    """`line` (one encoded IRC line without its end) with one more tag."""
+    if line.startswith(b"@"):
+        return b"@" + tag + b";" + line[1:]
+    return b"@" + tag + b" " + line
+
+
+def _label_of(line: str) -> str | None:
+    """The `label` tag of a line that is not a valid message (an unknown command word), so
+    its error is labeled too; None without one."""
+    if not line.startswith("@"):
+        return None
+    try:
+        tags = parse(line.split(" ", 1)[0] + " PING x").tags
+    except IrcParseError:
+        return None
+    return tags.get("label", "") if "label" in tags else None
+
+
+def _has_batch_tag(line: bytes) -> bool:
+    """Whether `line` belongs to a batch already (a nested one's lines keep theirs)."""
+    if not line.startswith(b"@"):
+        return False
+    tags = line[1:].split(b" ", 1)[0]
+    return any(t.startswith(b"batch=") for t in tags.split(b";"))
 
 
 class IrcTransport(Connection, Protocol):
@@ -53,6 +88,17 @@ class IrcTransport(Connection, Protocol):
 
     def connection_count(self) -> int:
         """How many connections the server has, registered or not (for LUSERS)."""
+        ...
+
+    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
+        """Keep the response to one labeled command instead of queueing it: returns the
+        function the session sends its own replies with until `end_capture` (all of those
+        are kept), and with `deliveries` also keeps what the hub delivers to this connection
+        from this thread (what other threads deliver meanwhile is queued as usual)."""
+        ...
+
+    def end_capture(self) -> list[bytes]:
+        """Stop keeping; what was kept since `begin_capture`, in order."""
         ...
 
 
@@ -95,6 +141,8 @@ class IrcSession:
         host: str,
         *,
         send_bytes: Callable[[bytes], None] | None = None,
+        tls: bool = False,
+        labeled_responses: bool = True,
     ) -> None:
         self.hub = hub
         self.config = config
@@ -107,7 +155,13 @@ class IrcSession:
         # The peer's address as IRC shows it (see `codec.safe_host`).
         self.host = host
         self.reader = IrcLineReader()
-        self.reg = registration.new_registration(hub, self.server_name)
+        self.reg = registration.new_registration(
+            hub,
+            self.server_name,
+            open_server=config.irc_password is None,
+            tls=tls,
+            labeled_responses=labeled_responses,
+        )
         self.codec = IrcCodec(hub, self.server_name, host, self.label)
         # Made by the first AUTHENTICATE: most clients never send one.
         self.sasl: SaslState | None = None
@@ -126,6 +180,7 @@ class IrcSession:
     def caps(self, value: frozenset[str]) -> None:
         self.codec.caps = value
         if self.user is not None:
+            self.user.watch_details = "extended-monitor" in value
             self.hub.codec_changed(self.user)
 
     def event_messages(self, event: Event) -> list[Message]:
@@ -155,6 +210,15 @@ class IrcSession:
 
     def error(self, numeric: Numeric, *params: str) -> None:
         self.send(reply_with_text(self.server_name, numeric, self.nick, *params))
+
+    def standard_reply(self, kind: str, command: str, code: str, *context: str) -> None:
+        """An IRCv3 standard reply: `FAIL`, `WARN` or `NOTE` <command> <code> [<context>...]
+        :<description> (the last of `context` is the description). Every error added since
+        IRCv3 uses these rather than new numerics."""
+        self.send(Message(kind, [command, code, *context], self.server_name))
+
+    def fail(self, command: str, code: str, *context: str) -> None:
+        self.standard_reply("FAIL", command, code, *context)
 
     def notice(self, text: str) -> None:
         self.send(Message("NOTICE", [self.nick, text], self.server_name))
@@ -190,16 +254,70 @@ class IrcSession:
                 case MessageReceived(message=message):
                     if self.user is not None:
                         self.transport.throttle()  # a flood pause completes what is queued
-                    commands.dispatch(self, message)
+                    label = message.tags.get("label", "") if "label" in message.tags else None
+                    if label is not None and "labeled-response" in self.codec.caps:
+                        self._labeled(label, self._run, message, item.latin1)
+                    else:
+                        self._run(message, item.latin1)
                 case LineTooLong():
                     self.error(Numeric.ERR_INPUTTOOLONG)
                 case MalformedLine(line=line, reason=reason):
-                    self._malformed(line, reason)
+                    label = _label_of(line) if "labeled-response" in self.codec.caps else None
+                    if label is not None:
+                        self._labeled(label, self._malformed, line, reason)
+                    else:
+                        self._malformed(line, reason)
                 case BufferOverflow():
                     self.close_link("Input buffer exceeded: no newline in 64 KiB")
             if self.closing is not None:
                 return self.closing
         return None
+
+    def _run(self, message: Message, latin1: bool) -> None:
+        if latin1:
+            # UTF8ONLY (in ISUPPORT): the line is refused, not passed on as latin-1.
+            self.fail(message.command, "INVALID_UTF8", "Message rejected: not UTF-8")
+        else:
+            commands.dispatch(self, message)
+
+    def _labeled(self, label: str, handle: Callable[..., None], *args: object) -> None:
+        """IRCv3 labeled-response: run the command keeping everything it makes this
+        connection receive, then send that with the label: one line tagged, several in a
+        `labeled-response` batch (bare and unlabeled without `batch`), none as an `ACK`."""
+        # PRIVMSGs queued before it are not part of its response: relayed (echoed) first.
+        self.hub.pipeline.complete()
+        # A message's response is its echo: a copy delivered to the sender as its recipient
+        # (a message to oneself) is not part of it.
+        message = args[0]
+        deliveries = not (isinstance(message, Message) and message.command in _MESSAGE_COMMANDS)
+        self.send_bytes = self.transport.begin_capture(deliveries=deliveries)
+        try:
+            handle(*args)
+            # Queued PRIVMSGs are relayed (and echoed) now, so the echo is in the response.
+            self.hub.pipeline.complete()
+        finally:
+            captured = self.transport.end_capture()
+            self.send_bytes = self.transport.send_bytes
+        lines = [line for chunk in captured for line in chunk.split(b"\r\n") if line]
+        tag = b"label=" + escape_tag_value(label).encode()
+        if not lines:
+            ack = Message("ACK", [], self.server_name, {"label": label})
+            self.send_bytes(ack.to_bytes())
+        elif len(lines) == 1:
+            self.send_bytes(_with_tag(lines[0], tag) + b"\r\n")
+        elif "batch" not in self.codec.caps:
+            self.send_bytes(b"".join(line + b"\r\n" for line in lines))
+        else:
+            ref = f"L{next(_label_batches)}"
+            start = Message("BATCH", ["+" + ref, "labeled-response"], self.server_name)
+            start.tags["label"] = label
+            end = Message("BATCH", ["-" + ref], self.server_name)
+            in_batch = b"batch=" + ref.encode()
+            body = b"".join(
+                (line if _has_batch_tag(line) else _with_tag(line, in_batch)) + b"\r\n"
+                for line in lines
+            )
+            self.send_bytes(start.to_bytes() + body + end.to_bytes())
 
     def _malformed(self, line: str, reason: str) -> None:
         words = [w for w in line.split(" ") if w and w[0] not in "@:"]

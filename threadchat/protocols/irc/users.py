@@ -8,7 +8,9 @@ private room's members are listed, and the room named in a WHOIS, only to its me
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,7 @@ from threadchat.core.hub import HubError, User
 from threadchat.core.modes import MemberStatus, UserFlag
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import ident_host, realname_of, safe_host, speaks_irc
-from threadchat.protocols.irc.limits import AWAYLEN
+from threadchat.protocols.irc.limits import AWAYLEN, REALNAME_MAX
 from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
@@ -31,9 +33,34 @@ if TYPE_CHECKING:
     from threadchat.protocols.irc.session import IrcSession
 
 
+# WHOX (`WHO mask %fields[,token]`): the fields a 354 reply may carry, in the order it
+# carries them whatever order they were asked in.
+WHOX_FIELDS = "tcuihsnfdlaor"
+
+
+@dataclass(frozen=True, slots=True)
+class WhoxRequest:
+    fields: str
+    token: str
+
+
+def parse_whox(word: str) -> WhoxRequest | None:
+    """`%cnuf,42` -> the fields (known letters, in reply order) and the token; None for an
+    ordinary WHO (no `%`)."""
+    if not word.startswith("%"):
+        return None
+    letters, _, token = word[1:].partition(",")
+    fields = "".join(f for f in WHOX_FIELDS if f in letters)
+    # The token comes back only when asked for with `t`: 1 to 3 digits.
+    if "t" in fields and not (token.isdigit() and len(token) <= 3):
+        token = "0"
+    return WhoxRequest(fields, token)
+
+
 def on_who(session: IrcSession, message: Message) -> None:
     assert session.user is not None
     mask = message.params[0] if message.params and message.params[0] else "*"
+    whox = parse_whox(message.params[1]) if len(message.params) > 1 else None
     room = channel_to_room(mask)
     if room is not None:
         try:
@@ -42,7 +69,7 @@ def on_who(session: IrcSession, message: Message) -> None:
             state = None  # no such room, or a secret one the asker is not in
         if state is not None:
             for user, statuses in state.members:
-                _who_reply(session, "#" + state.name, user, statuses)
+                _who_reply(session, "#" + state.name, user, statuses, whox)
     else:
         pattern = names.fold(mask)
         if pattern != "0" and not any(c in pattern for c in "*?"):
@@ -56,17 +83,40 @@ def on_who(session: IrcSession, message: Message) -> None:
                 if pattern == "0" or names.glob_match(pattern, names.fold(user.nick))
             ]
         for user in matches:
-            _who_reply(session, "*", user, ())
+            _who_reply(session, "*", user, (), whox)
     session.error(Numeric.RPL_ENDOFWHO, mask)
 
 
 def _who_reply(
-    session: IrcSession, channel: str, user: User, statuses: tuple[MemberStatus, ...]
+    session: IrcSession,
+    channel: str,
+    user: User,
+    statuses: tuple[MemberStatus, ...],
+    whox: WhoxRequest | None = None,
 ) -> None:
     ident, host = ident_host(user)
     oper = "*" if UserFlag.SERVER_OPERATOR in user.flags else ""
     flags = ("G" if user.away else "H") + oper
+    flags += "B" if UserFlag.BOT in user.flags else ""
     flags += irc_modes.status_prefix(statuses, "multi-prefix" in session.caps)
+    if whox is not None:
+        values = {
+            "t": whox.token,
+            "c": channel,
+            "u": ident,
+            "i": host if _is_ip(host) else "255.255.255.255",
+            "h": host,
+            "s": session.server_name,
+            "n": user.nick,
+            "f": flags,
+            "d": "0",
+            "l": str(max(0, int(time.time() - user.last_active))),
+            "a": user.account or "0",
+            "o": "n/a",
+            "r": realname_of(user),
+        }
+        session.numeric(Numeric.RPL_WHOSPCRPL, *(values[f] for f in whox.fields))
+        return
     session.numeric(
         Numeric.RPL_WHOREPLY,
         channel,
@@ -77,6 +127,14 @@ def _who_reply(
         flags,
         f"0 {realname_of(user)}",
     )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def on_whois(session: IrcSession, message: Message) -> None:
@@ -108,6 +166,8 @@ def on_whois(session: IrcSession, message: Message) -> None:
         session.numeric(Numeric.RPL_AWAY, user.nick, user.away)
     if UserFlag.SERVER_OPERATOR in user.flags:
         session.numeric(Numeric.RPL_WHOISOPERATOR, user.nick, "is an IRC operator")
+    if UserFlag.BOT in user.flags:
+        session.numeric(Numeric.RPL_WHOISBOT, user.nick, "is a bot")
     if user.account:
         session.numeric(Numeric.RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
     idle = str(max(0, int(time.time() - user.last_active)))
@@ -174,3 +234,18 @@ def on_away(session: IrcSession, message: Message) -> None:
     text = message.params[0][:AWAYLEN] if message.params else ""
     session.hub.set_away(session.user, text or None)
     session.error(Numeric.RPL_NOWAWAY if text else Numeric.RPL_UNAWAY)
+
+
+def on_setname(session: IrcSession, message: Message) -> None:
+    """SETNAME (IRCv3 setname): change one's real name; those who see the user and asked
+    for `setname` get a SETNAME line, the user included."""
+    assert session.user is not None
+    realname = message.params[0] if message.params else ""
+    if not realname or len(realname) > REALNAME_MAX:
+        why = "Real name is empty" if not realname else f"Real name is longer than {REALNAME_MAX}"
+        session.fail("SETNAME", "INVALID_REALNAME", why)
+        return
+    try:
+        session.hub.set_realname(session.user, realname)
+    except HubError as problem:
+        session.fail("SETNAME", "INVALID_REALNAME", problem.message)

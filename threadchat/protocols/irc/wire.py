@@ -7,8 +7,8 @@ a socket or a thread: the transport feeds bytes into :class:`IrcLineReader`, han
 returned by :meth:`Message.to_bytes` or :class:`Formatter`.
 
 Incoming bytes are decoded as UTF-8; a line that is not valid UTF-8 is decoded as latin-1
-instead (what many IRC servers do), so legacy clients keep working and every byte maps to a
-character. Outgoing text is always UTF-8.
+instead, so every byte maps to a character, and flagged (`MessageReceived.latin1`): the
+session refuses such lines (ISUPPORT UTF8ONLY). Outgoing text is always UTF-8.
 """
 
 from __future__ import annotations
@@ -708,6 +708,14 @@ class Numeric(StrEnum):
     ERR_SASLABORTED = "906"
     ERR_SASLALREADY = "907"
     RPL_SASLMECHS = "908"
+    # IRCv3 (bot mode, WHOX, MONITOR)
+    RPL_WHOISBOT = "335"
+    RPL_WHOSPCRPL = "354"
+    RPL_MONONLINE = "730"
+    RPL_MONOFFLINE = "731"
+    RPL_MONLIST = "732"
+    RPL_ENDOFMONLIST = "733"
+    ERR_MONLISTFULL = "734"
 
 
 # Human-readable trailing text for numerics whose last parameter is a fixed sentence.
@@ -774,6 +782,8 @@ NUMERIC_TEXT: dict[Numeric, str] = {
     Numeric.ERR_SASLABORTED: "SASL authentication aborted",
     Numeric.ERR_SASLALREADY: "You have already authenticated using SASL",
     Numeric.RPL_SASLMECHS: "are available SASL mechanisms",
+    Numeric.RPL_ENDOFMONLIST: "End of MONITOR list",
+    Numeric.ERR_MONLISTFULL: "Monitor list is full.",
 }
 
 
@@ -901,6 +911,8 @@ class Registration:
         self.negotiating = False
         self.password: str | None = None
         self.nick: str | None = None
+        # The last valid nick asked for, even if it was then refused as taken.
+        self.last_nick: str | None = None
         self.username: str | None = None
         self.realname: str | None = None
         self.registered = False
@@ -1024,7 +1036,7 @@ class Registration:
         nick = msg.params[0]
         if not is_valid_nick(nick):
             return RegistrationStep([self._error(Numeric.ERR_ERRONEUSNICKNAME, nick)])
-        self.nick = nick
+        self.nick = self.last_nick = nick
         return self._step(nick_to_check=nick)
 
     # -- CAP
@@ -1110,6 +1122,7 @@ TAG_CAPABILITY: dict[str, str] = {
     "account": "account-tag",
     "batch": "batch",
     "label": "labeled-response",
+    "bot": "message-tags",
 }
 _FORMAT_CAPS = frozenset({"message-tags", *TAG_CAPABILITY.values()})
 

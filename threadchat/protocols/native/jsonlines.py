@@ -115,6 +115,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "away", "name": event.nick, "away": event.away}
         case events.Invited():
             body = {"type": "invite", "room": event.room, "name": event.nick, "by": event.by}
+            if event.notify:  # told to the room's members, not to the invitee
+                body["notify"] = True
         case events.Wallops():
             body = {"type": "wallops", "from": event.sender, "text": event.text}
         case events.Killed():
@@ -412,6 +414,8 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
             return requests.Away(message=_optional_text(obj, "message"), ref=ref)
         case "whois":
             return requests.Whois(target=_text(obj, "name"), ref=ref)
+        case "realname":
+            return requests.SetRealname(realname=_text(obj, "realname"), ref=ref)
     return _build_extra(kind, obj, ref)
 
 

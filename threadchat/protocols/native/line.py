@@ -253,6 +253,10 @@ COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
         lambda a: requests.Away(message=a.strip() or None),
         "/away [message] - mark yourself away; /away alone: back",
     ),
+    "realname": (
+        lambda a: requests.SetRealname(realname=a.strip()),
+        "/realname NAME - change the real name others see in whois",
+    ),
     "whois": (_cmd_whois, "/whois NICK - who NICK is: account, rooms, away, idle time"),
     "help": (lambda _: requests.Help(), "/help - this list"),
 }
@@ -366,6 +370,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return f"!!! {event.message}"
         case events.ModeChanged():
             return _render_mode(event)
+        case events.Invited(notify=True):
+            return f"--- {event.by} invited {event.nick} to {event.room}"
         case events.Invited():
             return f"--- {event.by} invites you to {event.room} (/join {event.room})"
         case events.Wallops():

@@ -122,6 +122,14 @@ class Away(Request):
 
 
 @dataclass(frozen=True, slots=True)
+class SetRealname(Request):
+    """Change your real name (what IRC shows in WHOIS and WHO)."""
+
+    realname: str
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
 class Whois(Request):
     """Look up a connected user (answered with a UserInfo event)."""
 

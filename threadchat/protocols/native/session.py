@@ -239,6 +239,12 @@ class NativeSession:
         self.reply(events.Notice(text=text))
         return False
 
+    def _on_realname(self, request: requests.SetRealname) -> bool:
+        assert self.user is not None
+        self.hub.set_realname(self.user, request.realname)
+        self.reply(events.Notice(text=f"your real name is now {request.realname}"))
+        return False
+
     def _on_whois(self, request: requests.Whois) -> bool:
         self.reply(self.hub.user_info(request.target, ref=request.ref, viewer=self.user))
         return True
@@ -281,6 +287,7 @@ _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
     requests.Invite: NativeSession._on_invite,
     requests.Away: NativeSession._on_away,
     requests.Whois: NativeSession._on_whois,
+    requests.SetRealname: NativeSession._on_realname,
     requests.ClientPing: NativeSession._on_ping,
     requests.ClientPong: NativeSession._on_pong,
     requests.QuitRequest: NativeSession._on_quit,
