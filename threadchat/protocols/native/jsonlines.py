@@ -507,6 +507,8 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["message"] = request.message
         case requests.Whois():
             body = {"type": "whois", "name": request.target}
+        case requests.SetRealname():
+            body = {"type": "realname", "realname": request.realname}
         case _:
             extra = _extra_to_dict(request)
             if extra is None:
