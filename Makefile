@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-report clean
+.PHONY: run test lint fuzz bench bench-report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The fuzz extra (atheris) too: `make test` runs every fuzz harness for a few seconds.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -19,6 +20,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Every harness in tests/fuzz/, FUZZ_SECONDS in all (split evenly); FUZZ_HARNESS=irc picks one.
+# New inputs go to .fuzz/corpus/, crashing ones to .fuzz/crashes/ (see docs/reliability.md).
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_HARNESS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check threadchat tests bench
@@ -32,4 +39,4 @@ bench-report: $(STAMP)
 	$(BIN)/python -m bench.report
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .fuzz .hypothesis

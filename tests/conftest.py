@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -11,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from threadchat.app.server import Server
 from threadchat.config import Config
@@ -18,6 +20,22 @@ from threadchat.store.sqlite import SQLiteStore, wait_for
 
 # Every blocking wait in the tests is bounded by this.
 WAIT = 5.0
+
+# Property tests (tests/test_props_*.py). "quick" keeps `make test` fast: a bounded number of
+# examples per test, and a deadline generous enough for a loaded 2-core machine (a deadline
+# catches an input that makes a parser slow, not a busy neighbour). "thorough" is for hunting:
+# HYPOTHESIS_PROFILE=thorough make test, or with pytest -k props.
+settings.register_profile(
+    "quick",
+    max_examples=100,
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "thorough", max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
 @pytest.fixture

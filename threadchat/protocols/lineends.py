@@ -26,6 +26,9 @@ class LineEnds:
         self._after_cr = False
 
     def normalize(self, data: bytes) -> bytes:
+        if not data:
+            # Nothing read: a CR that ended the last read still waits for its LF.
+            return data
         if self._after_cr and data.startswith(b"\n"):
             data = data[1:]
         if b"\r" not in data:

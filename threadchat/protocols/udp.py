@@ -187,8 +187,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but overflows to infinity, which `_dumps` would write as Infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
 def _loads(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    return json.loads(
+        data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+    )
 
 
 def _dumps(obj: Any) -> bytes:
@@ -229,6 +239,13 @@ def _short_str(obj: dict[str, Any], key: str, limit: int, required: bool) -> str
         return None
     if not isinstance(value, str) or not value or len(value) > limit:
         raise MalformedDatagram(f"bad {key!r}")
+    if not value.isascii():
+        # JSON may spell a lone surrogate (\ud800); such a token or nonce made `same_secret`
+        # raise UnicodeEncodeError out of `receive`, which promises never to raise.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedDatagram(f"bad {key!r}") from None
     return value
 
 

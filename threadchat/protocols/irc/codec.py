@@ -158,10 +158,11 @@ class IrcCodec:
 
     def _encode_general(self, event: Event) -> bytes | None:
         # Every event, and the reference that `chat_line` must match byte for byte.
-        messages = self.event_messages(event)
-        if not messages:
-            return None
         try:
+            # Inside the try: building the lines may refuse a field as well as writing them.
+            messages = self.event_messages(event)
+            if not messages:
+                return None
             return b"".join(Formatter(m, time=event.ts).encode(self.caps) for m in messages)
         except ValueError:
             log.exception("%s: cannot encode %r", self.label, event)

@@ -298,8 +298,9 @@ def _parse_tags(raw: str) -> dict[str, str | None]:
         key, sep, value = item.partition("=")
         if not _TAG_KEY_RE.fullmatch(key):
             raise IrcParseError(f"invalid tag key: {key!r}")
-        # Duplicate keys: the last one wins, as IRCv3 specifies.
-        tags[key] = unescape_tag_value(value) if sep and value else None
+        # Duplicate keys: the last one wins, as IRCv3 specifies. A value that unescapes to
+        # nothing (a lone backslash) is no value, like an empty one.
+        tags[key] = (unescape_tag_value(value) or None) if sep else None
     if not tags:
         raise IrcParseError("empty tags section")
     return tags
@@ -429,8 +430,8 @@ LineEvent = MessageReceived | MalformedLine | LineTooLong | BufferOverflow
 class IrcLineReader:
     """Split a byte stream into IRC lines and parse them.
 
-    Lines end at CR LF, LF or a lone CR (see `lineends`). Empty lines are ignored silently
-    (Modern IRC).
+    Lines end at CR LF, LF or a lone CR (see `lineends`). Empty lines (or spaces only) are
+    ignored silently (Modern IRC), unless they are over the length limit like any other.
     A line whose tag data (between the '@' and the first space) exceeds ``max_tag_data`` bytes
     or whose remainder (plus CRLF) exceeds ``max_line`` bytes yields :class:`LineTooLong` and
     is dropped (IRCv3 message-tags, Modern IRC: the client gets 417 and nobody else
@@ -504,8 +505,8 @@ class IrcLineReader:
         return events
 
     def _line_event(self, raw: bytes) -> LineEvent | None:
-        if not raw.strip(b" "):
-            return None
+        # Length first, whatever the line holds: a line discarded while it arrived (see
+        # `receive_data`) is too long unseen, so one read at once must be too, blank or not.
         tags_len = 0
         body = raw
         if raw.startswith(b"@"):
@@ -514,6 +515,8 @@ class IrcLineReader:
             body = raw[tags_len:]
         if tags_len > self.max_tags or len(body) + 2 > self.max_line:
             return LineTooLong(len(raw) + 2)
+        if not raw.strip(b" "):
+            return None
         text, latin1 = decode_line(raw)
         try:
             return MessageReceived(parse(text), latin1)

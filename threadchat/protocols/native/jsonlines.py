@@ -268,6 +268,26 @@ def _text(obj: dict[str, Any], key: str, *, required: bool = True, default: str 
     return value
 
 
+def _encodable(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: JSON's escapes can spell a lone surrogate."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _echoed_text(obj: dict[str, Any], key: str) -> str:
+    """An optional string the server sends straight back (a ping's token): the hub checks no
+    such field, so a lone surrogate, which could not be sent back, is refused here."""
+    value = _text(obj, key, required=False)
+    if not _encodable(value):
+        raise _BadRequest(f'"{key}" must be valid Unicode')
+    return value
+
+
 def _optional_text(obj: dict[str, Any], key: str) -> str | None:
     return _text(obj, key) if obj.get(key) is not None else None
 
@@ -381,7 +401,7 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
         case "help":
             return requests.Help(ref=ref)
         case "ping":
-            return requests.ClientPing(token=_text(obj, "token", required=False), ref=ref)
+            return requests.ClientPing(token=_echoed_text(obj, "token"), ref=ref)
         case "pong":
             return requests.ClientPong(token=_text(obj, "token", required=False), ref=ref)
         case "quit":
@@ -406,6 +426,10 @@ def parse_request(obj: object) -> requests.Request:
     ref = obj.get("ref")
     if (ref is not None and not isinstance(ref, str | int)) or isinstance(ref, bool):
         return requests.Invalid("bad_request", '"ref" must be a string or an integer')
+    if isinstance(ref, str) and not _encodable(ref):
+        # Every reply echoes the ref, and a lone surrogate (\ud800) cannot be written as
+        # UTF-8: the answer would be lost, not sent. Answered without it, then.
+        return requests.Invalid("bad_request", '"ref" must be valid Unicode')
     kind = obj.get("type")
     if not isinstance(kind, str):
         return requests.Invalid("bad_request", 'every object needs a "type" string', ref)
@@ -483,6 +507,8 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["message"] = request.message
         case requests.Whois():
             body = {"type": "whois", "name": request.target}
+        case requests.SetRealname():
+            body = {"type": "realname", "realname": request.realname}
         case _:
             extra = _extra_to_dict(request)
             if extra is None:

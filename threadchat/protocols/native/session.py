@@ -86,6 +86,9 @@ class NativeSession:
         self.handle(request)
 
     def _refuse(self, code: str, message: str, ref: object = None) -> None:
+        # A refusal may quote what was refused (a type, a name): made sendable, so that the
+        # error reaches its client even when what it quotes could not (a lone surrogate).
+        message = names.sendable(message)
         log.info("%s: refused (%s): %s", self.label, code, message)
         self.reply(events.Error(code=code, message=message, ref=ref))
 
