@@ -112,3 +112,27 @@ def test_token_bucket_clock_going_backwards_costs_nothing() -> None:
     now[0] = 4.0
     assert bucket.delay() == 0
     assert bucket.allow(now=4.0, cost=0.5) is False
+
+
+def test_text_mode_names_every_mode_of_the_core_in_words() -> None:
+    # Each mode the core knows has its own words in text mode (a new one must be given
+    # some); none is shown by its bare core name or fails to render.
+    from threadchat.core.modes import (
+        MemberStatus,
+        ModeChange,
+        RoomFlag,
+        RoomList,
+        RoomSetting,
+        UserFlag,
+    )
+
+    for kind in (RoomFlag, RoomSetting, RoomList, MemberStatus, UserFlag):
+        for mode in kind:
+            for add in (True, False):
+                room = None if kind is UserFlag else "dev"
+                event = events.ModeChanged(
+                    by="alice", changes=(ModeChange(add, mode, "bob"),), room=room
+                )
+                text = render_text(event, several_rooms=False)
+                assert text is not None and text.startswith("--- ")
+                assert f"set {mode.value.replace('_', ' ')}" not in text, (mode, text)

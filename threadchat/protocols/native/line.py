@@ -397,7 +397,8 @@ def _render_mode(event: events.ModeChanged) -> str:
     for the user's own flags `--- you are now invisible`."""
     phrases = []
     for change in event.changes:
-        on, off = _MODE_TEXT[change.mode]
+        # A mode the table does not name yet is still shown, by its core name, never dropped.
+        on, off = _MODE_TEXT.get(change.mode) or _unnamed_mode_text(change.mode)
         phrases.append((on if change.add else off).format(arg=change.arg))
     if event.room is None:
         return "--- " + ", ".join(phrases)
@@ -435,7 +436,13 @@ _MODE_TEXT: dict[Mode, tuple[str, str]] = {
     ),
     UserFlag.INVISIBLE: ("you are now invisible", "you are no longer invisible"),
     UserFlag.WALLOPS: ("you now receive wallops", "you no longer receive wallops"),
+    UserFlag.BOT: ("you are now marked as a bot", "you are no longer marked as a bot"),
 }
+
+
+def _unnamed_mode_text(mode: Mode) -> tuple[str, str]:
+    name = mode.value.replace("_", " ")
+    return (f"set {name} {{arg}}", f"unset {name} {{arg}}")
 
 
 _MODERATION_TEXT = {
