@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from threadchat.app.server import Server
 from threadchat.config import Config
+from threadchat.protocols.irc.wire import Message, parse
 from threadchat.store.sqlite import SQLiteStore, wait_for
 
 # Every blocking wait in the tests is bounded by this.
@@ -199,6 +200,51 @@ class JsonClient(LineClient):
             seen.append(event)
             if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                 return event
+
+
+class IrcClient(LineClient):
+    def read_line(self, timeout: float = WAIT) -> str:
+        return super().read_line(timeout).rstrip("\r")
+
+    def expect_msg(
+        self,
+        command: str,
+        check: Callable[[Message], bool] = lambda m: True,
+        timeout: float = WAIT,
+    ) -> Message:
+        """Read until a message with `command` (a numeric or a word) passing `check`."""
+        line = self.expect(
+            lambda line: parse(line).command == command and check(parse(line)), timeout
+        )
+        return parse(line)
+
+    def register(self, nick: str, caps: tuple[str, ...] = ()) -> None:
+        if caps:
+            self.send("CAP LS 302", f"CAP REQ :{' '.join(caps)}")
+            self.expect_msg("CAP", lambda m: m.params[1] == "ACK")
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :Real {nick}")
+        if caps:
+            self.send("CAP END")
+        self.expect_msg("001")
+        self.expect(lambda line: parse(line).command in ("376", "422"))
+
+
+@pytest.fixture
+def irc(server: Server) -> Iterator[Callable[..., IrcClient]]:
+    clients: list[IrcClient] = []
+
+    def open_client(
+        nick: str | None = None, caps: tuple[str, ...] = (), on: Server | None = None
+    ) -> IrcClient:
+        client = IrcClient((on or server).listener("irc").port)
+        clients.append(client)
+        if nick is not None:
+            client.register(nick, caps)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

@@ -2,58 +2,13 @@
 IRC users sharing rooms with native users."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from conftest import WAIT, LineClient, ThreadLimit
+from conftest import WAIT, IrcClient, LineClient, ThreadLimit
 
 from threadchat.app.server import Server
-from threadchat.protocols.irc.wire import Message, parse
-
-
-class IrcClient(LineClient):
-    def read_line(self, timeout: float = WAIT) -> str:
-        return super().read_line(timeout).rstrip("\r")
-
-    def expect_msg(
-        self,
-        command: str,
-        check: Callable[[Message], bool] = lambda m: True,
-        timeout: float = WAIT,
-    ) -> Message:
-        """Read until a message with `command` (a numeric or a word) passing `check`."""
-        line = self.expect(
-            lambda line: parse(line).command == command and check(parse(line)), timeout
-        )
-        return parse(line)
-
-    def register(self, nick: str, caps: tuple[str, ...] = ()) -> None:
-        if caps:
-            self.send("CAP LS 302", f"CAP REQ :{' '.join(caps)}")
-            self.expect_msg("CAP", lambda m: m.params[1] == "ACK")
-        self.send(f"NICK {nick}", f"USER {nick} 0 * :Real {nick}")
-        if caps:
-            self.send("CAP END")
-        self.expect_msg("001")
-        self.expect(lambda line: parse(line).command in ("376", "422"))
-
-
-@pytest.fixture
-def irc(server: Server) -> Iterator[Callable[..., IrcClient]]:
-    clients: list[IrcClient] = []
-
-    def open_client(
-        nick: str | None = None, caps: tuple[str, ...] = (), on: Server | None = None
-    ) -> IrcClient:
-        client = IrcClient((on or server).listener("irc").port)
-        clients.append(client)
-        if nick is not None:
-            client.register(nick, caps)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
+from threadchat.protocols.irc.wire import parse
 
 
 def numerics(lines: list[str]) -> list[str]:

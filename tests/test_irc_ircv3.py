@@ -2,32 +2,14 @@
 labeled-response, standard replies, MONITOR and extended-monitor, WHOX, account-notify,
 setname, invite-notify, bot mode, UTF8ONLY, no-implicit-names and account registration."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from conftest import LineClient
 from test_irc import IrcClient
 
-from threadchat.app.server import Server
 from threadchat.protocols.irc.wire import Message, parse
 
 SERVER = "threadchat"
-
-
-@pytest.fixture
-def irc(server: Server) -> Iterator[Callable[..., IrcClient]]:
-    clients: list[IrcClient] = []
-
-    def open_client(nick: str | None = None, caps: tuple[str, ...] = ()) -> IrcClient:
-        client = IrcClient(server.listener("irc").port)
-        clients.append(client)
-        if nick is not None:
-            client.register(nick, caps)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
 
 
 def isupport(client: IrcClient) -> dict[str, str]:

@@ -2,30 +2,12 @@
 limits, WHOWAS, LUSERS, secret and private channels, invisible users, USER checks,
 away-notify on join, client tags and TAGMSG, ban and invite exceptions, LIST filters, HELP."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from conftest import JsonClient, LineClient
 from test_irc import IrcClient
 
-from threadchat.app.server import Server
 from threadchat.protocols.irc.wire import Message, parse
-
-
-@pytest.fixture
-def irc(server: Server) -> Iterator[Callable[..., IrcClient]]:
-    clients: list[IrcClient] = []
-
-    def open_client(nick: str | None = None, caps: tuple[str, ...] = ()) -> IrcClient:
-        client = IrcClient(server.listener("irc").port)
-        clients.append(client)
-        if nick is not None:
-            client.register(nick, caps)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
 
 
 def join(client: IrcClient, channel: str) -> None:
