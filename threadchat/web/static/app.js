@@ -75,7 +75,10 @@ function isAtBottom() {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
 }
 
+// Stored messages in the order of their ids (several may share a millisecond); the rest
+// by time, then arrival.
 function before(a, b) {
+  if (a.id !== null && b.id !== null) return a.id < b.id;
   return a.ts < b.ts || (a.ts === b.ts && a.order < b.order);
 }
 
@@ -243,6 +246,7 @@ function renderSidebar() {
   ui.rooms.replaceChildren(...rooms.sort(byName).map(sidebarItem));
   ui.people.replaceChildren(...people.sort(byName).map(sidebarItem));
   $("people-title").hidden = people.length === 0;
+  ui.people.hidden = people.length === 0;
   const unread = [...conversations.values()].reduce((sum, conv) => sum + conv.unread, 0);
   document.title = unread ? `(${unread}) threadchat` : "threadchat";
 }
@@ -311,7 +315,8 @@ function renderNotifyButton() {
 
 function loadOlder(conv) {
   if (conv.loading || !conv.more || !session) return;
-  const oldest = conv.entries.find((entry) => entry.id !== null);
+  const oldest = conv.entries.reduce(
+    (low, entry) => (entry.id !== null && (low === null || entry.id < low.id) ? entry : low), null);
   const body = { type: "history", limit: HISTORY_PAGE };
   if (conv.kind === "room") body.room = conv.name;
   else body.with = conv.name;
@@ -321,9 +326,12 @@ function loadOlder(conv) {
   if (conv.key === active) renderMessages({ keepBottomDistance: true });
 }
 
+// Everything after the last stored message we have, or (none yet) since we joined: what
+// we already show is recognised by its id and not shown again.
 function catchUp(conv) {
-  request({ type: "history", room: conv.name, after: conv.lastId, limit: CATCH_UP_PAGE },
-          { kind: "catch-up", key: conv.key });
+  const after = conv.lastId > 0 ? conv.lastId : conv.joinedAt;
+  request({ type: "history", room: conv.name, after, limit: CATCH_UP_PAGE },
+          { kind: "catch-up", key: conv.key, after: conv.lastId });
 }
 
 function say(conv, text, action) {
@@ -449,8 +457,11 @@ function onJoin(event) {
     const rejoin = conv.rejoining;
     conv.rejoining = false;
     conv.joined = true;
-    if (!rejoin) info(conv, `You joined #${event.room}`, event.ts);
-    if (rejoin && conv.lastId > 0) catchUp(conv);
+    if (!rejoin) {
+      conv.joinedAt = event.ts;
+      info(conv, `You joined #${event.room}`, event.ts);
+    }
+    if (rejoin) catchUp(conv);
     if (active === null || wantedJoins.delete(fold(event.room))) activate(conv.key);
     renderSidebar();
     return;
@@ -537,7 +548,7 @@ function onHistory(event, purpose) {
     conv.loading = false;
     conv.more = event.more;
     if (conv.key === active) renderMessages({ keepBottomDistance: true });
-  } else if (purpose.kind === "catch-up" && event.more) {
+  } else if (purpose.kind === "catch-up" && event.more && conv.lastId > purpose.after) {
     catchUp(conv);
   }
 }

@@ -75,7 +75,7 @@ export function messageItem(entry) {
   if (event.action) {
     body.append(span("sender", `* ${event.from}`), " ");
   } else {
-    body.append(span("sender", event.from));
+    body.append(span("sender", event.from), " ");
   }
   const text = document.createElement("span");
   text.className = "text";
@@ -116,7 +116,7 @@ export function roomsItem(event, onJoin) {
 }
 
 export function whoisText(event) {
-  const parts = [`${event.name}:`];
+  const parts = [];
   parts.push(event.account ? `logged in as ${event.account}` : "a guest");
   if (event.realname) parts.push(`real name ${event.realname}`);
   if (event.rooms.length) {
@@ -127,7 +127,7 @@ export function whoisText(event) {
   if (event.away) parts.push(`away: ${event.away}`);
   if (event.operator) parts.push("server operator");
   parts.push(`idle ${event.idle} s`);
-  return parts.join("; ");
+  return `${event.name}: ${parts.join("; ")}`;
 }
 
 // Mode changes in words, as text mode tells them.
