@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint fuzz bench bench-report clean
+.PHONY: run test browser screenshots lint fuzz bench bench-report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ browser:
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_HARNESS)
+
+# The page's pictures in docs/images/ (README.md), taken in chromium by tests/screenshots.py.
+screenshots: $(STAMP) browser
+	cd tests && ../$(BIN)/python screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check threadchat tests bench

@@ -237,16 +237,19 @@ def test_history_on_join_and_scroll_back(
     server = make_server(history_on_join=5)
     dan = nc_user(server, "dan")
     line_clients.append(dan)
-    said = [f"message {n:02}" for n in range(70)]
+    said = [f"message {n:03}" for n in range(120)]
     dan.send(*said)
     dan.send("/history 1")
-    dan.expect("message 69")
+    dan.expect("message 119")
+    # The join replays 5 messages; the page asks for the latest page of history (50) with
+    # them, to know whether there is more: the two overlap, and each shows once.
     page = chat_page(browsing, server, "eve")
-    expect(page.locator("#messages li.message")).to_have_count(5)
-    assert messages(page) == [f"dan {text}" for text in said[-5:]]
+    expect(page.locator("#messages li.message")).to_have_count(50)
+    assert messages(page) == [f"dan {text}" for text in said[-50:]]
     # Scrolling up asks for older pages (50 a time), until the start: each message once.
     older = page.locator("#messages li.older button")
-    for _ in range(4):
+    expect(older).to_have_text("Load older messages")
+    for _ in range(5):
         if page.locator("#messages li.message").count() == len(said):
             break
         page.locator("#messages").evaluate("list => { list.scrollTop = 0; }")

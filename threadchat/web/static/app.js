@@ -40,6 +40,7 @@ const wantedJoins = new Set();
 const fold = (name) => name.replace(/[A-Z]/gu, (c) => c.toLowerCase());
 const roomKey = (name) => `#${fold(name)}`;
 const peerKey = (nick) => `@${fold(nick)}`;
+const byFoldedName = (a, b) => fold(a).localeCompare(fold(b));
 
 function conversation(kind, name) {
   const key = kind === "room" ? roomKey(name) : peerKey(name);
@@ -313,14 +314,14 @@ function renderNotifyButton() {
 
 // -- requests -----------------------------------------------------------------------------
 
-function loadOlder(conv) {
+function loadOlder(conv, { latest = false } = {}) {
   if (conv.loading || !conv.more || !session) return;
   const oldest = conv.entries.reduce(
     (low, entry) => (entry.id !== null && (low === null || entry.id < low.id) ? entry : low), null);
   const body = { type: "history", limit: HISTORY_PAGE };
   if (conv.kind === "room") body.room = conv.name;
   else body.with = conv.name;
-  if (oldest) body.before = oldest.id;
+  if (oldest && !latest) body.before = oldest.id;
   conv.loading = true;
   if (!request(body, { kind: "older", key: conv.key })) conv.loading = false;
   if (conv.key === active) renderMessages({ keepBottomDistance: true });
@@ -457,16 +458,25 @@ function onJoin(event) {
     const rejoin = conv.rejoining;
     conv.rejoining = false;
     conv.joined = true;
+    // The topic that follows is the room's, not news (see "topic").
+    conv.joining = true;
     if (!rejoin) {
       conv.joinedAt = event.ts;
       info(conv, `You joined #${event.room}`, event.ts);
+      // The join replays the last few messages; the first page of history says whether
+      // there are older ones (it comes after the replay, and overlaps it by id only).
+      conv.more = true;
+      loadOlder(conv, { latest: true });
     }
     if (rejoin) catchUp(conv);
     if (active === null || wantedJoins.delete(fold(event.room))) activate(conv.key);
     renderSidebar();
     return;
   }
-  if (!conv.members.includes(event.name)) conv.members.push(event.name);
+  if (!conv.members.includes(event.name)) {
+    conv.members.push(event.name);
+    conv.members.sort(byFoldedName);
+  }
   info(conv, `${event.name} joined`, event.ts);
   if (conv.key === active) renderMembers();
 }
@@ -509,6 +519,7 @@ function onNick(event) {
     const index = conv.members.findIndex((name) => fold(name) === old);
     if (index >= 0) {
       conv.members[index] = event.new;
+      conv.members.sort(byFoldedName);
       info(conv, `${event.old} is now known as ${event.new}`, event.ts);
     }
   }
@@ -533,6 +544,7 @@ function onChat(event) {
   const peer = isPrivate ? (fromMe ? event.to : event.from) : null;
   const conv = isPrivate ? conversation("private", peer) : conversations.get(roomKey(event.room));
   if (!conv) return;
+  conv.joining = false;
   const live = !event.history;
   const mention = live && !fromMe && (isPrivate || mentions(event.text, me));
   const entry = { kind: "message", ts: event.ts, id: event.id ?? null, event, own: false, mention };
@@ -621,14 +633,16 @@ function onEvent(event) {
       const conv = conversations.get(roomKey(event.room));
       if (!conv) return;
       conv.topic = event.topic || "";
-      if (event.by) info(conv, `${event.by} set the topic: ${event.topic}`, event.ts);
+      if (event.by && !conv.joining) info(conv, `${event.by} set the topic: ${event.topic}`, event.ts);
+      conv.joining = false;
       if (conv.key === active) renderHeader();
       return;
     }
     case "who": {
       const conv = conversations.get(roomKey(event.room));
       if (conv) {
-        conv.members = [...event.members];
+        conv.joining = false;
+        conv.members = [...event.members].sort(byFoldedName);
         if (conv.key === active) renderMembers();
       }
       if (purpose && purpose.kind === "who") showHere(`In #${event.room}: ${event.members.join(", ")}`, event.ts);
