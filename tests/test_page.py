@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, LineClient
+from conftest import WAIT, IrcClient, LineClient
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from threadchat.app.server import Server
@@ -141,7 +141,7 @@ def line_clients() -> Iterator[list[LineClient]]:
 # -- chat ----------------------------------------------------------------------------------------
 
 
-def test_two_pages_and_an_nc_user_chat_in_a_room_and_privately(
+def test_two_pages_an_nc_user_and_an_irc_user_chat_in_a_room_and_privately(
     server: Server, browsing: Browsing, line_clients: list[LineClient]
 ) -> None:
     alice = chat_page(browsing, server, "alice")
@@ -159,6 +159,17 @@ def test_two_pages_and_an_nc_user_chat_in_a_room_and_privately(
     type_line(bob, "/me waves")
     carol.expect("* bob waves")
     expect(alice.locator("#messages li.message.action").last).to_contain_text("* bob waves")
+    # An IRC user in the same room.
+    dora = IrcClient(server.listener("irc").port)
+    line_clients.append(dora)
+    dora.register("dora")
+    dora.send("JOIN #lobby")
+    dora.expect_msg("366")
+    expect(alice.locator("#member-list")).to_contain_text("dora")
+    type_line(alice, "hi dora")
+    dora.expect_msg("PRIVMSG", lambda message: message.params == ["#lobby", "hi dora"])
+    dora.send("PRIVMSG #lobby :hello from irc")
+    expect(bob.locator("#messages li.message").last).to_contain_text("dora hello from irc")
 
     # A private conversation, opened from the member list.
     bob.locator("#member-list button", has_text="alice").click()
@@ -197,6 +208,8 @@ def test_two_pages_and_an_nc_user_chat_in_a_room_and_privately(
         "alice hi all",
         "carol hello from nc",
         "* bob waves",
+        "alice hi dora",
+        "dora hello from irc",
         "carol lobby news",
     ]
 
