@@ -505,3 +505,92 @@ def test_a_page_from_another_origin_is_refused_the_websocket(
         allowing = make_server(web_origin=[elsewhere.rstrip("/")])
         allowed_url = f"ws://127.0.0.1:{allowing.listener('web').port}/ws"
         assert foreign.evaluate(PROBE, allowed_url) == "open"
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+
+def test_register_then_log_in_and_refusals_on_the_login_form(
+    server: Server, browsing: Browsing
+) -> None:
+    first = browsing.page(page_url(server))
+    log_in(first, "olga", "a long passphrase", register=True)
+    expect(first.locator("#messages li.info").last).to_contain_text("You are logged in as olga")
+    # A name in use, and a wrong password: the form says why and stays.
+    second = browsing.page(page_url(server))
+    second.fill("#name", "olga")
+    second.click("#login button[type=submit]")
+    expect(second.locator("#login-error")).not_to_be_empty()
+    expect(second.locator("#login")).to_be_visible()
+    type_line(first, "/quit")
+    expect(first.locator("#login")).to_be_visible()
+    second.fill("#name", "olga")
+    second.fill("#password", "not the passphrase")
+    second.click("#login button[type=submit]")
+    expect(second.locator("#login-error")).to_contain_text("password")
+    second.fill("#password", "a long passphrase")
+    second.click("#login button[type=submit]")
+    expect(second.locator("#status")).to_have_text("connected as olga")
+    expect(second.locator("#messages li.info").last).to_contain_text("You are logged in as olga")
+
+
+# -- the page's modules, in the browser ----------------------------------------------------------
+
+
+def test_the_pages_modules(server: Server, browsing: Browsing) -> None:
+    page = browsing.page(page_url(server))
+    results = page.evaluate(
+        """async () => {
+          const { parseLine } = await import("./commands.js");
+          const { safeHref } = await import("./links.js");
+          const { mentions } = await import("./render.js");
+          const { backoffDelay } = await import("./connection.js");
+          const room = { kind: "room", name: "dev" };
+          const peer = { kind: "private", name: "bob" };
+          return {
+            say: parseLine("hello", room),
+            slash: parseLine("//etc/passwd", room),
+            me: parseLine("/me waves", peer),
+            join: parseLine("/join #Dev", room),
+            kick: parseLine("/kick #ops bob too loud", room),
+            kickHere: parseLine("/kick bob", room),
+            topic: parseLine("/topic #dev new topic", peer),
+            noRoom: parseLine("/who", peer),
+            msg: parseLine("/msg carol hi there", room),
+            unknown: parseLine("/frob", room),
+            hrefs: ["javascript:alert(1)", "data:text/html,x", "https://a.example/x", "ftp://f"]
+              .map(safeHref),
+            mentions: [
+              mentions("hey alice!", "alice"), mentions("ALICE: look", "alice"),
+              mentions("malice aforethought", "alice"), mentions("alice_b here", "alice"),
+              mentions("ping [x]", "[x]"),
+            ],
+            delays: [1, 2, 3, 4, 10].map((attempt) => backoffDelay(attempt, () => 1)),
+            shortest: backoffDelay(1, () => 0),
+          };
+        }"""
+    )
+    assert results["say"] == {"say": "hello", "action": False}
+    assert results["slash"] == {"say": "/etc/passwd", "action": False}
+    assert results["me"] == {"say": "waves", "action": True}
+    assert results["join"] == {"request": {"type": "join", "room": "Dev"}}
+    assert results["kick"] == {
+        "request": {"type": "kick", "room": "ops", "name": "bob", "reason": "too loud"}
+    }
+    assert results["kickHere"] == {"request": {"type": "kick", "room": "dev", "name": "bob"}}
+    assert results["topic"] == {"request": {"type": "topic", "room": "dev", "topic": "new topic"}}
+    assert "error" in results["noRoom"]
+    assert results["msg"] == {"open": "carol", "say": "hi there"}
+    assert results["unknown"] == {"error": "unknown command /frob; /help lists them"}
+    assert results["hrefs"] == [None, None, "https://a.example/x", None]
+    assert results["mentions"] == [True, True, False, False, True]
+    assert results["delays"] == [1000, 2000, 4000, 8000, 30000]
+    assert results["shortest"] == 800
+
+
+def test_light_and_dark_follow_the_system(server: Server, browsing: Browsing) -> None:
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        page = browsing.page(page_url(server), color_scheme=scheme)
+        backgrounds[scheme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert backgrounds == {"light": "rgb(253, 253, 253)", "dark": "rgb(23, 23, 26)"}

@@ -143,9 +143,14 @@ function info(conv, text, ts, className = "info") {
   addEntry(conv, { kind: "info", ts: ts || new Date().toISOString(), build: () => infoItem(text, ts, className) });
 }
 
+// Lines for the conversation shown; those that come before there is one (logged_in comes
+// before the join of the lobby) wait for it.
+const early = [];
+
 function showHere(text, ts, className = "info") {
   const conv = current();
   if (conv) info(conv, text, ts, className);
+  else early.push([text, ts, className]);
 }
 
 // -- rendering ----------------------------------------------------------------------------
@@ -256,6 +261,7 @@ function activate(key, { focus = false } = {}) {
   const conv = conversations.get(key);
   if (!conv) return;
   active = key;
+  for (const [text, ts, className] of early.splice(0)) info(conv, text, ts, className);
   conv.unread = 0;
   conv.mention = false;
   setPanel("");
@@ -413,6 +419,7 @@ function resetToLogin(message) {
   me = null;
   account = null;
   conversations.clear();
+  early.length = 0;
   active = null;
   ui.chat.hidden = true;
   ui.login.hidden = false;
