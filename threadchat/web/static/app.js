@@ -76,6 +76,10 @@ function isAtBottom() {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
 }
 
+// While a page of history is added, the view is drawn once at its end.
+let batching = false;
+let batchChanged = false;
+
 // Stored messages in the order of their ids (several may share a millisecond); the rest
 // by time, then arrival.
 function before(a, b) {
@@ -94,6 +98,7 @@ function claimOwn(conv, event) {
     if (sent <= acked + 1000 && acked - sent < 120000) {
       entry.id = event.id;
       conv.ids.add(event.id);
+      conv.lastId = Math.max(conv.lastId, event.id);
       if (entry.node) entry.node.dataset.id = String(event.id);
       return true;
     }
@@ -117,7 +122,9 @@ function addEntry(conv, entry) {
   let at = conv.entries.length;
   while (at > 0 && before(entry, conv.entries[at - 1])) at -= 1;
   conv.entries.splice(at, 0, entry);
-  if (conv.key === active) {
+  if (conv.key === active && batching) {
+    batchChanged = true;
+  } else if (conv.key === active) {
     if (at === conv.entries.length - 1) appendToView(conv, entry);
     else renderMessages({ keepBottomDistance: true });
   }
@@ -382,7 +389,11 @@ function submitLine(line) {
       joinRoom(action.request.room);
       return true;
     }
-    return request(action.request, action.request.type === "who" ? { kind: "who" } : null);
+    const { type } = action.request;
+    // A login or registration by command is remembered, to log in again after a lost link.
+    const purpose = type === "who" ? { kind: "who" }
+      : type === "login" || type === "register" ? { kind: "account", ...action.request } : null;
+    return request(action.request, purpose);
   }
   switch (action.local) {
     case "help":
@@ -562,7 +573,16 @@ function onChat(event) {
 function onHistory(event, purpose) {
   const conv = conversations.get(purpose.key);
   if (!conv) return;
-  for (const message of event.messages) onChat(message);
+  batching = true;
+  batchChanged = false;
+  try {
+    for (const message of event.messages) onChat(message);
+  } finally {
+    batching = false;
+  }
+  if (batchChanged && purpose.kind !== "older" && conv.key === active) {
+    renderMessages({ keepBottomDistance: true });
+  }
   if (purpose.kind === "older") {
     conv.loading = false;
     conv.more = event.more;
@@ -621,6 +641,9 @@ function onEvent(event) {
       return;
     case "logged_in":
       account = event.account;
+      if (purpose && purpose.kind === "account") {
+        credentials = { name: event.account, password: purpose.password, register: false };
+      }
       if (credentials) credentials.register = false; // from now on a login, not a registration
       showHere(`You are logged in as ${event.account}.`, event.ts);
       return;
@@ -709,7 +732,11 @@ function onEvent(event) {
 function onOpen() {
   session = false;
   const hello = { type: "hello", name: me || credentials.name };
-  if (credentials.password && !credentials.register) hello.password = credentials.password;
+  if (credentials.password && !credentials.register) {
+    // A password logs in to the account of that name (we may have changed nick since).
+    hello.name = account || credentials.name;
+    hello.password = credentials.password;
+  }
   connection.send(hello);
 }
 
