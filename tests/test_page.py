@@ -448,6 +448,15 @@ def test_commands_translate_to_requests(
     )
     type_line(page, "/leave #nowhere")
     expect(page.locator("#messages li.error").last).to_contain_text("nowhere")
+    # The room directory joins with a click.
+    ned.send("/join games", "/topic cards at noon")
+    ned.expect("--- ned set the topic of games")
+    page.locator("#list-rooms").click()
+    directory = page.locator("#messages .room-directory").last
+    expect(directory).to_contain_text("#games 1 member — cards at noon")
+    directory.get_by_role("button", name="#games").click()
+    expect(page.locator("#title")).to_have_text("#games")
+    expect(page.locator("#topic")).to_have_text("cards at noon")
     type_line(page, "/register correct horse battery")
     expect(page.locator("#messages li.info").last).to_contain_text("You are logged in as maxi")
 
