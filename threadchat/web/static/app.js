@@ -180,6 +180,8 @@ function renderMessages({ keepBottomDistance = false } = {}) {
   const list = ui.messages;
   const fromBottom = list.scrollHeight - list.scrollTop;
   const stick = isAtBottom();
+  // Keyboard users keep their place: the focus stays on the "older" button when redrawn.
+  const olderFocused = document.activeElement?.closest?.("li.older") != null;
   const nodes = [];
   if (conv && conv.more) nodes.push(olderButton(conv));
   let day = null;
@@ -190,6 +192,7 @@ function renderMessages({ keepBottomDistance = false } = {}) {
     nodes.push(nodeFor(entry));
   }
   list.replaceChildren(...nodes);
+  if (olderFocused) (list.querySelector("li.older button:not(:disabled)") || list).focus();
   if (keepBottomDistance && !stick) list.scrollTop = list.scrollHeight - fromBottom;
   else list.scrollTop = list.scrollHeight;
 }
@@ -302,7 +305,9 @@ function attention() {
 
 function noteArrival(conv, entry, { mention }) {
   const seen = conv.key === active && attention();
-  if (conv.key !== active) {
+  // Unseen: another conversation's, or this one's while the page is not looked at (the
+  // count shows in the tab's title and clears when the page gets the focus back).
+  if (!seen) {
     conv.unread += 1;
     if (mention) conv.mention = true;
     renderSidebar();
@@ -836,7 +841,11 @@ document.addEventListener("keydown", (key) => {
 
 window.addEventListener("focus", () => {
   const conv = current();
-  if (conv && conv.unread) activate(conv.key);
+  if (conv && (conv.unread || conv.mention)) {
+    conv.unread = 0;
+    conv.mention = false;
+    renderSidebar();
+  }
 });
 
 renderNotifyButton();
