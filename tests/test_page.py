@@ -441,13 +441,13 @@ def test_commands_translate_to_requests(
     type_line(page, "//slash")
     ned.expect("maxi: /slash")
     type_line(page, "/whois ned")
-    expect(page.locator("#messages li.info").last).to_contain_text("ned: a guest")
+    expect(page.locator("#messages li.info", has_text="ned: a guest")).to_have_count(1)
     type_line(page, "/frobnicate")
     expect(page.locator("#messages li.error").last).to_have_text(
         "unknown command /frobnicate; /help lists them"
-    )
+    )  # said by the page itself, without a time
     type_line(page, "/leave #nowhere")
-    expect(page.locator("#messages li.error").last).to_contain_text("nowhere")
+    expect(page.locator("#messages li.error", has_text="nowhere")).to_have_count(1)
     # The room directory joins with a click.
     ned.send("/join games", "/topic cards at noon")
     ned.expect("--- ned set the topic of games")
@@ -458,7 +458,7 @@ def test_commands_translate_to_requests(
     expect(page.locator("#title")).to_have_text("#games")
     expect(page.locator("#topic")).to_have_text("cards at noon")
     type_line(page, "/register correct horse battery")
-    expect(page.locator("#messages li.info").last).to_contain_text("You are logged in as maxi")
+    expect(page.locator("#messages li.info", has_text="You are logged in as maxi")).to_have_count(1)
 
 
 # -- origins -------------------------------------------------------------------------------------
@@ -524,7 +524,9 @@ def test_register_then_log_in_and_refusals_on_the_login_form(
 ) -> None:
     first = browsing.page(page_url(server))
     log_in(first, "olga", "a long passphrase", register=True)
-    expect(first.locator("#messages li.info").last).to_contain_text("You are logged in as olga")
+    expect(first.locator("#messages li.info", has_text="You are logged in as olga")).to_have_count(
+        1
+    )
     # A name in use, and a wrong password: the form says why and stays.
     second = browsing.page(page_url(server))
     second.fill("#name", "olga")
@@ -540,7 +542,9 @@ def test_register_then_log_in_and_refusals_on_the_login_form(
     second.fill("#password", "a long passphrase")
     second.click("#login button[type=submit]")
     expect(second.locator("#status")).to_have_text("connected as olga")
-    expect(second.locator("#messages li.info").last).to_contain_text("You are logged in as olga")
+    expect(second.locator("#messages li.info", has_text="You are logged in as olga")).to_have_count(
+        1
+    )
 
 
 # -- the page's modules, in the browser ----------------------------------------------------------

@@ -146,8 +146,12 @@ function appendToView(conv, entry) {
   if (stick) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
+// A line about the conversation. One the page says itself (no server time) goes last: the
+// browser's clock may differ from the server's, whose times order the rest.
 function info(conv, text, ts, className = "info") {
-  addEntry(conv, { kind: "info", ts: ts || new Date().toISOString(), build: () => infoItem(text, ts, className) });
+  const last = conv.entries[conv.entries.length - 1];
+  const at = ts || (last ? last.ts : new Date().toISOString());
+  addEntry(conv, { kind: "info", ts: at, build: () => infoItem(text, ts, className) });
 }
 
 // Lines for the conversation shown; those that come before there is one (logged_in comes
