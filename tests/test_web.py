@@ -301,6 +301,24 @@ def test_irc_over_websocket(
     frank.expect("<-- erin quit")
 
 
+def test_a_handshake_at_the_root_is_taken(server: Server) -> None:
+    """IRC clients are often given only ws://host:port; the root then speaks WebSocket,
+    while a plain GET / is still the page."""
+    port = web_port(server)
+    with connect(
+        f"ws://127.0.0.1:{port}/",
+        subprotocols=[Subprotocol("text.ircv3.net")],
+        open_timeout=WAIT,
+        close_timeout=WAIT,
+    ) as ws:
+        assert ws.subprotocol == "text.ircv3.net"
+        ws.send("NICK rooted")
+        ws.send("USER rooted 0 * :Root")
+        expect_irc(ws, lambda line: " 001 rooted " in line, str)
+    status, headers, _body = get(port, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+
+
 def test_irc_over_websocket_offers_no_labeled_response_and_works_with_its_peers_caps(
     web_clients: Callable[..., ClientConnection],
 ) -> None:

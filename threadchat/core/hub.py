@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, compress, repeat
 from operator import attrgetter, ne
 from typing import Any, Protocol
@@ -557,16 +557,21 @@ class Hub:
             room.members[user.key] = user
             room.groups = None
             user.rooms[key] = room
-            self._fan_out(
-                events.Joined(
-                    room=room.name,
-                    nick=user.nick,
-                    account=user.account,
-                    realname=user.realname,
-                    away=user.away,
-                ),
-                self._audience(room, user),
+            joined = events.Joined(
+                room=room.name,
+                nick=user.nick,
+                account=user.account,
+                realname=user.realname,
+                away=user.away,
             )
+            if user.away is None:
+                self._fan_out(joined, self._audience(room, user))
+            else:
+                # The arrival carries the away message for the others (IRC's away-notify);
+                # the joiner knows it is away and is not told so again.
+                self._fan_out(replace(joined, away=None), (user,))
+                others = [m for m in self._audience(room, user) if m is not user]
+                self._fan_out(joined, others)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
