@@ -134,12 +134,14 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
 
 # Events as the hub makes them, with every text field hostile: what a codec may be handed.
 _MODES: list[Any] = [*MemberStatus, *RoomFlag, *RoomList, *RoomSetting, *UserFlag]
-mode_changes = st.builds(
-    ModeChange,
-    mode=st.sampled_from(_MODES),
-    add=st.booleans(),
-    arg=st.none() | hostile_text,
-)
+
+
+def mode_changes(text: st.SearchStrategy[str] = hostile_text) -> st.SearchStrategy[ModeChange]:
+    """A mode change whose argument is drawn from `text`, as every other text field is."""
+    return st.builds(ModeChange, mode=st.sampled_from(_MODES), add=st.booleans(),
+                     arg=st.none() | text)  # fmt: skip
+
+
 # Times the server's clock gives: from 1970 to 2100.
 timestamps = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)
 
@@ -156,7 +158,7 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
     if hint is object:  # a ref: the client's, echoed in replies
         return st.none() | st.integers(-(2**63), 2**63) | text
     if hint is ModeChange:
-        return mode_changes
+        return mode_changes(text)
     if hint is events.RoomInfo:
         return st.builds(events.RoomInfo, name=text, members=st.integers(0, 10**6), topic=text)
     if hint is Ref:
