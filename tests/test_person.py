@@ -195,3 +195,29 @@ def test_a_connection_attaches_only_to_someone_still_here(hub: Hub) -> None:
     stranger = User(nick="alice", connections=(second,))
     with pytest.raises(HubError):
         hub.attach(stranger, first)  # the name is free, but this person never registered
+
+
+@SERVING
+def test_the_copy_a_persons_other_connections_get_is_marked_as_their_own(
+    hub: Hub, directs: tuple[bool, bool, bool]
+) -> None:
+    people = People(hub, directs)
+    conns = {"a1": people.a1, "a2": people.a2, "b1": people.b1}
+    owner = {"a1": people.alice, "a2": people.alice, "b1": people.bob}
+    sent = [("b1", "one"), ("a1", "two"), ("b1", "three"), ("a2", "four")]
+    hub.relay_room_run(
+        [
+            (RoomRelay(hub, owner[c], ROOM, text, events.TEXT, None, conns[c]), {})
+            for c, text in sent
+        ]
+    )
+    marked = {
+        name: [(e.text, e.own) for e in conn.take() if isinstance(e, events.RoomMessage)]
+        for name, conn in conns.items()
+    }
+    assert marked["a1"] == [("one", False), ("three", False), ("four", True)]
+    assert marked["a2"] == [("one", False), ("two", True), ("three", False)]
+    assert marked["b1"] == [("two", False), ("four", False)]
+    hub.send_private(people.alice, "bob", "psst", origin=people.a1)
+    assert [(e.text, e.own) for e in people.a2.take()] == [("psst", True)]
+    assert [(e.text, e.own) for e in people.b1.take()] == [("psst", False)]

@@ -66,6 +66,53 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX messages_pair",
         "CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, id) WHERE pair_lo IS NOT NULL",
     ),
+    # v4 (issue 15): full-text search, read markers, always-on accounts.
+    # messages_fts is an external-content FTS5 index of messages.text (the text is not kept
+    # twice), kept in step by triggers: an insert adds the row; an UPDATE of the text (an
+    # edit, or a deletion that empties it) takes the old text out and puts the new one in;
+    # a DELETE (retention, a room's end) takes it out. The last statement indexes what is
+    # already stored. unicode61 with remove_diacritics 2: "cafe" finds "café".
+    (
+        """CREATE VIRTUAL TABLE messages_fts USING fts5(
+            text, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )""",
+        """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+        END""",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text)
+                VALUES ('delete', old.id, old.text);
+        END""",
+        """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text)
+                VALUES ('delete', old.id, old.text);
+            INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+        END""",
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+        # Per account and conversation (a room's folded name, or "@" + the peer's folded
+        # account): the time (ms) up to which the account has read it.
+        """CREATE TABLE read_markers (
+            account_key TEXT NOT NULL,
+            target_key TEXT NOT NULL,
+            read_ts INTEGER NOT NULL,
+            PRIMARY KEY (account_key, target_key)
+        ) WITHOUT ROWID""",
+        # Accounts that stay in their rooms while no device is connected: their nick, when
+        # their last connection went (NULL while connected), and the rooms they are in.
+        """CREATE TABLE always_on (
+            account_key TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            nick TEXT NOT NULL,
+            last_seen_ts INTEGER
+        )""",
+        """CREATE TABLE always_on_rooms (
+            account_key TEXT NOT NULL,
+            room_key TEXT NOT NULL,
+            room TEXT NOT NULL,
+            PRIMARY KEY (account_key, room_key)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

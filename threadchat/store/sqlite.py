@@ -40,9 +40,11 @@ from typing import Any, Literal, TypeVar
 from threadchat.core.errors import StoreError
 from threadchat.core.history import HistoryQuery, Ref, clamp_limit
 from threadchat.core.names import fold
+from threadchat.core.search import SearchQuery
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
+    AlwaysOnRecord,
     NewMessage,
     PartlyStored,
     RoomRecord,
@@ -769,6 +771,146 @@ class SQLiteStore:
         found = [item for item in latest if after_ts < item[2] < before_ts]
         found.sort(key=lambda item: item[2])
         return found[:limit]
+
+    def search(
+        self, query: SearchQuery, rooms: Sequence[str], account: str | None
+    ) -> list[StoredMessage]:
+        scopes, args = [], []
+        keys = sorted({fold(room) for room in rooms})
+        if query.room is not None:
+            keys = [key for key in keys if key == fold(query.room)]
+        if query.peer is not None:
+            keys = []
+            if account:
+                scopes.append("m.pair_lo = ? AND m.pair_hi = ?")
+                args += sorted((fold(account), fold(query.peer)))
+        elif account and query.room is None:
+            scopes.append("m.pair_lo = ? OR m.pair_hi = ?")
+            args += [fold(account)] * 2
+        if keys:
+            scopes.append("m.room_key IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(keys))
+        if not scopes:
+            return []
+        # The index gives its matches newest first (rowid is the message id), so a search
+        # with a LIMIT stops as soon as it has enough within the asker's scope.
+        sql = (
+            f"SELECT {', '.join('m.' + c for c in _COLUMNS.split(', '))}"
+            " FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+            f" WHERE messages_fts MATCH ? AND ({' OR '.join(f'({s})' for s in scopes)})"
+        )
+        args.insert(0, query.match)
+        if query.sender is not None:
+            sql += " AND (m.sender = ? COLLATE NOCASE OR m.sender_account = ? COLLATE NOCASE)"
+            args += [query.sender, query.sender]
+        if query.before_ts is not None:
+            sql += " AND m.ts < ?"
+            args.append(query.before_ts)
+        if query.after_ts is not None:
+            sql += " AND m.ts > ?"
+            args.append(query.after_ts)
+        sql += " ORDER BY f.rowid DESC LIMIT ?"
+        args.append(query.limit)
+        return [_row_to_message(r) for r in self._query(sql, args)]
+
+    # --- read markers and always-on accounts --------------------------------------------------
+
+    def set_read_marker(self, account: str, target: str, read_ts: int) -> int:
+        key, target_key = fold(account), fold(target)
+
+        def upsert(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT INTO read_markers (account_key, target_key, read_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT (account_key, target_key)"
+                " DO UPDATE SET read_ts = MAX(read_ts, excluded.read_ts)",
+                (key, target_key, read_ts),
+            )
+            row = conn.execute(
+                "SELECT read_ts FROM read_markers WHERE account_key = ? AND target_key = ?",
+                (key, target_key),
+            ).fetchone()
+            return int(row[0])
+
+        return self._submit(upsert, None)
+
+    def read_markers(self, account: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT target_key, read_ts FROM read_markers WHERE account_key = ?", (fold(account),)
+        )
+        return {target: ts for target, ts in rows}
+
+    def save_always_on(self, account: str, nick: str, rooms: Sequence[str]) -> Future[None]:
+        key = fold(account)
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO always_on (account_key, account, nick, last_seen_ts)"
+                " VALUES (?, ?, ?, NULL) ON CONFLICT (account_key)"
+                " DO UPDATE SET account = excluded.account, nick = excluded.nick",
+                (key, account, nick),
+            )
+            conn.execute("DELETE FROM always_on_rooms WHERE account_key = ?", (key,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO always_on_rooms (account_key, room_key, room)"
+                " VALUES (?, ?, ?)",
+                rows,
+            )
+
+        rows = [(key, fold(room), room) for room in rooms]
+        return self._enqueue(save)
+
+    def always_on_room(self, account: str, room: str, *, joined: bool) -> Future[None]:
+        key = fold(account)
+
+        def change(conn: sqlite3.Connection) -> None:
+            if joined:
+                conn.execute(
+                    "INSERT OR IGNORE INTO always_on_rooms (account_key, room_key, room)"
+                    " SELECT ?, ?, ? WHERE EXISTS"
+                    " (SELECT 1 FROM always_on WHERE account_key = ?)",
+                    (key, fold(room), room, key),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM always_on_rooms WHERE account_key = ? AND room_key = ?",
+                    (key, fold(room)),
+                )
+
+        return self._enqueue(change)
+
+    def always_on_seen(self, account: str, last_seen_ts: int | None) -> Future[None]:
+        key = fold(account)
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE always_on SET last_seen_ts = ? WHERE account_key = ?", (last_seen_ts, key)
+            )
+
+        return self._enqueue(update)
+
+    def delete_always_on(self, account: str) -> Future[None]:
+        key = fold(account)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM always_on_rooms WHERE account_key = ?", (key,))
+            conn.execute("DELETE FROM always_on WHERE account_key = ?", (key,))
+
+        return self._enqueue(delete)
+
+    def load_always_on(self) -> list[AlwaysOnRecord]:
+        accounts = self._query(
+            "SELECT account_key, account, nick, last_seen_ts FROM always_on ORDER BY account_key",
+            (),
+        )
+        rooms: dict[str, list[str]] = {}
+        for key, room in self._query(
+            "SELECT account_key, room FROM always_on_rooms ORDER BY account_key, room_key", ()
+        ):
+            rooms.setdefault(key, []).append(room)
+        return [
+            AlwaysOnRecord(account, nick, seen, tuple(rooms.get(key, ())))
+            for key, account, nick, seen in accounts
+        ]
 
     def _is_before(self, a: Ref, b: Ref) -> bool | None:
         """Whether position a is not later than b; None if an id reference is unknown."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import names
 from threadchat.core.errors import AuthError
+from threadchat.protocols.irc import devices as irc_devices
 from threadchat.protocols.irc.wire import Message, Numeric
 
 if TYPE_CHECKING:
@@ -128,6 +129,16 @@ def account_for_registration(conn: IrcSession, nick: str) -> str | None:
         return None
 
 
+def account_to_come(conn: IrcSession, nick: str) -> str | None:
+    """The account a registering client will be logged in to, as far as known before USER:
+    SASL's, or the nick itself when PASS may log in to it (checked at registration)."""
+    if conn.sasl_account is not None:
+        return conn.sasl_account
+    if conn.reg.password is not None and conn.config.irc_password is None:
+        return nick
+    return None
+
+
 def after_registration(conn: IrcSession) -> None:
     """Mark the new user as logged in to the account found at registration."""
     account = conn.registered_account
@@ -152,6 +163,8 @@ def nickserv(conn: IrcSession, text: str) -> None:
 
     if accounts is None:
         reply("This server has no accounts.")
+        return
+    if irc_devices.nickserv_set(conn, words, reply):
         return
     if not words or words[0].upper() not in ("IDENTIFY", "LOGIN") or len(words) not in (2, 3):
         reply("Usage: IDENTIFY [account] password (or log in with SASL PLAIN or PASS)")
