@@ -5,8 +5,9 @@ account, and a guest watching from outside.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
-from conftest import IrcClient, JsonClient
+from conftest import IrcClient, JsonClient, LineClient
 from test_irc_accounts import PASSWORD, register_account
 
 from threadchat.app.server import Server
@@ -147,3 +148,156 @@ def _json(line: str) -> dict:
     import json
 
     return json.loads(line)
+
+
+def irc_marker_device(server: Server) -> IrcClient:
+    client = IrcClient(server.listener("irc").port)
+    client.send("CAP LS 302", "CAP REQ :draft/read-marker server-time batch")
+    client.expect_msg("CAP", lambda m: m.params[1] == "ACK")
+    client.send(f"PASS {PASSWORD}", "NICK alice", "USER alice 0 * :Alice", "CAP END")
+    client.expect_msg("001")
+    return client
+
+
+def test_a_read_marker_set_on_one_device_shows_on_the_others(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    register_account(server, "alice")
+    laptop = irc_marker_device(server)
+    laptop.send("JOIN #lobby")
+    # After the JOIN, before the end of the names: no marker yet.
+    marker = laptop.expect_msg("MARKREAD")
+    assert marker.params == ["#lobby", "*"]
+    laptop.expect_msg("366")
+    web = json_device(server)
+    bob = guest(server, "bob")
+    bob.send_json(type="say", room="lobby", text="read me", ref=1)
+    bob.expect_event("ok", ref=1)
+    said = laptop.expect(privmsg("read me"))
+    stamp = parse(said).tags["time"]
+
+    # The laptop reads it: the server answers it, and the browser is told.
+    laptop.send(f"MARKREAD #lobby timestamp={stamp}")
+    assert laptop.expect_msg("MARKREAD").params == ["#lobby", f"timestamp={stamp}"]
+    assert web.expect_event("read", target="lobby")["read"] == stamp
+    # A marker never moves back: an older one gets the stored one.
+    laptop.send("MARKREAD #lobby timestamp=2000-01-01T00:00:00.000Z")
+    assert laptop.expect_msg("MARKREAD").params == ["#lobby", f"timestamp={stamp}"]
+
+    # Set in the browser (JSON `read`), seen on IRC; asked for, answered.
+    later = "2030-01-01T00:00:00.000Z"  # clamped to now: a marker cannot be in the future
+    web.send_json(type="read", target="lobby", read=later, ref="r")
+    moved = web.expect_event("read", target="lobby")
+    assert stamp <= moved["read"] < later
+    assert laptop.expect_msg("MARKREAD").params == ["#lobby", f"timestamp={moved['read']}"]
+    web.send_json(type="read", target="lobby", ref="ask")
+    assert web.expect_event("read", ref="ask")["read"] == moved["read"]
+
+    # A device that connects later is given the account's markers; after a restart too.
+    phone = json_device(server)
+    assert {"type": "read", "target": "lobby", "room": True, "read": moved["read"]} in [
+        {k: v for k, v in e.items() if k not in ("id", "ts")} for e in phone.greeting
+    ]
+    laptop.send("MARKREAD bob")
+    assert laptop.expect_msg("MARKREAD").params == ["bob", "*"]
+    laptop.send("MARKREAD #lobby notatime")
+    assert laptop.expect_msg("FAIL").params[:2] == ["MARKREAD", "INVALID_PARAMS"]
+    laptop.send("MARKREAD")
+    assert laptop.expect_msg("FAIL").params[:2] == ["MARKREAD", "NEED_MORE_PARAMS"]
+    # A guest keeps no markers.
+    bob.send_json(type="read", target="lobby", read=later, ref="g")
+    assert bob.expect_event("error", ref="g")["code"] == "not_logged_in"
+
+
+def test_text_mode_moves_the_marker_as_you_read(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    register_account(server, "alice")
+    web = json_device(server)
+    text = LineClient(server.listener("line").port)
+    text.send(f"alice {PASSWORD}")
+    text.expect("--- in lobby:")
+    text.send("typing here means I read the room")
+    moved = web.expect_event("read", target="lobby")
+    assert moved["read"] is not None
+    text.send("/read")
+    text.expect("--- read up to")
+
+
+def test_always_on_survives_a_restart_and_catches_up_exactly_what_was_missed(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    first = make_server(data_dir=str(tmp_path))
+    register_account(first, "alice")
+    register_account(first, "bob")
+    alice = json_device(first)
+    alice.send_json(type="join", room="den", ref="j")
+    alice.expect_event("ok", ref="j")
+    alice.send_json(type="always_on", on=True, ref="on")
+    alice.expect_event("notice")
+    bob = json_device(first, "bob")
+    bob.send_json(type="join", room="den", ref="j")
+    bob.expect_event("ok", ref="j")
+    bob.send_json(type="say", room="den", text="seen live", ref=0)
+    alice.expect_event("message", text="seen live")
+
+    # Alice's only device goes: she stays in her rooms, away; nobody sees a quit.
+    alice.send_json(type="quit", reason="lid closed")
+    alice.read_until_closed()
+    away = bob.expect_event("away", name="alice")
+    assert away["away"] == "always-on: no device connected"
+    missed = ["missed one", "missed two"]
+    bob.send_json(type="say", room="den", text=missed[0], ref=1)
+    bob.expect_event("ok", ref=1)
+    bob.send_json(type="msg", to="alice", text="a private one", ref=2)
+    bob.expect_event("ok", ref=2)
+    first.stop()
+
+    # After a restart she is still in her rooms, and her return catches up exactly what
+    # she missed, across the restart.
+    second = make_server(data_dir=str(tmp_path))
+    person = second.hub.find_user("alice")
+    assert person is not None and person.connections == () and person.always_on
+    assert sorted(person.rooms) == ["den", "lobby"]
+    bob = json_device(second, "bob")
+    bob.send_json(type="join", room="den", ref="j")
+    bob.expect_event("ok", ref="j")
+    bob.send_json(type="say", room="den", text=missed[1], ref=3)
+    bob.expect_event("ok", ref=3)
+    phone = irc_device(second)
+    seen = [parse(line) for line in phone.quiet(1.0)]
+    caught = [m.params[-1] for m in seen if m.command == "PRIVMSG"]
+    assert sorted(caught) == sorted([*missed, "a private one"])
+    assert "seen live" not in caught
+    # Back: no longer away, and live messages flow again.
+    assert person.away is None and person.gone_ms is None
+    bob.expect_event("away", name="alice")
+    bob.send_json(type="say", room="den", text="live again", ref=4)
+    phone.expect(privmsg("live again"))
+
+
+def test_always_on_needs_an_account_and_ends_after_the_expiry(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    register_account(server, "alice")
+    carol = guest(server, "carol")
+    carol.send_json(type="always_on", on=True, ref=1)
+    assert carol.expect_event("error", ref=1)["code"] == "not_logged_in"
+    watcher = guest(server, "watcher")
+    irc = irc_device(server)
+    irc.send("PRIVMSG NickServ :SET ALWAYS-ON ON")
+    assert "on" in irc.expect_msg("NOTICE", lambda m: "lways-on" in m.params[-1]).params[-1]
+    irc.send("JOIN #lobby")
+    irc.expect_msg("366")
+    irc.send("QUIT :gone")
+    irc.read_until_closed()
+    watcher.expect_event("away", name="alice")
+    person = server.hub.find_user("alice")
+    assert person is not None and person.gone_ms is not None
+    # Not yet expired; then past --always-on-expiry: a quit.
+    assert server.hub.expire_always_on(person.gone_ms + 1000) == []
+    late = person.gone_ms + int(server.hub.always_on_expiry * 1000) + 1
+    assert server.hub.expire_always_on(late) == ["alice"]
+    assert watcher.expect_event("quit", name="alice")["reason"] == "always-on expired"
+    assert server.hub.find_user("alice") is None

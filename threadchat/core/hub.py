@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 Echo = Callable[[Event], None]
 
 DEFAULT_ROOM = "lobby"
+# Conversations an always-on person's catch-up looks at, at most.
+MISSED_CONVERSATIONS = 500
 # The away message of an always-on person with no connection left (see Hub.detach).
 ALWAYS_ON_AWAY = "always-on: no device connected"
 # How many nicks one user may watch (IRC MONITOR, see Hub.watch).
@@ -118,6 +120,9 @@ class User:
     # where a returning connection's catch-up starts; None while one is connected.
     always_on: bool = False
     gone_ms: int | None = None
+    # The newest message id relayed when the last connection went (`Hub.relayed_id`): the
+    # catch-up is of the messages after it.
+    gone_id: int = 0
 
     @property
     def key(self) -> str:
@@ -275,6 +280,9 @@ class Hub:
         self.always_on_expiry = 30 * 86400.0
         # Always-on people with no connection now (what `expire_always_on` looks through).
         self._unconnected: set[User] = set()
+        # The newest stored message id relayed so far (relays go in id order): what a
+        # connection had been sent when it went, where an always-on catch-up starts.
+        self.relayed_id = 0
 
     # -- users -----------------------------------------------------------------------------
 
@@ -357,13 +365,14 @@ class Hub:
                 continue  # left meanwhile
         return shown
 
-    def attach(self, user: User, conn: Connection) -> int | None:
+    def attach(self, user: User, conn: Connection) -> tuple[int, int] | None:
         """Add `conn` to a registered person: from now on it receives everything the person
         receives, and sees what their other connections send. Nobody else sees anything,
         unless the person is always-on and had no connection left: then they are back (no
-        longer away), and the time their last connection went is returned, from which the
-        new connection catches up (`missed`). Who may attach is `sign_on`'s rule. Raises
-        HubError('no_such_nick') when the person has left."""
+        longer away), and when their last connection went is returned (ms, and the newest
+        message id relayed then), from which the new connection catches up (`missed`).
+        Who may attach is `sign_on`'s rule. Raises HubError('no_such_nick') when the person
+        has left."""
         missed_since = None
         with delivery.batch(), self._lock:
             if self._users.get(user.key) is not user:
@@ -373,14 +382,14 @@ class Hub:
             user.connections = (*user.connections, conn)
             self._regroup(user)
             if len(user.connections) == 1 and user.gone_ms is not None:
-                missed_since, user.gone_ms = user.gone_ms, None
+                missed_since, user.gone_ms = (user.gone_ms, user.gone_id), None
                 self._unconnected.discard(user)
                 if user.away == ALWAYS_ON_AWAY:
                     user.away = None
                     event = events.AwayChanged(nick=user.nick, away=None)
                     self._fan_out(event, self._told_of_changes(user))
                 if self.always_on is not None and user.account is not None:
-                    self.always_on.seen(user.account, None)
+                    self.always_on.seen(user.account, None, None)
         log.info("%s: another connection (%d now)", user.nick, len(user.connections))
         return missed_since
 
@@ -411,9 +420,10 @@ class Hub:
         (hub lock held)."""
         self._regroup(user)
         user.gone_ms = time.time_ns() // 1_000_000
+        user.gone_id = self.relayed_id
         self._unconnected.add(user)
         if self.always_on is not None and user.account is not None:
-            self.always_on.seen(user.account, user.gone_ms)
+            self.always_on.seen(user.account, user.gone_ms, user.gone_id)
         if user.away is None:
             user.away = ALWAYS_ON_AWAY
             event = events.AwayChanged(nick=user.nick, away=ALWAYS_ON_AWAY)
@@ -458,6 +468,7 @@ class Hub:
                     away=ALWAYS_ON_AWAY,
                     always_on=True,
                     gone_ms=gone,
+                    gone_id=record.last_seen_id or 0,
                     host="always-on",
                 )
                 self._users[user.key] = user
@@ -490,20 +501,25 @@ class Hub:
                 ended.append(user.nick)
         return ended
 
-    def missed(self, user: User, since_ms: int, page: int = 500) -> Iterator[Event]:
-        """What an always-on person missed while no connection was left: the messages of
-        their rooms and private conversations after `since_ms`, oldest first per
-        conversation, marked `history`, read page by page (for a returning connection).
-        Nothing without history; a conversation that cannot be read is logged and skipped."""
+    def missed(
+        self, user: User, since: tuple[int, int], page: int = history_types.MAX_HISTORY_LIMIT
+    ) -> Iterator[Event]:
+        """What an always-on person missed while no connection was left (`since`, as
+        `attach` returns it): the messages of their rooms and private conversations after
+        the newest one relayed when their last connection went, oldest first per
+        conversation, marked `history`, read page by page. Nothing without history; a
+        conversation that cannot be read is logged and skipped."""
         if self.history is None:
             return
+        since_ms, since_id = since
         now = time.time_ns() // 1_000_000 + 1
         try:
-            targets = self.history_targets(user, since_ms, now, history_types.MAX_HISTORY_LIMIT)
+            # Conversations active since then (a second early: clocks step, ids do not).
+            targets = self.history_targets(user, since_ms - 1000, now, MISSED_CONVERSATIONS)
         except HubError:
             return
         for target, is_room, _latest in targets:
-            ref = history_types.Ref.at(since_ms)
+            ref = history_types.Ref.msgid(since_id)
             while True:
                 query = history_types.HistoryQuery.after(ref, page)
                 scope = {"room": target} if is_room else {"peer": target}
@@ -874,6 +890,7 @@ class Hub:
         with delivery.batch(), self._lock:
             room = self._room_to_speak(user, room_name)
             user.last_active = time.time()
+            self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
             event = _room_message(room, user, text, kind, stamp, tags)
             groups = _codec_groups(room)
         # Encoding and fan-out run after the hub lock is released: the lock then covers only
@@ -917,6 +934,7 @@ class Hub:
                         user.last_active = now
                     if room is None:
                         continue
+                    self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
                     event = _room_message(room, user, relay.text, relay.kind, stamp, relay.tags)
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
@@ -985,6 +1003,7 @@ class Hub:
             if recipient is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
             user.last_active = time.time()
+            self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
             event = events.PrivateMessage(
                 sender=user.nick,
                 target=recipient.nick,
@@ -1760,12 +1779,13 @@ class Hub:
             raise HubError("history_failed", "history cannot be searched right now") from None
 
     def mark_read(
-        self, user: User, target: str, read_ms: int, *, ref: object = None
+        self, user: User, target: str, read_ms: int, *, origin: Connection | None = None
     ) -> events.ReadMarker:
         """Move `user`'s read marker of a room they are in (`target` a room name) or of a
         private conversation (`target` a nick) forward to `read_ms`, stored per account; every
         connection of the person is told the marker (the devices agree). A marker never moves
-        back: the answer holds the time it has. Raises HubError history_off, not_logged_in,
+        back: a time older than the stored one is answered with the stored one, to `origin`
+        (the connection that asked) alone. Raises HubError history_off, not_logged_in,
         not_in_room, invalid_name, history_failed."""
         history = self.history
         if history is None:
@@ -1782,9 +1802,11 @@ class Hub:
             log.error("read marker not stored: %s", problem)
             raise HubError("history_failed", "the read marker cannot be stored now") from None
         marker = events.ReadMarker(target=shown, room=is_room, read_ms=stored)
+        moved = stored == read_ms
         with delivery.batch(), self._lock:
-            self._deliver(marker, user.connections)
-        return dataclasses.replace(marker, ref=ref)
+            told = user.connections if moved or origin is None else (origin,)
+            self._deliver(marker, told)
+        return marker
 
     def read_marker(self, user: User, target: str) -> events.ReadMarker:
         """`user`'s read marker of `target` (as for `mark_read`), read_ms 0 when none."""
@@ -1964,7 +1986,7 @@ class SignOn:
 
     user: User
     attached: bool
-    missed_since: int | None
+    missed_since: tuple[int, int] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,13 +192,14 @@ class AlwaysOn(Protocol):
 
     def left(self, account: str, room: str) -> None: ...
 
-    def seen(self, account: str, gone_ms: int | None) -> None:
-        """The account's last connection went at `gone_ms` (None: one is connected)."""
+    def seen(self, account: str, gone_ms: int | None, gone_id: int | None) -> None:
+        """The account's last connection went at `gone_ms`, when the newest message
+        relayed was `gone_id` (None: one is connected)."""
         ...
 
     def load(self) -> "list[Any]":
         """The kept accounts as `store.base.AlwaysOnRecord`s (account, nick, last_seen_ts,
-        rooms), for the wiring to restore at start. Raises StoreError."""
+        last_seen_id, rooms), for the wiring to restore at start. Raises StoreError."""
         ...
 
 

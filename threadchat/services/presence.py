@@ -54,8 +54,10 @@ class AlwaysOnKeeper:
             "always-on leave", lambda: self.store.always_on_room(account, room, joined=False)
         )
 
-    def seen(self, account: str, gone_ms: int | None) -> None:
-        self._queue("always-on last seen", lambda: self.store.always_on_seen(account, gone_ms))
+    def seen(self, account: str, gone_ms: int | None, gone_id: int | None) -> None:
+        self._queue(
+            "always-on last seen", lambda: self.store.always_on_seen(account, gone_ms, gone_id)
+        )
 
     def _queue(self, what: str, write: Callable[[], Future[None]]) -> None:
         try:

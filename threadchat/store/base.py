@@ -104,11 +104,13 @@ class RoomRecord:
 @dataclass(frozen=True, slots=True)
 class AlwaysOnRecord:
     """An always-on account: its nick, when its last connection went (ms; None while one
-    is connected), and the rooms it is in (names as spelled)."""
+    is connected) and the newest message id relayed then, and the rooms it is in (names as
+    spelled)."""
 
     account: str
     nick: str
     last_seen_ts: int | None
+    last_seen_id: int | None
     rooms: tuple[str, ...]
 
 
@@ -209,8 +211,11 @@ class Store(Protocol):
         """An always-on account joined (or left) `room`."""
         ...
 
-    def always_on_seen(self, account: str, last_seen_ts: int | None) -> Future[None]:
-        """When the always-on account's last connection went (None: one is connected)."""
+    def always_on_seen(
+        self, account: str, last_seen_ts: int | None, last_seen_id: int | None
+    ) -> Future[None]:
+        """When the always-on account's last connection went, and the newest message id
+        relayed then (None: one is connected)."""
         ...
 
     def delete_always_on(self, account: str) -> Future[None]:

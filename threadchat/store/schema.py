@@ -99,12 +99,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (account_key, target_key)
         ) WITHOUT ROWID""",
         # Accounts that stay in their rooms while no device is connected: their nick, when
-        # their last connection went (NULL while connected), and the rooms they are in.
+        # their last connection went (NULL while connected) and the newest message id
+        # relayed then (where their catch-up starts), and the rooms they are in.
         """CREATE TABLE always_on (
             account_key TEXT PRIMARY KEY,
             account TEXT NOT NULL,
             nick TEXT NOT NULL,
-            last_seen_ts INTEGER
+            last_seen_ts INTEGER,
+            last_seen_id INTEGER
         )""",
         """CREATE TABLE always_on_rooms (
             account_key TEXT NOT NULL,

@@ -844,8 +844,8 @@ class SQLiteStore:
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO always_on (account_key, account, nick, last_seen_ts)"
-                " VALUES (?, ?, ?, NULL) ON CONFLICT (account_key)"
+                "INSERT INTO always_on (account_key, account, nick, last_seen_ts, last_seen_id)"
+                " VALUES (?, ?, ?, NULL, NULL) ON CONFLICT (account_key)"
                 " DO UPDATE SET account = excluded.account, nick = excluded.nick",
                 (key, account, nick),
             )
@@ -878,12 +878,15 @@ class SQLiteStore:
 
         return self._enqueue(change)
 
-    def always_on_seen(self, account: str, last_seen_ts: int | None) -> Future[None]:
+    def always_on_seen(
+        self, account: str, last_seen_ts: int | None, last_seen_id: int | None
+    ) -> Future[None]:
         key = fold(account)
 
         def update(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE always_on SET last_seen_ts = ? WHERE account_key = ?", (last_seen_ts, key)
+                "UPDATE always_on SET last_seen_ts = ?, last_seen_id = ? WHERE account_key = ?",
+                (last_seen_ts, last_seen_id, key),
             )
 
         return self._enqueue(update)
@@ -899,7 +902,8 @@ class SQLiteStore:
 
     def load_always_on(self) -> list[AlwaysOnRecord]:
         accounts = self._query(
-            "SELECT account_key, account, nick, last_seen_ts FROM always_on ORDER BY account_key",
+            "SELECT account_key, account, nick, last_seen_ts, last_seen_id FROM always_on"
+            " ORDER BY account_key",
             (),
         )
         rooms: dict[str, list[str]] = {}
@@ -908,8 +912,8 @@ class SQLiteStore:
         ):
             rooms.setdefault(key, []).append(room)
         return [
-            AlwaysOnRecord(account, nick, seen, tuple(rooms.get(key, ())))
-            for key, account, nick, seen in accounts
+            AlwaysOnRecord(account, nick, seen, seen_id, tuple(rooms.get(key, ())))
+            for key, account, nick, seen, seen_id in accounts
         ]
 
     def _is_before(self, a: Ref, b: Ref) -> bool | None:

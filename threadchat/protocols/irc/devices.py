@@ -93,7 +93,7 @@ def on_markread(session: IrcSession, message: Message) -> None:
             session.fail("MARKREAD", "INVALID_PARAMS", when, "Invalid parameters")
             return
         # Every connection of the account with the capability is told, this one too.
-        session.hub.mark_read(user, target, read_ms)
+        session.hub.mark_read(user, target, read_ms, origin=session.transport)
     except HubError as problem:
         if problem.code in ("not_in_room", "invalid_name"):
             session.fail("MARKREAD", "INVALID_PARAMS", target, problem.message)

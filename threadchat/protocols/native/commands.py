@@ -176,7 +176,7 @@ def handle_mark_read(session: "NativeSession", request: requests.MarkRead) -> bo
         marker = session.hub.read_marker(session.user, target)
         session.reply(dataclasses.replace(marker, ref=request.ref))
         return True
-    session.hub.mark_read(session.user, target, request.read_ms)
+    session.hub.mark_read(session.user, target, request.read_ms, origin=session.conn)
     return False
 
 
@@ -186,7 +186,7 @@ def mark_read_now(session: "NativeSession", room: str) -> None:
     if user is None or user.account is None or session.hub.history is None:
         return
     try:
-        session.hub.mark_read(user, room, time.time_ns() // 1_000_000)
+        session.hub.mark_read(user, room, time.time_ns() // 1_000_000, origin=session.conn)
     except HubError as problem:
         session.reply(events.Notice(text=f"read marker not kept: {problem.message}"))
 
