@@ -301,3 +301,34 @@ def test_always_on_needs_an_account_and_ends_after_the_expiry(
     assert server.hub.expire_always_on(late) == ["alice"]
     assert watcher.expect_event("quit", name="alice")["reason"] == "always-on expired"
     assert server.hub.find_user("alice") is None
+
+
+def test_a_login_after_registering_continues_as_the_accounts_person(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    register_account(server, "alice")
+    laptop = json_device(server)
+    bob = guest(server, "bob")
+    # A JSON guest logs in to alice: the connection continues as alice (the guest quits).
+    phone = guest(server, "phone")
+    bob.expect_event("join", name="phone")
+    phone.send_json(type="login", name="alice", password=PASSWORD, ref="in")
+    renamed = phone.expect_event("nick")
+    assert (renamed["old"], renamed["new"]) == ("phone", "alice")
+    assert phone.expect_event("logged_in", ref="in")["account"] == "alice"
+    assert bob.expect_event("quit", name="phone")["reason"].startswith("continued as alice")
+    person = server.hub.find_user("alice")
+    assert person is not None and len(person.connections) == 2
+    # An IRC guest identifies with NickServ: the same.
+    irc = IrcClient(server.listener("irc").port)
+    irc.send("NICK tablet", "USER t 0 * :T")
+    irc.expect_msg("001")
+    irc.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
+    nick = irc.expect_msg("NICK")
+    assert nick.params == ["alice"] and (nick.source or "").startswith("tablet!")
+    assert irc.expect_msg("JOIN").params[0] == "#lobby"
+    assert len(person.connections) == 3
+    laptop.send_json(type="say", room="lobby", text="from the laptop")
+    phone.expect_event("message", text="from the laptop")
+    irc.expect(privmsg("from the laptop"))

@@ -352,6 +352,35 @@ class Hub:
         user = self.register(conn, nick, keeps_member_list=keeps_member_list, **identity)
         return SignOn(user, False, None)
 
+    def join_person(self, user: User, conn: Connection, account: str) -> "Move | None":
+        """A connection of `user` just logged in to `account` (after registering, as a guest
+        or another account): with `--multiclient`, and when a person of that account is here,
+        the connection moves to that person, as if it had signed on to it (`sign_on`), and
+        `user` loses it (their quit when it was their last). None when there is no such
+        person (the caller logs `user` in as usual)."""
+        folded = names.fold(account)
+        with delivery.batch(), self._lock:
+            people = [
+                u
+                for u in self._users.values()
+                if u is not user and u.account is not None and names.fold(u.account) == folded
+            ]
+            # The one under the account's own name first, else any (one account, one person
+            # by the rule of sign_on; more only if nick changes made them so).
+            people.sort(key=lambda u: u.key != folded)
+            if not people or not self._may_attach(people[0], account):
+                return None
+            person = people[0]
+            rooms = [room.name for room in user.rooms.values()]
+            remaining = tuple(c for c in user.connections if c is not conn)
+            user.connections = remaining
+            if remaining:
+                self._regroup(user)
+            else:
+                self._remove_user(user, f"continued as {person.nick} on another device")
+        missed_since = self.attach(person, conn)
+        return Move(person=person, old_nick=user.nick, old_rooms=rooms, missed_since=missed_since)
+
     def arrivals(self, user: User) -> "list[Arrival]":
         """What a connection attached to `user` is shown of the rooms the person is in: for
         each, what a join shows (`arrival`), in the order they were joined."""
@@ -1986,6 +2015,17 @@ class SignOn:
 
     user: User
     attached: bool
+    missed_since: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What `Hub.join_person` did: the connection now belongs to `person`; it was
+    `old_nick`, in `old_rooms`; `missed_since` as in `SignOn`."""
+
+    person: User
+    old_nick: str
+    old_rooms: list[str]
     missed_since: tuple[int, int] | None
 
 

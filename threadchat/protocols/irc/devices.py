@@ -26,6 +26,7 @@ from threadchat.core.events import Event, PrivateMessage, ReadMarker, RoomMessag
 from threadchat.core.hub import HubError
 from threadchat.core.search import SearchQuery, build_search
 from threadchat.protocols import utctime
+from threadchat.protocols.irc import channels as irc_channels
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc.wire import Message, channel_to_room
 
@@ -184,6 +185,30 @@ def _conversation(event: Event, me: str) -> str:
     if isinstance(event, PrivateMessage):
         return event.target if event.sender.lower() == me.lower() else event.sender
     return "*"
+
+
+def continue_as_person(session: IrcSession, account: str) -> bool:
+    """After a login once registered (NickServ IDENTIFY, AUTHENTICATE): when a person of the
+    account is here, this connection continues as them (`Hub.join_person`): the client
+    sees its nick change, its channels parted, and the person's channels joined. False
+    when there is no such person (the caller logs in as usual)."""
+    user = session.user
+    assert user is not None
+    old_mask = session.mask
+    move = session.hub.join_person(user, session.transport, account)
+    if move is None:
+        return False
+    person = move.person
+    session.user = person
+    session.reg.nick = person.nick
+    session.send(Message("NICK", [person.nick], old_mask))
+    mask = session.mask
+    for room in move.old_rooms:
+        session.send(Message("PART", ["#" + room, "continued on another device"], mask))
+    irc_channels.show_rooms(session)
+    if move.missed_since is not None:
+        catch_up(session, session.hub.missed(person, move.missed_since))
+    return True
 
 
 def nickserv_set(session: IrcSession, words: list[str], reply: object) -> bool:

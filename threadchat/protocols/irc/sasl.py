@@ -99,7 +99,7 @@ def on_authenticate(conn: IrcSession, message: Message) -> None:
         return
     if conn.user is None:
         conn.sasl_account = account
-    else:
+    elif not irc_devices.continue_as_person(conn, account):
         accounts.logged_in(conn.hub, conn.user, account)
     target = conn.user.nick if conn.user is not None else conn.reg.nick or "*"
     conn.send(
@@ -174,6 +174,9 @@ def nickserv(conn: IrcSession, text: str) -> None:
         account = accounts.authenticate(name, words[-1], conn.host)
     except AuthError as problem:
         reply(problem.message)
+        return
+    if irc_devices.continue_as_person(conn, account):
+        reply(f"You are now identified for {account}, as on your other devices.")
         return
     accounts.logged_in(conn.hub, user, account)
     reply(f"You are now identified for {account}.")

@@ -60,6 +60,15 @@ def handle_login(session: "NativeSession", request: requests.Login) -> bool:
     service, user = _service(session), session.user
     assert user is not None
     account = service.authenticate(request.name, request.password, session.host)
+    move = session.hub.join_person(user, session.conn, account)
+    if move is not None:
+        # Another device of this account is here: this connection continues as that person.
+        session.user = move.person
+        session.reply(events.NickChanged(old=move.old_nick, new=move.person.nick))
+        for room in move.old_rooms:
+            session.reply(events.Left(room=room, nick=move.old_nick, reason="logged in"))
+        session.show_person(move.missed_since, request.ref)
+        return True
     service.logged_in(session.hub, user, account)
     session.reply(events.LoggedIn(account=account, ref=request.ref))
     if names.fold(user.nick) != names.fold(account):

@@ -133,7 +133,7 @@ class NativeSession:
         self.on_registered()
         self.reply(events.Welcome(nick=self.user.nick, server=self.hub.server_name))
         if signed.attached:
-            self._show_person(signed.missed_since)
+            self.show_person(signed.missed_since)
             if request.ref is not None:
                 self.reply(events.Ok(ref=request.ref))
             return
@@ -146,13 +146,14 @@ class NativeSession:
         if request.ref is not None:
             self.reply(events.Ok(ref=request.ref))
 
-    def _show_person(self, missed_since: int | None) -> None:
+    def show_person(self, missed_since: tuple[int, int] | None, ref: object = None) -> None:
         """A connection attached to a person already here (another device of the account,
         or an always-on account with no device left): it is shown the person's rooms as if
         it had just joined each, what it missed while no device was connected, and the
         account's read markers."""
         assert self.user is not None and self.user.account is not None
-        self.reply(events.LoggedIn(account=self.user.account))
+        self.reply(events.LoggedIn(account=self.user.account, ref=ref))
+        self.current_room = None
         for arrival in self.hub.arrivals(self.user):
             self.reply(events.Joined(room=arrival.room, nick=self.user.nick))
             self._show_arrival(arrival)
