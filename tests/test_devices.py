@@ -4,6 +4,7 @@ Real servers on loopback, real clients: two IRC clients and a JSON client logged
 account, and a guest watching from outside.
 """
 
+import queue
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from conftest import IrcClient, JsonClient, LineClient
 from test_irc_accounts import PASSWORD, register_account
 
 from threadchat.app.server import Server
+from threadchat.client.udp import UdpTransport
 from threadchat.protocols.irc.wire import parse
 
 
@@ -332,3 +334,34 @@ def test_a_login_after_registering_continues_as_the_accounts_person(
     laptop.send_json(type="say", room="lobby", text="from the laptop")
     phone.expect_event("message", text="from the laptop")
     irc.expect(privmsg("from the laptop"))
+
+
+def test_a_udp_client_logged_in_at_hello_attaches_too(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    register_account(server, "alice")
+    laptop = json_device(server)
+    assert server.udp is not None
+    received: queue.Queue[dict] = queue.Queue()
+    udp = UdpTransport("127.0.0.1", server.udp.port)
+    udp.start(received.put, lambda reason: None)
+    try:
+        # The handshake's hello carries a name only: alice's is taken (and registered), so
+        # the client logs in with a second hello, as an ordinary request.
+        assert udp.send({"type": "hello", "name": "alice", "ref": "first"})
+        while received.get(timeout=5).get("ref") != "first":
+            pass
+        assert udp.send({"type": "hello", "name": "alice", "password": PASSWORD, "ref": "u"})
+        kinds = []
+        while "ok" not in kinds:
+            kinds.append(received.get(timeout=5)["type"])
+        assert "join" in kinds and "who" in kinds
+        person = server.hub.find_user("alice")
+        assert person is not None and len(person.connections) == 2
+        laptop.send_json(type="say", room="lobby", text="to my udp self")
+        while True:
+            event = received.get(timeout=5)
+            if event.get("text") == "to my udp self":
+                assert event["own"] is True
+                break
+    finally:
+        udp.close()
