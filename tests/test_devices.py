@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import IrcClient, JsonClient, LineClient
-from test_irc_accounts import PASSWORD, register_account
+from test_irc_accounts import PASSWORD, register_account, sasl_plain
 
 from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport
@@ -365,3 +365,25 @@ def test_a_udp_client_logged_in_at_hello_attaches_too(make_server: Callable[...,
                 break
     finally:
         udp.close()
+
+
+def test_a_sasl_client_sending_nick_first_attaches(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    register_account(server, "alice")
+    first = irc_device(server)
+    # The order real clients use: NICK and USER during CAP negotiation, then AUTHENTICATE.
+    second = IrcClient(server.listener("irc").port)
+    second.send("CAP LS 302", "NICK alice", "USER alice 0 * :Alice", "CAP REQ :sasl")
+    second.expect_msg("CAP", lambda m: m.params[1] == "ACK")
+    second.send("AUTHENTICATE PLAIN")
+    second.expect_msg("AUTHENTICATE")
+    second.send(f"AUTHENTICATE {sasl_plain('alice', PASSWORD)}", "CAP END")
+    second.expect_msg("903")
+    assert second.expect_msg("001").params[0] == "alice"
+    person = server.hub.find_user("alice")
+    assert person is not None and len(person.connections) == 2
+    # Without the login, the nick stays refused.
+    guest_client = IrcClient(server.listener("irc").port)
+    guest_client.send("CAP LS 302", "NICK alice", "USER x 0 * :X", "CAP END")
+    guest_client.expect_msg("433")
+    first.close()

@@ -558,6 +558,9 @@ class Hub:
                     log.info("%s: catch-up of %s skipped: %s", user.nick, target, problem.message)
                     break
                 yield from found
+                # Send each page before reading the next: a long catch-up must not pile up
+                # past the connection's send queue (--sendq) before its first write.
+                delivery.flush_dirty()
                 if len(found) < query.limit:
                     break
                 ref = history_types.Ref.msgid(found[-1].id)

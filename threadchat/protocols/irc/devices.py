@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 READ_MARKER = "draft/read-marker"
 SEARCH = "soju.im/search"
+# Lines per catch-up batch at most: a long catch-up goes out batch by batch.
+CATCH_UP_BATCH = 500
 _SEARCH_KEYS = frozenset({"text", "in", "from", "after", "before", "limit"})
 
 
@@ -170,7 +172,7 @@ def catch_up(session: IrcSession, missed: Iterable[Event]) -> None:
     run: list[Event] = []
     for event in missed:
         here = _conversation(event, user.nick)
-        if here != target and run:
+        if run and (here != target or len(run) >= CATCH_UP_BATCH):
             irc_history.send_batch(session, target or "*", run)
             run = []
         target = here

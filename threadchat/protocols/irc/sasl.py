@@ -130,11 +130,15 @@ def account_for_registration(conn: IrcSession, nick: str) -> str | None:
 
 
 def account_to_come(conn: IrcSession, nick: str) -> str | None:
-    """The account a registering client will be logged in to, as far as known before USER:
-    SASL's, or the nick itself when PASS may log in to it (checked at registration)."""
+    """The account a registering client may be logged in to, as far as known at NICK:
+    SASL's; or the nick itself while it may still log in to it (PASS given, or capability
+    negotiation under way: clients send NICK before AUTHENTICATE). Only a hope: the nick
+    is checked again when the client registers (`Hub.sign_on`)."""
     if conn.sasl_account is not None:
         return conn.sasl_account
     if conn.reg.password is not None and conn.config.irc_password is None:
+        return nick
+    if conn.reg.negotiating and conn.hub.accounts is not None:
         return nick
     return None
 
