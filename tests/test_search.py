@@ -238,3 +238,24 @@ def test_search_in_text_mode_and_on_irc(make_server: Callable[..., Server]) -> N
     assert irc.expect_msg("FAIL").params[:2] == ["SEARCH", "INVALID_PARAMS"]
     irc.send("SEARCH colour=blue")
     assert irc.expect_msg("FAIL").params[:2] == ["SEARCH", "INVALID_PARAMS"]
+
+
+def test_edits_and_deletions_right_after_the_message_are_indexed_right(tmp_path: Path) -> None:
+    # New messages are indexed after their commit (many at once); an edit or deletion may
+    # come before that, or after: the index must say the same either way.
+    with SQLiteStore(tmp_path) as store:
+        for attempt in range(20):
+            edited = store.append(sender="a", room="dev", text=f"draft{attempt} words")
+            gone = store.append(sender="a", room="dev", text=f"secret{attempt} words")
+
+            def change(
+                conn: sqlite3.Connection, edited: int = edited.id, gone: int = gone.id
+            ) -> None:
+                conn.execute("UPDATE messages SET text = 'final words' WHERE id = ?", (edited,))
+                conn.execute("UPDATE messages SET text = '' WHERE id = ?", (gone,))
+
+            store._submit(change, None)
+            assert found(store, f"draft{attempt}") == []
+            assert found(store, f"secret{attempt}") == []
+        assert len(found(store, "final", limit=100)) == 20
+        assert len(found(store, "words", limit=100)) == 20

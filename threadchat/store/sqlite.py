@@ -105,6 +105,10 @@ _ROOM_ROW_OF_MESSAGE = operator.itemgetter(0, 4, 1, 6)
 _ROOM_OF_MESSAGE = operator.itemgetter(2)
 _TARGET_OF_MESSAGE = operator.itemgetter(3)
 _ROOM_PARAMETERS = 4
+# New messages are indexed for search once the writer has been idle this long (seconds),
+# and at least every INDEX_EVERY seconds while it is busy (see `_writer_loop`).
+INDEX_AFTER = 0.05
+INDEX_EVERY = 0.5
 # Rows per INSERT statement at most. One statement for many rows, even across the jobs of one
 # commit, because sqlite3 lets go of the GIL for every statement it runs and the writer then
 # waits to win it back from the readers: per statement, that wait was the writer's largest
@@ -177,6 +181,17 @@ def _insert_statements(
         yield _insert_statement(len(chunk), False), values, len(chunk)
 
 
+def _index_statements(conn: sqlite3.Connection) -> None:
+    """Index the messages after the search index's progress mark, and move the mark."""
+    conn.execute(
+        "INSERT INTO messages_fts (rowid, text) SELECT id, text FROM messages"
+        " WHERE id > (SELECT upto FROM messages_fts_progress) ORDER BY id"
+    )
+    conn.execute(
+        "UPDATE messages_fts_progress SET upto = (SELECT COALESCE(MAX(id), upto) FROM messages)"
+    )
+
+
 def _roll_back(conn: sqlite3.Connection) -> None:
     """End an open transaction, if any, undoing it (best effort: this is the error path)."""
     if conn.in_transaction:
@@ -237,7 +252,8 @@ class SQLiteStore:
 
     Raises StoreError, naming the path and the reason, if the directory cannot be created or
     written, is used by another process, or holds a database of a newer schema.
-    `group_commit=False` commits each write on its own (for benchmarks only).
+    `group_commit=False` commits each write on its own, `search_index=False` leaves new
+    messages out of the search index (both for benchmarks only).
     """
 
     def __init__(
@@ -246,6 +262,7 @@ class SQLiteStore:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         group_commit: bool = True,
+        search_index: bool = True,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
@@ -266,6 +283,11 @@ class SQLiteStore:
         # Group commits (transactions) the writer has run, failed ones included: shows how
         # well writes are grouped (tests, benchmarks). Only the writer thread changes it.
         self.commits = 0
+        # Messages committed but not yet in the search index (see `_index_new`); True at
+        # start, as the last run may have stopped before indexing its last messages.
+        self._unindexed = True
+        self._search_index = search_index
+        self._indexed_at = 0.0
         self._state_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._free_readers: queue.Queue[sqlite3.Connection] = queue.Queue()
@@ -410,7 +432,17 @@ class SQLiteStore:
         stopping = False
         while not stopping:
             batch: list[_Job] = []
-            item = self._queue.get()
+            if self._unindexed:
+                # New messages wait for the index until the writer has had nothing to do
+                # for INDEX_AFTER: one index transaction for many commits, never one each.
+                wait = self._indexed_at + INDEX_AFTER - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=max(wait, 0.001))
+                except queue.Empty:
+                    self._index_new(conn)
+                    continue
+            else:
+                item = self._queue.get()
             while True:
                 if item is _STOP:
                     stopping = True
@@ -435,9 +467,41 @@ class SQLiteStore:
                         self.after_commit()
                     except Exception:
                         log.exception("store writer: after_commit failed")
+            # Under a steady load the writer is never idle: the index is brought up to
+            # date at least every INDEX_EVERY seconds all the same.
+            if self._unindexed and time.monotonic() - self._indexed_at >= INDEX_EVERY:
+                self._index_new(conn)
+        if self._unindexed:
+            self._index_new(conn)
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
+
+    def _index_new(self, conn: sqlite3.Connection) -> None:
+        """Put the messages committed since the last time into the search index, in one
+        transaction (writer thread). A failure is logged and tried again next time."""
+        self._indexed_at = time.monotonic()
+        if not self._search_index:
+            self._unindexed = False
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            _index_statements(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as problem:
+            _roll_back(conn)
+            log.error("search index not brought up to date: %s", problem)
+            return
+        self._unindexed = False
+
+    def index_new_messages(self) -> None:
+        """Bring the search index up to date with every message committed so far (waits
+        for the writer; not from its thread). Search calls it, so a search finds what was
+        said just before."""
+        if self._unindexed:
+            # A job runs inside the writer's transaction; the flag is cleared by the writer's
+            # own next round (a message committed meanwhile must keep it set).
+            self._submit(_index_statements, None)
 
     @staticmethod
     def _fail(jobs: list[_Job], error: BaseException) -> None:
@@ -568,6 +632,7 @@ class SQLiteStore:
         """Insert message rows (writer thread, in its transaction); their (id, ts) in order."""
         ts = max(_now_ms(), self._last_ts)
         stamps: list[Stamp] = []
+        self._unindexed = True
         for sql, values, count in _insert_statements(ts, parts, self._rows_per_insert):
             cur = conn.execute(sql, values)
             # One statement of the only writing connection: its rows got consecutive ids
@@ -792,6 +857,7 @@ class SQLiteStore:
             args.append(json.dumps(keys))
         if not scopes:
             return []
+        self.index_new_messages()
         # The index gives its matches newest first (rowid is the message id), so a search
         # with a LIMIT stops as soon as it has enough within the asker's scope.
         sql = (
