@@ -1288,6 +1288,8 @@ class Hub:
         the run gets the chunk without its own messages, and the sender's other connections
         (one account on several devices) get the message's `own` copy in its place.
         """
+        # Whether a sender in the run has other connections (rare): checked once per run.
+        with_own = any(mine for _, _, mine in messages)
         for group in groups:
             if group.queues is None:
                 for event, origin, mine in messages:
@@ -1312,7 +1314,7 @@ class Hub:
             owners = [positions.get(id(origin), -1) for _, origin, _ in messages]
             senders = set(owners)
             senders.discard(-1)
-            if any(mine for _, _, mine in messages):
+            if with_own:
                 self._fan_out_with_own(messages, group, pieces, owners, everyone)
             elif not senders:
                 deque(map(list.append, queues, repeat(everyone)), maxlen=0)
