@@ -75,6 +75,9 @@ class ReadMarker(Event):
     room: bool
     read_ms: int
     ref: object = None
+    # True in the answer to the connection that set or asked for it (text mode shows only
+    # those: the markers a browser moves as it scrolls would flood a terminal).
+    asked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -516,6 +516,8 @@ class Hub:
     def expire_always_on(self, now_ms: int | None = None) -> list[str]:
         """End always-on for those without a connection for longer than `always_on_expiry`:
         they quit. Called by the housekeeper; returns their nicks."""
+        if not self._unconnected:
+            return []  # the usual case, every second: no lock taken
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         limit = self.always_on_expiry * 1000
         ended = []
@@ -760,6 +762,11 @@ class Hub:
             user.account = account
             event = events.AccountChanged(nick=user.nick, account=account)
             self._fan_out(event, self._told_of_changes(user))
+            # An account that asked to be always-on is so however it logs in.
+            keeper = self.always_on
+            user.always_on = bool(account and keeper and keeper.is_always_on(account))
+            if user.always_on and keeper is not None and account is not None:
+                keeper.enable(account, user.nick, [r.name for r in user.rooms.values()])
 
     def find_user(self, nick: str) -> User | None:
         with self._lock:
@@ -1817,10 +1824,11 @@ class Hub:
     ) -> events.ReadMarker:
         """Move `user`'s read marker of a room they are in (`target` a room name) or of a
         private conversation (`target` a nick) forward to `read_ms`, stored per account; every
-        connection of the person is told the marker (the devices agree). A marker never moves
-        back: a time older than the stored one is answered with the stored one, to `origin`
-        (the connection that asked) alone. Raises HubError history_off, not_logged_in,
-        not_in_room, invalid_name, history_failed."""
+        connection of the person but `origin` (the one that asked, which the caller answers
+        with the marker returned) is told the marker, so the devices agree. A marker never
+        moves back: a time older than the stored one leaves it, and the answer holds the
+        stored one. Raises HubError history_off, not_logged_in, not_in_room, invalid_name,
+        history_failed."""
         history = self.history
         if history is None:
             raise HubError("history_off", "this server keeps no history")
@@ -1836,10 +1844,9 @@ class Hub:
             log.error("read marker not stored: %s", problem)
             raise HubError("history_failed", "the read marker cannot be stored now") from None
         marker = events.ReadMarker(target=shown, room=is_room, read_ms=stored)
-        moved = stored == read_ms
-        with delivery.batch(), self._lock:
-            told = user.connections if moved or origin is None else (origin,)
-            self._deliver(marker, told)
+        if stored == read_ms:  # it moved (or was set again): the other devices are told
+            with delivery.batch(), self._lock:
+                self._deliver(marker, [c for c in user.connections if c is not origin])
         return marker
 
     def read_marker(self, user: User, target: str) -> events.ReadMarker:

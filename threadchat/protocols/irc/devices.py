@@ -95,8 +95,11 @@ def on_markread(session: IrcSession, message: Message) -> None:
         except ValueError:
             session.fail("MARKREAD", "INVALID_PARAMS", when, "Invalid parameters")
             return
-        # Every connection of the account with the capability is told, this one too.
-        session.hub.mark_read(user, target, read_ms, origin=session.transport)
+        # The account's other connections are told; this one gets the answer.
+        marker = session.hub.mark_read(user, target, read_ms, origin=session.transport)
+        line = marker_line(session, marker)
+        if line is not None:
+            session.send(line)
     except HubError as problem:
         if problem.code in ("not_in_room", "invalid_name"):
             session.fail("MARKREAD", "INVALID_PARAMS", target, problem.message)

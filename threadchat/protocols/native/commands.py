@@ -175,18 +175,18 @@ def handle_search(session: "NativeSession", request: requests.Search) -> bool:
 
 
 def handle_mark_read(session: "NativeSession", request: requests.MarkRead) -> bool:
-    """Move a read marker (every device of the account is told, this one too, with the
-    ref), or tell where it is."""
+    """Move a read marker (the account's other devices are told; this one gets the marker
+    with the ref), or tell where it is."""
     assert session.user is not None
     target = request.target or session.current_room
     if target is None:
         raise HubError("no_room", "you are in no room; /join ROOM first")
     if request.read_ms is None:
         marker = session.hub.read_marker(session.user, target)
-        session.reply(dataclasses.replace(marker, ref=request.ref))
-        return True
-    session.hub.mark_read(session.user, target, request.read_ms, origin=session.conn)
-    return False
+    else:
+        marker = session.hub.mark_read(session.user, target, request.read_ms, origin=session.conn)
+    session.reply(dataclasses.replace(marker, ref=request.ref, asked=True))
+    return True
 
 
 def mark_read_now(session: "NativeSession", room: str) -> None:

@@ -435,6 +435,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return _render_page(event)
         case events.SearchResults():
             return _render_results(event)
+        case events.ReadMarker(asked=False):
+            return None  # another device's: a terminal shows every line, read or not
         case events.ReadMarker():
             where = event.target if event.room else f"your conversation with {event.target}"
             if not event.read_ms:
