@@ -64,7 +64,7 @@ def test_query_building_refuses_what_it_cannot_run() -> None:
         ("pre", True),
         ("plain", False),
     ]
-    assert build_search('"a phrase" pre*').match == '"a phrase" "pre"*'
+    assert build_search('"a phrase" pre*').match == 'text : ("a phrase" "pre"*)'
     for bad in ("", "  ", "***", "a*"):
         with pytest.raises(ValueError):
             build_search(bad)

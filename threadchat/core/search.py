@@ -92,8 +92,14 @@ def build_search(
         if bound is not None and not 0 <= bound <= MAX_REF:
             raise ValueError("a search time is out of range")
     size = DEFAULT_SEARCH_LIMIT if limit is None else max(1, min(int(limit), MAX_SEARCH_LIMIT))
+    # The words are searched in the text only; an author narrows the match in the index
+    # (the store still checks the author exactly: the index only knows words of names).
+    match = f"text : ({' '.join(parts)})"
+    author = " ".join(_TOKEN.findall(sender or ""))
+    if author:
+        match += f' AND {{sender sender_account}} : "{author}"'
     return SearchQuery(
-        match=" ".join(parts),
+        match=match,
         limit=size,
         sender=sender or None,
         room=room or None,

@@ -184,7 +184,8 @@ def _insert_statements(
 def _index_statements(conn: sqlite3.Connection) -> None:
     """Index the messages after the search index's progress mark, and move the mark."""
     conn.execute(
-        "INSERT INTO messages_fts (rowid, text) SELECT id, text FROM messages"
+        "INSERT INTO messages_fts (rowid, text, sender, sender_account)"
+        " SELECT id, text, sender, sender_account FROM messages"
         " WHERE id > (SELECT upto FROM messages_fts_progress) ORDER BY id"
     )
     conn.execute(
