@@ -290,6 +290,7 @@ JSON_KEYS = [
     "target",
     "read",
     "from",
+    "around",
 ]
 JSON_TYPES = [
     "search",

@@ -191,6 +191,14 @@ def test_a_user_finds_only_what_they_may_read(make_server: Callable[..., Server]
     assert carol.expect_event("error", ref="c2")["code"] == "not_in_room"
     # Filters over what one may read.
     assert search(alice, "f", text="zebra", room="open") == ["zebra in the open"]
+    # A result opens the conversation around it (a history page centred on its id).
+    alice.send_json(type="search", text="secret", ref="s")
+    [hit] = alice.expect_event("search", ref="s")["messages"]
+    alice.send_json(type="say", room="secret", text="said after", ref="after")
+    alice.expect_event("ok", ref="after")
+    alice.send_json(type="history", room="secret", around=hit["id"], limit=4, ref="ctx")
+    page = alice.expect_event("history", ref="ctx")
+    assert [m["text"] for m in page["messages"]] == ["zebra plans in secret", "said after"]
     assert search(alice, "f2", text="zebra", **{"from": "bob"}) == ["zebra reply to alice"]
     # Once out of a room, its history is out of reach too.
     bob.send_json(type="leave", room="secret", ref="l")

@@ -120,7 +120,10 @@ def handle_history(session: "NativeSession", request: requests.HistoryRequest) -
         before = Ref.msgid(oldest)
         if limit is None:
             limit = size
-    mode, ref, end = _native_query(before, request.after)
+    if request.around is not None:
+        mode, ref, end = "around", request.around, None
+    else:
+        mode, ref, end = _native_query(before, request.after)
     query = build_query(mode, limit, ref, end)
     if peer is None:
         room = room or session.current_room
@@ -133,7 +136,10 @@ def handle_history(session: "NativeSession", request: requests.HistoryRequest) -
         room=shown,
         peer=peer,
         messages=tuple(messages),
-        more=query.limit > 0 and len(messages) == query.limit and request.after is None,
+        more=query.limit > 0
+        and len(messages) == query.limit
+        and request.after is None
+        and request.around is None,
         ref=request.ref,
     )
     session.reply(page)

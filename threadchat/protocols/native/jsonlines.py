@@ -369,6 +369,7 @@ def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Reques
                 after=_history_ref(obj, "after"),
                 limit=_limit(obj),
                 ref=ref,
+                around=_history_ref(obj, "around"),
             )
         case "register":
             return requests.Register(password=_text(obj, "password"), ref=ref)
@@ -612,6 +613,8 @@ def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["before"] = _ref_to_json(request.before)
             if request.after is not None:
                 body["after"] = _ref_to_json(request.after)
+            if request.around is not None:
+                body["around"] = _ref_to_json(request.around)
             if request.limit is not None:
                 body["limit"] = request.limit
         case requests.Register():

@@ -154,6 +154,7 @@ class Invalid(Request):
 class HistoryRequest(Request):
     """A page of history: of `room`, of the private conversation with account `peer`, or
     (neither given) of the current room. `before`/`after` bound the page (both: between);
+    `around` centres it on a message (a search result's context), the bounds then unused;
     `more` (text mode) continues back from the oldest message the session last showed."""
 
     room: str | None = None
@@ -163,6 +164,7 @@ class HistoryRequest(Request):
     limit: int | None = None
     more: bool = False
     ref: object = None
+    around: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True)
