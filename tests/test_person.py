@@ -1,10 +1,11 @@
 """The person is separate from their connections (core level, no sockets).
 
 A `User` holds one or more connections; every delivery reaches each of them, and a message
-is kept only from the connection it came from. No transport attaches a second connection yet
-(that is issue 15), so these tests drive the hub with stand-in connections that record the
-bytes the hub queues for them, served both ways the hub serves connections: through the
-fast fan-out groups (`direct_queue`) and one by one (`send_bytes`).
+is kept only from the connection it came from (the person's other connections get its
+`own` copy). These tests drive the hub with stand-in connections that record the bytes the
+hub queues for them, served both ways the hub serves connections: through the fast fan-out
+groups (`direct_queue`) and one by one (`send_bytes`); tests/test_devices.py does the same
+with real clients of every protocol.
 """
 
 from collections.abc import Hashable
