@@ -237,6 +237,13 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
     if cls is requests.Moderate:
         actions = st.sampled_from(requests.MODERATION_ACTIONS)
         return st.builds(dataclasses.replace, base, action=actions)
+    # Times a client can write in JSON (RFC 3339, years 1970 to 9999), limits it can ask.
+    times = st.none() | st.integers(0, 253_402_300_799_999)
+    if cls is requests.Search:
+        limits = st.none() | st.integers(0, 2**31)
+        return st.builds(dataclasses.replace, base, before_ms=times, after_ms=times, limit=limits)
+    if cls is requests.MarkRead:
+        return st.builds(dataclasses.replace, base, read_ms=times)
     return base
 
 
@@ -282,8 +289,15 @@ JSON_KEYS = [
     "old",
     "new",
     "on",
+    "target",
+    "read",
+    "from",
+    "around",
 ]
 JSON_TYPES = [
+    "search",
+    "read",
+    "always_on",
     "hello",
     "say",
     "msg",

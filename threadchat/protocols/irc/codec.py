@@ -35,7 +35,14 @@ _BOT = UserFlag.BOT  # checked for every encoded message: a module global is loo
 
 # Capabilities that change how a fanned-out event is encoded beyond tags (tags are covered by
 # Formatter.variant); part of the codec key so recipients that differ only here share bytes.
-SHAPE_CAPS = ("extended-join", "away-notify", "setname", "account-notify", "invite-notify")
+SHAPE_CAPS = (
+    "extended-join",
+    "away-notify",
+    "setname",
+    "account-notify",
+    "invite-notify",
+    "draft/read-marker",
+)
 
 
 class Directory(Protocol):
@@ -212,6 +219,14 @@ class IrcCodec:
                     event.tags,
                     bot=self._is_bot(event.sender),
                 )
+            case events.ReadMarker():
+                # draft/read-marker: only a client that asked for it is told.
+                if "draft/read-marker" not in self.caps:
+                    return []
+                target = "#" + event.target if event.room else event.target
+                stamp = utctime.millis(event.read_ms / 1000) if event.read_ms else None
+                when = f"timestamp={stamp}" if stamp else "*"
+                return [Message("MARKREAD", [target, when], self.server_name)]
             case events.TagMessage():
                 # TAGMSG is itself part of message-tags: a client without it gets nothing.
                 if "message-tags" not in self.caps:

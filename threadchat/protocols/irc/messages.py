@@ -85,7 +85,7 @@ def _deliver(
         if room is None:
             raise HubError("no_such_room", target)
         try:
-            hub.say(user, room, text, kind, echo, tags=tags)
+            hub.say(user, room, text, kind, echo, origin=session.transport, tags=tags)
         except HubError as problem:
             if problem.code == "not_in_room":
                 raise HubError("moderated", problem.message) from problem
@@ -99,7 +99,9 @@ def _deliver(
                 session.send_bytes(Formatter(line, time=time.time()).encode(session.caps))
         irc_accounts.nickserv(session, text)
         return
-    recipient = hub.send_private(user, target, text, kind, echo, tags=tags)
+    recipient = hub.send_private(
+        user, target, text, kind, echo, origin=session.transport, tags=tags
+    )
     if recipient.away and not notice:
         session.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
 
@@ -123,13 +125,17 @@ def on_tagmsg(session: IrcSession, message: Message) -> None:
                 if room is None:
                     raise HubError("no_such_room", target)
                 try:
-                    session.hub.send_tags(user, tags, room=room, echo=echo)
+                    session.hub.send_tags(
+                        user, tags, room=room, echo=echo, origin=session.transport
+                    )
                 except HubError as problem:
                     if problem.code == "not_in_room":
                         raise HubError("moderated", problem.message) from problem
                     raise
             else:
-                session.hub.send_tags(user, tags, target=target, echo=echo)
+                session.hub.send_tags(
+                    user, tags, target=target, echo=echo, origin=session.transport
+                )
         except HubError as problem:
             session.hub_error(problem, nick=target, channel=target)
 
