@@ -96,8 +96,17 @@ def accept(
         select_subprotocol=lambda _, offered: subprotocol,  # type: ignore[arg-type,return-value]
         max_size=max_message,
     )
+    # RFC 6455 asks for HTTP/1.1 at least, and both libraries speak 1.1 alone: h11 parses
+    # any HTTP/1.x request but will not write one out again in another version.
+    if request.http_version != b"1.1":
+        version = request.http_version.decode("latin-1")
+        return Refused(505, f"a WebSocket handshake is HTTP/1.1, not HTTP/{version}")
     # The library reads the request itself: h11 writes it out again for it.
-    protocol.receive_data(h11.Connection(h11.CLIENT).send(request) or b"")
+    try:
+        written = h11.Connection(h11.CLIENT).send(request) or b""
+    except h11.LocalProtocolError as problem:
+        return Refused(400, f"bad WebSocket handshake: {problem}")
+    protocol.receive_data(written)
     parsed = protocol.events_received()
     if len(parsed) != 1 or not isinstance(parsed[0], Request):
         return Refused(400, "bad WebSocket handshake")
