@@ -333,3 +333,77 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# -- kill -9, then a restart -----------------------------------------------------------------
+
+
+def _start_server(port: int, data_dir: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "threadchat", "serve", "--line-port", str(port),
+               "--udp-port", "0", "--irc-port", "0", "--web-port", "0", "--data-dir",
+               str(data_dir), "--flood-rate", "0", "--history-on-join", "0"]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: _listening(port) or server.poll() is not None, 20, "listening")
+    assert server.poll() is None, "the server did not start"
+    return server
+
+
+def test_kill_9_under_load_then_restart_keeps_every_acknowledged_message(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    acknowledged: dict[str, set[str]] = {}
+    server = _start_server(port, tmp_path)
+    try:
+        senders = []
+        for n in range(4):
+            client = JsonClient(port)
+            client.send_json(type="hello", name=f"sender{n}")
+            client.expect_event("who", room="lobby")
+            senders.append(client)
+        # Each sender keeps 20 messages in flight; an `ok` names what is stored.
+        sent = dict.fromkeys(range(4), 0)
+        for n, client in enumerate(senders):
+            acknowledged[f"sender{n}"] = set()
+            client.send(*(json.dumps({"type": "say", "text": f"s{n}-{k}", "ref": k})
+                          for k in range(20)))  # fmt: skip
+            sent[n] = 20
+        total = 0
+        while total < 2000:
+            for n, client in enumerate(senders):
+                event = client.read_event()
+                if event["type"] == "ok":
+                    acknowledged[f"sender{n}"].add(f"s{n}-{event['ref']}")
+                    total += 1
+                    k = sent[n]
+                    client.send_json(type="say", text=f"s{n}-{k}", ref=k)
+                    sent[n] += 1
+        # In the middle of all that: kill -9.
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(WAIT)
+        for client in senders:
+            client.close()
+        # A restart on the same data directory: everything acknowledged is in its history.
+        server = _start_server(port, tmp_path)
+        reader = JsonClient(port)
+        reader.send_json(type="hello", name="reader")
+        reader.expect_event("who", room="lobby")
+        stored: set[str] = set()
+        before = None
+        while True:
+            query = {"limit": 500} if before is None else {"limit": 500, "before": before}
+            reader.send_json(type="history", room="lobby", ref="h", **query)
+            page = reader.expect_event("history", ref="h")["messages"]
+            if not page:
+                break
+            stored.update(m["text"] for m in page)
+            before = page[0]["id"]
+        reader.close()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(WAIT)
+    every_ok = set().union(*acknowledged.values())
+    assert len(every_ok) >= 2000
+    missing = every_ok - stored
+    assert not missing, f"{len(missing)} acknowledged messages lost: {sorted(missing)[:5]}"
