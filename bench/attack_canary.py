@@ -227,6 +227,13 @@ def main() -> None:
     parser.add_argument("--flooders", type=int, default=20)
     parser.add_argument("--half-open", type=int, default=5000)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed on to threadchat serve (--server-arg=--max-clients=1000)",
+    )
     args = parser.parse_args()
     chosen = args.attack.split(",")
     records = []
@@ -238,7 +245,7 @@ def main() -> None:
                 ports,
                 os.path.join(data_dir, "data"),
                 log_path,
-                extra=[*SERVER_ARGS, *ATTACKS[name][1]],
+                extra=[*SERVER_ARGS, *ATTACKS[name][1], *args.server_arg],
             )
             try:
                 with canary_running(ports.line) as canary:
@@ -258,6 +265,7 @@ def main() -> None:
             "machine": platform.node(),
             "load_average": os.getloadavg()[0],
             "attack": name,
+            "server_args": [*SERVER_ARGS, *ATTACKS[name][1], *args.server_arg],
             "what": what,
             "canary_round_trips": len(trips),
             "canary_median_ms": round(statistics.median(trips) * 1000, 1) if trips else None,

@@ -107,8 +107,8 @@ def test_a_stopped_client_is_cut_off_by_its_send_queue_and_nothing_accepted_is_l
         quits: list[dict] = []
         with canary_running(port) as canary:
             sent = 0
-            # Bounded: a 256 KiB send queue behind the client's socket buffers overflows long
-            # before 30 MB (measured: after about 6 MB on loopback).
+            # Bounded at 30 MB: a 256 KiB send queue behind the client's socket buffers
+            # overflows long before (measured: after about 300 messages, under 1 MB).
             while server.hub.find_user("sleeper") is not None and sent < 10_000:
                 batch = range(sent, sent + 50)
                 sender.send(*(json.dumps({"type": "say", "text": f"{n} {payload}", "ref": n})
@@ -133,6 +133,8 @@ def test_a_stopped_client_is_cut_off_by_its_send_queue_and_nothing_accepted_is_l
         os.kill(sleeper.pid, signal.SIGCONT)
         sleeper.stdin.close()
         sleeper.wait(WAIT)
+        sender.close()
+        reader.close()
     assert [q["reason"] for q in quits if q["name"] == "sleeper"] == ["send queue exceeded"]
     assert acknowledged == list(range(sent)) == heard
     assert [int(text.split()[0]) for text in stored_texts(server, "lobby")] == acknowledged
@@ -173,6 +175,7 @@ def test_a_stopped_client_in_a_quiet_room_is_cut_off_by_the_ping_timeout(
         other.send_json(type="say", text="still here", ref=1)
         other.expect_event("ok", ref=1)
         os.kill(sleeper.pid, signal.SIGCONT)
+    other.close()
     assert event["reason"] == "timed out"  # the native protocol's word for a ping timeout
     assert 1.0 <= waited < WAIT
 
