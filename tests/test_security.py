@@ -1,6 +1,7 @@
 """Security checks on every path in: logins are rate-limited per account and per address
-whatever the protocol, no password ever reaches the logs (at debug level too), and TLS
-refuses versions below 1.2 on every TCP listener.
+whatever the protocol, no password ever reaches the logs (at debug level too), TLS refuses
+versions below 1.2 on every TCP listener, and private messages, mutes and bans hold
+whatever protocol each user speaks.
 
 A login path is a function that logs a fresh guest in to an account over one protocol and
 says what the client was told: "ok", or the refusal it was given in its own protocol.
@@ -13,10 +14,12 @@ import contextlib
 import itertools
 import json
 import logging
+import queue
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest import WAIT, IrcClient, JsonClient, LineClient
@@ -358,3 +361,152 @@ def test_tls_below_1_2_is_refused_on_every_tcp_listener(
         assert handshake(old, old) == "TLSV1_ALERT_PROTOCOL_VERSION"
     assert handshake(ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     assert handshake(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.MAXIMUM_SUPPORTED) == "TLSv1.3"
+
+
+# -- private messages, mutes and bans hold across every protocol -------------------------------
+
+
+class Chatter:
+    """One user over one protocol: join, say in a room, send a private message, and
+    everything received so far as text (enough to look for a unique word in it)."""
+
+    def __init__(self, server: Server, protocol: str, name: str) -> None:
+        self.protocol, self.name, self.seen = protocol, name, ""
+        self._opened = contextlib.ExitStack()
+        self.client: Any
+        if protocol in ("text", "json"):
+            self.client = LineClient(server.listener("line").port)
+            self.client.send(
+                name if protocol == "text" else json.dumps({"type": "hello", "name": name})
+            )
+        elif protocol == "irc":
+            self.client = IrcClient(server.listener("irc").port)
+            self.client.register(name)
+        elif protocol == "udp":
+            assert server.udp is not None
+            self.client = UdpClient(server.udp.port, name)
+        else:
+            subprotocol = "threadchat.json" if protocol == "web json" else "text.ircv3.net"
+            self.client = self._opened.enter_context(_ws(server, subprotocol))
+            if protocol == "web json":
+                self.client.send(json.dumps({"type": "hello", "name": name}))
+            else:
+                self.client.send(f"NICK {name}")
+                self.client.send(f"USER {name} 0 * :{name}")
+        if protocol != "irc":  # register() waited already
+            assert self.wait_for(name), f"{name} never registered over {protocol}"
+
+    @property
+    def speaks_irc(self) -> bool:
+        return self.protocol in ("irc", "web irc")
+
+    def send(self, request: dict, irc_line: str, text_line: str) -> None:
+        if self.speaks_irc:
+            sent = irc_line
+        elif self.protocol == "text":
+            sent = text_line
+        else:
+            sent = json.dumps(request)
+        if self.protocol == "udp":
+            self.client.send(**request)
+        elif self.protocol.startswith("web"):
+            self.client.send(sent)
+        else:
+            self.client.send(sent)
+
+    def join(self, room: str) -> None:
+        self.send({"type": "join", "room": room}, f"JOIN #{room}", f"/join {room}")
+
+    def say(self, room: str, text: str) -> None:
+        self.send({"type": "say", "room": room, "text": text}, f"PRIVMSG #{room} :{text}",
+                  f"/join {room}\n{text}")  # fmt: skip
+
+    def tell(self, nick: str, text: str) -> None:
+        self.send({"type": "msg", "to": nick, "text": text}, f"PRIVMSG {nick} :{text}",
+                  f"/msg {nick} {text}")  # fmt: skip
+
+    def wait_for(self, word: str, timeout: float = WAIT) -> bool:
+        """Read until `word` has been received or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while word not in self.seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.seen += self._read(min(remaining, 0.2))
+        return True
+
+    def _read(self, timeout: float) -> str:
+        try:
+            if self.protocol == "udp":
+                return json.dumps(self.client.events.get(timeout=timeout))
+            if self.protocol.startswith("web"):
+                message = self.client.recv(timeout=timeout)
+                return (message if isinstance(message, str) else message.decode()) + "\n"
+            return self.client.read_line(timeout) + "\n"
+        except (TimeoutError, queue.Empty):
+            return ""
+
+    def close(self) -> None:
+        self.client.close()
+        self._opened.close()
+
+
+CHAT_PROTOCOLS = ("text", "json", "irc", "udp", "web json", "web irc")
+
+
+@pytest.fixture
+def chatters(server: Server) -> Iterator[list[Chatter]]:
+    """One user per protocol, p0 to p5 (their names say nothing of their protocol)."""
+    opened = [Chatter(server, protocol, f"p{n}") for n, protocol in enumerate(CHAT_PROTOCOLS)]
+    yield opened
+    for chatter in opened:
+        chatter.close()
+
+
+def test_a_private_message_reaches_its_target_alone_across_protocols(
+    chatters: list[Chatter],
+) -> None:
+    # Each tells the next one (every protocol to another) a word no one else may see.
+    words = {}
+    for n, sender in enumerate(chatters):
+        target = chatters[(n + 1) % len(chatters)]
+        words[target.name] = f"secret{n}for{target.name}"
+        sender.tell(target.name, words[target.name])
+    for chatter in chatters:
+        assert chatter.wait_for(words[chatter.name]), (chatter.protocol, chatter.seen[-500:])
+    for chatter in chatters:
+        chatter.wait_for("never", timeout=0.3)
+        others = [w for name, w in words.items() if name != chatter.name and w in chatter.seen]
+        assert not others, f"{chatter.protocol} saw {others}"
+
+
+def test_mutes_and_bans_hold_whatever_the_protocol(server: Server, chatters: list[Chatter]) -> None:
+    op = JsonClient(server.listener("line").port)
+    op.send_json(type="hello", name="op")
+    op.expect_event("who", room="lobby")
+    for room in ("hall", "vault"):
+        op.send_json(type="join", room=room)
+        op.expect_event("who", room=room)
+    for chatter in chatters:
+        chatter.join("hall")
+        op.expect_event("join", room="hall", name=chatter.name)
+    # Heard before the mute: the path works for each of them.
+    for chatter in chatters:
+        chatter.say("hall", f"before-{chatter.name}")
+        op.expect_event("message", room="hall", text=f"before-{chatter.name}")
+    for n, chatter in enumerate(chatters):
+        op.send_json(type="mute", room="hall", name=chatter.name, ref=f"m{n}")
+        op.expect_event("ok", ref=f"m{n}")
+        op.send_json(type="ban", room="vault", name=chatter.name, ref=f"b{n}")
+        op.expect_event("ok", ref=f"b{n}")
+    for chatter in chatters:
+        chatter.say("hall", f"muted-{chatter.name}")
+        chatter.join("vault")
+        chatter.say("vault", f"banned-{chatter.name}")
+    # A fence: the op's own message comes after theirs, in every room they reached.
+    op.send_json(type="say", room="hall", text="fence", ref="f")
+    op.expect_event("ok", ref="f")
+    heard = op.quiet(0.5)
+    op.close()
+    assert not [line for line in heard if "muted-" in line or "banned-" in line], heard
+    assert not [c.name for c in chatters if server.hub.find_user(c.name) is None]
