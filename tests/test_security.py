@@ -157,6 +157,9 @@ def _ws(server: Server, subprotocol: str) -> ClientConnection:
         subprotocols=[Subprotocol(subprotocol)],
         open_timeout=WAIT,
         close_timeout=WAIT,
+        # Unbounded: a client left with unread messages would otherwise stop reading, miss
+        # the server's close frame and wait out close_timeout.
+        max_queue=None,
     )
 
 
