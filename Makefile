@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser screenshots lint fuzz bench bench-report clean
+.PHONY: run test browser screenshots lint fuzz bench bench-report soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Every protocol connecting, joining, sending and leaving for SOAK_SECONDS with SOAK_CLIENTS
+# at once; fails if a message is lost or RSS, threads or open files do not come back to their
+# baseline (docs/reliability.md). Not part of `make test`: SOAK_SECONDS=1800 for the long one.
+SOAK_SECONDS ?= 180
+SOAK_CLIENTS ?= 200
+SOAK_PLOT ?= bench/results/soak.png
+soak: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --clients $(SOAK_CLIENTS) --plot $(SOAK_PLOT)
 
 bench-report: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

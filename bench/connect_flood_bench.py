@@ -25,9 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+from bench.canary import Canary
+
 RESULTS = Path(__file__).resolve().parent / "results" / "connect_flood.jsonl"
 TIMEOUT_S = 10.0
-CANARY_PERIOD = 0.3
 ATTACKER = "127.0.0.2"
 
 
@@ -68,59 +69,6 @@ def attack(port: int, connections: int, results: multiprocessing.Queue) -> None:
     results.put((connections - refused, refused, elapsed))
     for sock in kept:
         sock.close()
-
-
-class Canary:
-    """Two JSON clients in a room of their own; one says, the other must hear it."""
-
-    def __init__(self, port: int) -> None:
-        self.speaker = self._client(port, "canary-a")
-        self.listener = self._client(port, "canary-b")
-        self.buffer = b""
-        self.round_trips: list[float] = []
-        self.lost = 0
-        self.stop = threading.Event()
-
-    @staticmethod
-    def _client(port: int, name: str) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
-        for request in ({"type": "hello", "name": name}, {"type": "join", "room": "canary"}):
-            sock.sendall((json.dumps(request) + "\n").encode())
-        return sock
-
-    def _heard(self, text: str, deadline: float) -> bool:
-        while True:
-            while b"\n" in self.buffer:
-                line, _, self.buffer = self.buffer.partition(b"\n")
-                event = json.loads(line)
-                if event.get("type") == "message" and event.get("text") == text:
-                    return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self.listener.settimeout(remaining)
-            try:
-                chunk = self.listener.recv(65536)
-            except TimeoutError:
-                return False
-            if not chunk:
-                return False
-            self.buffer += chunk
-
-    def run(self) -> None:
-        time.sleep(0.5)  # both are in the room (their joins went first on each socket)
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            text = f"canary {n}"
-            sent = time.monotonic()
-            request = {"type": "say", "room": "canary", "text": text}
-            self.speaker.sendall((json.dumps(request) + "\n").encode())
-            if self._heard(text, sent + TIMEOUT_S):
-                self.round_trips.append(time.monotonic() - sent)
-            else:
-                self.lost += 1
-            self.stop.wait(max(0.0, CANARY_PERIOD - (time.monotonic() - sent)))
 
 
 def main() -> None:

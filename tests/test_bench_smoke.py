@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +237,33 @@ def test_connect_storms_are_summed_up_by_their_median() -> None:
     assert summary["registrations_per_s"] == 400.0 and summary["server_cpu_s"] == 0.2
     assert summary["registered"] == 9  # a run that lost a registration is not hidden
     assert summary["spread"] == {"total_s": [0.02, 0.03]}
+
+
+def test_a_short_soak_loses_nothing_and_comes_back_to_its_baseline() -> None:
+    # `make soak` in miniature: every protocol visits, and the verdict is the exit status.
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--seconds", "4", "--clients", "6", "--no-record"],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        cwd=REPO_DIR,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lost: 0" in result.stdout and "failed: none" in result.stdout, result.stdout
+
+
+def test_every_attack_of_the_canary_bench_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.attack_canary", "--seconds", "1", "--slowloris", "5",
+         "--members", "5", "--flooders", "2", "--half-open", "20", "--no-record"],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        cwd=REPO_DIR,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "slowloris", "sigstop", "fanout", "udp-garbage", "half-open"
+    ]  # fmt: skip
+    assert all(" 0 lost" in line for line in lines), result.stdout

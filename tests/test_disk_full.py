@@ -1,4 +1,5 @@
-"""A data directory that fills up while the server runs: an `ok` still means stored."""
+"""A data directory that fills up while the server runs: an `ok` still means stored, the room
+still hears what could not be stored, and saving resumes when space returns."""
 
 import json
 import os
@@ -105,3 +106,56 @@ def test_a_full_disk_gets_errors_with_their_refs_and_never_an_ok(
     assert {answers[ref][0]["code"] for ref in errors} == {"not_saved"}
     assert not oks - stored, f"{len(oks - stored)} messages acknowledged but not stored"
     assert not errors & stored, f"{len(errors & stored)} stored messages said not saved"
+
+
+def _fill(sender: JsonClient) -> int:
+    """Send bursts until the store refuses one message; how many were sent."""
+    sent = 0
+    while sent < MAX_MESSAGES:
+        refs = range(sent, sent + BURST)
+        sender.send(*(json.dumps({"type": "say", "text": f"m{ref} " + "x" * 200, "ref": ref})
+                      for ref in refs))  # fmt: skip
+        sent += BURST
+        answers = []
+        while len(answers) < BURST:
+            event = sender.read_event()
+            if event["type"] in ("ok", "error"):
+                answers.append(event["type"])
+        if "error" in answers:
+            return sent
+    raise AssertionError(f"the disk never filled in {sent} messages")
+
+
+def test_relaying_goes_on_while_the_disk_is_full_and_saving_resumes_when_space_returns(
+    small_disk: Path, make_server: Callable[..., Server]
+) -> None:
+    server = make_server(data_dir=str(small_disk), history_on_join=0)
+    sender = JsonClient(server.listener("line").port)
+    observer = JsonClient(server.listener("line").port)
+    try:
+        for client, name in ((sender, "sender"), (observer, "observer")):
+            client.send_json(type="hello", name=name)
+            client.expect_event("who", room="lobby")
+        _fill(sender)
+        # Full: the sender is told, and the room still hears it.
+        sender.send_json(type="say", text="while full", ref="full")
+        assert sender.expect_event("error", ref="full")["code"] == "not_saved"
+        observer.expect_event("message", text="while full")
+        # Space returns (the tmpfs grows): the next message is saved again.
+        grown = subprocess.run(
+            ["mount", "-o", "remount,size=16m", str(small_disk)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert grown.returncode == 0, grown.stderr
+        sender.send_json(type="say", text="space again", ref="again")
+        answer = sender.expect_event("ok", ref="again")
+        observer.expect_event("message", text="space again")
+        stored = _all_texts(server, "lobby")
+    finally:
+        sender.close()
+        observer.close()
+        server.stop()
+    assert answer["type"] == "ok"
+    assert "space again" in stored and "while full" not in stored

@@ -33,7 +33,7 @@ def test_atheris_is_installed() -> None:
 
 
 def test_every_parser_has_a_harness() -> None:
-    assert {"line", "json", "irc", "udp", "hub"} <= set(HARNESSES)
+    assert {"line", "json", "irc", "udp", "hub", "websocket"} <= set(HARNESSES)
 
 
 @pytest.mark.timeout(EACH + runner.START_UP_ALLOWANCE + 10)

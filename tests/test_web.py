@@ -568,3 +568,27 @@ def test_fragmented_messages_that_complete_in_time_are_not_cut(
         for word in words:
             bob.expect(f"amy: {word}")
     bob.close()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.2"])
+def test_a_handshake_in_another_http_version_is_refused_in_http(
+    server: Server,
+    connect: Callable[..., LineClient],
+    caplog: pytest.LogCaptureFixture,
+    version: str,
+) -> None:
+    # Found by tests/fuzz/fuzz_websocket.py: h11 parses any HTTP/1.x request but would not
+    # write one out again for the WebSocket library, which raised in the reader thread (no
+    # answer, a traceback in the log).
+    port = web_port(server)
+    henry = connect("henry")
+    status, _, body = http_exchange(
+        port,
+        f"GET /ws HTTP/{version}\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    assert status == 505 and b"HTTP/1.1" in body
+    assert "internal error" not in caplog.text
+    henry.send("/who")
+    henry.expect("--- in lobby: henry")

@@ -5,12 +5,12 @@
     python tests/fuzz/fuzz_irc.py CRASH_FILE          # replay one input
 
 `make fuzz` runs this (FUZZ_SECONDS, FUZZ_HARNESS). A harness is any `fuzz_NAME.py` beside
-this file: a new parser gets its harness by adding one (the WebSocket protocol's goes in
-`fuzz_websocket.py`), with seed inputs in `seeds/NAME/` and a libFuzzer dictionary of the
-words that matter to it in `dicts/NAME.dict`; this runner and the bounded run in
-`make test` (tests/test_fuzz.py) pick it up by its name. Inputs that reach new code are kept
-in `.fuzz/corpus/NAME/` (each run starts from them and the seeds); an input that makes a
-harness fail is written to `.fuzz/crashes/` and the run ends with status 1.
+this file: a new parser gets its harness by adding one, with seed inputs in `seeds/NAME/`
+and a libFuzzer dictionary of the words that matter to it in `dicts/NAME.dict`; this runner
+and the bounded run in `make test` (tests/test_fuzz.py) pick it up by its name. Inputs that
+reach new code are kept in `.fuzz/corpus/NAME/` (each run starts from them and the seeds);
+an input that makes a harness fail is written to `.fuzz/crashes/` and the run ends with
+status 1.
 """
 
 import argparse

@@ -179,13 +179,24 @@ class TlsChannel:
         self.raw.settimeout(timeout)
         try:
             while True:
+                failure: ssl.SSLError | None = None
                 with self._tls_lock:
                     try:
                         self._tls.do_handshake()
                         done = True
                     except ssl.SSLWantReadError:
                         done = False
-                self._send_pending()
+                    except ssl.SSLError as problem:
+                        # OpenSSL wrote an alert saying why (an old TLS version, no shared
+                        # cipher...): it goes out before the connection closes.
+                        failure, done = problem, False
+                try:
+                    self._send_pending()
+                except OSError:
+                    if failure is None:
+                        raise
+                if failure is not None:
+                    raise failure
                 if done:
                     break
                 data = self.raw.recv(RAW_RECV)

@@ -335,7 +335,8 @@ def parse_first_line(line: str) -> requests.Request:
     """A text-mode user's first line: `name`, `name password`, or `/login name password`."""
     words = line.split()
     if len(words) == 3 and words[0].lower() == "/login":
-        words = words[1:]
+        # Said outright, so a login attempt whatever the name (and counted if it fails).
+        return requests.Hello(name=words[1], password=words[2])
     if len(words) == 2:
         return requests.Hello(name=words[0], password=words[1], first_line=line.strip())
     return requests.Hello(name=line.strip())

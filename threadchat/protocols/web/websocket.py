@@ -20,6 +20,7 @@ docs/architecture.md and docs/performance.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,12 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+
+# The library logs every frame at debug level, and frames carry passwords (a JSON login, an
+# IRC AUTHENTICATE): its logger stays at INFO whatever --log-level says, so its errors are
+# logged but never what a client sent.
+LIBRARY_LOG = logging.getLogger(__name__ + ".library")
+LIBRARY_LOG.setLevel(logging.INFO)
 
 # Close codes (RFC 6455, 7.4.1).
 NORMAL = int(CloseCode.NORMAL_CLOSURE)
@@ -95,9 +102,19 @@ def accept(
         # Chosen already (endpoint.choose_subprotocol), among those the client offered.
         select_subprotocol=lambda _, offered: subprotocol,  # type: ignore[arg-type,return-value]
         max_size=max_message,
+        logger=LIBRARY_LOG,
     )
+    # RFC 6455 asks for HTTP/1.1 at least, and both libraries speak 1.1 alone: h11 parses
+    # any HTTP/1.x request but will not write one out again in another version.
+    if request.http_version != b"1.1":
+        version = request.http_version.decode("latin-1")
+        return Refused(505, f"a WebSocket handshake is HTTP/1.1, not HTTP/{version}")
     # The library reads the request itself: h11 writes it out again for it.
-    protocol.receive_data(h11.Connection(h11.CLIENT).send(request) or b"")
+    try:
+        written = h11.Connection(h11.CLIENT).send(request) or b""
+    except h11.LocalProtocolError as problem:
+        return Refused(400, f"bad WebSocket handshake: {problem}")
+    protocol.receive_data(written)
     parsed = protocol.events_received()
     if len(parsed) != 1 or not isinstance(parsed[0], Request):
         return Refused(400, "bad WebSocket handshake")
