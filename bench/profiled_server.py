@@ -64,7 +64,9 @@ def _dump(_signum: int, _frame: object) -> None:
 if __name__ == "__main__":
     _out = sys.argv[1]
     sys.argv = ["threadchat", *sys.argv[2:]]
-    threading.Thread.run = _profiled(threading.Thread.run)  # type: ignore[method-assign]
+    # `_bootstrap_inner`, not `run`: it calls `run`, also where a subclass overrides it (the
+    # flusher thread does).
+    threading.Thread._bootstrap_inner = _profiled(threading.Thread._bootstrap_inner)  # type: ignore[attr-defined]
     signal.signal(signal.SIGUSR1, _clear)
     signal.signal(signal.SIGUSR2, _dump)
     runpy.run_module("threadchat", run_name="__main__", alter_sys=True)
