@@ -1,26 +1,34 @@
-"""The server's work per message as a count, not a time: a fixed workload under callgrind.
+"""The server's work per message as a count, not a time: a fixed workload, counted.
 
 ``python -m bench`` measures wall-clock throughput and latency, which a loaded machine
 disturbs. This harness drives a real server over loopback with a fixed, lock-step workload
-and counts the instructions the server process executes for it (valgrind's callgrind; every
-thread summed), so two revisions can be compared on a busy machine, and a change proven to
-save work:
+and counts what the server does for it, so two revisions can be compared on a busy machine
+and a change shown to save work:
 
 - C clients join one room; the first S of them send.
 - In each of R rounds every sender writes B lines in one ``sendall`` (one read on the
   server, as the benchmark's 128-line window makes it), and the round ends when every
-  client that is not a sender has received all of them (a sender's own copies are counted
-  as they come). So each read, commit and relay run holds the same lines on every revision.
-- Counting starts after set-up (``callgrind_control --zero``) and ends once the last round
-  is received (``callgrind_control --dump``). What is left of timing in the figure: how
-  often flushing threads find more than one chunk queued, timers and GIL hand-overs; repeat
-  a run to see the spread (usually well under 1 %).
+  client that is not a sender has received all of them (the senders' copies of the others'
+  lines are counted as they come). So each read, commit and relay run holds the same lines
+  on every revision.
+- Counting starts after set-up and ends once the last round is received.
 
-Figures: instructions per message sent and per delivery (a line received by a client).
-``--tool cpu`` runs without valgrind and reads the server's CPU time instead (quick, noisy).
+Tools (``--tool``):
+
+- ``callgrind`` (the default): the instructions the server process executes, every thread
+  summed (valgrind's callgrind, zeroed and dumped with ``callgrind_control``). Runs about 50
+  times slower; repeated runs agree within about 0.5 %. It does not see the kernel's work
+  (sends, wake-ups), cache misses or time spent waiting for the GIL.
+- ``cprofile``: every server thread under cProfile (bench/profiled_server.py); prints the
+  functions with calls per message. The counts are exact, the times are cProfile's.
+- ``cpu``: no instrumentation; the server's CPU time, and perf's software counts (context
+  switches, system calls, sends) when ``perf`` is there. Quick but as noisy as the machine.
+
+Figures: instructions (or CPU time) per message sent and per delivery (a line received).
 
   python -m bench.instructions --protocol irc --clients 100 --no-history
   python -m bench.instructions --baseline f195cf1 --protocol irc,json --repeat 2
+  python -m bench.instructions --tool cprofile --protocol json --clients 1000 --history
 
 ``--baseline REV`` runs the same workload against threadchat of revision REV as well (its
 checkout in bench/baselines/, see bench/baseline.py), the two taking turns.
@@ -501,18 +509,19 @@ def summarize(results: list[Result]) -> None:
     if not results or results[0].profile is not None:
         return
     unit = "Ir" if results[0].instructions is not None else "CPU-us"
+    digits = 0 if results[0].instructions is not None else 3
     unit += " per delivery"
     print(f"| protocol | revision | {unit} (median) | runs | change |")
     print("| --- | --- | --- | --- | --- |")
     for (protocol, revision), rs in groups.items():
         value = statistics.median(figure(r) for r in rs)
-        spread = ", ".join(f"{figure(r):,.3g}" for r in rs)
+        spread = ", ".join(f"{figure(r):,.{digits}f}" for r in rs)
         change = ""
         ours = groups.get((protocol, "working tree"))
         if revision != "working tree" and ours:
             mine = statistics.median(figure(r) for r in ours)
             change = f"working tree {100 * (mine - value) / value:+.1f} %"
-        print(f"| {protocol} | {revision} | {value:,.3g} | {spread} | {change} |")
+        print(f"| {protocol} | {revision} | {value:,.{digits}f} | {spread} | {change} |")
 
 
 if __name__ == "__main__":
