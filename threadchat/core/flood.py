@@ -59,7 +59,7 @@ class TokenBucket:
 
         The token is taken even when it is not there yet: the wait pays that debt back.
         """
-        if not self.enabled:
+        if self.rate <= 0 or self.burst <= 0:  # `enabled`, without a call: once per line
             return 0.0
         self._refill(now)
         self.tokens -= 1

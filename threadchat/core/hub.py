@@ -904,16 +904,18 @@ class Hub:
                 (origin,) = user.connections  # the usual case, without a call per message
             except ValueError:
                 origin = _origin(user, None)
-        with delivery.batch():
-            if self.history is None:
-                if echo is None and self.defer_relay is not None:
-                    with self._lock:
-                        self._room_to_speak(user, room_name)  # a refusal is told at once
-                    relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags)
-                    if self.defer_relay(relay):
-                        return
+        if self.history is None:
+            if echo is None and self.defer_relay is not None:
+                with self._lock:
+                    self._room_to_speak(user, room_name)  # a refusal is told at once
+                # Only queued here, nothing delivered: no delivery batch of its own needed.
+                relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags)
+                if self.defer_relay(relay):
+                    return
+            with delivery.batch():  # the fan-out comes after `_relay_room`'s own batch
                 self._relay_room(user, origin, room_name, text, kind, {}, echo, tags)
-                return
+            return
+        with delivery.batch():
             with self._lock:
                 name = self._room_to_speak(user, room_name).name
 

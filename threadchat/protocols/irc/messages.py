@@ -45,14 +45,18 @@ def on_message(session: IrcSession, message: Message) -> None:
             session.error(Numeric.ERR_NOTEXTTOSEND)
         return
     text, kind = message.params[1], events.NOTICE if notice else events.TEXT
-    action = ctcp_action(text)
-    if action is not None and not notice:
-        text, kind = action, events.ACTION
-    targets = split_targets(message.params[0])
+    # The checks below skip their calls for the usual message (one target, no CTCP, no
+    # tags): this runs for every message.
+    if text.startswith("\x01") and not notice:
+        action = ctcp_action(text)
+        if action is not None:
+            text, kind = action, events.ACTION
+    to = message.params[0]
+    targets = split_targets(to) if "," in to else [to]
     for target in targets[MAX_TARGETS:]:
         session.numeric("407", target, "Too many targets")
-    echo = session.echo if "echo-message" in session.caps else None
-    tags = client_tags(message)
+    echo = session.echo if "echo-message" in session.codec.caps else None
+    tags = client_tags(message) if message.tags else ()
     for target in targets[:MAX_TARGETS]:
         try:
             _deliver(session, target, text, kind, notice, echo, tags)

@@ -245,30 +245,41 @@ class IrcSession:
 
     def receive_data(self, data: bytes) -> str | None:
         """Handle one read's bytes; the reason to end the link, or None to read on."""
+        pipeline = self.hub.pipeline
         for item in self.reader.receive_data(data):
-            if not (isinstance(item, MessageReceived) and item.message.command == "PRIVMSG"):
-                # Nothing may overtake queued messages: no other command (a PART, a NOTICE,
-                # which is relayed at once, a CHATHISTORY that should see them) and no reply.
-                self.hub.pipeline.complete()
-            match item:
-                case MessageReceived(message=message):
-                    if self.user is not None:
-                        self.transport.throttle()  # a flood pause completes what is queued
-                    label = message.tags.get("label", "") if "label" in message.tags else None
-                    if label is not None and "labeled-response" in self.codec.caps:
-                        self._labeled(label, self._run, message, item.latin1)
-                    else:
-                        self._run(message, item.latin1)
-                case LineTooLong():
-                    self.error(Numeric.ERR_INPUTTOOLONG)
-                case MalformedLine(line=line, reason=reason):
-                    label = _label_of(line) if "labeled-response" in self.codec.caps else None
-                    if label is not None:
-                        self._labeled(label, self._malformed, line, reason)
-                    else:
-                        self._malformed(line, reason)
-                case BufferOverflow():
-                    self.close_link("Input buffer exceeded: no newline in 64 KiB")
+            # The usual line first, with no call it does not need: this runs per message.
+            if type(item) is MessageReceived:
+                message = item.message
+                if message.command != "PRIVMSG":
+                    # Nothing may overtake queued messages: no other command (a PART, a
+                    # NOTICE, which is relayed at once, a CHATHISTORY that should see them).
+                    pipeline.complete()
+                if self.user is not None:
+                    self.transport.throttle()  # a flood pause completes what is queued
+                tags = message.tags
+                # A valueless label labels nothing, as if there were none.
+                label = tags.get("label") if tags else None
+                if label is not None and "labeled-response" in self.codec.caps:
+                    self._labeled(label, self._run, message, item.latin1)
+                elif item.latin1:
+                    self._run(message, True)
+                else:
+                    commands.dispatch(self, message)
+            else:
+                # Nor may a reply to a bad line.
+                pipeline.complete()
+                match item:
+                    case LineTooLong():
+                        self.error(Numeric.ERR_INPUTTOOLONG)
+                    case MalformedLine(line=line, reason=reason):
+                        caps = self.codec.caps
+                        label = _label_of(line) if "labeled-response" in caps else None
+                        if label is not None:
+                            self._labeled(label, self._malformed, line, reason)
+                        else:
+                            self._malformed(line, reason)
+                    case BufferOverflow():
+                        self.close_link("Input buffer exceeded: no newline in 64 KiB")
             if self.closing is not None:
                 return self.closing
         return None

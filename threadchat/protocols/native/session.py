@@ -218,15 +218,20 @@ class NativeSession:
         check_text(request.text, strict=True)
         if not request.text:
             raise HubError("bad_request", "empty message")
-        room = self._room_or_current(request.room)
+        room = request.room or self._room_or_current(None)
         kind = events.ACTION if request.action else events.TEXT
+        if request.ref is None:  # the usual message: nothing to answer, no context to enter
+            self.hub.say(self.user, room, request.text, kind, origin=self.conn)
+            if self.reads_as_shown:
+                self._read_as_shown(room)
+            return False
         # An `ok` means stored: it waits for the commit, and a message that was not stored
         # gets an error with its ref instead.
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
             self.hub.say(self.user, room, request.text, kind, origin=self.conn)
         if self.reads_as_shown:
             self._read_as_shown(room)
-        return request.ref is not None
+        return True
 
     def _read_as_shown(self, room: str) -> None:
         """Text mode shows every line as it comes, so a person typing in a room has read it:
