@@ -218,6 +218,9 @@ function renderMessages({ keepBottomDistance = false, showId = null } = {}) {
   const stick = isAtBottom();
   // Keyboard users keep their place: the focus stays on the "older" button when redrawn.
   const olderFocused = document.activeElement?.closest?.("li.older") != null;
+  // So does a message focused (an opened search result) while a page is added around it.
+  const focusedMessage = document.activeElement?.matches?.("#messages li.message")
+    ? document.activeElement : null;
   const nodes = [];
   if (conv && conv.more) nodes.push(olderButton(conv));
   let day = null;
@@ -235,6 +238,7 @@ function renderMessages({ keepBottomDistance = false, showId = null } = {}) {
   }
   list.replaceChildren(...nodes);
   if (olderFocused) (list.querySelector("li.older button:not(:disabled)") || list).focus();
+  if (focusedMessage && focusedMessage.isConnected) focusedMessage.focus({ preventScroll: true });
   const shown = showId === null ? null : list.querySelector(`li.message[data-id="${showId}"]`);
   if (shown) {
     // A search result: centred, marked, and focused for keyboard and screen-reader users.
@@ -796,10 +800,27 @@ function onChat(event) {
     conv.lineTs = later(conv.lineTs, event.ts);
   }
   // A live message is stored before it is relayed: its id is its history id.
-  if (addEntry(conv, entry) && live) {
-    if (fromMe) markSeen(conv);
-    else noteArrival(conv, entry, { mention });
+  if (!addEntry(conv, entry)) return;
+  if (!live) {
+    // Stored messages that come unasked (an always-on account's catch-up, thousands at
+    // once): counted once they have all come.
+    if (!batching) scheduleCount();
+  } else if (fromMe) {
+    markSeen(conv);
+  } else {
+    noteArrival(conv, entry, { mention });
   }
+}
+
+let countTimer = null;
+
+function scheduleCount() {
+  if (countTimer !== null) return;
+  countTimer = window.setTimeout(() => {
+    countTimer = null;
+    markSeen();
+    renderSidebar();
+  }, 50);
 }
 
 function onHistory(event, purpose) {
@@ -832,6 +853,9 @@ function onHistory(event, purpose) {
     renderSidebar();
   } else if (purpose.kind === "catch-up" && event.more && conv.lastId > purpose.after) {
     catchUp(conv);
+  } else {
+    markSeen(conv);
+    renderSidebar();
   }
 }
 
