@@ -193,3 +193,77 @@ def test_always_on_from_the_page(server: Server, browsing: Browsing) -> None:
     expect(laptop.locator("#messages li.error .text").last).to_have_text(
         "usage: /always-on [on|off]"
     )
+
+
+def test_the_modules_of_reading_and_search(server: Server, browsing: Browsing) -> None:
+    page = browsing.page(page_url(server), timezone_id="UTC")
+    results = page.evaluate(
+        """async () => {
+          const { parseLine } = await import("./commands.js");
+          const { MarkerSender, READ_EVERY, unreadOf } = await import("./reading.js");
+          const { searchRequest } = await import("./search.js");
+          const room = { kind: "room", name: "dev" };
+          const message = (ts, own = false, mentionsMe = false) =>
+            ({ kind: "message", ts, own, mentionsMe });
+          const conv = {
+            readTs: "2026-12-07T10:00:00.000Z", joinedAt: null, more: false,
+            entries: [
+              message("2026-12-07T09:00:00.000Z"), message("2026-12-07T10:00:00.000Z"),
+              { kind: "info", ts: "2026-12-07T10:30:00.000Z" },
+              message("2026-12-07T11:00:00.000Z", true), message("2026-12-07T11:00:00.001Z"),
+              message("2026-12-07T12:00:00.000Z", false, true),
+            ],
+          };
+          const noMarker = { ...conv, readTs: null, joinedAt: "2026-12-07T09:30:00.000Z" };
+          const allUnread = { ...conv, readTs: "2026-12-07T08:00:00.000Z", more: true };
+          // Three moves at once: the first is sent at once, the last one after READ_EVERY.
+          const sent = [];
+          const sender = new MarkerSender((key, ts) => sent.push([key, ts, performance.now()]));
+          const start = performance.now();
+          sender.move("#dev", "a");
+          sender.move("#dev", "b");
+          sender.move("#dev", "c");
+          sender.move("#ops", "d");
+          await new Promise((done) => setTimeout(done, READ_EVERY + 500));
+          return {
+            search: parseLine('/search "green tea" deploy* from:bob in:#dev ' +
+                              "after:2026-11-01 before:2026-12-01", room),
+            request: searchRequest({
+              text: " tea ", room: "dev", from: "bob ", since: "", until: "",
+            }),
+            days: searchRequest({ text: "tea", since: "2026-11-01", until: "2026-11-30" }),
+            unread: unreadOf(conv),
+            noMarker: unreadOf(noMarker),
+            allUnread: unreadOf(allUnread),
+            sent: sent.map(([key, ts, at]) => [key, ts, at - start >= READ_EVERY - 50]),
+          };
+        }"""
+    )
+    assert results["search"] == {
+        "search": {
+            "text": '"green tea" deploy*',
+            "room": "dev",
+            "from": "bob",
+            "since": "2026-11-01",
+            "until": "2026-11-30",
+        }
+    }
+    assert results["request"] == {
+        "type": "search",
+        "text": "tea",
+        "limit": 50,
+        "room": "dev",
+        "from": "bob",
+    }
+    # Days are inclusive, in the browser's time zone; the server's bounds exclusive.
+    assert results["days"] == {
+        "type": "search",
+        "text": "tea",
+        "limit": 50,
+        "after": "2026-10-31T23:59:59.999Z",
+        "before": "2026-12-01T00:00:00.000Z",
+    }
+    assert results["unread"] == {"count": 2, "mention": True, "capped": False}
+    assert results["noMarker"] == {"count": 3, "mention": True, "capped": False}
+    assert results["allUnread"] == {"count": 4, "mention": True, "capped": True}
+    assert results["sent"] == [["#dev", "a", False], ["#ops", "d", False], ["#dev", "c", True]]
