@@ -100,7 +100,7 @@ export class SearchPanel {
     const chosen = this.room.value;
     const all = document.createElement("option");
     all.value = "";
-    all.textContent = "all my conversations";
+    all.textContent = "everywhere";
     const options = [all];
     for (const name of this.rooms()) {
       const option = document.createElement("option");
