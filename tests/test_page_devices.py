@@ -179,6 +179,27 @@ def test_the_search_panel_finds_and_opens_a_message_never_another_users_private_
     assert shown.count("carol the green tea is ready") == 1
 
 
+def test_the_marker_moves_only_while_the_page_is_looked_at(
+    server: Server, browsing: Browsing, line_clients: list[LineClient]
+) -> None:
+    laptop, phone = account_pages(browsing, server, "hugo")
+    carol = nc_user(server, "carol")
+    line_clients.append(carol)
+    type_line(laptop, "/join dev")
+    expect(laptop.locator("#title")).to_have_text("#dev")
+    # The phone shows the lobby, but in a pocket: not focused.
+    phone.evaluate("document.hasFocus = () => false")
+    carol.send("while the phone is in a pocket")
+    expect(phone.locator("#messages li.message").last).to_contain_text("in a pocket")
+    expect(phone).to_have_title("(1) threadchat")
+    expect(badge(laptop, "#lobby")).to_have_text("1")
+    # Taken out: the line shows where the reading stopped, and both counts go.
+    phone.evaluate("delete document.hasFocus; window.dispatchEvent(new Event('focus'))")
+    expect(phone.locator("#messages li.new-messages + li.message")).to_contain_text("in a pocket")
+    expect(phone).to_have_title("threadchat")
+    expect(badge(laptop, "#lobby")).to_have_count(0)
+
+
 def test_always_on_from_the_page(server: Server, browsing: Browsing) -> None:
     laptop, _phone = account_pages(browsing, server, "gwen")
     type_line(laptop, "/always-on on")

@@ -413,8 +413,9 @@ function onReadMarker(event) {
   conv.readTs = later(conv.readTs, event.read);
   // Read elsewhere while this page was not looked at: the line goes where the reading
   // stopped; while it is looked at the line stays where it was.
+  const lineWas = conv.lineTs;
   if (conv.key !== active || !attention()) conv.lineTs = readLine(conv);
-  if (conv.key === active) renderMessages({ keepBottomDistance: true });
+  if (conv.key === active && conv.lineTs !== lineWas) renderMessages({ keepBottomDistance: true });
   renderSidebar();
 }
 
