@@ -199,6 +199,17 @@ def test_the_marker_moves_only_while_the_page_is_looked_at(
     expect(phone).to_have_title("threadchat")
     expect(badge(laptop, "#lobby")).to_have_count(0)
 
+    # The phone off, then on again: the lobby it opens on has the line where it stopped.
+    phone.goto("about:blank")
+    carol.send("while the phone was off")
+    expect(badge(laptop, "#lobby")).to_have_text("1")
+    phone.goto(page_url(server))
+    log_in(phone, "hugo", PASSWORD)
+    expect(phone.locator("#messages li.new-messages + li.message")).to_contain_text(
+        "carol while the phone was off"
+    )
+    expect(badge(laptop, "#lobby")).to_have_count(0)
+
 
 def test_always_on_from_the_page(server: Server, browsing: Browsing) -> None:
     laptop, _phone = account_pages(browsing, server, "gwen")

@@ -411,10 +411,11 @@ function onReadMarker(event) {
   const conv = conversations.get(key);
   if (!conv) return;
   conv.readTs = later(conv.readTs, event.read);
-  // Read elsewhere while this page was not looked at: the line goes where the reading
+  // Read elsewhere while this page was not looked at, or the markers that come on
+  // connecting (before the conversation's history): the line goes where the reading
   // stopped; while it is looked at the line stays where it was.
   const lineWas = conv.lineTs;
-  if (conv.key !== active || !attention()) conv.lineTs = readLine(conv);
+  if (conv.key !== active || !attention() || !conv.settled) conv.lineTs = readLine(conv);
   if (conv.key === active && conv.lineTs !== lineWas) renderMessages({ keepBottomDistance: true });
   renderSidebar();
 }
