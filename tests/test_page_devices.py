@@ -299,3 +299,24 @@ def test_the_modules_of_reading_and_search(server: Server, browsing: Browsing) -
     assert results["noMarker"] == {"count": 3, "mention": True, "capped": False}
     assert results["allUnread"] == {"count": 4, "mention": True, "capped": True}
     assert results["sent"] == [["#dev", "a", False], ["#ops", "d", False], ["#dev", "c", True]]
+
+
+def test_at_phone_width_the_search_panel_gives_way_to_the_result(
+    server: Server, browsing: Browsing, line_clients: list[LineClient]
+) -> None:
+    carol = nc_user(server, "carol")
+    line_clients.append(carol)
+    carol.send("the kettle is on", *(f"small talk {n}" for n in range(30)))
+    page = browsing.page(page_url(server), viewport={"width": 390, "height": 760})
+    log_in(page, "ines")
+    expect(page.locator("#messages li.message").last).to_contain_text("small talk 29")
+    page.locator("#toggle-search").click()
+    page.fill("#search-text", "kettle")
+    page.press("#search-text", "Enter")
+    page.locator("#search-results button.result").first.click()
+    expect(page.locator("#search")).to_be_hidden()
+    expect(page.locator("#toggle-search")).to_have_attribute("aria-expanded", "false")
+    found = page.locator("#messages li.message.found")
+    expect(found).to_contain_text("carol the kettle is on")
+    expect(found).to_be_in_viewport()
+    expect(found).to_be_focused()

@@ -651,6 +651,7 @@ function resetToLogin(message) {
   active = null;
   ui.toggleSearch.hidden = true;
   searchPanel.panel.hidden = true;
+  searchPanel.showError(""); // another user may log in next: no results of this one
   ui.chat.hidden = true;
   ui.login.hidden = false;
   ui.loginError.textContent = message || "";

@@ -4,6 +4,7 @@
 // find; this only asks and lists. Found text is shown as text.
 
 export const SEARCH_LIMIT = 50;
+const NARROW = "(max-width: 48rem)"; // style.css's phone width
 
 const resultTime = new Intl.DateTimeFormat([], {
   year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
@@ -89,10 +90,10 @@ export class SearchPanel {
     this.text.focus();
   }
 
-  close() {
+  close({ returnFocus = true } = {}) {
     this.panel.hidden = true;
     this.toggle.setAttribute("aria-expanded", "false");
-    this.toggle.focus();
+    if (returnFocus) this.toggle.focus();
   }
 
   // The room filter lists the rooms the user is in (the only ones the server searches).
@@ -162,7 +163,11 @@ export class SearchPanel {
     // Plain text, no links: a link inside a button would be a control inside a control.
     body.append(span("text", message.text));
     button.append(head, body);
-    button.addEventListener("click", () => this.openResult(message));
+    button.addEventListener("click", () => {
+      // On a phone the panel would leave the conversation little room: it gives way.
+      if (window.matchMedia(NARROW).matches) this.close({ returnFocus: false });
+      this.openResult(message);
+    });
     li.append(button);
     return li;
   }
