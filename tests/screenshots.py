@@ -2,7 +2,7 @@
 
 For each picture a real server, a few users (two pages, three nc users) and a short
 conversation, then the page of one of them in chromium: desktop and phone width, light and
-dark.
+dark; and the search panel (desktop and phone).
 """
 
 import os
@@ -72,6 +72,15 @@ def shoot(browser: Browser, name: str, viewport: dict[str, int], scheme: str) ->
         expect(page.locator("#messages li.mention")).to_have_count(2)
         page.locator("#text").fill("looks good to me")
         page.screenshot(path=str(IMAGES / f"web-{name}.png"))
+        if name in ("desktop", "phone"):
+            page.locator("#text").fill("")
+            page.locator("#toggle-search").click()
+            page.fill("#search-text", "page*")
+            page.press("#search-text", "Enter")
+            expect(page.locator("#search-results button.result")).to_have_count(2)
+            suffix = "-phone" if name == "phone" else ""
+            page.screenshot(path=str(IMAGES / f"web-search{suffix}.png"))
+            page.locator("#toggle-search").click()
         if name == "phone":
             page.locator("#toggle-sidebar").click()
             expect(page.locator("#sidebar")).to_be_visible()

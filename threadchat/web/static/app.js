@@ -5,6 +5,11 @@
 import { HELP, parseLine } from "./commands.js";
 import { Connection } from "./connection.js";
 import {
+  MarkerSender, isAfter, lastVisibleMessage, later, newMessagesLine, opensNewMessages, readLine,
+  unreadOf,
+} from "./reading.js";
+import { SearchPanel } from "./search.js";
+import {
   dayKey, daySeparator, infoItem, mentions, messageItem, modeText, roomsItem, whoisText,
 } from "./render.js";
 
@@ -15,10 +20,13 @@ const ui = {
   listRooms: $("list-rooms"), title: $("title"), topic: $("topic"), messages: $("messages"),
   composer: $("composer"), text: $("text"), memberList: $("member-list"), notify: $("notify"),
   toggleSidebar: $("toggle-sidebar"), toggleMembers: $("toggle-members"),
+  toggleSearch: $("toggle-search"),
 };
 
 const HISTORY_PAGE = 50;
 const CATCH_UP_PAGE = 500;
+const AROUND_PAGE = 50;
+const NEWER_PAGE = 100;
 
 // -- state --------------------------------------------------------------------------------
 
@@ -35,6 +43,10 @@ const pending = new Map(); // ref -> what the request was, for its answer
 let lastSent = "";
 // Rooms the user asked to join: shown as soon as the server says we are in.
 const wantedJoins = new Set();
+// Read markers the server sent for conversations the page has not opened yet (key -> time).
+const markers = new Map();
+// Search results to open once their room is joined (key -> the found message).
+const jumpAfterJoin = new Map();
 
 // Names fold A-Z only, as the server folds them (docs/protocol.md, "Names and rooms").
 const fold = (name) => name.replace(/[A-Z]/gu, (c) => c.toLowerCase());
@@ -50,6 +62,12 @@ function conversation(kind, name) {
       key, kind, name, entries: [], ids: new Set(), unread: 0, mention: false,
       members: [], topic: "", joined: false, more: kind === "room", loading: false,
       lastId: 0,
+      // Read markers (reading.js): the account's marker, where the "new messages" line
+      // is drawn, and whether the latest history has come (no marker moves before).
+      readTs: markers.get(key) || null, lineTs: null, settled: kind === "private",
+      // After opening a search result: the id of the last message before a gap in what
+      // the page holds (newer ones are loaded by a button), or null.
+      gapAfter: null,
     };
     conversations.set(key, conv);
     renderSidebar();
@@ -112,10 +130,7 @@ function addEntry(conv, entry) {
   entry.id ??= null;
   if (entry.id !== null) {
     if (conv.ids.has(entry.id)) return false;
-    const mine = entry.kind === "message" && !entry.own && fold(entry.event.from) === fold(me || "");
-    if (mine && claimOwn(conv, entry.event)) {
-      return false;
-    }
+    if (entry.kind === "message" && entry.own && claimOwn(conv, entry.event)) return false;
     conv.ids.add(entry.id);
     conv.lastId = Math.max(conv.lastId, entry.id);
   }
@@ -142,6 +157,9 @@ function appendToView(conv, entry) {
   const stick = isAtBottom();
   const previous = conv.entries[conv.entries.length - 2];
   if (!previous || dayKey(previous.ts) !== dayKey(entry.ts)) ui.messages.append(daySeparator(entry.ts));
+  if (opensNewMessages(entry, conv.lineTs) && !ui.messages.querySelector("li.new-messages")) {
+    ui.messages.append(newMessagesLine());
+  }
   ui.messages.append(nodeFor(entry));
   if (stick) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
@@ -179,26 +197,61 @@ function olderButton(conv) {
   return li;
 }
 
-function renderMessages({ keepBottomDistance = false } = {}) {
+// The button under the last message before a gap (see gapAfter).
+function newerButton(conv) {
+  const li = document.createElement("li");
+  li.className = "newer";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link-button";
+  button.textContent = conv.loadingNewer ? "Loading newer messages…" : "Load newer messages";
+  button.disabled = Boolean(conv.loadingNewer);
+  button.addEventListener("click", () => loadNewer(conv));
+  li.append(button);
+  return li;
+}
+
+function renderMessages({ keepBottomDistance = false, showId = null } = {}) {
   const conv = current();
   const list = ui.messages;
   const fromBottom = list.scrollHeight - list.scrollTop;
   const stick = isAtBottom();
   // Keyboard users keep their place: the focus stays on the "older" button when redrawn.
   const olderFocused = document.activeElement?.closest?.("li.older") != null;
+  // So does a message focused (an opened search result) while a page is added around it.
+  const focusedMessage = document.activeElement?.matches?.("#messages li.message")
+    ? document.activeElement : null;
   const nodes = [];
   if (conv && conv.more) nodes.push(olderButton(conv));
   let day = null;
+  let lineDrawn = false;
   for (const entry of conv ? conv.entries : []) {
     const entryDay = dayKey(entry.ts);
     if (entryDay !== day) nodes.push(daySeparator(entry.ts));
     day = entryDay;
+    if (!lineDrawn && opensNewMessages(entry, conv.lineTs)) {
+      nodes.push(newMessagesLine());
+      lineDrawn = true;
+    }
     nodes.push(nodeFor(entry));
+    if (conv.gapAfter !== null && entry.id === conv.gapAfter) nodes.push(newerButton(conv));
   }
   list.replaceChildren(...nodes);
   if (olderFocused) (list.querySelector("li.older button:not(:disabled)") || list).focus();
-  if (keepBottomDistance && !stick) list.scrollTop = list.scrollHeight - fromBottom;
-  else list.scrollTop = list.scrollHeight;
+  if (focusedMessage && focusedMessage.isConnected) focusedMessage.focus({ preventScroll: true });
+  const shown = showId === null ? null : list.querySelector(`li.message[data-id="${showId}"]`);
+  if (shown) {
+    // A search result: centred, marked, and focused for keyboard and screen-reader users.
+    for (const old of list.querySelectorAll("li.found")) old.classList.remove("found");
+    shown.classList.add("found");
+    shown.tabIndex = -1;
+    shown.scrollIntoView({ block: "center" });
+    shown.focus({ preventScroll: true });
+  } else if (keepBottomDistance && !stick) {
+    list.scrollTop = list.scrollHeight - fromBottom;
+  } else {
+    list.scrollTop = list.scrollHeight;
+  }
 }
 
 function renderHeader() {
@@ -245,11 +298,12 @@ function sidebarItem(conv) {
   button.append(conv.kind === "room" ? `#${conv.name}` : conv.name);
   let label = conv.kind === "room" ? `room ${conv.name}` : `private conversation with ${conv.name}`;
   if (conv.unread) {
+    const count = `${conv.unread}${conv.unreadCapped ? "+" : ""}`;
     const badge = document.createElement("span");
     badge.className = "badge";
-    badge.textContent = String(conv.unread);
+    badge.textContent = count;
     button.append(badge);
-    label += `, ${conv.unread} unread`;
+    label += `, ${count} unread`;
   }
   if (conv.mention) label += ", you were mentioned";
   button.setAttribute("aria-label", label);
@@ -259,6 +313,7 @@ function sidebarItem(conv) {
 }
 
 function renderSidebar() {
+  for (const conv of conversations.values()) countUnread(conv);
   const rooms = [];
   const people = [];
   for (const conv of conversations.values()) (conv.kind === "room" ? rooms : people).push(conv);
@@ -276,12 +331,12 @@ function activate(key, { focus = false } = {}) {
   if (!conv) return;
   active = key;
   for (const [text, ts, className] of early.splice(0)) info(conv, text, ts, className);
-  conv.unread = 0;
-  conv.mention = false;
+  conv.lineTs = readLine(conv);
   setPanel("");
   renderHeader();
   renderMessages();
   renderMembers();
+  markSeen(conv);
   renderSidebar();
   if (focus) ui.text.focus();
   if (conv.kind === "private" && !conv.loadedOnce) {
@@ -307,16 +362,73 @@ function attention() {
   return document.visibilityState === "visible" && document.hasFocus();
 }
 
+// Unread counts are what comes after the read marker (reading.js); a message that arrives
+// while its conversation is looked at moves the marker, one that arrives unseen counts (in
+// the sidebar, and in the tab's title while the page is not looked at).
 function noteArrival(conv, entry, { mention }) {
   const seen = conv.key === active && attention();
-  // Unseen: another conversation's, or this one's while the page is not looked at (the
-  // count shows in the tab's title and clears when the page gets the focus back).
-  if (!seen) {
-    conv.unread += 1;
-    if (mention) conv.mention = true;
-    renderSidebar();
-  }
+  if (seen) markSeen(conv);
+  else renderSidebar();
   if (mention && !seen) notify(conv, entry);
+}
+
+function countUnread(conv) {
+  const { count, mention, capped } = unreadOf(conv);
+  conv.unread = count;
+  conv.mention = mention;
+  conv.unreadCapped = capped;
+}
+
+// -- read markers ---------------------------------------------------------------------------
+
+// The user reads what shows of the conversation on screen while the page has the focus:
+// the marker moves to the last message visible (never back), on this device at once and on
+// the server (for the account's other devices) at a bounded rate. Not before the latest
+// history has come: until then what shows is not yet where the marker should go.
+function markSeen(conv = current()) {
+  if (!conv || conv.key !== active || !attention() || ui.chat.hidden || !conv.settled) return;
+  const last = lastVisibleMessage(ui.messages, conv.entries);
+  // An empty room is read up to the join: what comes later is news.
+  const ts = last ? last.ts : conv.kind === "room" && !conv.readTs ? conv.joinedAt : null;
+  if (!ts || !isAfter(ts, conv.readTs)) return;
+  conv.readTs = ts;
+  if (account !== null) markerSender.move(conv.key, ts);
+  renderSidebar();
+}
+
+const markerSender = new MarkerSender((key, ts) => {
+  const conv = conversations.get(key);
+  if (!conv || !session) return;
+  if (conv.kind === "room" && !conv.joined) return;
+  request({ type: "read", target: conv.name, read: ts }, { kind: "read" });
+});
+
+// A `read` event: the account's marker, moved on this device or another one.
+function onReadMarker(event) {
+  if (!event.read) return;
+  const key = event.room ? roomKey(event.target) : peerKey(event.target);
+  markers.set(key, later(markers.get(key), event.read));
+  const conv = conversations.get(key);
+  if (!conv) return;
+  conv.readTs = later(conv.readTs, event.read);
+  // Read elsewhere while this page was not looked at, or the markers that come on
+  // connecting (before the conversation's history): the line goes where the reading
+  // stopped; while it is looked at the line stays where it was.
+  const lineWas = conv.lineTs;
+  if (conv.key !== active || !attention() || !conv.settled) conv.lineTs = readLine(conv);
+  if (conv.key === active && conv.lineTs !== lineWas) renderMessages({ keepBottomDistance: true });
+  renderSidebar();
+}
+
+// The page gets the user's attention back: the line goes to where the reading stopped.
+function attentionBack() {
+  const conv = current();
+  if (!conv) return;
+  if (conv.unread) {
+    conv.lineTs = readLine(conv);
+    renderMessages({ keepBottomDistance: true });
+  }
+  markSeen(conv);
 }
 
 function notify(conv, entry) {
@@ -357,6 +469,95 @@ function catchUp(conv) {
           { kind: "catch-up", key: conv.key, after: conv.lastId });
 }
 
+// -- search results: a conversation around a message ------------------------------------------
+
+function historyBody(conv, fields) {
+  return conv.kind === "room" ? { type: "history", room: conv.name, ...fields }
+                              : { type: "history", with: conv.name, ...fields };
+}
+
+// Opens a search result's conversation around it (`history` with `around`).
+function openAround(found) {
+  const isPrivate = found.type === "private";
+  const fromMe = fold(found.from) === fold(me || "");
+  let conv;
+  if (isPrivate) {
+    conv = conversation("private", fromMe ? found.to : found.from);
+    conv.loadedOnce = true; // the page around the result stands for the first page
+    conv.more = true;
+  } else {
+    conv = conversations.get(roomKey(found.room));
+    if (!conv || !conv.joined) {
+      jumpAfterJoin.set(roomKey(found.room), found);
+      joinRoom(found.room);
+      return;
+    }
+  }
+  activate(conv.key);
+  if (conv.ids.has(found.id) && conv.gapAfter === null) {
+    renderMessages({ showId: found.id });
+    return;
+  }
+  request(historyBody(conv, { around: found.id, limit: AROUND_PAGE }),
+          { kind: "around", key: conv.key, target: found.id });
+}
+
+// The page around a result. What the page held may be newer and not next to it: then a
+// gap is kept after the page's last message, with a button that loads what is between.
+function onAroundPage(conv, event, target) {
+  if (conv.gapAfter !== null) {
+    // An earlier result's page: dropped, so that at most one gap is ever held.
+    const dropped = conv.gapAfter;
+    conv.entries = conv.entries.filter((entry) => entry.id === null || entry.id > dropped);
+    conv.ids = new Set(conv.entries.filter((entry) => entry.id !== null).map((entry) => entry.id));
+    conv.gapAfter = null;
+  }
+  const held = conv.entries.filter((entry) => entry.id !== null).map((entry) => entry.id);
+  const heldOldest = held.length ? Math.min(...held) : null;
+  const ids = event.messages.map((message) => message.id);
+  addPage(conv, event.messages);
+  const pageNewest = ids.length ? Math.max(...ids) : null;
+  if (pageNewest !== null && (heldOldest === null || pageNewest < heldOldest)) {
+    conv.gapAfter = pageNewest;
+  }
+  conv.more = true;
+  renderMessages({ showId: target });
+}
+
+function loadNewer(conv) {
+  if (conv.gapAfter === null || conv.loadingNewer || !session) return;
+  conv.loadingNewer = true;
+  if (!request(historyBody(conv, { after: conv.gapAfter, limit: NEWER_PAGE }),
+               { kind: "newer", key: conv.key })) {
+    conv.loadingNewer = false;
+  }
+  if (conv.key === active) renderMessages({ keepBottomDistance: true });
+}
+
+function onNewerPage(conv, event) {
+  conv.loadingNewer = false;
+  const gap = conv.gapAfter;
+  if (gap === null) return;
+  const after = conv.entries.filter((entry) => entry.id !== null && entry.id > gap).map((entry) => entry.id);
+  const heldNext = after.length ? Math.min(...after) : null;
+  addPage(conv, event.messages);
+  const ids = event.messages.map((message) => message.id);
+  const pageNewest = ids.length ? Math.max(...ids) : gap;
+  const closed = ids.length < NEWER_PAGE || (heldNext !== null && pageNewest >= heldNext);
+  conv.gapAfter = closed ? null : pageNewest;
+  if (conv.key === active) renderMessages({ keepBottomDistance: true });
+}
+
+// Stored messages added at once, drawn by the caller.
+function addPage(conv, messages) {
+  batching = true;
+  try {
+    for (const message of messages) onChat(message);
+  } finally {
+    batching = false;
+  }
+}
+
 function say(conv, text, action) {
   const body = conv.kind === "room"
     ? { type: "say", room: conv.name, text, action }
@@ -393,6 +594,10 @@ function submitLine(line) {
     return action.say === undefined || say(target, action.say, false);
   }
   if (action.say !== undefined) return say(conv, action.say, action.action);
+  if (action.search) {
+    searchPanel.show(action.search);
+    return true;
+  }
   if (action.request) {
     if (action.request.type === "join") {
       joinRoom(action.request.room);
@@ -439,8 +644,14 @@ function resetToLogin(message) {
   me = null;
   account = null;
   conversations.clear();
+  markers.clear();
+  jumpAfterJoin.clear();
+  markerSender.clear();
   early.length = 0;
   active = null;
+  ui.toggleSearch.hidden = true;
+  searchPanel.panel.hidden = true;
+  searchPanel.showError(""); // another user may log in next: no results of this one
   ui.chat.hidden = true;
   ui.login.hidden = false;
   ui.loginError.textContent = message || "";
@@ -458,6 +669,7 @@ function onWelcome(event) {
   connection.established();
   ui.login.hidden = true;
   ui.chat.hidden = false;
+  ui.toggleSearch.hidden = false;
   ui.status.textContent = `connected as ${me}`;
   if (credentials.register) request({ type: "register", password: credentials.password });
   if (!reconnected) {
@@ -489,6 +701,7 @@ function onJoin(event) {
     conv.joining = true;
     if (!rejoin) {
       conv.joinedAt = event.ts;
+      conv.settled = false;
       info(conv, `You joined #${event.room}`, event.ts);
       // The join replays the last few messages; the first page of history says whether
       // there are older ones (it comes after the replay, and overlaps it by id only).
@@ -497,6 +710,11 @@ function onJoin(event) {
     }
     if (rejoin) catchUp(conv);
     if (active === null || wantedJoins.delete(fold(event.room))) activate(conv.key);
+    const found = jumpAfterJoin.get(conv.key);
+    if (found) {
+      jumpAfterJoin.delete(conv.key);
+      openAround(found);
+    }
     renderSidebar();
     return;
   }
@@ -567,21 +785,58 @@ function onNick(event) {
 
 function onChat(event) {
   const isPrivate = event.type === "private";
-  const fromMe = fold(event.from) === fold(me);
+  // Ours: sent from this device or (own) from another device of the account.
+  const fromMe = Boolean(event.own) || fold(event.from) === fold(me);
   const peer = isPrivate ? (fromMe ? event.to : event.from) : null;
   const conv = isPrivate ? conversation("private", peer) : conversations.get(roomKey(event.room));
   if (!conv) return;
   conv.joining = false;
   const live = !event.history;
-  const mention = live && !fromMe && (isPrivate || mentions(event.text, me));
-  const entry = { kind: "message", ts: event.ts, id: event.id ?? null, event, own: false, mention };
+  const mentionsMe = !fromMe && (isPrivate || mentions(event.text, me));
+  const mention = live && mentionsMe;
+  const entry = {
+    kind: "message", ts: event.ts, id: event.id ?? null, event, own: fromMe, mention, mentionsMe,
+  };
+  // A message that comes while the user reads an up-to-date conversation is no news: no
+  // "new messages" line before it.
+  if (live && conv.key === active && attention() && !ui.messages.querySelector("li.new-messages")) {
+    conv.lineTs = later(conv.lineTs, event.ts);
+  }
   // A live message is stored before it is relayed: its id is its history id.
-  if (addEntry(conv, entry) && live && !fromMe) noteArrival(conv, entry, { mention });
+  if (!addEntry(conv, entry)) return;
+  if (!live) {
+    // Stored messages that come unasked (an always-on account's catch-up, thousands at
+    // once): counted once they have all come.
+    if (!batching) scheduleCount();
+  } else if (fromMe) {
+    markSeen(conv);
+  } else {
+    noteArrival(conv, entry, { mention });
+  }
+}
+
+let countTimer = null;
+
+function scheduleCount() {
+  if (countTimer !== null) return;
+  countTimer = window.setTimeout(() => {
+    countTimer = null;
+    markSeen();
+    renderSidebar();
+  }, 50);
 }
 
 function onHistory(event, purpose) {
   const conv = conversations.get(purpose.key);
   if (!conv) return;
+  if (purpose.kind === "around") {
+    onAroundPage(conv, event, purpose.target);
+    return;
+  }
+  if (purpose.kind === "newer") {
+    onNewerPage(conv, event);
+    return;
+  }
   batching = true;
   batchChanged = false;
   try {
@@ -595,9 +850,15 @@ function onHistory(event, purpose) {
   if (purpose.kind === "older") {
     conv.loading = false;
     conv.more = event.more;
+    conv.settled = true;
     if (conv.key === active) renderMessages({ keepBottomDistance: true });
+    markSeen(conv);
+    renderSidebar();
   } else if (purpose.kind === "catch-up" && event.more && conv.lastId > purpose.after) {
     catchUp(conv);
+  } else {
+    markSeen(conv);
+    renderSidebar();
   }
 }
 
@@ -610,6 +871,7 @@ function onOk(event, purpose) {
     : { type: "private", from: me, to: conv.name, text: purpose.text, action: purpose.action, ts: event.ts };
   addEntry(conv, { kind: "message", ts: event.ts, event: said, own: true, mention: false });
   if (conv.key === active) ui.messages.scrollTop = ui.messages.scrollHeight;
+  markSeen(conv); // what one answers, one has read
 }
 
 function onError(event, purpose) {
@@ -624,10 +886,18 @@ function onError(event, purpose) {
     resetToLogin(event.message);
     return;
   }
-  if (purpose && (purpose.kind === "older" || purpose.kind === "catch-up")) {
+  if (purpose && purpose.kind === "search") {
+    searchPanel.showError(event.message);
+    return;
+  }
+  if (purpose && purpose.kind === "read") return; // a marker not kept: the page keeps its own
+  if (purpose && (purpose.kind === "older" || purpose.kind === "catch-up" ||
+                  purpose.kind === "around" || purpose.kind === "newer")) {
     const conv = conversations.get(purpose.key);
     if (conv) {
       conv.loading = false;
+      conv.loadingNewer = false;
+      conv.settled = true;
       conv.more = false;
       if (conv.key === active) renderMessages({ keepBottomDistance: true });
     }
@@ -693,6 +963,12 @@ function onEvent(event) {
       return;
     case "history":
       if (purpose) onHistory(event, purpose);
+      return;
+    case "read":
+      onReadMarker(event);
+      return;
+    case "search":
+      searchPanel.showResults(event);
       return;
     case "ok":
       onOk(event, purpose);
@@ -812,6 +1088,28 @@ ui.listRooms.addEventListener("click", () => request({ type: "rooms" }));
 ui.messages.addEventListener("scroll", () => {
   const conv = current();
   if (conv && ui.messages.scrollTop < 60) loadOlder(conv);
+  markSeen(conv);
+});
+
+const searchPanel = new SearchPanel(
+  {
+    panel: $("search"), form: $("search-form"), text: $("search-text"), room: $("search-room"),
+    from: $("search-from"), since: $("search-since"), until: $("search-until"),
+    status: $("search-status"), results: $("search-results"), toggle: ui.toggleSearch,
+  },
+  {
+    ask: (body) => request(body, { kind: "search" }),
+    open: openAround,
+    rooms: () => [...conversations.values()]
+      .filter((conv) => conv.kind === "room" && conv.joined).map((conv) => conv.name).sort(byFoldedName),
+    me: () => me,
+    fold,
+  },
+);
+
+ui.toggleSearch.addEventListener("click", () => {
+  if (searchPanel.isOpen) searchPanel.close();
+  else searchPanel.show();
 });
 
 ui.notify.addEventListener("click", async () => {
@@ -843,13 +1141,9 @@ document.addEventListener("keydown", (key) => {
   }
 });
 
-window.addEventListener("focus", () => {
-  const conv = current();
-  if (conv && (conv.unread || conv.mention)) {
-    conv.unread = 0;
-    conv.mention = false;
-    renderSidebar();
-  }
+window.addEventListener("focus", attentionBack);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") attentionBack();
 });
 
 renderNotifyButton();

@@ -17,6 +17,31 @@ function optionalRoom(words, current) {
   return { room: current, next: 1 };
 }
 
+// A day as a date field holds it ("2026-12-07"), `days` later.
+function shiftDay(day, days) {
+  const [year, month, date] = day.split("-").map(Number);
+  const shifted = new Date(Date.UTC(year, month - 1, date + days));
+  return shifted.toISOString().slice(0, 10);
+}
+
+const DAY = /^\d{4}-\d{2}-\d{2}$/u;
+
+// "/search words from:NICK in:ROOM after:DAY before:DAY", as text mode has it, as the search
+// panel's fields (whose days are inclusive: before:DAY is until the day before).
+export function parseSearch(words) {
+  const fields = { text: [], room: "", from: "", since: "", until: "" };
+  for (const word of words) {
+    const [key, ...value] = word.split(":");
+    const arg = value.join(":");
+    if (key === "from" && arg) fields.from = arg;
+    else if (key === "in" && arg) fields.room = roomName(arg);
+    else if (key === "after" && DAY.test(arg)) fields.since = arg;
+    else if (key === "before" && DAY.test(arg)) fields.until = shiftDay(arg, -1);
+    else fields.text.push(word);
+  }
+  return { ...fields, text: fields.text.join(" ") };
+}
+
 const MODERATION = new Set(["op", "deop", "kick", "ban", "unban", "mute", "unmute"]);
 
 export const HELP = [
@@ -24,15 +49,16 @@ export const HELP = [
   "/join ROOM · /leave [ROOM] [reason] · /rooms · /who [ROOM] · /topic [#ROOM] [text]",
   "/msg NICK text · /query NICK (open a private conversation) · /me action · /nick NEW",
   "/history [N] · /whois NICK · /away [message] · /realname NAME · /invite NICK [#ROOM]",
-  "/register PASSWORD · /login NAME PASSWORD · /password OLD NEW",
+  "/register PASSWORD · /login NAME PASSWORD · /password OLD NEW · /always-on [on|off]",
+  "/search words [from:NICK] [in:ROOM] [after:DAY] [before:DAY] (or the Search button)",
   "/op /deop /kick /ban /unban /mute /unmute [#ROOM] NICK · /topiclock [#ROOM] on|off",
   "/quit [reason] · /help (the server's list too)",
   "keys: Alt+↑ / Alt+↓ switch conversations, Esc returns to the message box",
 ];
 
 // What a line typed in the composer does. `conversation` is {kind: "room"|"private", name}.
-// Returns {say, action} (to the conversation), {request}, {open: NICK, say?}, {local: WHAT}
-// or {error: TEXT}.
+// Returns {say, action} (to the conversation), {request}, {open: NICK, say?}, {local: WHAT},
+// {search: FIELDS} or {error: TEXT}.
 export function parseLine(line, conversation) {
   if (!line.startsWith("/")) return { say: line, action: false };
   if (line.startsWith("//")) return { say: line.slice(1), action: false };
@@ -120,6 +146,13 @@ export function parseLine(line, conversation) {
     case "realname":
       return words[1] ? { request: { type: "realname", realname: rest(words, 1) } }
                       : { error: "usage: /realname NAME" };
+    case "search":
+      return { search: parseSearch(words.slice(1)) };
+    case "always-on": {
+      const setting = (words[1] || "").toLowerCase();
+      if (setting && setting !== "on" && setting !== "off") return { error: "usage: /always-on [on|off]" };
+      return { request: { type: "always_on", ...(setting ? { on: setting === "on" } : {}) } };
+    }
     default:
       break;
   }
