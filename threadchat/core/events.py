@@ -270,6 +270,18 @@ class AccountChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MetadataChanged(Event):
+    """The metadata `key` of the room `room` (when set) or of the user `nick` is now `value`
+    (None: unset). Told to the members sharing the room or a room with the user who
+    subscribed to the key (see `core/metadata.py`), never to the connection that set it."""
+
+    key: str
+    value: str | None
+    room: str | None = None
+    nick: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Wallops(Event):
     """A message from a server operator to every user who asked for wallops (UserFlag.WALLOPS)."""
 

@@ -24,7 +24,7 @@ from itertools import chain, compress, repeat
 from operator import attrgetter, ne
 from typing import Any, Protocol
 
-from threadchat.core import delivery, events, names, ports
+from threadchat.core import delivery, events, metadata, names, ports
 from threadchat.core import history as history_types
 from threadchat.core.errors import HubError, StoreError
 from threadchat.core.events import Event
@@ -109,6 +109,10 @@ class User:
     # Whether they also want away, real name and account changes of the people they watch
     # when sharing no room with them (IRCv3 extended-monitor).
     watch_details: bool = False
+    # Metadata the person set on themselves (core/metadata.py), and the keys whose changes
+    # they want to hear of.
+    metadata: dict[str, str] = field(default_factory=dict)
+    metadata_subs: set[str] = field(default_factory=set)
 
     @property
     def key(self) -> str:
@@ -143,6 +147,8 @@ class Room:
     groups: "list[_CodecGroup] | None" = None
     # Kept (and stored) while empty: rooms created by a logged-in user (see moderation.py).
     persistent: bool = False
+    # Metadata its operators set (core/metadata.py); held in memory only.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -1498,6 +1504,168 @@ class Hub:
         except StoreError as problem:
             log.error("history targets request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
+
+    # -- metadata (core/metadata.py) -------------------------------------------------------
+
+    def _metadata_holder(
+        self, viewer: User, room: str | None, nick: str | None
+    ) -> tuple[Room | User, str]:
+        """The room or user whose metadata is asked for, and its name (hub lock held).
+        A room's is read by its members and server operators only (as its history is)."""
+        if room is not None:
+            found = self._rooms.get(names.fold(room))
+            if found is None or found.hidden_from(viewer):
+                raise HubError("no_such_room", f"there is no room {room}")
+            if viewer.key not in found.members and not self.sees_everyone(viewer):
+                raise HubError("not_in_room", f"you are not in {found.name}")
+            return found, found.name
+        target = self._users.get(names.fold(nick or viewer.nick))
+        if target is None:
+            raise HubError("no_such_nick", f"there is nobody called {nick}")
+        return target, target.nick
+
+    def _may_change_metadata(self, user: User, holder: Room | User) -> bool:
+        if isinstance(holder, Room):
+            return self.may_moderate(user, holder)
+        return holder is user or UserFlag.SERVER_OPERATOR in user.flags
+
+    def metadata_of(
+        self, viewer: User, *, room: str | None = None, nick: str | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """The name of the room `room` or the user `nick` (`viewer` when neither) and a copy
+        of its metadata. Raises HubError no_such_room, no_such_nick, not_in_room."""
+        with self._lock:
+            holder, name = self._metadata_holder(viewer, room, nick)
+            return name, dict(holder.metadata)
+
+    def set_metadata(
+        self,
+        user: User,
+        key: str,
+        value: str | None,
+        *,
+        room: str | None = None,
+        nick: str | None = None,
+        origin: Connection | None = None,
+    ) -> tuple[str, str]:
+        """Set (or with None or "" unset) `key` on a room (its operators may) or on a user
+        (themselves, or a server operator); returns the holder's name and the key as kept.
+        Subscribers of the key who share the room, or a room with the user, are told, and
+        the user's other connections, but not `origin`. Raises HubError invalid_key,
+        invalid_value, not_operator, not_privileged, limit_reached and those of
+        `metadata_of`."""
+        key = metadata.check_key(key)
+        if value:
+            metadata.check_value(value)
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            holder, name = self._metadata_holder(user, room, nick)
+            if not self._may_change_metadata(user, holder):
+                raise HubError("not_privileged", f"you may not change the metadata of {name}")
+            values = holder.metadata
+            if value:
+                if key not in values and len(values) >= metadata.MAX_KEYS:
+                    raise HubError(
+                        "limit_reached", f"{name} holds {metadata.MAX_KEYS} keys already"
+                    )
+                changed = values.get(key) != value
+                values[key] = value
+            else:
+                changed = values.pop(key, None) is not None
+                value = None
+            if changed:
+                self._tell_metadata(holder, key, value, origin)
+            return name, key
+
+    def clear_metadata(
+        self,
+        user: User,
+        *,
+        room: str | None = None,
+        nick: str | None = None,
+        origin: Connection | None = None,
+    ) -> tuple[str, list[str]]:
+        """Unset every key of a room or a user (on the terms of `set_metadata`); returns the
+        holder's name and the keys that were set."""
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            holder, name = self._metadata_holder(user, room, nick)
+            if not self._may_change_metadata(user, holder):
+                raise HubError("not_privileged", f"you may not change the metadata of {name}")
+            cleared = list(holder.metadata)
+            holder.metadata.clear()
+            for key in cleared:
+                self._tell_metadata(holder, key, None, origin)
+            return name, cleared
+
+    def _tell_metadata(
+        self, holder: Room | User, key: str, value: str | None, origin: Connection | None
+    ) -> None:
+        """Tell the subscribers of `key` who see `holder` that it changed (hub lock held)."""
+        if isinstance(holder, Room):
+            event = events.MetadataChanged(key=key, value=value, room=holder.name)
+            audience: Iterable[User] = holder.members.values()
+        else:
+            event = events.MetadataChanged(key=key, value=value, nick=holder.nick)
+            audience = [holder, *self._peers(holder)]
+        connections = [
+            c for u in audience if key in u.metadata_subs for c in u.connections if c is not origin
+        ]
+        self._deliver(event, connections)
+
+    def subscribe_metadata(
+        self, user: User, keys: Iterable[str]
+    ) -> tuple[list[str], list[str], str | None]:
+        """Subscribe `user` to `keys`, in order: returns the keys subscribed (as kept, those
+        subscribed before included), the invalid ones, and the first key refused for the
+        limit (`metadata.MAX_SUBS`; the keys after it are not looked at), or None."""
+        subscribed: list[str] = []
+        invalid: list[str] = []
+        with self._lock:
+            for given in keys:
+                key = metadata.normal_key(given)
+                if key is None:
+                    invalid.append(given)
+                    continue
+                if key not in user.metadata_subs and len(user.metadata_subs) >= metadata.MAX_SUBS:
+                    return subscribed, invalid, given
+                user.metadata_subs.add(key)
+                subscribed.append(key)
+        return subscribed, invalid, None
+
+    def unsubscribe_metadata(self, user: User, keys: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Unsubscribe `user` from `keys`: returns the valid keys (subscribed or not) and the
+        invalid ones."""
+        removed: list[str] = []
+        invalid: list[str] = []
+        with self._lock:
+            for given in keys:
+                key = metadata.normal_key(given)
+                if key is None:
+                    invalid.append(given)
+                else:
+                    user.metadata_subs.discard(key)
+                    removed.append(key)
+        return removed, invalid
+
+    def sync_metadata(
+        self, viewer: User, *, room: str | None = None, nick: str | None = None
+    ) -> list[tuple[str, bool, str, str]]:
+        """The values of the keys `viewer` subscribed to, as (holder's name, whether it is a
+        room, key, value): of the user
+        `nick`, or of the room `room` and each of its members (what a client shows of a room
+        it joins). Raises HubError as `metadata_of`."""
+        with self._lock:
+            holder, name = self._metadata_holder(viewer, room, nick)
+            subs = viewer.metadata_subs
+            is_room = isinstance(holder, Room)
+            found = [(name, is_room, k, v) for k, v in holder.metadata.items() if k in subs]
+            if isinstance(holder, Room):
+                for member in holder.members.values():
+                    found += [
+                        (member.nick, False, k, v) for k, v in member.metadata.items() if k in subs
+                    ]
+            return found
 
     def user_info(
         self, nick: str, ref: object = None, viewer: User | None = None

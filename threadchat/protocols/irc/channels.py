@@ -21,6 +21,7 @@ from threadchat.core import events, names
 from threadchat.core.hub import HubError, RoomState, User
 from threadchat.core.modes import MemberStatus, RoomFlag
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import source_of
 from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS
@@ -71,6 +72,7 @@ def on_join(session: IrcSession, message: Message) -> None:
         if "no-implicit-names" not in session.caps:
             _send_name_list(session, arrival.room, arrival.members or (), arrival.flags)
         irc_history.replay_on_join(session, joined.name)
+        irc_metadata.on_join(session, joined.name)
 
 
 def on_part(session: IrcSession, message: Message) -> None:

@@ -35,7 +35,14 @@ _BOT = UserFlag.BOT  # checked for every encoded message: a module global is loo
 
 # Capabilities that change how a fanned-out event is encoded beyond tags (tags are covered by
 # Formatter.variant); part of the codec key so recipients that differ only here share bytes.
-SHAPE_CAPS = ("extended-join", "away-notify", "setname", "account-notify", "invite-notify")
+SHAPE_CAPS = (
+    "extended-join",
+    "away-notify",
+    "setname",
+    "account-notify",
+    "invite-notify",
+    "draft/metadata-3",
+)
 
 
 class Directory(Protocol):
@@ -224,6 +231,17 @@ class IrcCodec:
                 # CHATHISTORY takes it for a stored message's msgid.
                 tags["msgid"] = f"t{event.id}"
                 return [Message("TAGMSG", [target], self._source(event.sender), tags)]
+            case events.MetadataChanged():
+                # draft/metadata-3 tells subscribers with the numerics of its replies, `*`
+                # standing for the recipient.
+                if "draft/metadata-3" not in self.caps:
+                    return []
+                holder = "#" + event.room if event.room is not None else event.nick
+                if event.value is None:
+                    params = ["*", holder, event.key, "Key deleted"]
+                    return [Message("766", params, self.server_name)]
+                params = ["*", holder, event.key, "*", event.value]
+                return [Message("761", params, self.server_name)]
             case events.Joined():
                 params = ["#" + event.room]
                 if "extended-join" in self.caps:

@@ -24,6 +24,7 @@ from threadchat.protocols.irc import (
     users,
 )
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.help_topics import HELP_TOPICS
@@ -146,4 +147,5 @@ COMMANDS: dict[str, Command] = {
     "SETNAME": Command(users.on_setname, min_params=1),
     "REGISTER": Command(irc_accounts.on_register, True, 3),
     "VERIFY": Command(irc_accounts.on_verify, True, 2),
+    "METADATA": Command(irc_metadata.on_metadata, True, 2),
 }

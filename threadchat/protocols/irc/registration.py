@@ -19,6 +19,7 @@ from threadchat import __version__
 from threadchat.core import names
 from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
@@ -75,6 +76,7 @@ OFFERED_CAPS: dict[str, str | None] = {
     "invite-notify": None,
     "extended-monitor": None,
     "no-implicit-names": None,
+    irc_metadata.CAPABILITY: irc_metadata.CAPABILITY_VALUE,
 }
 
 # IRCv3 STS: how long clients that reached us over TLS must keep to TLS (30 days, what
@@ -193,6 +195,7 @@ def _register(session: IrcSession) -> None:
     session.reg.complete(nick)
     log.info("%s: registered as %s (irc)", session.label, nick)
     _welcome(session)
+    irc_metadata.after_registration(session)
 
 
 def _welcome(session: IrcSession) -> None:
