@@ -235,6 +235,14 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
     if cls is requests.Moderate:
         actions = st.sampled_from(requests.MODERATION_ACTIONS)
         return st.builds(dataclasses.replace, base, action=actions)
+    if cls is requests.Say:
+        statuses = st.sampled_from([None, "operator", "voice"])
+        return st.builds(dataclasses.replace, base, status=statuses)
+    if cls is requests.MetadataRequest:
+        operations = st.sampled_from(requests.METADATA_OPERATIONS)
+        built = st.builds(dataclasses.replace, base, operation=operations)
+        # A `set` names its key: the parser refuses one without.
+        return built.map(lambda r: dataclasses.replace(r, key=r.key or "k"))
     return base
 
 
@@ -280,8 +288,14 @@ JSON_KEYS = [
     "old",
     "new",
     "on",
+    "status",
+    "op",
+    "key",
+    "value",
+    "keys",
 ]
 JSON_TYPES = [
+    "metadata",
     "hello",
     "say",
     "msg",

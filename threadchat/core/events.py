@@ -47,6 +47,9 @@ class RoomMessage(Event):
     history: bool = False
     # Not stored: a message replayed from history has none.
     tags: ClientTags = ()
+    # Set when only the members holding this status (or a higher one) get it (IRC's
+    # STATUSMSG, `PRIVMSG @#room`); such a message is not stored.
+    status: MemberStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +282,18 @@ class MetadataChanged(Event):
     value: str | None
     room: str | None = None
     nick: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataValues(Event):
+    """A direct reply: the metadata of the room `room` or the user `nick`, and the keys the
+    asker subscribes to (native JSON `metadata`)."""
+
+    values: tuple[tuple[str, str], ...]
+    subscriptions: tuple[str, ...]
+    room: str | None = None
+    nick: str = ""
+    ref: object = None
 
 
 @dataclass(frozen=True, slots=True)

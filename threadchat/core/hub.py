@@ -670,6 +670,38 @@ class Hub:
             relay = RoomRelay(self, user, room_name, text, kind, echo, origin, tags)
             self.history.submit(user, text, kind, relay, room=name)
 
+    def say_to_status(
+        self,
+        user: User,
+        room_name: str,
+        text: str,
+        status: MemberStatus,
+        kind: str = events.TEXT,
+        echo: Echo | None = None,
+        *,
+        origin: Connection | None = None,
+        tags: events.ClientTags = (),
+    ) -> None:
+        """A room message that only the members holding `status` or a higher one get (the
+        operators for OPERATOR; operators and voiced members for VOICE): IRC's STATUSMSG.
+        Whoever may speak in the room may send one, as `say`. It is not stored: history is
+        read by every member, who would find there what was not meant for them."""
+        check_text(text)
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            room = self._room_to_speak(user, room_name)
+            user.last_active = time.time()
+            event = replace(_room_message(room, user, text, kind, {}, tags), status=status)
+            allowed = room.operators if status is MemberStatus.OPERATOR else None
+            recipients = [
+                m
+                for key, m in room.members.items()
+                if key in (allowed if allowed is not None else room.operators | room.voiced)
+            ]
+            self._deliver(event, [c for m in recipients for c in m.connections if c is not origin])
+        if echo is not None:
+            echo(event)
+
     def _relay_room(
         self,
         user: User,

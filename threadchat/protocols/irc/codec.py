@@ -143,6 +143,8 @@ class IrcCodec:
         # Message objects, a Formatter and three serialisations (see `chat_line`).
         if event.tags and self._chat_tags[1]:
             return None  # client tags, for a client with message-tags: the general path
+        if getattr(event, "status", None) is not None:
+            return None  # a STATUSMSG: the general path writes its target
         sender = self.hub.user_unlocked(event.sender)
         if sender is None:
             source = f"{event.sender}!{event.sender}@{self.server_name}"
@@ -197,6 +199,8 @@ class IrcCodec:
         match event:
             case events.RoomMessage():
                 source, channel = self._source(event.sender), "#" + event.room
+                if event.status is not None:
+                    channel = irc_modes.STATUS_PREFIXES[event.status] + channel
                 return chat_messages(
                     source,
                     channel,

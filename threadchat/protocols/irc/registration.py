@@ -238,6 +238,7 @@ def send_isupport(session: IrcSession) -> None:
         "NICKLEN": str(NICKLEN),
         "PREFIX": irc_modes.PREFIX,
         "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
+        "STATUSMSG": "".join(irc_modes.STATUS_PREFIXES.values()),
         "TOPICLEN": str(names.TOPIC_MAX),
         "USERLEN": str(USERLEN),
         "BOT": irc_modes.BOT_LETTER,

@@ -323,6 +323,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
     match event:
         case events.RoomMessage():
             where = f"[{event.room}] " if several_rooms else ""
+            if event.status is not None:
+                where += f"(to {event.status}s) "
             if event.kind == events.ACTION:
                 return f"{where}* {event.sender} {event.text}"
             if event.kind == events.NOTICE:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from threadchat.core import events, names
 from threadchat.core.events import Event
 from threadchat.core.hub import DEFAULT_ROOM, Connection, Hub, HubError, User, check_text
+from threadchat.core.modes import MemberStatus
 from threadchat.protocols.native import commands, requests
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,11 @@ class NativeSession:
             raise HubError("bad_request", "empty message")
         room = self._room_or_current(request.room)
         kind = events.ACTION if request.action else events.TEXT
+        if request.status is not None:
+            # Not stored (see Hub.say_to_status): answered once relayed.
+            status = MemberStatus(request.status)
+            self.hub.say_to_status(self.user, room, request.text, status, kind, origin=self.conn)
+            return False
         # An `ok` means stored: it waits for the commit, and a message that was not stored
         # gets an error with its ref instead.
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
@@ -303,5 +309,6 @@ _HANDLERS.update(
         requests.ChangePassword: commands.handle_password,
         requests.Moderate: commands.handle_moderate,
         requests.TopicLock: commands.handle_topic_lock,
+        requests.MetadataRequest: commands.handle_metadata,
     }  # type: ignore[dict-item]
 )
