@@ -68,7 +68,7 @@ def on_metadata(session: IrcSession, message: Message) -> None:
     if sub in ("SUB", "UNSUB", "SUBS"):
         _subscriptions(session, sub, args)
     elif sub not in ("GET", "LIST", "SET", "CLEAR", "SYNC"):
-        session.fail("METADATA", "SUBCOMMAND_INVALID", sub, "Unknown METADATA subcommand")
+        session.fail("METADATA", "SUBCOMMAND_INVALID", _safe(sub), "Unknown METADATA subcommand")
     elif session.user is None:
         _before_connect(session, target, sub, args)
     else:
@@ -79,7 +79,13 @@ def on_metadata(session: IrcSession, message: Message) -> None:
             _refused(session, problem, target, key)
 
 
+def _safe(param: str) -> str:
+    """A client's word echoed in a middle parameter: `*` when it could not be one."""
+    return "*" if not param or " " in param or param.startswith(":") else param
+
+
 def _refused(session: IrcSession, problem: HubError, target: str, key: str) -> None:
+    target, key = _safe(target), _safe(key)
     if problem.code in ("no_such_room", "no_such_nick", "invalid_room"):
         session.fail("METADATA", "INVALID_TARGET", target, "Invalid metadata target")
     elif problem.code in ("not_in_room", "not_privileged", "not_operator"):
@@ -202,9 +208,9 @@ def _subscriptions(session: IrcSession, sub: str, keys: Sequence[str]) -> None:
             done, invalid = _pending_unsubscribe(pending, keys)
         refused, numeric = None, RPL_METADATAUNSUBOK
     for key in invalid:
-        session.fail("METADATA", "INVALID_KEY", key, "Invalid key")
+        session.fail("METADATA", "INVALID_KEY", _safe(key), "Invalid key")
     if refused is not None:
-        session.fail("METADATA", "TOO_MANY_SUBS", refused, "Too many subscriptions")
+        session.fail("METADATA", "TOO_MANY_SUBS", _safe(refused), "Too many subscriptions")
     for start in range(0, len(done), _KEYS_PER_LINE):
         session.numeric(numeric, *done[start : start + _KEYS_PER_LINE])
 
@@ -249,7 +255,7 @@ def _before_connect(session: IrcSession, target: str, sub: str, args: Sequence[s
         session.fail(
             "METADATA",
             "KEY_NO_PERMISSION",
-            target,
+            _safe(target),
             "*",
             "Only your own metadata (*) may be changed before registration",
         )
