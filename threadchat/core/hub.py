@@ -614,7 +614,12 @@ class Hub:
             raise HubError("invite_only", f"{room.name} is invite only")
         if room.password is not None and password != room.password:
             raise HubError("bad_room_key", f"{room.name} needs the right key")
-        if room.limit is not None and len(room.members) >= room.limit:
+        # An invitation lets one in past the limit, as past invite-only (Modern IRC).
+        if (
+            room.limit is not None
+            and len(room.members) >= room.limit
+            and user.key not in room.invited
+        ):
             raise HubError("room_full", f"{room.name} is full")
 
     def leave(self, user: User, room_name: str, reason: str = "") -> None:
@@ -658,14 +663,14 @@ class Hub:
             if self.history is None:
                 if echo is None and self.defer_relay is not None:
                     with self._lock:
-                        self._room_to_speak(user, room_name)  # a refusal is told at once
+                        self._room_to_say(user, room_name, text, kind)  # a refusal is told at once
                     relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags)
                     if self.defer_relay(relay):
                         return
                 self._relay_room(user, origin, room_name, text, kind, {}, echo, tags)
                 return
             with self._lock:
-                name = self._room_to_speak(user, room_name).name
+                name = self._room_to_say(user, room_name, text, kind).name
 
             relay = RoomRelay(self, user, room_name, text, kind, echo, origin, tags)
             self.history.submit(user, text, kind, relay, room=name)
@@ -689,7 +694,7 @@ class Hub:
         check_text(text)
         origin = _origin(user, origin)
         with delivery.batch(), self._lock:
-            room = self._room_to_speak(user, room_name)
+            room = self._room_to_say(user, room_name, text, kind)
             user.last_active = time.time()
             event = replace(_room_message(room, user, text, kind, {}, tags), status=status)
             allowed = room.operators if status is MemberStatus.OPERATOR else None
@@ -766,6 +771,14 @@ class Hub:
                     runs[-1][1].append((event, relay.origin))
             for groups, messages in runs:
                 self._fan_out_groups(messages, groups)
+
+    def _room_to_say(self, user: User, room_name: str, text: str, kind: str) -> Room:
+        """`_room_to_speak`, and the room's rule on what may be said: no CTCP request (a
+        text or notice starting with \x01; an action is not one) where they are blocked."""
+        room = self._room_to_speak(user, room_name)
+        if RoomFlag.NO_CTCP in room.flags and kind != events.ACTION and text.startswith("\x01"):
+            raise HubError("no_ctcp", f"{room.name} does not take CTCP requests")
+        return room
 
     def _room_to_speak(self, user: User, room_name: str) -> Room:
         """The room `user` may speak in now; raises HubError saying why not (lock held)."""
@@ -1334,6 +1347,11 @@ class Hub:
             notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
             self._fan_out(notice, told)
             return target
+
+    def invitations(self, user: User) -> list[str]:
+        """The rooms `user` is invited to and has not joined since (IRC `INVITE` alone)."""
+        with self._lock:
+            return [room.name for room in self._rooms.values() if user.key in room.invited]
 
     def set_away(self, user: User, message: str | None) -> None:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""

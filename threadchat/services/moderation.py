@@ -64,6 +64,7 @@ _STORED_LETTERS: dict[RoomFlag, str] = {
     RoomFlag.INVITE_ONLY: "i",
     RoomFlag.SECRET: "s",
     RoomFlag.PRIVATE: "p",
+    RoomFlag.NO_CTCP: "C",
 }
 _FLAG_OF_LETTER = {letter: flag for flag, letter in _STORED_LETTERS.items()}
 

@@ -24,7 +24,7 @@ from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import source_of
-from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS
+from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS, MAX_KICK_TARGETS
 from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
@@ -229,11 +229,21 @@ class ListFilter:
 
 
 def on_kick(session: IrcSession, message: Message) -> None:
+    """`KICK #c nick[,nick...] [:reason]`, or channels and nicks in pairs (`KICK #a,#b x,y`),
+    up to MAX_KICK_TARGETS nicks (ISUPPORT TARGMAX); each kick is the hub's."""
     assert session.user is not None
-    channel = message.params[0]
+    channels = split_targets(message.params[0])
+    nicks = split_targets(message.params[1])[:MAX_KICK_TARGETS]
     reason = (message.params[2] if len(message.params) > 2 else "")[:KICKLEN]
-    room = channel_to_room(channel)
-    for nick in split_targets(message.params[1])[:1]:
+    if len(channels) == 1:
+        pairs = [(channels[0], nick) for nick in nicks]
+    elif len(channels) == len(nicks):
+        pairs = list(zip(channels, nicks, strict=True))
+    else:
+        session.error(Numeric.ERR_NEEDMOREPARAMS, "KICK")
+        return
+    for channel, nick in pairs:
+        room = channel_to_room(channel)
         try:
             if room is None:
                 raise HubError("no_such_room", channel)
@@ -243,7 +253,17 @@ def on_kick(session: IrcSession, message: Message) -> None:
 
 
 def on_invite(session: IrcSession, message: Message) -> None:
+    """`INVITE nick #channel`; `INVITE` alone lists the channels you are invited to (336,
+    then 337)."""
     assert session.user is not None
+    if not message.params:
+        for room in session.hub.invitations(session.user):
+            session.numeric(Numeric.RPL_INVITELIST_OWN, "#" + room)
+        session.error(Numeric.RPL_ENDOFINVITELIST_OWN)
+        return
+    if len(message.params) < 2:
+        session.error(Numeric.ERR_NEEDMOREPARAMS, "INVITE")
+        return
     nick, channel = message.params[0], message.params[1]
     room = channel_to_room(channel)
     try:

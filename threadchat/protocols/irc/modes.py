@@ -29,6 +29,7 @@ ROOM_FLAG_LETTERS: dict[RoomFlag, str] = {
     RoomFlag.TOPIC_LOCKED: "t",
     RoomFlag.SECRET: "s",
     RoomFlag.PRIVATE: "p",
+    RoomFlag.NO_CTCP: "C",
 }
 # Channel lists (CHANMODES type A: a parameter both ways; none lists the entries).
 ROOM_LIST_LETTERS: dict[RoomList, str] = {

@@ -29,6 +29,7 @@ from threadchat.protocols.irc.limits import (
     KEYLEN,
     KICKLEN,
     MAX_CHANNELS,
+    MAX_KICK_TARGETS,
     MAX_MODES,
     MAX_TARGETS,
     REALNAME_MAX,
@@ -237,7 +238,10 @@ def send_isupport(session: IrcSession) -> None:
         "NETWORK": session.server_name,
         "NICKLEN": str(NICKLEN),
         "PREFIX": irc_modes.PREFIX,
-        "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
+        "TARGMAX": (
+            f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,"
+            f"KICK:{MAX_KICK_TARGETS},WHOIS:1"
+        ),
         "STATUSMSG": "".join(irc_modes.STATUS_PREFIXES.values()),
         "TOPICLEN": str(names.TOPIC_MAX),
         "USERLEN": str(USERLEN),

@@ -107,6 +107,7 @@ class IrcSettings(Protocol):
     """The server settings IRC reads (the server's `Config` has them all)."""
 
     server_name: str
+    server_info: str
     irc_password: str | None
     oper: list[str]
     motd: str

@@ -182,6 +182,7 @@ _LEGACY_LETTERS: dict[Mode, str] = {
     RoomList.INVITE_EXCEPTION: "I",
     RoomFlag.SECRET: "s",
     RoomFlag.PRIVATE: "p",
+    RoomFlag.NO_CTCP: "C",
     MemberStatus.OPERATOR: "o",
     MemberStatus.VOICE: "v",
     UserFlag.INVISIBLE: "i",

@@ -421,6 +421,7 @@ _MODE_TEXT: dict[Mode, tuple[str, str]] = {
     RoomFlag.SECRET: ("made the room secret", "made the room public"),
     RoomFlag.PRIVATE: ("made the room private", "made the room public"),
     RoomFlag.TOPIC_LOCKED: ("locked the topic", "unlocked the topic"),
+    RoomFlag.NO_CTCP: ("blocked CTCP requests", "allowed CTCP requests"),
     RoomFlag.MODERATED: (
         "let only operators and voiced members speak",
         "let every member speak",
