@@ -278,6 +278,12 @@ def test_statusmsg_reaches_only_the_status(
     except TimeoutError:
         pass
     assert not any(e.get("type") == "message" for e in web_events)
+    # Not stored: the room's history, read by every member, holds none of them.
+    member.send("PRIVMSG #st :for everyone")
+    web.expect_event("message", room="st", text="for everyone")
+    web.send_json(type="history", room="st", ref=5)
+    texts = [m["text"] for m in web.expect_event("history", ref=5)["messages"]]
+    assert texts == ["for everyone"]
 
 
 def test_statusmsg_to_a_json_operator_says_so(
