@@ -161,6 +161,8 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
         return st.builds(events.RoomInfo, name=text, members=st.integers(0, 10**6), topic=text)
     if hint is Ref:
         return ref_positions
+    if hint is events.TopicInfo:  # a renamed room's topic
+        return instances(events.TopicInfo, text)
     if hint is events.Event:  # a history page's messages
         stored = st.one_of(
             instances(events.RoomMessage, text), instances(events.PrivateMessage, text)
@@ -174,6 +176,8 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
         return st.one_of(*(_strategy_for(arg, text) for arg in args))
     if hint is type(None):
         return st.none()
+    if origin is frozenset:
+        return st.frozensets(_strategy_for(args[0], text), max_size=4)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return st.lists(_strategy_for(args[0], text), max_size=4).map(tuple)

@@ -3,7 +3,7 @@ mode +C (no CTCP) and LINKS, over real sockets; +C reached from the native JSON 
 
 from collections.abc import Callable
 
-from conftest import JsonClient
+from conftest import JsonClient, LineClient
 from test_irc import IrcClient
 from test_irc_ircv3 import isupport, joined
 
@@ -105,3 +105,75 @@ def test_links_lists_the_one_server(irc: Callable[..., IrcClient]) -> None:
     client.send("LINKS")
     assert client.read_line() == f":{SERVER} 364 nick {SERVER} {SERVER} :0 a threadchat server"
     assert client.read_line() == f":{SERVER} 365 nick * :End of /LINKS list"
+
+
+# -- draft/channel-rename ------------------------------------------------------------------------
+
+
+def test_rename_keeps_the_room_and_tells_every_protocol(
+    irc: Callable[..., IrcClient],
+    connect_json: Callable[..., JsonClient],
+    connect: Callable[..., LineClient],
+) -> None:
+    op = irc("op", ("draft/channel-rename",))
+    legacy = irc("legacy")
+    joined(op, "#old")
+    joined(legacy, "#old")
+    op.send("TOPIC #old :the topic", "MODE #old +v legacy", "PRIVMSG #old :said before")
+    op.expect_msg("MODE")
+    web = connect_json("web")
+    web.send_json(type="join", room="old")
+    web.expect_event("who", room="old")
+    text = connect("texter")
+    text.send("/join old")
+    text.expect("--- in old")
+    for client in (op, legacy, text):
+        client.quiet()
+    op.send("RENAME #old #new :a tidier name")
+    assert op.read_line() == ":op!~op@127.0.0.1 RENAME #old #new :a tidier name"
+    # Without the capability: a PART and a JOIN of its own, then what a join shows.
+    assert legacy.read_line() == ":legacy!~legacy@127.0.0.1 PART #old :a tidier name"
+    assert legacy.read_line() == ":legacy!~legacy@127.0.0.1 JOIN #new"
+    assert legacy.read_line() == f":{SERVER} 332 legacy #new :the topic"
+    assert parse(legacy.read_line()).command == "333"
+    names = parse(legacy.read_line())
+    assert names.params[:3] == ["legacy", "=", "#new"]
+    assert sorted(names.params[3].split()) == ["+legacy", "@op", "texter", "web"]
+    assert legacy.read_line() == f":{SERVER} 366 legacy #new :End of /NAMES list"
+    event = web.expect_event("rename", room="old")
+    assert (event["new"], event["by"], event["reason"]) == ("new", "op", "a tidier name")
+    text.expect("--- op renamed old to new (a tidier name)")
+    # The text user's current room followed the rename.
+    text.send("still here")
+    assert parse(legacy.expect(" PRIVMSG ")).params == ["#new", "still here"]
+    # Modes, statuses and history came along; the old name is free.
+    op.send("MODE #new")
+    assert op.expect_msg("324").params[2] == "+nt"
+    web.send_json(type="history", room="new", ref=1)
+    texts = [m["text"] for m in web.expect_event("history", ref=1)["messages"]]
+    assert texts[:1] == ["said before"]
+    legacy.send("JOIN #old")
+    assert legacy.expect_msg("JOIN").params == ["#old"]
+
+
+def test_rename_refusals(irc: Callable[..., IrcClient]) -> None:
+    op, other = irc("op", ("draft/channel-rename",)), irc("other")
+    joined(op, "#a")
+    joined(op, "#b")
+    joined(other, "#a")
+    other.send("RENAME #a #c")
+    assert other.expect_msg("482").params[1] == "#a"
+    op.quiet()
+    op.send("RENAME #a #b")
+    assert op.read_line() == (
+        f":{SERVER} FAIL RENAME CHANNEL_NAME_IN_USE #a #b :Channel already exists"
+    )
+    op.send("RENAME #a bad")
+    assert parse(op.read_line()).params[:4] == ["RENAME", "CANNOT_RENAME", "#a", "bad"]
+    joined(op, "#lobby")
+    op.send("RENAME #lobby #hall")
+    assert parse(op.read_line()).params[:2] == ["RENAME", "CANNOT_RENAME"]
+    other.quiet()
+    op.send("RENAME #a #A")  # only the case: allowed, and no PART/JOIN for the others
+    assert op.expect_msg("RENAME").params == ["#a", "#A", ""]
+    assert other.quiet() == []

@@ -273,6 +273,22 @@ class AccountChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RoomRenamed(Event):
+    """`by` renamed the room `old` to `new`: told to each member, `member` naming them (an
+    IRC client without channel-rename is shown its own PART and JOIN, so the lines differ
+    per member). `topic` and `members` are the room as a joiner would be shown it."""
+
+    old: str
+    new: str
+    by: str
+    reason: str
+    member: str
+    topic: "TopicInfo"
+    members: tuple[tuple[str, tuple[MemberStatus, ...]], ...] = ()
+    flags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class MetadataChanged(Event):
     """The metadata `key` of the room `room` (when set) or of the user `nick` is now `value`
     (None: unset). Told to the members sharing the room or a room with the user who

@@ -149,6 +149,9 @@ class Room:
     persistent: bool = False
     # Metadata its operators set (core/metadata.py); held in memory only.
     metadata: dict[str, str] = field(default_factory=dict)
+    # The name it had before its last rename (see `Hub.rename_room`), for clients that
+    # keep a current room by name.
+    renamed_from: str | None = None
 
     @property
     def key(self) -> str:
@@ -1347,6 +1350,60 @@ class Hub:
             notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
             self._fan_out(notice, told)
             return target
+
+    def rename_room(self, user: User, old: str, new: str, reason: str = "") -> Room:
+        """Rename the room `old` to `new` as `user` (who may moderate it), keeping everything
+        it has: members, statuses, modes, lists, topic, metadata, invitations and history.
+        Each member is told (`RoomRenamed`). A rename that only changes case is allowed;
+        the server's default room keeps its name. Raises HubError no_such_room,
+        not_in_room, not_operator, invalid_room, room_exists, cannot_rename."""
+        _check_room(new)
+        check_text(reason)
+        with delivery.batch(), self._lock:
+            room = self._rooms.get(names.fold(old))
+            if room is None or room.hidden_from(user):
+                raise HubError("no_such_room", f"there is no room {old}")
+            old_key, new_key = room.key, names.fold(new)
+            if old_key == names.fold(DEFAULT_ROOM):
+                raise HubError("cannot_rename", f"{room.name} is the server's room")
+            if not self.may_moderate(user, room):
+                if user.key not in room.members:
+                    raise HubError("not_in_room", f"you are not in {room.name}")
+                raise HubError("not_operator", f"you are not an operator of {room.name}")
+            if new_key != old_key and new_key in self._rooms:
+                raise HubError("room_exists", f"there is a room {new} already")
+            old_name = room.name
+            room.name, room.renamed_from = new, old_name
+            del self._rooms[old_key]
+            self._rooms[new_key] = room
+            for member in room.members.values():
+                member.rooms.pop(old_key, None)
+                member.rooms[new_key] = room
+            if new_key != old_key:
+                if self.history is not None:
+                    self.history.room_renamed(old_name, new)
+                if self.moderation is not None:
+                    self.moderation.renamed(old_name, room)
+            topic = events.TopicInfo(
+                room=new, topic=room.topic, by=room.topic_by, set_at=room.topic_at
+            )
+            shown = tuple((m.nick, _status(room, m)) for m in room.members.values())
+            flags = frozenset(str(flag) for flag in room.flags)
+            for member in room.members.values():
+                event = events.RoomRenamed(
+                    old=old_name,
+                    new=new,
+                    by=user.nick,
+                    reason=reason,
+                    member=member.nick,
+                    topic=topic,
+                    members=shown,
+                    flags=flags,
+                )
+                self._fan_out(event, [member])
+        if room.persistent and self.moderation is not None:
+            self.moderation.save(room)
+        return room
 
     def invitations(self, user: User) -> list[str]:
         """The rooms `user` is invited to and has not joined since (IRC `INVITE` alone)."""

@@ -252,6 +252,32 @@ def on_kick(session: IrcSession, message: Message) -> None:
             session.hub_error(problem, nick=nick, channel=channel)
 
 
+def on_rename(session: IrcSession, message: Message) -> None:
+    """`RENAME #old #new [:reason]` (IRCv3 draft/channel-rename), the hub's room rename;
+    members are told by the hub (`RoomRenamed`), the renamer among them."""
+    assert session.user is not None
+    old, new = message.params[0], message.params[1]
+    reason = message.params[2] if len(message.params) > 2 else ""
+    room, new_room = channel_to_room(old), channel_to_room(new)
+    try:
+        if room is None:
+            raise HubError("no_such_room", old)
+        if new_room is None:
+            raise HubError("invalid_room", new)
+        session.hub.rename_room(session.user, room, new_room, reason[:KICKLEN])
+    except HubError as problem:
+        if problem.code == "room_exists":
+            session.fail("RENAME", "CHANNEL_NAME_IN_USE", old, new, "Channel already exists")
+        elif problem.code in ("invalid_room", "cannot_rename"):
+            session.fail("RENAME", "CANNOT_RENAME", old, _safe_word(new), problem.message)
+        else:
+            session.hub_error(problem, channel=old)
+
+
+def _safe_word(word: str) -> str:
+    return "*" if not word or " " in word or word.startswith(":") else word
+
+
 def on_invite(session: IrcSession, message: Message) -> None:
     """`INVITE nick #channel`; `INVITE` alone lists the channels you are invited to (336,
     then 337)."""

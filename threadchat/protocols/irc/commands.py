@@ -132,6 +132,7 @@ COMMANDS: dict[str, Command] = {
     "MODE": Command(mode_commands.on_mode, min_params=1),
     "KICK": Command(channels.on_kick, min_params=2),
     "INVITE": Command(channels.on_invite),
+    "RENAME": Command(channels.on_rename, min_params=2),
     "OPER": Command(operators.on_oper, min_params=2),
     "KILL": Command(operators.on_kill, min_params=2),
     "WALLOPS": Command(operators.on_wallops, min_params=1),

@@ -78,6 +78,7 @@ OFFERED_CAPS: dict[str, str | None] = {
     "extended-monitor": None,
     "no-implicit-names": None,
     irc_metadata.CAPABILITY: irc_metadata.CAPABILITY_VALUE,
+    "draft/channel-rename": None,
 }
 
 # IRCv3 STS: how long clients that reached us over TLS must keep to TLS (30 days, what

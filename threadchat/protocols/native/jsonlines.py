@@ -131,6 +131,9 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body["subscriptions"] = list(event.subscriptions)
             if event.ref is not None:
                 body["ref"] = event.ref
+        case events.RoomRenamed():
+            body = {"type": "rename", "room": event.old, "new": event.new, "by": event.by}
+            body["reason"] = event.reason
         case events.MetadataChanged():
             body = {"type": "metadata_changed", **_holder(event.room, event.nick)}
             body.update(key=event.key, value=event.value)

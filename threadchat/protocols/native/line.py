@@ -334,6 +334,9 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             if event.kind == events.ACTION:
                 return f"[private] * {event.sender} {event.text}"
             return f"[private] {event.sender}: {event.text}"
+        case events.RoomRenamed():
+            why = f" ({event.reason})" if event.reason else ""
+            return f"--- {event.by} renamed {event.old} to {event.new}{why}"
         case events.Joined():
             return f"--> {event.nick} joined {event.room}"
         case events.Left():

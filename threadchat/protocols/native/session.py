@@ -160,6 +160,14 @@ class NativeSession:
             return room
         if self.current_room is None:
             raise HubError("no_room", "you are in no room; /join ROOM first")
+        assert self.user is not None
+        if names.fold(self.current_room) not in self.user.rooms:
+            # Renamed since (Hub.rename_room): the current room follows its new name.
+            for joined in list(self.user.rooms.values()):
+                if joined.renamed_from and names.fold(joined.renamed_from) == names.fold(
+                    self.current_room
+                ):
+                    self.current_room = joined.name
         return self.current_room
 
     def _on_leave(self, request: requests.LeaveRoom) -> bool:
