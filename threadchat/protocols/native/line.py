@@ -10,9 +10,9 @@ the user's name (the classic exercise) and later lines are chat text or /command
 >>> p.registered = True
 >>> for request in p.receive_data(b"lo\\n/join dev\\n//slash\\n"):
 ...     print(request)
-Say(text='hello', room=None, action=False, ref=None)
+Say(text='hello', room=None, action=False, ref=None, status=None)
 JoinRoom(room='dev', ref=None)
-Say(text='/slash', room=None, action=False, ref=None)
+Say(text='/slash', room=None, action=False, ref=None, status=None)
 """
 
 import time
