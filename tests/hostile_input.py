@@ -163,6 +163,8 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
         return st.builds(events.RoomInfo, name=text, members=st.integers(0, 10**6), topic=text)
     if hint is Ref:
         return ref_positions
+    if hint is events.TopicInfo:  # a renamed room's topic
+        return instances(events.TopicInfo, text)
     if hint is events.Event:  # a history page's messages
         stored = st.one_of(
             instances(events.RoomMessage, text), instances(events.PrivateMessage, text)
@@ -176,6 +178,8 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
         return st.one_of(*(_strategy_for(arg, text) for arg in args))
     if hint is type(None):
         return st.none()
+    if origin is frozenset:
+        return st.frozensets(_strategy_for(args[0], text), max_size=4)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return st.lists(_strategy_for(args[0], text), max_size=4).map(tuple)
@@ -244,6 +248,14 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
         return st.builds(dataclasses.replace, base, before_ms=times, after_ms=times, limit=limits)
     if cls is requests.MarkRead:
         return st.builds(dataclasses.replace, base, read_ms=times)
+    if cls is requests.Say:
+        statuses = st.sampled_from([None, "operator", "voice"])
+        return st.builds(dataclasses.replace, base, status=statuses)
+    if cls is requests.MetadataRequest:
+        operations = st.sampled_from(requests.METADATA_OPERATIONS)
+        built = st.builds(dataclasses.replace, base, operation=operations)
+        # A `set` names its key: the parser refuses one without.
+        return built.map(lambda r: dataclasses.replace(r, key=r.key or "k"))
     return base
 
 
@@ -293,11 +305,17 @@ JSON_KEYS = [
     "read",
     "from",
     "around",
+    "status",
+    "op",
+    "key",
+    "value",
+    "keys",
 ]
 JSON_TYPES = [
     "search",
     "read",
     "always_on",
+    "metadata",
     "hello",
     "say",
     "msg",

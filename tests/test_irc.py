@@ -35,7 +35,7 @@ def test_registration_burst(irc: Callable[..., IrcClient]) -> None:
     for token in (
         "CASEMAPPING=ascii",
         "CHANTYPES=#",
-        "CHANMODES=Ibe,k,l,imnpst",
+        "CHANMODES=Ibe,k,l,Cimnpst",
         "PREFIX=(ov)@+",
         "NICKLEN=30",
         "CHANNELLEN=50",

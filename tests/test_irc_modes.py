@@ -18,9 +18,9 @@ def parse(text: str, *args: str) -> modes.ParsedModes:
 
 
 def test_advertised_letters_come_from_the_table() -> None:
-    assert modes.CHANMODES == "Ibe,k,l,imnpst"
+    assert modes.CHANMODES == "Ibe,k,l,Cimnpst"
     assert modes.PREFIX == "(ov)@+"
-    assert (modes.USER_MODES, modes.CHANNEL_MODES) == ("Biow", "Ibeiklmnopstv")
+    assert (modes.USER_MODES, modes.CHANNEL_MODES) == ("Biow", "CIbeiklmnopstv")
     assert modes.CHANNEL_MODES_WITH_PARAMETER == "Ibeklov"
     assert (modes.EXCEPTS, modes.INVEX) == ("e", "I")
 

@@ -349,7 +349,7 @@ def test_ban_and_invite_exceptions(irc: Callable[..., IrcClient]) -> None:
     op.send("VERSION", "PING sync")
     isupport = [m for m in until_end(op, "PONG") if m.command == "005"]
     tokens = " ".join(" ".join(m.params[1:-1]) for m in isupport)
-    for token in ("EXCEPTS=e", "INVEX=I", "CHANMODES=Ibe,k,l,imnpst", "ELIST=CMNTU"):
+    for token in ("EXCEPTS=e", "INVEX=I", "CHANMODES=Ibe,k,l,Cimnpst", "ELIST=CMNTU"):
         assert token in tokens
     join(op, "#club")
     op.send("MODE #club +b bar*!*@*")

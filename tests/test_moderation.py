@@ -205,7 +205,7 @@ def test_stored_mode_letters_load_as_room_flags(tmp_path: Path) -> None:
         keeper = RoomKeeper(hub, store)
         assert keeper.load() == 1
         room = hub.get_room("old")
-        hidden = {RoomFlag.SECRET, RoomFlag.PRIVATE}
+        hidden = {RoomFlag.SECRET, RoomFlag.PRIVATE, RoomFlag.NO_CTCP}
         assert room is not None and room.flags == set(RoomFlag) - hidden
         room.flags.discard(RoomFlag.MODERATED)
         room.flags.add(RoomFlag.SECRET)

@@ -33,6 +33,9 @@ class Config:
     udp_timeout: float = setting(60.0, "seconds of silence before a UDP user is removed")
     log_level: str = setting("info", "log level: debug, info, warning or error")
     server_name: str = setting("threadchat", "name the server gives itself to clients")
+    server_info: str = setting(
+        "a threadchat server", "one line describing the server (IRC LINKS shows it)"
+    )
     max_line: int = setting(4096, "longest accepted line in bytes; longer lines are dropped")
     flood_burst: int = setting(20, "lines a client may send at once before flood control")
     flood_rate: float = setting(

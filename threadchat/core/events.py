@@ -50,6 +50,9 @@ class RoomMessage(Event):
     # True in the copy one of the sender's other connections gets (one account on several
     # devices): a protocol marks it as the reader's own message.
     own: bool = False
+    # Set when only the members holding this status (or a higher one) get it (IRC's
+    # STATUSMSG, `PRIVMSG @#room`); such a message is not stored.
+    status: MemberStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +300,46 @@ class AccountChanged(Event):
 
     nick: str
     account: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRenamed(Event):
+    """`by` renamed the room `old` to `new`: told to each member, `member` naming them (an
+    IRC client without channel-rename is shown its own PART and JOIN, so the lines differ
+    per member). `topic` and `members` are the room as a joiner would be shown it."""
+
+    old: str
+    new: str
+    by: str
+    reason: str
+    member: str
+    topic: "TopicInfo"
+    members: tuple[tuple[str, tuple[MemberStatus, ...]], ...] = ()
+    flags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataChanged(Event):
+    """The metadata `key` of the room `room` (when set) or of the user `nick` is now `value`
+    (None: unset). Told to the members sharing the room or a room with the user who
+    subscribed to the key (see `core/metadata.py`), never to the connection that set it."""
+
+    key: str
+    value: str | None
+    room: str | None = None
+    nick: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataValues(Event):
+    """A direct reply: the metadata of the room `room` or the user `nick`, and the keys the
+    asker subscribes to (native JSON `metadata`)."""
+
+    values: tuple[tuple[str, str], ...]
+    subscriptions: tuple[str, ...]
+    room: str | None = None
+    nick: str = ""
+    ref: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from itertools import chain, compress, repeat
 from operator import attrgetter, ne
 from typing import Any, Protocol
 
-from threadchat.core import delivery, events, names, ports
+from threadchat.core import delivery, events, metadata, names, ports
 from threadchat.core import history as history_types
 from threadchat.core import search as search_types
 from threadchat.core.errors import HubError, StoreError
@@ -123,6 +123,10 @@ class User:
     # The newest message id relayed when the last connection went (`Hub.relayed_id`): the
     # catch-up is of the messages after it.
     gone_id: int = 0
+    # Metadata the person set on themselves (core/metadata.py), and the keys whose changes
+    # they want to hear of.
+    metadata: dict[str, str] = field(default_factory=dict)
+    metadata_subs: set[str] = field(default_factory=set)
 
     @property
     def key(self) -> str:
@@ -157,6 +161,11 @@ class Room:
     groups: "list[_CodecGroup] | None" = None
     # Kept (and stored) while empty: rooms created by a logged-in user (see moderation.py).
     persistent: bool = False
+    # Metadata its operators set (core/metadata.py); held in memory only.
+    metadata: dict[str, str] = field(default_factory=dict)
+    # The name it had before its last rename (see `Hub.rename_room`), for clients that
+    # keep a current room by name.
+    renamed_from: str | None = None
 
     @property
     def key(self) -> str:
@@ -862,7 +871,12 @@ class Hub:
             raise HubError("invite_only", f"{room.name} is invite only")
         if room.password is not None and password != room.password:
             raise HubError("bad_room_key", f"{room.name} needs the right key")
-        if room.limit is not None and len(room.members) >= room.limit:
+        # An invitation lets one in past the limit, as past invite-only (Modern IRC).
+        if (
+            room.limit is not None
+            and len(room.members) >= room.limit
+            and user.key not in room.invited
+        ):
             raise HubError("room_full", f"{room.name} is full")
 
     def leave(self, user: User, room_name: str, reason: str = "") -> None:
@@ -907,7 +921,7 @@ class Hub:
         if self.history is None:
             if echo is None and self.defer_relay is not None:
                 with self._lock:
-                    self._room_to_speak(user, room_name)  # a refusal is told at once
+                    self._room_to_say(user, room_name, text, kind)  # a refusal is told at once
                 # Only queued here, nothing delivered: no delivery batch of its own needed.
                 relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags)
                 if self.defer_relay(relay):
@@ -917,10 +931,42 @@ class Hub:
             return
         with delivery.batch():
             with self._lock:
-                name = self._room_to_speak(user, room_name).name
+                name = self._room_to_say(user, room_name, text, kind).name
 
             relay = RoomRelay(self, user, room_name, text, kind, echo, origin, tags)
             self.history.submit(user, text, kind, relay, room=name)
+
+    def say_to_status(
+        self,
+        user: User,
+        room_name: str,
+        text: str,
+        status: MemberStatus,
+        kind: str = events.TEXT,
+        echo: Echo | None = None,
+        *,
+        origin: Connection | None = None,
+        tags: events.ClientTags = (),
+    ) -> None:
+        """A room message that only the members holding `status` or a higher one get (the
+        operators for OPERATOR; operators and voiced members for VOICE): IRC's STATUSMSG.
+        Whoever may speak in the room may send one, as `say`. It is not stored: history is
+        read by every member, who would find there what was not meant for them."""
+        check_text(text)
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            room = self._room_to_say(user, room_name, text, kind)
+            user.last_active = time.time()
+            event = replace(_room_message(room, user, text, kind, {}, tags), status=status)
+            allowed = room.operators if status is MemberStatus.OPERATOR else None
+            recipients = [
+                m
+                for key, m in room.members.items()
+                if key in (allowed if allowed is not None else room.operators | room.voiced)
+            ]
+            self._deliver(event, [c for m in recipients for c in m.connections if c is not origin])
+        if echo is not None:
+            echo(event)
 
     def _relay_room(
         self,
@@ -988,6 +1034,14 @@ class Hub:
                     runs[-1][1].append((event, relay.origin, _mine(user, relay.origin)))
             for groups, messages in runs:
                 self._fan_out_groups(messages, groups)
+
+    def _room_to_say(self, user: User, room_name: str, text: str, kind: str) -> Room:
+        """`_room_to_speak`, and the room's rule on what may be said: no CTCP request (a
+        text or notice starting with \x01; an action is not one) where they are blocked."""
+        room = self._room_to_speak(user, room_name)
+        if RoomFlag.NO_CTCP in room.flags and kind != events.ACTION and text.startswith("\x01"):
+            raise HubError("no_ctcp", f"{room.name} does not take CTCP requests")
+        return room
 
     def _room_to_speak(self, user: User, room_name: str) -> Room:
         """The room `user` may speak in now; raises HubError saying why not (lock held)."""
@@ -1602,6 +1656,65 @@ class Hub:
             self._fan_out(notice, told)
             return target
 
+    def rename_room(self, user: User, old: str, new: str, reason: str = "") -> Room:
+        """Rename the room `old` to `new` as `user` (who may moderate it), keeping everything
+        it has: members, statuses, modes, lists, topic, metadata, invitations and history.
+        Each member is told (`RoomRenamed`). A rename that only changes case is allowed;
+        the server's default room keeps its name. Raises HubError no_such_room,
+        not_in_room, not_operator, invalid_room, room_exists, cannot_rename."""
+        _check_room(new)
+        check_text(reason)
+        with delivery.batch(), self._lock:
+            room = self._rooms.get(names.fold(old))
+            if room is None or room.hidden_from(user):
+                raise HubError("no_such_room", f"there is no room {old}")
+            old_key, new_key = room.key, names.fold(new)
+            if old_key == names.fold(DEFAULT_ROOM):
+                raise HubError("cannot_rename", f"{room.name} is the server's room")
+            if not self.may_moderate(user, room):
+                if user.key not in room.members:
+                    raise HubError("not_in_room", f"you are not in {room.name}")
+                raise HubError("not_operator", f"you are not an operator of {room.name}")
+            if new_key != old_key and new_key in self._rooms:
+                raise HubError("room_exists", f"there is a room {new} already")
+            old_name = room.name
+            room.name, room.renamed_from = new, old_name
+            del self._rooms[old_key]
+            self._rooms[new_key] = room
+            for member in room.members.values():
+                member.rooms.pop(old_key, None)
+                member.rooms[new_key] = room
+            if new_key != old_key:
+                if self.history is not None:
+                    self.history.room_renamed(old_name, new)
+                if self.moderation is not None:
+                    self.moderation.renamed(old_name, room)
+            topic = events.TopicInfo(
+                room=new, topic=room.topic, by=room.topic_by, set_at=room.topic_at
+            )
+            shown = tuple((m.nick, _status(room, m)) for m in room.members.values())
+            flags = frozenset(str(flag) for flag in room.flags)
+            for member in room.members.values():
+                event = events.RoomRenamed(
+                    old=old_name,
+                    new=new,
+                    by=user.nick,
+                    reason=reason,
+                    member=member.nick,
+                    topic=topic,
+                    members=shown,
+                    flags=flags,
+                )
+                self._fan_out(event, [member])
+        if room.persistent and self.moderation is not None:
+            self.moderation.save(room)
+        return room
+
+    def invitations(self, user: User) -> list[str]:
+        """The rooms `user` is invited to and has not joined since (IRC `INVITE` alone)."""
+        with self._lock:
+            return [room.name for room in self._rooms.values() if user.key in room.invited]
+
     def set_away(self, user: User, message: str | None) -> None:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
         if message is not None:
@@ -1923,6 +2036,168 @@ class Hub:
         except StoreError as problem:
             log.error("history targets request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
+
+    # -- metadata (core/metadata.py) -------------------------------------------------------
+
+    def _metadata_holder(
+        self, viewer: User, room: str | None, nick: str | None
+    ) -> tuple[Room | User, str]:
+        """The room or user whose metadata is asked for, and its name (hub lock held).
+        A room's is read by its members and server operators only (as its history is)."""
+        if room is not None:
+            found = self._rooms.get(names.fold(room))
+            if found is None or found.hidden_from(viewer):
+                raise HubError("no_such_room", f"there is no room {room}")
+            if viewer.key not in found.members and not self.sees_everyone(viewer):
+                raise HubError("not_in_room", f"you are not in {found.name}")
+            return found, found.name
+        target = self._users.get(names.fold(nick or viewer.nick))
+        if target is None:
+            raise HubError("no_such_nick", f"there is nobody called {nick}")
+        return target, target.nick
+
+    def _may_change_metadata(self, user: User, holder: Room | User) -> bool:
+        if isinstance(holder, Room):
+            return self.may_moderate(user, holder)
+        return holder is user or UserFlag.SERVER_OPERATOR in user.flags
+
+    def metadata_of(
+        self, viewer: User, *, room: str | None = None, nick: str | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """The name of the room `room` or the user `nick` (`viewer` when neither) and a copy
+        of its metadata. Raises HubError no_such_room, no_such_nick, not_in_room."""
+        with self._lock:
+            holder, name = self._metadata_holder(viewer, room, nick)
+            return name, dict(holder.metadata)
+
+    def set_metadata(
+        self,
+        user: User,
+        key: str,
+        value: str | None,
+        *,
+        room: str | None = None,
+        nick: str | None = None,
+        origin: Connection | None = None,
+    ) -> tuple[str, str]:
+        """Set (or with None or "" unset) `key` on a room (its operators may) or on a user
+        (themselves, or a server operator); returns the holder's name and the key as kept.
+        Subscribers of the key who share the room, or a room with the user, are told, and
+        the user's other connections, but not `origin`. Raises HubError invalid_key,
+        invalid_value, not_operator, not_privileged, limit_reached and those of
+        `metadata_of`."""
+        key = metadata.check_key(key)
+        if value:
+            metadata.check_value(value)
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            holder, name = self._metadata_holder(user, room, nick)
+            if not self._may_change_metadata(user, holder):
+                raise HubError("not_privileged", f"you may not change the metadata of {name}")
+            values = holder.metadata
+            if value:
+                if key not in values and len(values) >= metadata.MAX_KEYS:
+                    raise HubError(
+                        "limit_reached", f"{name} holds {metadata.MAX_KEYS} keys already"
+                    )
+                changed = values.get(key) != value
+                values[key] = value
+            else:
+                changed = values.pop(key, None) is not None
+                value = None
+            if changed:
+                self._tell_metadata(holder, key, value, origin)
+            return name, key
+
+    def clear_metadata(
+        self,
+        user: User,
+        *,
+        room: str | None = None,
+        nick: str | None = None,
+        origin: Connection | None = None,
+    ) -> tuple[str, list[str]]:
+        """Unset every key of a room or a user (on the terms of `set_metadata`); returns the
+        holder's name and the keys that were set."""
+        origin = _origin(user, origin)
+        with delivery.batch(), self._lock:
+            holder, name = self._metadata_holder(user, room, nick)
+            if not self._may_change_metadata(user, holder):
+                raise HubError("not_privileged", f"you may not change the metadata of {name}")
+            cleared = list(holder.metadata)
+            holder.metadata.clear()
+            for key in cleared:
+                self._tell_metadata(holder, key, None, origin)
+            return name, cleared
+
+    def _tell_metadata(
+        self, holder: Room | User, key: str, value: str | None, origin: Connection | None
+    ) -> None:
+        """Tell the subscribers of `key` who see `holder` that it changed (hub lock held)."""
+        if isinstance(holder, Room):
+            event = events.MetadataChanged(key=key, value=value, room=holder.name)
+            audience: Iterable[User] = holder.members.values()
+        else:
+            event = events.MetadataChanged(key=key, value=value, nick=holder.nick)
+            audience = [holder, *self._peers(holder)]
+        connections = [
+            c for u in audience if key in u.metadata_subs for c in u.connections if c is not origin
+        ]
+        self._deliver(event, connections)
+
+    def subscribe_metadata(
+        self, user: User, keys: Iterable[str]
+    ) -> tuple[list[str], list[str], str | None]:
+        """Subscribe `user` to `keys`, in order: returns the keys subscribed (as kept, those
+        subscribed before included), the invalid ones, and the first key refused for the
+        limit (`metadata.MAX_SUBS`; the keys after it are not looked at), or None."""
+        subscribed: list[str] = []
+        invalid: list[str] = []
+        with self._lock:
+            for given in keys:
+                key = metadata.normal_key(given)
+                if key is None:
+                    invalid.append(given)
+                    continue
+                if key not in user.metadata_subs and len(user.metadata_subs) >= metadata.MAX_SUBS:
+                    return subscribed, invalid, given
+                user.metadata_subs.add(key)
+                subscribed.append(key)
+        return subscribed, invalid, None
+
+    def unsubscribe_metadata(self, user: User, keys: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Unsubscribe `user` from `keys`: returns the valid keys (subscribed or not) and the
+        invalid ones."""
+        removed: list[str] = []
+        invalid: list[str] = []
+        with self._lock:
+            for given in keys:
+                key = metadata.normal_key(given)
+                if key is None:
+                    invalid.append(given)
+                else:
+                    user.metadata_subs.discard(key)
+                    removed.append(key)
+        return removed, invalid
+
+    def sync_metadata(
+        self, viewer: User, *, room: str | None = None, nick: str | None = None
+    ) -> list[tuple[str, bool, str, str]]:
+        """The values of the keys `viewer` subscribed to, as (holder's name, whether it is a
+        room, key, value): of the user
+        `nick`, or of the room `room` and each of its members (what a client shows of a room
+        it joins). Raises HubError as `metadata_of`."""
+        with self._lock:
+            holder, name = self._metadata_holder(viewer, room, nick)
+            subs = viewer.metadata_subs
+            is_room = isinstance(holder, Room)
+            found = [(name, is_room, k, v) for k, v in holder.metadata.items() if k in subs]
+            if isinstance(holder, Room):
+                for member in holder.members.values():
+                    found += [
+                        (member.nick, False, k, v) for k, v in member.metadata.items() if k in subs
+                    ]
+            return found
 
     def user_info(
         self, nick: str, ref: object = None, viewer: User | None = None

@@ -27,6 +27,8 @@ class RoomFlag(StrEnum):
     SECRET = "secret"
     # Hidden like a secret room; IRC still tells the two apart in its member lists.
     PRIVATE = "private"
+    # No CTCP requests (a message starting with \x01) but actions (`/me`) in the room.
+    NO_CTCP = "no_ctcp"
 
 
 class RoomSetting(StrEnum):

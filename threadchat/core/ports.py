@@ -54,6 +54,11 @@ class History(Protocol):
         """A room that is not kept ended; its history ends with it (hub lock held)."""
         ...
 
+    def room_renamed(self, old: str, new: str) -> None:
+        """The room `old` is now called `new`; its history goes with it (hub lock held:
+        only queues, and reads of `new` wait for it)."""
+        ...
+
     def replay(self, room: str) -> "Replay | None":
         """The room's last messages for someone who just joined it, as many as the server
         replays on join; None when it replays none (or they cannot be read: logged). Use
@@ -160,6 +165,11 @@ class Moderation(Protocol):
 
     def save(self, room: "Room") -> None:
         """Store the room's state if it is kept (called without the hub lock)."""
+        ...
+
+    def renamed(self, old: str, room: "Room") -> None:
+        """`room` was called `old` (hub lock held): its grants follow it, and the stored
+        record under the old name goes at the next `save`."""
         ...
 
     def logged_in(self, user: "User") -> None:

@@ -376,6 +376,8 @@ class MessageLog:
         # The deletions of ended rooms' messages that are not known to be committed yet, by
         # folded room name: a read of such a room waits for its deletion first.
         self._forgetting: dict[str, Future[int]] = {}
+        # Renamed rooms whose messages are being moved to the new name, by its folded name.
+        self._moving: dict[str, Future[int]] = {}
         self._forgetting_lock = threading.Lock()
 
     def committed(
@@ -453,6 +455,27 @@ class MessageLog:
             del self._ended[next(iter(self._ended))]
         self._forget(room)
 
+    def room_renamed(self, old: str, new: str) -> None:
+        """The room's messages move with it, in the store's write order (after every message
+        queued under the old name); reads of the new name wait for that."""
+        try:
+            moving = self.store.rename_room_messages(old, new)
+        except StoreError as problem:
+            log.error("cannot move the history of %s to %s: %s", old, new, problem)
+            return
+        key = names.fold(new)
+        with self._forgetting_lock:
+            self._moving[key] = moving
+        moving.add_done_callback(lambda done: self._moved(key, done))
+
+    def _moved(self, key: str, moving: Future[int]) -> None:
+        problem = moving.exception()
+        if problem is not None:
+            log.error("history of a renamed room not moved: %s", problem)
+        with self._forgetting_lock:
+            if self._moving.get(key) is moving:
+                del self._moving[key]
+
     def room_created(self, room: str) -> None:
         """A room was created (hub lock held: this only queues work). It starts with no
         history: whatever an ended room of the name left, if its deletion failed or did not
@@ -486,6 +509,11 @@ class MessageLog:
         if that failed: a later room of the name must never show them. Raises StoreError."""
         with self._forgetting_lock:
             deletion = self._forgetting.get(names.fold(room))
+            moving = self._moving.get(names.fold(room))
+        if moving is not None:
+            # A failure is logged by `_moved`; the messages then stay under the old name.
+            with contextlib.suppress(StoreError):
+                wait_for(moving, RECORD_TIMEOUT)
         if deletion is None:
             return
         try:

@@ -65,6 +65,7 @@ _STORED_LETTERS: dict[RoomFlag, str] = {
     RoomFlag.INVITE_ONLY: "i",
     RoomFlag.SECRET: "s",
     RoomFlag.PRIVATE: "p",
+    RoomFlag.NO_CTCP: "C",
 }
 _FLAG_OF_LETTER = {letter: flag for flag, letter in _STORED_LETTERS.items()}
 
@@ -108,6 +109,8 @@ class RoomKeeper:
         self._grants: dict[str, Grants] = {}  # by folded room name; hub lock guards it
         # Serialises snapshot + write, so an older snapshot never overwrites a newer one.
         self._save_lock = threading.Lock()
+        # Stored names of kept rooms renamed since, deleted from the store by `save`.
+        self._renamed_from: list[str] = []
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -179,10 +182,20 @@ class RoomKeeper:
                 if not room.persistent:
                     return
                 record = self._record(room)
+                gone, self._renamed_from = self._renamed_from, []
             try:
                 self.store.save_room(record)
+                for old in gone:
+                    self.store.delete_room(old)
             except StoreError as problem:
                 log.error("cannot save room %s: %s", room.name, problem)
+
+    def renamed(self, old: str, room: Room) -> None:
+        grants = self._grants.pop(names.fold(old), None)
+        if grants is not None:
+            self._grants[room.key] = grants
+        if room.persistent and names.fold(old) != room.key:
+            self._renamed_from.append(old)
 
     # -- hooks the hub calls (lock held) ----------------------------------------------------
 

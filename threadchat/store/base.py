@@ -237,6 +237,12 @@ class Store(Protocol):
         StoreError when the store is closed or too far behind."""
         ...
 
+    def rename_room_messages(self, old: str, new: str) -> Future[int]:
+        """Queue moving every message of the room `old` to the room `new` (a renamed room
+        keeps its history), in write order as `delete_room_messages`; the Future completes
+        with how many moved. Raises StoreError when the store is closed or too far behind."""
+        ...
+
     def purge_rooms_not_kept(self, keep: Iterable[str] = ()) -> int:
         """Delete the messages of every room that is not stored as a room (see `save_room`)
         and whose folded name is not in `keep`; return how many were deleted."""

@@ -1028,6 +1028,17 @@ class SQLiteStore:
 
         return self._enqueue(delete)
 
+    def rename_room_messages(self, old: str, new: str) -> Future[int]:
+        old_key, new_key = fold(old), fold(new)
+
+        def rename(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE messages SET room_key = ?, room = ? WHERE room_key = ?",
+                (new_key, new, old_key),
+            ).rowcount
+
+        return self._enqueue(rename)
+
     def purge_rooms_not_kept(self, keep: Iterable[str] = ()) -> int:
         return self._delete_in_chunks(
             "room_key IS NOT NULL AND room_key NOT IN (SELECT room_key FROM rooms)"

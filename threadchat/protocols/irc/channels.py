@@ -22,9 +22,10 @@ from threadchat.core.hub import Arrival, HubError, RoomState, User
 from threadchat.core.modes import MemberStatus, RoomFlag
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import devices as irc_devices
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import source_of
-from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS
+from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS, MAX_KICK_TARGETS
 from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
@@ -71,6 +72,7 @@ def on_join(session: IrcSession, message: Message) -> None:
             _send_topic(session, arrival.topic)
         _after_join(session, arrival)
         irc_history.replay_on_join(session, joined.name)
+        irc_metadata.on_join(session, joined.name)
 
 
 def show_rooms(session: IrcSession) -> None:
@@ -260,11 +262,21 @@ class ListFilter:
 
 
 def on_kick(session: IrcSession, message: Message) -> None:
+    """`KICK #c nick[,nick...] [:reason]`, or channels and nicks in pairs (`KICK #a,#b x,y`),
+    up to MAX_KICK_TARGETS nicks (ISUPPORT TARGMAX); each kick is the hub's."""
     assert session.user is not None
-    channel = message.params[0]
+    channels = split_targets(message.params[0])
+    nicks = split_targets(message.params[1])[:MAX_KICK_TARGETS]
     reason = (message.params[2] if len(message.params) > 2 else "")[:KICKLEN]
-    room = channel_to_room(channel)
-    for nick in split_targets(message.params[1])[:1]:
+    if len(channels) == 1:
+        pairs = [(channels[0], nick) for nick in nicks]
+    elif len(channels) == len(nicks):
+        pairs = list(zip(channels, nicks, strict=True))
+    else:
+        session.error(Numeric.ERR_NEEDMOREPARAMS, "KICK")
+        return
+    for channel, nick in pairs:
+        room = channel_to_room(channel)
         try:
             if room is None:
                 raise HubError("no_such_room", channel)
@@ -273,8 +285,44 @@ def on_kick(session: IrcSession, message: Message) -> None:
             session.hub_error(problem, nick=nick, channel=channel)
 
 
-def on_invite(session: IrcSession, message: Message) -> None:
+def on_rename(session: IrcSession, message: Message) -> None:
+    """`RENAME #old #new [:reason]` (IRCv3 draft/channel-rename), the hub's room rename;
+    members are told by the hub (`RoomRenamed`), the renamer among them."""
     assert session.user is not None
+    old, new = message.params[0], message.params[1]
+    reason = message.params[2] if len(message.params) > 2 else ""
+    room, new_room = channel_to_room(old), channel_to_room(new)
+    try:
+        if room is None:
+            raise HubError("no_such_room", old)
+        if new_room is None:
+            raise HubError("invalid_room", new)
+        session.hub.rename_room(session.user, room, new_room, reason[:KICKLEN])
+    except HubError as problem:
+        if problem.code == "room_exists":
+            session.fail("RENAME", "CHANNEL_NAME_IN_USE", old, new, "Channel already exists")
+        elif problem.code in ("invalid_room", "cannot_rename"):
+            session.fail("RENAME", "CANNOT_RENAME", old, _safe_word(new), problem.message)
+        else:
+            session.hub_error(problem, channel=old)
+
+
+def _safe_word(word: str) -> str:
+    return "*" if not word or " " in word or word.startswith(":") else word
+
+
+def on_invite(session: IrcSession, message: Message) -> None:
+    """`INVITE nick #channel`; `INVITE` alone lists the channels you are invited to (336,
+    then 337)."""
+    assert session.user is not None
+    if not message.params:
+        for room in session.hub.invitations(session.user):
+            session.numeric(Numeric.RPL_INVITELIST_OWN, "#" + room)
+        session.error(Numeric.RPL_ENDOFINVITELIST_OWN)
+        return
+    if len(message.params) < 2:
+        session.error(Numeric.ERR_NEEDMOREPARAMS, "INVITE")
+        return
     nick, channel = message.params[0], message.params[1]
     room = channel_to_room(channel)
     try:

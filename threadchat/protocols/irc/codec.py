@@ -16,7 +16,7 @@ import logging
 from collections.abc import Hashable
 from typing import Protocol
 
-from threadchat.core import events
+from threadchat.core import events, names
 from threadchat.core.events import Event
 from threadchat.core.hub import User
 from threadchat.core.modes import UserFlag
@@ -27,6 +27,7 @@ from threadchat.protocols.irc.wire import (
     Message,
     Numeric,
     escape_tag_value,
+    pack_words,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ SHAPE_CAPS = (
     "account-notify",
     "invite-notify",
     "draft/read-marker",
+    "draft/metadata-3",
+    "draft/channel-rename",
 )
 
 
@@ -143,6 +146,8 @@ class IrcCodec:
         # Message objects, a Formatter and three serialisations (see `chat_line`).
         if event.tags and self._chat_tags[1]:
             return None  # client tags, for a client with message-tags: the general path
+        if getattr(event, "status", None) is not None:
+            return None  # a STATUSMSG: the general path writes its target
         sender = self.hub.user_unlocked(event.sender)
         if sender is None:
             source = f"{event.sender}!{event.sender}@{self.server_name}"
@@ -175,6 +180,42 @@ class IrcCodec:
             log.exception("%s: cannot encode %r", self.label, event)
             return None
 
+    def _renamed(self, event: events.RoomRenamed) -> list[Message]:
+        old, new = "#" + event.old, "#" + event.new
+        if "draft/channel-rename" in self.caps:
+            return [Message("RENAME", [old, new, event.reason], self._source(event.by))]
+        if names.fold(event.old) == names.fold(event.new):
+            return []  # only the case changed: no PART and JOIN (the specification's fallback)
+        # A client without the capability sees itself leave and join the new channel, with
+        # what a join shows: the topic and the names.
+        me = self._source(event.member)
+        lines = [Message("PART", [old, *([event.reason] if event.reason else [])], me)]
+        params = [new]
+        if "extended-join" in self.caps:
+            user = self.hub.user_unlocked(event.member)
+            params += [(user.account if user else None) or "*", realname_of(user) if user else ""]
+        lines.append(Message("JOIN", params, me))
+        server, nick = self.server_name, event.member
+        if event.topic.topic:
+            lines.append(Message(str(Numeric.RPL_TOPIC), [nick, new, event.topic.topic], server))
+            setter, at = event.topic.by or "*", str(int(event.topic.set_at))
+            lines.append(Message(str(Numeric.RPL_TOPICWHOTIME), [nick, new, setter, at], server))
+        symbol = "@" if "secret" in event.flags else "*" if "private" in event.flags else "="
+        multi, full = "multi-prefix" in self.caps, "userhost-in-names" in self.caps
+        entries = [
+            irc_modes.status_prefix(held, multi) + (self._source(name) if full else name)
+            for name, held in event.members
+        ]
+
+        def build(text: str, more: bool) -> Message:
+            return Message(str(Numeric.RPL_NAMREPLY), [nick, symbol, new, text], server)
+
+        lines += pack_words(entries, build)
+        lines.append(
+            Message(str(Numeric.RPL_ENDOFNAMES), [nick, new, "End of /NAMES list"], server)
+        )
+        return lines
+
     def _is_bot(self, nick: str) -> bool:
         user = self.hub.user_unlocked(nick)
         return user is not None and _BOT in user.flags
@@ -197,6 +238,8 @@ class IrcCodec:
         match event:
             case events.RoomMessage():
                 source, channel = self._source(event.sender), "#" + event.room
+                if event.status is not None:
+                    channel = irc_modes.STATUS_PREFIXES[event.status] + channel
                 return chat_messages(
                     source,
                     channel,
@@ -239,6 +282,19 @@ class IrcCodec:
                 # CHATHISTORY takes it for a stored message's msgid.
                 tags["msgid"] = f"t{event.id}"
                 return [Message("TAGMSG", [target], self._source(event.sender), tags)]
+            case events.RoomRenamed():
+                return self._renamed(event)
+            case events.MetadataChanged():
+                # draft/metadata-3 tells subscribers with the numerics of its replies, `*`
+                # standing for the recipient.
+                if "draft/metadata-3" not in self.caps:
+                    return []
+                holder = "#" + event.room if event.room is not None else event.nick
+                if event.value is None:
+                    params = ["*", holder, event.key, "Key deleted"]
+                    return [Message("766", params, self.server_name)]
+                params = ["*", holder, event.key, "*", event.value]
+                return [Message("761", params, self.server_name)]
             case events.Joined():
                 params = ["#" + event.room]
                 if "extended-join" in self.caps:

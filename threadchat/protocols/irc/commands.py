@@ -25,6 +25,7 @@ from threadchat.protocols.irc import (
 )
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import devices as irc_devices
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.help_topics import HELP_TOPICS
@@ -133,7 +134,8 @@ COMMANDS: dict[str, Command] = {
     "AWAY": Command(users.on_away),
     "MODE": Command(mode_commands.on_mode, min_params=1),
     "KICK": Command(channels.on_kick, min_params=2),
-    "INVITE": Command(channels.on_invite, min_params=2),
+    "INVITE": Command(channels.on_invite),
+    "RENAME": Command(channels.on_rename, min_params=2),
     "OPER": Command(operators.on_oper, min_params=2),
     "KILL": Command(operators.on_kill, min_params=2),
     "WALLOPS": Command(operators.on_wallops, min_params=1),
@@ -144,9 +146,11 @@ COMMANDS: dict[str, Command] = {
     "HELP": Command(on_help),
     "HELPOP": Command(on_help),
     "LUSERS": Command(server_info.on_lusers),
+    "LINKS": Command(server_info.on_links),
     "MOTD": Command(server_info.on_motd),
     "MONITOR": Command(irc_monitor.on_monitor, min_params=1),
     "SETNAME": Command(users.on_setname, min_params=1),
     "REGISTER": Command(irc_accounts.on_register, True, 3),
     "VERIFY": Command(irc_accounts.on_verify, True, 2),
+    "METADATA": Command(irc_metadata.on_metadata, True, 2),
 }

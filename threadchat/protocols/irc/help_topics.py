@@ -14,6 +14,16 @@ HELP_TOPICS: dict[str, tuple[str, ...]] = {
         "Create the account named like your nick and log in to it (no email verification).",
     ),
     "SETNAME": ("SETNAME :<real name>", "Change your real name (setname shows it to others)."),
+    "METADATA": (
+        "METADATA <*|nick|#channel> GET|LIST|SET|CLEAR|SYNC [<key> [:<value>]]",
+        "METADATA * SUB|UNSUB <key>... | METADATA * SUBS",
+        "Your own and channels' key/values (draft/metadata-3); subscribers hear of changes.",
+    ),
+    "RENAME": (
+        "RENAME <#channel> <#new-name> [:<reason>]",
+        "Rename a channel you moderate; it keeps everything, its history too.",
+    ),
+    "LINKS": ("LINKS", "The servers of this network: this one."),
     "ADMIN": ("ADMIN", "Who runs this server."),
     "AUTHENTICATE": (
         "AUTHENTICATE <mechanism|data>",

@@ -9,6 +9,8 @@ from threadchat.core import names
 MAX_CHANNELS = 50
 # Targets per PRIVMSG/NOTICE (TARGMAX): enough for real use, too few to spam efficiently.
 MAX_TARGETS = 4
+# Nicks per KICK (TARGMAX): a few troublemakers at once, not a whole room.
+MAX_KICK_TARGETS = 4
 # Mode changes with a parameter per MODE command (MODES), as most servers allow.
 MAX_MODES = 6
 KEYLEN = 23

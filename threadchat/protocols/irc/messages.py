@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import events
 from threadchat.core.hub import Echo, HubError
+from threadchat.core.modes import MemberStatus
+from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.codec import chat_messages
 from threadchat.protocols.irc.limits import MAX_TARGETS
@@ -31,6 +33,11 @@ from threadchat.protocols.irc.wire import (
 
 if TYPE_CHECKING:
     from threadchat.protocols.irc.session import IrcSession
+
+# ISUPPORT STATUSMSG: the marks a channel target may start with.
+STATUSMSG = "".join(irc_modes.STATUS_PREFIXES.values())
+# Widest audience last: a VOICE message reaches the operators as well.
+_STATUS_ORDER = (MemberStatus.VOICE, MemberStatus.OPERATOR)
 
 
 def on_message(session: IrcSession, message: Message) -> None:
@@ -84,12 +91,24 @@ def _deliver(
     user = session.user
     assert user is not None
     hub = session.hub
+    status = None
+    marks = target[: len(target) - len(target.lstrip(STATUSMSG))]
+    if marks and target[len(marks) :].startswith("#"):
+        # STATUSMSG: `@#room` reaches its operators, `+#room` its voiced members too; of
+        # several marks the widest audience counts.
+        status = min((irc_modes.PREFIX_STATUSES[mark] for mark in marks), key=_STATUS_ORDER.index)
+        target = target[len(marks) :]
     if target.startswith("#"):
         room = channel_to_room(target)
         if room is None:
             raise HubError("no_such_room", target)
         try:
-            hub.say(user, room, text, kind, echo, origin=session.transport, tags=tags)
+            if status is not None:
+                hub.say_to_status(
+                    user, room, text, status, kind, echo, origin=session.transport, tags=tags
+                )
+            else:
+                hub.say(user, room, text, kind, echo, origin=session.transport, tags=tags)
         except HubError as problem:
             if problem.code == "not_in_room":
                 raise HubError("moderated", problem.message) from problem

@@ -29,6 +29,7 @@ ROOM_FLAG_LETTERS: dict[RoomFlag, str] = {
     RoomFlag.TOPIC_LOCKED: "t",
     RoomFlag.SECRET: "s",
     RoomFlag.PRIVATE: "p",
+    RoomFlag.NO_CTCP: "C",
 }
 # Channel lists (CHANMODES type A: a parameter both ways; none lists the entries).
 ROOM_LIST_LETTERS: dict[RoomList, str] = {
@@ -52,6 +53,7 @@ ROOM_SETTING_LETTERS: dict[RoomSetting, str] = {RoomSetting.KEY: "k", RoomSettin
 # Member statuses: the mode letter and the prefix shown before the nick, highest first.
 STATUS_LETTERS: dict[MemberStatus, str] = {MemberStatus.OPERATOR: "o", MemberStatus.VOICE: "v"}
 STATUS_PREFIXES: dict[MemberStatus, str] = {MemberStatus.OPERATOR: "@", MemberStatus.VOICE: "+"}
+PREFIX_STATUSES: dict[str, MemberStatus] = {mark: s for s, mark in STATUS_PREFIXES.items()}
 USER_FLAG_LETTERS: dict[UserFlag, str] = {
     UserFlag.INVISIBLE: "i",
     UserFlag.SERVER_OPERATOR: "o",

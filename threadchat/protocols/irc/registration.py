@@ -21,6 +21,7 @@ from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import channels as irc_channels
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import devices as irc_devices
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
@@ -30,6 +31,7 @@ from threadchat.protocols.irc.limits import (
     KEYLEN,
     KICKLEN,
     MAX_CHANNELS,
+    MAX_KICK_TARGETS,
     MAX_MODES,
     MAX_TARGETS,
     REALNAME_MAX,
@@ -77,6 +79,8 @@ OFFERED_CAPS: dict[str, str | None] = {
     "invite-notify": None,
     "extended-monitor": None,
     "no-implicit-names": None,
+    irc_metadata.CAPABILITY: irc_metadata.CAPABILITY_VALUE,
+    "draft/channel-rename": None,
 }
 
 # IRCv3 STS: how long clients that reached us over TLS must keep to TLS (30 days, what
@@ -207,6 +211,7 @@ def _register(session: IrcSession) -> None:
     irc_accounts.after_registration(session)
     log.info("%s: registered as %s (irc)", session.label, nick)
     _welcome(session)
+    irc_metadata.after_registration(session)
 
 
 def _welcome(session: IrcSession) -> None:
@@ -248,7 +253,11 @@ def send_isupport(session: IrcSession) -> None:
         "NETWORK": session.server_name,
         "NICKLEN": str(NICKLEN),
         "PREFIX": irc_modes.PREFIX,
-        "TARGMAX": f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,WHOIS:1",
+        "TARGMAX": (
+            f"PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,"
+            f"KICK:{MAX_KICK_TARGETS},WHOIS:1"
+        ),
+        "STATUSMSG": "".join(irc_modes.STATUS_PREFIXES.values()),
         "TOPICLEN": str(names.TOPIC_MAX),
         "USERLEN": str(USERLEN),
         "BOT": irc_modes.BOT_LETTER,

@@ -22,6 +22,7 @@ HUB_NUMERICS: dict[str, Numeric] = {
     "bad_room_key": Numeric.ERR_BADCHANNELKEY,
     "room_full": Numeric.ERR_CHANNELISFULL,
     "moderated": Numeric.ERR_CANNOTSENDTOCHAN,
+    "no_ctcp": Numeric.ERR_CANNOTSENDTOCHAN,
     "name_in_use": Numeric.ERR_NICKNAMEINUSE,
     "name_registered": Numeric.ERR_NICKNAMEINUSE,
     "invalid_name": Numeric.ERR_ERRONEUSNICKNAME,

@@ -39,6 +39,14 @@ def on_admin(session: IrcSession, message: Message) -> None:
     session.numeric(Numeric.RPL_ADMINEMAIL, "no e-mail configured")
 
 
+def on_links(session: IrcSession, message: Message) -> None:
+    """LINKS: a network of one server lists itself, 0 hops away, with its description."""
+    server_name = session.server_name
+    info = f"0 {session.config.server_info}"
+    session.numeric(Numeric.RPL_LINKS, server_name, server_name, info)
+    session.error(Numeric.RPL_ENDOFLINKS, "*")
+
+
 def on_lusers(session: IrcSession, message: Message) -> None:
     send_lusers(session)
 

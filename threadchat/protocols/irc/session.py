@@ -21,6 +21,7 @@ from threadchat.core import names
 from threadchat.core.events import Event
 from threadchat.core.hub import Connection, Hub, HubError, User
 from threadchat.protocols.irc import commands, registration, replies
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc.codec import IrcCodec, source_of
 from threadchat.protocols.irc.sasl import SaslState
 from threadchat.protocols.irc.wire import (
@@ -106,6 +107,7 @@ class IrcSettings(Protocol):
     """The server settings IRC reads (the server's `Config` has them all)."""
 
     server_name: str
+    server_info: str
     irc_password: str | None
     oper: list[str]
     motd: str
@@ -122,6 +124,7 @@ class IrcSession:
         "host",
         "hub",
         "label",
+        "pending_metadata",
         "reader",
         "reg",
         "registered_account",
@@ -169,6 +172,8 @@ class IrcSession:
         self.sasl_account: str | None = None
         self.registered_account: str | None = None
         self.user: User | None = None
+        # Metadata set before registering (IRCv3 metadata before-connect).
+        self.pending_metadata = irc_metadata.Pending()
         # Set by `close_link`: the reason the link ends once this read's replies are out.
         self.closing: str | None = None
 

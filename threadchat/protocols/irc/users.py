@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from threadchat.core import events, names
 from threadchat.core.hub import HubError, User
 from threadchat.core.modes import MemberStatus, UserFlag
+from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import ident_host, realname_of, safe_host, speaks_irc
 from threadchat.protocols.irc.limits import AWAYLEN, REALNAME_MAX
@@ -170,6 +171,7 @@ def on_whois(session: IrcSession, message: Message) -> None:
         session.numeric(Numeric.RPL_WHOISBOT, user.nick, "is a bot")
     if user.account:
         session.numeric(Numeric.RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
+    irc_metadata.whois_lines(session, user.nick)
     idle = str(max(0, int(time.time() - user.last_active)))
     session.numeric(
         Numeric.RPL_WHOISIDLE,

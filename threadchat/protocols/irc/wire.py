@@ -658,6 +658,9 @@ class Numeric(StrEnum):
     RPL_NOTOPIC = "331"
     RPL_TOPIC = "332"
     RPL_TOPICWHOTIME = "333"
+    # Your pending invitations (INVITE alone); 346/347 below list a channel's +I entries.
+    RPL_INVITELIST_OWN = "336"
+    RPL_ENDOFINVITELIST_OWN = "337"
     RPL_INVITING = "341"
     RPL_INVITELIST = "346"
     RPL_ENDOFINVITELIST = "347"
@@ -666,6 +669,8 @@ class Numeric(StrEnum):
     RPL_VERSION = "351"
     RPL_WHOREPLY = "352"
     RPL_NAMREPLY = "353"
+    RPL_LINKS = "364"
+    RPL_ENDOFLINKS = "365"
     RPL_ENDOFNAMES = "366"
     RPL_BANLIST = "367"
     RPL_ENDOFBANLIST = "368"
@@ -750,6 +755,8 @@ NUMERIC_TEXT: dict[Numeric, str] = {
     Numeric.RPL_ENDOFNAMES: "End of /NAMES list",
     Numeric.RPL_ENDOFBANLIST: "End of channel ban list",
     Numeric.RPL_ENDOFINVITELIST: "End of channel invite exception list",
+    Numeric.RPL_ENDOFINVITELIST_OWN: "End of /INVITE list",
+    Numeric.RPL_ENDOFLINKS: "End of /LINKS list",
     Numeric.RPL_ENDOFEXCEPTLIST: "End of channel exception list",
     Numeric.RPL_ENDOFWHOWAS: "End of WHOWAS",
     Numeric.ERR_WASNOSUCHNICK: "There was no such nickname",

@@ -245,3 +245,44 @@ def handle_topic_lock(session: "NativeSession", request: requests.TopicLock) -> 
         raise HubError("no_room", "you are in no room; /join ROOM first")
     _keeper(session).topic_lock(session.user, room, request.locked)
     return False
+
+
+# -- metadata -------------------------------------------------------------------------------
+
+
+def handle_metadata(session: "NativeSession", request: requests.MetadataRequest) -> bool:
+    """The hub's metadata rule (core/metadata.py) in JSON: every operation answers with the
+    holder's values and the asker's subscriptions as they are after it."""
+    user = session.user
+    assert user is not None
+    hub = session.hub
+    holder = {"room": request.room} if request.room else {"nick": request.name}
+    match request.operation:
+        case "set":
+            hub.set_metadata(user, request.key, request.value, origin=session.conn, **holder)
+        case "clear":
+            hub.clear_metadata(user, origin=session.conn, **holder)
+        case "sub":
+            _, invalid, refused = hub.subscribe_metadata(user, request.keys)
+            _refuse_keys(invalid, refused)
+        case "unsub":
+            _, invalid = hub.unsubscribe_metadata(user, request.keys)
+            _refuse_keys(invalid, None)
+    name, values = hub.metadata_of(user, **holder)
+    shown = {"room": name} if request.room else {"nick": name}
+    session.reply(
+        events.MetadataValues(
+            values=tuple(values.items()),
+            subscriptions=tuple(sorted(user.metadata_subs)),
+            ref=request.ref,
+            **shown,
+        )
+    )
+    return True
+
+
+def _refuse_keys(invalid: list[str], refused: str | None) -> None:
+    if invalid:
+        raise HubError("invalid_key", f"not valid metadata keys: {', '.join(invalid)}")
+    if refused is not None:
+        raise HubError("limit_reached", f"too many subscriptions: {refused} and after refused")

@@ -55,6 +55,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
                 body["history"] = True
             if event.own:
                 body["own"] = True
+            if event.status is not None:
+                body["status"] = str(event.status)
         case events.PrivateMessage():
             body = {"type": "private", "from": event.sender, "to": event.target}
             body["text"] = event.text
@@ -137,11 +139,27 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "notice", "text": f"{event.by} disconnected you: {event.reason}"}
         case events.UserInfo():
             body = _user_info(event)
+        case events.MetadataValues():
+            body = {"type": "metadata", **_holder(event.room, event.nick)}
+            body["values"] = dict(event.values)
+            body["subscriptions"] = list(event.subscriptions)
+            if event.ref is not None:
+                body["ref"] = event.ref
+        case events.RoomRenamed():
+            body = {"type": "rename", "room": event.old, "new": event.new, "by": event.by}
+            body["reason"] = event.reason
+        case events.MetadataChanged():
+            body = {"type": "metadata_changed", **_holder(event.room, event.nick)}
+            body.update(key=event.key, value=event.value)
         case _:
             return None
     body["id"] = event.id
     body["ts"] = timestamp(event.ts)
     return body
+
+
+def _holder(room: str | None, nick: str) -> dict[str, str]:
+    return {"room": room} if room is not None else {"name": nick}
 
 
 def _user_info(event: events.UserInfo) -> dict[str, Any]:
@@ -181,6 +199,7 @@ _LEGACY_LETTERS: dict[Mode, str] = {
     RoomList.INVITE_EXCEPTION: "I",
     RoomFlag.SECRET: "s",
     RoomFlag.PRIVATE: "p",
+    RoomFlag.NO_CTCP: "C",
     MemberStatus.OPERATOR: "o",
     MemberStatus.VOICE: "v",
     UserFlag.INVISIBLE: "i",
@@ -248,6 +267,8 @@ def _chat_line(event: events.RoomMessage | events.PrivateMessage) -> bytes | Non
     """
     if type(event.id) is not int or type(event.kind) is not str:
         return None  # e.g. a bool id would be "true" in JSON, "True" in an f-string
+    if type(event) is events.RoomMessage and event.status is not None:
+        return None  # a message to a status: the general path adds it
     ts = utctime.millis(event.ts)
     if ts is None:
         return None
@@ -358,6 +379,24 @@ def _limit(obj: dict[str, Any]) -> int | None:
     return value
 
 
+def _metadata_request(obj: dict[str, Any], ref: object) -> requests.MetadataRequest:
+    operation = _text(obj, "op", required=False) or "get"
+    if operation not in requests.METADATA_OPERATIONS:
+        raise _BadRequest(f'"op" must be one of {", ".join(requests.METADATA_OPERATIONS)}')
+    keys = obj.get("keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _BadRequest('"keys" must be a list of strings')
+    return requests.MetadataRequest(
+        operation=operation,
+        room=_optional_text(obj, "room"),
+        name=_optional_text(obj, "name"),
+        key=_text(obj, "key", required=operation == "set"),
+        value=_optional_text(obj, "value"),
+        keys=tuple(keys),
+        ref=ref,
+    )
+
+
 def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | None:
     """Requests of history, accounts and moderation."""
     match kind:
@@ -396,6 +435,8 @@ def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Reques
             if on is not None and not isinstance(on, bool):
                 raise _BadRequest('"on" must be true or false')
             return requests.AlwaysOn(on=on, ref=ref)
+        case "metadata":
+            return _metadata_request(obj, ref)
         case "topiclock":
             on = obj.get("on", True)
             if not isinstance(on, bool):
@@ -419,11 +460,15 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
                 name=_text(obj, "name"), ref=ref, password=_optional_text(obj, "password")
             )
         case "say":
+            status = _optional_text(obj, "status")
+            if status is not None and status not in ("operator", "voice"):
+                raise _BadRequest('"status" must be "operator" or "voice"')
             return requests.Say(
                 text=_text(obj, "text"),
                 room=_optional_text(obj, "room"),
                 action=_flag(obj, "action"),
                 ref=ref,
+                status=status,
             )
         case "msg":
             return requests.SendPrivate(
@@ -516,6 +561,8 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["password"] = request.password
         case requests.Say():
             body = {"type": "say", "text": request.text, "action": request.action}
+            if request.status is not None:
+                body["status"] = request.status
             if request.room is not None:
                 body["room"] = request.room
         case requests.SendPrivate():
@@ -633,6 +680,14 @@ def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
             body = {"type": "topiclock", "on": request.locked}
             if request.room is not None:
                 body["room"] = request.room
+        case requests.MetadataRequest():
+            body = {"type": "metadata", "op": request.operation}
+            optional = {"room": request.room, "name": request.name, "value": request.value}
+            body.update({k: v for k, v in optional.items() if v is not None})
+            if request.key:
+                body["key"] = request.key
+            if request.keys:
+                body["keys"] = list(request.keys)
         case _:
             # Includes `/history more`: the JSON schema has no cursor; a client continues a
             # page itself with "before" set to the oldest id it was shown.

@@ -10,9 +10,9 @@ the user's name (the classic exercise) and later lines are chat text or /command
 >>> p.registered = True
 >>> for request in p.receive_data(b"lo\\n/join dev\\n//slash\\n"):
 ...     print(request)
-Say(text='hello', room=None, action=False, ref=None)
+Say(text='hello', room=None, action=False, ref=None, status=None)
 JoinRoom(room='dev', ref=None)
-Say(text='/slash', room=None, action=False, ref=None)
+Say(text='/slash', room=None, action=False, ref=None, status=None)
 """
 
 import time
@@ -373,6 +373,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
     match event:
         case events.RoomMessage():
             where = f"[{event.room}] " if several_rooms else ""
+            if event.status is not None:
+                where += f"(to {event.status}s) "
             if event.kind == events.ACTION:
                 return f"{where}* {event.sender} {event.text}"
             if event.kind == events.NOTICE:
@@ -384,6 +386,9 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             if event.own:  # sent from another of your devices
                 return f"[private] {event.sender} -> {event.target}: {event.text}"
             return f"[private] {event.sender}: {event.text}"
+        case events.RoomRenamed():
+            why = f" ({event.reason})" if event.reason else ""
+            return f"--- {event.by} renamed {event.old} to {event.new}{why}"
         case events.Joined():
             return f"--> {event.nick} joined {event.room}"
         case events.Left():
@@ -480,6 +485,7 @@ _MODE_TEXT: dict[Mode, tuple[str, str]] = {
     RoomFlag.SECRET: ("made the room secret", "made the room public"),
     RoomFlag.PRIVATE: ("made the room private", "made the room public"),
     RoomFlag.TOPIC_LOCKED: ("locked the topic", "unlocked the topic"),
+    RoomFlag.NO_CTCP: ("blocked CTCP requests", "allowed CTCP requests"),
     RoomFlag.MODERATED: (
         "let only operators and voiced members speak",
         "let every member speak",

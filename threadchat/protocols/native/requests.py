@@ -32,6 +32,8 @@ class Say(Request):
     room: str | None = None
     action: bool = False
     ref: object = None
+    # Only the members holding this status or a higher one get it: "operator" or "voice".
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,4 +242,23 @@ class AlwaysOn(Request):
     """Turn always-on on or off (`on`), or (None) ask whether it is on."""
 
     on: bool | None = None
+    ref: object = None
+
+
+# What a `metadata` request may do (see core/metadata.py).
+METADATA_OPERATIONS = ("get", "set", "clear", "sub", "unsub")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataRequest(Request):
+    """Read (`get`), set or unset (`set`, `value` None unsets), `clear` the metadata of the
+    room `room` or the user `name` (yourself when neither), or subscribe to `keys`
+    (`sub`, `unsub`)."""
+
+    operation: str
+    room: str | None = None
+    name: str | None = None
+    key: str = ""
+    value: str | None = None
+    keys: tuple[str, ...] = ()
     ref: object = None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from threadchat.core import events, names
 from threadchat.core.events import Event
 from threadchat.core.hub import DEFAULT_ROOM, Arrival, Connection, Hub, HubError, User, check_text
+from threadchat.core.modes import MemberStatus
 from threadchat.protocols.native import commands, requests
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,14 @@ class NativeSession:
             return room
         if self.current_room is None:
             raise HubError("no_room", "you are in no room; /join ROOM first")
+        assert self.user is not None
+        if names.fold(self.current_room) not in self.user.rooms:
+            # Renamed since (Hub.rename_room): the current room follows its new name.
+            for joined in list(self.user.rooms.values()):
+                if joined.renamed_from and names.fold(joined.renamed_from) == names.fold(
+                    self.current_room
+                ):
+                    self.current_room = joined.name
         return self.current_room
 
     def _on_leave(self, request: requests.LeaveRoom) -> bool:
@@ -220,6 +229,11 @@ class NativeSession:
             raise HubError("bad_request", "empty message")
         room = request.room or self._room_or_current(None)
         kind = events.ACTION if request.action else events.TEXT
+        if request.status is not None:
+            # Not stored (see Hub.say_to_status): answered once relayed.
+            status = MemberStatus(request.status)
+            self.hub.say_to_status(self.user, room, request.text, status, kind, origin=self.conn)
+            return False
         if request.ref is None:  # the usual message: nothing to answer, no context to enter
             self.hub.say(self.user, room, request.text, kind, origin=self.conn)
             if self.reads_as_shown:
@@ -366,5 +380,6 @@ _HANDLERS.update(
         requests.Search: commands.handle_search,
         requests.MarkRead: commands.handle_mark_read,
         requests.AlwaysOn: commands.handle_always_on,
+        requests.MetadataRequest: commands.handle_metadata,
     }  # type: ignore[dict-item]
 )
