@@ -88,6 +88,11 @@ class Config:
     )
     # Storage, history, accounts, moderation, TLS (see docs/history.md).
     data_dir: str = setting("./data", "directory of the database (threadchat.db) and TLS files")
+    database_url: str = setting(
+        "",
+        "postgresql://USER@HOST:PORT/DB: keep messages, rooms and accounts in PostgreSQL "
+        "(shared by every node) instead of threadchat.db in --data-dir",
+    )
     history: bool = setting(True, "store room and private messages (--no-history: relay only)")
     history_on_join: int = setting(50, "stored messages a user is shown on joining a room")
     history_days: float = setting(0.0, "delete messages older than this many days (0: never)")

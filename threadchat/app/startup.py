@@ -34,6 +34,11 @@ class StartupError(Exception):
     """The server cannot start (unusable data directory, bad TLS files); says why."""
 
 
+class UnreachableError(StartupError):
+    """A service the server was told to use (PostgreSQL, Redis) cannot be reached or used at
+    start: `threadchat serve` exits with code 2 for it, 1 for other start-up failures."""
+
+
 @dataclass
 class Wiring:
     """What `start` opened for the server: closed again by `stop`."""
@@ -53,8 +58,10 @@ def start(config: Config, hub: Hub, stopping: threading.Event) -> Wiring:
     if config.history_on_join < 0 or config.history_days < 0:
         raise StartupError("history_on_join and history_days cannot be negative")
     try:
-        store = open_store(config.data_dir)
+        store = open_store(config.data_dir, config.database_url)
     except StoreError as problem:
+        if config.database_url:
+            raise UnreachableError(f"cannot use the database: {problem}") from problem
         raise StartupError(f"cannot use the data directory: {problem}") from problem
     wiring = Wiring(store)
     try:
@@ -77,7 +84,8 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
     except StoreError as problem:
         raise StartupError(f"cannot load rooms: {problem}") from problem
     hub.moderation = keeper
-    log.info("data directory %s: %d stored rooms", config.data_dir, loaded)
+    place = "PostgreSQL" if config.database_url else f"data directory {config.data_dir}"
+    log.info("%s: %d stored rooms", place, loaded)
     if config.history_days > 0:
         wiring.retention = Retention(store, config.history_days, stopping)
         wiring.retention.start()
