@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from threadchat.config import Config
 from threadchat.core.errors import StoreError
 from threadchat.core.hub import Hub
 from threadchat.services.accounts import ENFORCEMENT_MODES, AccountService
+from threadchat.services.cluster import BusError, RedisBus
 from threadchat.services.history import MessageLog, Retention
 from threadchat.services.moderation import RoomKeeper
 from threadchat.store import open_store
@@ -46,6 +48,7 @@ class Wiring:
     store: Store
     tls_context: ssl.SSLContext | None = None
     retention: Retention | None = None
+    bus: RedisBus | None = None
 
 
 def start(config: Config, hub: Hub, stopping: threading.Event) -> Wiring:
@@ -101,10 +104,37 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
         raise StartupError(str(problem)) from problem
     if wiring.tls_context is not None:
         log.info("TLS on every TCP listener")
+    if config.redis_url:
+        _link(config, hub, wiring)
+
+
+def _link(config: Config, hub: Hub, wiring: Wiring) -> None:
+    """Join the other nodes through Redis (last: the hub has its services by now)."""
+    if config.node_expiry <= 0:
+        raise StartupError("node_expiry must be positive")
+    if config.history and not config.database_url:
+        log.warning(
+            "several nodes with history in SQLite: each node keeps only what its own users "
+            "sent; give every node the same --database-url"
+        )
+    port = config.line_port or config.irc_port or config.web_port
+    node = config.node_name or f"{socket.gethostname()}:{port}"
+    bus = RedisBus(hub, config.redis_url, node, expiry=config.node_expiry,
+                   prefix=config.redis_prefix)  # fmt: skip
+    hub.bus = bus
+    try:
+        bus.start()
+    except BusError as problem:
+        hub.bus = None
+        raise UnreachableError(str(problem)) from problem
+    wiring.bus = bus
 
 
 def stop(wiring: Wiring, hub: Hub) -> None:
-    """Stop the retention thread and close the store."""
+    """Leave the other nodes, stop the retention thread and close the store."""
+    if wiring.bus is not None:
+        wiring.bus.stop()
+        hub.bus = None
     retention = wiring.retention
     if retention is not None and retention.is_alive():
         retention.join(RETENTION_JOIN)

@@ -7,7 +7,11 @@ the lock touches a socket: `Connection.send_bytes` only appends to a bounded out
 flush happens when the caller's delivery batch ends (see `delivery.py`).
 
 The one place where events leave the hub is `Hub._deliver` (with `_fan_out_groups`, its fast
-form for room messages); a later multi-node setup puts a message bus behind it.
+form for room messages). With several nodes (`ports.Bus`), what a local user does is also
+published once per room for the other nodes, and what they publish comes back in through
+`Hub.apply_remote`, which applies it to this node's copy of the state (the remote users are
+`User`s with no connection here, `User.node` naming their node) and hands it to the same
+fan-out, so it is encoded once per codec for the local members like any local event.
 
 A person (`User`) is separate from their connections: a user holds one or more, and every
 event the hub delivers to a user reaches each of them. Only what a connection sends itself
@@ -109,6 +113,9 @@ class User:
     # Whether they also want away, real name and account changes of the people they watch
     # when sharing no room with them (IRCv3 extended-monitor).
     watch_details: bool = False
+    # The node this person is connected to when it is another one (several nodes, see
+    # `Hub.apply_remote`): here they have no connection and nothing they do starts here.
+    node: str | None = None
 
     @property
     def key(self) -> str:
@@ -258,6 +265,8 @@ class Hub:
         self.defer_relay: Callable[[RoomRelay], bool] | None = None
         # The pipelined read every transport reads within (see `use_pipeline`).
         self.pipeline: ports.Pipeline = ports.UNPIPELINED
+        # The other nodes of the chat (services.cluster); None: this node is the whole chat.
+        self.bus: ports.Bus | None = None
 
     # -- users -----------------------------------------------------------------------------
 
@@ -274,13 +283,21 @@ class Hub:
         if self.accounts is not None:
             self.accounts.check_name(nick, identity.get("account"))
         user = User(nick=nick, connections=(conn,), keeps_member_list=keeps_member_list, **identity)
+        bus = self.bus
+        # A nick is unique across nodes: claimed in the bus's store first (outside the lock).
+        if bus is not None and not bus.claim_nick(nick):
+            raise HubError("name_in_use", f"the name {nick} is taken")
         with delivery.batch(), self._lock:
             if user.key in self._users:
+                if bus is not None:
+                    bus.release_nick(nick)
                 raise HubError("name_in_use", f"the name {nick} is taken")
             self._users[user.key] = user
             self._max_users = max(self._max_users, len(self._users))
             if user.key in self._watchers:
                 self._tell_watchers(user, online=True)
+            if bus is not None:
+                bus.publish("user", user.key, self._user_record(user))
         log.info("%s registered", nick)
         return user
 
@@ -351,6 +368,9 @@ class Hub:
         if user.key in self._watchers:
             self._tell_watchers(user, online=False)
         self._unwatch(user, list(user.watching))
+        if self.bus is not None and user.node is None:
+            self.bus.publish("quit", user.key, {"nick": user.nick, "reason": reason})
+            self.bus.release_nick(user.nick)
         return True
 
     def _remember(self, user: User, nick: str) -> None:
@@ -391,33 +411,48 @@ class Hub:
         _check_nick(new)
         if self.accounts is not None and names.fold(new) != user.key:
             self.accounts.check_name(new, user.account)
+        bus = self.bus if names.fold(new) != user.key else None
+        if bus is not None and not bus.claim_nick(new):
+            raise HubError("name_in_use", f"the name {new} is taken")
         with delivery.batch(), self._lock:
             old_key, new_key = user.key, names.fold(new)
             holder = self._users.get(new_key)
             if holder is not None and holder is not user:
+                if bus is not None:
+                    bus.release_nick(new)
                 raise HubError("name_in_use", f"the name {new} is taken")
             old = user.nick
             if old == new:
                 return
-            # A change of case only is no change of presence.
-            renamed = old_key != new_key
-            del self._users[old_key]
-            if renamed and old_key in self._watchers:
-                self._tell_watchers(user, online=False)
-            if renamed:
-                self._remember(user, old)
-            user.nick = new
-            self._users[new_key] = user
-            if renamed and new_key in self._watchers:
-                self._tell_watchers(user, online=True)
-            for room in user.rooms.values():
-                del room.members[old_key]
-                room.members[new_key] = user
-                for group in (room.operators, room.voiced):
-                    if old_key in group:
-                        group.discard(old_key)
-                        group.add(new_key)
-            self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
+            if self.bus is not None:
+                self.bus.publish("nick", old_key, {"old": old, "new": new})
+                if bus is not None:
+                    self.bus.release_nick(old)
+            self._rename(user, new)
+
+    def _rename(self, user: User, new: str) -> None:
+        """Give `user` the nick `new` and tell them and their peers (lock held, checked)."""
+        old_key, new_key = user.key, names.fold(new)
+        old = user.nick
+        # A change of case only is no change of presence.
+        renamed = old_key != new_key
+        del self._users[old_key]
+        if renamed and old_key in self._watchers:
+            self._tell_watchers(user, online=False)
+        if renamed:
+            self._remember(user, old)
+        user.nick = new
+        self._users[new_key] = user
+        if renamed and new_key in self._watchers:
+            self._tell_watchers(user, online=True)
+        for room in user.rooms.values():
+            del room.members[old_key]
+            room.members[new_key] = user
+            for group in (room.operators, room.voiced):
+                if old_key in group:
+                    group.discard(old_key)
+                    group.add(new_key)
+        self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
 
     # -- presence (IRC MONITOR; any protocol may offer it) ---------------------------------
 
@@ -567,6 +602,10 @@ class Hub:
                 ),
                 self._audience(room, user),
             )
+            if self.bus is not None:
+                record = self._user_record(user, rooms=False)
+                record.update(room=room.name, op=user.key in room.operators, owner=room.owner)
+                self.bus.publish("join", key, record)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
@@ -614,6 +653,9 @@ class Hub:
                 events.Left(room=room.name, nick=user.nick, reason=reason),
                 self._audience(room, user),
             )
+            if self.bus is not None:
+                self.bus.publish("leave", room.key, {"room": room.name, "nick": user.nick,
+                                                     "reason": reason})  # fmt: skip
             self._remove_member(room, user)
 
     def say(
@@ -681,6 +723,8 @@ class Hub:
         # Each group's appends are one C-level loop, which no other Python thread can
         # interleave, so the members of a group still see the room's messages in one order.
         self._fan_out_groups([(event, origin)], groups)
+        if self.bus is not None:
+            self.bus.publish("msg", names.fold(event.room), _message_record(event))
         if echo is not None:
             echo(event)
 
@@ -723,6 +767,12 @@ class Hub:
                     runs[-1][1].append((event, relay.origin))
             for groups, messages in runs:
                 self._fan_out_groups(messages, groups)
+            bus = self.bus
+            if bus is not None:
+                for _, messages in runs:
+                    for event, _ in messages:
+                        assert isinstance(event, events.RoomMessage)
+                        bus.publish("msg", names.fold(event.room), _message_record(event))
 
     def _room_to_speak(self, user: User, room_name: str) -> Room:
         """The room `user` may speak in now; raises HubError saying why not (lock held)."""
@@ -793,6 +843,8 @@ class Hub:
                 **stamp,
             )
             connections = recipient.connections
+            if recipient.node is not None and self.bus is not None:
+                self.bus.publish("pm", recipient.key, _message_record(event))
             if recipient is not user and len(user.connections) > 1:
                 # What a person sends, each of their devices shows, but the one it came from.
                 mine = [c for c in user.connections if c is not origin]
@@ -859,6 +911,9 @@ class Hub:
                 events.TopicChanged(room=room.name, topic=topic, by=user.nick),
                 room.members.values(),
             )
+            if self.bus is not None:
+                self.bus.publish("topic", room.key, {"room": room.name, "topic": topic,
+                                                     "by": user.nick})  # fmt: skip
         if room.persistent and self.moderation is not None:
             self.moderation.save(room)
 
@@ -977,7 +1032,8 @@ class Hub:
         user.rooms.pop(room.key, None)
         if not room.members and not room.persistent:
             del self._rooms[room.key]
-            if self.history is not None:
+            # Of several nodes, the one whose user left last ends the history.
+            if self.history is not None and user.node is None:
                 # Its history ends with it: a later room of the name must not show it.
                 self.history.room_ended(room.name)
 
@@ -1173,6 +1229,9 @@ class Hub:
             if applied:
                 event = _mode_event(user.nick, applied, room=room.name)
                 self._fan_out(event, room.members.values())
+                if self.bus is not None:
+                    self.bus.publish("modes", room.key, {"room": room.name, "by": user.nick,
+                                     "changes": [_mode_record(c) for c in applied]})  # fmt: skip
                 if self.moderation is not None:
                     for change in applied:
                         self.moderation.mode_applied(room, change)
@@ -1266,6 +1325,9 @@ class Hub:
                 raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
             event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
             self._fan_out(event, room.members.values())
+            if self.bus is not None:
+                self.bus.publish("kick", room.key, {"room": room.name, "nick": target.nick,
+                                                    "by": user.nick, "reason": reason})  # fmt: skip
             self._remove_member(room, target)
 
     def invite(self, user: User, nick: str, room_name: str) -> User:
@@ -1306,6 +1368,8 @@ class Hub:
             user.away = message
             event = events.AwayChanged(nick=user.nick, away=message)
             self._fan_out(event, self._told_of_changes(user))
+            if self.bus is not None and user.node is None:
+                self.bus.publish("user", user.key, self._user_record(user, rooms=False))
 
     def wallops(self, user: User, text: str) -> None:
         """A server operator's message to every user with the wallops flag."""
@@ -1395,6 +1459,202 @@ class Hub:
                 entries.remove(present[0])
                 return ModeChange(False, mode, present[0])
         return None
+
+    # -- several nodes: what the other nodes did (see ports.Bus) ----------------------------
+    # The other nodes publish plain data (`_user_record`, `_message_record`, ...); the bus
+    # hands it to `apply_remote` in order per room. It is applied without this node's checks
+    # (the node of the user who acted made them) and shown to the local members through the
+    # same fan-out as a local event. Remote users are `User`s with `node` set and no
+    # connection, so member lists, lookups and nick checks see them as anyone else.
+
+    def _user_record(self, user: User, *, rooms: bool = True) -> dict[str, Any]:
+        """What other nodes know of a local user (lock held)."""
+        record: dict[str, Any] = {
+            "nick": user.nick,
+            "account": user.account,
+            "realname": user.realname,
+            "username": user.username,
+            "host": user.host,
+            "away": user.away,
+        }
+        if rooms:
+            record["rooms"] = [
+                [room.name, user.key in room.operators, room.owner] for room in user.rooms.values()
+            ]
+        return record
+
+    def local_user_records(self) -> list[dict[str, Any]]:
+        """Every local user as other nodes know them, with their rooms (for the bus's
+        presence keys and a resynchronisation)."""
+        with self._lock:
+            return [self._user_record(u) for u in self._users.values() if u.node is None]
+
+    def apply_remote(self, kind: str, node: str, data: dict[str, Any]) -> None:
+        """Apply what node `node` published (see `ports.Bus`); unknown or stale data (a user
+        or room this node no longer has) is ignored, as it may arrive after a removal."""
+        if kind == "msg":
+            self._remote_room_message(data)
+            return
+        with delivery.batch(), self._lock:
+            if kind == "pm":
+                self._remote_private(data)
+            elif kind == "user":
+                ghost = self._ghost(node, data)
+                if ghost is not None:
+                    for room_name, op, owner in data.get("rooms", ()):
+                        self._remote_join(ghost, room_name, op, owner)
+            elif kind == "join":
+                ghost = self._ghost(node, data)
+                if ghost is not None:
+                    self._remote_join(ghost, data["room"], data.get("op", False), data.get("owner"))
+            elif kind == "quit":
+                ghost = self._users.get(names.fold(data["nick"]))
+                if ghost is not None and ghost.node == node:
+                    self._remove_user(ghost, data["reason"])
+            elif kind == "nick":
+                ghost = self._users.get(names.fold(data["old"]))
+                holder = self._users.get(names.fold(data["new"]))
+                if ghost is not None and ghost.node == node and holder in (None, ghost):
+                    self._rename(ghost, data["new"])
+            else:
+                self._remote_room_change(kind, node, data)
+
+    def remote_node_lost(self, node: str, reason: str = "node lost") -> int:
+        """Every user of `node` leaves, as if they had quit with `reason`; how many."""
+        with delivery.batch(), self._lock:
+            lost = [u for u in self._users.values() if u.node == node]
+            for user in lost:
+                self._remove_user(user, reason)
+        if lost:
+            log.warning("node %s lost: %d users left", node, len(lost))
+        return len(lost)
+
+    def remote_nodes(self) -> set[str]:
+        """The nodes that users here are on, besides this one."""
+        with self._lock:
+            return {u.node for u in self._users.values() if u.node is not None}
+
+    def _ghost(self, node: str, data: dict[str, Any]) -> User | None:
+        """The remote user `data` describes, made or updated (lock held); None when a
+        local user has the nick (the bus's nick claims make that a passing race)."""
+        key = names.fold(data["nick"])
+        user = self._users.get(key)
+        if user is not None and user.node is None:
+            log.warning("%s of node %s: the nick is a local user's here", data["nick"], node)
+            return None
+        if user is None:
+            user = User(nick=data["nick"], connections=(), node=node)
+            self._users[key] = user
+            if key in self._watchers:
+                self._tell_watchers(user, online=True)
+        user.node = node
+        user.account = data.get("account")
+        user.realname = data.get("realname") or ""
+        user.username = data.get("username") or ""
+        user.host = data.get("host") or ""
+        away = data.get("away")
+        if away != user.away:
+            user.away = away
+            changed = events.AwayChanged(nick=user.nick, away=away)
+            self._fan_out(changed, self._told_of_changes(user))
+        return user
+
+    def _remote_join(self, ghost: User, room_name: str, op: bool, owner: str | None) -> None:
+        key = names.fold(room_name)
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = Room(name=room_name, owner=owner)
+        if op:
+            room.operators.add(ghost.key)
+        if ghost.key in room.members:
+            return
+        room.members[ghost.key] = ghost
+        room.groups = None
+        ghost.rooms[key] = room
+        joined = events.Joined(
+            room=room.name,
+            nick=ghost.nick,
+            account=ghost.account,
+            realname=ghost.realname,
+            away=ghost.away,
+        )
+        self._fan_out(joined, self._audience(room, ghost))
+
+    def _remote_room_change(self, kind: str, node: str, data: dict[str, Any]) -> None:
+        room = self._rooms.get(names.fold(data["room"]))
+        if room is None:
+            return
+        if kind == "leave":
+            user = room.members.get(names.fold(data["nick"]))
+            if user is not None and user.node == node:
+                left = events.Left(room=room.name, nick=user.nick, reason=data["reason"])
+                self._fan_out(left, self._audience(room, user))
+                self._remove_member(room, user)
+        elif kind == "kick":
+            user = room.members.get(names.fold(data["nick"]))
+            if user is not None:
+                kicked = events.Kicked(
+                    room=room.name, nick=user.nick, by=data["by"], reason=data["reason"]
+                )
+                self._fan_out(kicked, room.members.values())
+                self._remove_member(room, user)
+        elif kind == "topic":
+            room.topic, room.topic_by, room.topic_at = data["topic"], data["by"], time.time()
+            changed = events.TopicChanged(room=room.name, topic=data["topic"], by=data["by"])
+            self._fan_out(changed, room.members.values())
+        elif kind == "modes":
+            applied = []
+            for record in data["changes"]:
+                try:
+                    change = self._apply_mode(room, _mode_from_record(record))
+                except (HubError, KeyError, ValueError):
+                    continue  # a member who left meanwhile, a mode this release lacks
+                if change is not None:
+                    applied.append(change)
+            if applied:
+                changed = _mode_event(data["by"], applied, room=room.name)
+                self._fan_out(changed, room.members.values())
+        else:
+            log.warning("unknown event %r from node %s", kind, node)
+
+    def _remote_room_message(self, data: dict[str, Any]) -> None:
+        with delivery.batch():
+            with self._lock:
+                room = self._rooms.get(names.fold(data["room"]))
+                if room is None:
+                    return
+                sender = room.members.get(names.fold(data["sender"]))
+                if sender is not None:
+                    sender.last_active = time.time()
+                event = events.RoomMessage(
+                    room=room.name,
+                    sender=data["sender"],
+                    text=data["text"],
+                    kind=data["kind"],
+                    account=data.get("account"),
+                    tags=_tags_from_record(data.get("tags")),
+                    id=data["id"],
+                    ts=data["ts"],
+                )
+                groups = _codec_groups(room)
+            # As `_relay_room`: encoded once per codec group, after the lock.
+            self._fan_out_groups([(event, None)], groups)
+
+    def _remote_private(self, data: dict[str, Any]) -> None:
+        recipient = self._users.get(names.fold(data["target"]))
+        if recipient is None or recipient.node is not None:
+            return
+        event = events.PrivateMessage(
+            sender=data["sender"],
+            target=recipient.nick,
+            text=data["text"],
+            kind=data["kind"],
+            account=data.get("account"),
+            tags=_tags_from_record(data.get("tags")),
+            id=data["id"],
+            ts=data["ts"],
+        )
+        self._deliver(event, recipient.connections)
 
     # -- the services, as every protocol reaches them (core/ports.py) -----------------------
     # Protocols and transports import no service: what they need of history, accounts,
@@ -1730,3 +1990,41 @@ def _group_by_codec(members: Iterable[User]) -> list[_CodecGroup]:
     if slow:
         groups.append(_CodecGroup(connections=slow))
     return groups
+
+
+def _message_record(event: events.RoomMessage | events.PrivateMessage) -> dict[str, Any]:
+    """A relayed message as other nodes get it: with its stored id and time."""
+    record: dict[str, Any] = {
+        "sender": event.sender,
+        "text": event.text,
+        "kind": event.kind,
+        "account": event.account,
+        "id": event.id,
+        "ts": event.ts,
+    }
+    if isinstance(event, events.RoomMessage):
+        record["room"] = event.room
+    else:
+        record["target"] = event.target
+    if event.tags:
+        record["tags"] = [list(tag) for tag in event.tags]
+    return record
+
+
+def _tags_from_record(tags: Any) -> events.ClientTags:
+    return tuple((str(name), value) for name, value in tags) if tags else ()
+
+
+# The enums a mode may be of, by name, for mode changes other nodes send.
+_MODE_KINDS: dict[str, Any] = {
+    kind.__name__: kind for kind in (RoomFlag, MemberStatus, RoomSetting, RoomList, UserFlag)
+}
+
+
+def _mode_record(change: ModeChange) -> list[Any]:
+    return [change.add, type(change.mode).__name__, change.mode.name, change.arg]
+
+
+def _mode_from_record(record: list[Any]) -> ModeChange:
+    add, kind, name, arg = record
+    return ModeChange(bool(add), _MODE_KINDS[kind][name], arg)
