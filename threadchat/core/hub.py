@@ -569,6 +569,8 @@ class Hub:
         """Put `user` in the room (created on first join, with the user as its operator)."""
         _check_room(room_name)
         created = False
+        if self.bus is not None:
+            self.bus.catch_up(names.fold(room_name))
         with delivery.batch(), self._lock:
             key = names.fold(room_name)
             room = self._rooms.get(key)

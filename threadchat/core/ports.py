@@ -252,3 +252,8 @@ class Bus(Protocol):
         """Queue an event for every other node, ordered with the others of `shard` (a folded
         room name, or a folded nick for events of a user)."""
         ...
+
+    def catch_up(self, shard: str) -> None:
+        """Wait (briefly, without the hub lock) until this node has applied every event of
+        `shard` that other nodes published before now: a join then sees the room as it is."""
+        ...

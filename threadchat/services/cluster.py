@@ -58,6 +58,8 @@ STREAM_MAXLEN = 100_000
 # Events read per XREAD, and how long it blocks (ms) before looking at `stopping` again.
 READ_COUNT = 1000
 READ_BLOCK_MS = 500
+# How long a join waits at most for its room's events to be applied (`catch_up`).
+CATCH_UP_TIMEOUT = 1.0
 # Events the publisher sends per round trip at most.
 PUBLISH_BATCH = 500
 # How often the keeper looks for lost nodes (its heartbeat is every third of the expiry).
@@ -110,6 +112,9 @@ class RedisBus:
         # Remote nodes are not judged lost before this (monotonic) time: after a start or
         # a reconnection, their heartbeats get one expiry to show up.
         self._judge_after = 0.0
+        # The last stream id each reader applied; `_advanced` is told when one moves.
+        self._positions: dict[int, str] = {}
+        self._advanced = threading.Condition()
         # Events published / applied, for logs and tests.
         self.published = 0
         self.applied = 0
@@ -146,6 +151,7 @@ class RedisBus:
             known[1],
         )
         self._spawn(self._publisher, "bus-publisher")
+        self._positions = dict(positions)
         for shard, position in positions.items():
             self._spawn(lambda s=shard, p=position: self._reader(s, p), f"bus-reader-{shard}")
         self._spawn(self._keeper, "bus-keeper")
@@ -234,6 +240,21 @@ class RedisBus:
     def publish(self, kind: str, shard: str, data: dict[str, Any]) -> None:
         self._queue.put((kind, shard, data))
 
+    def catch_up(self, shard: str) -> None:
+        number = shard_of(shard)
+        try:
+            target = self._last_id(number)
+        except redis.RedisError:
+            return  # cut off: nothing newer can be had now
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        with self._advanced:
+            while _id_after(target, self._positions.get(number, "0-0")):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("bus: shard %d not caught up within %ss", number, CATCH_UP_TIMEOUT)
+                    return
+                self._advanced.wait(remaining)
+
     # -- threads -------------------------------------------------------------------------------
 
     def _publisher(self) -> None:
@@ -313,6 +334,10 @@ class RedisBus:
                 for entry_id, fields in entries:
                     position = entry_id.decode()
                     self._apply(fields.get(b"e"))
+            if answer:
+                with self._advanced:
+                    self._positions[shard] = position
+                    self._advanced.notify_all()
 
     def _gap(self, stream: str, position: str) -> int | str:
         """After a cut: whether events after `position` are gone (0: none known lost)."""
