@@ -334,3 +334,82 @@ def test_irc_names_show_users_of_every_node(cluster: Cluster) -> None:
     assert "+bob" in names and "@ann" in names
     ann.close()
     bob.close()
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A Redis of the test's own on a free port, without persistence: `start()` starts it
+    (again, on the same port, empty); it is killed at the end."""
+    port = free_port()
+    running: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        running.append(proc)
+        client = redis.Redis(port=port, socket_connect_timeout=0.2)
+        assert wait_until(lambda: _pings(client)), "the test's Redis did not start"
+        client.close()
+        return proc
+
+    start.port = port  # type: ignore[attr-defined]
+    try:
+        yield start
+    finally:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(WAIT)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_restarted_under_traffic(cluster: Cluster) -> None:
+    with own_redis() as start_redis:
+        redis_server = start_redis()
+        url = f"redis://127.0.0.1:{start_redis.port}/0"  # type: ignore[attr-defined]
+        one = cluster.start("one", THREADCHAT_REDIS_URL=url)
+        two = cluster.start("two", THREADCHAT_REDIS_URL=url)
+        one.wait_ready()
+        two.wait_ready()
+        ann, bob = one.json("ann"), two.json("bob")
+        for client in (ann, bob):
+            client.send_json(type="join", room="r")
+            client.expect_event("who", room="r")
+        ann.expect_event("join", room="r", name="bob")
+        ann.send_json(type="say", room="r", text="before")
+        bob.expect_event("message", room="r", text="before")
+
+        redis_server.kill()
+        redis_server.wait(WAIT)
+        for client in (ann, bob):
+            assert "lost its link" in client.expect_event("notice", timeout=3 * WAIT)["text"]
+        # Each node goes on serving its own users: stored (PostgreSQL) and acknowledged.
+        ann.send_json(type="say", room="r", text="during", ref="d")
+        ann.expect_event("ok", ref="d")
+
+        start_redis()
+        for client in (ann, bob):
+            back = client.expect_event("notice", timeout=3 * WAIT)["text"]
+            assert "linked to the other servers again" in back and "Redis restarted" in back
+        # What ann's node could not publish meanwhile it held, and sends now.
+        bob.expect_event("message", room="r", text="during", timeout=2 * WAIT)
+        bob.send_json(type="say", room="r", text="after")
+        ann.expect_event("message", room="r", text="after")
+        ann.send_json(type="say", room="r", text="after too")
+        bob.expect_event("message", room="r", text="after too")
+        assert one.proc.poll() is None and two.proc.poll() is None
+        ann.close()
+        bob.close()
+    for node in (one, two):
+        node.stop()
+        assert not any("Traceback" in line for line in node.log), "".join(node.log)
+        assert any("Redis is back" in line for line in node.log)

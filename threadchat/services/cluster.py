@@ -62,13 +62,16 @@ READ_BLOCK_MS = 500
 CATCH_UP_TIMEOUT = 1.0
 # Events the publisher sends per round trip at most.
 PUBLISH_BATCH = 500
+# Events held for Redis while it is away, at most; later ones are dropped (and counted, and
+# reported when Redis is back) rather than growing memory without bound.
+MAX_UNSENT = 200_000
 # How often the keeper looks for lost nodes (its heartbeat is every third of the expiry).
 CHECK_INTERVAL = 1.0
 # Redis calls give up after this long (connect and each command, XREAD's BLOCK aside).
 SOCKET_TIMEOUT = 5.0
 # The pause after a failed Redis call, doubling up to the maximum, while Redis is away.
 BACKOFF = 0.2
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 2.0
 
 _STOP = object()
 
@@ -115,6 +118,10 @@ class RedisBus:
         # The last stream id each reader applied; `_advanced` is told when one moves.
         self._positions: dict[int, str] = {}
         self._advanced = threading.Condition()
+        # Redis's run id: a new one after a cut means Redis restarted, its streams gone.
+        self._run_id: str | None = None
+        # Events not published because Redis was away too long (see MAX_UNSENT).
+        self.dropped = 0
         # Events published / applied, for logs and tests.
         self.published = 0
         self.applied = 0
@@ -138,6 +145,7 @@ class RedisBus:
         try:
             self._client.ping()
             self._take_node_name()
+            self._run_id = self._server_run_id()
             positions = {shard: self._last_id(shard) for shard in range(SHARDS)}
             known = self._load_presence()
         except redis.RedisError as problem:
@@ -193,6 +201,9 @@ class RedisBus:
         kwargs = self._client.connection_pool.connection_kwargs
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
+    def _server_run_id(self) -> str | None:
+        return self._client.info("server").get("run_id")
+
     def _ttl(self) -> int:
         return max(1, round(self.expiry))
 
@@ -238,6 +249,9 @@ class RedisBus:
         self._queue.put(("release", nick))
 
     def publish(self, kind: str, shard: str, data: dict[str, Any]) -> None:
+        if self._queue.qsize() >= MAX_UNSENT:
+            self.dropped += 1
+            return
         self._queue.put((kind, shard, data))
 
     def catch_up(self, shard: str) -> None:
@@ -386,10 +400,27 @@ class RedisBus:
                 next_refresh = now  # try again at the next check
                 continue
             if not self._linked:
-                self._linked = True
-                self._judge_after = time.monotonic() + self.expiry
-                log.warning("bus: Redis is back; presence sent again")
-                self.hub.broadcast_notice("this server is linked to the other servers again")
+                self._relinked()
+
+    def _relinked(self) -> None:
+        """Redis answers again: say what the cut cost, as far as this node can tell."""
+        self._linked = True
+        self._judge_after = time.monotonic() + self.expiry
+        try:
+            run_id = self._server_run_id()
+        except redis.RedisError:
+            run_id = self._run_id
+        restarted = run_id != self._run_id
+        self._run_id = run_id
+        lost = []
+        if restarted:
+            lost.append("Redis restarted, so events other servers sent during the cut are lost")
+        if self.dropped:
+            lost.append(f"{self.dropped} events from here could not be sent")
+            self.dropped = 0
+        gap = "; ".join(lost) or "what was sent meanwhile is caught up"
+        log.warning("bus: Redis is back; presence sent again; %s", gap)
+        self.hub.broadcast_notice(f"this server is linked to the other servers again ({gap})")
 
     def _refresh(self, *, relinking: bool = False) -> None:
         """The heartbeat and the local users' presence keys, set again. When the heartbeat
