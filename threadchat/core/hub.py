@@ -540,6 +540,8 @@ class Hub:
             user.realname = realname
             event = events.RealnameChanged(nick=user.nick, realname=realname)
             self._fan_out(event, [user, *self._told_of_changes(user)])
+            if self.bus is not None and user.node is None:
+                self.bus.publish("user", user.key, self._user_record(user, rooms=False))
 
     def set_account(self, user: User, account: str | None) -> None:
         """`user` is now logged in to `account` (None: logged out); their peers are told.
@@ -550,6 +552,8 @@ class Hub:
             user.account = account
             event = events.AccountChanged(nick=user.nick, account=account)
             self._fan_out(event, self._told_of_changes(user))
+            if self.bus is not None and user.node is None:
+                self.bus.publish("user", user.key, self._user_record(user, rooms=False))
 
     def find_user(self, nick: str) -> User | None:
         with self._lock:
@@ -719,14 +723,15 @@ class Hub:
             user.last_active = time.time()
             event = _room_message(room, user, text, kind, stamp, tags)
             groups = _codec_groups(room)
+            if self.bus is not None:
+                # Under the lock: the other nodes get a room's messages in the hub's order.
+                self.bus.publish("msg", room.key, _message_record(event))
         # Encoding and fan-out run after the hub lock is released: the lock then covers only
         # the checks above (a few microseconds), where holding it through the fan-out was
         # measured to keep readers queueing on it and handing the GIL back and forth.
         # Each group's appends are one C-level loop, which no other Python thread can
         # interleave, so the members of a group still see the room's messages in one order.
         self._fan_out_groups([(event, origin)], groups)
-        if self.bus is not None:
-            self.bus.publish("msg", names.fold(event.room), _message_record(event))
         if echo is not None:
             echo(event)
 
@@ -763,18 +768,14 @@ class Hub:
                     if room is None:
                         continue
                     event = _room_message(room, user, relay.text, relay.kind, stamp, relay.tags)
+                    if self.bus is not None:
+                        self.bus.publish("msg", room.key, _message_record(event))
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
                         last_room = room
                     runs[-1][1].append((event, relay.origin))
             for groups, messages in runs:
                 self._fan_out_groups(messages, groups)
-            bus = self.bus
-            if bus is not None:
-                for _, messages in runs:
-                    for event, _ in messages:
-                        assert isinstance(event, events.RoomMessage)
-                        bus.publish("msg", names.fold(event.room), _message_record(event))
 
     def _room_to_speak(self, user: User, room_name: str) -> Room:
         """The room `user` may speak in now; raises HubError saying why not (lock held)."""
@@ -1345,16 +1346,22 @@ class Hub:
                 raise HubError("not_operator", f"only operators invite to {room.name}")
             room.invited.add(target.key)
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
-            # The members who could have invited too learn of it (all in an open room).
-            invite_only = RoomFlag.INVITE_ONLY in room.flags
-            told = [
-                m
-                for m in room.members.values()
-                if m is not user and (not invite_only or self.may_moderate(m, room))
-            ]
-            notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
-            self._fan_out(notice, told)
+            if self.bus is not None:
+                self.bus.publish("invite", room.key, {"room": room.name, "nick": target.nick,
+                                                      "by": user.nick})  # fmt: skip
+            self._tell_invited(user, room, target)
             return target
+
+    def _tell_invited(self, user: User, room: Room, target: User) -> None:
+        """The members who could have invited too learn of it (all in an open room)."""
+        invite_only = RoomFlag.INVITE_ONLY in room.flags
+        told = [
+            m
+            for m in room.members.values()
+            if m is not user and (not invite_only or self.may_moderate(m, room))
+        ]
+        notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
+        self._fan_out(notice, told)
 
     def set_away(self, user: User, message: str | None) -> None:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
@@ -1396,6 +1403,9 @@ class Hub:
             if target is None:
                 raise HubError("no_such_nick", f"there is nobody called {nick}")
             self._fan_out(events.Killed(nick=target.nick, by=user.nick, reason=reason), [target])
+            if target.node is not None and self.bus is not None:
+                self.bus.publish("kill", target.key, {"nick": target.nick, "by": user.nick,
+                                                      "reason": reason})  # fmt: skip
             return target
 
     def _room_state(self, room: Room, members: Iterable[User] | None = None) -> "RoomState":
@@ -1497,9 +1507,16 @@ class Hub:
         if kind == "msg":
             self._remote_room_message(data)
             return
+        doomed: list[tuple[User, str]] = []
         with delivery.batch(), self._lock:
             if kind == "pm":
                 self._remote_private(data)
+            elif kind == "kill":
+                victim = self._users.get(names.fold(data["nick"]))
+                if victim is not None and victim.node is None:
+                    killed = events.Killed(nick=victim.nick, by=data["by"], reason=data["reason"])
+                    self._fan_out(killed, [victim])
+                    doomed = [(victim, f"Killed ({data['by']} ({data['reason']}))")]
             elif kind == "user":
                 ghost = self._ghost(node, data)
                 if ghost is not None:
@@ -1520,6 +1537,12 @@ class Hub:
                     self._rename(ghost, data["new"])
             else:
                 self._remote_room_change(kind, node, data)
+        # As a local KILL: the transport ends the connections (outside the hub lock).
+        for victim, reason in doomed:
+            for conn in victim.connections:
+                abort = getattr(conn, "abort", None)
+                if abort is not None:
+                    abort(reason)
 
     def remote_node_lost(self, node: str, reason: str = "node lost") -> int:
         """Every user of `node` leaves, as if they had quit with `reason`; how many."""
@@ -1550,8 +1573,15 @@ class Hub:
             if key in self._watchers:
                 self._tell_watchers(user, online=True)
         user.node = node
-        user.account = data.get("account")
-        user.realname = data.get("realname") or ""
+        account, realname = data.get("account"), data.get("realname") or ""
+        if account != user.account:
+            user.account = account
+            changed_account = events.AccountChanged(nick=user.nick, account=account)
+            self._fan_out(changed_account, self._told_of_changes(user))
+        if realname != user.realname:
+            user.realname = realname
+            renamed = events.RealnameChanged(nick=user.nick, realname=realname)
+            self._fan_out(renamed, self._told_of_changes(user))
         user.username = data.get("username") or ""
         user.host = data.get("host") or ""
         away = data.get("away")
@@ -1600,6 +1630,15 @@ class Hub:
                 )
                 self._fan_out(kicked, room.members.values())
                 self._remove_member(room, user)
+        elif kind == "invite":
+            target = self._users.get(names.fold(data["nick"]))
+            by = self._users.get(names.fold(data["by"]))
+            if target is not None and by is not None:
+                room.invited.add(target.key)
+                if target.node is None:
+                    invited = events.Invited(room=room.name, nick=target.nick, by=by.nick)
+                    self._fan_out(invited, [target])
+                self._tell_invited(by, room, target)
         elif kind == "topic":
             room.topic, room.topic_by, room.topic_at = data["topic"], data["by"], time.time()
             changed = events.TopicChanged(room=room.name, topic=data["topic"], by=data["by"])

@@ -295,10 +295,11 @@ class RedisBus:
                 self._send(pending)
                 pending = []
                 backoff = BACKOFF
-            except redis.RedisError as problem:
+            except Exception as problem:  # RedisError, or a socket error it did not wrap
                 # Kept, in order, and sent again once Redis is back: nothing is reordered.
                 log.warning("bus: cannot publish %d events: %s", len(pending), problem)
-                if stopping:
+                if self._stopping.is_set():
+                    log.error("bus: %d events not published: stopping", len(pending))
                     return
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -326,7 +327,7 @@ class RedisBus:
                 answer = self._reader_client.xread(
                     {stream: position}, count=READ_COUNT, block=READ_BLOCK_MS
                 )
-            except redis.RedisError as problem:
+            except Exception as problem:  # RedisError, or a socket error it did not wrap
                 if cut_off_at is None:
                     cut_off_at = time.monotonic()
                     log.warning("bus: shard %d cut off from Redis: %s", shard, problem)
@@ -389,7 +390,7 @@ class RedisBus:
                     self._refresh()
                     next_refresh = now + interval
                 self._find_lost_nodes()
-            except redis.RedisError as problem:
+            except Exception as problem:  # RedisError, or a socket error it did not wrap
                 if self._linked:
                     self._linked = False
                     log.error("bus: lost Redis (%s); serving local users only", problem)
