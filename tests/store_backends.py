@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from threadchat.store.base import Store
 
@@ -102,6 +103,13 @@ def backend_of(kind: str, tmp_path: Path) -> Iterator[Backend]:
         return
     with postgres_database() as url:
         yield PostgresBackend(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each backend in turn (import this fixture into a test module to use it)."""
+    with backend_of(request.param, tmp_path) as where:
+        yield where
 
 
 def open_child_store(kind: str, location: str) -> Store:

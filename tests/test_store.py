@@ -21,7 +21,11 @@ from typing import Any
 
 import pytest
 from conftest import writer_held
-from store_backends import Backend, PostgresBackend, backend_of, postgres_database
+from store_backends import (
+    Backend,
+    PostgresBackend,
+    postgres_database,
+)
 
 from threadchat.core.errors import StoreError
 from threadchat.core.history import MAX_HISTORY_LIMIT, HistoryQuery, Ref
@@ -41,12 +45,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EVIL = "x'); DROP TABLE messages; --\"\\%_*?[]"
 # Legal in a JSON string, but not encodable as UTF-8: SQLite cannot take it.
 LONE_SURROGATE = "hi \ud800"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_of(request.param, tmp_path) as where:
-        yield where
 
 
 @pytest.fixture
