@@ -8,6 +8,7 @@ delivery's latency, apart for receivers on the sender's node (local) and on anot
 (cross-node): the difference is what the bus adds. CPU per node is read from /proc.
 
     python -m bench.cluster_bench [--nodes 1,2,3] [--clients 300] [--rate 40] [--seconds 5]
+    python -m bench.cluster_bench --held 256   # connections held by 3 nodes with that fd limit
 
 Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (user postgres, trust), as on
 every machine of this project. Prints a table and appends one JSON line per node count to
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import selectors
 import socket
 import statistics
@@ -52,8 +54,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def start_node(name: str, prefix: str, database: str, tmp: Path) -> tuple[subprocess.Popen, int]:
+def start_node(
+    name: str, prefix: str, database: str, tmp: Path, nofile: int | None = None
+) -> tuple[subprocess.Popen, int]:
+    """A node; with `nofile`, its open-file limit (soft and hard) is that."""
     port = free_port()
+
+    def limit_files() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     workdir = tmp / name
     workdir.mkdir(parents=True)
     env = {
@@ -77,6 +87,7 @@ def start_node(name: str, prefix: str, database: str, tmp: Path) -> tuple[subpro
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=limit_files,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -179,6 +190,51 @@ def run(nodes: int, clients: int, rate: float, seconds: float) -> dict[str, Any]
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
+def held(nodes: int, nofile: int) -> dict[str, Any]:
+    """Connect registered clients to each node (each limited to `nofile` open files) until
+    it refuses one: how many the nodes hold together, against one process's limit."""
+    prefix = f"cluster-bench-{uuid.uuid4().hex[:10]}"
+    database = f"threadchat_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')  # type: ignore[arg-type]
+    tmp = Path(f"/tmp/{prefix}")
+    procs: list[tuple[subprocess.Popen, int]] = []
+    sockets: list[socket.socket] = []
+    per_node: list[int] = []
+    try:
+        procs = [
+            start_node(f"n{i}", prefix, f"{POSTGRES}/{database}", tmp, nofile) for i in range(nodes)
+        ]
+        for i, (_, port) in enumerate(procs):
+            count = 0
+            while count < nofile:  # a node cannot hold more than its limit
+                try:
+                    sockets.append(hello(port, f"u{i}x{count}"))
+                except (RuntimeError, OSError):
+                    break
+                count += 1
+            per_node.append(count)
+        return {"nodes": nodes, "nofile_per_node": nofile, "held": per_node,
+                "held_total": sum(per_node)}  # fmt: skip
+    finally:
+        for sock in sockets:
+            sock.close()
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        client = redis.Redis.from_url(REDIS)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
 def read_all(
     receivers: list[tuple[socket.socket, int]],
     latencies: dict[str, list[float]],
@@ -216,7 +272,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--rate", type=float, default=40.0, help="messages/s per sender")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--held", type=int, default=0, help="open-file limit per node")
     args = parser.parse_args()
+    if args.held:
+        row = held(3, args.held)
+        print(json.dumps(row))
+        with RESULTS.open("a") as out:
+            out.write(json.dumps({**row, "time": time.time(), "host": platform.node()}) + "\n")
+        return
     rows = [run(int(n), args.clients, args.rate, args.seconds) for n in args.nodes.split(",")]
     for row in rows:
         print(json.dumps(row))

@@ -8,6 +8,7 @@ end), so parallel runs never see each other's nodes, users or messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -25,8 +26,11 @@ from store_backends import postgres_database
 from test_config_and_process import free_port
 from test_shared_rules import irc_join
 
+from threadchat.app.server import Server
 from threadchat.core.history import HistoryQuery
+from threadchat.core.hub import node_shard
 from threadchat.protocols.irc.wire import parse
+from threadchat.services.cluster import shard_of
 from threadchat.store.postgres import PostgresStore
 
 REDIS_URL = os.environ.get("THREADCHAT_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -428,3 +432,34 @@ def test_redis_restarted_under_traffic(cluster: Cluster) -> None:
         node.stop()
         assert not any("Traceback" in line for line in node.log), "".join(node.log)
         assert any("Redis is back" in line for line in node.log)
+
+
+def test_a_user_whose_quit_never_came_is_dropped_as_gone(
+    make_server: Callable[..., Server],
+) -> None:
+    # Another node, played by the test at the level of Redis: alive (its heartbeat is set),
+    # it announces a user but never claimed the nick (as if the quit had been overtaken).
+    prefix = f"threadchat-test-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        server = make_server(redis_url=REDIS_URL, redis_prefix=prefix, node_name="real",
+                             node_expiry=EXPIRY, history=False)  # fmt: skip
+        bob = JsonClient(server.listener("line").port)
+        bob.send_json(type="hello", name="bob")
+        bob.expect_event("who", room="lobby")
+        client.set(f"{prefix}:node:{{phantom}}", "1", ex=30)
+        record = {"nick": "ghosty", "rooms": [["lobby", False, None]]}
+        stream = f"{prefix}:events:{{s{shard_of(node_shard('phantom'))}}}"
+        client.xadd(stream, {"e": json.dumps(["phantom", "user", record])})
+        bob.expect_event("join", room="lobby", name="ghosty")
+        left_at = time.monotonic()
+        quit_event = bob.expect_event("quit", name="ghosty", timeout=EXPIRY * 2 + WAIT)
+        assert quit_event["reason"] == "gone"
+        # Two checks a third of the expiry apart, not sooner: a rename is not a quit.
+        assert time.monotonic() - left_at >= EXPIRY / 3
+        bob.close()
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -297,7 +297,7 @@ class Hub:
             if user.key in self._watchers:
                 self._tell_watchers(user, online=True)
             if bus is not None:
-                bus.publish("user", user.key, self._user_record(user))
+                bus.publish("user", node_shard(bus.node), self._user_record(user))
         log.info("%s registered", nick)
         return user
 
@@ -369,7 +369,8 @@ class Hub:
             self._tell_watchers(user, online=False)
         self._unwatch(user, list(user.watching))
         if self.bus is not None and user.node is None:
-            self.bus.publish("quit", user.key, {"nick": user.nick, "reason": reason})
+            self.bus.publish("quit", node_shard(self.bus.node), {"nick": user.nick,
+                                                                  "reason": reason})  # fmt: skip
             self.bus.release_nick(user.nick)
         return True
 
@@ -415,7 +416,7 @@ class Hub:
         if bus is not None and not bus.claim_nick(new):
             raise HubError("name_in_use", f"the name {new} is taken")
         with delivery.batch(), self._lock:
-            old_key, new_key = user.key, names.fold(new)
+            new_key = names.fold(new)
             holder = self._users.get(new_key)
             if holder is not None and holder is not user:
                 if bus is not None:
@@ -425,7 +426,7 @@ class Hub:
             if old == new:
                 return
             if self.bus is not None:
-                self.bus.publish("nick", old_key, {"old": old, "new": new})
+                self.bus.publish("nick", node_shard(self.bus.node), {"old": old, "new": new})
                 if bus is not None:
                     self.bus.release_nick(old)
             self._rename(user, new)
@@ -541,7 +542,8 @@ class Hub:
             event = events.RealnameChanged(nick=user.nick, realname=realname)
             self._fan_out(event, [user, *self._told_of_changes(user)])
             if self.bus is not None and user.node is None:
-                self.bus.publish("user", user.key, self._user_record(user, rooms=False))
+                self.bus.publish("user", node_shard(self.bus.node),
+                                 self._user_record(user, rooms=False))  # fmt: skip
 
     def set_account(self, user: User, account: str | None) -> None:
         """`user` is now logged in to `account` (None: logged out); their peers are told.
@@ -553,7 +555,8 @@ class Hub:
             event = events.AccountChanged(nick=user.nick, account=account)
             self._fan_out(event, self._told_of_changes(user))
             if self.bus is not None and user.node is None:
-                self.bus.publish("user", user.key, self._user_record(user, rooms=False))
+                self.bus.publish("user", node_shard(self.bus.node),
+                                 self._user_record(user, rooms=False))  # fmt: skip
 
     def find_user(self, nick: str) -> User | None:
         with self._lock:
@@ -847,7 +850,7 @@ class Hub:
             )
             connections = recipient.connections
             if recipient.node is not None and self.bus is not None:
-                self.bus.publish("pm", recipient.key, _message_record(event))
+                self.bus.publish("pm", node_shard(recipient.node), _message_record(event))
             if recipient is not user and len(user.connections) > 1:
                 # What a person sends, each of their devices shows, but the one it came from.
                 mine = [c for c in user.connections if c is not origin]
@@ -1378,7 +1381,8 @@ class Hub:
             event = events.AwayChanged(nick=user.nick, away=message)
             self._fan_out(event, self._told_of_changes(user))
             if self.bus is not None and user.node is None:
-                self.bus.publish("user", user.key, self._user_record(user, rooms=False))
+                self.bus.publish("user", node_shard(self.bus.node),
+                                 self._user_record(user, rooms=False))  # fmt: skip
 
     def wallops(self, user: User, text: str) -> None:
         """A server operator's message to every user with the wallops flag."""
@@ -1404,8 +1408,8 @@ class Hub:
                 raise HubError("no_such_nick", f"there is nobody called {nick}")
             self._fan_out(events.Killed(nick=target.nick, by=user.nick, reason=reason), [target])
             if target.node is not None and self.bus is not None:
-                self.bus.publish("kill", target.key, {"nick": target.nick, "by": user.nick,
-                                                      "reason": reason})  # fmt: skip
+                self.bus.publish("kill", node_shard(target.node), {"nick": target.nick,
+                                 "by": user.nick, "reason": reason})  # fmt: skip
             return target
 
     def _room_state(self, room: Room, members: Iterable[User] | None = None) -> "RoomState":
@@ -1553,6 +1557,19 @@ class Hub:
         if lost:
             log.warning("node %s lost: %d users left", node, len(lost))
         return len(lost)
+
+    def remote_users(self) -> list[tuple[str, str]]:
+        """(nick, node) of every user of another node known here."""
+        with self._lock:
+            return [(u.nick, u.node) for u in self._users.values() if u.node is not None]
+
+    def remote_user_gone(self, nick: str, node: str, reason: str) -> bool:
+        """A user of `node` whose quit never arrived (or was overtaken) leaves here."""
+        with delivery.batch(), self._lock:
+            user = self._users.get(names.fold(nick))
+            if user is None or user.node != node:
+                return False
+            return self._remove_user(user, reason)
 
     def remote_nodes(self) -> set[str]:
         """The nodes that users here are on, besides this one."""
@@ -2031,6 +2048,12 @@ def _group_by_codec(members: Iterable[User]) -> list[_CodecGroup]:
     if slow:
         groups.append(_CodecGroup(connections=slow))
     return groups
+
+
+def node_shard(node: str) -> str:
+    """The bus shard of a node's user events (presence, nick, quit; private messages and kills
+    to its users): one stream, so another node applies them in the order they happened."""
+    return f"node {node}"
 
 
 def _message_record(event: events.RoomMessage | events.PrivateMessage) -> dict[str, Any]:

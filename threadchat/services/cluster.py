@@ -9,9 +9,10 @@ same per-codec encoding as a local event.
 Key layout (every key begins with `--redis-prefix`, so that one Redis serves several chats
 or test runs; `{...}` is a Redis Cluster hash tag):
 - `P:events:{sN}`: the event streams, `SHARDS` of them. A room's events all go to the stream
-  of its folded name's shard, a user's own events (presence, nick, quit) to its nick's, so
-  order within a room holds (one stream is totally ordered) while the load spreads over
-  `SHARDS` keys, hence over the masters of a Redis Cluster. Each is one key read by one
+  of its folded name's shard, the events of a node's users (presence, nick, quit; private
+  messages and kills to them) to the shard of the node's name, so order within a room
+  holds (one stream is totally ordered) while the load spreads over `SHARDS` keys, hence
+  over the masters of a Redis Cluster. Each is one key read by one
   thread, so no command ever spans two hash slots.
 - `P:node:{NAME}`: the node's heartbeat, a key with a time to live of `--node-expiry`
   seconds that the node sets again every third of it. A node whose key is gone is lost:
@@ -44,7 +45,7 @@ from typing import Any
 import redis
 
 from threadchat.core.errors import StoreError
-from threadchat.core.hub import Hub
+from threadchat.core.hub import Hub, node_shard
 from threadchat.core.names import fold
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ class RedisBus:
         self._run_id: str | None = None
         # Events not published because Redis was away too long (see MAX_UNSENT).
         self.dropped = 0
+        # Users of other nodes whose nick key was missing at the last check (`_reconcile`).
+        self._suspects: set[tuple[str, str]] = set()
         # Events published / applied, for logs and tests.
         self.published = 0
         self.applied = 0
@@ -388,6 +391,7 @@ class RedisBus:
             try:
                 if now >= next_refresh:
                     self._refresh()
+                    self._reconcile()
                     next_refresh = now + interval
                 self._find_lost_nodes()
             except Exception as problem:  # RedisError, or a socket error it did not wrap
@@ -437,7 +441,35 @@ class RedisBus:
         if previous is None or relinking or not self._linked:
             self._judge_after = time.monotonic() + self.expiry
             for record in records:
-                self.publish("user", fold(record["nick"]), record)
+                self.publish("user", node_shard(self.node), record)
+
+    def _reconcile(self) -> None:
+        """Users of other nodes whose nick key is gone, or another user's now, at two checks
+        in a row leave here with the reason `gone`: their quit was overtaken by an event of
+        theirs in another stream, or lost in a cut. (Twice, so that a rename, which gives
+        the old key up just before its event arrives, is not taken for a quit.) The users of
+        lost nodes are left to `_find_lost_nodes`, which says `node lost`."""
+        users = self.hub.remote_users()
+        if not users:
+            self._suspects = set()
+            return
+        nodes = sorted({node for _, node in users})
+        pipe = self._client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(self._node_key(node))
+        for nick, _ in users:
+            pipe.get(self._nick_key(nick))
+        answers = pipe.execute()
+        alive = {node for node, up in zip(nodes, answers[: len(nodes)], strict=True) if up}
+        suspects = set()
+        for (nick, node), raw in zip(users, answers[len(nodes) :], strict=True):
+            if node in alive and _owner(raw) != node:
+                suspects.add((nick, node))
+        gone = suspects & self._suspects
+        for nick, node in gone:
+            if self.hub.remote_user_gone(nick, node, "gone"):
+                log.info("bus: %s of node %s was gone; removed here", nick, node)
+        self._suspects = suspects - gone
 
     def _find_lost_nodes(self) -> None:
         if time.monotonic() < self._judge_after:
@@ -458,6 +490,16 @@ class RedisBus:
         for node, alive in zip(nodes, alive_nodes, strict=True):
             if not alive:
                 self.hub.remote_node_lost(node, "node lost")
+
+
+def _owner(raw: bytes | None) -> str | None:
+    """The node a nick key's value names (None: no key, or not ours to read)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw).get("node")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _id_after(a: str, b: str) -> bool:
