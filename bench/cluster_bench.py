@@ -100,11 +100,13 @@ def start_node(
     raise RuntimeError(f"node {name} did not start")
 
 
-def hello(port: int, name: str) -> socket.socket:
+def hello(port: int, name: str, until: bytes = b'"type":"who"') -> socket.socket:
+    """A registered JSON client, once it has seen `until` (by default the lobby's members;
+    a quiet lobby, over --quiet-room-size, shows only a count)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(json.dumps({"type": "hello", "name": name}).encode() + b"\n")
     buffer = b""
-    while b'"type":"who"' not in buffer:
+    while until not in buffer:
         chunk = sock.recv(65536)
         if not chunk:
             raise RuntimeError(f"{name} refused: {buffer[-300:]!r}")
@@ -209,8 +211,9 @@ def held(nodes: int, nofile: int) -> dict[str, Any]:
             count = 0
             while count < nofile:  # a node cannot hold more than its limit
                 try:
-                    sockets.append(hello(port, f"u{i}x{count}"))
-                except (RuntimeError, OSError):
+                    sockets.append(hello(port, f"u{i}x{count}", b'"type":"welcome"'))
+                except (RuntimeError, OSError) as problem:
+                    print(f"node {i} refused client {count + 1}: {problem}", file=sys.stderr)
                     break
                 count += 1
             per_node.append(count)
