@@ -32,6 +32,7 @@ from threadchat.core.history import MAX_HISTORY_LIMIT, HistoryQuery, Ref
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
+    AlwaysOnRecord,
     NewMessage,
     PartlyStored,
     RoomRecord,
@@ -771,3 +772,35 @@ def test_postgres_writer_reconnects_after_losing_its_connection(
         assert texts(s.room_history("r", HistoryQuery.latest(5)))[0] == "before"
     finally:
         s.close()
+
+
+def test_read_markers_only_move_forward(store: Store) -> None:
+    assert store.read_markers("alice") == {}
+    assert store.set_read_marker("Alice", "#Dev", 1000) == 1000
+    assert store.set_read_marker("alice", "#dev", 500) == 1000  # never back
+    assert store.set_read_marker("alice", "@Bob", 700) == 700
+    assert store.set_read_marker("bob", "#dev", 10) == 10
+    assert store.read_markers("ALICE") == {"#dev": 1000, "@bob": 700}
+    assert store.read_markers("bob") == {"#dev": 10}
+
+
+def test_always_on_accounts_and_their_rooms(backend: Backend) -> None:
+    with backend.open() as s:
+        wait_for(s.save_always_on("Alice", "alice_", ["#Dev", "#ops", "#dev"]), 5)
+        wait_for(s.always_on_room("alice", "#new", joined=True), 5)
+        wait_for(s.always_on_room("alice", "#OPS", joined=False), 5)
+        # Only an always-on account's rooms are kept.
+        wait_for(s.always_on_room("bob", "#dev", joined=True), 5)
+        wait_for(s.save_always_on("carol", "carol", []), 5)
+        wait_for(s.always_on_seen("alice", 1234, 56), 5)
+    with backend.open() as s:  # it survives a restart
+        records = s.load_always_on()
+        assert records == [
+            AlwaysOnRecord("Alice", "alice_", 1234, 56, ("#Dev", "#new")),
+            AlwaysOnRecord("carol", "carol", None, None, ()),
+        ]
+        # Saving again replaces the nick and rooms, and keeps when it was last seen.
+        wait_for(s.save_always_on("alice", "alice", ["#x"]), 5)
+        wait_for(s.always_on_seen("carol", None, None), 5)
+        wait_for(s.delete_always_on("CAROL"), 5)
+        assert s.load_always_on() == [AlwaysOnRecord("alice", "alice", 1234, 56, ("#x",))]

@@ -2004,7 +2004,7 @@ class Hub:
                 )
                 groups = _codec_groups(room)
             # As `_relay_room`: encoded once per codec group, after the lock.
-            self._fan_out_groups([(event, None)], groups)
+            self._fan_out_groups([(event, None, ())], groups)
 
     def _remote_private(self, data: dict[str, Any]) -> None:
         recipient = self._users.get(names.fold(data["target"]))

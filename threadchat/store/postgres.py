@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,9 +47,11 @@ from psycopg import conninfo
 from threadchat.core.errors import StoreError
 from threadchat.core.history import HistoryQuery, Ref, clamp_limit
 from threadchat.core.names import fold
+from threadchat.core.search import SearchQuery
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
+    AlwaysOnRecord,
     NewMessage,
     PartlyStored,
     RoomRecord,
@@ -96,6 +99,29 @@ _INSERT = (
     " text, action, n)"
 )
 _INSERT_COLUMNS = 10
+
+
+# What PostgreSQL's search takes as one word: a run of letters and digits (the split of the
+# indexed text, `postgres_schema.py` v2; the underscore splits too, as in SQLite's index).
+_SEARCH_WORD = re.compile(r"[^\W_]+")
+
+
+def tsquery_of(terms: Sequence[tuple[str, bool]]) -> str:
+    """The `to_tsquery` text of a search's terms (`SearchQuery.terms`): every term must
+    match, a phrase's words in a row, a prefix term by its start. Each word is a quoted
+    literal of letters and digits only, so nothing a user typed is tsquery syntax; the
+    configuration then lowers and unaccents it as it did the indexed text. Empty if no
+    term has a word."""
+    parts = []
+    for term, prefix in terms:
+        words = _SEARCH_WORD.findall(term)
+        if not words:
+            continue
+        quoted = [f"'{word}'" for word in words]
+        if prefix:
+            quoted[-1] += ":*"  # FTS5's "a b"*: the phrase's last word is the prefix
+        parts.append(f"({' <-> '.join(quoted)})")
+    return " & ".join(parts)
 
 
 def _now_ms() -> int:
@@ -591,6 +617,153 @@ class PostgresStore:
         found = [item for item in latest if after_ts < item[2] < before_ts]
         found.sort(key=lambda item: item[2])
         return found[:limit]
+
+    def search(
+        self, query: SearchQuery, rooms: Sequence[str], account: str | None
+    ) -> list[StoredMessage]:
+        # The asker's scope exactly as SQLiteStore.search builds it.
+        scopes, args = [], []
+        keys = sorted({fold(room) for room in rooms})
+        if query.room is not None:
+            keys = [key for key in keys if key == fold(query.room)]
+        if query.peer is not None:
+            keys = []
+            if account:
+                scopes.append("pair_lo = %s AND pair_hi = %s")
+                args += sorted((fold(account), fold(query.peer)))
+        elif account and query.room is None:
+            scopes.append("pair_lo = %s OR pair_hi = %s")
+            args += [fold(account)] * 2
+        if keys:
+            scopes.append("room_key = ANY(%s::text[])")
+            args.append(keys)
+        match = tsquery_of(query.terms)
+        if not scopes or not match:
+            return []
+        sql = (
+            f"SELECT {_COLUMNS} FROM messages"
+            " WHERE search_vector @@ to_tsquery('threadchat_search', %s)"
+            f" AND ({' OR '.join(f'({s})' for s in scopes)})"
+        )
+        args.insert(0, match)
+        if query.sender is not None:
+            # SQLite's COLLATE NOCASE: ASCII letters only, as nicks and accounts are.
+            sql += (
+                ' AND (lower(sender COLLATE "C") = lower(%s COLLATE "C")'
+                ' OR lower(sender_account COLLATE "C") = lower(%s COLLATE "C"))'
+            )
+            args += [query.sender, query.sender]
+        if query.before_ts is not None:
+            sql += " AND ts < %s"
+            args.append(query.before_ts)
+        if query.after_ts is not None:
+            sql += " AND ts > %s"
+            args.append(query.after_ts)
+        sql += " ORDER BY id DESC LIMIT %s"
+        args.append(query.limit)
+        return [_row_to_message(r) for r in self._query(sql, args)]
+
+    # --- read markers and always-on accounts --------------------------------------------------
+
+    def set_read_marker(self, account: str, target: str, read_ts: int) -> int:
+        key, target_key = fold(account), fold(target)
+
+        def upsert(conn: psycopg.Connection) -> int:
+            # One statement: the marker only moves forward, and every node sees the same row.
+            row = conn.execute(
+                "INSERT INTO read_markers (account_key, target_key, read_ts) VALUES (%s, %s, %s)"
+                " ON CONFLICT (account_key, target_key)"
+                " DO UPDATE SET read_ts = GREATEST(read_markers.read_ts, excluded.read_ts)"
+                " RETURNING read_ts",
+                (key, target_key, read_ts),
+            ).fetchone()
+            assert row is not None  # an upsert always returns its row
+            return int(row[0])
+
+        return self._submit(upsert, None)
+
+    def read_markers(self, account: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT target_key, read_ts FROM read_markers WHERE account_key = %s", (fold(account),)
+        )
+        return {target: ts for target, ts in rows}
+
+    def save_always_on(self, account: str, nick: str, rooms: Sequence[str]) -> Future[None]:
+        key = fold(account)
+        rows = [(key, fold(room), room) for room in rooms]
+
+        def save(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "INSERT INTO always_on (account_key, account, nick, last_seen_ts, last_seen_id)"
+                " VALUES (%s, %s, %s, NULL, NULL) ON CONFLICT (account_key)"
+                " DO UPDATE SET account = excluded.account, nick = excluded.nick",
+                (key, account, nick),
+            )
+            conn.execute("DELETE FROM always_on_rooms WHERE account_key = %s", (key,))
+            conn.cursor().executemany(
+                "INSERT INTO always_on_rooms (account_key, room_key, room)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+        return self._enqueue(save)
+
+    def always_on_room(self, account: str, room: str, *, joined: bool) -> Future[None]:
+        key = fold(account)
+
+        def change(conn: psycopg.Connection) -> None:
+            if joined:
+                conn.execute(
+                    "INSERT INTO always_on_rooms (account_key, room_key, room)"
+                    " SELECT %s, %s, %s WHERE EXISTS"
+                    " (SELECT 1 FROM always_on WHERE account_key = %s) ON CONFLICT DO NOTHING",
+                    (key, fold(room), room, key),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM always_on_rooms WHERE account_key = %s AND room_key = %s",
+                    (key, fold(room)),
+                )
+
+        return self._enqueue(change)
+
+    def always_on_seen(
+        self, account: str, last_seen_ts: int | None, last_seen_id: int | None
+    ) -> Future[None]:
+        key = fold(account)
+
+        def update(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "UPDATE always_on SET last_seen_ts = %s, last_seen_id = %s WHERE account_key = %s",
+                (last_seen_ts, last_seen_id, key),
+            )
+
+        return self._enqueue(update)
+
+    def delete_always_on(self, account: str) -> Future[None]:
+        key = fold(account)
+
+        def delete(conn: psycopg.Connection) -> None:
+            conn.execute("DELETE FROM always_on_rooms WHERE account_key = %s", (key,))
+            conn.execute("DELETE FROM always_on WHERE account_key = %s", (key,))
+
+        return self._enqueue(delete)
+
+    def load_always_on(self) -> list[AlwaysOnRecord]:
+        accounts = self._query(
+            "SELECT account_key, account, nick, last_seen_ts, last_seen_id FROM always_on"
+            " ORDER BY account_key",
+            (),
+        )
+        rooms: dict[str, list[str]] = {}
+        for key, room in self._query(
+            "SELECT account_key, room FROM always_on_rooms ORDER BY account_key, room_key", ()
+        ):
+            rooms.setdefault(key, []).append(room)
+        return [
+            AlwaysOnRecord(account, nick, seen, seen_id, tuple(rooms.get(key, ())))
+            for key, account, nick, seen, seen_id in accounts
+        ]
 
     def _is_before(self, a: Ref, b: Ref) -> bool | None:
         """Whether position a is not later than b; None if an id reference is unknown."""
