@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ import redis
 from conftest import WAIT, IrcClient, JsonClient, LineClient
 from store_backends import postgres_database
 from test_config_and_process import free_port
+from test_irc_accounts import PASSWORD
 from test_shared_rules import irc_join
 
 from threadchat.app.server import Server
@@ -31,7 +33,7 @@ from threadchat.core.history import HistoryQuery
 from threadchat.core.hub import node_shard
 from threadchat.protocols.irc.wire import parse
 from threadchat.services.cluster import shard_of
-from threadchat.store.postgres import PostgresStore
+from threadchat.store.postgres import PostgresStore, wait_for
 
 REDIS_URL = os.environ.get("THREADCHAT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -463,3 +465,35 @@ def test_a_user_whose_quit_never_came_is_dropped_as_gone(
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def test_always_on_and_read_markers_live_in_the_shared_database(cluster: Cluster) -> None:
+    # As a previous run left them: alice's account, always-on in dev, with a read marker.
+    marker = "2026-01-02T03:04:05.678Z"
+    marker_ms = int(datetime.fromisoformat(marker).timestamp() * 1000)
+    with PostgresStore(cluster.database_url) as store:
+        store.create_account("alice", PASSWORD)
+        wait_for(store.save_always_on("alice", "alice", ["dev"]), WAIT)
+        assert store.set_read_marker("alice", "dev", marker_ms) == marker_ms
+    nodes = cluster.start_all("one", "two")
+    # One node restores her (the one that claimed her nick first); every node has her in dev.
+    [home] = [n for n in nodes if any("1 always-on accounts" in line for line in n.log)]
+    [other] = [n for n in nodes if n is not home]
+    bob = other.json("bob")
+    bob.send_json(type="join", room="dev")
+    members = bob.expect_event("who", room="dev")["members"]
+    deadline = time.monotonic() + WAIT
+    while "alice" not in members and time.monotonic() < deadline:
+        bob.send_json(type="who", room="dev")  # she is learnt from the bus: eventually
+        members = bob.expect_event("who", room="dev")["members"]
+    assert "alice" in members
+    # Her devices attach on the node that holds her; on another the nick is taken.
+    intruder = JsonClient(other.line)
+    intruder.send_json(type="hello", name="alice", password=PASSWORD)
+    assert intruder.expect_event("error")["code"] == "name_in_use"
+    intruder.close()
+    device = JsonClient(home.line)
+    device.send_json(type="hello", name="alice", password=PASSWORD)
+    assert device.expect_event("read", target="dev")["read"] == marker
+    device.close()
+    bob.close()

@@ -93,9 +93,6 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
     hub.moderation = keeper
     hub.always_on = always_on
     hub.always_on_expiry = config.always_on_expiry * 86400
-    restored = hub.restore_always_on(kept)
-    place = "PostgreSQL" if config.database_url else f"data directory {config.data_dir}"
-    log.info("%s: %d stored rooms, %d always-on accounts", place, loaded, restored)
     if config.history_days > 0:
         wiring.retention = Retention(store, config.history_days, stopping)
         wiring.retention.start()
@@ -113,6 +110,11 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
         log.info("TLS on every TCP listener")
     if config.redis_url:
         _link(config, hub, wiring)
+    # After the link: with several nodes, the node that claims an account's nick first
+    # restores it (`Hub.restore_always_on`).
+    restored = hub.restore_always_on(kept)
+    place = "PostgreSQL" if config.database_url else f"data directory {config.data_dir}"
+    log.info("%s: %d stored rooms, %d always-on accounts", place, loaded, restored)
 
 
 def _link(config: Config, hub: Hub, wiring: Wiring) -> None:

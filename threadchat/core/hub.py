@@ -343,6 +343,9 @@ class Hub:
         account; a guest never shares a nick."""
         return (
             (self.multiclient or not person.connections)
+            # A person of another node: its devices attach there (docs/architecture.md,
+            # "Several nodes as one chat"); here the nick is taken.
+            and person.node is None
             and account is not None
             and person.account is not None
             and names.fold(person.account) == names.fold(account)
@@ -494,18 +497,31 @@ class Hub:
     def restore_always_on(self, records: "Iterable[Any]", now_ms: int | None = None) -> int:
         """Put the always-on accounts kept by the last run back in their rooms, with no
         connection (at start, before any listener). Records (`store.base.AlwaysOnRecord`)
-        past `always_on_expiry` end instead. Returns how many were restored."""
+        past `always_on_expiry` end instead. With several nodes sharing the store, each
+        account is restored by one node only, the one that claims its nick first (the
+        others learn it from the bus). Returns how many were restored."""
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         keeper = self.always_on
+        bus = self.bus
+        claimed = []
+        for record in records:
+            gone = record.last_seen_ts if record.last_seen_ts is not None else now_ms
+            if now_ms - gone > self.always_on_expiry * 1000:
+                if keeper is not None:
+                    keeper.disable(record.account)
+                continue
+            if names.nick_error(record.nick):
+                continue
+            # Claimed outside the lock, as `register` does: a Redis round trip each.
+            if bus is not None and not bus.claim_nick(record.nick):
+                continue
+            claimed.append((record, gone))
         restored = 0
         with self._lock:
-            for record in records:
-                gone = record.last_seen_ts if record.last_seen_ts is not None else now_ms
-                if now_ms - gone > self.always_on_expiry * 1000:
-                    if keeper is not None:
-                        keeper.disable(record.account)
-                    continue
-                if names.fold(record.nick) in self._users or names.nick_error(record.nick):
+            for record, gone in claimed:
+                if names.fold(record.nick) in self._users:
+                    if bus is not None:
+                        bus.release_nick(record.nick)
                     continue
                 user = User(
                     nick=record.nick,
@@ -527,6 +543,8 @@ class Hub:
                     room.members[user.key] = user
                     room.groups = None
                     user.rooms[key] = room
+                if bus is not None:
+                    bus.publish("user", node_shard(bus.node), self._user_record(user))
                 restored += 1
         return restored
 

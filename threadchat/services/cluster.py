@@ -314,6 +314,13 @@ class RedisBus:
                 pipe.delete(self._nick_key(item[1]))
                 continue
             kind, shard, data = item
+            if kind == "user" and "rooms" in data:
+                # The nick key gets the whole record before the event is added: a node
+                # starting now either reads the event (its streams' positions were taken
+                # before it) or finds the record (its presence load comes after them), never
+                # neither, as it would with the bare claim until the next refresh.
+                record = json.dumps({"node": self.node, **data}, separators=(",", ":"))
+                pipe.set(self._nick_key(data["nick"]), record, ex=self._ttl())
             entry = json.dumps([self.node, kind, data], separators=(",", ":"))
             pipe.xadd(
                 self._stream(shard_of(shard)), {"e": entry}, maxlen=STREAM_MAXLEN, approximate=True
