@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Every store backend in turn, for the tests of the store and of what it keeps.
+from store_backends import backend  # noqa: F401  (a fixture)
+
 from threadchat.app.server import Server
 from threadchat.config import Config
 from threadchat.protocols.irc.wire import Message, parse

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from conftest import JsonClient, LineClient
+from store_backends import (
+    Backend,
+)
 
 from threadchat.app.server import Server
 from threadchat.services import accounts
-from threadchat.store import open_store
 
 PASSWORD = "correct-horse"
 
@@ -154,8 +156,8 @@ def test_failed_logins_are_rate_limited_per_address(
     assert attacker.expect_event("error", ref="x")["code"] == "rate_limited"
 
 
-def test_service_rate_limit_expires_with_the_window(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_service_rate_limit_expires_with_the_window(backend: Backend) -> None:
+    store = backend.open()
     try:
         store.create_account("alice", PASSWORD)
         now = [1000.0]

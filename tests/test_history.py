@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 from conftest import WAIT, JsonClient, LineClient, writer_held
+from store_backends import (
+    Backend,
+    PostgresBackend,
+)
 from test_irc import IrcClient
 
 from threadchat.app.server import Server, StartupError
@@ -23,7 +27,6 @@ from threadchat.core.events import Event
 from threadchat.core.history import HistoryQuery, Ref
 from threadchat.services import history
 from threadchat.services.history import Retention
-from threadchat.store import open_store
 
 PASSWORD = "correct-horse"
 # Legal in a JSON string, but not encodable as UTF-8: the store cannot take it.
@@ -299,8 +302,8 @@ def test_a_read_only_data_directory_stops_the_start(tmp_path: Path) -> None:
         read_only.chmod(0o700)
 
 
-def test_retention_purges_old_messages_and_stops(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_retention_purges_old_messages_and_stops(backend: Backend) -> None:
+    store = backend.open()
     try:
         store.append(sender="alice", text="old", room="lobby")
         stopping = threading.Event()
@@ -327,11 +330,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _start_subprocess(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def _start_subprocess(port: int, backend: Backend) -> subprocess.Popen[bytes]:
+    where = ["--data-dir", backend.location]
+    if isinstance(backend, PostgresBackend):
+        where = ["--database-url", backend.url]
     process = subprocess.Popen(
         [sys.executable, "-m", "threadchat", "serve", "--line-port", str(port),
-         "--data-dir", str(data_dir), "--flood-rate", "0", "--history-on-join", "0",
-         "--web-port", "0"],
+         *where, "--flood-rate", "0", "--history-on-join", "0", "--web-port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -348,9 +353,10 @@ def _start_subprocess(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     raise AssertionError("server subprocess did not start listening")
 
 
-def test_kill_9_loses_no_message_that_anyone_received(tmp_path: Path) -> None:
+def test_kill_9_loses_no_message_that_anyone_received(backend: Backend) -> None:
+    # With PostgreSQL too: what a node relayed is in the database the other nodes read.
     port = _free_port()
-    server = _start_subprocess(port, tmp_path)
+    server = _start_subprocess(port, backend)
     received: set[str] = set()
     received_lock = threading.Lock()
     senders = 4
@@ -411,7 +417,7 @@ def test_kill_9_loses_no_message_that_anyone_received(tmp_path: Path) -> None:
             server.kill()
             server.wait(WAIT)
     assert len(received) >= 2000
-    store = open_store(tmp_path)
+    store = backend.open()
     try:
         stored: set[str] = set()
         last = None

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LINT_TIMEOUT = 120
 LAYERS = "Layers: wiring, client, transports, protocols | services, store, core"
 CORE_ALONE = "Client, transports and protocols speak to the core alone"
+DRIVERS = "Redis and PostgreSQL only behind the services and the store"
 
 
 def lint_imports(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -80,6 +81,9 @@ FORBIDDEN = [
     ("services/probe.py", "from threadchat.protocols.native import session", [LAYERS]),
     ("protocols/native/probe.py", "from threadchat.store.base import NewMessage", [CORE_ALONE]),
     ("core/probe.py", "from threadchat.services import moderation", [LAYERS]),
+    # The core reaches other nodes through its Bus port, never through Redis itself.
+    ("core/probe.py", "import redis", [DRIVERS]),
+    ("transports/probe.py", "import psycopg", [DRIVERS]),
 ]
 
 
@@ -99,6 +103,6 @@ def test_a_forbidden_import_breaks_its_contract(
     assert result.returncode != 0, result.stdout
     for contract in broken:
         assert f"{contract} BROKEN" in result.stdout, result.stdout
-    kept = {LAYERS, CORE_ALONE} - set(broken)
+    kept = {LAYERS, CORE_ALONE, DRIVERS} - set(broken)
     for contract in kept:
         assert f"{contract} KEPT" in result.stdout, result.stdout

@@ -1,9 +1,15 @@
-"""Tests of the storage layer: SQLite backend, history queries, accounts, durability."""
+"""Tests of the storage layer: history queries, accounts, durability.
+
+Every test taking `store` or `backend` runs against both backends, SQLite and PostgreSQL
+(tests/store_backends.py: a database of its own per test); those taking `sqlite_store` test
+what only SQLite has (its data directory, its PRAGMAs, its file-level migrations).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,20 +17,28 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import writer_held
+from store_backends import (
+    Backend,
+    PostgresBackend,
+    postgres_database,
+)
 
 from threadchat.core.errors import StoreError
 from threadchat.core.history import MAX_HISTORY_LIMIT, HistoryQuery, Ref
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
+    AlwaysOnRecord,
     NewMessage,
     PartlyStored,
     RoomRecord,
     Store,
 )
+from threadchat.store.postgres_schema import SCHEMA_VERSION as SCHEMA_VERSION_PG
 from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
 from threadchat.store.sqlite import DB_FILENAME, ROWS_PER_INSERT, SQLiteStore, wait_for
 
@@ -35,13 +49,20 @@ LONE_SURROGATE = "hi \ud800"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+def store(backend: Backend) -> Iterator[Store]:
+    s = backend.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "data")
     yield s
     s.close()
 
 
-def say(s: SQLiteStore, room: str, text: str, sender: str = "alice") -> int:
+def say(s: Store, room: str, text: str, sender: str = "alice") -> int:
     return s.append(sender=sender, room=room, text=text).id
 
 
@@ -49,13 +70,12 @@ def texts(messages: list) -> list[str]:
     return [m.text for m in messages]
 
 
-def test_implements_protocol(store: SQLiteStore) -> None:
+def test_implements_protocol(store: Store) -> None:
     assert isinstance(store, Store)
 
 
-def test_restart_keeps_messages_rooms_accounts_bans(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    s = SQLiteStore(data)
+def test_restart_keeps_messages_rooms_accounts_bans(backend: Backend) -> None:
+    s = backend.open()
     say(s, "Dev", "hello")
     s.append(sender="alice", sender_account="alice", target="bob", target_account="bob", text="pm")
     room = RoomRecord(
@@ -76,7 +96,7 @@ def test_restart_keeps_messages_rooms_accounts_bans(tmp_path: Path) -> None:
     s.create_account("Alice", "correct horse")
     s.close()
 
-    s = SQLiteStore(data)
+    s = backend.open()
     try:
         assert texts(s.room_history("dev", HistoryQuery.latest(10))) == ["hello"]
         assert texts(s.private_history("bob", "alice", HistoryQuery.latest(10))) == ["pm"]
@@ -87,7 +107,7 @@ def test_restart_keeps_messages_rooms_accounts_bans(tmp_path: Path) -> None:
         s.close()
 
 
-def test_room_upsert_and_delete(store: SQLiteStore) -> None:
+def test_room_upsert_and_delete(store: Store) -> None:
     store.save_room(RoomRecord(name="dev", created_ts=1, bans=frozenset({"a", "b"})))
     store.save_room(RoomRecord(name="Dev", created_ts=1, topic="new", bans=frozenset({"b"})))
     (room,) = store.load_rooms()
@@ -97,7 +117,7 @@ def test_room_upsert_and_delete(store: SQLiteStore) -> None:
     assert store.load_rooms() == []
 
 
-def test_concurrent_appends_unique_increasing_ids(store: SQLiteStore) -> None:
+def test_concurrent_appends_unique_increasing_ids(store: Store) -> None:
     threads, per_thread = 12, 40  # 480: fits in one history page
     ids: dict[int, list[int]] = {}
     start = threading.Barrier(threads)
@@ -125,9 +145,9 @@ def test_concurrent_appends_unique_increasing_ids(store: SQLiteStore) -> None:
 CHILD = textwrap.dedent(
     """
     import sys, threading
-    from threadchat.store.sqlite import SQLiteStore
+    from store_backends import open_child_store
 
-    store = SQLiteStore(sys.argv[1])
+    store = open_child_store(sys.argv[1], sys.argv[2])
     out = threading.Lock()
 
     def loop(n):
@@ -146,13 +166,14 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, backend: Backend) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(REPO_ROOT), str(REPO_ROOT / "tests"))))
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(data)], stdout=subprocess.PIPE, env=env
+        [sys.executable, str(script), backend.name, backend.location],
+        stdout=subprocess.PIPE,
+        env=env,
     )
     acknowledged: list[int] = []
     try:
@@ -168,11 +189,9 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
     # Lines printed before the kill but not yet read count too; a cut-off last line does not.
     acknowledged += [int(x) for x in rest.decode().split("\n")[:-1]]
 
-    s = SQLiteStore(data)
+    s = backend.open()
     try:
-        rows = set()
-        with sqlite3.connect(data / DB_FILENAME) as conn:
-            rows = {r[0] for r in conn.execute("SELECT id FROM messages")}
+        rows = {r[0] for r in backend.sql("SELECT id FROM messages")}
         assert set(acknowledged) <= rows
         # The store is usable after the crash and ids keep increasing.
         assert say(s, "crash", "after") > max(rows)
@@ -180,7 +199,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
         s.close()
 
 
-def test_private_history_isolation(store: SQLiteStore) -> None:
+def test_private_history_isolation(store: Store) -> None:
     store.append(sender="Alice", sender_account="alice", target="bob", target_account="Bob",
                  text="a->b")  # fmt: skip
     store.append(sender="bob", sender_account="bob", target="alice", target_account="alice",
@@ -199,7 +218,7 @@ def test_private_history_isolation(store: SQLiteStore) -> None:
         store.private_history("", "bob", q)
 
 
-def test_limits_clamped(store: SQLiteStore) -> None:
+def test_limits_clamped(store: Store) -> None:
     for i in range(MAX_HISTORY_LIMIT + 20):
         say(store, "big", str(i))
     latest = store.room_history("big", HistoryQuery.latest(10**9))
@@ -209,7 +228,7 @@ def test_limits_clamped(store: SQLiteStore) -> None:
     assert len(store.room_history("big", HistoryQuery.after(Ref.msgid(0), 10**6))) == 500
 
 
-def test_history_modes(store: SQLiteStore) -> None:
+def test_history_modes(store: Store) -> None:
     msgs = [store.append(sender="a", room="r", text=str(i)) for i in range(10)]
     say(store, "other", "noise")
     ids = [m.id for m in msgs]
@@ -237,7 +256,7 @@ def test_history_modes(store: SQLiteStore) -> None:
     assert q(HistoryQuery.between(Ref.msgid(10**9), Ref.at(0), 5)) == []
 
 
-def test_sql_metacharacters_stored_verbatim(store: SQLiteStore) -> None:
+def test_sql_metacharacters_stored_verbatim(store: Store) -> None:
     store.append(sender=EVIL, sender_account=EVIL, room=EVIL, text=EVIL, action=True)
     (m,) = store.room_history(EVIL, HistoryQuery.latest(5))
     assert (m.room, m.sender, m.sender_account, m.text, m.action) == (EVIL, EVIL, EVIL, EVIL, True)
@@ -252,7 +271,7 @@ def test_sql_metacharacters_stored_verbatim(store: SQLiteStore) -> None:
     assert not store.account_exists("x%")
 
 
-def test_accounts(store: SQLiteStore) -> None:
+def test_accounts(store: Store, backend: Backend) -> None:
     assert not store.account_exists("alice")
     assert not store.verify_password("alice", "pw")
     store.create_account("Alice", "s3cret!")
@@ -266,8 +285,7 @@ def test_accounts(store: SQLiteStore) -> None:
     assert not store.verify_password("alice", "s3cret!")
     assert store.verify_password("alice", "new pass")
     assert not store.change_password("nobody", "x", "y")
-    with sqlite3.connect(store.db_path) as conn:
-        (stored,) = conn.execute("SELECT password_hash FROM accounts").fetchone()
+    [(stored,)] = backend.sql("SELECT password_hash FROM accounts")
     assert "new pass" not in stored and stored.startswith("scrypt$")
 
 
@@ -285,21 +303,22 @@ def test_password_hash_format_and_rehash(monkeypatch: pytest.MonkeyPatch) -> Non
     assert passwords.verify_password("pw", a)  # old parameters still verify
 
 
-def test_password_upgraded_on_login(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_upgraded_on_login(
+    store: Store, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store.create_account("alice", "pw")
     monkeypatch.setattr(passwords, "SCRYPT_N", 2**13)
     assert store.verify_password("alice", "pw")
-    with sqlite3.connect(store.db_path) as conn:
-        (stored,) = conn.execute("SELECT password_hash FROM accounts").fetchone()
+    [(stored,)] = backend.sql("SELECT password_hash FROM accounts")
     assert stored.startswith("scrypt$8192$")
     assert store.verify_password("alice", "pw")
 
 
-def test_purge_older_than(store: SQLiteStore) -> None:
+def test_purge_older_than(store: Store, backend: Backend) -> None:
     old = [store.append(sender="a", room="r", text=f"old{i}") for i in range(3)]
     cutoff = old[-1].ts + 1
-    with sqlite3.connect(store.db_path) as conn:  # age them without sleeping
-        conn.execute("UPDATE messages SET ts = ts - 10 WHERE id <= ?", (old[-1].id,))
+    # Age them without sleeping.
+    backend.sql("UPDATE messages SET ts = ts - 10 WHERE id <= ?", (old[-1].id,))
     new = store.append(sender="a", room="r", text="new")
     assert store.purge_older_than(cutoff - 5) == 3
     assert texts(store.room_history("r", HistoryQuery.latest(10))) == ["new"]
@@ -372,12 +391,13 @@ def test_read_only_data_dir(tmp_path: Path) -> None:
         data.chmod(0o700)
 
 
-def test_second_open_of_same_dir_refused(store: SQLiteStore) -> None:
+def test_second_open_of_same_dir_refused(sqlite_store: Store) -> None:
     with pytest.raises(StoreError, match="in use"):
-        SQLiteStore(store.data_dir)
+        SQLiteStore(sqlite_store.data_dir)
 
 
-def test_write_failure_reported_and_writer_survives(store: SQLiteStore) -> None:
+def test_write_failure_reported_and_writer_survives(sqlite_store: Store) -> None:
+    store = sqlite_store
     say(store, "r", "before")
 
     def disk_full(conn: sqlite3.Connection) -> None:
@@ -393,9 +413,8 @@ def test_write_failure_reported_and_writer_survives(store: SQLiteStore) -> None:
     assert texts(store.room_history("r", HistoryQuery.latest(5))) == ["before", "after"]
 
 
-def test_close_flushes_and_rejects_later_writes(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    s = SQLiteStore(data)
+def test_close_flushes_and_rejects_later_writes(backend: Backend) -> None:
+    s = backend.open()
     done: list[int] = []
     failed: list[StoreError] = []
     go = threading.Barrier(9)
@@ -419,7 +438,7 @@ def test_close_flushes_and_rejects_later_writes(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         say(s, "r", "late")
     s.close()  # idempotent
-    s = SQLiteStore(data)
+    s = backend.open()
     try:
         stored = {m.id for m in s.room_history("r", HistoryQuery.latest(MAX_HISTORY_LIMIT))}
         assert set(done) == stored
@@ -427,7 +446,9 @@ def test_close_flushes_and_rejects_later_writes(tmp_path: Path) -> None:
         s.close()
 
 
-def test_append_many_gives_each_message_the_id_it_is_stored_under(store: SQLiteStore) -> None:
+def test_append_many_gives_each_message_the_id_it_is_stored_under(
+    store: Store, backend: Backend
+) -> None:
     # More rows than one INSERT statement takes, rooms and private messages mixed.
     count = ROWS_PER_INSERT * 2 + 7
     messages = [
@@ -441,45 +462,38 @@ def test_append_many_gives_each_message_the_id_it_is_stored_under(store: SQLiteS
     stamps = wait_for(store.append_many(messages), 10)
     ids = [mid for mid, _ in stamps]
     assert len(ids) == count and ids == sorted(set(ids))
-    with sqlite3.connect(store.db_path) as db:
-        stored = dict(db.execute("SELECT id, text FROM messages"))
+    stored = dict(backend.sql("SELECT id, text FROM messages"))
     assert stored == {mid: f"t{i}" for i, mid in enumerate(ids)}
     assert store.private_history("ann", "bob", HistoryQuery.latest(1))[0].id == ids[-1 - 2]
 
 
-def test_message_jobs_sharing_a_commit_each_get_their_own_ids(store: SQLiteStore) -> None:
-    # Another connection holds the write lock, so the three jobs queue up and are written by
-    # one transaction, their rows by shared INSERT statements.
-    blocker = sqlite3.connect(store.db_path, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+def test_message_jobs_sharing_a_commit_each_get_their_own_ids(
+    store: Store, backend: Backend
+) -> None:
+    # The writer is held, so the three jobs queue up and are written by one transaction,
+    # their rows by shared INSERT statements.
+    with writer_held(store):
         futures = [
             store.append_many(
                 [NewMessage(sender=f"s{job}", text=f"{job}-{i}", room="lobby") for i in range(n)]
             )
             for job, n in enumerate((3, 1, 5))
         ]
-    finally:
-        blocker.rollback()
-        blocker.close()
     written = [[mid for mid, _ in wait_for(future, 10)] for future in futures]
-    with sqlite3.connect(store.db_path) as db:
-        stored = dict(db.execute("SELECT id, text FROM messages"))
+    stored = dict(backend.sql("SELECT id, text FROM messages"))
     for job, ids in enumerate(written):
         assert [stored[mid] for mid in ids] == [f"{job}-{i}" for i in range(len(ids))]
 
 
 @pytest.mark.parametrize("rooms", [("lobby",), ("lobby", "dev")])
 def test_room_runs_sharing_a_commit_keep_their_rooms_and_order(
-    store: SQLiteStore, rooms: tuple[str, ...]
+    store: Store, backend: Backend, rooms: tuple[str, ...]
 ) -> None:
     # One room's jobs go into statements that bind the room once (split when longer than one
     # statement takes); jobs of several rooms fall back to whole rows. Either way each row
     # must keep its own room, text and place.
     sizes = (3, ROWS_PER_INSERT + 5, 1)
-    blocker = sqlite3.connect(store.db_path, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with writer_held(store):
         futures = [
             store.append_many(
                 [
@@ -489,16 +503,12 @@ def test_room_runs_sharing_a_commit_keep_their_rooms_and_order(
             )
             for job, n in enumerate(sizes)
         ]
-    finally:
-        blocker.rollback()
-        blocker.close()
     written = [[mid for mid, _ in wait_for(future, 10)] for future in futures]
     ids = [mid for job in written for mid in job]
     assert ids == sorted(set(ids)) and len(ids) == sum(sizes)
-    with sqlite3.connect(store.db_path) as db:
-        stored = {mid: (room, key, text) for mid, room, key, text in db.execute(
-            "SELECT id, room, room_key, text FROM messages"
-        )}  # fmt: skip
+    stored = {mid: (room, key, text) for mid, room, key, text in backend.sql(
+        "SELECT id, room, room_key, text FROM messages"
+    )}  # fmt: skip
     for job, job_ids in enumerate(written):
         room = rooms[job % len(rooms)]
         assert [stored[mid] for mid in job_ids] == [
@@ -506,20 +516,15 @@ def test_room_runs_sharing_a_commit_keep_their_rooms_and_order(
         ]
 
 
-def test_a_bad_message_fails_alone_when_jobs_share_one_insert(store: SQLiteStore) -> None:
+def test_a_bad_message_fails_alone_when_jobs_share_one_insert(store: Store) -> None:
     # The rows of jobs sharing a commit go into one INSERT; if it fails, each job is retried
     # on its own, so only the bad one (text NULL breaks NOT NULL) gets the error.
-    blocker = sqlite3.connect(store.db_path, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with writer_held(store):
         texts_sent = ["good-1", None, "good-2"]
         futures = [
             store.append_many([NewMessage(sender="s", text=text, room="lobby")])  # type: ignore[arg-type]
             for text in texts_sent
         ]
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert len(wait_for(futures[0], 10)) == 1
     with pytest.raises(StoreError):
         wait_for(futures[1], 10)
@@ -527,7 +532,7 @@ def test_a_bad_message_fails_alone_when_jobs_share_one_insert(store: SQLiteStore
     assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["good-1", "good-2"]
 
 
-def test_a_write_waited_for_from_the_writer_thread_is_refused(store: SQLiteStore) -> None:
+def test_a_write_waited_for_from_the_writer_thread_is_refused(store: Store) -> None:
     # Code the writer runs after a commit (the history relay) must not wait for a write: the
     # writer would be waiting for itself. The store says so instead of hanging.
     outcome: list[BaseException | None] = []
@@ -551,7 +556,8 @@ def test_a_write_waited_for_from_the_writer_thread_is_refused(store: SQLiteStore
     assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["first"]
 
 
-def test_private_history_uses_the_partial_pair_index(store: SQLiteStore) -> None:
+def test_private_history_uses_the_partial_pair_index(sqlite_store: Store) -> None:
+    store = sqlite_store
     # Since schema v3 the pair index holds private messages only (room messages no longer pay
     # for an entry of NULLs); the equality on pair_lo must still let SQLite use it.
     with sqlite3.connect(store.db_path) as conn:
@@ -567,11 +573,11 @@ def test_private_history_uses_the_partial_pair_index(store: SQLiteStore) -> None
     assert any("messages_pair" in row[-1] for row in plan), plan
 
 
-def test_a_write_queued_as_the_store_closes_fails_at_once(tmp_path: Path) -> None:
+def test_a_write_queued_as_the_store_closes_fails_at_once(backend: Backend) -> None:
     # The closed check in front of the queue takes no lock, so a write can pass it just
     # before close() and land in the queue after the writer is gone. Its caller must get
     # StoreError at once, not after waiting out its timeout (here: an hour).
-    s = SQLiteStore(tmp_path / "data")
+    s: Any = backend.open()
     s.close()
     s._closed = False  # as if the check had run just before close()
     future = s.append_many([NewMessage(sender="a", text="late", room="lobby")])
@@ -580,7 +586,7 @@ def test_a_write_queued_as_the_store_closes_fails_at_once(tmp_path: Path) -> Non
         wait_for(future, 3600)
 
 
-def test_a_message_the_database_cannot_take_fails_alone(store: SQLiteStore) -> None:
+def test_a_message_the_database_cannot_take_fails_alone(store: Store) -> None:
     # One reader's burst is one job; its jobs share a commit with other readers' jobs. A
     # message SQLite refuses (a lone surrogate cannot be encoded) must fail alone: the rest
     # of its job and every other job of the commit are stored.
@@ -632,7 +638,7 @@ def test_a_message_the_database_cannot_take_fails_alone(store: SQLiteStore) -> N
 
 
 def test_deleting_a_rooms_messages_follows_the_writes_queued_before_it(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     say(store, "secret", "committed before")
     with writer_held(store):
@@ -647,10 +653,23 @@ def test_deleting_a_rooms_messages_follows_the_writes_queued_before_it(
     assert texts(store.room_history("lobby", HistoryQuery.latest(10))) == ["elsewhere"]
 
 
+def test_renaming_a_rooms_messages_moves_them_all_in_order(store: Store) -> None:
+    said = [
+        NewMessage(sender="a", text="one", room="Old"),
+        NewMessage(sender="b", text="two", room="old"),
+        NewMessage(sender="c", text="stays", room="other"),
+    ]
+    wait_for(store.append_many(said), 10)
+    assert wait_for(store.rename_room_messages("OLD", "New"), 10) == 2
+    assert texts(store.room_history("new", HistoryQuery.latest(10))) == ["one", "two"]
+    assert texts(store.room_history("old", HistoryQuery.latest(10))) == []
+    assert texts(store.room_history("other", HistoryQuery.latest(10))) == ["stays"]
+
+
 def test_purging_rooms_not_kept_leaves_kept_rooms_and_private_messages(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("threadchat.store.sqlite.PURGE_CHUNK", 2)  # several chunks
+    monkeypatch.setattr(f"{type(store).__module__}.PURGE_CHUNK", 2)  # several chunks
     store.save_room(RoomRecord(name="Club", created_ts=1))
     for room in ("club", "gone", "Gone", "lobby", "gone"):
         say(store, room, f"in {room}")
@@ -661,3 +680,140 @@ def test_purging_rooms_not_kept_leaves_kept_rooms_and_private_messages(
     assert store.room_history("gone", HistoryQuery.latest(10)) == []
     assert store.room_history("lobby", HistoryQuery.latest(10)) == []
     assert texts(store.private_history("bob", "ann", HistoryQuery.latest(10))) == ["private"]
+
+
+# -- PostgreSQL only: the database several nodes share ---------------------------------------
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresBackend]:
+    with postgres_database() as url:
+        yield PostgresBackend(url)
+
+
+def test_postgres_newer_schema_refused(postgres: PostgresBackend) -> None:
+    postgres.open().close()
+    postgres.sql("UPDATE schema_version SET version = version + 1")
+    with pytest.raises(StoreError, match="newer"):
+        postgres.open()
+
+
+def test_postgres_unreachable_is_a_store_error_without_the_password() -> None:
+    from threadchat.store.postgres import PostgresStore
+
+    # A port nothing listens on: bind one, keep it bound without listening.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        with pytest.raises(StoreError, match=f"127.0.0.1:{port}") as info:
+            PostgresStore(f"postgresql://someone:hunter2@127.0.0.1:{port}/chat")
+    assert "hunter2" not in str(info.value)
+
+
+def test_postgres_nodes_starting_together_migrate_once(postgres: PostgresBackend) -> None:
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+    go = threading.Barrier(4)
+
+    def open_one() -> None:
+        go.wait(timeout=10)
+        try:
+            stores.append(postgres.open())
+        except BaseException as problem:
+            errors.append(problem)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    try:
+        assert errors == [] and len(stores) == 4
+        assert postgres.sql("SELECT version FROM schema_version") == [(SCHEMA_VERSION_PG,)]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_postgres_two_nodes_share_ids_in_commit_order(postgres: PostgresBackend) -> None:
+    # Two stores on one database, as two nodes: their appends interleave, yet ids are unique,
+    # each node's own increase, and times never go back along ids.
+    nodes = [postgres.open(), postgres.open()]
+    written: dict[int, list[int]] = {}
+    go = threading.Barrier(4)
+
+    def writer(n: int) -> None:
+        go.wait(timeout=10)
+        written[n] = [say(nodes[n % 2], "shared", f"{n}:{i}") for i in range(60)]
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    try:
+        every = sorted(i for ids in written.values() for i in ids)
+        assert len(set(every)) == 240 and all(ids == sorted(ids) for ids in written.values())
+        seen = nodes[1].room_history("shared", HistoryQuery.latest(MAX_HISTORY_LIMIT))
+        assert [m.id for m in seen] == every
+        assert [m.ts for m in seen] == sorted(m.ts for m in seen)
+    finally:
+        for s in nodes:
+            s.close()
+
+
+def test_postgres_writer_reconnects_after_losing_its_connection(
+    postgres: PostgresBackend,
+) -> None:
+    s = postgres.open()
+    try:
+        say(s, "r", "before")
+        # The database server ends every other session of this database, as a restart would.
+        postgres.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        outcomes: list[str] = []
+        for attempt in range(3):  # the first may fail: its connection was cut under it
+            try:
+                say(s, "r", f"after {attempt}")
+                outcomes.append("stored")
+                break
+            except StoreError:
+                outcomes.append("failed")
+        assert outcomes[-1] == "stored" and outcomes.count("failed") <= 1
+        assert texts(s.room_history("r", HistoryQuery.latest(5)))[0] == "before"
+    finally:
+        s.close()
+
+
+def test_read_markers_only_move_forward(store: Store) -> None:
+    assert store.read_markers("alice") == {}
+    assert store.set_read_marker("Alice", "#Dev", 1000) == 1000
+    assert store.set_read_marker("alice", "#dev", 500) == 1000  # never back
+    assert store.set_read_marker("alice", "@Bob", 700) == 700
+    assert store.set_read_marker("bob", "#dev", 10) == 10
+    assert store.read_markers("ALICE") == {"#dev": 1000, "@bob": 700}
+    assert store.read_markers("bob") == {"#dev": 10}
+
+
+def test_always_on_accounts_and_their_rooms(backend: Backend) -> None:
+    with backend.open() as s:
+        wait_for(s.save_always_on("Alice", "alice_", ["#Dev", "#ops", "#dev"]), 5)
+        wait_for(s.always_on_room("alice", "#new", joined=True), 5)
+        wait_for(s.always_on_room("alice", "#OPS", joined=False), 5)
+        # Only an always-on account's rooms are kept.
+        wait_for(s.always_on_room("bob", "#dev", joined=True), 5)
+        wait_for(s.save_always_on("carol", "carol", []), 5)
+        wait_for(s.always_on_seen("alice", 1234, 56), 5)
+    with backend.open() as s:  # it survives a restart
+        records = s.load_always_on()
+        assert records == [
+            AlwaysOnRecord("Alice", "alice_", 1234, 56, ("#Dev", "#new")),
+            AlwaysOnRecord("carol", "carol", None, None, ()),
+        ]
+        # Saving again replaces the nick and rooms, and keeps when it was last seen.
+        wait_for(s.save_always_on("alice", "alice", ["#x"]), 5)
+        wait_for(s.always_on_seen("carol", None, None), 5)
+        wait_for(s.delete_always_on("CAROL"), 5)
+        assert s.load_always_on() == [AlwaysOnRecord("alice", "alice", 1234, 56, ("#x",))]

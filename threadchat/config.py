@@ -91,6 +91,24 @@ class Config:
     )
     # Storage, history, accounts, moderation, TLS (see docs/history.md).
     data_dir: str = setting("./data", "directory of the database (threadchat.db) and TLS files")
+    database_url: str = setting(
+        "",
+        "postgresql://USER@HOST:PORT/DB: keep messages, rooms and accounts in PostgreSQL "
+        "(shared by every node) instead of threadchat.db in --data-dir",
+    )
+    # Several nodes as one chat (docs/scaling.md).
+    redis_url: str = setting(
+        "", "redis://HOST:PORT/DB: link this node with the others sharing that Redis"
+    )
+    node_name: str = setting(
+        "", "this node's name among the others (default: host name and first port)"
+    )
+    node_expiry: float = setting(
+        15.0, "seconds after which a silent node counts as lost and its users leave"
+    )
+    redis_prefix: str = setting(
+        "threadchat", "first part of every Redis key (one Redis may serve several chats)"
+    )
     history: bool = setting(True, "store room and private messages (--no-history: relay only)")
     history_on_join: int = setting(50, "stored messages a user is shown on joining a room")
     history_days: float = setting(0.0, "delete messages older than this many days (0: never)")

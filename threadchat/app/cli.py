@@ -15,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise_descriptor_limit,
         tune_garbage_collector,
     )
+    from threadchat.app.startup import UnreachableError
 
     try:
         settings = config.load(args)
@@ -39,7 +40,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, StartupError) as problem:
         logging.getLogger("threadchat").error("cannot start: %s", problem)
         server.stop()
-        return 1
+        # 2: a service it was told to use (PostgreSQL, Redis) cannot be reached, which a
+        # supervisor may wait out, unlike a bad setting.
+        return 2 if isinstance(problem, UnreachableError) else 1
     tune_garbage_collector()
     server.serve_forever()
     return 0

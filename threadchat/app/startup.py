@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from threadchat.config import Config
 from threadchat.core.errors import StoreError
 from threadchat.core.hub import Hub
 from threadchat.services.accounts import ENFORCEMENT_MODES, AccountService
+from threadchat.services.cluster import BusError, RedisBus
 from threadchat.services.history import MessageLog, Retention
 from threadchat.services.moderation import RoomKeeper
 from threadchat.services.presence import AlwaysOnKeeper
@@ -35,6 +37,11 @@ class StartupError(Exception):
     """The server cannot start (unusable data directory, bad TLS files); says why."""
 
 
+class UnreachableError(StartupError):
+    """A service the server was told to use (PostgreSQL, Redis) cannot be reached or used at
+    start: `threadchat serve` exits with code 2 for it, 1 for other start-up failures."""
+
+
 @dataclass
 class Wiring:
     """What `start` opened for the server: closed again by `stop`."""
@@ -42,6 +49,7 @@ class Wiring:
     store: Store
     tls_context: ssl.SSLContext | None = None
     retention: Retention | None = None
+    bus: RedisBus | None = None
 
 
 def start(config: Config, hub: Hub, stopping: threading.Event) -> Wiring:
@@ -54,8 +62,10 @@ def start(config: Config, hub: Hub, stopping: threading.Event) -> Wiring:
     if config.history_on_join < 0 or config.history_days < 0:
         raise StartupError("history_on_join and history_days cannot be negative")
     try:
-        store = open_store(config.data_dir)
+        store = open_store(config.data_dir, config.database_url)
     except StoreError as problem:
+        if config.database_url:
+            raise UnreachableError(f"cannot use the database: {problem}") from problem
         raise StartupError(f"cannot use the data directory: {problem}") from problem
     wiring = Wiring(store)
     try:
@@ -83,13 +93,6 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
     hub.moderation = keeper
     hub.always_on = always_on
     hub.always_on_expiry = config.always_on_expiry * 86400
-    restored = hub.restore_always_on(kept)
-    log.info(
-        "data directory %s: %d stored rooms, %d always-on accounts",
-        config.data_dir,
-        loaded,
-        restored,
-    )
     if config.history_days > 0:
         wiring.retention = Retention(store, config.history_days, stopping)
         wiring.retention.start()
@@ -105,10 +108,42 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
         raise StartupError(str(problem)) from problem
     if wiring.tls_context is not None:
         log.info("TLS on every TCP listener")
+    if config.redis_url:
+        _link(config, hub, wiring)
+    # After the link: with several nodes, the node that claims an account's nick first
+    # restores it (`Hub.restore_always_on`).
+    restored = hub.restore_always_on(kept)
+    place = "PostgreSQL" if config.database_url else f"data directory {config.data_dir}"
+    log.info("%s: %d stored rooms, %d always-on accounts", place, loaded, restored)
+
+
+def _link(config: Config, hub: Hub, wiring: Wiring) -> None:
+    """Join the other nodes through Redis (last: the hub has its services by now)."""
+    if config.node_expiry <= 0:
+        raise StartupError("node_expiry must be positive")
+    if config.history and not config.database_url:
+        log.warning(
+            "several nodes with history in SQLite: each node keeps only what its own users "
+            "sent; give every node the same --database-url"
+        )
+    port = config.line_port or config.irc_port or config.web_port
+    node = config.node_name or f"{socket.gethostname()}:{port}"
+    bus = RedisBus(hub, config.redis_url, node, expiry=config.node_expiry,
+                   prefix=config.redis_prefix)  # fmt: skip
+    hub.bus = bus
+    try:
+        bus.start()
+    except BusError as problem:
+        hub.bus = None
+        raise UnreachableError(str(problem)) from problem
+    wiring.bus = bus
 
 
 def stop(wiring: Wiring, hub: Hub) -> None:
-    """Stop the retention thread and close the store."""
+    """Leave the other nodes, stop the retention thread and close the store."""
+    if wiring.bus is not None:
+        wiring.bus.stop()
+        hub.bus = None
     retention = wiring.retention
     if retention is not None and retention.is_alive():
         retention.join(RETENTION_JOIN)

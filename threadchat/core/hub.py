@@ -7,7 +7,11 @@ the lock touches a socket: `Connection.send_bytes` only appends to a bounded out
 flush happens when the caller's delivery batch ends (see `delivery.py`).
 
 The one place where events leave the hub is `Hub._deliver` (with `_fan_out_groups`, its fast
-form for room messages); a later multi-node setup puts a message bus behind it.
+form for room messages). With several nodes (`ports.Bus`), what a local user does is also
+published once per room for the other nodes, and what they publish comes back in through
+`Hub.apply_remote`, which applies it to this node's copy of the state (the remote users are
+`User`s with no connection here, `User.node` naming their node) and hands it to the same
+fan-out, so it is encoded once per codec for the local members like any local event.
 
 A person (`User`) is separate from their connections: a user holds one or more, and every
 event the hub delivers to a user reaches each of them. Only what a connection sends itself
@@ -127,6 +131,9 @@ class User:
     # they want to hear of.
     metadata: dict[str, str] = field(default_factory=dict)
     metadata_subs: set[str] = field(default_factory=set)
+    # The node this person is connected to when it is another one (several nodes, see
+    # `Hub.apply_remote`): here they have no connection and nothing they do starts here.
+    node: str | None = None
 
     @property
     def key(self) -> str:
@@ -292,6 +299,8 @@ class Hub:
         # The newest stored message id relayed so far (relays go in id order): what a
         # connection had been sent when it went, where an always-on catch-up starts.
         self.relayed_id = 0
+        # The other nodes of the chat (services.cluster); None: this node is the whole chat.
+        self.bus: ports.Bus | None = None
 
     # -- users -----------------------------------------------------------------------------
 
@@ -311,8 +320,14 @@ class Hub:
         keeper = self.always_on
         if user.account is not None and keeper is not None and keeper.is_always_on(user.account):
             user.always_on = True
+        bus = self.bus
+        # A nick is unique across nodes: claimed in the bus's store first (outside the lock).
+        if bus is not None and not bus.claim_nick(nick):
+            raise HubError("name_in_use", f"the name {nick} is taken")
         with delivery.batch(), self._lock:
             if user.key in self._users:
+                if bus is not None:
+                    bus.release_nick(nick)
                 raise HubError("name_in_use", f"the name {nick} is taken")
             if user.always_on and keeper is not None and user.account is not None:
                 keeper.enable(user.account, user.nick, ())  # a new person: no rooms yet
@@ -320,6 +335,8 @@ class Hub:
             self._max_users = max(self._max_users, len(self._users))
             if user.key in self._watchers:
                 self._tell_watchers(user, online=True)
+            if bus is not None:
+                bus.publish("user", node_shard(bus.node), self._user_record(user))
         log.info("%s registered", nick)
         return user
 
@@ -335,6 +352,9 @@ class Hub:
         account; a guest never shares a nick."""
         return (
             (self.multiclient or not person.connections)
+            # A person of another node: its devices attach there (docs/architecture.md,
+            # "Several nodes as one chat"); here the nick is taken.
+            and person.node is None
             and account is not None
             and person.account is not None
             and names.fold(person.account) == names.fold(account)
@@ -486,18 +506,31 @@ class Hub:
     def restore_always_on(self, records: "Iterable[Any]", now_ms: int | None = None) -> int:
         """Put the always-on accounts kept by the last run back in their rooms, with no
         connection (at start, before any listener). Records (`store.base.AlwaysOnRecord`)
-        past `always_on_expiry` end instead. Returns how many were restored."""
+        past `always_on_expiry` end instead. With several nodes sharing the store, each
+        account is restored by one node only, the one that claims its nick first (the
+        others learn it from the bus). Returns how many were restored."""
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         keeper = self.always_on
+        bus = self.bus
+        claimed = []
+        for record in records:
+            gone = record.last_seen_ts if record.last_seen_ts is not None else now_ms
+            if now_ms - gone > self.always_on_expiry * 1000:
+                if keeper is not None:
+                    keeper.disable(record.account)
+                continue
+            if names.nick_error(record.nick):
+                continue
+            # Claimed outside the lock, as `register` does: a Redis round trip each.
+            if bus is not None and not bus.claim_nick(record.nick):
+                continue
+            claimed.append((record, gone))
         restored = 0
         with self._lock:
-            for record in records:
-                gone = record.last_seen_ts if record.last_seen_ts is not None else now_ms
-                if now_ms - gone > self.always_on_expiry * 1000:
-                    if keeper is not None:
-                        keeper.disable(record.account)
-                    continue
-                if names.fold(record.nick) in self._users or names.nick_error(record.nick):
+            for record, gone in claimed:
+                if names.fold(record.nick) in self._users:
+                    if bus is not None:
+                        bus.release_nick(record.nick)
                     continue
                 user = User(
                     nick=record.nick,
@@ -519,6 +552,8 @@ class Hub:
                     room.members[user.key] = user
                     room.groups = None
                     user.rooms[key] = room
+                if bus is not None:
+                    bus.publish("user", node_shard(bus.node), self._user_record(user))
                 restored += 1
         return restored
 
@@ -605,6 +640,10 @@ class Hub:
         if user.key in self._watchers:
             self._tell_watchers(user, online=False)
         self._unwatch(user, list(user.watching))
+        if self.bus is not None and user.node is None:
+            self.bus.publish("quit", node_shard(self.bus.node), {"nick": user.nick,
+                                                                  "reason": reason})  # fmt: skip
+            self.bus.release_nick(user.nick)
         return True
 
     def _remember(self, user: User, nick: str) -> None:
@@ -645,35 +684,50 @@ class Hub:
         _check_nick(new)
         if self.accounts is not None and names.fold(new) != user.key:
             self.accounts.check_name(new, user.account)
+        bus = self.bus if names.fold(new) != user.key else None
+        if bus is not None and not bus.claim_nick(new):
+            raise HubError("name_in_use", f"the name {new} is taken")
         with delivery.batch(), self._lock:
-            old_key, new_key = user.key, names.fold(new)
+            new_key = names.fold(new)
             holder = self._users.get(new_key)
             if holder is not None and holder is not user:
+                if bus is not None:
+                    bus.release_nick(new)
                 raise HubError("name_in_use", f"the name {new} is taken")
             old = user.nick
             if old == new:
                 return
-            # A change of case only is no change of presence.
-            renamed = old_key != new_key
-            del self._users[old_key]
-            if renamed and old_key in self._watchers:
-                self._tell_watchers(user, online=False)
-            if renamed:
-                self._remember(user, old)
-            user.nick = new
-            self._users[new_key] = user
-            if renamed and new_key in self._watchers:
-                self._tell_watchers(user, online=True)
-            for room in user.rooms.values():
-                del room.members[old_key]
-                room.members[new_key] = user
-                for group in (room.operators, room.voiced):
-                    if old_key in group:
-                        group.discard(old_key)
-                        group.add(new_key)
-            self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
-            if user.always_on and self.always_on is not None and user.account is not None:
-                self.always_on.enable(user.account, new, [r.name for r in user.rooms.values()])
+            if self.bus is not None:
+                self.bus.publish("nick", node_shard(self.bus.node), {"old": old, "new": new})
+                if bus is not None:
+                    self.bus.release_nick(old)
+            self._rename(user, new)
+
+    def _rename(self, user: User, new: str) -> None:
+        """Give `user` the nick `new` and tell them and their peers (lock held, checked)."""
+        old_key, new_key = user.key, names.fold(new)
+        old = user.nick
+        # A change of case only is no change of presence.
+        renamed = old_key != new_key
+        del self._users[old_key]
+        if renamed and old_key in self._watchers:
+            self._tell_watchers(user, online=False)
+        if renamed:
+            self._remember(user, old)
+        user.nick = new
+        self._users[new_key] = user
+        if renamed and new_key in self._watchers:
+            self._tell_watchers(user, online=True)
+        for room in user.rooms.values():
+            del room.members[old_key]
+            room.members[new_key] = user
+            for group in (room.operators, room.voiced):
+                if old_key in group:
+                    group.discard(old_key)
+                    group.add(new_key)
+        self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
+        if user.always_on and self.always_on is not None and user.account is not None:
+            self.always_on.enable(user.account, new, [r.name for r in user.rooms.values()])
 
     # -- presence (IRC MONITOR; any protocol may offer it) ---------------------------------
 
@@ -761,6 +815,9 @@ class Hub:
             user.realname = realname
             event = events.RealnameChanged(nick=user.nick, realname=realname)
             self._fan_out(event, [user, *self._told_of_changes(user)])
+            if self.bus is not None and user.node is None:
+                self.bus.publish("user", node_shard(self.bus.node),
+                                 self._user_record(user, rooms=False))  # fmt: skip
 
     def set_account(self, user: User, account: str | None) -> None:
         """`user` is now logged in to `account` (None: logged out); their peers are told.
@@ -776,6 +833,9 @@ class Hub:
             user.always_on = bool(account and keeper and keeper.is_always_on(account))
             if user.always_on and keeper is not None and account is not None:
                 keeper.enable(account, user.nick, [r.name for r in user.rooms.values()])
+            if self.bus is not None and user.node is None:
+                self.bus.publish("user", node_shard(self.bus.node),
+                                 self._user_record(user, rooms=False))  # fmt: skip
 
     def find_user(self, nick: str) -> User | None:
         with self._lock:
@@ -795,6 +855,8 @@ class Hub:
         """Put `user` in the room (created on first join, with the user as its operator)."""
         _check_room(room_name)
         created = False
+        if self.bus is not None:
+            self.bus.catch_up(names.fold(room_name))
         with delivery.batch(), self._lock:
             key = names.fold(room_name)
             room = self._rooms.get(key)
@@ -835,6 +897,10 @@ class Hub:
                 self._fan_out(replace(joined, away=None), (user,))
                 others = [m for m in self._audience(room, user) if m is not user]
                 self._fan_out(joined, others)
+            if self.bus is not None:
+                record = self._user_record(user, rooms=False)
+                record.update(room=room.name, op=user.key in room.operators, owner=room.owner)
+                self.bus.publish("join", key, record)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
@@ -887,6 +953,9 @@ class Hub:
                 events.Left(room=room.name, nick=user.nick, reason=reason),
                 self._audience(room, user),
             )
+            if self.bus is not None:
+                self.bus.publish("leave", room.key, {"room": room.name, "nick": user.nick,
+                                                     "reason": reason})  # fmt: skip
             self._remove_member(room, user)
             if user.always_on and self.always_on is not None and user.account is not None:
                 self.always_on.left(user.account, room.name)
@@ -985,6 +1054,9 @@ class Hub:
             self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
             event = _room_message(room, user, text, kind, stamp, tags)
             groups = _codec_groups(room)
+            if self.bus is not None:
+                # Under the lock: the other nodes get a room's messages in the hub's order.
+                self.bus.publish("msg", room.key, _message_record(event))
         # Encoding and fan-out run after the hub lock is released: the lock then covers only
         # the checks above (a few microseconds), where holding it through the fan-out was
         # measured to keep readers queueing on it and handing the GIL back and forth.
@@ -1028,6 +1100,8 @@ class Hub:
                         continue
                     self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
                     event = _room_message(room, user, relay.text, relay.kind, stamp, relay.tags)
+                    if self.bus is not None:
+                        self.bus.publish("msg", room.key, _message_record(event))
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
                         last_room = room
@@ -1112,6 +1186,8 @@ class Hub:
                 account=user.account,
                 **stamp,
             )
+            if recipient.node is not None and self.bus is not None:
+                self.bus.publish("pm", node_shard(recipient.node), _message_record(event))
             self._deliver(event, recipient.connections)
             if recipient is not user and len(user.connections) > 1:
                 # What a person sends, each of their devices shows (as their own), but the
@@ -1178,6 +1254,9 @@ class Hub:
                 events.TopicChanged(room=room.name, topic=topic, by=user.nick),
                 room.members.values(),
             )
+            if self.bus is not None:
+                self.bus.publish("topic", room.key, {"room": room.name, "topic": topic,
+                                                     "by": user.nick})  # fmt: skip
         if room.persistent and self.moderation is not None:
             self.moderation.save(room)
 
@@ -1296,7 +1375,8 @@ class Hub:
         user.rooms.pop(room.key, None)
         if not room.members and not room.persistent:
             del self._rooms[room.key]
-            if self.history is not None:
+            # Of several nodes, the one whose user left last ends the history.
+            if self.history is not None and user.node is None:
                 # Its history ends with it: a later room of the name must not show it.
                 self.history.room_ended(room.name)
 
@@ -1535,6 +1615,9 @@ class Hub:
             if applied:
                 event = _mode_event(user.nick, applied, room=room.name)
                 self._fan_out(event, room.members.values())
+                if self.bus is not None:
+                    self.bus.publish("modes", room.key, {"room": room.name, "by": user.nick,
+                                     "changes": [_mode_record(c) for c in applied]})  # fmt: skip
                 if self.moderation is not None:
                     for change in applied:
                         self.moderation.mode_applied(room, change)
@@ -1628,6 +1711,9 @@ class Hub:
                 raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
             event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
             self._fan_out(event, room.members.values())
+            if self.bus is not None:
+                self.bus.publish("kick", room.key, {"room": room.name, "nick": target.nick,
+                                                    "by": user.nick, "reason": reason})  # fmt: skip
             self._remove_member(room, target)
             if target.always_on and self.always_on is not None and target.account is not None:
                 self.always_on.left(target.account, room.name)
@@ -1645,15 +1731,10 @@ class Hub:
                 raise HubError("not_operator", f"only operators invite to {room.name}")
             room.invited.add(target.key)
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
-            # The members who could have invited too learn of it (all in an open room).
-            invite_only = RoomFlag.INVITE_ONLY in room.flags
-            told = [
-                m
-                for m in room.members.values()
-                if m is not user and (not invite_only or self.may_moderate(m, room))
-            ]
-            notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
-            self._fan_out(notice, told)
+            if self.bus is not None:
+                self.bus.publish("invite", room.key, {"room": room.name, "nick": target.nick,
+                                                      "by": user.nick})  # fmt: skip
+            self._tell_invited(user, room, target)
             return target
 
     def rename_room(self, user: User, old: str, new: str, reason: str = "") -> Room:
@@ -1715,6 +1796,17 @@ class Hub:
         with self._lock:
             return [room.name for room in self._rooms.values() if user.key in room.invited]
 
+    def _tell_invited(self, user: User, room: Room, target: User) -> None:
+        """The members who could have invited too learn of it (all in an open room)."""
+        invite_only = RoomFlag.INVITE_ONLY in room.flags
+        told = [
+            m
+            for m in room.members.values()
+            if m is not user and (not invite_only or self.may_moderate(m, room))
+        ]
+        notice = events.Invited(room=room.name, nick=target.nick, by=user.nick, notify=True)
+        self._fan_out(notice, told)
+
     def set_away(self, user: User, message: str | None) -> None:
         """Mark `user` away with `message`, or back with None; peers see AwayChanged."""
         if message is not None:
@@ -1729,6 +1821,9 @@ class Hub:
             user.away = message
             event = events.AwayChanged(nick=user.nick, away=message)
             self._fan_out(event, self._told_of_changes(user))
+            if self.bus is not None and user.node is None:
+                self.bus.publish("user", node_shard(self.bus.node),
+                                 self._user_record(user, rooms=False))  # fmt: skip
 
     def wallops(self, user: User, text: str) -> None:
         """A server operator's message to every user with the wallops flag."""
@@ -1753,6 +1848,9 @@ class Hub:
             if target is None:
                 raise HubError("no_such_nick", f"there is nobody called {nick}")
             self._fan_out(events.Killed(nick=target.nick, by=user.nick, reason=reason), [target])
+            if target.node is not None and self.bus is not None:
+                self.bus.publish("kill", node_shard(target.node), {"nick": target.nick,
+                                 "by": user.nick, "reason": reason})  # fmt: skip
             return target
 
     def _room_state(self, room: Room, members: Iterable[User] | None = None) -> "RoomState":
@@ -1818,6 +1916,244 @@ class Hub:
                 entries.remove(present[0])
                 return ModeChange(False, mode, present[0])
         return None
+
+    # -- several nodes: what the other nodes did (see ports.Bus) ----------------------------
+    # The other nodes publish plain data (`_user_record`, `_message_record`, ...); the bus
+    # hands it to `apply_remote` in order per room. It is applied without this node's checks
+    # (the node of the user who acted made them) and shown to the local members through the
+    # same fan-out as a local event. Remote users are `User`s with `node` set and no
+    # connection, so member lists, lookups and nick checks see them as anyone else.
+
+    def _user_record(self, user: User, *, rooms: bool = True) -> dict[str, Any]:
+        """What other nodes know of a local user (lock held)."""
+        record: dict[str, Any] = {
+            "nick": user.nick,
+            "account": user.account,
+            "realname": user.realname,
+            "username": user.username,
+            "host": user.host,
+            "away": user.away,
+        }
+        if rooms:
+            record["rooms"] = [
+                [room.name, user.key in room.operators, room.owner] for room in user.rooms.values()
+            ]
+        return record
+
+    def local_user_records(self) -> list[dict[str, Any]]:
+        """Every local user as other nodes know them, with their rooms (for the bus's
+        presence keys and a resynchronisation)."""
+        with self._lock:
+            return [self._user_record(u) for u in self._users.values() if u.node is None]
+
+    def apply_remote(self, kind: str, node: str, data: dict[str, Any]) -> None:
+        """Apply what node `node` published (see `ports.Bus`); unknown or stale data (a user
+        or room this node no longer has) is ignored, as it may arrive after a removal."""
+        if kind == "msg":
+            self._remote_room_message(data)
+            return
+        doomed: list[tuple[User, str]] = []
+        with delivery.batch(), self._lock:
+            if kind == "pm":
+                self._remote_private(data)
+            elif kind == "kill":
+                victim = self._users.get(names.fold(data["nick"]))
+                if victim is not None and victim.node is None:
+                    killed = events.Killed(nick=victim.nick, by=data["by"], reason=data["reason"])
+                    self._fan_out(killed, [victim])
+                    doomed = [(victim, f"Killed ({data['by']} ({data['reason']}))")]
+            elif kind == "user":
+                ghost = self._ghost(node, data)
+                if ghost is not None:
+                    for room_name, op, owner in data.get("rooms", ()):
+                        self._remote_join(ghost, room_name, op, owner)
+            elif kind == "join":
+                ghost = self._ghost(node, data)
+                if ghost is not None:
+                    self._remote_join(ghost, data["room"], data.get("op", False), data.get("owner"))
+            elif kind == "quit":
+                ghost = self._users.get(names.fold(data["nick"]))
+                if ghost is not None and ghost.node == node:
+                    self._remove_user(ghost, data["reason"])
+            elif kind == "nick":
+                ghost = self._users.get(names.fold(data["old"]))
+                holder = self._users.get(names.fold(data["new"]))
+                if ghost is not None and ghost.node == node and holder in (None, ghost):
+                    self._rename(ghost, data["new"])
+            else:
+                self._remote_room_change(kind, node, data)
+        # As a local KILL: the transport ends the connections (outside the hub lock).
+        for victim, reason in doomed:
+            for conn in victim.connections:
+                abort = getattr(conn, "abort", None)
+                if abort is not None:
+                    abort(reason)
+
+    def remote_node_lost(self, node: str, reason: str = "node lost") -> int:
+        """Every user of `node` leaves, as if they had quit with `reason`; how many."""
+        with delivery.batch(), self._lock:
+            lost = [u for u in self._users.values() if u.node == node]
+            for user in lost:
+                self._remove_user(user, reason)
+        if lost:
+            log.warning("node %s lost: %d users left", node, len(lost))
+        return len(lost)
+
+    def remote_users(self) -> list[tuple[str, str]]:
+        """(nick, node) of every user of another node known here."""
+        with self._lock:
+            return [(u.nick, u.node) for u in self._users.values() if u.node is not None]
+
+    def remote_user_gone(self, nick: str, node: str, reason: str) -> bool:
+        """A user of `node` whose quit never arrived (or was overtaken) leaves here."""
+        with delivery.batch(), self._lock:
+            user = self._users.get(names.fold(nick))
+            if user is None or user.node != node:
+                return False
+            return self._remove_user(user, reason)
+
+    def remote_nodes(self) -> set[str]:
+        """The nodes that users here are on, besides this one."""
+        with self._lock:
+            return {u.node for u in self._users.values() if u.node is not None}
+
+    def _ghost(self, node: str, data: dict[str, Any]) -> User | None:
+        """The remote user `data` describes, made or updated (lock held); None when a
+        local user has the nick (the bus's nick claims make that a passing race)."""
+        key = names.fold(data["nick"])
+        user = self._users.get(key)
+        if user is not None and user.node is None:
+            log.warning("%s of node %s: the nick is a local user's here", data["nick"], node)
+            return None
+        if user is None:
+            user = User(nick=data["nick"], connections=(), node=node)
+            self._users[key] = user
+            if key in self._watchers:
+                self._tell_watchers(user, online=True)
+        user.node = node
+        account, realname = data.get("account"), data.get("realname") or ""
+        if account != user.account:
+            user.account = account
+            changed_account = events.AccountChanged(nick=user.nick, account=account)
+            self._fan_out(changed_account, self._told_of_changes(user))
+        if realname != user.realname:
+            user.realname = realname
+            renamed = events.RealnameChanged(nick=user.nick, realname=realname)
+            self._fan_out(renamed, self._told_of_changes(user))
+        user.username = data.get("username") or ""
+        user.host = data.get("host") or ""
+        away = data.get("away")
+        if away != user.away:
+            user.away = away
+            changed = events.AwayChanged(nick=user.nick, away=away)
+            self._fan_out(changed, self._told_of_changes(user))
+        return user
+
+    def _remote_join(self, ghost: User, room_name: str, op: bool, owner: str | None) -> None:
+        key = names.fold(room_name)
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = Room(name=room_name, owner=owner)
+        if op:
+            room.operators.add(ghost.key)
+        if ghost.key in room.members:
+            return
+        room.members[ghost.key] = ghost
+        room.groups = None
+        ghost.rooms[key] = room
+        joined = events.Joined(
+            room=room.name,
+            nick=ghost.nick,
+            account=ghost.account,
+            realname=ghost.realname,
+            away=ghost.away,
+        )
+        self._fan_out(joined, self._audience(room, ghost))
+
+    def _remote_room_change(self, kind: str, node: str, data: dict[str, Any]) -> None:
+        room = self._rooms.get(names.fold(data["room"]))
+        if room is None:
+            return
+        if kind == "leave":
+            user = room.members.get(names.fold(data["nick"]))
+            if user is not None and user.node == node:
+                left = events.Left(room=room.name, nick=user.nick, reason=data["reason"])
+                self._fan_out(left, self._audience(room, user))
+                self._remove_member(room, user)
+        elif kind == "kick":
+            user = room.members.get(names.fold(data["nick"]))
+            if user is not None:
+                kicked = events.Kicked(
+                    room=room.name, nick=user.nick, by=data["by"], reason=data["reason"]
+                )
+                self._fan_out(kicked, room.members.values())
+                self._remove_member(room, user)
+        elif kind == "invite":
+            target = self._users.get(names.fold(data["nick"]))
+            by = self._users.get(names.fold(data["by"]))
+            if target is not None and by is not None:
+                room.invited.add(target.key)
+                if target.node is None:
+                    invited = events.Invited(room=room.name, nick=target.nick, by=by.nick)
+                    self._fan_out(invited, [target])
+                self._tell_invited(by, room, target)
+        elif kind == "topic":
+            room.topic, room.topic_by, room.topic_at = data["topic"], data["by"], time.time()
+            changed = events.TopicChanged(room=room.name, topic=data["topic"], by=data["by"])
+            self._fan_out(changed, room.members.values())
+        elif kind == "modes":
+            applied = []
+            for record in data["changes"]:
+                try:
+                    change = self._apply_mode(room, _mode_from_record(record))
+                except (HubError, KeyError, ValueError):
+                    continue  # a member who left meanwhile, a mode this release lacks
+                if change is not None:
+                    applied.append(change)
+            if applied:
+                changed = _mode_event(data["by"], applied, room=room.name)
+                self._fan_out(changed, room.members.values())
+        else:
+            log.warning("unknown event %r from node %s", kind, node)
+
+    def _remote_room_message(self, data: dict[str, Any]) -> None:
+        with delivery.batch():
+            with self._lock:
+                room = self._rooms.get(names.fold(data["room"]))
+                if room is None:
+                    return
+                sender = room.members.get(names.fold(data["sender"]))
+                if sender is not None:
+                    sender.last_active = time.time()
+                event = events.RoomMessage(
+                    room=room.name,
+                    sender=data["sender"],
+                    text=data["text"],
+                    kind=data["kind"],
+                    account=data.get("account"),
+                    tags=_tags_from_record(data.get("tags")),
+                    id=data["id"],
+                    ts=data["ts"],
+                )
+                groups = _codec_groups(room)
+            # As `_relay_room`: encoded once per codec group, after the lock.
+            self._fan_out_groups([(event, None, ())], groups)
+
+    def _remote_private(self, data: dict[str, Any]) -> None:
+        recipient = self._users.get(names.fold(data["target"]))
+        if recipient is None or recipient.node is not None:
+            return
+        event = events.PrivateMessage(
+            sender=data["sender"],
+            target=recipient.nick,
+            text=data["text"],
+            kind=data["kind"],
+            account=data.get("account"),
+            tags=_tags_from_record(data.get("tags")),
+            id=data["id"],
+            ts=data["ts"],
+        )
+        self._deliver(event, recipient.connections)
 
     # -- the services, as every protocol reaches them (core/ports.py) -----------------------
     # Protocols and transports import no service: what they need of history, accounts,
@@ -2478,3 +2814,47 @@ def _group_by_codec(members: Iterable[User]) -> list[_CodecGroup]:
     if slow:
         groups.append(_CodecGroup(connections=slow))
     return groups
+
+
+def node_shard(node: str) -> str:
+    """The bus shard of a node's user events (presence, nick, quit; private messages and kills
+    to its users): one stream, so another node applies them in the order they happened."""
+    return f"node {node}"
+
+
+def _message_record(event: events.RoomMessage | events.PrivateMessage) -> dict[str, Any]:
+    """A relayed message as other nodes get it: with its stored id and time."""
+    record: dict[str, Any] = {
+        "sender": event.sender,
+        "text": event.text,
+        "kind": event.kind,
+        "account": event.account,
+        "id": event.id,
+        "ts": event.ts,
+    }
+    if isinstance(event, events.RoomMessage):
+        record["room"] = event.room
+    else:
+        record["target"] = event.target
+    if event.tags:
+        record["tags"] = [list(tag) for tag in event.tags]
+    return record
+
+
+def _tags_from_record(tags: Any) -> events.ClientTags:
+    return tuple((str(name), value) for name, value in tags) if tags else ()
+
+
+# The enums a mode may be of, by name, for mode changes other nodes send.
+_MODE_KINDS: dict[str, Any] = {
+    kind.__name__: kind for kind in (RoomFlag, MemberStatus, RoomSetting, RoomList, UserFlag)
+}
+
+
+def _mode_record(change: ModeChange) -> list[Any]:
+    return [change.add, type(change.mode).__name__, change.mode.name, change.arg]
+
+
+def _mode_from_record(record: list[Any]) -> ModeChange:
+    add, kind, name, arg = record
+    return ModeChange(bool(add), _MODE_KINDS[kind][name], arg)

@@ -284,3 +284,33 @@ class Unpipelined:
 
 
 UNPIPELINED: Pipeline = Unpipelined()
+
+
+class Bus(Protocol):
+    """The link between the nodes of one chat (services.cluster.RedisBus): what the hub
+    sends the other nodes, and who owns which nick. The hub decides what a remote event
+    is (plain data, see `Hub.publish_*` and `Hub.apply_remote`); the bus only carries it,
+    in order per room, and calls `Hub.apply_remote` for what other nodes sent.
+
+    `publish` and `release_nick` only queue (the hub lock may be held); `claim_nick` asks
+    the bus's store and is called without the hub lock."""
+
+    node: str
+
+    def claim_nick(self, nick: str) -> bool:
+        """Take `nick` (case-insensitive) for this node; False when another user has it."""
+        ...
+
+    def release_nick(self, nick: str) -> None:
+        """Give `nick` up (queued)."""
+        ...
+
+    def publish(self, kind: str, shard: str, data: dict[str, Any]) -> None:
+        """Queue an event for every other node, ordered with the others of `shard` (a folded
+        room name, or a folded nick for events of a user)."""
+        ...
+
+    def catch_up(self, shard: str) -> None:
+        """Wait (briefly, without the hub lock) until this node has applied every event of
+        `shard` that other nodes published before now: a join then sees the room as it is."""
+        ...

@@ -31,13 +31,17 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A search: `match` is an FTS5 expression made by `build_search` (never user syntax);
-    `sender` an author's nick or account; times in ms since the epoch (exclusive bounds);
-    `room` limits it to one room, `peer` to the private conversation with that account
-    (either still within what the asker may read); newest first."""
+    """A search: `match` is an FTS5 expression made by `build_search` (never user syntax),
+    `terms` its words unquoted; `sender` an author's nick or account; times in ms since the
+    epoch (exclusive bounds); `room` limits it to one room, `peer` to the private
+    conversation with that account (either still within what the asker may read); newest
+    first."""
 
     match: str
     limit: int = DEFAULT_SEARCH_LIMIT
+    # The words of `match` as `parse_terms` read them, for a store that searches with an
+    # engine of its own (PostgreSQL builds its query from these, never from `match`).
+    terms: tuple[tuple[str, bool], ...] = ()
     sender: str | None = None
     room: str | None = None
     peer: str | None = None
@@ -101,6 +105,7 @@ def build_search(
     return SearchQuery(
         match=match,
         limit=size,
+        terms=tuple(terms),
         sender=sender or None,
         room=room or None,
         before_ts=before_ts,

@@ -41,8 +41,13 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_store(data_dir: str | Path = DEFAULT_DATA_DIR) -> Store:
-    """Open the embedded SQLite store in `data_dir`; raises StoreError naming path and reason."""
+def open_store(data_dir: str | Path = DEFAULT_DATA_DIR, database_url: str = "") -> Store:
+    """Open the PostgreSQL store at `database_url` if one is given, else the embedded SQLite
+    store in `data_dir`; raises StoreError naming the place (never a password) and reason."""
+    if database_url:
+        from threadchat.store.postgres import PostgresStore
+
+        return PostgresStore(database_url)
     from threadchat.store.sqlite import SQLiteStore
 
     return SQLiteStore(data_dir)

@@ -1,0 +1,499 @@
+"""Several nodes as one chat: real server processes sharing the real Redis (127.0.0.1:6379)
+and PostgreSQL (127.0.0.1:5432) of the machine.
+
+Each test has a Redis key prefix and a PostgreSQL database of its own (both removed at the
+end), so parallel runs never see each other's nodes, users or messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import WAIT, IrcClient, JsonClient, LineClient
+from store_backends import postgres_database
+from test_config_and_process import free_port
+from test_irc_accounts import PASSWORD
+from test_shared_rules import irc_join
+
+from threadchat.app.server import Server
+from threadchat.core.history import HistoryQuery
+from threadchat.core.hub import node_shard
+from threadchat.protocols.irc.wire import parse
+from threadchat.services.cluster import shard_of
+from threadchat.store.postgres import PostgresStore, wait_for
+
+REDIS_URL = os.environ.get("THREADCHAT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The expiry of the tests' nodes: short, so that a lost node is seen quickly, yet several
+# heartbeats long on a loaded machine.
+EXPIRY = 3.0
+
+
+class Node:
+    """One `threadchat serve` process: its ports, and its log as it is written."""
+
+    def __init__(self, proc: subprocess.Popen[str], name: str, line: int, irc: int) -> None:
+        self.proc, self.name, self.line, self.irc = proc, name, line, irc
+        self.log: list[str] = []
+        self.ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if "limits:" in line:  # logged once every listener is up
+                self.ready.set()
+        self.ready.set()
+
+    def wait_ready(self) -> None:
+        assert self.ready.wait(4 * WAIT), f"{self.name} did not start"
+        assert self.proc.poll() is None, f"{self.name} exited:\n{''.join(self.log)}"
+
+    def json(self, name: str) -> JsonClient:
+        client = JsonClient(self.line)
+        client.send_json(type="hello", name=name)
+        client.expect_event("who", room="lobby")
+        return client
+
+    def irc_client(self, nick: str) -> IrcClient:
+        client = IrcClient(self.irc)
+        client.register(nick)
+        return client
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(3 * WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(WAIT)
+        self._reader.join(WAIT)
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, prefix: str, database_url: str) -> None:
+        self.tmp_path, self.prefix, self.database_url = tmp_path, prefix, database_url
+        self.nodes: list[Node] = []
+
+    def start(self, name: str, **settings: str) -> Node:
+        line, irc = free_port(), free_port()
+        workdir = self.tmp_path / name
+        workdir.mkdir()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "THREADCHAT_LINE_PORT": str(line),
+            "THREADCHAT_IRC_PORT": str(irc),
+            "THREADCHAT_UDP_PORT": "0",
+            "THREADCHAT_WEB_PORT": "0",
+            "THREADCHAT_FLOOD_RATE": "0",
+            "THREADCHAT_REDIS_URL": REDIS_URL,
+            "THREADCHAT_REDIS_PREFIX": self.prefix,
+            "THREADCHAT_DATABASE_URL": self.database_url,
+            "THREADCHAT_NODE_NAME": name,
+            "THREADCHAT_NODE_EXPIRY": str(EXPIRY),
+            **settings,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "threadchat", "serve", "--log-level", "info"],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        node = Node(proc, name, line, irc)
+        self.nodes.append(node)
+        return node
+
+    def start_all(self, *names: str) -> list[Node]:
+        nodes = [self.start(name) for name in names]
+        for node in nodes:
+            node.wait_ready()
+        return nodes
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    prefix = f"threadchat-test-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    with postgres_database() as database_url:
+        made = Cluster(tmp_path, prefix, database_url)
+        try:
+            yield made
+        finally:
+            for node in made.nodes:
+                node.stop()
+                # Shown by pytest only when the test failed: what each node logged.
+                print(f"---- log of node {node.name} ----\n{''.join(node.log)}")
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)  # polling a condition another process changes; bounded
+    return condition()
+
+
+def test_users_on_three_nodes_chat_in_a_room_and_privately(cluster: Cluster) -> None:
+    one, two, three = cluster.start_all("one", "two", "three")
+    alice = one.irc_client("alice")  # IRC on node one
+    bob = two.json("bob")  # JSON on node two
+    carol = LineClient(three.line)  # native text on node three
+    carol.send("carol")
+    carol.expect("--- in lobby:")
+
+    assert irc_join(alice, "#dev") == ["alice"]
+    bob.send_json(type="join", room="dev")
+    members = bob.expect_event("who", room="dev")["members"]
+    # Membership is eventually consistent: a join on node two applies what Redis holds of
+    # the room first (`catch_up`), but alice's join may still be on its way from node one;
+    # then it follows as an event.
+    if "alice" not in members:
+        bob.expect_event("join", room="dev", name="alice")
+    assert "bob" in members
+    alice.expect_msg("JOIN", lambda m: m.source.startswith("bob!"))
+    carol.send("/join dev")
+    carol.expect("--- in dev:")
+    bob.expect_event("join", room="dev", name="carol")
+    alice.expect_msg("JOIN", lambda m: m.source.startswith("carol!"))
+
+    alice.send("PRIVMSG #dev :hello from irc")
+    assert bob.expect_event("message", room="dev")["text"] == "hello from irc"
+    carol.expect("alice: hello from irc")
+    bob.send_json(type="say", room="dev", text="hello from json")
+    said = alice.expect_msg("PRIVMSG", lambda m: m.params == ["#dev", "hello from json"])
+    assert said.source.startswith("bob!")
+    carol.expect("bob: hello from json")
+    carol.send("hello from text")
+    alice.expect_msg("PRIVMSG", lambda m: m.params == ["#dev", "hello from text"])
+    bob.expect_event("message", room="dev", text="hello from text", **{"from": "carol"})
+
+    # Private messages cross nodes too, each way.
+    alice.send("PRIVMSG bob :psst")
+    assert bob.expect_event("private", text="psst")["from"] == "alice"
+    bob.send_json(type="msg", to="alice", text="hi back")
+    alice.expect_msg("PRIVMSG", lambda m: m.params == ["alice", "hi back"])
+
+    # Every message of the room has one id on every node: PostgreSQL's.
+    stored = PostgresStore(cluster.database_url)
+    try:
+        history = stored.room_history("dev", HistoryQuery.latest(10))
+    finally:
+        stored.close()
+    assert [m.text for m in history] == ["hello from irc", "hello from json", "hello from text"]
+
+    # A topic and a leave reach the other nodes.
+    alice.send("TOPIC #dev :cluster talk")
+    bob.expect_event("topic", room="dev")
+    carol.send("/leave dev")
+    bob.expect_event("leave", room="dev", name="carol")
+    alice.expect_msg("PART", lambda m: m.source.startswith("carol!"))
+    for client in (alice, bob, carol):
+        client.close()
+
+
+def test_a_nick_taken_on_one_node_is_refused_on_another(cluster: Cluster) -> None:
+    one, two = cluster.start_all("one", "two")
+    ann = one.json("ann")
+    refused = JsonClient(two.line)
+    refused.send_json(type="hello", name="ANN")
+    assert refused.expect_event("error")["code"] == "name_in_use"
+    irc = IrcClient(two.irc)
+    irc.send("NICK Ann", "USER ann 0 * :Ann")
+    irc.expect_msg("433")
+    # A nick change to a taken name is refused as well, and a freed one can be had.
+    other = two.json("other")
+    other.send_json(type="nick", name="ann")
+    assert other.expect_event("error")["code"] == "name_in_use"
+    ann.close()
+    assert wait_until(lambda: _hello(two, "ann"), 2 * WAIT)
+    for client in (refused, irc, other):
+        client.close()
+
+
+def _hello(node: Node, name: str) -> bool:
+    client = JsonClient(node.line)
+    try:
+        client.send_json(type="hello", name=name)
+        return client.read_event()["type"] == "welcome"
+    finally:
+        client.close()
+
+
+def test_a_killed_nodes_users_leave_within_the_expiry(cluster: Cluster) -> None:
+    one, two, three = cluster.start_all("one", "two", "three")
+    watcher = one.irc_client("watcher")
+    irc_join(watcher, "#ops")
+    survivor = two.json("survivor")
+    survivor.send_json(type="join", room="ops")
+    survivor.expect_event("who", room="ops")
+    doomed = three.json("doomed")
+    doomed.send_json(type="join", room="ops")
+    doomed.expect_event("who", room="ops")
+    survivor.expect_event("join", room="ops", name="doomed")
+    watcher.expect_msg("JOIN", lambda m: m.source.startswith("doomed!"))
+
+    three.proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    quit_line = watcher.expect_msg(
+        "QUIT", lambda m: m.source.startswith("doomed!"), timeout=EXPIRY + 2 * WAIT
+    )
+    assert quit_line.params == ["node lost"]
+    survivor.expect_event("quit", name="doomed", timeout=EXPIRY + 2 * WAIT)
+    # Within the expiry, plus the one-second check and a loaded machine's slack.
+    assert time.monotonic() - killed_at < EXPIRY + 3
+
+    # Every message among the survivors still arrives, both ways.
+    for i in range(20):
+        watcher.send(f"PRIVMSG #ops :w{i}")
+        survivor.send_json(type="say", room="ops", text=f"s{i}")
+    got = [survivor.expect_event("message", room="ops", text=f"w{i}")["text"] for i in range(20)]
+    assert got == [f"w{i}" for i in range(20)]
+    for i in range(20):
+        watcher.expect_msg("PRIVMSG", lambda m, i=i: m.params == ["#ops", f"s{i}"])
+    # The lost user's nick is free again.
+    assert wait_until(lambda: _hello(one, "doomed"), 2 * WAIT)
+    watcher.close()
+    survivor.close()
+
+
+def test_history_written_on_one_node_is_read_on_another(cluster: Cluster) -> None:
+    one, two = cluster.start_all("one", "two")
+    ann = one.json("ann")
+    ann.send_json(type="join", room="log")
+    ann.expect_event("who", room="log")
+    for i in range(3):
+        ann.send_json(type="say", room="log", text=f"kept {i}", ref=f"r{i}")
+        ann.expect_event("ok", ref=f"r{i}")
+    bob = two.json("bob")
+    bob.send_json(type="join", room="log")
+    replayed = [bob.expect_event("message", room="log", text=f"kept {i}") for i in range(3)]
+    assert all(event.get("history") for event in replayed)
+    ann.close()
+    bob.close()
+
+
+def test_an_unreachable_redis_or_database_at_start_exits_2(cluster: Cluster) -> None:
+    with socket_without_listener() as port:
+        node = cluster.start("no-redis", THREADCHAT_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        assert node.proc.wait(4 * WAIT) == 2
+        node.stop()
+        assert any("cannot use Redis" in line for line in node.log), node.log
+        node = cluster.start(
+            "no-database", THREADCHAT_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/x"
+        )
+        assert node.proc.wait(4 * WAIT) == 2
+        node.stop()
+        assert any("cannot use the database" in line for line in node.log), node.log
+    assert not any("Traceback" in line for n in cluster.nodes for line in n.log)
+
+
+@contextlib.contextmanager
+def socket_without_listener() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def test_irc_names_show_users_of_every_node(cluster: Cluster) -> None:
+    one, two = cluster.start_all("one", "two")
+    ann = one.irc_client("ann")
+    irc_join(ann, "#both")
+    bob = two.irc_client("bob")
+    assert sorted(irc_join(bob, "#both")) == ["ann", "bob"]
+    bob.send("WHOIS ann")
+    whois = bob.expect_msg("311")
+    assert whois.params[1] == "ann"
+    # Ann's node knows bob is in the room once it shows her his join (as a person would
+    # wait for it before voicing him).
+    ann.expect_msg("JOIN", lambda m: m.source.startswith("bob!"))
+    ann.send("MODE #both +v bob")
+    mode = bob.expect_msg("MODE")
+    assert mode.params[1:] == ["+v", "bob"]
+    bob.send("NAMES #both")
+    names = bob.expect(lambda line: parse(line).command == "353")
+    assert "+bob" in names and "@ann" in names
+    ann.close()
+    bob.close()
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A Redis of the test's own on a free port, without persistence: `start()` starts it
+    (again, on the same port, empty); it is killed at the end."""
+    port = free_port()
+    running: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        running.append(proc)
+        client = redis.Redis(port=port, socket_connect_timeout=0.2)
+        assert wait_until(lambda: _pings(client)), "the test's Redis did not start"
+        client.close()
+        return proc
+
+    start.port = port  # type: ignore[attr-defined]
+    try:
+        yield start
+    finally:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(WAIT)
+
+
+def events_until(client: JsonClient, kinds: set[str], timeout: float) -> dict[str, dict]:
+    """Read events until one of each kind in `kinds` came (the first of each, by kind)."""
+    found: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    while set(found) != kinds:
+        event = client.read_event(max(0.0, deadline - time.monotonic()))
+        if event["type"] in kinds:
+            found.setdefault(event["type"], event)
+    return found
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_restarted_under_traffic(cluster: Cluster) -> None:
+    with own_redis() as start_redis:
+        redis_server = start_redis()
+        url = f"redis://127.0.0.1:{start_redis.port}/0"  # type: ignore[attr-defined]
+        one = cluster.start("one", THREADCHAT_REDIS_URL=url)
+        two = cluster.start("two", THREADCHAT_REDIS_URL=url)
+        one.wait_ready()
+        two.wait_ready()
+        ann, bob = one.json("ann"), two.json("bob")
+        for client in (ann, bob):
+            client.send_json(type="join", room="r")
+            client.expect_event("who", room="r")
+        ann.expect_event("join", room="r", name="bob")
+        ann.send_json(type="say", room="r", text="before")
+        bob.expect_event("message", room="r", text="before")
+
+        redis_server.kill()
+        redis_server.wait(WAIT)
+        for client in (ann, bob):
+            assert "lost its link" in client.expect_event("notice", timeout=3 * WAIT)["text"]
+        # Each node goes on serving its own users: stored (PostgreSQL) and acknowledged.
+        ann.send_json(type="say", room="r", text="during", ref="d")
+        ann.expect_event("ok", ref="d")
+
+        start_redis()
+        back = ann.expect_event("notice", timeout=3 * WAIT)["text"]
+        assert "linked to the other servers again" in back and "Redis restarted" in back
+        # Bob's node says so too, and what ann's node could not publish meanwhile it held and
+        # sends now: in either order (each node finds Redis back on its own).
+        seen = events_until(bob, {"notice", "message"}, 3 * WAIT)
+        assert "Redis restarted" in seen["notice"]["text"]
+        assert seen["message"]["text"] == "during" and seen["message"]["room"] == "r"
+        bob.send_json(type="say", room="r", text="after")
+        ann.expect_event("message", room="r", text="after")
+        ann.send_json(type="say", room="r", text="after too")
+        bob.expect_event("message", room="r", text="after too")
+        assert one.proc.poll() is None and two.proc.poll() is None
+        ann.close()
+        bob.close()
+    for node in (one, two):
+        node.stop()
+        assert not any("Traceback" in line for line in node.log), "".join(node.log)
+        assert any("Redis is back" in line for line in node.log)
+
+
+def test_a_user_whose_quit_never_came_is_dropped_as_gone(
+    make_server: Callable[..., Server],
+) -> None:
+    # Another node, played by the test at the level of Redis: alive (its heartbeat is set),
+    # it announces a user but never claimed the nick (as if the quit had been overtaken).
+    prefix = f"threadchat-test-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        server = make_server(redis_url=REDIS_URL, redis_prefix=prefix, node_name="real",
+                             node_expiry=EXPIRY, history=False)  # fmt: skip
+        bob = JsonClient(server.listener("line").port)
+        bob.send_json(type="hello", name="bob")
+        bob.expect_event("who", room="lobby")
+        client.set(f"{prefix}:node:{{phantom}}", "1", ex=30)
+        record = {"nick": "ghosty", "rooms": [["lobby", False, None]]}
+        stream = f"{prefix}:events:{{s{shard_of(node_shard('phantom'))}}}"
+        client.xadd(stream, {"e": json.dumps(["phantom", "user", record])})
+        bob.expect_event("join", room="lobby", name="ghosty")
+        left_at = time.monotonic()
+        quit_event = bob.expect_event("quit", name="ghosty", timeout=EXPIRY * 2 + WAIT)
+        assert quit_event["reason"] == "gone"
+        # Two checks a third of the expiry apart, not sooner: a rename is not a quit.
+        assert time.monotonic() - left_at >= EXPIRY / 3
+        bob.close()
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_always_on_and_read_markers_live_in_the_shared_database(cluster: Cluster) -> None:
+    # As a previous run left them: alice's account, always-on in dev, with a read marker.
+    marker = "2026-01-02T03:04:05.678Z"
+    marker_ms = int(datetime.fromisoformat(marker).timestamp() * 1000)
+    with PostgresStore(cluster.database_url) as store:
+        store.create_account("alice", PASSWORD)
+        wait_for(store.save_always_on("alice", "alice", ["dev"]), WAIT)
+        assert store.set_read_marker("alice", "dev", marker_ms) == marker_ms
+    nodes = cluster.start_all("one", "two")
+    # One node restores her (the one that claimed her nick first); every node has her in dev.
+    [home] = [n for n in nodes if any("1 always-on accounts" in line for line in n.log)]
+    [other] = [n for n in nodes if n is not home]
+    bob = other.json("bob")
+    bob.send_json(type="join", room="dev")
+    members = bob.expect_event("who", room="dev")["members"]
+    deadline = time.monotonic() + WAIT
+    while "alice" not in members and time.monotonic() < deadline:
+        bob.send_json(type="who", room="dev")  # she is learnt from the bus: eventually
+        members = bob.expect_event("who", room="dev")["members"]
+    assert "alice" in members
+    # Her devices attach on the node that holds her; on another the nick is taken.
+    intruder = JsonClient(other.line)
+    intruder.send_json(type="hello", name="alice", password=PASSWORD)
+    assert intruder.expect_event("error")["code"] == "name_in_use"
+    intruder.close()
+    device = JsonClient(home.line)
+    device.send_json(type="hello", name="alice", password=PASSWORD)
+    assert device.expect_event("read", target="dev")["read"] == marker
+    device.close()
+    bob.close()
