@@ -118,6 +118,8 @@ COMMANDS: dict[str, Command] = {
     "PRIVMSG": Command(messages.on_message),
     "NOTICE": Command(messages.on_message),
     "TAGMSG": Command(messages.on_tagmsg, min_params=1),
+    "BATCH": Command(messages.on_batch, min_params=1),
+    "REDACT": Command(messages.on_redact, min_params=2),
     "CHATHISTORY": Command(irc_history.on_chathistory, min_params=1),
     "TOPIC": Command(channels.on_topic, min_params=1),
     "NAMES": Command(channels.on_names),

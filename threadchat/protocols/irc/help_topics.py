@@ -27,6 +27,14 @@ HELP_TOPICS: dict[str, tuple[str, ...]] = {
         "CHATHISTORY TARGETS <timestamp> <timestamp> <limit>: conversations active between.",
     ),
     "HELP": ("HELP [<topic>]", "This help; HELPOP is the same."),
+    "BATCH": (
+        "BATCH +<ref> draft/multiline <target> | BATCH -<ref>",
+        "Send the @batch=<ref> PRIVMSG lines between them as one multiline message.",
+    ),
+    "REDACT": (
+        "REDACT <channel> <msgid> [:<reason>]",
+        "Delete a message: your own, or any in a channel you moderate (message-redaction).",
+    ),
     "HELPOP": ("HELPOP [<topic>]", "The same as HELP."),
     "INFO": ("INFO", "About this server's software."),
     "INVITE": ("INVITE <nick> <#channel>", "Invite someone to a channel you are in."),

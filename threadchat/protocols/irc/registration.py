@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from threadchat import __version__
-from threadchat.core import names
+from threadchat.core import live, names
 from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import chathistory as irc_history
 from threadchat.protocols.irc import modes as irc_modes
@@ -75,6 +75,9 @@ OFFERED_CAPS: dict[str, str | None] = {
     "invite-notify": None,
     "extended-monitor": None,
     "no-implicit-names": None,
+    # Issue 14: multiline messages (limits in core/live.py) and deletions (REDACT).
+    "draft/multiline": f"max-bytes={live.MULTILINE_MAX_BYTES},max-lines={live.MULTILINE_MAX_LINES}",
+    "draft/message-redaction": None,
 }
 
 # IRCv3 STS: how long clients that reached us over TLS must keep to TLS (30 days, what

@@ -22,6 +22,7 @@ from threadchat.core.events import Event
 from threadchat.core.hub import Connection, Hub, HubError, User
 from threadchat.protocols.irc import commands, registration, replies
 from threadchat.protocols.irc.codec import IrcCodec, source_of
+from threadchat.protocols.irc.messages import MultilineBatch
 from threadchat.protocols.irc.sasl import SaslState
 from threadchat.protocols.irc.wire import (
     BufferOverflow,
@@ -122,6 +123,7 @@ class IrcSession:
         "host",
         "hub",
         "label",
+        "multiline",
         "reader",
         "reg",
         "registered_account",
@@ -171,6 +173,8 @@ class IrcSession:
         self.user: User | None = None
         # Set by `close_link`: the reason the link ends once this read's replies are out.
         self.closing: str | None = None
+        # A draft/multiline batch the client is sending (messages.py), or None.
+        self.multiline: MultilineBatch | None = None
 
     @property
     def caps(self) -> frozenset[str]:
