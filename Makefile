@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-report clean
+.PHONY: run test lint fuzz bench bench-live bench-report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Issue 14: a typing storm (200 users) and history pages with reactions and edits.
+bench-live: $(STAMP)
+	$(BIN)/python -m bench.live_bench typing
+	$(BIN)/python -m bench.live_bench history
 
 bench-report: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

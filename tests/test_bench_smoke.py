@@ -235,3 +235,19 @@ def test_connect_storms_are_summed_up_by_their_median() -> None:
     assert summary["registrations_per_s"] == 400.0 and summary["server_cpu_s"] == 0.2
     assert summary["registered"] == 9  # a run that lost a registration is not hidden
     assert summary["spread"] == {"total_s": [0.02, 0.03]}
+
+
+def test_live_bench_typing_storm_measures_both_phases() -> None:
+    from bench.live_bench import typing_storm
+
+    result = typing_storm(users=12, seconds=1.0)
+    for phase in ("quiet", "typing"):
+        assert result[phase]["messages"] > 0
+        assert result[phase]["server_cpu_s"] >= 0
+
+
+def test_live_bench_history_pages_compares_plain_and_lively() -> None:
+    from bench.live_bench import history_pages
+
+    result = history_pages(messages=600, pages=40)
+    assert result["plain"]["p99_ms"] > 0 and result["with_reactions_and_edits"]["p99_ms"] > 0

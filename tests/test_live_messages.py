@@ -166,6 +166,18 @@ def test_reactions_across_protocols(
         {"reaction": "👍", "from": ["tess"], "count": 1},
         {"reaction": "🎉", "from": ["tagged", "bob"], "count": 2},
     ]
+    # IRC history replays them too, as the TAGMSGs that made them, after the message.
+    tagged.send("CAP REQ :draft/chathistory", "CHATHISTORY LATEST #lobby * 10")
+    replayed = [tagged.expect_msg("BATCH", lambda m: m.params[0].startswith("+"))]
+    while not replayed or replayed[-1].command != "BATCH" or replayed[-1].params[0][0] != "-":
+        replayed.append(parse(tagged.read_line()))
+    reacted = [m for m in replayed if m.command == "TAGMSG"]
+    assert [(m.source.split("!")[0], m.tags["+draft/react"]) for m in reacted] == [
+        ("tess", "👍"),
+        ("tagged", "🎉"),
+        ("bob", "🎉"),
+    ]
+    assert all(m.tags["+draft/reply"] == str(msgid) for m in reacted)
     # Refusals: unknown id, too long.
     bob.send_json(type="react", msgid=123456789, reaction="👍", ref="u")
     assert bob.expect_event("error", ref="u")["code"] == "unknown_message"

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain, compress, repeat
+from itertools import chain, compress, islice, repeat
 from operator import attrgetter, ne
 from typing import Any, Protocol
 
@@ -251,8 +251,6 @@ class Hub:
         self._departed: deque[events.PastUser] = deque(maxlen=WHOWAS_MAX)
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
-        # Message id -> the room whose recent messages hold it (see Room.recent).
-        self._message_rooms: dict[int, Room] = {}
         # (folded nick, room key) -> (monotonic time, state) of the last typing notice relayed.
         self._typing: dict[tuple[str, str], tuple[float, str]] = {}
         # Folded nick -> the users watching it (User.watching), online or not.
@@ -877,12 +875,10 @@ class Hub:
             return  # never stored, never named
         recent = room.recent
         recent[event.id] = (event, user)
-        self._message_rooms[event.id] = room
-        if len(recent) > live.RECENT_PER_ROOM:
-            oldest = next(iter(recent))
-            del recent[oldest]
-            if self._message_rooms.get(oldest) is room:
-                del self._message_rooms[oldest]
+        if len(recent) > 2 * live.RECENT_PER_ROOM:
+            # Trimmed in one step per RECENT_PER_ROOM messages: taking the oldest out one at a
+            # time makes a dict walk the dead slots at its front on every `next(iter())`.
+            room.recent = dict(islice(recent.items(), live.RECENT_PER_ROOM, None))
 
     def find_ref(self, user: User, ref: str) -> int:
         """The message id a reference typed in text mode names (`#a3f`, see core/live.py):
@@ -923,9 +919,13 @@ class Hub:
         history_failed."""
         unknown = HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with self._lock:
-            room = self._message_rooms.get(msgid)
-            if room is not None:
-                event, sender = room.recent[msgid]
+            # Only the rooms `user` is in: a message elsewhere is refused as not_in_room from
+            # history below (or unknown without history), whoever else remembers it.
+            for room in user.rooms.values():
+                entry = room.recent.get(msgid)
+                if entry is None:
+                    continue
+                event, sender = entry
                 if event.extra is not None and event.extra.deleted:
                     raise unknown
                 self._check_message_room(user, room, room_name)
@@ -1254,8 +1254,6 @@ class Hub:
         user.rooms.pop(room.key, None)
         if not room.members and not room.persistent:
             del self._rooms[room.key]
-            for msgid in room.recent:
-                self._message_rooms.pop(msgid, None)
             room.recent = {}
             if self.history is not None:
                 # Its history ends with it: a later room of the name must not show it.

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Messages per room the hub keeps in memory for replies, reactions, edits, deletions and
-# short references (older ones are read from history, when kept). Three hex digits tell
+# Messages per room the hub keeps in memory, at least (it trims to this many each time it
+# holds twice as many), for replies, reactions, edits, deletions and short references
+# (older ones are read from history, when kept). Three hex digits tell
 # 4096 consecutive ids apart, so a short reference shown for one of these stays unique
 # while fewer than 4096 messages are sent on the whole server after it.
 RECENT_PER_ROOM = 1024

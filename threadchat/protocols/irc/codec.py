@@ -211,6 +211,19 @@ class IrcCodec:
     def _multiline(self) -> bool:
         return MULTILINE_CAP in self._caps and "batch" in self._caps
 
+    def _reactions_in_history(
+        self, channel: str, msgid: int, reactions: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> list[Message]:
+        """A stored message's reactions, replayed after it as the TAGMSGs that made them
+        (ergo replays reactions as history items the same way)."""
+        return [
+            Message(
+                "TAGMSG", [channel], self._source(nick), {REPLY_TAG: str(msgid), REACT_TAG: name}
+            )
+            for name, people in reactions
+            for nick in people
+        ]
+
     def _deleted_in_history(
         self, source: str, channel: str, event: events.RoomMessage
     ) -> list[Message]:
@@ -233,7 +246,7 @@ class IrcCodec:
                     tags = ((REPLY_TAG, str(extra.reply_to)), *tags)
                 if extra is not None and extra.deleted:
                     return self._deleted_in_history(source, channel, event)
-                return chat_messages(
+                lines = chat_messages(
                     source,
                     channel,
                     event.text,
@@ -245,6 +258,9 @@ class IrcCodec:
                     multiline=self._multiline(),
                     batch_ref=f"ml{event.id}",
                 )
+                if extra is not None and extra.reactions and "message-tags" in self.caps:
+                    lines += self._reactions_in_history(channel, event.id, extra.reactions)
+                return lines
             case events.PrivateMessage():
                 source = self._source(event.sender)
                 return chat_messages(
