@@ -242,6 +242,15 @@ def test_deletions_across_protocols(
     attic = alice.expect_event("history", ref="ha")["messages"][-1]["msgid"]
     bob.send_json(type="delete", msgid=attic, ref="n")
     assert bob.expect_event("error", ref="n")["code"] == "not_in_room"
+    tagged.send(f"REDACT #attic {attic}")
+    assert tagged.expect_msg("FAIL").params[:4] == [
+        "REDACT",
+        "INVALID_TARGET",
+        "#attic",
+        str(attic),
+    ]
+    text_user.send(f"/react {live.full_ref(attic)} 👍")
+    assert text_user.expect("!!!") == "!!! you are not in attic"
 
 
 def test_a_deletion_and_an_edit_outlive_a_restart(

@@ -716,8 +716,9 @@ class Hub:
         last_room: Room | None = None
         # Under the lock nothing changes, so one check per sender and room name is enough.
         checked: dict[tuple[int, str], Room | None] = {}
+        # Without history every message's id is its event id; with it, a message not stored
+        # (its write failed: an empty stamp) has no msgid and is not remembered.
         history_off = self.history is None
-        remember = True
         with delivery.batch():
             with self._lock:
                 now = time.time()
@@ -740,7 +741,7 @@ class Hub:
                     event = _room_message(
                         room, user, relay.text, relay.kind, stamp, relay.tags, relay.extra
                     )
-                    if remember and (stamp or history_off):
+                    if stamp or history_off:
                         self._remember_message(room, event, user)
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))

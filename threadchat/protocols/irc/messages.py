@@ -14,7 +14,7 @@ message-tags (the others would not know the command).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from threadchat.core import events, live
@@ -55,7 +55,6 @@ class MultilineBatch:
     text: str = ""
     lines: int = 0
     failed: bool = False
-    concat: list[bool] = field(default_factory=list)
 
 
 def on_batch(session: IrcSession, message: Message) -> None:
