@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
@@ -186,53 +187,90 @@ def typing_storm(users: int, seconds: float) -> dict[str, Any]:
     return {"users": users, "seconds": seconds, **results}
 
 
+def _fill(data_dir: Path, messages: int) -> tuple[int, int]:
+    """A store holding `messages` room messages; their first and last ids."""
+    store = SQLiteStore(data_dir)
+    try:
+        batch = [
+            NewMessage(sender=f"u{i % 50}", text=f"message {i} " + "x" * 40, room="lobby")
+            for i in range(messages)
+        ]
+        for start in range(0, messages, 1000):
+            store.append_many(batch[start : start + 1000]).result(TIMEOUT)
+        [last] = store.room_history("lobby", HistoryQuery.latest(1))
+        return last.id - messages + 1, last.id
+    finally:
+        store.close()
+
+
+def _liven(db_path: Path, first_id: int, last_id: int) -> None:
+    """Reactions on every other message (1 to 3 each) and an edit of every tenth, written
+    in bulk as the store writes them one by one (the same rows, not the same path)."""
+    now = int(time.time() * 1000)
+    reactions = [
+        (msgid, f"n:u{r}", ("👍", "🎉", "❤")[r], f"u{r}", now)
+        for msgid in range(first_id, last_id + 1)
+        if msgid % 2 == 0
+        for r in range(1 + msgid % 3)
+    ]
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO reactions (message_id, reactor_key, reaction, reactor, ts)"
+            " VALUES (?, ?, ?, ?, ?)",
+            reactions,
+        )
+        conn.execute("UPDATE messages SET text = 'edited ' || id, edited = 1 WHERE id % 10 = 0")
+    conn.close()
+
+
 def history_pages(messages: int, pages: int) -> dict[str, Any]:
     rng = random.Random(14)
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp))
-        try:
-            batch = [
-                NewMessage(sender=f"u{i % 50}", text=f"message {i} " + "x" * 40, room="lobby")
-                for i in range(messages)
-            ]
-            for start in range(0, messages, 1000):
-                store.append_many(batch[start : start + 1000]).result(TIMEOUT)
-            [last] = store.room_history("lobby", HistoryQuery.latest(1))
-            first_id = last.id - messages + 1
+        data_dir = Path(tmp)
+        first_id, last_id = _fill(data_dir, messages)
+        points = [rng.randrange(first_id + 50, last_id + 1) for _ in range(pages)]
 
-            def measure() -> dict[str, float]:
-                times = []
-                for n in range(pages):
+        def measure() -> tuple[dict[str, float], Path]:
+            # The same pages both times: a quarter the latest page, the rest pages back
+            # from random points; the store opened afresh, as after a restart.
+            store = SQLiteStore(data_dir)
+            times = []
+            cpu = []
+            try:
+                for n, point in enumerate(points):
                     if n % 4 == 0:
                         query = HistoryQuery.latest(50)
                     else:
-                        point = rng.randrange(first_id + 50, last.id + 1)
                         query = HistoryQuery.before(Ref.msgid(point), 50)
-                    began = time.perf_counter()
+                    began, began_cpu = time.perf_counter(), time.thread_time()
                     store.room_history("lobby", query)
                     times.append(time.perf_counter() - began)
-                return {
-                    "p50_ms": round(_p(times, 0.5) * 1000, 3),
-                    "p99_ms": round(_p(times, 0.99) * 1000, 3),
-                }
+                    cpu.append(time.thread_time() - began_cpu)
+                db_path = store.db_path
+            finally:
+                store.close()
+            # Wall time is what a client waits; the thread's CPU time (SQLite runs in the
+            # reading thread) is the same work without what a busy machine adds to it.
+            stats = {
+                "p50_ms": round(_p(times, 0.5) * 1000, 3),
+                "p99_ms": round(_p(times, 0.99) * 1000, 3),
+                "cpu_p50_ms": round(_p(cpu, 0.5) * 1000, 3),
+                "cpu_p99_ms": round(_p(cpu, 0.99) * 1000, 3),
+            }
+            return stats, db_path
 
-            plain = measure()
-            for msgid in range(first_id, last.id + 1):
-                if msgid % 2 == 0:
-                    for r in range(1 + msgid % 3):
-                        store.set_reaction(msgid, f"n:u{r}", f"u{r}", ("👍", "🎉", "❤")[r], True)
-                if msgid % 10 == 0:
-                    store.edit_message(msgid, f"edited {msgid}")
-            lively = measure()
-        finally:
-            store.close()
+        plain, db_path = measure()
+        _liven(db_path, first_id, last_id)
+        lively, _ = measure()
     ratio = lively["p99_ms"] / plain["p99_ms"] if plain["p99_ms"] else float("nan")
+    cpu_ratio = lively["cpu_p99_ms"] / plain["cpu_p99_ms"] if plain["cpu_p99_ms"] else float("nan")
     return {
         "messages": messages,
         "pages": pages,
         "plain": plain,
         "with_reactions_and_edits": lively,
         "p99_ratio": round(ratio, 3),
+        "cpu_p99_ratio": round(cpu_ratio, 3),
         "p99_ratio_limit": 1.2,
     }
 

@@ -21,7 +21,6 @@ wants power-loss durability passes synchronous="FULL" (see bench/store_bench.py 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import itertools
@@ -206,7 +205,11 @@ def _insert_row(m: NewMessage) -> tuple[Any, ...]:
             pair_lo, pair_hi, m.text, int(m.action), m.reply_to)  # fmt: skip
 
 
-def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
+def _row_to_message(
+    row: tuple[Any, ...],
+    parent: tuple[str, str] | None = None,
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> StoredMessage:
     (mid, ts, room, sender, sender_account, target, target_account, text, action,
      reply_to, edited, deleted) = row  # fmt: skip
     return StoredMessage(
@@ -220,43 +223,65 @@ def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
         target=target,
         target_account=target_account,
         reply_to=reply_to,
+        reply_sender=parent[0] if parent else "",
+        reply_text=parent[1] if parent else "",
         edited=bool(edited),
         deleted=bool(deleted),
+        reactions=reactions,
     )
 
 
-def _with_details(conn: sqlite3.Connection, messages: list[StoredMessage]) -> list[StoredMessage]:
-    """`messages` with what other rows say of them: the sender and text of the message each
-    replies to, and their reactions (one query each, only for a page that needs it)."""
-    if not messages:
-        return messages
-    ids = json.dumps([m.id for m in messages])
+_REPLY_TO_OF_ROW = operator.itemgetter(9)
+# A page's reactions, in the order they were given: by a range of message ids when the page's
+# ids are at most this many times as spread as it has messages, else by the list of its ids.
+DENSE_PAGE = 4
+_REACTIONS_IN_RANGE = (
+    "SELECT message_id, reaction, reactor FROM reactions"
+    " WHERE message_id BETWEEN ? AND ? ORDER BY ts, reactor_key"
+)
+_REACTIONS_OF_IDS = (
+    "SELECT message_id, reaction, reactor FROM reactions"
+    " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY ts, reactor_key"
+)
+
+
+def _messages(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
+    """Rows of `_COLUMNS` as messages, with what other rows say of them: the sender and
+    text of the message each replies to, and their reactions (a query each, by id; the
+    parents' only for a page that has replies). Each message is built once, whole."""
+    if not rows:
+        return []
     parents: dict[int, tuple[str, str]] = {}
-    wanted = [m.reply_to for m in messages if m.reply_to is not None]
+    wanted = [r for r in map(_REPLY_TO_OF_ROW, rows) if r is not None]
     if wanted:
         for pid, sender, text in conn.execute(
             "SELECT id, sender, text FROM messages WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(wanted),),
         ):
             parents[pid] = (sender, text)
-    reactions: dict[int, dict[str, list[str]]] = {}
-    for mid, reaction, reactor in conn.execute(
-        "SELECT message_id, reaction, reactor FROM reactions"
-        " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY ts, reactor_key",
-        (ids,),
-    ):
-        reactions.setdefault(mid, {}).setdefault(reaction, []).append(reactor)
-    if not parents and not reactions:
-        return messages
-    detailed = []
-    for m in messages:
-        changes: dict[str, Any] = {}
-        if m.reply_to in parents:
-            changes["reply_sender"], changes["reply_text"] = parents[m.reply_to]
-        if m.id in reactions:
-            changes["reactions"] = tuple((r, tuple(who)) for r, who in reactions[m.id].items())
-        detailed.append(dataclasses.replace(m, **changes) if changes else m)
-    return detailed
+    ids = [r[0] for r in rows]
+    low, high = min(ids), max(ids)
+    if high - low < DENSE_PAGE * len(ids):
+        # A page of a busy room: its ids are close together, and a range of the primary key
+        # is read faster than a list of ids (other rooms' reactions in it are left out).
+        found = conn.execute(_REACTIONS_IN_RANGE, (low, high))
+    else:
+        found = conn.execute(_REACTIONS_OF_IDS, (json.dumps(ids),))
+    page = set(ids)
+    given: dict[int, dict[str, list[str]]] = {}
+    for mid, reaction, reactor in found:
+        if mid in page:
+            given.setdefault(mid, {}).setdefault(reaction, []).append(reactor)
+    if not parents and not given:
+        return [_row_to_message(r) for r in rows]
+    return [
+        _row_to_message(
+            r,
+            parents.get(r[9]) if r[9] is not None else None,
+            tuple((name, tuple(who)) for name, who in given[r[0]].items()) if r[0] in given else (),
+        )
+        for r in rows
+    ]
 
 
 class _Job:
@@ -758,9 +783,7 @@ class SQLiteStore:
             sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
             args.append(n)
             with self._reader() as conn:
-                rows = _with_details(
-                    conn, [_row_to_message(r) for r in conn.execute(sql, args).fetchall()]
-                )
+                rows = _messages(conn, conn.execute(sql, args).fetchall())
             return rows[::-1] if newest else rows
 
         if q.mode == "latest":
@@ -788,8 +811,8 @@ class SQLiteStore:
     def message(self, msgid: int) -> StoredMessage | None:
         with self._reader() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (msgid,))
-            found = [_row_to_message(r) for r in rows.fetchall()]
-            return _with_details(conn, found)[0] if found else None
+            found = _messages(conn, rows.fetchall())
+            return found[0] if found else None
 
     def delete_message(self, msgid: int) -> bool:
         def tombstone(conn: sqlite3.Connection) -> bool:
