@@ -175,10 +175,12 @@ def assert_clean_json_mode(data: bytes) -> None:
     for line in data.decode("utf-8").split("\n")[:-1]:
         body = json.loads(line)
         assert isinstance(body, dict)
-        if body.get("type") in ("message", "private", "edit"):
-            # A multiline message's text: line breaks are its own (see MULTILINE).
-            text = body.pop("text", "")
-            assert not UNSAFE_IN_TEXT.search(text), f"{body['type']} carries {text!r}"
+        carried = [body, *body.get("messages", ())] if body.get("type") == "history" else [body]
+        for item in carried:
+            if isinstance(item, dict) and item.get("type") in ("message", "private", "edit"):
+                # A multiline message's text: line breaks are its own (see MULTILINE).
+                text = item.pop("text", "")
+                assert not UNSAFE_IN_TEXT.search(text), f"{item['type']} carries {text!r}"
         for text in string_values(body):
             assert not UNSAFE.search(text), f"{body['type']} carries {text!r}"
 
