@@ -1042,10 +1042,12 @@ class Hub:
                 )
         if self.history is not None:
             try:
-                self.history.delete(msgid)
+                deleted = self.history.delete(msgid)
             except StoreError as problem:
                 log.error("deletion not stored: %s", problem)
                 raise HubError("history_failed", "the deletion could not be stored") from None
+            if not deleted:  # deleted meanwhile by someone else (or purged)
+                raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with delivery.batch(), self._lock:
             self._update_recent(joined, msgid, text="", deleted=True)
             gone = events.MessageDeleted(
@@ -1073,10 +1075,12 @@ class Hub:
             self._room_to_speak(user, joined.name)
         if self.history is not None:
             try:
-                self.history.edit(msgid, text)
+                edited = self.history.edit(msgid, text)
             except StoreError as problem:
                 log.error("edit not stored: %s", problem)
                 raise HubError("history_failed", "the edit could not be stored") from None
+            if not edited:  # deleted meanwhile
+                raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with delivery.batch(), self._lock:
             self._update_recent(joined, msgid, text=text, edited=True)
             edited = events.MessageEdited(

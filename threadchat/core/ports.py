@@ -55,12 +55,14 @@ class History(Protocol):
         `extra.deleted`), or None (no such message, or a private one). Raises StoreError."""
         ...
 
-    def delete(self, msgid: int) -> None:
-        """Make the message a tombstone: no text, marked deleted. Raises StoreError."""
+    def delete(self, msgid: int) -> bool:
+        """Make the message a tombstone: no text, marked deleted; False when there was no
+        such message left to delete. Raises StoreError."""
         ...
 
-    def edit(self, msgid: int, text: str) -> None:
-        """Replace the message's text and mark it edited. Raises StoreError."""
+    def edit(self, msgid: int, text: str) -> bool:
+        """Replace the message's text and mark it edited; False when there is no such
+        (undeleted) message. Raises StoreError."""
         ...
 
     def react(self, msgid: int, identity: str, nick: str, reaction: str, on: bool) -> bool:

@@ -660,11 +660,11 @@ class MessageLog:
         assert isinstance(event, events.RoomMessage)
         return event
 
-    def delete(self, msgid: int) -> None:
-        self.store.delete_message(msgid)
+    def delete(self, msgid: int) -> bool:
+        return self.store.delete_message(msgid)
 
-    def edit(self, msgid: int, text: str) -> None:
-        self.store.edit_message(msgid, text)
+    def edit(self, msgid: int, text: str) -> bool:
+        return self.store.edit_message(msgid, text)
 
     def react(self, msgid: int, identity: str, nick: str, reaction: str, on: bool) -> bool:
         return self.store.set_reaction(msgid, identity, nick, reaction, on)

@@ -840,10 +840,13 @@ class SQLiteStore:
     ) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
             if on:
+                # Only to a message that is there and not deleted (a deletion may have come
+                # between the hub's check and this write).
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO reactions"
-                    " (message_id, reactor_key, reaction, reactor, ts) VALUES (?, ?, ?, ?, ?)",
-                    (msgid, reactor_key, reaction, reactor, _now_ms()),
+                    " (message_id, reactor_key, reaction, reactor, ts)"
+                    " SELECT id, ?, ?, ?, ? FROM messages WHERE id = ? AND deleted = 0",
+                    (reactor_key, reaction, reactor, _now_ms(), msgid),
                 )
             else:
                 cur = conn.execute(

@@ -20,6 +20,7 @@ docs/architecture.md and docs/performance.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,12 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+
+# The library logs every frame at debug level, and frames carry passwords (a JSON login, an
+# IRC AUTHENTICATE): its logger stays at INFO whatever --log-level says, so its errors are
+# logged but never what a client sent.
+LIBRARY_LOG = logging.getLogger(__name__ + ".library")
+LIBRARY_LOG.setLevel(logging.INFO)
 
 # Close codes (RFC 6455, 7.4.1).
 NORMAL = int(CloseCode.NORMAL_CLOSURE)
@@ -95,6 +102,7 @@ def accept(
         # Chosen already (endpoint.choose_subprotocol), among those the client offered.
         select_subprotocol=lambda _, offered: subprotocol,  # type: ignore[arg-type,return-value]
         max_size=max_message,
+        logger=LIBRARY_LOG,
     )
     # The library reads the request itself: h11 writes it out again for it.
     protocol.receive_data(h11.Connection(h11.CLIENT).send(request) or b"")
