@@ -206,7 +206,7 @@ def _fill(data_dir: Path, messages: int) -> tuple[int, int]:
 def _liven(db_path: Path, first_id: int, last_id: int) -> None:
     """Reactions on every other message (1 to 3 each) and an edit of every tenth, written
     in bulk as the store writes them one by one (the same rows, not the same path)."""
-    now = int(time.time() * 1000)
+    now = time.time_ns() // 1000
     reactions = [
         (msgid, f"n:u{r}", ("👍", "🎉", "❤")[r], f"u{r}", now)
         for msgid in range(first_id, last_id + 1)

@@ -69,7 +69,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v4 (issue 14): messages that live on. A reply names its parent (reply_to); an edit
     # updates the row's text and sets `edited`; a deletion leaves a tombstone (text emptied,
     # `deleted` set), so a later history page still says the message was there. Reactions
-    # have their own table, one row per (message, person, reaction), gone with their message.
+    # have their own table, one row per (message, person, reaction), gone with their message;
+    # their `ts` is in microseconds (they are listed in the order given).
     (
         "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
         "ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",

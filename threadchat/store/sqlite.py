@@ -846,7 +846,9 @@ class SQLiteStore:
                     "INSERT OR IGNORE INTO reactions"
                     " (message_id, reactor_key, reaction, reactor, ts)"
                     " SELECT id, ?, ?, ?, ? FROM messages WHERE id = ? AND deleted = 0",
-                    (reactor_key, reaction, reactor, _now_ms(), msgid),
+                    # Microseconds: reactions are listed in the order given, and two
+                    # often come within the same millisecond.
+                    (reactor_key, reaction, reactor, time.time_ns() // 1000, msgid),
                 )
             else:
                 cur = conn.execute(
