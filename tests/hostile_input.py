@@ -157,7 +157,11 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
     if hint is object:  # a ref: the client's, echoed in replies
         return st.none() | st.integers(-(2**63), 2**63) | text
     if hint is ModeChange:
-        return mode_changes
+        # Its argument drawn like every other text field (`utf8_text` asks for valid
+        # Unicode: a lone surrogate here made the JSON line test fail on what it excludes).
+        return st.builds(
+            ModeChange, mode=st.sampled_from(_MODES), add=st.booleans(), arg=st.none() | text
+        )
     if hint is events.RoomInfo:
         return st.builds(events.RoomInfo, name=text, members=st.integers(0, 10**6), topic=text)
     if hint is Ref:
