@@ -135,12 +135,6 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
 
 # Events as the hub makes them, with every text field hostile: what a codec may be handed.
 _MODES: list[Any] = [*MemberStatus, *RoomFlag, *RoomList, *RoomSetting, *UserFlag]
-mode_changes = st.builds(
-    ModeChange,
-    mode=st.sampled_from(_MODES),
-    add=st.booleans(),
-    arg=st.none() | hostile_text,
-)
 # Times the server's clock gives: from 1970 to 2100.
 timestamps = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)
 
