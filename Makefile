@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-live bench-report clean
+.PHONY: run test browser screenshots lint fuzz bench bench-live bench-report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/threadchat serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The page's tests drive Debian's chromium (a browser build is never downloaded): installed
+# with apt-get when missing, through sudo unless root.
+browser:
+	@command -v chromium >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 # Every harness in tests/fuzz/, FUZZ_SECONDS in all (split evenly); FUZZ_HARNESS=irc picks one.
 # New inputs go to .fuzz/corpus/, crashing ones to .fuzz/crashes/ (see docs/reliability.md).
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_HARNESS)
+
+# The page's pictures in docs/images/ (README.md), taken in chromium by tests/screenshots.py.
+screenshots: $(STAMP) browser
+	cd tests && ../$(BIN)/python screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check threadchat tests bench

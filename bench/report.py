@@ -6,7 +6,9 @@ Run: ``python -m bench.report``. The latest record of each scenario x server (x 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.__main__ import COMPARISONS, RESULTS
@@ -174,6 +176,69 @@ def chart(recs: list[dict[str, Any]]) -> bool:
     return True
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def devices_section() -> list[str]:
+    """Issue 15: search over a generated history, insert throughput with and without the
+    search index, and an always-on catch-up (bench/devices_bench.py, bench/store_bench.py
+    --fts both): the newest run of each."""
+    records = _jsonl(RESULTS.parent / "devices.jsonl")
+    searches = [r for r in records if r["bench"] == "search"]
+    catchups = [r for r in records if r["bench"] == "always_on_catchup"]
+    inserts = [r for r in _jsonl(RESULTS.parent / "store.jsonl") if "fts" in r]
+    if not (searches or catchups or inserts):
+        return []
+    out = ["## Search, always-on catch-up (issue 15)", ""]
+    if searches:
+        r = searches[-1]
+        out += [
+            f"Search over {r['messages']:,} generated messages ({r['when']}, "
+            f"{r.get('note') or 'no note'}): index {r['index_mib']} MiB of a "
+            f"{r['db_mib']} MiB database; each query run {r['repeat']} times, 20 results "
+            "asked. `python -m bench.devices_bench search`",
+            "",
+            "| query | p50 ms | p99 ms | results |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for kind, q in r["queries"].items():
+            out.append(f"| {kind} | {q['p50_ms']} | {q['p99_ms']} | {q['results']} |")
+        out.append("")
+    if inserts:
+        by_threads: dict[int, dict[bool, list[float]]] = {}
+        newest_note = inserts[-1].get("note", "")
+        for r in inserts:
+            if r.get("note", "") != newest_note:
+                continue
+            by_threads.setdefault(r["threads"], {True: [], False: []})[r["fts"]].append(
+                r["msgs_per_s"]
+            )
+        out += [
+            f"Message inserts with and without the search index, group commit "
+            f"({newest_note or 'no note'}; medians). `python -m bench.store_bench --fts both`",
+            "",
+            "| writer threads | with index msgs/s | without msgs/s | ratio |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for threads, rates in sorted(by_threads.items()):
+            if rates[True] and rates[False]:
+                on, off = statistics.median(rates[True]), statistics.median(rates[False])
+                out.append(f"| {threads} | {on:.0f} | {off:.0f} | {on / off:.2f} |")
+        out.append("")
+    if catchups:
+        r = catchups[-1]
+        out += [
+            f"Always-on catch-up: {r['messages']:,} missed messages reach a returning IRC "
+            f"client in {r['seconds_to_last']} s ({r['msgs_per_s']:,.0f} messages/s; "
+            f"{r.get('note') or 'no note'}). `python -m bench.devices_bench catchup`",
+            "",
+        ]
+    return out
+
+
 def main() -> int:
     if not RESULTS.exists():
         print(f"no results yet: run `python -m bench` first ({RESULTS})", file=sys.stderr)
@@ -208,6 +273,7 @@ def main() -> int:
     out += ["## Idle connections", "", *idle_table(recs), ""]
     out += ["## Connect storm", "", *storm_table(recs), ""]
     out += comparison_section()
+    out += devices_section()
     analysis = REPO_DIR / "bench" / "analysis.md"
     if analysis.exists():
         # Hand-written: the targets, what each figure means, and what limits a missed one.

@@ -6,6 +6,11 @@ database in a temporary directory. Prints a table and appends one JSON line per 
 bench/results/store.jsonl.
 
     python -m bench.store_bench [--seconds 2] [--threads 1,8,64]
+
+With `--fts both` (issue 15) it runs group commit, synchronous NORMAL only, with and
+without the full-text index (without: the writer indexes nothing, so an insert costs what
+it did before search existed), alternating, `--repeat` times each, and prints the ratio of
+the medians.
 """
 
 from __future__ import annotations
@@ -25,9 +30,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "store.jsonl"
 TEXT = "a typical chat line of about sixty characters, give or take."
 
 
-def run(threads: int, group_commit: bool, synchronous: str, seconds: float) -> dict[str, object]:
+def run(
+    threads: int, group_commit: bool, synchronous: str, seconds: float, fts: bool = True
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(tmp, synchronous=synchronous, group_commit=group_commit)  # type: ignore[arg-type]
+        store = SQLiteStore(
+            tmp,
+            synchronous=synchronous,  # type: ignore[arg-type]
+            group_commit=group_commit,
+            search_index=fts,
+        )
         latencies: list[list[float]] = [[] for _ in range(threads)]
         start = threading.Barrier(threads + 1)
         stop_at = 0.0
@@ -59,6 +71,7 @@ def run(threads: int, group_commit: bool, synchronous: str, seconds: float) -> d
         "threads": threads,
         "commit": "group" if group_commit else "per_message",
         "synchronous": synchronous,
+        "fts": fts,
         "seconds": round(elapsed, 3),
         "messages": len(every),
         "msgs_per_s": round(len(every) / elapsed, 1),
@@ -73,9 +86,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="duration of each run")
     parser.add_argument("--threads", default="1,8,64", help="comma-separated writer counts")
+    parser.add_argument("--fts", choices=("both",), help="with and without the search index")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, with --fts")
+    parser.add_argument("--note", default="", help="recorded with each result")
     args = parser.parse_args()
     counts = [int(x) for x in args.threads.split(",")]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if args.fts:
+        compare_fts(counts, args.seconds, args.repeat, args.note)
+        return
     header = f"{'sync':<7}{'commit':<13}{'threads':>8}{'msgs/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
     print(header)
     print("-" * len(header))
@@ -91,6 +110,28 @@ def main() -> None:
                         f"{r['p50_ms']:>9}{r['p99_ms']:>9}",
                         flush=True,
                     )
+
+
+def compare_fts(counts: list[int], seconds: float, repeat: int, note: str) -> None:
+    """Insert throughput with the full-text index against without it, taking turns."""
+    print(f"{'threads':>8}{'with index':>12}{'without':>10}{'ratio':>8}")
+    with RESULTS.open("a") as out:
+        for threads in counts:
+            rates: dict[bool, list[float]] = {True: [], False: []}
+            for n in range(repeat):
+                for fts in (True, False) if n % 2 == 0 else (False, True):
+                    r = run(threads, True, "NORMAL", seconds, fts=fts)
+                    if note:
+                        r["note"] = note
+                    out.write(json.dumps(r) + "\n")
+                    out.flush()
+                    rates[fts].append(float(r["msgs_per_s"]))  # type: ignore[arg-type]
+            with_index = statistics.median(rates[True])
+            without = statistics.median(rates[False])
+            print(
+                f"{threads:>8}{with_index:>12.0f}{without:>10.0f}{with_index / without:>8.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -135,6 +135,14 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
 
 # Events as the hub makes them, with every text field hostile: what a codec may be handed.
 _MODES: list[Any] = [*MemberStatus, *RoomFlag, *RoomList, *RoomSetting, *UserFlag]
+
+
+def mode_changes(text: st.SearchStrategy[str] = hostile_text) -> st.SearchStrategy[ModeChange]:
+    """A mode change whose argument is drawn from `text`, as every other text field is."""
+    return st.builds(ModeChange, mode=st.sampled_from(_MODES), add=st.booleans(),
+                     arg=st.none() | text)  # fmt: skip
+
+
 # Times the server's clock gives: from 1970 to 2100.
 timestamps = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)
 
@@ -151,11 +159,7 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
     if hint is object:  # a ref: the client's, echoed in replies
         return st.none() | st.integers(-(2**63), 2**63) | text
     if hint is ModeChange:
-        # Its argument drawn like every other text field (`utf8_text` asks for valid
-        # Unicode: a lone surrogate here made the JSON line test fail on what it excludes).
-        return st.builds(
-            ModeChange, mode=st.sampled_from(_MODES), add=st.booleans(), arg=st.none() | text
-        )
+        return mode_changes(text)
     if hint is events.RoomInfo:
         return st.builds(events.RoomInfo, name=text, members=st.integers(0, 10**6), topic=text)
     if hint is Ref:
@@ -244,6 +248,13 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
         return st.builds(dataclasses.replace, base, reply_to=st.none() | msgids)
     if cls in (requests.React, requests.DeleteMessage, requests.EditMessage):
         return st.builds(dataclasses.replace, base, message=msgids)
+    # Times a client can write in JSON (RFC 3339, years 1970 to 9999), limits it can ask.
+    times = st.none() | st.integers(0, 253_402_300_799_999)
+    if cls is requests.Search:
+        limits = st.none() | st.integers(0, 2**31)
+        return st.builds(dataclasses.replace, base, before_ms=times, after_ms=times, limit=limits)
+    if cls is requests.MarkRead:
+        return st.builds(dataclasses.replace, base, read_ms=times)
     return base
 
 
@@ -289,8 +300,15 @@ JSON_KEYS = [
     "old",
     "new",
     "on",
+    "target",
+    "read",
+    "from",
+    "around",
 ]
 JSON_TYPES = [
+    "search",
+    "read",
+    "always_on",
     "hello",
     "say",
     "msg",

@@ -37,7 +37,9 @@ def test_register_then_log_in_after_a_restart(
     first = make_server(data_dir=str(tmp_path))
     registered(first, "alice").close()
     first.stop()
-    second = make_server(data_dir=str(tmp_path))
+    # Without --multiclient: with it, the second login would continue as the first
+    # connection's person (tests/test_devices.py).
+    second = make_server(data_dir=str(tmp_path), multiclient=False)
     port = second.listener("line").port
     text = LineClient(port)
     text.send(f"alice {PASSWORD}")

@@ -280,6 +280,23 @@ def test_an_away_user_joining_is_shown_away_to_away_notify_members(
     assert [line for line in plain.quiet() if "AWAY" in line] == []
 
 
+def test_an_away_joiner_is_not_told_it_is_away(irc: Callable[..., IrcClient]) -> None:
+    member = irc("member", ("away-notify",))
+    join(member, "#cafe")
+    walker = irc("walker", ("away-notify",))
+    walker.send("AWAY :out for lunch")
+    walker.expect_msg("306")
+    walker.send("JOIN #cafe")
+    assert walker.read_line() == ":walker!~walker@127.0.0.1 JOIN #cafe"
+    burst = [walker.read_line()]
+    while " 366 " not in burst[-1]:
+        burst.append(walker.read_line())
+    synced(walker)
+    assert [line for line in burst + walker.quiet() if " AWAY " in line] == []
+    member.expect_msg("JOIN", lambda m: m.source.startswith("walker!"))
+    assert member.read_line() == ":walker!~walker@127.0.0.1 AWAY :out for lunch"
+
+
 # -- client tags and TAGMSG ----------------------------------------------------------------------
 
 

@@ -1,10 +1,11 @@
 """The person is separate from their connections (core level, no sockets).
 
 A `User` holds one or more connections; every delivery reaches each of them, and a message
-is kept only from the connection it came from. No transport attaches a second connection yet
-(that is issue 15), so these tests drive the hub with stand-in connections that record the
-bytes the hub queues for them, served both ways the hub serves connections: through the
-fast fan-out groups (`direct_queue`) and one by one (`send_bytes`).
+is kept only from the connection it came from (the person's other connections get its
+`own` copy). These tests drive the hub with stand-in connections that record the bytes the
+hub queues for them, served both ways the hub serves connections: through the fast fan-out
+groups (`direct_queue`) and one by one (`send_bytes`); tests/test_devices.py does the same
+with real clients of every protocol.
 """
 
 from collections.abc import Hashable
@@ -195,3 +196,29 @@ def test_a_connection_attaches_only_to_someone_still_here(hub: Hub) -> None:
     stranger = User(nick="alice", connections=(second,))
     with pytest.raises(HubError):
         hub.attach(stranger, first)  # the name is free, but this person never registered
+
+
+@SERVING
+def test_the_copy_a_persons_other_connections_get_is_marked_as_their_own(
+    hub: Hub, directs: tuple[bool, bool, bool]
+) -> None:
+    people = People(hub, directs)
+    conns = {"a1": people.a1, "a2": people.a2, "b1": people.b1}
+    owner = {"a1": people.alice, "a2": people.alice, "b1": people.bob}
+    sent = [("b1", "one"), ("a1", "two"), ("b1", "three"), ("a2", "four")]
+    hub.relay_room_run(
+        [
+            (RoomRelay(hub, owner[c], ROOM, text, events.TEXT, None, conns[c]), {})
+            for c, text in sent
+        ]
+    )
+    marked = {
+        name: [(e.text, e.own) for e in conn.take() if isinstance(e, events.RoomMessage)]
+        for name, conn in conns.items()
+    }
+    assert marked["a1"] == [("one", False), ("three", False), ("four", True)]
+    assert marked["a2"] == [("one", False), ("two", True), ("three", False)]
+    assert marked["b1"] == [("two", False), ("four", False)]
+    hub.send_private(people.alice, "bob", "psst", origin=people.a1)
+    assert [(e.text, e.own) for e in people.a2.take()] == [("psst", True)]
+    assert [(e.text, e.own) for e in people.b1.take()] == [("psst", False)]

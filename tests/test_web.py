@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import socket
 import ssl
 import time
@@ -300,6 +301,24 @@ def test_irc_over_websocket(
     frank.expect("<-- erin quit")
 
 
+def test_a_handshake_at_the_root_is_taken(server: Server) -> None:
+    """IRC clients are often given only ws://host:port; the root then speaks WebSocket,
+    while a plain GET / is still the page."""
+    port = web_port(server)
+    with connect(
+        f"ws://127.0.0.1:{port}/",
+        subprotocols=[Subprotocol("text.ircv3.net")],
+        open_timeout=WAIT,
+        close_timeout=WAIT,
+    ) as ws:
+        assert ws.subprotocol == "text.ircv3.net"
+        ws.send("NICK rooted")
+        ws.send("USER rooted 0 * :Root")
+        expect_irc(ws, lambda line: " 001 rooted " in line, str)
+    status, headers, _body = get(port, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+
+
 def test_irc_over_websocket_offers_no_labeled_response_and_works_with_its_peers_caps(
     web_clients: Callable[..., ClientConnection],
 ) -> None:
@@ -473,3 +492,79 @@ def test_websocket_and_page_over_tls(make_server: Callable[..., Server]) -> None
     with connect(f"wss://127.0.0.1:{port}/ws", ssl=context, open_timeout=WAIT) as ws:
         ws.send(json.dumps({"type": "hello", "name": "lee"}))
         expect_json(ws, "welcome", name="lee")
+
+
+# -- --line-timeout: a message must complete in time, as a line must on TCP -----------------------
+
+
+def line_user(server: Server, name: str) -> LineClient:
+    client = LineClient(server.listener("line").port)
+    client.send(name)
+    client.expect("--- in lobby:")
+    return client
+
+
+def test_a_fragmented_message_never_completed_is_cut_off(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="threadchat")
+    server = make_server(line_timeout=0.5)
+    watcher = line_user(server, "watcher")
+    sock, client = raw_websocket(web_port(server))
+    received: list[str] = []
+    code = None
+    with sock:
+        sock.sendall(client.send(wsproto.events.TextMessage('{"type":"hello","name":"slow"}')))
+        watcher.expect("--> slow joined lobby")
+        # A slowloris over WebSocket: a fragment now and then, each of them input, none the
+        # message's last.
+        sock.sendall(
+            client.send(wsproto.events.TextMessage('{"type":"say",', message_finished=False))
+        )
+        started = time.monotonic()
+        sock.settimeout(0.2)  # also the pace of the attack
+        while code is None and time.monotonic() < started + 0.5 + 2 + WAIT:
+            with contextlib.suppress(OSError):
+                sock.sendall(client.send(wsproto.events.TextMessage(" ", message_finished=False)))
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            client.receive_data(data)
+            for event in client.events():
+                if isinstance(event, wsproto.events.TextMessage):
+                    received.append(event.data)
+                elif isinstance(event, CloseConnection):
+                    code = int(event.code)
+                    assert event.reason == "message not completed within 0.5 s"
+    assert code == 1008
+    assert time.monotonic() - started >= 0.5
+    assert [json.loads(text).get("code") for text in received][-1:] == ["line_timeout"]
+    assert watcher.expect("<-- slow") == "<-- slow quit (line timeout)"
+    assert "no WebSocket message completed within 0.5s" in caplog.text
+    watcher.close()
+
+
+def test_fragmented_messages_that_complete_in_time_are_not_cut(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(line_timeout=1.5)
+    bob = line_user(server, "bob")
+    sock, client = raw_websocket(web_port(server))
+    with sock:
+        sock.sendall(client.send(wsproto.events.TextMessage('{"type":"hello","name":"amy"}')))
+        bob.expect("--> amy joined lobby")
+        # Each message completes within its time, though one is always under way; a ping
+        # between fragments does not end the message.
+        words = ("one", "two", "three", "four", "five")
+        for word in words:
+            head = '{"type":"say","text":'
+            sock.sendall(client.send(wsproto.events.TextMessage(head, message_finished=False)))
+            time.sleep(0.5)  # the pace of the client, not synchronisation
+            sock.sendall(client.send(wsproto.events.Ping(b"p")))
+            sock.sendall(client.send(wsproto.events.TextMessage(f'"{word}"}}')))
+        for word in words:
+            bob.expect(f"amy: {word}")
+    bob.close()

@@ -96,6 +96,12 @@ class Config:
     nick_enforcement: str = setting(
         "strict", "registered names: strict (guests refused) or grace (renamed after 30 s)"
     )
+    multiclient: bool = setting(
+        True, "a logged-in account may connect from several clients at once under one nick"
+    )
+    always_on_expiry: float = setting(
+        30.0, "days an always-on account stays in its rooms without any connection"
+    )
     tls_cert: str = setting("", "PEM certificate (chain): every TCP listener speaks TLS")
     tls_key: str = setting("", "PEM private key of --tls-cert (default: in the cert file)")
     tls_self_signed: bool = setting(

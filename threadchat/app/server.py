@@ -112,6 +112,7 @@ class Server:
         self.hub = Hub(server_name=config.server_name, quiet_room_size=config.quiet_room_size)
         # Every transport reads within the history service's pipeline, history on or off.
         self.hub.use_pipeline(history.PIPELINE)
+        self.hub.multiclient = config.multiclient
         self.stopping = threading.Event()
         try:
             exempt = parse_exempt(config.limit_exempt)
@@ -247,6 +248,11 @@ class Server:
                     self.hub.accounts.tick(self.hub)
                 except Exception:
                     log.exception("account housekeeping failed")
+            try:
+                for nick in self.hub.expire_always_on():
+                    log.info("%s: always-on expired", nick)
+            except Exception:
+                log.exception("always-on housekeeping failed")
 
     # -- running and stopping ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from threadchat.core.hub import Hub
 from threadchat.services.accounts import ENFORCEMENT_MODES, AccountService
 from threadchat.services.history import MessageLog, Retention
 from threadchat.services.moderation import RoomKeeper
+from threadchat.services.presence import AlwaysOnKeeper
 from threadchat.store import open_store
 from threadchat.store.base import Store
 from threadchat.transports import tls
@@ -72,12 +73,23 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
         hub.history = MessageLog(store, on_join=config.history_on_join)
     hub.accounts = AccountService(store, enforcement=config.nick_enforcement, admins=config.admins)
     keeper = RoomKeeper(hub, store)
+    always_on = AlwaysOnKeeper(store)
     try:
-        loaded = keeper.load()
+        kept = always_on.load()
+        # The rooms always-on accounts are in keep their history, whether stored or not.
+        loaded = keeper.load(keep=[room for record in kept for room in record.rooms])
     except StoreError as problem:
         raise StartupError(f"cannot load rooms: {problem}") from problem
     hub.moderation = keeper
-    log.info("data directory %s: %d stored rooms", config.data_dir, loaded)
+    hub.always_on = always_on
+    hub.always_on_expiry = config.always_on_expiry * 86400
+    restored = hub.restore_always_on(kept)
+    log.info(
+        "data directory %s: %d stored rooms, %d always-on accounts",
+        config.data_dir,
+        loaded,
+        restored,
+    )
     if config.history_days > 0:
         wiring.retention = Retention(store, config.history_days, stopping)
         wiring.retention.start()

@@ -48,6 +48,9 @@ class RoomMessage(Event):
     history: bool = False
     # Not stored: a message replayed from history has none.
     tags: ClientTags = ()
+    # True in the copy one of the sender's other connections gets (one account on several
+    # devices): a protocol marks it as the reader's own message.
+    own: bool = False
     # The message it replies to, and (from history) whether it was edited or deleted and its
     # reactions (see core/live.py); None for the plain message, so encoders test one field.
     extra: MessageExtra | None = None
@@ -66,6 +69,33 @@ class PrivateMessage(Event):
     account: str | None = None
     history: bool = False
     tags: ClientTags = ()
+    own: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMarker(Event):
+    """How far the account has read a conversation (`Hub.mark_read`), told to each of its
+    connections: a room (`room` True, `target` its name) or a private conversation (`target`
+    the peer's nick); `read_ms` the time (ms since the epoch) of the last message read, 0
+    when none is known."""
+
+    target: str
+    room: bool
+    read_ms: int
+    ref: object = None
+    # True in the answer to the connection that set or asked for it (text mode shows only
+    # those: the markers a browser moves as it scrolls would flood a terminal).
+    asked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResults(Event):
+    """The answer to a search (`Hub.search`): matching messages, newest first, each marked
+    `history`."""
+
+    query: str
+    messages: tuple[Event, ...]
+    ref: object = None
 
 
 @dataclass(frozen=True, slots=True)

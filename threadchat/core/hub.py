@@ -14,11 +14,12 @@ event the hub delivers to a user reaches each of them. Only what a connection se
 is kept from it (its own room message); the person's other connections get it too.
 """
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, compress, islice, repeat
 from operator import attrgetter, ne
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from threadchat.core import delivery, events, live, names, ports
 from threadchat.core import history as history_types
+from threadchat.core import search as search_types
 from threadchat.core.errors import HubError, StoreError
 from threadchat.core.events import Event
 from threadchat.core.modes import (
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 Echo = Callable[[Event], None]
 
 DEFAULT_ROOM = "lobby"
+# Conversations an always-on person's catch-up looks at, at most.
+MISSED_CONVERSATIONS = 500
+# The away message of an always-on person with no connection left (see Hub.detach).
+ALWAYS_ON_AWAY = "always-on: no device connected"
 # How many nicks one user may watch (IRC MONITOR, see Hub.watch).
 WATCH_MAX = 100
 # How old the operator and invisible counts in LUSERS may be (see Hub.counts); the hub's own
@@ -109,6 +115,14 @@ class User:
     # Whether they also want away, real name and account changes of the people they watch
     # when sharing no room with them (IRCv3 extended-monitor).
     watch_details: bool = False
+    # Always-on (an account's choice, `Hub.set_always_on`): the person stays in their rooms
+    # while no connection is left, shown away; `gone_ms` is when the last one went (ms),
+    # where a returning connection's catch-up starts; None while one is connected.
+    always_on: bool = False
+    gone_ms: int | None = None
+    # The newest message id relayed when the last connection went (`Hub.relayed_id`): the
+    # catch-up is of the messages after it.
+    gone_id: int = 0
 
     @property
     def key(self) -> str:
@@ -267,6 +281,17 @@ class Hub:
         self.defer_relay: Callable[[RoomRelay], bool] | None = None
         # The pipelined read every transport reads within (see `use_pipeline`).
         self.pipeline: ports.Pipeline = ports.UNPIPELINED
+        # --multiclient: a logged-in account may be on several connections at once (sign_on).
+        self.multiclient = True
+        # Keeps always-on accounts and their rooms across restarts; None: always-on is off.
+        self.always_on: ports.AlwaysOn | None = None
+        # --always-on-expiry in seconds: how long an always-on person stays with no connection.
+        self.always_on_expiry = 30 * 86400.0
+        # Always-on people with no connection now (what `expire_always_on` looks through).
+        self._unconnected: set[User] = set()
+        # The newest stored message id relayed so far (relays go in id order): what a
+        # connection had been sent when it went, where an always-on catch-up starts.
+        self.relayed_id = 0
 
     # -- users -----------------------------------------------------------------------------
 
@@ -283,9 +308,14 @@ class Hub:
         if self.accounts is not None:
             self.accounts.check_name(nick, identity.get("account"))
         user = User(nick=nick, connections=(conn,), keeps_member_list=keeps_member_list, **identity)
+        keeper = self.always_on
+        if user.account is not None and keeper is not None and keeper.is_always_on(user.account):
+            user.always_on = True
         with delivery.batch(), self._lock:
             if user.key in self._users:
                 raise HubError("name_in_use", f"the name {nick} is taken")
+            if user.always_on and keeper is not None and user.account is not None:
+                keeper.enable(user.account, user.nick, ())  # a new person: no rooms yet
             self._users[user.key] = user
             self._max_users = max(self._max_users, len(self._users))
             if user.key in self._watchers:
@@ -293,25 +323,113 @@ class Hub:
         log.info("%s registered", nick)
         return user
 
-    def nick_available(self, nick: str) -> bool:
+    def nick_available(self, nick: str, account: str | None = None) -> bool:
+        """Whether `nick` is free, or (with `account`) held by that account's person, whom a
+        new connection logged in to it would join (`sign_on`)."""
         with self._lock:
-            return names.fold(nick) not in self._users
+            held = self._users.get(names.fold(nick))
+        return held is None or self._may_attach(held, account)
 
-    def attach(self, user: User, conn: Connection) -> None:
+    def _may_attach(self, person: User, account: str | None) -> bool:
+        """The multiclient rule: a connection logged in to `account` joins the person of that
+        account; a guest never shares a nick."""
+        return (
+            (self.multiclient or not person.connections)
+            and account is not None
+            and person.account is not None
+            and names.fold(person.account) == names.fold(account)
+        )
+
+    def sign_on(
+        self, conn: Connection, nick: str, *, keeps_member_list: bool = False, **identity: str
+    ) -> "SignOn":
+        """A new connection's registration, for every protocol: with `--multiclient`, a
+        connection logged in to the account of the person holding `nick` is attached to that
+        person (one account on several devices), and so is one returning to an always-on
+        person with no connection left (even without `--multiclient`); anyone else
+        registers a new person as with `register`. Raises HubError as `register`."""
+        account = identity.get("account")
+        with self._lock:
+            held = self._users.get(names.fold(nick))
+        if held is not None and self._may_attach(held, account):
+            try:
+                missed_since = self.attach(held, conn)
+            except HubError:
+                pass  # they left meanwhile: register anew
+            else:
+                return SignOn(held, True, missed_since)
+        user = self.register(conn, nick, keeps_member_list=keeps_member_list, **identity)
+        return SignOn(user, False, None)
+
+    def join_person(self, user: User, conn: Connection, account: str) -> "Move | None":
+        """A connection of `user` just logged in to `account` (after registering, as a guest
+        or another account): with `--multiclient`, and when a person of that account is here,
+        the connection moves to that person, as if it had signed on to it (`sign_on`), and
+        `user` loses it (their quit when it was their last). None when there is no such
+        person (the caller logs `user` in as usual)."""
+        folded = names.fold(account)
+        with delivery.batch(), self._lock:
+            people = [
+                u
+                for u in self._users.values()
+                if u is not user and u.account is not None and names.fold(u.account) == folded
+            ]
+            # The one under the account's own name first, else any (one account, one person
+            # by the rule of sign_on; more only if nick changes made them so).
+            people.sort(key=lambda u: u.key != folded)
+            if not people or not self._may_attach(people[0], account):
+                return None
+            person = people[0]
+            rooms = [room.name for room in user.rooms.values()]
+            remaining = tuple(c for c in user.connections if c is not conn)
+            user.connections = remaining
+            if remaining:
+                self._regroup(user)
+            else:
+                self._remove_user(user, f"continued as {person.nick} on another device")
+        missed_since = self.attach(person, conn)
+        return Move(person=person, old_nick=user.nick, old_rooms=rooms, missed_since=missed_since)
+
+    def arrivals(self, user: User) -> "list[Arrival]":
+        """What a connection attached to `user` is shown of the rooms the person is in: for
+        each, what a join shows (`arrival`), in the order they were joined."""
+        with self._lock:
+            rooms = [room.name for room in user.rooms.values()]
+        shown = []
+        for name in rooms:
+            try:
+                shown.append(self.arrival(user, name))
+            except HubError:
+                continue  # left meanwhile
+        return shown
+
+    def attach(self, user: User, conn: Connection) -> tuple[int, int] | None:
         """Add `conn` to a registered person: from now on it receives everything the person
-        receives, and sees what their other connections send. Nobody else sees anything.
-
-        Who may attach to whom (the same account, not a guest) is the caller's rule (issue 15);
-        the protocols still refuse a taken nick. Raises HubError('no_such_nick') when the
-        person has left."""
-        with self._lock:
+        receives, and sees what their other connections send. Nobody else sees anything,
+        unless the person is always-on and had no connection left: then they are back (no
+        longer away), and when their last connection went is returned (ms, and the newest
+        message id relayed then), from which the new connection catches up (`missed`).
+        Who may attach is `sign_on`'s rule. Raises HubError('no_such_nick') when the person
+        has left."""
+        missed_since = None
+        with delivery.batch(), self._lock:
             if self._users.get(user.key) is not user:
                 raise HubError("no_such_nick", f"there is nobody called {user.nick}")
             if any(c is conn for c in user.connections):
-                return
+                return None
             user.connections = (*user.connections, conn)
             self._regroup(user)
+            if len(user.connections) == 1 and user.gone_ms is not None:
+                missed_since, user.gone_ms = (user.gone_ms, user.gone_id), None
+                self._unconnected.discard(user)
+                if user.away == ALWAYS_ON_AWAY:
+                    user.away = None
+                    event = events.AwayChanged(nick=user.nick, away=None)
+                    self._fan_out(event, self._told_of_changes(user))
+                if self.always_on is not None and user.account is not None:
+                    self.always_on.seen(user.account, None, None)
         log.info("%s: another connection (%d now)", user.nick, len(user.connections))
+        return missed_since
 
     def detach(self, user: User, conn: Connection, reason: str) -> bool:
         """Take `conn` off its person (it closed). While the person has another connection
@@ -326,11 +444,137 @@ class Hub:
             if remaining:
                 self._regroup(user)
                 left = False
+            elif user.always_on and self._users.get(user.key) is user:
+                self._stay_always_on(user)
+                left = False
             else:
                 left = self._remove_user(user, reason)
         if left:
             log.info("%s quit (%s)", user.nick, reason)
         return left
+
+    def _stay_always_on(self, user: User) -> None:
+        """The last connection of an always-on person went: they stay in their rooms, away
+        (hub lock held)."""
+        self._regroup(user)
+        user.gone_ms = time.time_ns() // 1_000_000
+        user.gone_id = self.relayed_id
+        self._unconnected.add(user)
+        if self.always_on is not None and user.account is not None:
+            self.always_on.seen(user.account, user.gone_ms, user.gone_id)
+        if user.away is None:
+            user.away = ALWAYS_ON_AWAY
+            event = events.AwayChanged(nick=user.nick, away=ALWAYS_ON_AWAY)
+            self._fan_out(event, self._told_of_changes(user))
+        log.info("%s: no connection left; always-on, stays", user.nick)
+
+    def set_always_on(self, user: User, on: bool) -> None:
+        """Make the account stay in its rooms while no device is connected (`on`), or not;
+        kept across restarts. Raises HubError always_on_off, not_logged_in."""
+        keeper = self.always_on
+        if keeper is None:
+            raise HubError("always_on_off", "this server keeps no always-on accounts")
+        if user.account is None:
+            raise HubError("not_logged_in", "log in to stay always-on")
+        with self._lock:
+            user.always_on = on
+            if on:
+                keeper.enable(user.account, user.nick, [r.name for r in user.rooms.values()])
+            else:
+                keeper.disable(user.account)
+
+    def restore_always_on(self, records: "Iterable[Any]", now_ms: int | None = None) -> int:
+        """Put the always-on accounts kept by the last run back in their rooms, with no
+        connection (at start, before any listener). Records (`store.base.AlwaysOnRecord`)
+        past `always_on_expiry` end instead. Returns how many were restored."""
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        keeper = self.always_on
+        restored = 0
+        with self._lock:
+            for record in records:
+                gone = record.last_seen_ts if record.last_seen_ts is not None else now_ms
+                if now_ms - gone > self.always_on_expiry * 1000:
+                    if keeper is not None:
+                        keeper.disable(record.account)
+                    continue
+                if names.fold(record.nick) in self._users or names.nick_error(record.nick):
+                    continue
+                user = User(
+                    nick=record.nick,
+                    connections=(),
+                    account=record.account,
+                    away=ALWAYS_ON_AWAY,
+                    always_on=True,
+                    gone_ms=gone,
+                    gone_id=record.last_seen_id or 0,
+                    host="always-on",
+                )
+                self._users[user.key] = user
+                self._unconnected.add(user)
+                for name in record.rooms:
+                    key = names.fold(name)
+                    room = self._rooms.get(key)
+                    if room is None:
+                        room = self._rooms[key] = Room(name=name)
+                    room.members[user.key] = user
+                    room.groups = None
+                    user.rooms[key] = room
+                restored += 1
+        return restored
+
+    def expire_always_on(self, now_ms: int | None = None) -> list[str]:
+        """End always-on for those without a connection for longer than `always_on_expiry`:
+        they quit. Called by the housekeeper; returns their nicks."""
+        if not self._unconnected:
+            return []  # the usual case, every second: no lock taken
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        limit = self.always_on_expiry * 1000
+        ended = []
+        with delivery.batch(), self._lock:
+            for user in list(self._unconnected):
+                if user.connections or user.gone_ms is None or now_ms - user.gone_ms <= limit:
+                    continue
+                user.always_on = False
+                if self.always_on is not None and user.account is not None:
+                    self.always_on.disable(user.account)
+                self._remove_user(user, "always-on expired")
+                ended.append(user.nick)
+        return ended
+
+    def missed(
+        self, user: User, since: tuple[int, int], page: int = history_types.MAX_HISTORY_LIMIT
+    ) -> Iterator[Event]:
+        """What an always-on person missed while no connection was left (`since`, as
+        `attach` returns it): the messages of their rooms and private conversations after
+        the newest one relayed when their last connection went, oldest first per
+        conversation, marked `history`, read page by page. Nothing without history; a
+        conversation that cannot be read is logged and skipped."""
+        if self.history is None:
+            return
+        since_ms, since_id = since
+        now = time.time_ns() // 1_000_000 + 1
+        try:
+            # Conversations active since then (a second early: clocks step, ids do not).
+            targets = self.history_targets(user, since_ms - 1000, now, MISSED_CONVERSATIONS)
+        except HubError:
+            return
+        for target, is_room, _latest in targets:
+            ref = history_types.Ref.msgid(since_id)
+            while True:
+                query = history_types.HistoryQuery.after(ref, page)
+                scope = {"room": target} if is_room else {"peer": target}
+                try:
+                    _shown, found = self.read_history(user, query, **scope)
+                except HubError as problem:
+                    log.info("%s: catch-up of %s skipped: %s", user.nick, target, problem.message)
+                    break
+                yield from found
+                # Send each page before reading the next: a long catch-up must not pile up
+                # past the connection's send queue (--sendq) before its first write.
+                delivery.flush_dirty()
+                if len(found) < query.limit:
+                    break
+                ref = history_types.Ref.msgid(found[-1].id)
 
     def unregister(self, user: User, reason: str) -> None:
         """Remove `user`, with every connection, from every room and the server; the rooms'
@@ -350,6 +594,7 @@ class Hub:
         if self._users.get(user.key) is not user:
             return False
         del self._users[user.key]
+        self._unconnected.discard(user)
         self._remember(user, user.nick)
         if user.flags:
             self._opers_counted_at = float("-inf")
@@ -427,6 +672,8 @@ class Hub:
                         group.discard(old_key)
                         group.add(new_key)
             self._fan_out(events.NickChanged(old=old, new=new), [user, *self._peers(user)])
+            if user.always_on and self.always_on is not None and user.account is not None:
+                self.always_on.enable(user.account, new, [r.name for r in user.rooms.values()])
 
     # -- presence (IRC MONITOR; any protocol may offer it) ---------------------------------
 
@@ -524,6 +771,11 @@ class Hub:
             user.account = account
             event = events.AccountChanged(nick=user.nick, account=account)
             self._fan_out(event, self._told_of_changes(user))
+            # An account that asked to be always-on is so however it logs in.
+            keeper = self.always_on
+            user.always_on = bool(account and keeper and keeper.is_always_on(account))
+            if user.always_on and keeper is not None and account is not None:
+                keeper.enable(account, user.nick, [r.name for r in user.rooms.values()])
 
     def find_user(self, nick: str) -> User | None:
         with self._lock:
@@ -566,16 +818,23 @@ class Hub:
             room.members[user.key] = user
             room.groups = None
             user.rooms[key] = room
-            self._fan_out(
-                events.Joined(
-                    room=room.name,
-                    nick=user.nick,
-                    account=user.account,
-                    realname=user.realname,
-                    away=user.away,
-                ),
-                self._audience(room, user),
+            if user.always_on and self.always_on is not None and user.account is not None:
+                self.always_on.joined(user.account, room.name)
+            joined = events.Joined(
+                room=room.name,
+                nick=user.nick,
+                account=user.account,
+                realname=user.realname,
+                away=user.away,
             )
+            if user.away is None:
+                self._fan_out(joined, self._audience(room, user))
+            else:
+                # The arrival carries the away message for the others (IRC's away-notify);
+                # the joiner knows it is away and is not told so again.
+                self._fan_out(replace(joined, away=None), (user,))
+                others = [m for m in self._audience(room, user) if m is not user]
+                self._fan_out(joined, others)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
@@ -624,6 +883,8 @@ class Hub:
                 self._audience(room, user),
             )
             self._remove_member(room, user)
+            if user.always_on and self.always_on is not None and user.account is not None:
+                self.always_on.left(user.account, room.name)
 
     def say(
         self,
@@ -690,6 +951,7 @@ class Hub:
         with delivery.batch(), self._lock:
             room = self._room_to_speak(user, room_name)
             user.last_active = time.time()
+            self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
             event = _room_message(room, user, text, kind, stamp, tags, extra)
             if stamp or self.history is None:
                 self._remember_message(room, event, user)
@@ -699,7 +961,7 @@ class Hub:
         # measured to keep readers queueing on it and handing the GIL back and forth.
         # Each group's appends are one C-level loop, which no other Python thread can
         # interleave, so the members of a group still see the room's messages in one order.
-        self._fan_out_groups([(event, origin)], groups)
+        self._fan_out_groups([(event, origin, _mine(user, origin))], groups)
         if echo is not None:
             echo(event)
 
@@ -712,7 +974,7 @@ class Hub:
         so a member's cost is paid once per run instead of once per message. A message whose
         sender may no longer speak there (kicked, muted, gone) is skipped, as in `say`.
         """
-        runs: list[tuple[list[_CodecGroup], list[tuple[Event, Connection | None]]]] = []
+        runs: list[tuple[list[_CodecGroup], list[_Outgoing]]] = []
         last_room: Room | None = None
         # Under the lock nothing changes, so one check per sender and room name is enough.
         checked: dict[tuple[int, str], Room | None] = {}
@@ -738,6 +1000,7 @@ class Hub:
                         user.last_active = now
                     if room is None:
                         continue
+                    self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
                     event = _room_message(
                         room, user, relay.text, relay.kind, stamp, relay.tags, relay.extra
                     )
@@ -746,7 +1009,7 @@ class Hub:
                     if room is not last_room:
                         runs.append((_codec_groups(room), []))
                         last_room = room
-                    runs[-1][1].append((event, relay.origin))
+                    runs[-1][1].append((event, relay.origin, _mine(user, relay.origin)))
             for groups, messages in runs:
                 self._fan_out_groups(messages, groups)
 
@@ -810,6 +1073,7 @@ class Hub:
             if recipient is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
             user.last_active = time.time()
+            self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
             event = events.PrivateMessage(
                 sender=user.nick,
                 target=recipient.nick,
@@ -818,12 +1082,11 @@ class Hub:
                 account=user.account,
                 **stamp,
             )
-            connections = recipient.connections
+            self._deliver(event, recipient.connections)
             if recipient is not user and len(user.connections) > 1:
-                # What a person sends, each of their devices shows, but the one it came from.
-                mine = [c for c in user.connections if c is not origin]
-                connections = (*connections, *mine)
-            self._deliver(event, connections)
+                # What a person sends, each of their devices shows (as their own), but the
+                # one it came from.
+                self._deliver(_own_copy(event), _mine(user, origin))
         if echo is not None:
             echo(event)
         return recipient
@@ -1308,9 +1571,7 @@ class Hub:
             if data:
                 conn.send_bytes(data)
 
-    def _fan_out_groups(
-        self, messages: "Sequence[tuple[Event, Connection | None]]", groups: "list[_CodecGroup]"
-    ) -> None:
+    def _fan_out_groups(self, messages: "Sequence[_Outgoing]", groups: "list[_CodecGroup]") -> None:
         """`_deliver` of a room's messages, each (with the connection it came from) to every
         member's connections but that one, at C speed.
 
@@ -1319,28 +1580,38 @@ class Hub:
         and a connection costs one list append done by `map` and one set insertion done by
         `set.update`, instead of several Python calls per message. This is the hot path of a
         busy room: it was measured as most of the server's CPU time. A sending connection in
-        the run gets the chunk without its own messages.
+        the run gets the chunk without its own messages, and the sender's other connections
+        (one account on several devices) get the message's `own` copy in its place.
         """
+        # Whether a sender in the run has other connections (rare): checked once per run.
+        with_own = any(mine for _, _, mine in messages)
         for group in groups:
             if group.queues is None:
-                for event, origin in messages:
-                    self._deliver(event, [c for c in group.connections if c is not origin])
+                for event, origin, mine in messages:
+                    if not mine:
+                        self._deliver(event, [c for c in group.connections if c is not origin])
+                        continue
+                    others = [c for c in group.connections if c is not origin]
+                    self._deliver(event, [c for c in others if not _among(c, mine)])
+                    self._deliver(_own_copy(event), [c for c in others if _among(c, mine)])
                 continue
             encode = group.connections[0].encode
             try:
-                pieces = [encode(event) or b"" for event, _ in messages]
+                pieces = [encode(event) or b"" for event, _, _ in messages]
             except Exception:
                 # Rare: only then pay a guarded call per message, to skip just the bad one.
-                pieces = [encode_contained(encode, event) or b"" for event, _ in messages]
+                pieces = [encode_contained(encode, event) or b"" for event, _, _ in messages]
             everyone = b"".join(pieces)
             if not everyone:
                 continue
             queues, positions = group.queues, group.positions
             # Each message's origin as a position in this group (-1: not in it).
-            owners = [positions.get(id(origin), -1) for _, origin in messages]
+            owners = [positions.get(id(origin), -1) for _, origin, _ in messages]
             senders = set(owners)
             senders.discard(-1)
-            if not senders:
+            if with_own:
+                self._fan_out_with_own(messages, group, pieces, owners, everyone)
+            elif not senders:
                 deque(map(list.append, queues, repeat(everyone)), maxlen=0)
             elif len(messages) == 1:
                 [position] = senders
@@ -1353,6 +1624,41 @@ class Hub:
                     chunks[position] = b"".join(compress(pieces, map(ne, owners, repeat(position))))
                 deque(map(list.append, queues, chunks), maxlen=0)
             delivery.mark_all_dirty(group.flushables)
+
+    @staticmethod
+    def _fan_out_with_own(
+        messages: "Sequence[_Outgoing]",
+        group: "_CodecGroup",
+        pieces: list[bytes],
+        owners: list[int],
+        everyone: bytes,
+    ) -> None:
+        """`_fan_out_groups` for a run in which a sender has several connections: each of
+        those gets, in the run's order, the `own` copy of that sender's messages (none for
+        the one it came from). Rare (a person on several devices sending), so plain Python."""
+        assert group.queues is not None
+        encode = group.connections[0].encode
+        positions = group.positions
+        # Position -> {message index: bytes shown there instead (b"" for its origin)}.
+        special: dict[int, dict[int, bytes]] = {}
+        for index, (event, _, mine) in enumerate(messages):
+            if owners[index] >= 0:
+                special.setdefault(owners[index], {})[index] = b""
+            if not mine:
+                continue
+            present = [positions[id(c)] for c in mine if id(c) in positions]
+            if present:
+                own = encode_contained(encode, _own_copy(event)) or b""
+                for position in present:
+                    special.setdefault(position, {})[index] = own
+        for position, queue in enumerate(group.queues):
+            changed = special.get(position)
+            if changed is None:
+                queue.append(everyone)
+                continue
+            chunk = b"".join(changed.get(i, piece) for i, piece in enumerate(pieces))
+            if chunk:
+                queue.append(chunk)
 
     def codec_changed(self, user: User) -> None:
         """The codec key of one of `user`'s connections changed (e.g. IRC capabilities):
@@ -1550,6 +1856,8 @@ class Hub:
             event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
             self._fan_out(event, room.members.values())
             self._remove_member(room, target)
+            if target.always_on and self.always_on is not None and target.account is not None:
+                self.always_on.left(target.account, room.name)
 
     def invite(self, user: User, nick: str, room_name: str) -> User:
         """Invite `nick` to a room `user` is in; the invitee may then pass +i. Returns them."""
@@ -1757,6 +2065,126 @@ class Hub:
             log.error("history request failed: %s", problem)
             raise HubError("history_failed", "history cannot be read right now") from None
 
+    def search(
+        self, user: User, query: "search_types.SearchQuery", *, peer: str | None = None
+    ) -> list[Event]:
+        """Search the history `user` may read, for every protocol: the rooms they are in
+        (only members read a room's history, as in `read_history`) and their account's
+        private conversations (none for a guest); a `room` filter must be one of theirs,
+        and `peer` limits it to the conversation with that account. Newest first, marked
+        `history`. Raises HubError history_off, not_in_room, not_logged_in, invalid_name,
+        history_failed."""
+        history = self.history
+        if history is None:
+            raise HubError("history_off", "this server keeps no history")
+        if peer is not None:
+            if user.account is None:
+                raise HubError("not_logged_in", "log in to search your private conversations")
+            if names.nick_error(peer):
+                raise HubError("invalid_name", f"{peer} is not an account name")
+            query = dataclasses.replace(query, room=None, peer=peer)
+            return self._search(history, query, [], user.account)
+        with self._lock:
+            rooms = [room.name for room in user.rooms.values()]
+            account = user.account
+            if query.room is not None:
+                joined = user.rooms.get(names.fold(query.room.lstrip("#")))
+                if joined is None:
+                    raise HubError("not_in_room", f"join {query.room} to search it")
+                query = dataclasses.replace(query, room=joined.name)
+        return self._search(history, query, rooms, account)
+
+    @staticmethod
+    def _search(
+        history: ports.History,
+        query: "search_types.SearchQuery",
+        rooms: list[str],
+        account: str | None,
+    ) -> list[Event]:
+        try:
+            return history.search(query, rooms, account)
+        except StoreError as problem:
+            log.error("search failed: %s", problem)
+            raise HubError("history_failed", "history cannot be searched right now") from None
+
+    def mark_read(
+        self, user: User, target: str, read_ms: int, *, origin: Connection | None = None
+    ) -> events.ReadMarker:
+        """Move `user`'s read marker of a room they are in (`target` a room name) or of a
+        private conversation (`target` a nick) forward to `read_ms`, stored per account; every
+        connection of the person but `origin` (the one that asked, which the caller answers
+        with the marker returned) is told the marker, so the devices agree. A marker never
+        moves back: a time older than the stored one leaves it, and the answer holds the
+        stored one. Raises HubError history_off, not_logged_in, not_in_room, invalid_name,
+        history_failed."""
+        history = self.history
+        if history is None:
+            raise HubError("history_off", "this server keeps no history")
+        account = user.account
+        if account is None:
+            raise HubError("not_logged_in", "log in to keep read markers")
+        shown, is_room, key = self._marker_target(user, target)
+        # A marker is of a message already received: never later than now.
+        read_ms = max(0, min(read_ms, time.time_ns() // 1_000_000))
+        try:
+            stored = history.set_read_marker(account, key, read_ms)
+        except StoreError as problem:
+            log.error("read marker not stored: %s", problem)
+            raise HubError("history_failed", "the read marker cannot be stored now") from None
+        marker = events.ReadMarker(target=shown, room=is_room, read_ms=stored)
+        if stored == read_ms:  # it moved (or was set again): the other devices are told
+            with delivery.batch(), self._lock:
+                self._deliver(marker, [c for c in user.connections if c is not origin])
+        return marker
+
+    def read_marker(self, user: User, target: str) -> events.ReadMarker:
+        """`user`'s read marker of `target` (as for `mark_read`), read_ms 0 when none."""
+        history = self.history
+        if history is None:
+            raise HubError("history_off", "this server keeps no history")
+        if user.account is None:
+            raise HubError("not_logged_in", "log in to keep read markers")
+        shown, is_room, key = self._marker_target(user, target)
+        markers = self._read_markers(user.account)
+        return events.ReadMarker(target=shown, room=is_room, read_ms=markers.get(key, 0))
+
+    def read_markers(self, user: User) -> list[events.ReadMarker]:
+        """The markers of the rooms `user` is in and of their private conversations, for a
+        client that has just connected (none for a guest or without history)."""
+        if self.history is None or user.account is None:
+            return []
+        markers = self._read_markers(user.account)
+        with self._lock:
+            rooms = {room.key: room.name for room in user.rooms.values()}
+        shown = []
+        for key, read_ms in sorted(markers.items()):
+            if key.startswith("@"):
+                shown.append(events.ReadMarker(target=key[1:], room=False, read_ms=read_ms))
+            elif key in rooms:
+                shown.append(events.ReadMarker(target=rooms[key], room=True, read_ms=read_ms))
+        return shown
+
+    def _read_markers(self, account: str) -> dict[str, int]:
+        assert self.history is not None
+        try:
+            return self.history.read_markers(account)
+        except StoreError as problem:
+            log.error("read markers not read: %s", problem)
+            raise HubError("history_failed", "read markers cannot be read now") from None
+
+    def _marker_target(self, user: User, target: str) -> tuple[str, bool, str]:
+        """(the target as shown, whether a room, its key in the store)."""
+        room_name = target[1:] if target.startswith("#") else target
+        with self._lock:
+            joined = user.rooms.get(names.fold(room_name))
+            if joined is not None:
+                return joined.name, True, joined.key
+            if target.startswith("#") or names.fold(room_name) in self._rooms:
+                raise HubError("not_in_room", f"you are not in {room_name}")
+        if names.nick_error(target):
+            raise HubError("invalid_name", f"{target} is neither your room nor a name")
+        return target, False, "@" + names.fold(target)
+
     def history_targets(
         self, user: User, after_ms: int, before_ms: int, limit: int
     ) -> list[tuple[str, bool, int]]:
@@ -1901,6 +2329,27 @@ def entry_matches(entry: str, user: User) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class SignOn:
+    """What `Hub.sign_on` did: the person, whether the connection was attached to one
+    already here, and (a returning always-on person) since when it missed messages (ms)."""
+
+    user: User
+    attached: bool
+    missed_since: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What `Hub.join_person` did: the connection now belongs to `person`; it was
+    `old_nick`, in `old_rooms`; `missed_since` as in `SignOn`."""
+
+    person: User
+    old_nick: str
+    old_rooms: list[str]
+    missed_since: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Arrival:
     """What a user is shown on joining a room (see `Hub.arrival`): `members` pairs each
     member with their statuses, or is None in a quiet room (only `count` then)."""
@@ -1985,6 +2434,28 @@ def _origin(user: User, origin: Connection | None) -> Connection | None:
     if len(connections) > 1:
         raise ValueError(f"{user.nick} has {len(connections)} connections: which one sent?")
     return connections[0] if connections else None
+
+
+# A room message on its way out: (event, the connection it came from, the sender's other
+# connections, which get its `own` copy; empty while the sender has one connection).
+_Outgoing = tuple[Event, "Connection | None", "tuple[Connection, ...]"]
+
+
+def _mine(user: User, origin: Connection | None) -> tuple[Connection, ...]:
+    """`user`'s connections other than `origin`: () in the usual case of one connection."""
+    connections = user.connections
+    if len(connections) < 2:
+        return ()
+    return tuple(c for c in connections if c is not origin)
+
+
+def _among(conn: Connection, connections: tuple[Connection, ...]) -> bool:
+    return any(c is conn for c in connections)
+
+
+def _own_copy(event: Event) -> Event:
+    """The copy of a message a sender's other connections get, marked as their own."""
+    return dataclasses.replace(event, own=True)  # type: ignore[type-var]
 
 
 def _room_message(

@@ -23,6 +23,7 @@ from threadchat.core.events import Event
 if TYPE_CHECKING:  # the hub's own model; ports.py is imported by hub.py itself
     from threadchat.core.history import HistoryQuery, Replay
     from threadchat.core.hub import Hub, ModeChange, Room, RoomRelay, User
+    from threadchat.core.search import SearchQuery
 
 # Called with a stored message's id and time ({"id": ..., "ts": ...}) to relay it.
 Relay = Callable[[dict[str, Any]], None]
@@ -105,6 +106,24 @@ class History(Protocol):
         room, latest time in ms), oldest first, at most `limit`. Raises StoreError."""
         ...
 
+    def search(
+        self, query: "SearchQuery", rooms: Sequence[str], account: str | None
+    ) -> list[Event]:
+        """Messages matching `query` of `rooms` and of `account`'s private conversations,
+        newest first, marked `history`. Access is the caller's (`Hub.search`); called
+        without the hub lock; raises StoreError."""
+        ...
+
+    def set_read_marker(self, account: str, target: str, read_ms: int) -> int:
+        """Move the account's read marker of `target` (a room, or "@" + a peer account)
+        forward to `read_ms`; returns the marker after that. Called without the hub lock
+        (it waits for the disk); raises StoreError."""
+        ...
+
+    def read_markers(self, account: str) -> dict[str, int]:
+        """The account's read markers: folded target -> ms. Raises StoreError."""
+        ...
+
 
 class Accounts(Protocol):
     """Registered names, logins and passwords (see services.accounts.AccountService).
@@ -178,6 +197,34 @@ class Moderation(Protocol):
 
     def topic_lock(self, actor: "User", room: str, locked: bool) -> None:
         """Only operators may set the topic (`locked`), or anyone in the room."""
+        ...
+
+
+class AlwaysOn(Protocol):
+    """Keeps always-on accounts and their rooms across restarts (see
+    services.presence.AlwaysOnKeeper). Every method but `load` only queues a write, so the
+    hub may call them with its lock held."""
+
+    def is_always_on(self, account: str) -> bool:
+        """Whether the account asked to be always-on (memory only)."""
+        ...
+
+    def enable(self, account: str, nick: str, rooms: Sequence[str]) -> None: ...
+
+    def disable(self, account: str) -> None: ...
+
+    def joined(self, account: str, room: str) -> None: ...
+
+    def left(self, account: str, room: str) -> None: ...
+
+    def seen(self, account: str, gone_ms: int | None, gone_id: int | None) -> None:
+        """The account's last connection went at `gone_ms`, when the newest message
+        relayed was `gone_id` (None: one is connected)."""
+        ...
+
+    def load(self) -> "list[Any]":
+        """The kept accounts as `store.base.AlwaysOnRecord`s (account, nick, last_seen_ts,
+        last_seen_id, rooms), for the wiring to restore at start. Raises StoreError."""
         ...
 
 

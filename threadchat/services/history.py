@@ -36,6 +36,7 @@ from threadchat.core.events import Event
 from threadchat.core.history import DEFAULT_PAGE, HistoryQuery, Replay, clamp_limit
 from threadchat.core.hub import HubError, RoomRelay, User
 from threadchat.core.live import MessageExtra, excerpt
+from threadchat.core.search import SearchQuery
 from threadchat.store.base import (
     NewMessage,
     PartlyStored,
@@ -692,6 +693,23 @@ class MessageLog:
         """The conversations whose latest message is between two times (see the store's
         `conversation_targets`); raises StoreError."""
         return self.store.conversation_targets(rooms, account, after_ms, before_ms, limit)
+
+    def search(self, query: SearchQuery, rooms: Sequence[str], account: str | None) -> list[Event]:
+        """Messages matching `query` within `rooms` and the private conversations of
+        `account`, newest first, as events marked history. Who may read what is the
+        caller's rule (`Hub.search`); raises StoreError."""
+        for room in rooms:
+            self._forgotten(room)
+        return [to_event(m) for m in self.store.search(query, rooms, account)]
+
+    def set_read_marker(self, account: str, target: str, read_ms: int) -> int:
+        """Move the account's read marker of `target` forward; its time (ms) after that.
+        Waits for the disk: never called with the hub lock held. Raises StoreError."""
+        return self.store.set_read_marker(account, target, read_ms)
+
+    def read_markers(self, account: str) -> dict[str, int]:
+        """The account's read markers (folded target -> ms). Raises StoreError."""
+        return self.store.read_markers(account)
 
     def read(
         self,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from threadchat.core import delivery, events, names
@@ -110,14 +111,16 @@ class RoomKeeper:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def load(self) -> int:
+    def load(self, keep: Iterable[str] = ()) -> int:
         """Put every stored room into the hub (at start); return how many.
 
         The messages of rooms that are not kept are deleted first: those rooms ended with
         the last run, and their history must not pass to whoever makes a room of the name
-        now (see `MessageLog.room_ended`)."""
+        now (see `MessageLog.room_ended`). `keep`: rooms whose history stays all the same
+        (those always-on accounts are in)."""
         try:
-            purged = self.store.purge_rooms_not_kept(keep=[names.fold(DEFAULT_ROOM)])
+            kept = [names.fold(DEFAULT_ROOM), *map(names.fold, keep)]
+            purged = self.store.purge_rooms_not_kept(keep=kept)
         except StoreError as problem:
             # Starting matters more; a room made anew deletes them first anyway (see
             # `MessageLog.room_created`), and the next start tries again.

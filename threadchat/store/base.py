@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from threadchat.core.errors import StoreError
 from threadchat.core.history import HistoryQuery
+from threadchat.core.search import SearchQuery
 
 
 class AccountExistsError(StoreError):
@@ -111,6 +112,19 @@ class RoomRecord:
     bans: frozenset[str] = field(default_factory=frozenset)
 
 
+@dataclass(frozen=True, slots=True)
+class AlwaysOnRecord:
+    """An always-on account: its nick, when its last connection went (ms; None while one
+    is connected) and the newest message id relayed then, and the rooms it is in (names as
+    spelled)."""
+
+    account: str
+    nick: str
+    last_seen_ts: int | None
+    last_seen_id: int | None
+    rooms: tuple[str, ...]
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the hub needs from persistent storage. All methods are thread-safe.
@@ -200,6 +214,48 @@ class Store(Protocol):
     ) -> bool:
         """Add (`on`) or remove one person's reaction to a message, waiting for the commit;
         whether anything changed."""
+        ...
+
+    def search(
+        self, query: SearchQuery, rooms: Sequence[str], account: str | None
+    ) -> list[StoredMessage]:
+        """Messages matching `query` (its FTS5 expression and filters), newest first, only
+        of `rooms` and of the private conversations of `account` (None: no private ones):
+        the caller decides what the asker may read, the store never widens it."""
+        ...
+
+    def set_read_marker(self, account: str, target: str, read_ts: int) -> int:
+        """Move the account's read marker of `target` (a room, or "@" + a peer's account)
+        forward to `read_ts` (ms); a marker never moves back. Returns the marker's time."""
+        ...
+
+    def read_markers(self, account: str) -> dict[str, int]:
+        """The account's read markers: folded target -> time (ms)."""
+        ...
+
+    def save_always_on(self, account: str, nick: str, rooms: Sequence[str]) -> Future[None]:
+        """Make the account always-on with its nick and rooms (replacing what was kept)."""
+        ...
+
+    # The always-on writes are queued like `delete_room_messages`: the Future completes once
+    # committed (the hub asks for them under its lock, so they must not wait).
+    def always_on_room(self, account: str, room: str, *, joined: bool) -> Future[None]:
+        """An always-on account joined (or left) `room`."""
+        ...
+
+    def always_on_seen(
+        self, account: str, last_seen_ts: int | None, last_seen_id: int | None
+    ) -> Future[None]:
+        """When the always-on account's last connection went, and the newest message id
+        relayed then (None: one is connected)."""
+        ...
+
+    def delete_always_on(self, account: str) -> Future[None]:
+        """The account is always-on no longer."""
+        ...
+
+    def load_always_on(self) -> list[AlwaysOnRecord]:
+        """Every always-on account."""
         ...
 
     def purge_older_than(self, cutoff_ts: int) -> int:

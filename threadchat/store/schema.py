@@ -66,7 +66,66 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX messages_pair",
         "CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, id) WHERE pair_lo IS NOT NULL",
     ),
-    # v4 (issue 14): messages that live on. A reply names its parent (reply_to); an edit
+    # v4 (issue 15): full-text search, read markers, always-on accounts.
+    # messages_fts is an external-content FTS5 index of messages.text (the text is not kept
+    # twice). New messages are indexed by the store's writer right after their commit, many
+    # at once (`SQLiteStore._index_new`), up to the id messages_fts_progress holds: an FTS5
+    # insert costs about 8 us of CPU per message and 100 us per transaction, which a
+    # trigger would add to every group commit (measured: raw inserts at 0.1 to 0.2 of their
+    # speed). Edits and deletions of indexed messages are kept in step by triggers: an
+    # UPDATE of the text (an edit, or a deletion that empties it) takes the old text out and
+    # puts the new one in; a DELETE (retention, a room's end) takes it out. The rebuild
+    # indexes what is already stored. unicode61 with remove_diacritics 2: "cafe" finds
+    # "café"; columnsize=0: no per-row size table (results are ordered by id, not rank).
+    # The sender's nick and account are indexed too, so an author filter is a lookup in
+    # the index instead of a check of every match (measured: p50 118 ms for a word with
+    # 4,500 matches among 1,000,000 messages, filtered to one of 200 authors).
+    (
+        """CREATE VIRTUAL TABLE messages_fts USING fts5(
+            text, sender, sender_account, content='messages', content_rowid='id',
+            columnsize=0, tokenize='unicode61 remove_diacritics 2'
+        )""",
+        "CREATE TABLE messages_fts_progress (upto INTEGER NOT NULL)",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+            WHEN old.id <= (SELECT upto FROM messages_fts_progress) BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text, sender, sender_account)
+                VALUES ('delete', old.id, old.text, old.sender, old.sender_account);
+        END""",
+        """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages
+            WHEN old.id <= (SELECT upto FROM messages_fts_progress) BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text, sender, sender_account)
+                VALUES ('delete', old.id, old.text, old.sender, old.sender_account);
+            INSERT INTO messages_fts (rowid, text, sender, sender_account)
+                VALUES (new.id, new.text, new.sender, new.sender_account);
+        END""",
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+        "INSERT INTO messages_fts_progress (upto) SELECT COALESCE(MAX(id), 0) FROM messages",
+        # Per account and conversation (a room's folded name, or "@" + the peer's folded
+        # account): the time (ms) up to which the account has read it.
+        """CREATE TABLE read_markers (
+            account_key TEXT NOT NULL,
+            target_key TEXT NOT NULL,
+            read_ts INTEGER NOT NULL,
+            PRIMARY KEY (account_key, target_key)
+        ) WITHOUT ROWID""",
+        # Accounts that stay in their rooms while no device is connected: their nick, when
+        # their last connection went (NULL while connected) and the newest message id
+        # relayed then (where their catch-up starts), and the rooms they are in.
+        """CREATE TABLE always_on (
+            account_key TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            nick TEXT NOT NULL,
+            last_seen_ts INTEGER,
+            last_seen_id INTEGER
+        )""",
+        """CREATE TABLE always_on_rooms (
+            account_key TEXT NOT NULL,
+            room_key TEXT NOT NULL,
+            room TEXT NOT NULL,
+            PRIMARY KEY (account_key, room_key)
+        ) WITHOUT ROWID""",
+    ),
+    # v5 (issue 14): messages that live on. A reply names its parent (reply_to); an edit
     # updates the row's text and sets `edited`; a deletion leaves a tombstone (text emptied,
     # `deleted` set), so a later history page still says the message was there. Reactions
     # have their own table, one row per (message, person, reaction), gone with their message;

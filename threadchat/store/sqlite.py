@@ -40,9 +40,11 @@ from typing import Any, Literal, TypeVar
 from threadchat.core.errors import StoreError
 from threadchat.core.history import HistoryQuery, Ref, clamp_limit
 from threadchat.core.names import fold
+from threadchat.core.search import SearchQuery
 from threadchat.store import passwords
 from threadchat.store.base import (
     AccountExistsError,
+    AlwaysOnRecord,
     NewMessage,
     PartlyStored,
     RoomRecord,
@@ -107,6 +109,10 @@ _ROOM_OF_MESSAGE = operator.itemgetter(2)
 _TARGET_OF_MESSAGE = operator.itemgetter(3)
 _REPLY_OF_MESSAGE = operator.itemgetter(7)
 _ROOM_PARAMETERS = 4
+# New messages are indexed for search once the writer has been idle this long (seconds),
+# and at least every INDEX_EVERY seconds while it is busy (see `_writer_loop`).
+INDEX_AFTER = 0.05
+INDEX_EVERY = 0.5
 # Rows per INSERT statement at most. One statement for many rows, even across the jobs of one
 # commit, because sqlite3 lets go of the GIL for every statement it runs and the writer then
 # waits to win it back from the readers: per statement, that wait was the writer's largest
@@ -178,6 +184,18 @@ def _insert_statements(
         values = [ts]
         values += itertools.chain.from_iterable(chunk)
         yield _insert_statement(len(chunk), False), values, len(chunk)
+
+
+def _index_statements(conn: sqlite3.Connection) -> None:
+    """Index the messages after the search index's progress mark, and move the mark."""
+    conn.execute(
+        "INSERT INTO messages_fts (rowid, text, sender, sender_account)"
+        " SELECT id, text, sender, sender_account FROM messages"
+        " WHERE id > (SELECT upto FROM messages_fts_progress) ORDER BY id"
+    )
+    conn.execute(
+        "UPDATE messages_fts_progress SET upto = (SELECT COALESCE(MAX(id), upto) FROM messages)"
+    )
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:
@@ -304,7 +322,8 @@ class SQLiteStore:
 
     Raises StoreError, naming the path and the reason, if the directory cannot be created or
     written, is used by another process, or holds a database of a newer schema.
-    `group_commit=False` commits each write on its own (for benchmarks only).
+    `group_commit=False` commits each write on its own, `search_index=False` leaves new
+    messages out of the search index (both for benchmarks only).
     """
 
     def __init__(
@@ -313,6 +332,7 @@ class SQLiteStore:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         group_commit: bool = True,
+        search_index: bool = True,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
@@ -333,6 +353,11 @@ class SQLiteStore:
         # Group commits (transactions) the writer has run, failed ones included: shows how
         # well writes are grouped (tests, benchmarks). Only the writer thread changes it.
         self.commits = 0
+        # Messages committed but not yet in the search index (see `_index_new`); True at
+        # start, as the last run may have stopped before indexing its last messages.
+        self._unindexed = True
+        self._search_index = search_index
+        self._indexed_at = 0.0
         self._state_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._free_readers: queue.Queue[sqlite3.Connection] = queue.Queue()
@@ -477,7 +502,17 @@ class SQLiteStore:
         stopping = False
         while not stopping:
             batch: list[_Job] = []
-            item = self._queue.get()
+            if self._unindexed:
+                # New messages wait for the index until the writer has had nothing to do
+                # for INDEX_AFTER: one index transaction for many commits, never one each.
+                wait = self._indexed_at + INDEX_AFTER - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=max(wait, 0.001))
+                except queue.Empty:
+                    self._index_new(conn)
+                    continue
+            else:
+                item = self._queue.get()
             while True:
                 if item is _STOP:
                     stopping = True
@@ -502,9 +537,41 @@ class SQLiteStore:
                         self.after_commit()
                     except Exception:
                         log.exception("store writer: after_commit failed")
+            # Under a steady load the writer is never idle: the index is brought up to
+            # date at least every INDEX_EVERY seconds all the same.
+            if self._unindexed and time.monotonic() - self._indexed_at >= INDEX_EVERY:
+                self._index_new(conn)
+        if self._unindexed:
+            self._index_new(conn)
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
+
+    def _index_new(self, conn: sqlite3.Connection) -> None:
+        """Put the messages committed since the last time into the search index, in one
+        transaction (writer thread). A failure is logged and tried again next time."""
+        self._indexed_at = time.monotonic()
+        if not self._search_index:
+            self._unindexed = False
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            _index_statements(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as problem:
+            _roll_back(conn)
+            log.error("search index not brought up to date: %s", problem)
+            return
+        self._unindexed = False
+
+    def index_new_messages(self) -> None:
+        """Bring the search index up to date with every message committed so far (waits
+        for the writer; not from its thread). Search calls it, so a search finds what was
+        said just before."""
+        if self._unindexed:
+            # A job runs inside the writer's transaction; the flag is cleared by the writer's
+            # own next round (a message committed meanwhile must keep it set).
+            self._submit(_index_statements, None)
 
     @staticmethod
     def _fail(jobs: list[_Job], error: BaseException) -> None:
@@ -635,6 +702,7 @@ class SQLiteStore:
         """Insert message rows (writer thread, in its transaction); their (id, ts) in order."""
         ts = max(_now_ms(), self._last_ts)
         stamps: list[Stamp] = []
+        self._unindexed = True
         for sql, values, count in _insert_statements(ts, parts, self._rows_per_insert):
             cur = conn.execute(sql, values)
             # One statement of the only writing connection: its rows got consecutive ids
@@ -891,6 +959,151 @@ class SQLiteStore:
         found = [item for item in latest if after_ts < item[2] < before_ts]
         found.sort(key=lambda item: item[2])
         return found[:limit]
+
+    def search(
+        self, query: SearchQuery, rooms: Sequence[str], account: str | None
+    ) -> list[StoredMessage]:
+        scopes, args = [], []
+        keys = sorted({fold(room) for room in rooms})
+        if query.room is not None:
+            keys = [key for key in keys if key == fold(query.room)]
+        if query.peer is not None:
+            keys = []
+            if account:
+                scopes.append("m.pair_lo = ? AND m.pair_hi = ?")
+                args += sorted((fold(account), fold(query.peer)))
+        elif account and query.room is None:
+            scopes.append("m.pair_lo = ? OR m.pair_hi = ?")
+            args += [fold(account)] * 2
+        if keys:
+            scopes.append("m.room_key IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(keys))
+        if not scopes:
+            return []
+        self.index_new_messages()
+        # The index gives its matches newest first (rowid is the message id), so a search
+        # with a LIMIT stops as soon as it has enough within the asker's scope.
+        sql = (
+            f"SELECT {', '.join('m.' + c for c in _COLUMNS.split(', '))}"
+            " FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+            f" WHERE messages_fts MATCH ? AND ({' OR '.join(f'({s})' for s in scopes)})"
+        )
+        args.insert(0, query.match)
+        if query.sender is not None:
+            sql += " AND (m.sender = ? COLLATE NOCASE OR m.sender_account = ? COLLATE NOCASE)"
+            args += [query.sender, query.sender]
+        if query.before_ts is not None:
+            sql += " AND m.ts < ?"
+            args.append(query.before_ts)
+        if query.after_ts is not None:
+            sql += " AND m.ts > ?"
+            args.append(query.after_ts)
+        sql += " ORDER BY f.rowid DESC LIMIT ?"
+        args.append(query.limit)
+        return [_row_to_message(r) for r in self._query(sql, args)]
+
+    # --- read markers and always-on accounts --------------------------------------------------
+
+    def set_read_marker(self, account: str, target: str, read_ts: int) -> int:
+        key, target_key = fold(account), fold(target)
+
+        def upsert(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT INTO read_markers (account_key, target_key, read_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT (account_key, target_key)"
+                " DO UPDATE SET read_ts = MAX(read_ts, excluded.read_ts)",
+                (key, target_key, read_ts),
+            )
+            row = conn.execute(
+                "SELECT read_ts FROM read_markers WHERE account_key = ? AND target_key = ?",
+                (key, target_key),
+            ).fetchone()
+            return int(row[0])
+
+        return self._submit(upsert, None)
+
+    def read_markers(self, account: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT target_key, read_ts FROM read_markers WHERE account_key = ?", (fold(account),)
+        )
+        return {target: ts for target, ts in rows}
+
+    def save_always_on(self, account: str, nick: str, rooms: Sequence[str]) -> Future[None]:
+        key = fold(account)
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO always_on (account_key, account, nick, last_seen_ts, last_seen_id)"
+                " VALUES (?, ?, ?, NULL, NULL) ON CONFLICT (account_key)"
+                " DO UPDATE SET account = excluded.account, nick = excluded.nick",
+                (key, account, nick),
+            )
+            conn.execute("DELETE FROM always_on_rooms WHERE account_key = ?", (key,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO always_on_rooms (account_key, room_key, room)"
+                " VALUES (?, ?, ?)",
+                rows,
+            )
+
+        rows = [(key, fold(room), room) for room in rooms]
+        return self._enqueue(save)
+
+    def always_on_room(self, account: str, room: str, *, joined: bool) -> Future[None]:
+        key = fold(account)
+
+        def change(conn: sqlite3.Connection) -> None:
+            if joined:
+                conn.execute(
+                    "INSERT OR IGNORE INTO always_on_rooms (account_key, room_key, room)"
+                    " SELECT ?, ?, ? WHERE EXISTS"
+                    " (SELECT 1 FROM always_on WHERE account_key = ?)",
+                    (key, fold(room), room, key),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM always_on_rooms WHERE account_key = ? AND room_key = ?",
+                    (key, fold(room)),
+                )
+
+        return self._enqueue(change)
+
+    def always_on_seen(
+        self, account: str, last_seen_ts: int | None, last_seen_id: int | None
+    ) -> Future[None]:
+        key = fold(account)
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE always_on SET last_seen_ts = ?, last_seen_id = ? WHERE account_key = ?",
+                (last_seen_ts, last_seen_id, key),
+            )
+
+        return self._enqueue(update)
+
+    def delete_always_on(self, account: str) -> Future[None]:
+        key = fold(account)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM always_on_rooms WHERE account_key = ?", (key,))
+            conn.execute("DELETE FROM always_on WHERE account_key = ?", (key,))
+
+        return self._enqueue(delete)
+
+    def load_always_on(self) -> list[AlwaysOnRecord]:
+        accounts = self._query(
+            "SELECT account_key, account, nick, last_seen_ts, last_seen_id FROM always_on"
+            " ORDER BY account_key",
+            (),
+        )
+        rooms: dict[str, list[str]] = {}
+        for key, room in self._query(
+            "SELECT account_key, room FROM always_on_rooms ORDER BY account_key, room_key", ()
+        ):
+            rooms.setdefault(key, []).append(room)
+        return [
+            AlwaysOnRecord(account, nick, seen, seen_id, tuple(rooms.get(key, ())))
+            for key, account, nick, seen, seen_id in accounts
+        ]
 
     def _is_before(self, a: Ref, b: Ref) -> bool | None:
         """Whether position a is not later than b; None if an id reference is unknown."""

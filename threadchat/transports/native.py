@@ -65,6 +65,7 @@ class LineConnection(TcpConnection):
 
     def _on_registered(self) -> None:
         self.protocol.registered = True
+        self.session.reads_as_shown = self.protocol.mode != JSON_MODE
 
     def handle_data(self, data: bytes) -> bool:
         for request in self.protocol.receive_data(data):

@@ -367,6 +367,23 @@ class WebConnection(TcpConnection):
         self._send_close(websocket.POLICY_VIOLATION, "no name given in time")
         return reason
 
+    def partial_line(self) -> int:
+        # A WebSocket message (all its frames) must complete within --line-timeout of its
+        # first byte, as a line must on TCP. Over HTTP the name timeout bounds a slow request.
+        return self.link.held if self.link is not None else 0
+
+    def on_line_timeout(self, limit: float) -> str:
+        log.info("%s: no WebSocket message completed within %gs of its first byte, closing",
+                 self.label, limit)  # fmt: skip
+        reason = "line timeout"
+        if isinstance(self.language, JsonOverWebSocket):
+            message = f"no message end within {limit:g} s of a message's start"
+            self.language.reply(events.Error(code="line_timeout", message=message))
+        elif isinstance(self.language, IrcOverWebSocket):
+            reason = self.language.session.line_timeout(limit)
+        self._send_close(websocket.POLICY_VIOLATION, f"message not completed within {limit:g} s")
+        return reason
+
     def pings_apply(self) -> bool:
         return self.link is not None
 

@@ -13,14 +13,15 @@ invisible users are left out of a non-member's NAMES. LIST takes the ELIST filte
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from threadchat.core import events, names
-from threadchat.core.hub import HubError, RoomState, User
+from threadchat.core.hub import Arrival, HubError, RoomState, User
 from threadchat.core.modes import MemberStatus, RoomFlag
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import devices as irc_devices
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc.codec import source_of
 from threadchat.protocols.irc.limits import KICKLEN, MAX_CHANNELS
@@ -68,9 +69,38 @@ def on_join(session: IrcSession, message: Message) -> None:
             continue  # kicked (or the room gone) already: the client was told so
         if arrival.topic.topic:
             _send_topic(session, arrival.topic)
-        if "no-implicit-names" not in session.caps:
-            _send_name_list(session, arrival.room, arrival.members or (), arrival.flags)
+        _after_join(session, arrival)
         irc_history.replay_on_join(session, joined.name)
+
+
+def show_rooms(session: IrcSession) -> None:
+    """Show a connection attached to a person already here (another device of the account)
+    the channels the person is in: a JOIN, the topic and the names of each, as joining does."""
+    user = session.user
+    assert user is not None
+    for arrival in session.hub.arrivals(user):
+        joined = events.Joined(
+            room=arrival.room, nick=user.nick, account=user.account, realname=user.realname
+        )
+        session.send(*session.event_messages(joined))
+        if arrival.topic.topic:
+            _send_topic(session, arrival.topic)
+        _after_join(session, arrival)
+
+
+def _after_join(session: IrcSession, arrival: Arrival) -> None:
+    """The names (unless no-implicit-names) and the read marker (draft/read-marker: before
+    RPL_ENDOFNAMES) a JOIN is followed by."""
+    if "no-implicit-names" in session.caps:
+        irc_devices.send_marker(session, arrival.room)
+        return
+    _send_name_list(
+        session,
+        arrival.room,
+        arrival.members or (),
+        arrival.flags,
+        before_end=lambda: irc_devices.send_marker(session, arrival.room),
+    )
 
 
 def on_part(session: IrcSession, message: Message) -> None:
@@ -146,6 +176,7 @@ def _send_name_list(
     room: str,
     members: Iterable[tuple[User, tuple[MemberStatus, ...]]],
     flags: Iterable[RoomFlag] = (),
+    before_end: Callable[[], None] | None = None,
 ) -> None:
     channel = "#" + room
     symbol = channel_symbol(flags)
@@ -160,6 +191,8 @@ def _send_name_list(
         return reply(session.server_name, Numeric.RPL_NAMREPLY, session.nick, symbol, channel, text)
 
     session.send(*pack_words(entries, build))
+    if before_end is not None:
+        before_end()
     session.error(Numeric.RPL_ENDOFNAMES, channel)
 
 

@@ -182,13 +182,17 @@ def _parse_limit(sub: str, word: str) -> int:
     return int(word)  # clamped by the query builder
 
 
-def send_batch(conn: IrcSession, target: str, events: Sequence[Event]) -> None:
-    """Send stored messages as a `chathistory` batch (just the lines without `batch`)."""
+def send_batch(
+    conn: IrcSession, target: str | None, events: Sequence[Event], batch_type: str = "chathistory"
+) -> None:
+    """Send stored messages as a `chathistory` batch (just the lines without `batch`), or
+    as a batch of another type (`soju.im/search`, which names no target)."""
     caps = conn.caps
     batched = "batch" in caps
     ref = f"h{next(_batch_ids)}"
     if batched:
-        conn.send(Message("BATCH", ["+" + ref, "chathistory", target], conn.server_name))
+        params = ["+" + ref, batch_type] + ([target] if target is not None else [])
+        conn.send(Message("BATCH", params, conn.server_name))
     for event in events:
         for line in conn.event_messages(event):
             if batched:

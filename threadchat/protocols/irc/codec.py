@@ -43,6 +43,7 @@ SHAPE_CAPS = (
     "invite-notify",
     "draft/multiline",
     "draft/message-redaction",
+    "draft/read-marker",
 )
 # IRCv3 client tags of the messages that live on (core/live.py).
 REPLY_TAG = "+draft/reply"
@@ -320,6 +321,14 @@ class IrcCodec:
                 )
                 lines[0].tags[EDIT_TARGET_TAG] = str(event.msgid)
                 return lines
+            case events.ReadMarker():
+                # draft/read-marker: only a client that asked for it is told.
+                if "draft/read-marker" not in self.caps:
+                    return []
+                target = "#" + event.target if event.room else event.target
+                stamp = utctime.millis(event.read_ms / 1000) if event.read_ms else None
+                when = f"timestamp={stamp}" if stamp else "*"
+                return [Message("MARKREAD", [target, when], self.server_name)]
             case events.TagMessage():
                 # TAGMSG is itself part of message-tags: a client without it gets nothing.
                 if "message-tags" not in self.caps:

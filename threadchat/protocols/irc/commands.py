@@ -24,6 +24,7 @@ from threadchat.protocols.irc import (
     users,
 )
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import devices as irc_devices
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.help_topics import HELP_TOPICS
@@ -121,6 +122,8 @@ COMMANDS: dict[str, Command] = {
     "BATCH": Command(messages.on_batch, min_params=1),
     "REDACT": Command(messages.on_redact, min_params=2),
     "CHATHISTORY": Command(irc_history.on_chathistory, min_params=1),
+    "MARKREAD": Command(irc_devices.on_markread),
+    "SEARCH": Command(irc_devices.on_search, min_params=1),
     "TOPIC": Command(channels.on_topic, min_params=1),
     "NAMES": Command(channels.on_names),
     "LIST": Command(channels.on_list),

@@ -26,6 +26,15 @@ HELP_TOPICS: dict[str, tuple[str, ...]] = {
         "Read a channel's or a conversation's stored messages (draft/chathistory).",
         "CHATHISTORY TARGETS <timestamp> <timestamp> <limit>: conversations active between.",
     ),
+    "MARKREAD": (
+        "MARKREAD <target> [timestamp=<RFC 3339 time>]",
+        "Set (or, without a time, ask) your account's read marker of a channel or a nick",
+        "(draft/read-marker); every client of the account is told.",
+    ),
+    "SEARCH": (
+        "SEARCH text=<words>[;in=<target>][;from=<nick>][;after=<t>][;before=<t>][;limit=<n>]",
+        'Search the history you may read (soju.im/search): "a phrase", prefix*, every word.',
+    ),
     "HELP": ("HELP [<topic>]", "This help; HELPOP is the same."),
     "BATCH": (
         "BATCH +<ref> draft/multiline <target> | BATCH -<ref>",

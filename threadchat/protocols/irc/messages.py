@@ -191,7 +191,16 @@ def _deliver(
         try:
             if reply_to is not None:
                 try:
-                    hub.say(user, room, text, kind, echo, tags=plain_tags, reply_to=reply_to)
+                    hub.say(
+                        user,
+                        room,
+                        text,
+                        kind,
+                        echo,
+                        origin=session.transport,
+                        tags=plain_tags,
+                        reply_to=reply_to,
+                    )
                     return
                 except HubError as problem:
                     if problem.code not in ("unknown_message", "not_in_room"):
@@ -199,7 +208,7 @@ def _deliver(
                     # +draft/reply is a client tag: a reply to a message this server does
                     # not know (another network's, one gone from history) still goes out,
                     # with the tag as the client sent it, as any client tag does.
-            hub.say(user, room, text, kind, echo, tags=tags)
+            hub.say(user, room, text, kind, echo, origin=session.transport, tags=tags)
         except HubError as problem:
             if problem.code == "not_in_room":
                 raise HubError("moderated", problem.message) from problem
@@ -213,7 +222,9 @@ def _deliver(
                 session.send_bytes(Formatter(line, time=time.time()).encode(session.caps))
         irc_accounts.nickserv(session, text)
         return
-    recipient = hub.send_private(user, target, text, kind, echo, tags=tags)
+    recipient = hub.send_private(
+        user, target, text, kind, echo, origin=session.transport, tags=tags
+    )
     if recipient.away and not notice:
         session.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
 
@@ -333,13 +344,17 @@ def on_tagmsg(session: IrcSession, message: Message) -> None:
                 if room is None:
                     raise HubError("no_such_room", target)
                 try:
-                    session.hub.send_tags(user, tags, room=room, echo=echo)
+                    session.hub.send_tags(
+                        user, tags, room=room, echo=echo, origin=session.transport
+                    )
                 except HubError as problem:
                     if problem.code == "not_in_room":
                         raise HubError("moderated", problem.message) from problem
                     raise
             else:
-                session.hub.send_tags(user, tags, target=target, echo=echo)
+                session.hub.send_tags(
+                    user, tags, target=target, echo=echo, origin=session.transport
+                )
         except HubError as problem:
             session.hub_error(problem, nick=target, channel=target)
 

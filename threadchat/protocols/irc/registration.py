@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 from threadchat import __version__
 from threadchat.core import live, names
 from threadchat.core.hub import MAX_BANS, Hub, HubError
+from threadchat.protocols.irc import channels as irc_channels
 from threadchat.protocols.irc import chathistory as irc_history
+from threadchat.protocols.irc import devices as irc_devices
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import monitor as irc_monitor
 from threadchat.protocols.irc import sasl as irc_accounts
@@ -115,7 +117,7 @@ def new_registration(
             ),
         }
     if hub.history is not None:
-        offered = {**offered, irc_history.CAPABILITY: None}
+        offered = {**offered, irc_history.CAPABILITY: None, **irc_devices.offered(True)}
     return Registration(server_name, offered)
 
 
@@ -132,7 +134,9 @@ def on_registration(session: IrcSession, message: Message) -> None:
     session.send(*step.replies)
     if step.cap_changes:
         session.caps = session.reg.enabled
-    if step.nick_to_check and not session.hub.nick_available(step.nick_to_check):
+    if step.nick_to_check and not session.hub.nick_available(
+        step.nick_to_check, irc_accounts.account_to_come(session, step.nick_to_check)
+    ):
         session.send(*session.reg.reject_nick(step.nick_to_check))
         return
     if step.ready:
@@ -174,7 +178,7 @@ def _register(session: IrcSession) -> None:
     identity = {"account": account} if account is not None else {}
     try:
         # IRC clients build nick lists from JOIN, PART and QUIT: they get them everywhere.
-        user = session.hub.register(
+        signed = session.hub.sign_on(
             session.transport,
             nick,
             keeps_member_list=True,
@@ -189,11 +193,21 @@ def _register(session: IrcSession) -> None:
         numeric = HUB_NUMERICS.get(problem.code, Numeric.ERR_ERRONEUSNICKNAME)
         session.send(*session.reg.reject_nick(nick, numeric))
         return
+    user = signed.user
     session.user = user
-    user.watch_details = "extended-monitor" in session.caps
     session.registered_account = account
-    irc_accounts.after_registration(session)
     session.reg.complete(nick)
+    if signed.attached:
+        # Another device of a person already here: their state is theirs, not this client's.
+        count = len(user.connections)
+        log.info("%s: attached to %s (irc, %d connections)", session.label, nick, count)
+        _welcome(session)
+        irc_channels.show_rooms(session)
+        if signed.missed_since is not None:
+            irc_devices.catch_up(session, session.hub.missed(user, signed.missed_since))
+        return
+    user.watch_details = "extended-monitor" in session.caps
+    irc_accounts.after_registration(session)
     log.info("%s: registered as %s (irc)", session.label, nick)
     _welcome(session)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import names
 from threadchat.core.errors import AuthError
+from threadchat.protocols.irc import devices as irc_devices
 from threadchat.protocols.irc.wire import Message, Numeric
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def on_authenticate(conn: IrcSession, message: Message) -> None:
         return
     if conn.user is None:
         conn.sasl_account = account
-    else:
+    elif not irc_devices.continue_as_person(conn, account):
         accounts.logged_in(conn.hub, conn.user, account)
     target = conn.user.nick if conn.user is not None else conn.reg.nick or "*"
     conn.send(
@@ -128,6 +129,20 @@ def account_for_registration(conn: IrcSession, nick: str) -> str | None:
         return None
 
 
+def account_to_come(conn: IrcSession, nick: str) -> str | None:
+    """The account a registering client may be logged in to, as far as known at NICK:
+    SASL's; or the nick itself while it may still log in to it (PASS given, or capability
+    negotiation under way: clients send NICK before AUTHENTICATE). Only a hope: the nick
+    is checked again when the client registers (`Hub.sign_on`)."""
+    if conn.sasl_account is not None:
+        return conn.sasl_account
+    if conn.reg.password is not None and conn.config.irc_password is None:
+        return nick
+    if conn.reg.negotiating and conn.hub.accounts is not None:
+        return nick
+    return None
+
+
 def after_registration(conn: IrcSession) -> None:
     """Mark the new user as logged in to the account found at registration."""
     account = conn.registered_account
@@ -153,6 +168,8 @@ def nickserv(conn: IrcSession, text: str) -> None:
     if accounts is None:
         reply("This server has no accounts.")
         return
+    if irc_devices.nickserv_set(conn, words, reply):
+        return
     if not words or words[0].upper() not in ("IDENTIFY", "LOGIN") or len(words) not in (2, 3):
         reply("Usage: IDENTIFY [account] password (or log in with SASL PLAIN or PASS)")
         return
@@ -161,6 +178,9 @@ def nickserv(conn: IrcSession, text: str) -> None:
         account = accounts.authenticate(name, words[-1], conn.host)
     except AuthError as problem:
         reply(problem.message)
+        return
+    if irc_devices.continue_as_person(conn, account):
+        reply(f"You are now identified for {account}, as on your other devices.")
         return
     accounts.logged_in(conn.hub, user, account)
     reply(f"You are now identified for {account}.")

@@ -5,11 +5,14 @@ the services it reaches them by (the interfaces of `core/ports.py`, which the wi
 and replies through the session. This module knows no service and no store.
 """
 
+import dataclasses
+import time
 from typing import TYPE_CHECKING
 
 from threadchat.core import events, names, ports
 from threadchat.core.history import Ref, build_query
 from threadchat.core.hub import HubError
+from threadchat.core.search import build_search
 from threadchat.protocols.native import requests
 
 if TYPE_CHECKING:
@@ -57,6 +60,15 @@ def handle_login(session: "NativeSession", request: requests.Login) -> bool:
     service, user = _service(session), session.user
     assert user is not None
     account = service.authenticate(request.name, request.password, session.host)
+    move = session.hub.join_person(user, session.conn, account)
+    if move is not None:
+        # Another device of this account is here: this connection continues as that person.
+        session.user = move.person
+        session.reply(events.NickChanged(old=move.old_nick, new=move.person.nick))
+        for room in move.old_rooms:
+            session.reply(events.Left(room=room, nick=move.old_nick, reason="logged in"))
+        session.show_person(move.missed_since, request.ref)
+        return True
     service.logged_in(session.hub, user, account)
     session.reply(events.LoggedIn(account=account, ref=request.ref))
     if names.fold(user.nick) != names.fold(account):
@@ -108,7 +120,10 @@ def handle_history(session: "NativeSession", request: requests.HistoryRequest) -
         before = Ref.msgid(oldest)
         if limit is None:
             limit = size
-    mode, ref, end = _native_query(before, request.after)
+    if request.around is not None:
+        mode, ref, end = "around", request.around, None
+    else:
+        mode, ref, end = _native_query(before, request.after)
     query = build_query(mode, limit, ref, end)
     if peer is None:
         room = room or session.current_room
@@ -121,7 +136,10 @@ def handle_history(session: "NativeSession", request: requests.HistoryRequest) -
         room=shown,
         peer=peer,
         messages=tuple(messages),
-        more=query.limit > 0 and len(messages) == query.limit and request.after is None,
+        more=query.limit > 0
+        and len(messages) == query.limit
+        and request.after is None
+        and request.around is None,
         ref=request.ref,
     )
     session.reply(page)
@@ -138,6 +156,67 @@ def _native_query(before: Ref | None, after: Ref | None) -> tuple[str, Ref | Non
     if after is not None:
         return "after", after, None
     return "latest", None, None
+
+
+# -- search, read markers, always-on -----------------------------------------------------------
+
+
+def handle_search(session: "NativeSession", request: requests.Search) -> bool:
+    """Search what the user may read (`Hub.search`); the answer is one SearchResults."""
+    assert session.user is not None
+    try:
+        query = build_search(
+            request.text,
+            limit=request.limit,
+            sender=request.sender,
+            room=request.room,
+            before_ts=request.before_ms,
+            after_ts=request.after_ms,
+        )
+    except ValueError as problem:
+        raise HubError("bad_request", str(problem)) from None
+    found = session.hub.search(session.user, query)
+    session.reply(events.SearchResults(query=request.text, messages=tuple(found), ref=request.ref))
+    return True
+
+
+def handle_mark_read(session: "NativeSession", request: requests.MarkRead) -> bool:
+    """Move a read marker (the account's other devices are told; this one gets the marker
+    with the ref), or tell where it is."""
+    assert session.user is not None
+    target = request.target or session.current_room
+    if target is None:
+        raise HubError("no_room", "you are in no room; /join ROOM first")
+    if request.read_ms is None:
+        marker = session.hub.read_marker(session.user, target)
+    else:
+        marker = session.hub.mark_read(session.user, target, request.read_ms, origin=session.conn)
+    session.reply(dataclasses.replace(marker, ref=request.ref, asked=True))
+    return True
+
+
+def mark_read_now(session: "NativeSession", room: str) -> None:
+    """Text mode's "updated as you read": a person typing in a room has read it up to now."""
+    user = session.user
+    if user is None or user.account is None or session.hub.history is None:
+        return
+    try:
+        session.hub.mark_read(user, room, time.time_ns() // 1_000_000, origin=session.conn)
+    except HubError as problem:
+        session.reply(events.Notice(text=f"read marker not kept: {problem.message}"))
+
+
+def handle_always_on(session: "NativeSession", request: requests.AlwaysOn) -> bool:
+    user = session.user
+    assert user is not None
+    if request.on is not None:
+        session.hub.set_always_on(user, request.on)
+    state = "on" if user.always_on else "off"
+    text = f"always-on is {state}" + (
+        ": you stay in your rooms while no device is connected" if user.always_on else ""
+    )
+    session.reply(events.Notice(text=text))
+    return False
 
 
 # -- moderation -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from threadchat.core import events
 from threadchat.core.events import Event
-from threadchat.core.history import Ref
+from threadchat.core.history import MAX_REF, Ref
 from threadchat.core.live import MessageExtra
 from threadchat.core.modes import (
     MemberStatus,
@@ -54,6 +54,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body.update(_kind_fields(event.kind))
             if event.history:
                 body["history"] = True
+            if event.own:
+                body["own"] = True
             if event.extra is not None:
                 body.update(_extra_fields(event.extra))
             body["msgid"] = event.id
@@ -63,6 +65,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body.update(_kind_fields(event.kind))
             if event.history:
                 body["history"] = True
+            if event.own:
+                body["own"] = True
             body["msgid"] = event.id
         case events.Reaction():
             body = {"type": "react", "room": event.room, "from": event.sender}
@@ -80,6 +84,16 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body["state"] = event.state
         case events.HistoryPage():
             body = _history_page(event)
+        case events.SearchResults():
+            body = {"type": "search", "query": event.query}
+            body["messages"] = [m for m in map(event_to_dict, event.messages) if m is not None]
+            if event.ref is not None:
+                body["ref"] = event.ref
+        case events.ReadMarker():
+            body = {"type": "read", "target": event.target, "room": event.room}
+            body["read"] = timestamp(event.read_ms / 1000) if event.read_ms else None
+            if event.ref is not None:
+                body["ref"] = event.ref
         case events.LoggedIn():
             body = {"type": "logged_in", "account": event.account}
             if event.ref is not None:
@@ -289,6 +303,8 @@ def _chat_line(event: events.RoomMessage | events.PrivateMessage) -> bytes | Non
         )
     kind = _KIND_JSON.get(event.kind, ',"action":false')
     history = ',"history":true' if event.history else ""
+    if event.own:
+        history += ',"own":true'
     # A formatted time has only digits, '-', ':', 'T', '.' and 'Z': nothing to escape.
     return f'{head}{kind}{history},"msgid":{event.id},"id":{event.id},"ts":"{ts}"}}\n'.encode()
 
@@ -355,6 +371,22 @@ def _history_ref(obj: dict[str, Any], key: str) -> Ref | None:
         except ValueError:
             raise _BadRequest(f'"{key}" must be a message id or an RFC 3339 time') from None
     raise _BadRequest(f'"{key}" must be a message id or an RFC 3339 time')
+
+
+def _time_ms(obj: dict[str, Any], key: str) -> int | None:
+    """An RFC 3339 time, as ms since the epoch (None when absent)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _BadRequest(f'"{key}" must be an RFC 3339 time')
+    try:
+        ms = utctime.parse_millis(value)
+    except ValueError:
+        raise _BadRequest(f'"{key}" must be an RFC 3339 time') from None
+    if not 0 <= ms <= MAX_REF:
+        raise _BadRequest(f'"{key}" is out of range')
+    return ms
 
 
 def _limit(obj: dict[str, Any]) -> int | None:
@@ -434,6 +466,7 @@ def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Reques
                 after=_history_ref(obj, "after"),
                 limit=_limit(obj),
                 ref=ref,
+                around=_history_ref(obj, "around"),
             )
         case "register":
             return requests.Register(password=_text(obj, "password"), ref=ref)
@@ -441,6 +474,25 @@ def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Reques
             return requests.Login(name=_text(obj, "name"), password=_text(obj, "password"), ref=ref)
         case "password":
             return requests.ChangePassword(old=_text(obj, "old"), new=_text(obj, "new"), ref=ref)
+        case "search":
+            return requests.Search(
+                text=_text(obj, "text"),
+                sender=_optional_text(obj, "from"),
+                room=_optional_text(obj, "room"),
+                before_ms=_time_ms(obj, "before"),
+                after_ms=_time_ms(obj, "after"),
+                limit=_limit(obj),
+                ref=ref,
+            )
+        case "read":
+            return requests.MarkRead(
+                target=_optional_text(obj, "target"), read_ms=_time_ms(obj, "read"), ref=ref
+            )
+        case "always_on":
+            on = obj.get("on")
+            if on is not None and not isinstance(on, bool):
+                raise _BadRequest('"on" must be true or false')
+            return requests.AlwaysOn(on=on, ref=ref)
         case "topiclock":
             on = obj.get("on", True)
             if not isinstance(on, bool):
@@ -633,6 +685,24 @@ def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
     """History, accounts and moderation requests (see `request_to_dict`)."""
     body: dict[str, Any]
     match request:
+        case requests.Search():
+            body = {"type": "search", "text": request.text}
+            optional = {"from": request.sender, "room": request.room, "limit": request.limit}
+            body.update({key: value for key, value in optional.items() if value is not None})
+            if request.before_ms is not None:
+                body["before"] = _ref_to_json(Ref.at(request.before_ms))
+            if request.after_ms is not None:
+                body["after"] = _ref_to_json(Ref.at(request.after_ms))
+        case requests.MarkRead():
+            body = {"type": "read"}
+            if request.target is not None:
+                body["target"] = request.target
+            if request.read_ms is not None:
+                body["read"] = _ref_to_json(Ref.at(request.read_ms))
+        case requests.AlwaysOn():
+            body = {"type": "always_on"}
+            if request.on is not None:
+                body["on"] = request.on
         case requests.HistoryRequest(more=False):
             body = {"type": "history"}
             if request.room is not None:
@@ -643,6 +713,8 @@ def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["before"] = _ref_to_json(request.before)
             if request.after is not None:
                 body["after"] = _ref_to_json(request.after)
+            if request.around is not None:
+                body["around"] = _ref_to_json(request.around)
             if request.limit is not None:
                 body["limit"] = request.limit
         case requests.Register():

@@ -23,6 +23,8 @@ from threadchat.core import events, live
 from threadchat.core.events import Event
 from threadchat.core.modes import MemberStatus, Mode, RoomFlag, RoomList, RoomSetting, UserFlag
 from threadchat.core.names import strip_controls
+from threadchat.core.search import parse_filters
+from threadchat.protocols import utctime
 from threadchat.protocols.lineends import LineEnds
 from threadchat.protocols.native import jsonlines, requests
 
@@ -162,6 +164,43 @@ def _cmd_history(args: str) -> requests.Request:
     return requests.HistoryRequest(room=room or None, peer=peer or None, limit=limit)
 
 
+def _cmd_search(args: str) -> requests.Request:
+    usage = '/search words ["a phrase"] [prefix*] [from:NICK] [in:ROOM] [before:DATE] [after:DATE]'
+    words, filters = parse_filters(args)
+    if not words.strip():
+        return _usage(usage)
+    times: dict[str, int] = {}
+    for bound in ("before", "after"):
+        if bound in filters:
+            try:
+                times[bound] = utctime.parse_millis(filters[bound])
+            except ValueError:
+                return requests.Invalid("bad_request", f"{bound}: a date such as 2026-11-25")
+    room = filters.get("in")
+    return requests.Search(
+        text=words,
+        sender=filters.get("from"),
+        room=room.lstrip("#") if room else None,
+        before_ms=times.get("before"),
+        after_ms=times.get("after"),
+    )
+
+
+def _cmd_read(args: str) -> requests.Request:
+    target, extra = _split(args)
+    if extra:
+        return _usage("/read [#ROOM|NICK] - mark it read up to now")
+    target = target[1:] if target.startswith("#") else target
+    return requests.MarkRead(target=target or None, read_ms=time.time_ns() // 1_000_000)
+
+
+def _cmd_always_on(args: str) -> requests.Request:
+    word = args.strip().lower()
+    if word not in ("", "on", "off"):
+        return _usage("/always-on [on|off]")
+    return requests.AlwaysOn(on=None if not word else word == "on")
+
+
 def _cmd_invite(args: str) -> requests.Request:
     target, rest = _split(args)
     room, extra = _split(rest)
@@ -291,6 +330,16 @@ COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
     "history": (
         _cmd_history,
         "/history [#ROOM|@ACCOUNT] [N] - last N messages; /history more - older ones",
+    ),
+    "search": (
+        _cmd_search,
+        "/search words [from:NICK] [in:ROOM] [before:DATE] [after:DATE] - search what you may"
+        ' read ("a phrase", prefix*)',
+    ),
+    "read": (_cmd_read, "/read [#ROOM|NICK] - mark a room or conversation read up to now"),
+    "always-on": (
+        _cmd_always_on,
+        "/always-on [on|off] - stay in your rooms while no device is connected",
     ),
     "register": (_cmd_register, "/register PASSWORD - register your current name"),
     "login": (_cmd_login, "/login NAME PASSWORD - log in to your account"),
@@ -431,6 +480,8 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
         case events.PrivateMessage():
             if event.kind == events.ACTION:
                 return f"[private] * {event.sender} {_continued(event.text)}"
+            if event.own:  # sent from another of your devices
+                return f"[private] {event.sender} -> {event.target}: {_continued(event.text)}"
             return f"[private] {event.sender}: {_continued(event.text)}"
         case events.Reaction():
             where = f"[{event.room}] " if several_rooms else ""
@@ -498,6 +549,15 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
             return _render_user(event)
         case events.HistoryPage():
             return _render_page(event)
+        case events.SearchResults():
+            return _render_results(event)
+        case events.ReadMarker(asked=False):
+            return None  # another device's: a terminal shows every line, read or not
+        case events.ReadMarker():
+            where = event.target if event.room else f"your conversation with {event.target}"
+            if not event.read_ms:
+                return f"--- nothing read yet in {where}"
+            return f"--- read up to {history_time(event.read_ms / 1000)} in {where}"
         case events.LoggedIn():
             return f"--- you are logged in as {event.account}"
         case events.Moderated():
@@ -589,6 +649,14 @@ def _render_page(page: events.HistoryPage) -> str:
     lines += [line for m in page.messages if (line := _render_history(m, True)) is not None]
     if page.more:
         lines.append("--- /history more shows older messages")
+    return "\n".join(lines)
+
+
+def _render_results(results: events.SearchResults) -> str:
+    if not results.messages:
+        return f"--- nothing found for {results.query}"
+    lines = [f"--- found for {results.query}, newest first:"]
+    lines += [line for m in results.messages if (line := _render_history(m, True)) is not None]
     return "\n".join(lines)
 
 

@@ -195,6 +195,7 @@ class Invalid(Request):
 class HistoryRequest(Request):
     """A page of history: of `room`, of the private conversation with account `peer`, or
     (neither given) of the current room. `before`/`after` bound the page (both: between);
+    `around` centres it on a message (a search result's context), the bounds then unused;
     `more` (text mode) continues back from the oldest message the session last showed."""
 
     room: str | None = None
@@ -204,6 +205,7 @@ class HistoryRequest(Request):
     limit: int | None = None
     more: bool = False
     ref: object = None
+    around: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,4 +249,36 @@ class TopicLock(Request):
 
     locked: bool
     room: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Search(Request):
+    """Search the history one may read (`Hub.search`): `text` is the words (phrases in
+    quotes, `word*` a prefix); the filters an author, a room and times (ms, exclusive)."""
+
+    text: str
+    sender: str | None = None
+    room: str | None = None
+    before_ms: int | None = None
+    after_ms: int | None = None
+    limit: int | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead(Request):
+    """Move the read marker of a room or private conversation (`target`) to `read_ms`, or
+    (`read_ms` None) ask where it is; `target` None: the current room (text mode)."""
+
+    target: str | None = None
+    read_ms: int | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlwaysOn(Request):
+    """Turn always-on on or off (`on`), or (None) ask whether it is on."""
+
+    on: bool | None = None
     ref: object = None

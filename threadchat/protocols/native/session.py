@@ -6,12 +6,14 @@ owned by its connection's reader thread, so it needs no lock of its own.
 """
 
 import logging
+import time
 from collections.abc import Callable
 
 from threadchat.core import events, names
 from threadchat.core.events import Event
 from threadchat.core.hub import (
     DEFAULT_ROOM,
+    Arrival,
     Connection,
     Hub,
     HubError,
@@ -23,6 +25,8 @@ from threadchat.protocols.native import commands, requests
 
 log = logging.getLogger(__name__)
 
+# Text mode moves a room's read marker at most this often (seconds; see `_read_as_shown`).
+MARK_READ_EVERY = 5.0
 # Requests whose message a pipelined read queues with the others (see `Hub.pipeline`).
 _PIPELINED = (requests.Say, requests.SendPrivate)
 
@@ -59,6 +63,10 @@ class NativeSession:
         self.current_room: str | None = None
         # Where `/history more` continues: (room, peer, oldest message id shown, page size).
         self.history_cursor: tuple[str | None, str | None, int, int] | None = None
+        # Text mode: every line is shown as it arrives, so what the person types in a room
+        # moves its read marker (JSON clients say what they have read themselves).
+        self.reads_as_shown = False
+        self._marked_at: dict[str, float] = {}
 
     @property
     def several_rooms(self) -> bool:
@@ -121,7 +129,7 @@ class NativeSession:
             identity = {"host": self.host}
             if request.password is not None:
                 identity["account"] = commands.login_on_hello(self, request)
-            self.user = self.hub.register(self.conn, request.name, **identity)
+            signed = self.hub.sign_on(self.conn, request.name, **identity)
         except HubError as problem:
             self._refuse(problem.code, problem.message, request.ref)
             if problem.code == "name_in_use":
@@ -130,15 +138,48 @@ class NativeSession:
                 text = "a name alone joins as a guest; NAME PASSWORD logs in to an account"
                 self.reply(events.Notice(text=text))
             return
+        self.user = signed.user
         self.on_registered()
         self.reply(events.Welcome(nick=self.user.nick, server=self.hub.server_name))
+        if signed.attached:
+            self.show_person(signed.missed_since)
+            if request.ref is not None:
+                self.reply(events.Ok(ref=request.ref))
+            return
         if self.user.account is not None and self.hub.accounts is not None:
             self.hub.accounts.logged_in(self.hub, self.user, self.user.account)
             self.reply(events.LoggedIn(account=self.user.account))
         commands.grace_notice(self)
         self._join(DEFAULT_ROOM)
+        self._show_read_markers()
         if request.ref is not None:
             self.reply(events.Ok(ref=request.ref))
+
+    def show_person(self, missed_since: tuple[int, int] | None, ref: object = None) -> None:
+        """A connection attached to a person already here (another device of the account,
+        or an always-on account with no device left): it is shown the person's rooms as if
+        it had just joined each, what it missed while no device was connected, and the
+        account's read markers."""
+        assert self.user is not None and self.user.account is not None
+        self.reply(events.LoggedIn(account=self.user.account, ref=ref))
+        self.current_room = None
+        for arrival in self.hub.arrivals(self.user):
+            self.reply(events.Joined(room=arrival.room, nick=self.user.nick))
+            self._show_arrival(arrival)
+            self.current_room = arrival.room
+        if missed_since is not None:
+            for event in self.hub.missed(self.user, missed_since):
+                self.reply(event)
+        self._show_read_markers()
+
+    def _show_read_markers(self) -> None:
+        try:
+            markers = self.hub.read_markers(self.user) if self.user is not None else []
+        except HubError as problem:
+            log.info("%s: read markers not shown: %s", self.label, problem.message)
+            return
+        for marker in markers:
+            self.reply(marker)
 
     # Handlers return True when they already answered a request that carried a ref.
 
@@ -146,7 +187,10 @@ class NativeSession:
         assert self.user is not None
         room = self.hub.join(self.user, room_name)
         self.current_room = room.name
-        arrival = self.hub.arrival(self.user, room.name)
+        self._show_arrival(self.hub.arrival(self.user, room.name))
+        commands.replay_on_join(self, room.name)
+
+    def _show_arrival(self, arrival: Arrival) -> None:
         if arrival.topic.topic:
             self.reply(arrival.topic)
         if arrival.members is None:
@@ -156,7 +200,6 @@ class NativeSession:
         else:
             nicks = tuple(user.nick for user, _ in arrival.members)
             self.reply(events.WhoList(room=arrival.room, members=nicks))
-        commands.replay_on_join(self, room.name)
 
     def _on_join(self, request: requests.JoinRoom) -> bool:
         self._join(request.room)
@@ -198,7 +241,20 @@ class NativeSession:
                 self.hub.say(
                     self.user, room, request.text, kind, origin=self.conn, reply_to=reply_to
                 )
+        if self.reads_as_shown:
+            self._read_as_shown(room)
         return request.ref is not None
+
+    def _read_as_shown(self, room: str) -> None:
+        """Text mode shows every line as it comes, so a person typing in a room has read it:
+        the marker moves to now, at most once per MARK_READ_EVERY seconds per room (it is a
+        store write)."""
+        now = time.monotonic()
+        key = names.fold(room)
+        if now - self._marked_at.get(key, float("-inf")) < MARK_READ_EVERY:
+            return
+        self._marked_at[key] = now
+        commands.mark_read_now(self, room)
 
     def _msgid(self, message: "int | str") -> int:
         """The id a request names a message by: a msgid, or a text-mode reference."""
@@ -357,5 +413,8 @@ _HANDLERS.update(
         requests.ChangePassword: commands.handle_password,
         requests.Moderate: commands.handle_moderate,
         requests.TopicLock: commands.handle_topic_lock,
+        requests.Search: commands.handle_search,
+        requests.MarkRead: commands.handle_mark_read,
+        requests.AlwaysOn: commands.handle_always_on,
     }  # type: ignore[dict-item]
 )

@@ -215,7 +215,9 @@ class HttpEndpoint:
         target = request.target.decode("latin-1")
         method = request.method.decode("latin-1")
         path = url_path(target)
-        if path == WEBSOCKET_PATH:
+        # A handshake at the root is taken too: IRC clients are often given only
+        # ws://host:port (the IRCv3 WebSocket spec names no path); a plain GET / is the page.
+        if path == WEBSOCKET_PATH or (path == "/" and _asks_upgrade(request)):
             self._on_websocket(step, request, method)
             return
         if method not in ("GET", "HEAD"):
@@ -320,3 +322,8 @@ class HttpEndpoint:
             step.close = step.close or "closed after the response"
         elif self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
             self._conn.start_next_cycle()
+
+
+def _asks_upgrade(request: h11.Request) -> bool:
+    """Whether `request` asks for a WebSocket (its Upgrade header names websocket)."""
+    return "websocket" in (t.lower() for t in _tokens(request, b"upgrade"))

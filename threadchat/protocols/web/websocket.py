@@ -118,13 +118,23 @@ def accept(
 
 
 class WebSocketLink:
-    __slots__ = ("_parts", "_protocol", "_text")
+    __slots__ = ("_parts", "_protocol", "_text", "held")
 
     def __init__(self, protocol: ServerProtocol) -> None:
         self._protocol = protocol
         # The frames so far of a fragmented message (the library bounds its size: max_size).
         self._parts: list[bytes] = []
         self._text = False
+        # Bytes received of a message not yet complete (0: none), for the transport's
+        # --line-timeout: it grows while the message does, and drops when one completes.
+        self.held = 0
+
+    def _unfinished(self) -> int:
+        """Bytes held of a message not yet complete: its fragments, and a partial frame in
+        the library's buffer (0 when no frame or message is under way)."""
+        reader = getattr(self._protocol, "reader", None)
+        buffered = len(reader.buffer) if reader is not None else 0
+        return buffered + sum(len(part) for part in self._parts)
 
     def receive_data(self, data: bytes) -> tuple[list[MessageIn | CloseIn], bytes]:
         """Whole messages (a close last, if any) and the bytes to send back."""
@@ -133,6 +143,7 @@ class WebSocketLink:
         if protocol.state is not State.OPEN:
             return items, b""  # closing already: nothing more is read
         protocol.receive_data(data)
+        completed = False
         for frame in protocol.events_received():
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
@@ -143,6 +154,7 @@ class WebSocketLink:
                 if frame.data:  # empty fragments would only grow the list
                     self._parts.append(frame.data)
                 continue
+            completed = True
             payload = bytes(frame.data)
             if self._parts:
                 self._parts.append(payload)
@@ -156,6 +168,15 @@ class WebSocketLink:
             except UnicodeDecodeError:
                 protocol.fail(INVALID_DATA, "invalid UTF-8 in a text message")
                 break
+        unfinished = self._unfinished()
+        if not unfinished:
+            self.held = 0
+        elif completed:
+            # What follows the completed message began a new one in this data.
+            self.held = unfinished
+        else:
+            # Still the same message (control frames in between do not end it).
+            self.held += len(data)
         if protocol.state is not State.OPEN:
             received, sent = protocol.close_rcvd, protocol.close_sent
             if received is not None and protocol.close_rcvd_then_sent:

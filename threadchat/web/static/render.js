@@ -1,17 +1,39 @@
-// Events as list items. Everything a user wrote goes in with textContent, never innerHTML:
-// other people's text is shown as text, whatever it contains.
+// Entries of a conversation as list items. Everything a user wrote goes in as text (text
+// nodes and textContent, never innerHTML): other people's text is shown as text, whatever
+// it contains. Links are made by links.js, from the same text, as <a> elements.
 
-function item(className, ts) {
+import { appendLinkified } from "./links.js";
+
+const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
+const dayFormat = new Intl.DateTimeFormat([], {
+  weekday: "long", year: "numeric", month: "long", day: "numeric",
+});
+
+// The local calendar day of an RFC 3339 time, as a key ("2026-12-07").
+export function dayKey(ts) {
+  const when = new Date(ts);
+  const month = String(when.getMonth() + 1).padStart(2, "0");
+  const day = String(when.getDate()).padStart(2, "0");
+  return `${when.getFullYear()}-${month}-${day}`;
+}
+
+export function daySeparator(ts) {
   const li = document.createElement("li");
-  if (className) li.className = className;
-  if (ts) {
-    const time = document.createElement("time");
-    time.dateTime = ts;
-    const when = new Date(ts);
-    time.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    li.append(time);
-  }
+  li.className = "day";
+  li.setAttribute("role", "separator");
+  const label = document.createElement("span");
+  const today = dayKey(new Date().toISOString());
+  label.textContent = dayKey(ts) === today ? "Today" : dayFormat.format(new Date(ts));
+  li.append(label);
   return li;
+}
+
+function timeElement(ts) {
+  const time = document.createElement("time");
+  time.dateTime = ts;
+  time.textContent = timeFormat.format(new Date(ts));
+  time.title = new Date(ts).toLocaleString();
+  return time;
 }
 
 function span(className, text) {
@@ -21,48 +43,110 @@ function span(className, text) {
   return element;
 }
 
-function chat(event, className, who) {
-  const li = item(className, event.ts);
+function escapeForPattern(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/gu, "\\$&");
+}
+
+// Whether `text` names `nick` as a word (nicks fold A-Z only, as the server does).
+export function mentions(text, nick) {
+  if (!nick) return false;
+  const pattern = new RegExp(`(^|[^A-Za-z0-9_\\-\\[\\]\\\\\`^{|}])${escapeForPattern(nick)}` +
+                             "($|[^A-Za-z0-9_\\-\\[\\]\\\\`^{|}])", "iu");
+  return pattern.test(text);
+}
+
+// Hooks for what other work adds to a message (replies, reactions, edits): each is called
+// with (li, entry) after the message's own parts are in place, and may append to it.
+export const messageDecorators = [];
+
+// A chat message: {event: message|private event, own, mention, id}.
+export function messageItem(entry) {
+  const { event } = entry;
+  const li = document.createElement("li");
+  li.className = "message";
+  if (event.action) li.classList.add("action");
+  if (event.notice) li.classList.add("notice");
+  if (entry.own) li.classList.add("own");
+  if (entry.mention) li.classList.add("mention");
+  if (entry.id !== null && entry.id !== undefined) li.dataset.id = String(entry.id);
+  li.append(timeElement(event.ts));
+  const body = document.createElement("span");
+  body.className = "body";
   if (event.action) {
-    li.append(span("action", `* ${event.from} ${event.text}`));
+    body.append(span("sender", `* ${event.from}`), " ");
   } else {
-    li.append(span("sender", `${who}:`), span("text", event.text));
+    body.append(span("sender", event.from), " ");
   }
+  const text = document.createElement("span");
+  text.className = "text";
+  appendLinkified(text, event.text);
+  body.append(text);
+  li.append(body);
+  for (const decorate of messageDecorators) decorate(li, entry);
   return li;
 }
 
-function info(text, ts, className = "info") {
-  const li = item(className, ts);
+// A line from the server about the conversation (joins, topics, errors...).
+export function infoItem(text, ts, className = "info") {
+  const li = document.createElement("li");
+  li.className = className;
+  if (ts) li.append(timeElement(ts));
   li.append(span("text", text));
   return li;
 }
 
-// The list item for one server event, or null for events this page does not show.
-export function renderEvent(event) {
-  switch (event.type) {
-    case "message":
-      return chat(event, "message", event.from);
-    case "private":
-      return chat(event, "private", `${event.from} → ${event.to}`);
-    case "join":
-      return info(`${event.name} joined ${event.room}`, event.ts);
-    case "leave":
-      return info(`${event.name} left ${event.room}${event.reason ? ` (${event.reason})` : ""}`, event.ts);
-    case "quit":
-      return info(`${event.name} quit (${event.reason})`, event.ts);
-    case "nick":
-      return info(`${event.old} is now known as ${event.new}`, event.ts);
-    case "topic":
-      return info(event.topic ? `topic of ${event.room}: ${event.topic}` : `${event.room} has no topic`, event.ts);
-    case "who":
-      return info(`in ${event.room}: ${event.members.join(", ")}`, event.ts);
-    case "welcome":
-      return info(`welcome to ${event.server}, ${event.name}`, event.ts);
-    case "notice":
-      return info(event.text, event.ts);
-    case "error":
-      return info(event.message, event.ts, "error");
-    default:
-      return null;
+// The answer to "rooms": each room with a button that joins it.
+export function roomsItem(event, onJoin) {
+  const li = infoItem(event.rooms.length ? "Rooms on this server:" : "No rooms.", event.ts);
+  const list = document.createElement("ul");
+  list.className = "room-directory";
+  for (const room of event.rooms) {
+    const entry = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link-button";
+    button.textContent = `#${room.name}`;
+    button.addEventListener("click", () => onJoin(room.name));
+    entry.append(button, span("count", ` ${room.members} ${room.members === 1 ? "member" : "members"}`));
+    if (room.topic) entry.append(span("topic", ` — ${room.topic}`));
+    list.append(entry);
   }
+  li.append(list);
+  return li;
+}
+
+export function whoisText(event) {
+  const parts = [];
+  parts.push(event.account ? `logged in as ${event.account}` : "a guest");
+  if (event.realname) parts.push(`real name ${event.realname}`);
+  if (event.rooms.length) {
+    const rooms = event.rooms.map((room) =>
+      room.status.length ? `${room.name} (${room.status.join(", ")})` : room.name);
+    parts.push(`in ${rooms.join(", ")}`);
+  }
+  if (event.away) parts.push(`away: ${event.away}`);
+  if (event.operator) parts.push("server operator");
+  parts.push(`idle ${event.idle} s`);
+  return `${event.name}: ${parts.join("; ")}`;
+}
+
+// Mode changes in words, as text mode tells them.
+export function modeText(event) {
+  const words = (event.modes || []).map((change) => {
+    const arg = change.arg ?? "";
+    const on = change.on;
+    switch (change.mode) {
+      case "operator": return on ? `made ${arg} an operator` : `took operator status from ${arg}`;
+      case "voice": return on ? `gave ${arg} voice` : `took voice from ${arg}`;
+      case "ban": return on ? `banned ${arg}` : `unbanned ${arg}`;
+      case "topic_locked": return on ? "locked the topic" : "unlocked the topic";
+      case "moderated": return on ? "let only operators and voiced members speak" : "let every member speak";
+      case "invite_only": return on ? "made the room invite-only" : "opened the room to everyone";
+      case "key": return on ? `set the room key to ${arg}` : "removed the room key";
+      case "limit": return on ? `limited the room to ${arg} members` : "removed the member limit";
+      default: return `${on ? "set" : "unset"} ${change.mode}${arg ? ` ${arg}` : ""}`;
+    }
+  });
+  const what = words.length ? words.join(", ") : `${event.changes} ${(event.args || []).join(" ")}`;
+  return `${event.by} ${what}`;
 }
