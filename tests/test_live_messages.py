@@ -294,6 +294,14 @@ def test_a_deletion_and_an_edit_outlive_a_restart(
     irc_user.send("JOIN #lobby")
     redact = irc_user.expect_msg("REDACT")
     assert redact.params == ["#lobby", str(ids["delete me"])]
+    # Search follows: an edited message is found by its new words, a deleted one not at all.
+    for words, found in (
+        ("twice", ["edited twice\nover two lines"]),
+        ("delete", []),
+        ("keep", ["keep me"]),
+    ):
+        bob.send_json(type="search", text=words, ref=words)
+        assert [m["text"] for m in bob.expect_event("search", ref=words)["messages"]] == found
     # Deleted stays deleted: it cannot be edited or deleted again.
     bob.send_json(type="delete", msgid=ids["delete me"], ref="x")
     assert bob.expect_event("error", ref="x")["code"] == "unknown_message"
