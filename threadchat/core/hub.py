@@ -910,7 +910,11 @@ class Hub:
         id of a message of the same room this one answers (stored; raises HubError
         unknown_message, not_in_room). Text may hold line breaks (see `check_message`).
         """
-        check_message(text)
+        # One call for the usual one-line message: this runs for every message.
+        if "\n" in text:
+            check_message(text)
+        else:
+            check_text(text)
         extra = None if reply_to is None else self._reply_extra(user, room_name, reply_to)
         if origin is None:
             try:
