@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser screenshots lint fuzz bench bench-report soak clean
+.PHONY: run test browser screenshots lint fuzz bench bench-live bench-report soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ SOAK_PLOT ?= bench/results/soak.png
 soak: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --clients $(SOAK_CLIENTS) --plot $(SOAK_PLOT)
+
+# Issue 14: a typing storm (200 users) and history pages with reactions and edits.
+bench-live: $(STAMP)
+	$(BIN)/python -m bench.live_bench typing
+	$(BIN)/python -m bench.live_bench history
 
 bench-report: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

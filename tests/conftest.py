@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -104,6 +105,11 @@ def writer_held(store: SQLiteStore) -> Iterator[None]:
     finally:
         release.set()
         wait_for(held, WAIT)
+
+
+def unref(line: str) -> str:
+    """A text-mode line without the short reference (`  #a3f`) that ends a chat message."""
+    return re.sub(r"  #[0-9a-f]{3}$", "", line)
 
 
 class LineClient:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from threadchat.core import events
 from threadchat.core.history import MAX_REF, Ref
+from threadchat.core.live import MessageExtra
 from threadchat.core.modes import (
     MemberStatus,
     ModeChange,
@@ -165,6 +166,8 @@ def _strategy_for(hint: Any, text: st.SearchStrategy[str]) -> st.SearchStrategy[
         return ref_positions
     if hint is events.TopicInfo:  # a renamed room's topic
         return instances(events.TopicInfo, text)
+    if hint is MessageExtra:
+        return instances(MessageExtra, text)
     if hint is events.Event:  # a history page's messages
         stored = st.one_of(
             instances(events.RoomMessage, text), instances(events.PrivateMessage, text)
@@ -217,6 +220,9 @@ def any_event(text: st.SearchStrategy[str] = hostile_text) -> st.SearchStrategy[
     return st.one_of(*(instances(cls, text) for cls in EVENT_CLASSES))
 
 
+# Message ids a client can name in JSON.
+msgids = st.integers(1, MAX_REF)
+
 # History positions a client can write in JSON: ids up to the limit, times up to year 9999
 # (what RFC 3339 can spell).
 ref_positions = st.one_of(
@@ -241,6 +247,11 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
     if cls is requests.Moderate:
         actions = st.sampled_from(requests.MODERATION_ACTIONS)
         return st.builds(dataclasses.replace, base, action=actions)
+    # JSON names a message by its msgid; text mode's `#a3f` references have no JSON form.
+    if cls is requests.Say:
+        return st.builds(dataclasses.replace, base, reply_to=st.none() | msgids)
+    if cls in (requests.React, requests.DeleteMessage, requests.EditMessage):
+        return st.builds(dataclasses.replace, base, message=msgids)
     # Times a client can write in JSON (RFC 3339, years 1970 to 9999), limits it can ask.
     times = st.none() | st.integers(0, 253_402_300_799_999)
     if cls is requests.Search:

@@ -267,3 +267,19 @@ def test_every_attack_of_the_canary_bench_runs() -> None:
         "slowloris", "sigstop", "fanout", "udp-garbage", "half-open"
     ]  # fmt: skip
     assert all(" 0 lost" in line for line in lines), result.stdout
+
+
+def test_live_bench_typing_storm_measures_both_phases() -> None:
+    from bench.live_bench import typing_storm
+
+    result = typing_storm(users=12, seconds=1.0)
+    for phase in ("quiet", "typing"):
+        assert result[phase]["messages"] > 0
+        assert result[phase]["server_cpu_s"] >= 0
+
+
+def test_live_bench_history_pages_compares_plain_and_lively() -> None:
+    from bench.live_bench import history_pages
+
+    result = history_pages(messages=600, pages=40)
+    assert result["plain"]["p99_ms"] > 0 and result["with_reactions_and_edits"]["p99_ms"] > 0

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, JsonClient, LineClient, writer_held
+from conftest import WAIT, JsonClient, LineClient, unref, writer_held
 from store_backends import (
     Backend,
     PostgresBackend,
@@ -100,7 +100,7 @@ def test_join_replays_the_last_messages_marked_as_history(
     carol = LineClient(server.listener("line").port)
     carol.send("carol")
     line = carol.expect("(history)")
-    assert line.endswith("alice: line 3") and line.startswith("(history) [")
+    assert unref(line).endswith("alice: line 3") and line.startswith("(history) [")
 
 
 def test_text_history_command_and_paging(make_server: Callable[..., Server]) -> None:
@@ -112,14 +112,14 @@ def test_text_history_command_and_paging(make_server: Callable[..., Server]) -> 
     bob.expect("alice: m6")
     bob.send("/history 3")
     assert bob.expect("--- history of lobby:")
-    assert [bob.read_line().rsplit(" ", 1)[1] for _ in range(3)] == ["m4", "m5", "m6"]
+    assert [unref(bob.read_line()).rsplit(" ", 1)[1] for _ in range(3)] == ["m4", "m5", "m6"]
     bob.expect("/history more")
     bob.send("/history more")
     bob.expect("--- history of lobby:")
-    assert [bob.read_line().rsplit(" ", 1)[1] for _ in range(3)] == ["m1", "m2", "m3"]
+    assert [unref(bob.read_line()).rsplit(" ", 1)[1] for _ in range(3)] == ["m1", "m2", "m3"]
     bob.send("/history more")
     bob.expect("--- history of lobby:")
-    assert bob.read_line().endswith("m0")
+    assert unref(bob.read_line()).endswith("m0")
     bob.send("/history more")
     bob.expect("--- no (more) history in lobby")
     bob.send("/history lots")

@@ -68,6 +68,7 @@ def test_first_line_picks_json_mode() -> None:
         "from": "a",
         "text": "hi",
         "action": False,
+        "msgid": 5,
         "id": 5,
         "ts": "1970-01-01T00:00:00.000Z",
     }
@@ -76,14 +77,14 @@ def test_first_line_picks_json_mode() -> None:
 def test_text_rendering_strips_control_characters_from_other_protocols() -> None:
     protocol = LineProtocol()
     list(protocol.receive_data(b"alice\n"))
-    data = protocol.encode(events.RoomMessage(room="lobby", sender="ircuser", text="\x1b[31mred"))
-    assert data == "ircuser: \ufffd[31mred\n".encode()
+    message = events.RoomMessage(room="lobby", sender="ircuser", text="\x1b[31mred", id=0xA3F)
+    assert protocol.encode(message) == "ircuser: \ufffd[31mred  #a3f\n".encode()
 
 
 def test_room_shown_only_for_users_in_several_rooms() -> None:
-    message = events.RoomMessage(room="dev", sender="bob", text="hi")
-    assert render_text(message, several_rooms=False) == "bob: hi"
-    assert render_text(message, several_rooms=True) == "[dev] bob: hi"
+    message = events.RoomMessage(room="dev", sender="bob", text="hi", id=0x1A3F)
+    assert render_text(message, several_rooms=False) == "bob: hi  #a3f"
+    assert render_text(message, several_rooms=True) == "[dev] bob: hi  #a3f"
 
 
 def test_json_requests_are_validated() -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import JsonClient, LineClient, ThreadLimit
+from conftest import JsonClient, LineClient, ThreadLimit, unref
 
 from threadchat.app.server import Server
 from threadchat.transports import tcp
@@ -18,8 +18,8 @@ Connect = Callable[..., LineClient]
 def test_message_reaches_every_other_user_not_the_sender(connect: Connect) -> None:
     alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
     alice.send("hello everyone")
-    assert bob.expect("alice:") == "alice: hello everyone"
-    assert carol.expect("alice:") == "alice: hello everyone"
+    assert unref(bob.expect("alice:")) == "alice: hello everyone"
+    assert unref(carol.expect("alice:")) == "alice: hello everyone"
     # The sender sees the others joining, but never its own line.
     assert not [line for line in alice.quiet() if "hello everyone" in line]
 
@@ -40,9 +40,9 @@ def test_rooms_are_isolated_and_room_shown_when_in_several(connect: Connect) -> 
     alice.expect("--> bob joined dev")
     bob.send("dev talk")
     # alice is in lobby and dev, so she is shown which room the line came from.
-    assert alice.expect("bob:") == "[dev] bob: dev talk"
+    assert unref(alice.expect("bob:")) == "[dev] bob: dev talk"
     carol.send("lobby talk")
-    assert alice.expect("carol:") == "[lobby] carol: lobby talk"
+    assert unref(alice.expect("carol:")) == "[lobby] carol: lobby talk"
     assert not [line for line in carol.quiet() if "dev talk" in line]
 
 
@@ -78,7 +78,7 @@ def test_join_leave_nick_topic_and_quit_notices(connect: Connect) -> None:
     alice.send("/topic welcome all")
     assert bob.expect("topic") == "--- alice set the topic of lobby: welcome all"
     bob.send("/me waves")
-    assert alice.expect("waves") == "* robert waves"
+    assert unref(alice.expect("waves")) == "* robert waves"
     bob.send("/leave lobby bye for now")
     assert alice.expect("<--") == "<-- robert left lobby (bye for now)"
     bob.send("/join lobby")
@@ -133,7 +133,7 @@ def test_commands_list_rooms_who_help(connect: Connect) -> None:
     alice.send("/frobnicate")
     assert alice.expect("!!!") == "!!! unknown command /frobnicate; try /help"
     alice.send("//slash at start")
-    assert bob.expect("slash") == "[lobby] alice: /slash at start"
+    assert unref(bob.expect("slash")) == "[lobby] alice: /slash at start"
 
 
 def test_plain_line_with_no_room_gets_an_error(connect: Connect) -> None:
@@ -159,7 +159,7 @@ def test_overlong_line_is_dropped_with_error_connection_stays(
     alice.expect("--> bob joined")
     alice.send("x" * 101, "short one")
     assert alice.expect("!!!") == "!!! line dropped: over 100 bytes"
-    assert bob.expect("alice:") == "alice: short one"
+    assert unref(bob.expect("alice:")) == "alice: short one"
 
 
 def test_64k_without_newline_closes_connection(connect: Connect) -> None:
@@ -181,8 +181,8 @@ def test_a_lone_cr_ends_a_line(connect: Connect) -> None:
     alice.send_raw(b"alice\r")
     alice.expect("--- in lobby")
     alice.send_raw(b"\nfirst\rsecond\r")
-    assert bob.expect("alice:") == "alice: first"
-    assert bob.expect("alice:") == "alice: second"
+    assert unref(bob.expect("alice:")) == "alice: first"
+    assert unref(bob.expect("alice:")) == "alice: second"
     assert not [line for line in alice.quiet() if line.startswith("!!!")]
 
 
@@ -195,7 +195,7 @@ def test_invalid_utf8_and_control_characters_are_refused(connect: Connect) -> No
     alice.send("nul \x00 byte")
     assert "control characters" in alice.expect("!!!")
     alice.send("fine again")
-    assert bob.expect("alice:") == "alice: fine again"
+    assert unref(bob.expect("alice:")) == "alice: fine again"
     assert not [line for line in bob.quiet() if "escape" in line or "byte" in line]
 
 
@@ -326,7 +326,7 @@ def test_text_and_json_users_share_a_room(
     event = json_user.expect_event("message")
     assert event["from"] == "texty" and event["action"] is True
     json_user.send_json(type="say", room="lobby", text="hello texty")
-    assert text_user.expect("jason:") == "jason: hello texty"
+    assert unref(text_user.expect("jason:")) == "jason: hello texty"
 
 
 def test_big_rooms_do_not_announce_arrivals_and_departures(
@@ -346,7 +346,7 @@ def test_big_rooms_do_not_announce_arrivals_and_departures(
     carol.read_until_closed()
     bob.send("still talking")
     # The very next line alice reads is bob's: nothing of carol coming or going.
-    assert alice.read_line() == "bob: still talking"
+    assert unref(alice.read_line()) == "bob: still talking"
     alice.send("/who")
     assert alice.expect("--- in lobby") == "--- in lobby: alice, bob"
 

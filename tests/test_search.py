@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import IrcClient, JsonClient, LineClient
+from conftest import IrcClient, JsonClient, LineClient, unref
 from store_backends import Backend, postgres_database
 from test_irc_accounts import PASSWORD, register_account
 
@@ -292,7 +292,9 @@ def test_search_in_text_mode_and_on_irc(make_server: Callable[..., Server]) -> N
     assert "alice: the quick brown fox" in text.read_line()
     text.send("/search bro* from:alice in:lobby after:2000-01-01")
     text.expect("--- found for")
-    assert [text.read_line().endswith(t) for t in ("brown bread", "the quick brown fox")] == [
+    assert [
+        unref(text.read_line()).endswith(t) for t in ("brown bread", "the quick brown fox")
+    ] == [
         True,
         True,
     ]

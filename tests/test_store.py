@@ -817,3 +817,42 @@ def test_always_on_accounts_and_their_rooms(backend: Backend) -> None:
         wait_for(s.always_on_seen("carol", None, None), 5)
         wait_for(s.delete_always_on("CAROL"), 5)
         assert s.load_always_on() == [AlwaysOnRecord("alice", "alice", 1234, 56, ("#x",))]
+
+
+def test_replies_edits_tombstones_and_reactions_are_kept_with_their_message(
+    sqlite_store: SQLiteStore,
+) -> None:
+    store = sqlite_store
+    parent = store.append(sender="alice", text="first words of a long question", room="dev")
+    reply = store.append(sender="bob", text="an answer", room="dev")
+    [(reply_id, _)] = store.append_many(
+        [NewMessage(sender="carol", text="me too", room="dev", reply_to=parent.id)]
+    ).result(5)
+    assert store.set_reaction(parent.id, "n:bob", "bob", "👍", True)
+    assert not store.set_reaction(parent.id, "n:bob", "bob", "👍", True)  # once per person
+    assert store.set_reaction(parent.id, "a:carol", "carol", "👍", True)
+    assert store.set_reaction(parent.id, "a:carol", "carol", "🎉", True)
+    assert store.edit_message(reply.id, "a better answer")
+    page = {m.id: m for m in store.room_history("dev", HistoryQuery.latest(10))}
+    # In the order given; these came within a millisecond or two, so compared as a set.
+    given = {(name, frozenset(who)) for name, who in page[parent.id].reactions}
+    assert given == {("👍", frozenset({"bob", "carol"})), ("🎉", frozenset({"carol"}))}
+    assert (page[reply.id].text, page[reply.id].edited) == ("a better answer", True)
+    answer = page[reply_id]
+    assert (answer.reply_to, answer.reply_sender) == (parent.id, "alice")
+    assert answer.reply_text == "first words of a long question"
+    # A deletion leaves a tombstone without text or reactions; nothing more is done to it.
+    assert store.delete_message(parent.id)
+    tombstone = store.message(parent.id)
+    assert tombstone is not None and tombstone.deleted and tombstone.text == ""
+    assert tombstone.reactions == ()
+    assert not store.delete_message(parent.id)
+    assert not store.edit_message(parent.id, "back")
+    assert not store.set_reaction(parent.id, "n:bob", "bob", "👍", True)
+    assert store.message(10**9) is None
+    # Reactions go with their message when it is purged.
+    assert store.set_reaction(reply.id, "n:carol", "carol", "👍", True)
+    store.purge_older_than(2**62)
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM reactions").fetchone()[0] == 0
+    conn.close()

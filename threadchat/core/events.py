@@ -8,6 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from threadchat.core.live import MessageExtra
 from threadchat.core.modes import MemberStatus, ModeChange
 
 _ids = itertools.count(1)
@@ -53,6 +54,13 @@ class RoomMessage(Event):
     # Set when only the members holding this status (or a higher one) get it (IRC's
     # STATUSMSG, `PRIVMSG @#room`); such a message is not stored.
     status: MemberStatus | None = None
+    # The message it replies to, and (from history) whether it was edited or deleted and its
+    # reactions (see core/live.py); None for the plain message, so encoders test one field.
+    extra: MessageExtra | None = None
+
+    @property
+    def reply_to(self) -> int | None:
+        return self.extra.reply_to if self.extra is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,51 @@ class TagMessage(Event):
     tags: ClientTags
     room: str | None = None
     target: str = ""
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction(Event):
+    """`sender` added (`on`) or took back a reaction to the room message `msgid`."""
+
+    room: str
+    sender: str
+    msgid: int
+    reaction: str
+    on: bool = True
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted(Event):
+    """`by` deleted the room message `msgid` of `sender` (its author, or as an operator)."""
+
+    room: str
+    msgid: int
+    by: str
+    sender: str
+    reason: str = ""
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEdited(Event):
+    """`sender` changed the text of their room message `msgid` to `text`."""
+
+    room: str
+    msgid: int
+    sender: str
+    text: str
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing(Event):
+    """`sender` is typing in `room` (`state`: active, paused or done); never stored."""
+
+    room: str
+    sender: str
+    state: str
     account: str | None = None
 
 

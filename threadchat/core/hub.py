@@ -25,11 +25,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain, compress, repeat
+from itertools import chain, compress, islice, repeat
 from operator import attrgetter, ne
 from typing import Any, Protocol
 
-from threadchat.core import delivery, events, metadata, names, ports
+from threadchat.core import delivery, events, live, metadata, names, ports
 from threadchat.core import history as history_types
 from threadchat.core import search as search_types
 from threadchat.core.errors import HubError, StoreError
@@ -173,6 +173,9 @@ class Room:
     # The name it had before its last rename (see `Hub.rename_room`), for clients that
     # keep a current room by name.
     renamed_from: str | None = None
+    # The last messages (live.RECENT_PER_ROOM), by id, with the person who sent them: what
+    # replies, reactions, edits, deletions and short references find without the store.
+    recent: "dict[int, tuple[events.RoomMessage, User]]" = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -212,6 +215,7 @@ class RoomRelay:
 
     __slots__ = (
         "echo",
+        "extra",
         "hub",
         "kind",
         "origin",
@@ -232,9 +236,11 @@ class RoomRelay:
         echo: Echo | None,
         origin: Connection | None = None,
         tags: events.ClientTags = (),
+        extra: live.MessageExtra | None = None,
     ) -> None:
         self.hub = hub
         self.tags = tags
+        self.extra = extra
         self.user = user
         self.origin = origin if origin is not None else _origin(user, None)
         self.room_name = room_name
@@ -254,6 +260,7 @@ class RoomRelay:
             stamp,
             self.echo,
             self.tags,
+            self.extra,
         )
 
 
@@ -274,6 +281,8 @@ class Hub:
         self._departed: deque[events.PastUser] = deque(maxlen=WHOWAS_MAX)
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
+        # (folded nick, room key) -> (monotonic time, state) of the last typing notice relayed.
+        self._typing: dict[tuple[str, str], tuple[float, str]] = {}
         # Folded nick -> the users watching it (User.watching), online or not.
         self._watchers: dict[str, set[User]] = {}
         # Services the server plugs in when it has a store; None keeps the hub memory-only.
@@ -970,6 +979,7 @@ class Hub:
         *,
         origin: Connection | None = None,
         tags: events.ClientTags = (),
+        reply_to: int | None = None,
     ) -> None:
         """Send to every connection of every member of the room except `origin`, the
         connection it came from (the sender's other connections get it).
@@ -979,9 +989,16 @@ class Hub:
         and time; the commit happens outside the lock, as it waits for the disk. `echo`, if
         given, is called with the relayed event right after its fan-out (IRC echo-message:
         the sender's copy then carries the stored id and time, in order with the relay).
-        `tags`: the client tags the message carries (relayed, not stored).
+        `tags`: the client tags the message carries (relayed, not stored). `reply_to`: the
+        id of a message of the same room this one answers (stored; raises HubError
+        unknown_message, not_in_room). Text may hold line breaks (see `check_message`).
         """
-        check_text(text)
+        # One call for the usual one-line message: this runs for every message.
+        if "\n" in text:
+            check_message(text)
+        else:
+            check_text(text)
+        extra = None if reply_to is None else self._reply_extra(user, room_name, reply_to)
         if origin is None:
             try:
                 (origin,) = user.connections  # the usual case, without a call per message
@@ -992,18 +1009,21 @@ class Hub:
                 with self._lock:
                     self._room_to_say(user, room_name, text, kind)  # a refusal is told at once
                 # Only queued here, nothing delivered: no delivery batch of its own needed.
-                relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags)
+                relay = RoomRelay(self, user, room_name, text, kind, None, origin, tags, extra)
                 if self.defer_relay(relay):
                     return
             with delivery.batch():  # the fan-out comes after `_relay_room`'s own batch
-                self._relay_room(user, origin, room_name, text, kind, {}, echo, tags)
+                self._relay_room(user, origin, room_name, text, kind, {}, echo, tags, extra)
             return
         with delivery.batch():
             with self._lock:
                 name = self._room_to_say(user, room_name, text, kind).name
 
-            relay = RoomRelay(self, user, room_name, text, kind, echo, origin, tags)
-            self.history.submit(user, text, kind, relay, room=name)
+            relay = RoomRelay(self, user, room_name, text, kind, echo, origin, tags, extra)
+            if reply_to is None:
+                self.history.submit(user, text, kind, relay, room=name)
+            else:
+                self.history.submit(user, text, kind, relay, room=name, reply_to=reply_to)
 
     def say_to_status(
         self,
@@ -1021,7 +1041,10 @@ class Hub:
         operators for OPERATOR; operators and voiced members for VOICE): IRC's STATUSMSG.
         Whoever may speak in the room may send one, as `say`. It is not stored: history is
         read by every member, who would find there what was not meant for them."""
-        check_text(text)
+        if "\n" in text:
+            check_message(text)  # an IRC multiline batch to `@#room`
+        else:
+            check_text(text)
         origin = _origin(user, origin)
         with delivery.batch(), self._lock:
             room = self._room_to_say(user, room_name, text, kind)
@@ -1047,12 +1070,15 @@ class Hub:
         stamp: dict[str, Any],
         echo: Echo | None = None,
         tags: events.ClientTags = (),
+        extra: live.MessageExtra | None = None,
     ) -> None:
         with delivery.batch(), self._lock:
             room = self._room_to_speak(user, room_name)
             user.last_active = time.time()
             self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
-            event = _room_message(room, user, text, kind, stamp, tags)
+            event = _room_message(room, user, text, kind, stamp, tags, extra)
+            if stamp or self.history is None:
+                self._remember_message(room, event, user)
             groups = _codec_groups(room)
             if self.bus is not None:
                 # Under the lock: the other nodes get a room's messages in the hub's order.
@@ -1079,6 +1105,9 @@ class Hub:
         last_room: Room | None = None
         # Under the lock nothing changes, so one check per sender and room name is enough.
         checked: dict[tuple[int, str], Room | None] = {}
+        # Without history every message's id is its event id; with it, a message not stored
+        # (its write failed: an empty stamp) has no msgid and is not remembered.
+        history_off = self.history is None
         with delivery.batch():
             with self._lock:
                 now = time.time()
@@ -1099,7 +1128,11 @@ class Hub:
                     if room is None:
                         continue
                     self.relayed_id = max(self.relayed_id, stamp.get("id", 0))
-                    event = _room_message(room, user, relay.text, relay.kind, stamp, relay.tags)
+                    event = _room_message(
+                        room, user, relay.text, relay.kind, stamp, relay.tags, relay.extra
+                    )
+                    if stamp or history_off:
+                        self._remember_message(room, event, user)
                     if self.bus is not None:
                         self.bus.publish("msg", room.key, _message_record(event))
                     if room is not last_room:
@@ -1146,7 +1179,7 @@ class Hub:
         connections); returns the recipient (whose `away` a caller may report).
 
         `echo`, `origin` and `tags` as for `say`."""
-        check_text(text)
+        check_message(text)
         origin = _origin(user, origin)
         stamp: dict[str, Any] = {"tags": tags} if tags else {}
         with delivery.batch():
@@ -1236,6 +1269,262 @@ class Hub:
             self._deliver(event, connections)
         if echo is not None:
             echo(event)
+
+    # -- messages that live on: replies, reactions, edits, deletions, typing (core/live.py) --
+
+    def _remember_message(self, room: Room, event: events.RoomMessage, user: User) -> None:
+        """Keep a relayed room message among the room's recent ones (hub lock held)."""
+        if event.kind == events.NOTICE:
+            return  # never stored, never named
+        recent = room.recent
+        recent[event.id] = (event, user)
+        if len(recent) > 2 * live.RECENT_PER_ROOM:
+            # Trimmed in one step per RECENT_PER_ROOM messages: taking the oldest out one at a
+            # time makes a dict walk the dead slots at its front on every `next(iter())`.
+            room.recent = dict(islice(recent.items(), live.RECENT_PER_ROOM, None))
+
+    def find_ref(self, user: User, ref: str) -> int:
+        """The message id a reference typed in text mode names (`#a3f`, see core/live.py):
+        the newest recent message of `user`'s rooms whose id ends in those hex digits, else
+        the reference read as a whole id. Raises HubError unknown_message."""
+        parsed = live.parse_ref(ref)
+        if parsed is None:
+            raise HubError("unknown_message", f"{ref} is not a message reference (#a3f)")
+        value, digits = parsed
+        mask = (1 << (4 * digits)) - 1
+        best = -1
+        with self._lock:
+            for room in user.rooms.values():
+                for msgid in reversed(room.recent):
+                    if msgid & mask == value:
+                        best = max(best, msgid)
+                        break
+        return best if best >= 0 else value
+
+    def last_message_of(self, user: User, room_name: str) -> int:
+        """The id of `user`'s newest recent message in the room (text mode's `/edit text`
+        and `/delete` without a reference). Raises HubError unknown_message, not_in_room."""
+        with self._lock:
+            room = self._member_room(user, room_name)
+            for msgid in reversed(room.recent):
+                event, sender = room.recent[msgid]
+                if sender is user and not (event.extra is not None and event.extra.deleted):
+                    return msgid
+        raise HubError("unknown_message", f"you have said nothing lately in {room.name}")
+
+    def _message_for(
+        self, user: User, msgid: int, room_name: str | None = None
+    ) -> tuple[Room, events.RoomMessage, User | None]:
+        """The room message `msgid` that `user` acts on, with its room and (when recent) the
+        person who sent it: from the recent ones, else from history. Called without the hub
+        lock (history may be read). Raises HubError unknown_message (also for a deleted one),
+        not_in_room (`user` is not in its room, or it is not in `room_name`),
+        history_failed."""
+        unknown = HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
+        with self._lock:
+            # Only the rooms `user` is in: a message elsewhere is refused as not_in_room from
+            # history below (or unknown without history), whoever else remembers it.
+            for room in user.rooms.values():
+                entry = room.recent.get(msgid)
+                if entry is None:
+                    continue
+                event, sender = entry
+                if event.extra is not None and event.extra.deleted:
+                    raise unknown
+                self._check_message_room(user, room, room_name)
+                return room, event, sender
+        history = self.history
+        if history is None or not 0 < msgid <= history_types.MAX_REF:
+            raise unknown
+        try:
+            stored = history.lookup(msgid)
+        except StoreError as problem:
+            log.error("message lookup failed: %s", problem)
+            raise HubError("history_failed", "history cannot be read right now") from None
+        if stored is None or (stored.extra is not None and stored.extra.deleted):
+            raise unknown
+        with self._lock:
+            room = self._rooms.get(names.fold(stored.room))
+            if room is None:
+                raise HubError("not_in_room", f"you are not in {stored.room}")
+            self._check_message_room(user, room, room_name)
+            return room, stored, None
+
+    @staticmethod
+    def _check_message_room(user: User, room: Room, room_name: str | None) -> None:
+        if room_name is not None and names.fold(room_name) != room.key:
+            raise HubError("not_in_room", f"that message is not in {room_name}")
+        if user.key not in room.members:
+            raise HubError("not_in_room", f"you are not in {room.name}")
+
+    def _reply_extra(self, user: User, room_name: str, reply_to: int) -> live.MessageExtra:
+        """What a reply carries of the message it answers, which must be in the same room."""
+        _, parent, _ = self._message_for(user, reply_to, room_name)
+        return live.MessageExtra(
+            reply_to=parent.id, reply_sender=parent.sender, reply_excerpt=live.excerpt(parent.text)
+        )
+
+    @staticmethod
+    def _is_author(user: User, event: events.RoomMessage, sender: User | None) -> bool:
+        """Whether `user` wrote `event`: the same account; for a guest's message, the very
+        person who sent it (known only while it is recent: a guest's nick proves nothing)."""
+        if event.account is not None:
+            return user.account is not None and names.fold(user.account) == names.fold(
+                event.account
+            )
+        return sender is user
+
+    def _update_recent(self, room: Room, msgid: int, **changes: Any) -> None:
+        """Change a recent message as an edit or deletion did (hub lock held)."""
+        entry = room.recent.get(msgid)
+        if entry is None:
+            return
+        event, sender = entry
+        extra = event.extra or live.MessageExtra()
+        text = changes.pop("text", event.text)
+        room.recent[msgid] = (replace(event, text=text, extra=replace(extra, **changes)), sender)
+
+    def react(
+        self, user: User, msgid: int, reaction: str, *, on: bool = True, room: str | None = None
+    ) -> bool:
+        """Add (`on`) or take back `user`'s `reaction` to a room message; the room's members
+        see a Reaction event. Whoever may speak in the room may react. Returns False (nothing
+        relayed) when that changes nothing. Raises HubError unknown_message, not_in_room,
+        too_long, bad_request, moderated, muted, history_failed."""
+        check_text(reaction, strict=True)
+        if not reaction.strip() or " " in reaction:
+            raise HubError("bad_request", "a reaction is one word or emoji")
+        if len(reaction.encode()) > live.REACTION_MAX_BYTES:
+            raise HubError("too_long", f"a reaction is at most {live.REACTION_MAX_BYTES} bytes")
+        joined, event, _ = self._message_for(user, msgid, room)
+        with self._lock:
+            self._room_to_speak(user, joined.name)
+        who = user.nick
+        changed = True
+        if self.history is not None:
+            identity = f"a:{names.fold(user.account)}" if user.account else f"n:{user.key}"
+            try:
+                changed = self.history.react(msgid, identity, who, reaction, on)
+            except StoreError as problem:
+                log.error("reaction not stored: %s", problem)
+                raise HubError("history_failed", "the reaction could not be stored") from None
+        with delivery.batch(), self._lock:
+            entry = joined.recent.get(msgid)
+            if entry is not None:
+                extra = entry[0].extra or live.MessageExtra()
+                reactions, changed_here = live.with_reaction(extra.reactions, reaction, who, on)
+                if self.history is None:
+                    changed = changed_here
+                self._update_recent(joined, msgid, reactions=reactions)
+            if not changed:
+                return False
+            notice = events.Reaction(
+                room=joined.name,
+                sender=who,
+                msgid=event.id,
+                reaction=reaction,
+                on=on,
+                account=user.account,
+            )
+            self._fan_out(notice, joined.members.values())
+        return True
+
+    def delete_message(
+        self, user: User, msgid: int, reason: str = "", *, room: str | None = None
+    ) -> None:
+        """Delete a room message: its author or one who may moderate the room may. History
+        keeps a tombstone (no text, marked deleted); the members see MessageDeleted. Raises
+        HubError unknown_message, not_in_room, not_yours, history_failed."""
+        check_text(reason)
+        joined, event, sender = self._message_for(user, msgid, room)
+        with self._lock:
+            if not self._is_author(user, event, sender) and not self.may_moderate(user, joined):
+                raise HubError(
+                    "not_yours", f"{live.full_ref(msgid)} is not yours and you are no operator"
+                )
+        if self.history is not None:
+            try:
+                deleted = self.history.delete(msgid)
+            except StoreError as problem:
+                log.error("deletion not stored: %s", problem)
+                raise HubError("history_failed", "the deletion could not be stored") from None
+            if not deleted:  # deleted meanwhile by someone else (or purged)
+                raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
+        with delivery.batch(), self._lock:
+            self._update_recent(joined, msgid, text="", deleted=True)
+            gone = events.MessageDeleted(
+                room=joined.name,
+                msgid=event.id,
+                by=user.nick,
+                sender=event.sender,
+                reason=reason,
+                account=user.account,
+            )
+            self._fan_out(gone, joined.members.values())
+
+    def edit_message(self, user: User, msgid: int, text: str, *, room: str | None = None) -> None:
+        """Replace the text of `user`'s own room message (nobody edits another's words).
+        History keeps the latest text, marked edited; the members see MessageEdited. Raises
+        HubError unknown_message, not_in_room, not_yours, too_long, bad_request, moderated,
+        muted, history_failed."""
+        check_message(text)
+        if not text.strip():
+            raise HubError("bad_request", "an edit needs text (delete the message instead)")
+        joined, event, sender = self._message_for(user, msgid, room)
+        with self._lock:
+            if not self._is_author(user, event, sender):
+                raise HubError("not_yours", f"{live.full_ref(msgid)} is not yours to edit")
+            self._room_to_speak(user, joined.name)
+        if self.history is not None:
+            try:
+                edited = self.history.edit(msgid, text)
+            except StoreError as problem:
+                log.error("edit not stored: %s", problem)
+                raise HubError("history_failed", "the edit could not be stored") from None
+            if not edited:  # deleted meanwhile
+                raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
+        with delivery.batch(), self._lock:
+            self._update_recent(joined, msgid, text=text, edited=True)
+            edited = events.MessageEdited(
+                room=joined.name,
+                msgid=event.id,
+                sender=user.nick,
+                text=text,
+                account=user.account,
+            )
+            self._fan_out(edited, joined.members.values())
+
+    def typing(self, user: User, room_name: str, state: str, *, echo: Echo | None = None) -> None:
+        """Tell the room's other members that `user` is typing (`state` active, paused or
+        done); never stored. At most one notice per user and room every
+        live.TYPING_INTERVAL seconds (a `done` once more after another state); nothing is
+        sent in a quiet room. Raises HubError bad_request, too_often, not_in_room and as
+        `say` does."""
+        if state not in live.TYPING_STATES:
+            raise HubError("bad_request", f"typing is one of {', '.join(live.TYPING_STATES)}")
+        now = time.monotonic()
+        with delivery.batch(), self._lock:
+            room = self._room_to_speak(user, room_name)
+            if user.key not in room.members:
+                raise HubError("not_in_room", f"you are not in {room.name}")
+            key = (user.key, room.key)
+            last = self._typing.get(key)
+            # A `done` passes once after another state: whoever stops is not shown typing.
+            recent = last is not None and now - last[0] < live.TYPING_INTERVAL
+            if recent and (state != "done" or last is None or last[1] == "done"):
+                raise HubError("too_often", "one typing notice every 3 seconds at most")
+            if len(self._typing) > 4 * live.RECENT_PER_ROOM:
+                cutoff = now - live.TYPING_INTERVAL
+                self._typing = {k: v for k, v in self._typing.items() if v[0] >= cutoff}
+            self._typing[key] = (now, state)
+            if self._is_quiet(room):
+                return
+            notice = events.Typing(
+                room=room.name, sender=user.nick, state=state, account=user.account
+            )
+            self._fan_out(notice, [m for m in room.members.values() if m is not user])
+        if echo is not None:  # IRC echo-message: the sender's copy, as for any TAGMSG
+            echo(notice)
 
     def set_topic(self, user: User, room_name: str, topic: str) -> None:
         check_text(topic)
@@ -1375,6 +1664,7 @@ class Hub:
         user.rooms.pop(room.key, None)
         if not room.members and not room.persistent:
             del self._rooms[room.key]
+            room.recent = {}
             # Of several nodes, the one whose user left last ends the history.
             if self.history is not None and user.node is None:
                 # Its history ends with it: a later room of the name must not show it.
@@ -2603,6 +2893,26 @@ def check_text(text: str, *, strict: bool = False) -> None:
         raise HubError(code, problem)
 
 
+def check_message(text: str, *, strict: bool = False) -> None:
+    """`check_text` for a message's text, which may hold line breaks (a multiline message:
+    at most live.MULTILINE_MAX_LINES lines and live.MULTILINE_MAX_BYTES bytes); each line
+    is checked as a text field. Raises HubError (too_long for past the limits)."""
+    if "\n" not in text:
+        check_text(text, strict=strict)
+        return
+    lines = text.split("\n")
+    if len(lines) > live.MULTILINE_MAX_LINES:
+        raise HubError("too_long", f"a message has at most {live.MULTILINE_MAX_LINES} lines")
+    if len(text.encode("utf-8", "surrogatepass")) > live.MULTILINE_MAX_BYTES:
+        raise HubError(
+            "too_long", f"a message with line breaks is at most {live.MULTILINE_MAX_BYTES} bytes"
+        )
+    if not text.strip():
+        raise HubError("bad_request", "a message cannot be only blank lines")
+    for line in lines:
+        check_text(line, strict=strict)
+
+
 # -- moderation helpers ---------------------------------------------------------------------
 
 # A ban or mute entry starting with this names an account: `~a:bob`.
@@ -2775,10 +3085,13 @@ def _room_message(
     kind: str,
     stamp: dict[str, Any],
     tags: events.ClientTags = (),
+    extra: live.MessageExtra | None = None,
 ) -> events.RoomMessage:
     """The event relayed for `user`'s message in `room`; `stamp` is its stored id and time."""
     if tags:
         stamp = {**stamp, "tags": tags}
+    if extra is not None:
+        stamp = {**stamp, "extra": extra}
     return events.RoomMessage(
         room=room.name, sender=user.nick, text=text, kind=kind, account=user.account, **stamp
     )

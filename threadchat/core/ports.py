@@ -42,8 +42,33 @@ class History(Protocol):
         *,
         room: str | None = None,
         target: "User | None" = None,
+        reply_to: int | None = None,
     ) -> None:
-        """Commit the message, then call `relay` with its stamp (maybe later, pipelined)."""
+        """Commit the message, then call `relay` with its stamp (maybe later, pipelined).
+        `reply_to`: the id of the room message it answers (checked by the hub)."""
+        ...
+
+    # The four below are called without the hub lock, by the reader thread of the user who
+    # asked: they wait for the store (a lookup reads; the others wait for their commit).
+
+    def lookup(self, msgid: int) -> "events.RoomMessage | None":
+        """The stored room message `msgid` as an event marked history (a deleted one with
+        `extra.deleted`), or None (no such message, or a private one). Raises StoreError."""
+        ...
+
+    def delete(self, msgid: int) -> bool:
+        """Make the message a tombstone: no text, marked deleted; False when there was no
+        such message left to delete. Raises StoreError."""
+        ...
+
+    def edit(self, msgid: int, text: str) -> bool:
+        """Replace the message's text and mark it edited; False when there is no such
+        (undeleted) message. Raises StoreError."""
+        ...
+
+    def react(self, msgid: int, identity: str, nick: str, reaction: str, on: bool) -> bool:
+        """Store (`on`) or remove the reaction of the person `identity` (shown as `nick`);
+        whether that changed anything. Raises StoreError."""
         ...
 
     def room_created(self, room: str) -> None:

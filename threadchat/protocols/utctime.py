@@ -8,7 +8,7 @@ through `datetime` cost more than building the rest of the line. Pure, no I/O.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # Longer than any RFC 3339 time (35 characters with nanoseconds and an offset).
 MAX_TIME_LEN = 40
@@ -65,6 +65,10 @@ def millis(ts: float) -> str | None:
     return prefix + _MILLIS[micros // 1000]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def parse_millis(text: str) -> int:
     """Milliseconds since the epoch for an RFC 3339 time, e.g. 2026-11-25T12:00:00.123Z.
 
@@ -78,6 +82,8 @@ def parse_millis(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:
-        return int(moment.timestamp() * 1000)
+        # In integers: through a float, 00:00:01.001 became 1000 ms (1.001 * 1000 is
+        # 1000.9999...), so a time the server wrote did not read back as itself.
+        return (moment - _EPOCH) // _MILLISECOND
     except (OverflowError, OSError) as problem:
         raise ValueError(f"out of range: {text}") from problem

@@ -35,6 +35,7 @@ from threadchat.core.errors import StoreError
 from threadchat.core.events import Event
 from threadchat.core.history import DEFAULT_PAGE, HistoryQuery, Replay, clamp_limit
 from threadchat.core.hub import HubError, RoomRelay, User
+from threadchat.core.live import MessageExtra, excerpt
 from threadchat.core.search import SearchQuery
 from threadchat.store.base import (
     NewMessage,
@@ -275,12 +276,17 @@ _make_message = NewMessage._make
 
 
 def _new_message(
-    user: User, text: str, kind: str, room: str | None, target: User | None
+    user: User,
+    text: str,
+    kind: str,
+    room: str | None,
+    target: User | None,
+    reply_to: int | None = None,
 ) -> NewMessage:
     """What the store keeps of one message."""
     to_nick, to_account = (target.nick, target.account) if target is not None else (None, None)
     return _make_message(
-        (user.nick, text, room, to_nick, user.account, to_account, kind == events.ACTION)
+        (user.nick, text, room, to_nick, user.account, to_account, kind == events.ACTION, reply_to)
     )
 
 
@@ -331,11 +337,26 @@ def _relay_round(
             log.exception("a callback after relaying failed")
 
 
+def _extra(message: StoredMessage) -> MessageExtra | None:
+    """What a stored message carries beyond its text (see core/live.py), or None."""
+    if not (message.reply_to or message.edited or message.deleted or message.reactions):
+        return None
+    return MessageExtra(
+        reply_to=message.reply_to,
+        reply_sender=message.reply_sender,
+        reply_excerpt=excerpt(message.reply_text) if message.reply_text else "",
+        edited=message.edited,
+        deleted=message.deleted,
+        reactions=message.reactions,
+    )
+
+
 def to_event(message: StoredMessage) -> Event:
     """A stored message as a RoomMessage / PrivateMessage event marked as history."""
     kind = events.ACTION if message.action else events.TEXT
     if message.room is not None:
         return events.RoomMessage(
+            extra=_extra(message),
             id=message.id,
             ts=message.ts / 1000,
             room=message.room,
@@ -575,6 +596,7 @@ class MessageLog:
         *,
         room: str | None = None,
         target: User | None = None,
+        reply_to: int | None = None,
     ) -> None:
         """Commit a message, then call `relay` with the event fields (id, ts) to relay it with.
 
@@ -589,7 +611,9 @@ class MessageLog:
             ack.used = True
         pending = getattr(_local, "pending", None)
         if pending is None or kind == events.NOTICE:
-            stamp, refusal = self.record(user, text, kind, room=room, target=target)
+            stamp, refusal = self.record(
+                user, text, kind, room=room, target=target, reply_to=reply_to
+            )
             if refusal is not None and ack is None:
                 self._tell(user, refusal)
             relay(stamp)
@@ -600,7 +624,7 @@ class MessageLog:
         if not writes:
             _local.service = self
             _local.ends_seen = self.ends
-        writes.append(_new_message(user, text, kind, room, target))
+        writes.append(_new_message(user, text, kind, room, target, reply_to))
         pending.append((len(writes) - 1, user, relay))
         if ack is not None:
             pending.append((len(writes) - 1, None, ack))
@@ -613,6 +637,7 @@ class MessageLog:
         *,
         room: str | None = None,
         target: User | None = None,
+        reply_to: int | None = None,
     ) -> tuple[dict[str, Any], Refusal | None]:
         """Commit one message; return the event fields it must be relayed with (id, ts), and
         the error its sender must get when it was not stored.
@@ -624,7 +649,8 @@ class MessageLog:
             return {}, None
         try:
             stored = self.store.append(
-                **_new_message(user, text, kind, room, target)._asdict(), timeout=RECORD_TIMEOUT
+                **_new_message(user, text, kind, room, target, reply_to)._asdict(),
+                timeout=RECORD_TIMEOUT,
             )
         except StoreError as problem:
             self._log_failure(problem)
@@ -651,6 +677,26 @@ class MessageLog:
                     conn.send_bytes(data)
         except Exception:
             log.exception("%s: telling about a message not stored failed", user.nick)
+
+    # -- messages that live on (called without the hub lock; they wait for the store) -------
+
+    def lookup(self, msgid: int) -> events.RoomMessage | None:
+        """The stored room message `msgid` as a history event, or None."""
+        stored = self.store.message(msgid)
+        if stored is None or stored.room is None:
+            return None
+        event = to_event(stored)
+        assert isinstance(event, events.RoomMessage)
+        return event
+
+    def delete(self, msgid: int) -> bool:
+        return self.store.delete_message(msgid)
+
+    def edit(self, msgid: int, text: str) -> bool:
+        return self.store.edit_message(msgid, text)
+
+    def react(self, msgid: int, identity: str, nick: str, reaction: str, on: bool) -> bool:
+        return self.store.set_reaction(msgid, identity, nick, reaction, on)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ class NewMessage(NamedTuple):
     sender_account: str | None = None
     target_account: str | None = None
     action: bool = False
+    # The id of the room message this one replies to.
+    reply_to: int | None = None
 
 
 # What a write gives back per message: (id, ts in milliseconds since the epoch).
@@ -71,6 +73,15 @@ class StoredMessage:
     room: str | None = None
     target: str | None = None
     target_account: str | None = None
+    # The message it replies to: its id, and (when it is still there) its sender and text.
+    reply_to: int | None = None
+    reply_sender: str = ""
+    reply_text: str = ""
+    # Edited: `text` is the latest. Deleted: a tombstone, `text` is empty.
+    edited: bool = False
+    deleted: bool = False
+    # (reaction, (nick, ...)) in the order each reaction was first given.
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def is_private(self) -> bool:
@@ -182,6 +193,27 @@ class Store(Protocol):
         of `rooms`, and the private conversations of `account` (None: none), as (room name
         or the peer's account, whether it is a room, the time of that latest message),
         oldest first, at most `limit`."""
+        ...
+
+    def message(self, msgid: int) -> StoredMessage | None:
+        """The message `msgid` (a tombstone too, marked deleted), or None."""
+        ...
+
+    def delete_message(self, msgid: int) -> bool:
+        """Make the message a tombstone (text emptied, marked deleted), waiting for the
+        commit; False when there is no such message."""
+        ...
+
+    def edit_message(self, msgid: int, text: str) -> bool:
+        """Replace the message's text and mark it edited, waiting for the commit; False when
+        there is no such (undeleted) message."""
+        ...
+
+    def set_reaction(
+        self, msgid: int, reactor_key: str, reactor: str, reaction: str, on: bool
+    ) -> bool:
+        """Add (`on`) or remove one person's reaction to a message, waiting for the commit;
+        whether anything changed."""
         ...
 
     def search(

@@ -125,6 +125,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (account_key, room_key)
         ) WITHOUT ROWID""",
     ),
+    # v5 (issue 14): messages that live on. A reply names its parent (reply_to); an edit
+    # updates the row's text and sets `edited`; a deletion leaves a tombstone (text emptied,
+    # `deleted` set), so a later history page still says the message was there. Reactions
+    # have their own table, one row per (message, person, reaction), gone with their message;
+    # their `ts` is in microseconds (they are listed in the order given).
+    (
+        "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
+        "ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE reactions (
+            message_id INTEGER NOT NULL,
+            reactor_key TEXT NOT NULL,
+            reaction TEXT NOT NULL,
+            reactor TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            PRIMARY KEY (message_id, reactor_key, reaction)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER messages_reactions_gone AFTER DELETE ON messages BEGIN
+            DELETE FROM reactions WHERE message_id = old.id;
+        END""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

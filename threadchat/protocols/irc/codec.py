@@ -42,10 +42,25 @@ SHAPE_CAPS = (
     "setname",
     "account-notify",
     "invite-notify",
+    "draft/multiline",
+    "draft/message-redaction",
     "draft/read-marker",
     "draft/metadata-3",
     "draft/channel-rename",
 )
+# IRCv3 client tags of the messages that live on (core/live.py).
+REPLY_TAG = "+draft/reply"
+REACT_TAG = "+draft/react"
+UNREACT_TAG = "+draft/unreact"
+TYPING_TAG = "+typing"
+# The tag that names the message an edit replaces: the name the IRCv3 message-edit draft
+# gave "the message this acts on" (see docs/irc.md, "Edits").
+EDIT_TARGET_TAG = "draft/target-msgid"
+# What an edit's line starts with, for every IRC client (none has a spec to show edits).
+EDIT_PREFIX = "(edit) "
+MULTILINE_CAP = "draft/multiline"
+MULTILINE_BATCH = "draft/multiline"
+REDACTION_CAP = "draft/message-redaction"
 
 
 class Directory(Protocol):
@@ -146,8 +161,12 @@ class IrcCodec:
         # Message objects, a Formatter and three serialisations (see `chat_line`).
         if event.tags and self._chat_tags[1]:
             return None  # client tags, for a client with message-tags: the general path
-        if getattr(event, "status", None) is not None:
-            return None  # a STATUSMSG: the general path writes its target
+        if type(event) is events.RoomMessage and (
+            event.extra is not None or event.status is not None
+        ):
+            # A reply (history: marks, reactions), or a STATUSMSG (its target has a prefix):
+            # the general path.
+            return None
         sender = self.hub.user_unlocked(event.sender)
         if sender is None:
             source = f"{event.sender}!{event.sender}@{self.server_name}"
@@ -227,11 +246,38 @@ class IrcCodec:
         return source_of(user, nick)
 
     def _msgid(self, event: events.RoomMessage | events.PrivateMessage) -> str | None:
-        # Only a stored message's id is a msgid: CHATHISTORY takes it back as a reference.
-        # (A message whose write failed goes out with an event id; it is not in history.)
-        if event.kind == events.NOTICE or (self.hub.history is None and not event.history):
+        # The message's id (core/live.py): what CHATHISTORY, +draft/reply, +draft/react and
+        # REDACT name it by. Notices are neither stored nor named.
+        if event.kind == events.NOTICE:
             return None
         return str(event.id)
+
+    def _multiline(self) -> bool:
+        return MULTILINE_CAP in self._caps and "batch" in self._caps
+
+    def _reactions_in_history(
+        self, channel: str, msgid: int, reactions: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> list[Message]:
+        """A stored message's reactions, replayed after it as the TAGMSGs that made them
+        (ergo replays reactions as history items the same way)."""
+        return [
+            Message(
+                "TAGMSG", [channel], self._source(nick), {REPLY_TAG: str(msgid), REACT_TAG: name}
+            )
+            for name, people in reactions
+            for nick in people
+        ]
+
+    def _deleted_in_history(
+        self, source: str, channel: str, event: events.RoomMessage
+    ) -> list[Message]:
+        """A tombstone replayed from history: a REDACT of it for clients that know REDACT
+        (message-redaction lets chathistory put one in a deleted message's place), a notice
+        saying a message was deleted for the others."""
+        if REDACTION_CAP in self.caps:
+            return [Message("REDACT", [channel, str(event.id)], source)]
+        text = f"(a message of {event.sender} was deleted)"
+        return [Message("NOTICE", [channel, text], self.server_name)]
 
     def event_messages(self, event: Event) -> list[Message]:
         """The IRC lines for one hub event as this connection sees it (without time tags)."""
@@ -240,16 +286,27 @@ class IrcCodec:
                 source, channel = self._source(event.sender), "#" + event.room
                 if event.status is not None:
                     channel = irc_modes.STATUS_PREFIXES[event.status] + channel
-                return chat_messages(
+                tags = event.tags
+                extra = event.extra
+                if extra is not None and extra.reply_to is not None:
+                    tags = ((REPLY_TAG, str(extra.reply_to)), *tags)
+                if extra is not None and extra.deleted:
+                    return self._deleted_in_history(source, channel, event)
+                lines = chat_messages(
                     source,
                     channel,
                     event.text,
                     event.kind,
                     event.account,
                     self._msgid(event),
-                    event.tags,
+                    tags,
                     bot=self._is_bot(event.sender),
+                    multiline=self._multiline(),
+                    batch_ref=f"ml{event.id}",
                 )
+                if extra is not None and extra.reactions and "message-tags" in self.caps:
+                    lines += self._reactions_in_history(channel, event.id, extra.reactions)
+                return lines
             case events.PrivateMessage():
                 source = self._source(event.sender)
                 return chat_messages(
@@ -261,7 +318,54 @@ class IrcCodec:
                     self._msgid(event),
                     event.tags,
                     bot=self._is_bot(event.sender),
+                    multiline=self._multiline(),
+                    batch_ref=f"ml{event.id}",
                 )
+            case events.Reaction():
+                # A reaction is a TAGMSG naming its message (IRCv3 react); only clients
+                # with message-tags know TAGMSG, the others are shown nothing.
+                if "message-tags" not in self.caps:
+                    return []
+                name = REACT_TAG if event.on else UNREACT_TAG
+                tags = {REPLY_TAG: str(event.msgid), name: event.reaction}
+                if event.account:
+                    tags["account"] = event.account
+                tags["msgid"] = f"t{event.id}"
+                return [Message("TAGMSG", ["#" + event.room], self._source(event.sender), tags)]
+            case events.Typing():
+                if "message-tags" not in self.caps:
+                    return []
+                tags = {TYPING_TAG: event.state, "msgid": f"t{event.id}"}
+                if event.account:
+                    tags["account"] = event.account
+                return [Message("TAGMSG", ["#" + event.room], self._source(event.sender), tags)]
+            case events.MessageDeleted():
+                channel = "#" + event.room
+                if REDACTION_CAP in self.caps:
+                    params = [channel, str(event.msgid)] + ([event.reason] if event.reason else [])
+                    return [Message("REDACT", params, self._source(event.by))]
+                # The fallback the message-redaction draft suggests: a notice to the channel.
+                whose = "their own" if event.by == event.sender else f"one of {event.sender}'s"
+                reason = f": {event.reason}" if event.reason else ""
+                text = f"{event.by} deleted {whose} messages (msgid {event.msgid}){reason}"
+                return [Message("NOTICE", [channel, text], self.server_name)]
+            case events.MessageEdited():
+                # No ratified spec: a new message marked as an edit (docs/irc.md, "Edits").
+                tags_edit: events.ClientTags = ((REPLY_TAG, str(event.msgid)),)
+                lines = chat_messages(
+                    self._source(event.sender),
+                    "#" + event.room,
+                    EDIT_PREFIX + event.text,
+                    events.TEXT,
+                    event.account,
+                    None,
+                    tags_edit,
+                    bot=self._is_bot(event.sender),
+                    multiline=self._multiline(),
+                    batch_ref=f"ed{event.id}",
+                )
+                lines[0].tags[EDIT_TARGET_TAG] = str(event.msgid)
+                return lines
             case events.ReadMarker():
                 # draft/read-marker: only a client that asked for it is told.
                 if "draft/read-marker" not in self.caps:
@@ -377,6 +481,8 @@ def chat_messages(
     client_tags: events.ClientTags = (),
     *,
     bot: bool = False,
+    multiline: bool = False,
+    batch_ref: str = "ml",
 ) -> list[Message]:
     """The PRIVMSG or NOTICE line of one hub message, whole.
 
@@ -384,6 +490,10 @@ def chat_messages(
     from a native client (whose lines may be longer), it may pass IRC's 512 bytes, and it is
     relayed intact, as Modern IRC allows (the reference server, ergo, does the same). Client
     tags go first, so the server's own tags (account, msgid) win a clash of names.
+
+    A message with line breaks is a `draft/multiline` batch for a client that has it
+    (`multiline`; the tags ride on the BATCH line, `batch_ref` names it), and one line per
+    non-blank line for the others, the tags on the first (IRCv3 multiline's fallback).
     """
     command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
     tags: dict[str, str | None] = dict(client_tags)
@@ -393,8 +503,26 @@ def chat_messages(
         tags["msgid"] = msgid
     if bot:
         tags["bot"] = None  # IRCv3 bot mode: the sender is a bot (+B)
-    wrapped = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
-    return [Message(command, [target, wrapped], source, tags)]
+    if "\n" not in text:
+        wrapped = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
+        return [Message(command, [target, wrapped], source, tags)]
+    lines = text.split("\n")
+    if kind == events.ACTION:
+        lines = [f"\x01ACTION {line}\x01" for line in lines]
+    if multiline:
+        inner = {"batch": batch_ref}
+        return [
+            Message("BATCH", ["+" + batch_ref, MULTILINE_BATCH, target], source, tags),
+            *(Message(command, [target, line], source, dict(inner)) for line in lines),
+            Message("BATCH", ["-" + batch_ref]),
+        ]
+    shown = [line for line in lines if line.strip()]
+    first, *rest = shown or [""]
+    plain = {k: v for k, v in tags.items() if k == "account"}
+    return [
+        Message(command, [target, first], source, tags),
+        *(Message(command, [target, line], source, dict(plain)) for line in rest),
+    ]
 
 
 def chat_line(

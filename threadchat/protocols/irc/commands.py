@@ -120,6 +120,8 @@ COMMANDS: dict[str, Command] = {
     "PRIVMSG": Command(messages.on_message),
     "NOTICE": Command(messages.on_message),
     "TAGMSG": Command(messages.on_tagmsg, min_params=1),
+    "BATCH": Command(messages.on_batch, min_params=1),
+    "REDACT": Command(messages.on_redact, min_params=2),
     "CHATHISTORY": Command(irc_history.on_chathistory, min_params=1),
     "MARKREAD": Command(irc_devices.on_markread),
     "SEARCH": Command(irc_devices.on_search, min_params=1),

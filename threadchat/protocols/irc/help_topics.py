@@ -46,6 +46,14 @@ HELP_TOPICS: dict[str, tuple[str, ...]] = {
         'Search the history you may read (soju.im/search): "a phrase", prefix*, every word.',
     ),
     "HELP": ("HELP [<topic>]", "This help; HELPOP is the same."),
+    "BATCH": (
+        "BATCH +<ref> draft/multiline <target> | BATCH -<ref>",
+        "Send the @batch=<ref> PRIVMSG lines between them as one multiline message.",
+    ),
+    "REDACT": (
+        "REDACT <channel> <msgid> [:<reason>]",
+        "Delete a message: your own, or any in a channel you moderate (message-redaction).",
+    ),
     "HELPOP": ("HELPOP [<topic>]", "The same as HELP."),
     "INFO": ("INFO", "About this server's software."),
     "INVITE": ("INVITE <nick> <#channel>", "Invite someone to a channel you are in."),

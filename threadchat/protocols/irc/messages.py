@@ -14,14 +14,23 @@ message-tags (the others would not know the command).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from threadchat.core import events
+from threadchat.core import events, live
 from threadchat.core.hub import Echo, HubError
 from threadchat.core.modes import MemberStatus
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import sasl as irc_accounts
-from threadchat.protocols.irc.codec import chat_messages
+from threadchat.protocols.irc.codec import (
+    MULTILINE_BATCH,
+    MULTILINE_CAP,
+    REACT_TAG,
+    REPLY_TAG,
+    TYPING_TAG,
+    UNREACT_TAG,
+    chat_messages,
+)
 from threadchat.protocols.irc.limits import MAX_TARGETS
 from threadchat.protocols.irc.wire import (
     Formatter,
@@ -40,8 +49,102 @@ STATUSMSG = "".join(irc_modes.STATUS_PREFIXES.values())
 _STATUS_ORDER = (MemberStatus.VOICE, MemberStatus.OPERATOR)
 
 
+@dataclass(eq=False)
+class MultilineBatch:
+    """A draft/multiline batch being received: its reference, target, the client tags of
+    its BATCH line, and the text so far. `failed` once a limit was passed (the rest of the
+    batch is dropped)."""
+
+    ref: str
+    target: str
+    tags: events.ClientTags
+    command: str = ""
+    text: str = ""
+    lines: int = 0
+    failed: bool = False
+
+
+def on_batch(session: IrcSession, message: Message) -> None:
+    """BATCH +ref draft/multiline TARGET opens a multiline message; BATCH -ref sends it as
+    one message (IRCv3 multiline); refusals are FAIL BATCH with the spec's codes."""
+    ref = message.params[0]
+    if ref.startswith("+"):
+        if len(message.params) < 3 or message.params[1] != MULTILINE_BATCH:
+            session.fail("BATCH", "MULTILINE_INVALID", "Only draft/multiline batches are taken")
+            return
+        if MULTILINE_CAP not in session.caps:
+            session.fail("BATCH", "MULTILINE_INVALID", "Enable draft/multiline first")
+            return
+        session.multiline = MultilineBatch(ref[1:], message.params[2], client_tags(message))
+        return
+    batch = session.multiline
+    if not ref.startswith("-") or batch is None or ref[1:] != batch.ref:
+        session.fail("BATCH", "MULTILINE_INVALID", "No such batch is open")
+        return
+    session.multiline = None
+    if batch.failed:
+        return
+    if not batch.text.strip():
+        session.fail("BATCH", "MULTILINE_INVALID", "Invalid multiline batch with blank lines only")
+        return
+    notice = batch.command == "NOTICE"
+    echo = session.echo if "echo-message" in session.caps else None
+    try:
+        _deliver(session, batch.target, batch.text, _kind(notice), notice, echo, batch.tags)
+    except HubError as problem:
+        if not notice:
+            session.hub_error(problem, nick=batch.target, channel=batch.target)
+
+
+def _kind(notice: bool) -> str:
+    return events.NOTICE if notice else events.TEXT
+
+
+def _in_batch(session: IrcSession, message: Message) -> None:
+    """A PRIVMSG or NOTICE line of the open multiline batch."""
+    batch = session.multiline
+    if batch is None or message.tags.get("batch") != batch.ref:
+        session.fail(message.command, "MULTILINE_INVALID", "That batch is not open")
+        return
+    if batch.failed:
+        return
+    target = message.params[0] if message.params else ""
+    text = message.params[1] if len(message.params) > 1 else ""
+    concat = "draft/multiline-concat" in message.tags
+    problem: tuple[str, ...] | None = None
+    if target != batch.target:
+        problem = ("MULTILINE_INVALID_TARGET", batch.target, target, "Invalid multiline target")
+    elif batch.command and batch.command != message.command:
+        problem = ("MULTILINE_INVALID", "Invalid multiline batch: PRIVMSG and NOTICE mixed")
+    elif concat and not text:
+        problem = ("MULTILINE_INVALID", "Invalid multiline batch with concatenated blank line")
+    joined = batch.text + ("" if concat or not batch.lines else "\n") + text
+    if problem is None and batch.lines + 1 > live.MULTILINE_MAX_LINES:
+        problem = (
+            "MULTILINE_MAX_LINES",
+            str(live.MULTILINE_MAX_LINES),
+            "Multiline batch max-lines exceeded",
+        )
+    if problem is None and len(joined.encode()) > live.MULTILINE_MAX_BYTES:
+        problem = (
+            "MULTILINE_MAX_BYTES",
+            str(live.MULTILINE_MAX_BYTES),
+            "Multiline batch max-bytes exceeded",
+        )
+    if problem is not None:
+        batch.failed = True
+        session.fail("BATCH", *problem)
+        return
+    batch.command = message.command
+    batch.text = joined
+    batch.lines += 1
+
+
 def on_message(session: IrcSession, message: Message) -> None:
     assert session.user is not None
+    if "batch" in message.tags and session.multiline is not None:
+        _in_batch(session, message)
+        return
     notice = message.command == "NOTICE"
     if not message.params or not message.params[0]:
         if not notice:
@@ -102,13 +205,34 @@ def _deliver(
         room = channel_to_room(target)
         if room is None:
             raise HubError("no_such_room", target)
+        reply_to, plain_tags = _reply_of(tags)
         try:
             if status is not None:
+                # Not stored, so a +draft/reply on it stays a plain client tag.
                 hub.say_to_status(
                     user, room, text, status, kind, echo, origin=session.transport, tags=tags
                 )
-            else:
-                hub.say(user, room, text, kind, echo, origin=session.transport, tags=tags)
+                return
+            if reply_to is not None:
+                try:
+                    hub.say(
+                        user,
+                        room,
+                        text,
+                        kind,
+                        echo,
+                        origin=session.transport,
+                        tags=plain_tags,
+                        reply_to=reply_to,
+                    )
+                    return
+                except HubError as problem:
+                    if problem.code not in ("unknown_message", "not_in_room"):
+                        raise
+                    # +draft/reply is a client tag: a reply to a message this server does
+                    # not know (another network's, one gone from history) still goes out,
+                    # with the tag as the client sent it, as any client tag does.
+            hub.say(user, room, text, kind, echo, origin=session.transport, tags=tags)
         except HubError as problem:
             if problem.code == "not_in_room":
                 raise HubError("moderated", problem.message) from problem
@@ -129,6 +253,97 @@ def _deliver(
         session.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
 
 
+def _reply_of(tags: events.ClientTags) -> tuple[int | None, events.ClientTags]:
+    """The msgid a +draft/reply tag names (the hub keeps replies itself), and the other tags."""
+    value = dict(tags).get(REPLY_TAG)
+    if value is None or not value.isdigit() or not 0 < int(value) <= 2**62:
+        return None, tags
+    return int(value), tuple(t for t in tags if t[0] != REPLY_TAG)
+
+
+def _live_tagmsg(session: IrcSession, room: str, channel: str, tags: events.ClientTags) -> bool:
+    """A reaction (+draft/react or +draft/unreact with +draft/reply) or a typing notice
+    (+typing) to a channel, which the hub handles itself; False for other tags."""
+    user = session.user
+    assert user is not None
+    named = dict(tags)
+    reaction = named.get(REACT_TAG) or named.get(UNREACT_TAG)
+    target = named.get(REPLY_TAG)
+    if reaction and target is not None:
+        if not target.isdigit() or not 0 < int(target) <= 2**62:
+            session.fail("TAGMSG", "UNKNOWN_MSGID", channel, target, "No such message")
+            return True
+        on = REACT_TAG in named and bool(named.get(REACT_TAG))
+        try:
+            session.hub.react(user, int(target), reaction, on=on, room=room)
+        except HubError as problem:
+            live_failure(session, "TAGMSG", channel, target, problem)
+        return True
+    state = named.get(TYPING_TAG)
+    if state is not None:
+        try:
+            echo = session.echo if "echo-message" in session.caps else None
+            session.hub.typing(user, room, state, echo=echo)
+        except HubError as problem:
+            live_failure(session, "TAGMSG", channel, "*", problem)
+        return True
+    return False
+
+
+# Hub refusals of the messages that live on, as IRCv3 standard replies (FAIL codes: the
+# message-redaction draft's where it has one).
+LIVE_FAIL_CODES = {
+    "unknown_message": "UNKNOWN_MSGID",
+    "not_yours": "REDACT_FORBIDDEN",
+    "not_in_room": "INVALID_TARGET",
+    "too_long": "INVALID_TEXT",
+    "too_often": "RATE_LIMITED",
+    "bad_request": "INVALID_PARAMS",
+    "moderated": "CANNOT_SEND",
+    "muted": "CANNOT_SEND",
+    "history_failed": "TEMPORARILY_UNAVAILABLE",
+}
+
+
+# Refusals about the channel itself keep the numerics TAGMSG always had (404 and the like).
+_CHANNEL_CODES = ("not_in_room", "moderated", "muted", "no_such_room", "invalid_room")
+
+
+def live_failure(
+    session: IrcSession, command: str, target: str, msgid: str, problem: HubError
+) -> None:
+    """FAIL <command> <code> <target> <msgid> :<why> for a refused reaction, deletion,
+    edit or typing notice (a TAGMSG to a channel one may not send to: its numeric)."""
+    if command == "TAGMSG" and problem.code in _CHANNEL_CODES:
+        code = "moderated" if problem.code == "not_in_room" else problem.code
+        session.hub_error(HubError(code, problem.message), nick=target, channel=target)
+        return
+    code = LIVE_FAIL_CODES.get(problem.code, "FAILED")
+    if command == "EDIT" and code == "REDACT_FORBIDDEN":
+        code = "EDIT_FORBIDDEN"
+    session.fail(command, code, target, msgid, problem.message)
+
+
+def on_redact(session: IrcSession, message: Message) -> None:
+    """REDACT <target> <msgid> [:reason] (IRCv3 message-redaction): delete a channel
+    message, allowed to its author and to those who may moderate the channel."""
+    user = session.user
+    assert user is not None
+    target, msgid = message.params[0], message.params[1]
+    reason = message.params[2] if len(message.params) > 2 else ""
+    room = channel_to_room(target) if target.startswith("#") else None
+    if room is None:
+        session.fail("REDACT", "INVALID_TARGET", target, msgid, "Only channel messages are deleted")
+        return
+    if not msgid.isdigit() or not 0 < int(msgid) <= 2**62:
+        session.fail("REDACT", "UNKNOWN_MSGID", target, msgid, "This message does not exist")
+        return
+    try:
+        session.hub.delete_message(user, int(msgid), reason, room=room)
+    except HubError as problem:
+        live_failure(session, "REDACT", target, msgid, problem)
+
+
 def on_tagmsg(session: IrcSession, message: Message) -> None:
     """Client tags alone (typing notices, reactions) to channels and people."""
     user = session.user
@@ -137,6 +352,11 @@ def on_tagmsg(session: IrcSession, message: Message) -> None:
         session.error(Numeric.ERR_UNKNOWNCOMMAND, "TAGMSG")
         return
     tags = client_tags(message)
+    first = message.params[0]
+    if first.startswith("#") and "," not in first:
+        room = channel_to_room(first)
+        if room is not None and _live_tagmsg(session, room, first, tags):
+            return
     echo = session.echo if "echo-message" in session.caps else None
     targets = split_targets(message.params[0])
     for target in targets[MAX_TARGETS:]:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from threadchat import __version__
-from threadchat.core import names
+from threadchat.core import live, names
 from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import channels as irc_channels
 from threadchat.protocols.irc import chathistory as irc_history
@@ -81,6 +81,9 @@ OFFERED_CAPS: dict[str, str | None] = {
     "no-implicit-names": None,
     irc_metadata.CAPABILITY: irc_metadata.CAPABILITY_VALUE,
     "draft/channel-rename": None,
+    # Issue 14: multiline messages (limits in core/live.py) and deletions (REDACT).
+    "draft/multiline": f"max-bytes={live.MULTILINE_MAX_BYTES},max-lines={live.MULTILINE_MAX_LINES}",
+    "draft/message-redaction": None,
 }
 
 # IRCv3 STS: how long clients that reached us over TLS must keep to TLS (30 days, what

@@ -23,6 +23,7 @@ from threadchat.core.hub import Connection, Hub, HubError, User
 from threadchat.protocols.irc import commands, registration, replies
 from threadchat.protocols.irc import metadata as irc_metadata
 from threadchat.protocols.irc.codec import IrcCodec, source_of
+from threadchat.protocols.irc.messages import MultilineBatch
 from threadchat.protocols.irc.sasl import SaslState
 from threadchat.protocols.irc.wire import (
     BufferOverflow,
@@ -124,6 +125,7 @@ class IrcSession:
         "host",
         "hub",
         "label",
+        "multiline",
         "pending_metadata",
         "reader",
         "reg",
@@ -176,6 +178,8 @@ class IrcSession:
         self.pending_metadata = irc_metadata.Pending()
         # Set by `close_link`: the reason the link ends once this read's replies are out.
         self.closing: str | None = None
+        # A draft/multiline batch the client is sending (messages.py), or None.
+        self.multiline: MultilineBatch | None = None
 
     @property
     def caps(self) -> frozenset[str]:

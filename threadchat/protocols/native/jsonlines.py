@@ -11,6 +11,7 @@ from typing import Any
 from threadchat.core import events
 from threadchat.core.events import Event
 from threadchat.core.history import MAX_REF, Ref
+from threadchat.core.live import MessageExtra
 from threadchat.core.modes import (
     MemberStatus,
     Mode,
@@ -57,6 +58,9 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
                 body["own"] = True
             if event.status is not None:
                 body["status"] = str(event.status)
+            if event.extra is not None:
+                body.update(_extra_fields(event.extra))
+            body["msgid"] = event.id
         case events.PrivateMessage():
             body = {"type": "private", "from": event.sender, "to": event.target}
             body["text"] = event.text
@@ -65,6 +69,21 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
                 body["history"] = True
             if event.own:
                 body["own"] = True
+            body["msgid"] = event.id
+        case events.Reaction():
+            body = {"type": "react", "room": event.room, "from": event.sender}
+            body.update(msgid=event.msgid, reaction=event.reaction, on=event.on)
+        case events.MessageDeleted():
+            body = {"type": "delete", "room": event.room, "msgid": event.msgid, "by": event.by}
+            body["from"] = event.sender
+            body["reason"] = event.reason
+        case events.MessageEdited():
+            body = {"type": "edit", "room": event.room, "msgid": event.msgid}
+            body["from"] = event.sender
+            body["text"] = event.text
+        case events.Typing():
+            body = {"type": "typing", "room": event.room, "from": event.sender}
+            body["state"] = event.state
         case events.HistoryPage():
             body = _history_page(event)
         case events.SearchResults():
@@ -160,6 +179,25 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
 
 def _holder(room: str | None, nick: str) -> dict[str, str]:
     return {"room": room} if room is not None else {"name": nick}
+
+
+def _extra_fields(extra: MessageExtra) -> dict[str, Any]:
+    """A message's reply, edit and deletion marks and reactions (only those it has)."""
+    fields: dict[str, Any] = {}
+    if extra.reply_to is not None:
+        fields["reply_to"] = extra.reply_to
+        if extra.reply_sender:
+            fields["reply"] = {"from": extra.reply_sender, "text": extra.reply_excerpt}
+    if extra.edited:
+        fields["edited"] = True
+    if extra.deleted:
+        fields["deleted"] = True
+    if extra.reactions:
+        fields["reactions"] = [
+            {"reaction": reaction, "from": list(people), "count": len(people)}
+            for reaction, people in extra.reactions
+        ]
+    return fields
 
 
 def _user_info(event: events.UserInfo) -> dict[str, Any]:
@@ -267,8 +305,10 @@ def _chat_line(event: events.RoomMessage | events.PrivateMessage) -> bytes | Non
     """
     if type(event.id) is not int or type(event.kind) is not str:
         return None  # e.g. a bool id would be "true" in JSON, "True" in an f-string
-    if type(event) is events.RoomMessage and event.status is not None:
-        return None  # a message to a status: the general path adds it
+    if type(event) is events.RoomMessage and (event.extra is not None or event.status is not None):
+        # A reply, history's marks and reactions, or a message to a status: the general
+        # path adds them.
+        return None
     ts = utctime.millis(event.ts)
     if ts is None:
         return None
@@ -287,7 +327,7 @@ def _chat_line(event: events.RoomMessage | events.PrivateMessage) -> bytes | Non
     if event.own:
         history += ',"own":true'
     # A formatted time has only digits, '-', ':', 'T', '.' and 'Z': nothing to escape.
-    return f'{head}{kind}{history},"id":{event.id},"ts":"{ts}"}}\n'.encode()
+    return f'{head}{kind}{history},"msgid":{event.id},"id":{event.id},"ts":"{ts}"}}\n'.encode()
 
 
 class _BadRequest(Exception):
@@ -397,8 +437,65 @@ def _metadata_request(obj: dict[str, Any], ref: object) -> requests.MetadataRequ
     )
 
 
+def _msgid(obj: dict[str, Any], key: str, *, required: bool = True) -> int | None:
+    """A message id field: a positive integer."""
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 2**62:
+        raise _BadRequest(f'"{key}" must be a message id (a positive integer)')
+    return value
+
+
+def _build_live(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | None:
+    """Requests about messages already sent (reactions, deletions, edits) and typing."""
+    match kind:
+        case "react":
+            msgid = _msgid(obj, "msgid")
+            assert msgid is not None
+            return requests.React(
+                message=msgid,
+                reaction=_text(obj, "reaction"),
+                on=_flag_default(obj, "on", True),
+                room=_optional_text(obj, "room"),
+                ref=ref,
+            )
+        case "delete":
+            msgid = _msgid(obj, "msgid")
+            assert msgid is not None
+            return requests.DeleteMessage(
+                message=msgid,
+                reason=_text(obj, "reason", required=False),
+                room=_optional_text(obj, "room"),
+                ref=ref,
+            )
+        case "edit":
+            msgid = _msgid(obj, "msgid")
+            assert msgid is not None
+            return requests.EditMessage(
+                message=msgid, text=_text(obj, "text"), room=_optional_text(obj, "room"), ref=ref
+            )
+        case "typing":
+            return requests.TypingNotice(
+                state=_text(obj, "state", required=False, default="active"),
+                room=_optional_text(obj, "room"),
+                ref=ref,
+            )
+    return None
+
+
+def _flag_default(obj: dict[str, Any], key: str, default: bool) -> bool:
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        raise _BadRequest(f'"{key}" must be true or false')
+    return value
+
+
 def _build_extra(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | None:
-    """Requests of history, accounts and moderation."""
+    """Requests of history, accounts, moderation and messages already sent."""
+    live_request = _build_live(kind, obj, ref)
+    if live_request is not None:
+        return live_request
     match kind:
         case "history":
             return requests.HistoryRequest(
@@ -469,6 +566,7 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
                 action=_flag(obj, "action"),
                 ref=ref,
                 status=status,
+                reply_to=_msgid(obj, "reply_to", required=False),
             )
         case "msg":
             return requests.SendPrivate(
@@ -565,6 +663,8 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["status"] = request.status
             if request.room is not None:
                 body["room"] = request.room
+            if isinstance(request.reply_to, int):
+                body["reply_to"] = request.reply_to
         case requests.SendPrivate():
             body = {"type": "msg", "to": request.target, "text": request.text}
             body["action"] = request.action
@@ -688,6 +788,25 @@ def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
                 body["key"] = request.key
             if request.keys:
                 body["keys"] = list(request.keys)
+        case requests.React(message=int()):
+            body = {"type": "react", "msgid": request.message, "reaction": request.reaction}
+            body["on"] = request.on
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.DeleteMessage(message=int()):
+            body = {"type": "delete", "msgid": request.message}
+            if request.reason:
+                body["reason"] = request.reason
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.EditMessage(message=int()):
+            body = {"type": "edit", "msgid": request.message, "text": request.text}
+            if request.room is not None:
+                body["room"] = request.room
+        case requests.TypingNotice():
+            body = {"type": "typing", "state": request.state}
+            if request.room is not None:
+                body["room"] = request.room
         case _:
             # Includes `/history more`: the JSON schema has no cursor; a client continues a
             # page itself with "before" set to the oldest id it was shown.

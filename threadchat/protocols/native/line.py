@@ -10,16 +10,16 @@ the user's name (the classic exercise) and later lines are chat text or /command
 >>> p.registered = True
 >>> for request in p.receive_data(b"lo\\n/join dev\\n//slash\\n"):
 ...     print(request)
-Say(text='hello', room=None, action=False, ref=None, status=None)
+Say(text='hello', room=None, action=False, ref=None, status=None, reply_to=None)
 JoinRoom(room='dev', ref=None)
-Say(text='/slash', room=None, action=False, ref=None, status=None)
+Say(text='/slash', room=None, action=False, ref=None, status=None, reply_to=None)
 """
 
 import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 
-from threadchat.core import events
+from threadchat.core import events, live
 from threadchat.core.events import Event
 from threadchat.core.modes import MemberStatus, Mode, RoomFlag, RoomList, RoomSetting, UserFlag
 from threadchat.core.names import strip_controls
@@ -250,6 +250,61 @@ def _moderation(action: str) -> Callable[[str], requests.Request]:
     return parse
 
 
+def _message_ref(args: str, usage: str) -> tuple[str, str] | requests.Invalid:
+    """The message reference (`#a3f`) a command starts with, and the rest of its line."""
+    ref, rest = _split(args)
+    if not ref.startswith("#") or live.parse_ref(ref) is None:
+        return _usage(usage)
+    return ref, rest
+
+
+def _cmd_react(args: str, on: bool = True) -> requests.Request:
+    usage = "/react #REF REACTION" if on else "/unreact #REF REACTION"
+    parsed = _message_ref(args, usage)
+    if isinstance(parsed, requests.Invalid):
+        return parsed
+    ref, reaction = parsed
+    if not reaction or " " in reaction:
+        return _usage(usage)
+    return requests.React(message=ref, reaction=reaction, on=on)
+
+
+def _cmd_reply(args: str) -> requests.Request:
+    parsed = _message_ref(args, "/reply #REF text")
+    if isinstance(parsed, requests.Invalid):
+        return parsed
+    ref, text = parsed
+    if not text:
+        return _usage("/reply #REF text")
+    return requests.Say(text=text, reply_to=ref)
+
+
+def _cmd_edit(args: str) -> requests.Request:
+    # Without a reference: your last message in the current room (you never see the
+    # reference of your own messages: text mode does not echo them).
+    if not args.strip().startswith("#"):
+        if not args.strip():
+            return _usage("/edit [#REF] new text")
+        return requests.EditMessage(message="", text=args.strip())
+    parsed = _message_ref(args, "/edit [#REF] new text")
+    if isinstance(parsed, requests.Invalid):
+        return parsed
+    ref, text = parsed
+    if not text:
+        return _usage("/edit [#REF] new text")
+    return requests.EditMessage(message=ref, text=text)
+
+
+def _cmd_delete(args: str) -> requests.Request:
+    if not args.strip():
+        return requests.DeleteMessage(message="")
+    parsed = _message_ref(args, "/delete [#REF] [reason]")
+    if isinstance(parsed, requests.Invalid):
+        return parsed
+    ref, reason = parsed
+    return requests.DeleteMessage(message=ref, reason=reason)
+
+
 def _cmd_topiclock(args: str) -> requests.Request:
     room: str | None = None
     args = args.strip()
@@ -307,12 +362,24 @@ COMMANDS: dict[str, tuple[Callable[[str], requests.Request], str]] = {
         "/realname NAME - change the real name others see in whois",
     ),
     "whois": (_cmd_whois, "/whois NICK - who NICK is: account, rooms, away, idle time"),
+    "reply": (_cmd_reply, "/reply #REF text - answer the message #REF (shown after each one)"),
+    "react": (_cmd_react, "/react #REF REACTION - react to a message, e.g. /react #a3f +1"),
+    "unreact": (
+        lambda a: _cmd_react(a, on=False),
+        "/unreact #REF REACTION - take a reaction back",
+    ),
+    "edit": (_cmd_edit, "/edit [#REF] new text - change your message (no #REF: your last)"),
+    "delete": (
+        _cmd_delete,
+        "/delete [#REF] [reason] - delete a message of yours (operators: any); no #REF: your last",
+    ),
     "help": (lambda _: requests.Help(), "/help - this list"),
 }
 ALIASES = {"part": "leave", "list": "rooms", "names": "who", "query": "msg", "exit": "quit"}
 
 HELP_LINES = (
     "plain text goes to your current room; //text sends a line starting with /",
+    "end a line with \\ to go on with the same message on the next line",
     *(usage for _, usage in COMMANDS.values()),
 )
 
@@ -349,18 +416,59 @@ def history_time(ts: float, now: float | None = None) -> str:
     return time.strftime(pattern, time.gmtime(ts))
 
 
+def _continued(text: str) -> str:
+    """A message's text with each line after the first marked as its continuation."""
+    return text.replace("\n", CONTINUATION)
+
+
+# How text mode shows the lines of a multiline message after its first.
+CONTINUATION = "\n  | "
+
+
+def _room_message_text(event: events.RoomMessage, several_rooms: bool) -> str:
+    """`[dev] alice: text  #a3f`, with the message it replies to on a line above it."""
+    where = f"[{event.room}] " if several_rooms else ""
+    if event.status is not None:
+        where += f"(to {event.status}s) "
+    extra = event.extra
+    if event.kind == events.NOTICE:
+        return f"{where}-{event.sender}- {_continued(event.text)}"
+    # A message to a status is not stored (Hub.say_to_status): nothing to name.
+    ref = "" if event.status is not None else "  " + live.short_ref(event.id)
+    head = ""
+    if extra is not None and extra.reply_to is not None:
+        quoted = f"{extra.reply_sender}: {extra.reply_excerpt}" if extra.reply_sender else "…"
+        head = f"{where}↪ {quoted}\n"
+    if extra is not None and extra.deleted:
+        return f"{head}{where}{event.sender}: (deleted){ref}"
+    edited = " (edited)" if extra is not None and extra.edited else ""
+    if event.kind == events.ACTION:
+        body = f"{where}* {event.sender} {event.text}"
+    else:
+        body = f"{where}{event.sender}: {event.text}"
+    first, newline, rest = body.partition("\n")
+    line = f"{head}{first}{ref}{edited}"
+    if newline:
+        line += CONTINUATION + _continued(rest)
+    if extra is not None and extra.reactions:
+        line += "\n    " + "  ".join(
+            f"{reaction} {', '.join(people)}" for reaction, people in extra.reactions
+        )
+    return line
+
+
 def _render_history(event: Event, several_rooms: bool) -> str | None:
     """A stored message: `(history) [12:01] alice: text`."""
     if isinstance(event, events.RoomMessage | events.PrivateMessage):
         event = replace(event, history=False)
     match event:
         case events.RoomMessage():
-            line = render_text(event, several_rooms)
+            line = _room_message_text(event, several_rooms)
         case events.PrivateMessage():
             if event.kind == events.ACTION:
                 line = f"[private] * {event.sender} {event.text}"
             else:
-                line = f"[private] {event.sender} -> {event.target}: {event.text}"
+                line = f"[private] {event.sender} -> {event.target}: {_continued(event.text)}"
         case _:
             return None
     return f"(history) [{history_time(event.ts)}] {line}"
@@ -372,20 +480,29 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
         return _render_history(event, several_rooms)
     match event:
         case events.RoomMessage():
-            where = f"[{event.room}] " if several_rooms else ""
-            if event.status is not None:
-                where += f"(to {event.status}s) "
-            if event.kind == events.ACTION:
-                return f"{where}* {event.sender} {event.text}"
-            if event.kind == events.NOTICE:
-                return f"{where}-{event.sender}- {event.text}"
-            return f"{where}{event.sender}: {event.text}"
+            return _room_message_text(event, several_rooms)
         case events.PrivateMessage():
             if event.kind == events.ACTION:
-                return f"[private] * {event.sender} {event.text}"
+                return f"[private] * {event.sender} {_continued(event.text)}"
             if event.own:  # sent from another of your devices
-                return f"[private] {event.sender} -> {event.target}: {event.text}"
-            return f"[private] {event.sender}: {event.text}"
+                return f"[private] {event.sender} -> {event.target}: {_continued(event.text)}"
+            return f"[private] {event.sender}: {_continued(event.text)}"
+        case events.Reaction():
+            where = f"[{event.room}] " if several_rooms else ""
+            ref = live.short_ref(event.msgid)
+            if event.on:
+                return f"{where}--- {event.sender} reacted {event.reaction} to {ref}"
+            return f"{where}--- {event.sender} took back {event.reaction} from {ref}"
+        case events.MessageDeleted():
+            where = f"[{event.room}] " if several_rooms else ""
+            ref = live.short_ref(event.msgid)
+            whose = "their" if event.by == event.sender else f"{event.sender}'s"
+            reason = f" ({event.reason})" if event.reason else ""
+            return f"{where}--- {event.by} deleted {whose} message {ref}{reason}"
+        case events.MessageEdited():
+            where = f"[{event.room}] " if several_rooms else ""
+            ref = live.short_ref(event.msgid)
+            return f"{where}--- {event.sender} edited {ref}: {_continued(event.text)}"
         case events.RoomRenamed():
             why = f" ({event.reason})" if event.reason else ""
             return f"--- {event.by} renamed {event.old} to {event.new}{why}"
@@ -562,6 +679,8 @@ class LineProtocol:
         self._framer = LineFramer(max_line)
         self.mode: str | None = None
         self.registered = False
+        # Text mode: the lines of a message that goes on (each ended with `\`), or None.
+        self._continued: list[str] | None = None
 
     @property
     def fatal(self) -> bool:
@@ -596,9 +715,32 @@ class LineProtocol:
             if self.mode == JSON_MODE:
                 yield jsonlines.parse_line(line)
             elif self.registered:
-                yield parse_text_command(line)
+                request = self._text_line(line)
+                if request is not None:
+                    yield request
             else:
                 yield parse_first_line(line)
+
+    def _text_line(self, line: str) -> requests.Request | None:
+        """A registered text-mode line: a line ending in `\\` goes on to the next (one
+        message, with line breaks), the line after a `\\` is text even if it starts with /."""
+        going_on = line.endswith("\\") and not line.endswith("\\\\")
+        if self._continued is None:
+            if not going_on or (line.startswith("/") and not line.startswith("//")):
+                return parse_text_command(line)
+            first = line[1:] if line.startswith("//") else line
+            self._continued = [first[:-1]]
+            return None
+        self._continued.append(line[:-1] if going_on else line)
+        if len(self._continued) > live.MULTILINE_MAX_LINES:
+            self._continued = None
+            return requests.Invalid(
+                "too_long", f"message dropped: over {live.MULTILINE_MAX_LINES} lines"
+            )
+        if going_on:
+            return None
+        text, self._continued = "\n".join(self._continued), None
+        return requests.Say(text=text)
 
     # Until the first line shows the mode, speak text: a person behind nc reads it, and
     # JSON clients send their hello at once.

@@ -34,6 +34,47 @@ class Say(Request):
     ref: object = None
     # Only the members holding this status or a higher one get it: "operator" or "voice".
     status: str | None = None
+    # The message it answers: a msgid (JSON), or a reference as typed in text mode (`#a3f`).
+    reply_to: "int | str | None" = None
+
+
+# Requests about a message already sent name it as `message`: a msgid (JSON, UDP, web) or
+# a reference as typed in text mode (`#a3f`, which the hub resolves: `Hub.find_ref`). `room`,
+# when given, is the room the client believes it is in (refused if it is not).
+
+
+@dataclass(frozen=True, slots=True)
+class React(Request):
+    message: "int | str"
+    reaction: str
+    on: bool = True
+    room: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessage(Request):
+    message: "int | str"
+    reason: str = ""
+    room: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditMessage(Request):
+    message: "int | str"
+    text: str
+    room: str | None = None
+    ref: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingNotice(Request):
+    """Typing in `room` (None: the current room): active, paused or done."""
+
+    state: str
+    room: str | None = None
+    ref: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,16 @@ from collections.abc import Callable
 
 from threadchat.core import events, names
 from threadchat.core.events import Event
-from threadchat.core.hub import DEFAULT_ROOM, Arrival, Connection, Hub, HubError, User, check_text
+from threadchat.core.hub import (
+    DEFAULT_ROOM,
+    Arrival,
+    Connection,
+    Hub,
+    HubError,
+    User,
+    check_message,
+    check_text,
+)
 from threadchat.core.modes import MemberStatus
 from threadchat.protocols.native import commands, requests
 
@@ -224,28 +233,40 @@ class NativeSession:
 
     def _on_say(self, request: requests.Say) -> bool:
         assert self.user is not None
-        check_text(request.text, strict=True)
+        check_message(request.text, strict=True)
         if not request.text:
             raise HubError("bad_request", "empty message")
         room = request.room or self._room_or_current(None)
         kind = events.ACTION if request.action else events.TEXT
         if request.status is not None:
+            if request.reply_to is not None:
+                raise HubError("bad_request", "a message to a status is not stored: no reply_to")
             # Not stored (see Hub.say_to_status): answered once relayed.
             status = MemberStatus(request.status)
             self.hub.say_to_status(self.user, room, request.text, status, kind, origin=self.conn)
             return False
+        reply_to = None
+        if request.reply_to is not None:
+            reply_to = self._msgid(request.reply_to)
         if request.ref is None:  # the usual message: nothing to answer, no context to enter
-            self.hub.say(self.user, room, request.text, kind, origin=self.conn)
+            self._say(room, request.text, kind, reply_to)
             if self.reads_as_shown:
                 self._read_as_shown(room)
             return False
         # An `ok` means stored: it waits for the commit, and a message that was not stored
         # gets an error with its ref instead.
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
-            self.hub.say(self.user, room, request.text, kind, origin=self.conn)
+            self._say(room, request.text, kind, reply_to)
         if self.reads_as_shown:
             self._read_as_shown(room)
         return True
+
+    def _say(self, room: str, text: str, kind: str, reply_to: int | None) -> None:
+        assert self.user is not None
+        if reply_to is None:
+            self.hub.say(self.user, room, text, kind, origin=self.conn)
+        else:
+            self.hub.say(self.user, room, text, kind, origin=self.conn, reply_to=reply_to)
 
     def _read_as_shown(self, room: str) -> None:
         """Text mode shows every line as it comes, so a person typing in a room has read it:
@@ -258,9 +279,43 @@ class NativeSession:
         self._marked_at[key] = now
         commands.mark_read_now(self, room)
 
+    def _msgid(self, message: "int | str") -> int:
+        """The id a request names a message by: a msgid, or a text-mode reference."""
+        assert self.user is not None
+        if isinstance(message, int):
+            return message
+        if not message:  # text mode's `/edit text`, `/delete`: your last message here
+            return self.hub.last_message_of(self.user, self._room_or_current(None))
+        return self.hub.find_ref(self.user, message)
+
+    def _on_react(self, request: requests.React) -> bool:
+        assert self.user is not None
+        msgid = self._msgid(request.message)
+        self.hub.react(self.user, msgid, request.reaction, on=request.on, room=request.room)
+        return False
+
+    def _on_delete(self, request: requests.DeleteMessage) -> bool:
+        assert self.user is not None
+        check_text(request.reason, strict=True)
+        msgid = self._msgid(request.message)
+        self.hub.delete_message(self.user, msgid, request.reason, room=request.room)
+        return False
+
+    def _on_edit(self, request: requests.EditMessage) -> bool:
+        assert self.user is not None
+        check_message(request.text, strict=True)
+        msgid = self._msgid(request.message)
+        self.hub.edit_message(self.user, msgid, request.text, room=request.room)
+        return False
+
+    def _on_typing(self, request: requests.TypingNotice) -> bool:
+        assert self.user is not None
+        self.hub.typing(self.user, self._room_or_current(request.room), request.state)
+        return False
+
     def _on_private(self, request: requests.SendPrivate) -> bool:
         assert self.user is not None
-        check_text(request.text, strict=True)
+        check_message(request.text, strict=True)
         kind = events.ACTION if request.action else events.TEXT
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
             recipient = self.hub.send_private(
@@ -352,6 +407,10 @@ _HANDLERS: dict[type, Callable[[NativeSession, requests.Request], bool]] = {
     requests.JoinRoom: NativeSession._on_join,
     requests.LeaveRoom: NativeSession._on_leave,
     requests.Say: NativeSession._on_say,
+    requests.React: NativeSession._on_react,
+    requests.DeleteMessage: NativeSession._on_delete,
+    requests.EditMessage: NativeSession._on_edit,
+    requests.TypingNotice: NativeSession._on_typing,
     requests.SendPrivate: NativeSession._on_private,
     requests.ChangeNick: NativeSession._on_nick,
     requests.Topic: NativeSession._on_topic,
