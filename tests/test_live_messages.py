@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import IrcClient, JsonClient, LineClient
+from store_backends import Backend, PostgresBackend, backend_of
 from test_udp import UdpClient
 
 from threadchat.app.server import Server
@@ -253,10 +254,25 @@ def test_deletions_across_protocols(
     assert text_user.expect("!!!") == "!!! you are not in attic"
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_deletion_and_an_edit_outlive_a_restart(
-    make_server: Callable[..., Server], tmp_path: Path
+    make_server: Callable[..., Server], tmp_path: Path, kind: str
 ) -> None:
-    first = make_server(data_dir=str(tmp_path))
+    with backend_of(kind, tmp_path) as where:
+        _deletion_and_edit_outlive_a_restart(make_server, where)
+
+
+def _deletion_and_edit_outlive_a_restart(
+    make_server: Callable[..., Server], where: Backend
+) -> None:
+    # The store is SQLite's data directory or a PostgreSQL database: the server's setting
+    # for each (tests/store_backends.py).
+    store = (
+        {"database_url": where.url}
+        if isinstance(where, PostgresBackend)
+        else {"data_dir": where.location}
+    )
+    first = make_server(**store)
     alice = JsonClient(first.listener("line").port)
     alice.send_json(type="hello", name="alice")
     alice.expect_event("who", room="lobby")
@@ -272,7 +288,7 @@ def test_a_deletion_and_an_edit_outlive_a_restart(
     alice.close()
     first.stop()
 
-    second = make_server(data_dir=str(tmp_path))
+    second = make_server(**store)
     bob = JsonClient(second.listener("line").port)
     bob.send_json(type="hello", name="bob")
     bob.expect_event("who", room="lobby")

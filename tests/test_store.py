@@ -820,9 +820,8 @@ def test_always_on_accounts_and_their_rooms(backend: Backend) -> None:
 
 
 def test_replies_edits_tombstones_and_reactions_are_kept_with_their_message(
-    sqlite_store: SQLiteStore,
+    backend: Backend, store: Store
 ) -> None:
-    store = sqlite_store
     parent = store.append(sender="alice", text="first words of a long question", room="dev")
     reply = store.append(sender="bob", text="an answer", room="dev")
     [(reply_id, _)] = store.append_many(
@@ -853,6 +852,19 @@ def test_replies_edits_tombstones_and_reactions_are_kept_with_their_message(
     # Reactions go with their message when it is purged.
     assert store.set_reaction(reply.id, "n:carol", "carol", "👍", True)
     store.purge_older_than(2**62)
-    with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM reactions").fetchone()[0] == 0
-    conn.close()
+    assert backend.sql("SELECT COUNT(*) FROM reactions") == [(0,)]
+
+
+def test_reactions_go_with_an_ended_room_and_stay_with_a_renamed_one(
+    backend: Backend, store: Store
+) -> None:
+    ended = say(store, "gone", "bye")
+    kept = say(store, "old", "hello")
+    assert store.set_reaction(ended, "n:bob", "bob", "👋", True)
+    assert store.set_reaction(kept, "n:bob", "bob", "👍", True)
+    assert wait_for(store.delete_room_messages("gone"), 5) == 1
+    assert wait_for(store.rename_room_messages("old", "new"), 5) == 1
+    assert backend.sql("SELECT message_id FROM reactions") == [(kept,)]
+    [message] = store.room_history("new", HistoryQuery.latest(10))
+    assert message.reactions == (("👍", ("bob",)),)
+    assert not store.set_reaction(ended, "n:bob", "bob", "👋", True)  # gone with its room

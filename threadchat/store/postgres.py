@@ -79,7 +79,10 @@ RECONNECT_BACKOFF = 0.1
 RECONNECT_BACKOFF_MAX = 5.0
 
 _T = TypeVar("_T")
-_COLUMNS = "id, ts, room, sender, sender_account, target, target_account, text, action"
+_COLUMNS = (
+    "id, ts, room, sender, sender_account, target, target_account, text, action,"
+    " reply_to, edited, deleted"
+)
 _ENTRY_KINDS = {"op": "operators", "voice": "voiced", "ban": "bans"}
 
 # Takes `n` ids and the commit's time; the row lock orders every node's message commits.
@@ -90,15 +93,22 @@ _TAKE_IDS = (
 # One statement for any number of rows: one array per column, the ids from the first.
 _INSERT = (
     "INSERT INTO messages (id, ts, room_key, room, sender, sender_account, target,"
-    " target_account, pair_lo, pair_hi, text, action)"
+    " target_account, pair_lo, pair_hi, text, action, reply_to)"
     " SELECT %s::bigint + r.n - 1, %s::bigint, r.room_key, r.room, r.sender, r.sender_account,"
-    " r.target, r.target_account, r.pair_lo, r.pair_hi, r.text, r.action"
+    " r.target, r.target_account, r.pair_lo, r.pair_hi, r.text, r.action, r.reply_to"
     " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY"
+    " %s::text[], %s::text[], %s::text[], %s::boolean[], %s::bigint[]) WITH ORDINALITY"
     " AS r(room_key, room, sender, sender_account, target, target_account, pair_lo, pair_hi,"
-    " text, action, n)"
+    " text, action, reply_to, n)"
 )
-_INSERT_COLUMNS = 10
+_INSERT_COLUMNS = 11
+# What a page's messages need of other rows (see `_messages`): their parents' sender and
+# text, and their reactions in the order given.
+_PARENTS_OF_IDS = "SELECT id, sender, text FROM messages WHERE id = ANY(%s::bigint[])"
+_REACTIONS_OF_IDS = (
+    "SELECT message_id, reaction, reactor FROM reactions"
+    " WHERE message_id = ANY(%s::bigint[]) ORDER BY ts, reactor_key"
+)
 
 
 # What PostgreSQL's search takes as one word: a run of letters and digits (the split of the
@@ -149,11 +159,16 @@ def _insert_row(m: NewMessage) -> tuple[Any, ...]:
         pair_lo, pair_hi = sorted((fold(m.sender_account), fold(m.target_account)))
     room_key = fold(room) if room is not None else None
     return (room_key, room, m.sender, m.sender_account, target, m.target_account,
-            pair_lo, pair_hi, m.text, bool(m.action))  # fmt: skip
+            pair_lo, pair_hi, m.text, bool(m.action), m.reply_to)  # fmt: skip
 
 
-def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
-    mid, ts, room, sender, sender_account, target, target_account, text, action = row
+def _row_to_message(
+    row: tuple[Any, ...],
+    parent: tuple[str, str] | None = None,
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> StoredMessage:
+    (mid, ts, room, sender, sender_account, target, target_account, text, action,
+     reply_to, edited, deleted) = row  # fmt: skip
     return StoredMessage(
         id=mid,
         ts=ts,
@@ -164,7 +179,40 @@ def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
         room=room,
         target=target,
         target_account=target_account,
+        reply_to=reply_to,
+        reply_sender=parent[0] if parent else "",
+        reply_text=parent[1] if parent else "",
+        edited=bool(edited),
+        deleted=bool(deleted),
+        reactions=reactions,
     )
+
+
+def _messages(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
+    """Rows of `_COLUMNS` as messages, with what other rows say of them: the sender and text
+    of the message each replies to, and their reactions (one query each, by the list of
+    ids; the parents' only for a page that has replies), as `sqlite._messages`. Each
+    message is built once, whole."""
+    if not rows:
+        return []
+    parents: dict[int, tuple[str, str]] = {}
+    wanted = [r[9] for r in rows if r[9] is not None]
+    if wanted:
+        for pid, sender, text in conn.execute(_PARENTS_OF_IDS, (wanted,)):
+            parents[pid] = (sender, text)
+    given: dict[int, dict[str, list[str]]] = {}
+    for mid, reaction, reactor in conn.execute(_REACTIONS_OF_IDS, ([r[0] for r in rows],)):
+        given.setdefault(mid, {}).setdefault(reaction, []).append(reactor)
+    if not parents and not given:
+        return [_row_to_message(r) for r in rows]
+    return [
+        _row_to_message(
+            r,
+            parents.get(r[9]) if r[9] is not None else None,
+            tuple((name, tuple(who)) for name, who in given[r[0]].items()) if r[0] in given else (),
+        )
+        for r in rows
+    ]
 
 
 class _Rows:
@@ -502,6 +550,19 @@ class PostgresStore:
         except psycopg.Error as e:
             raise StoreError(f"read failed: {e}") from e
 
+    def _query_messages(self, sql: str, args: tuple[Any, ...] | list[Any]) -> list[StoredMessage]:
+        """The messages `sql` selects (`_COLUMNS`) with their parents and reactions, read on
+        one connection of the pool."""
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            with self._pool.connection() as conn:
+                return _messages(conn, conn.execute(sql, args).fetchall())  # type: ignore[arg-type]
+        except psycopg_pool.PoolTimeout:
+            raise StoreError("no read connection free in time") from None
+        except psycopg.Error as e:
+            raise StoreError(f"read failed: {e}") from e
+
     # --- messages -----------------------------------------------------------------------------
 
     def append(
@@ -563,7 +624,7 @@ class PostgresStore:
                 args.append(ref.value)
             sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT %s"
             args.append(n)
-            rows = [_row_to_message(r) for r in self._query(sql, args)]
+            rows = self._query_messages(sql, args)
             return rows[::-1] if newest else rows
 
         if q.mode == "latest":
@@ -587,6 +648,57 @@ class PostgresStore:
                 return select([(q.ref, ">"), (q.end, "<")], False, limit)
             return select([(q.ref, "<"), (q.end, ">")], True, limit)
         raise ValueError(f"unknown history mode {q.mode!r}")
+
+    def message(self, msgid: int) -> StoredMessage | None:
+        found = self._query_messages(f"SELECT {_COLUMNS} FROM messages WHERE id = %s", (msgid,))
+        return found[0] if found else None
+
+    def delete_message(self, msgid: int) -> bool:
+        def tombstone(conn: psycopg.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE messages SET text = '', deleted = TRUE WHERE id = %s AND NOT deleted",
+                (msgid,),
+            )
+            conn.execute("DELETE FROM reactions WHERE message_id = %s", (msgid,))
+            return cur.rowcount > 0
+
+        return self._submit(tombstone, None)
+
+    def edit_message(self, msgid: int, text: str) -> bool:
+        def edit(conn: psycopg.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE messages SET text = %s, edited = TRUE WHERE id = %s AND NOT deleted",
+                (text, msgid),
+            )
+            return cur.rowcount > 0
+
+        return self._submit(edit, None)
+
+    def set_reaction(
+        self, msgid: int, reactor_key: str, reactor: str, reaction: str, on: bool
+    ) -> bool:
+        def change(conn: psycopg.Connection) -> bool:
+            if on:
+                # Only to a message that is there and not deleted (a deletion may have come
+                # between the hub's check and this write, on this node or another). FOR
+                # SHARE waits for another node's deletion in flight and then sees it: the
+                # foreign key's own lock would let the reaction in beside the tombstone.
+                cur = conn.execute(
+                    "INSERT INTO reactions (message_id, reactor_key, reaction, reactor, ts)"
+                    " SELECT id, %s, %s, %s, %s FROM messages WHERE id = %s AND NOT deleted"
+                    " FOR SHARE ON CONFLICT DO NOTHING",
+                    # Microseconds: two reactions often come within the same millisecond.
+                    (reactor_key, reaction, reactor, time.time_ns() // 1000, msgid),
+                )
+            else:
+                cur = conn.execute(
+                    "DELETE FROM reactions"
+                    " WHERE message_id = %s AND reactor_key = %s AND reaction = %s",
+                    (msgid, reactor_key, reaction),
+                )
+            return cur.rowcount > 0
+
+        return self._submit(change, None)
 
     def conversation_targets(
         self, rooms: Sequence[str], account: str | None, after_ts: int, before_ts: int, limit: int

@@ -115,6 +115,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (account_key, room_key)
         )""",
     ),
+    # v3 (issue 14): messages that live on (SQLite's v5). A reply names its parent
+    # (reply_to); an edit updates the row's text and sets `edited`; a deletion leaves a
+    # tombstone (text emptied, `deleted` set) so a later history page still says it was
+    # there. The generated search_vector (v2) follows both UPDATEs. Reactions have their own
+    # table, one row per (message, person, reaction), `ts` in microseconds (listed in the
+    # order given); its foreign key removes them with their message (retention, ended rooms:
+    # SQLite's trigger), through the primary key's index, which starts with message_id.
+    (
+        """ALTER TABLE messages ADD COLUMN reply_to BIGINT,
+            ADD COLUMN edited BOOLEAN NOT NULL DEFAULT FALSE,
+            ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE""",
+        """CREATE TABLE reactions (
+            message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            reactor_key TEXT NOT NULL,
+            reaction TEXT NOT NULL,
+            reactor TEXT NOT NULL,
+            ts BIGINT NOT NULL,
+            PRIMARY KEY (message_id, reactor_key, reaction)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
