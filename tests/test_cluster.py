@@ -497,3 +497,46 @@ def test_always_on_and_read_markers_live_in_the_shared_database(cluster: Cluster
     assert device.expect_event("read", target="dev")["read"] == marker
     device.close()
     bob.close()
+
+
+def test_replies_reactions_edits_deletions_and_typing_cross_nodes(cluster: Cluster) -> None:
+    one, two = cluster.start_all("one", "two")
+    alice, bob = one.json("alice"), two.json("bob")
+    alice.send_json(type="join", room="dev")
+    alice.expect_event("who", room="dev")
+    bob.send_json(type="join", room="dev")
+    bob.expect_event("who", room="dev")
+    alice.expect_event("join", room="dev", name="bob")
+
+    alice.send_json(type="say", room="dev", text="a question\nin two lines", ref="q")
+    alice.expect_event("ok", ref="q")
+    question = bob.expect_event("message", room="dev", text="a question\nin two lines")["msgid"]
+    # Node two answers from what node one published: the reply names the question.
+    bob.send_json(type="say", room="dev", text="an answer", reply_to=question, ref="a")
+    bob.expect_event("ok", ref="a")
+    answer = alice.expect_event("message", room="dev", text="an answer")
+    assert answer["reply_to"] == question and answer["reply"]["from"] == "alice"
+
+    bob.send_json(type="react", msgid=question, reaction="👍", ref="r")
+    bob.expect_event("ok", ref="r")
+    reacted = alice.expect_event("react", room="dev", msgid=question)
+    assert (reacted["from"], reacted["reaction"], reacted["on"]) == ("bob", "👍", True)
+    alice.send_json(type="edit", msgid=question, text="a better question", ref="e")
+    alice.expect_event("ok", ref="e")
+    assert bob.expect_event("edit", msgid=question)["text"] == "a better question"
+    bob.send_json(type="typing", room="dev", state="active", ref="t")
+    bob.expect_event("ok", ref="t")
+    assert alice.expect_event("typing", room="dev")["from"] == "bob"
+    alice.send_json(type="delete", msgid=question, ref="d")
+    alice.expect_event("ok", ref="d")
+    assert bob.expect_event("delete", msgid=question)["by"] == "alice"
+    # Deleted on every node: node two refuses a reaction to it, and its history (the
+    # shared database) holds the tombstone beside the reply.
+    bob.send_json(type="react", msgid=question, reaction="🎉", ref="late")
+    assert bob.expect_event("error", ref="late")["code"] == "unknown_message"
+    bob.send_json(type="history", room="dev", ref="h")
+    page = {m["msgid"]: m for m in bob.expect_event("history", ref="h")["messages"]}
+    assert page[question]["deleted"] is True and page[question]["text"] == ""
+    assert page[answer["msgid"]]["reply_to"] == question
+    alice.close()
+    bob.close()

@@ -1384,6 +1384,34 @@ class Hub:
         text = changes.pop("text", event.text)
         room.recent[msgid] = (replace(event, text=text, extra=replace(extra, **changes)), sender)
 
+    def _publish_live(self, room: Room, event: events.Event) -> None:
+        """Tell the other nodes of a reaction, deletion, edit or typing notice (hub lock
+        held): on the room's stream, so they apply it after the message it is about."""
+        if self.bus is not None:
+            record = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+            del record["id"], record["ts"]
+            self.bus.publish(_LIVE_KINDS_OF_EVENTS[type(event)], room.key, record)
+
+    def _apply_remote_live(self, kind: str, room: Room, data: dict[str, Any]) -> None:
+        """What `_publish_live` told this node (hub lock held): the room's recent copy
+        changes as it did there, and the local members are shown the same event. The
+        store, shared, was written by the node where it happened."""
+        event = _LIVE_EVENTS[kind](**{**data, "room": room.name})
+        match event:
+            case events.Reaction():
+                entry = room.recent.get(event.msgid)
+                if entry is not None:
+                    extra = entry[0].extra or live.MessageExtra()
+                    reactions, _ = live.with_reaction(
+                        extra.reactions, event.reaction, event.sender, event.on
+                    )
+                    self._update_recent(room, event.msgid, reactions=reactions)
+            case events.MessageDeleted():
+                self._update_recent(room, event.msgid, text="", deleted=True)
+            case events.MessageEdited():
+                self._update_recent(room, event.msgid, text=event.text, edited=True)
+        self._fan_out(event, room.members.values())
+
     def react(
         self, user: User, msgid: int, reaction: str, *, on: bool = True, room: str | None = None
     ) -> bool:
@@ -1427,6 +1455,7 @@ class Hub:
                 account=user.account,
             )
             self._fan_out(notice, joined.members.values())
+            self._publish_live(joined, notice)
         return True
 
     def delete_message(
@@ -1461,6 +1490,7 @@ class Hub:
                 account=user.account,
             )
             self._fan_out(gone, joined.members.values())
+            self._publish_live(joined, gone)
 
     def edit_message(self, user: User, msgid: int, text: str, *, room: str | None = None) -> None:
         """Replace the text of `user`'s own room message (nobody edits another's words).
@@ -1493,6 +1523,7 @@ class Hub:
                 account=user.account,
             )
             self._fan_out(edited, joined.members.values())
+            self._publish_live(joined, edited)
 
     def typing(self, user: User, room_name: str, state: str, *, echo: Echo | None = None) -> None:
         """Tell the room's other members that `user` is typing (`state` active, paused or
@@ -1523,6 +1554,7 @@ class Hub:
                 room=room.name, sender=user.nick, state=state, account=user.account
             )
             self._fan_out(notice, [m for m in room.members.values() if m is not user])
+            self._publish_live(room, notice)
         if echo is not None:  # IRC echo-message: the sender's copy, as for any TAGMSG
             echo(notice)
 
@@ -2403,6 +2435,8 @@ class Hub:
             if applied:
                 changed = _mode_event(data["by"], applied, room=room.name)
                 self._fan_out(changed, room.members.values())
+        elif kind in _LIVE_EVENTS:
+            self._apply_remote_live(kind, room, data)
         else:
             log.warning("unknown event %r from node %s", kind, node)
 
@@ -2415,6 +2449,7 @@ class Hub:
                 sender = room.members.get(names.fold(data["sender"]))
                 if sender is not None:
                     sender.last_active = time.time()
+                reply = data.get("reply")
                 event = events.RoomMessage(
                     room=room.name,
                     sender=data["sender"],
@@ -2422,9 +2457,14 @@ class Hub:
                     kind=data["kind"],
                     account=data.get("account"),
                     tags=_tags_from_record(data.get("tags")),
+                    extra=live.MessageExtra(*reply) if reply else None,
                     id=data["id"],
                     ts=data["ts"],
                 )
+                if sender is not None and self.history is not None:
+                    # Its id is the shared store's: replies, reactions, edits and
+                    # deletions made on this node name it as the other node does.
+                    self._remember_message(room, event, sender)
                 groups = _codec_groups(room)
             # As `_relay_room`: encoded once per codec group, after the lock.
             self._fan_out_groups([(event, None, ())], groups)
@@ -3151,7 +3191,20 @@ def _message_record(event: events.RoomMessage | events.PrivateMessage) -> dict[s
         record["target"] = event.target
     if event.tags:
         record["tags"] = [list(tag) for tag in event.tags]
+    extra = getattr(event, "extra", None)
+    if extra is not None and extra.reply_to is not None:
+        record["reply"] = [extra.reply_to, extra.reply_sender, extra.reply_excerpt]
     return record
+
+
+# What other nodes are told of (`Hub._publish_live`), by the bus's name for each.
+_LIVE_EVENTS: dict[str, type[events.Event]] = {
+    "react": events.Reaction,
+    "delete": events.MessageDeleted,
+    "edit": events.MessageEdited,
+    "typing": events.Typing,
+}
+_LIVE_KINDS_OF_EVENTS = {kind: name for name, kind in _LIVE_EVENTS.items()}
 
 
 def _tags_from_record(tags: Any) -> events.ClientTags:
