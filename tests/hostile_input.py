@@ -249,7 +249,8 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
         return st.builds(dataclasses.replace, base, action=actions)
     # JSON names a message by its msgid; text mode's `#a3f` references have no JSON form.
     if cls is requests.Say:
-        return st.builds(dataclasses.replace, base, reply_to=st.none() | msgids)
+        statuses = st.sampled_from([None, "operator", "voice"])
+        return st.builds(dataclasses.replace, base, reply_to=st.none() | msgids, status=statuses)
     if cls in (requests.React, requests.DeleteMessage, requests.EditMessage):
         return st.builds(dataclasses.replace, base, message=msgids)
     # Times a client can write in JSON (RFC 3339, years 1970 to 9999), limits it can ask.
@@ -259,9 +260,6 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
         return st.builds(dataclasses.replace, base, before_ms=times, after_ms=times, limit=limits)
     if cls is requests.MarkRead:
         return st.builds(dataclasses.replace, base, read_ms=times)
-    if cls is requests.Say:
-        statuses = st.sampled_from([None, "operator", "voice"])
-        return st.builds(dataclasses.replace, base, status=statuses)
     if cls is requests.MetadataRequest:
         operations = st.sampled_from(requests.METADATA_OPERATIONS)
         built = st.builds(dataclasses.replace, base, operation=operations)
