@@ -174,7 +174,8 @@ def offered_caps(client: JsonClient) -> list[str]:
     caps: list[str] = []
     while True:
         line = client.expect(" LS ")
-        caps += line.split(" :", 1)[1].split()
+        # The list is the last parameter: after " :", or a lone word without the colon.
+        caps += line.split(" :", 1)[1].split() if " :" in line else [line.rsplit(" ", 1)[1]]
         if " LS * " not in line:
             return caps
 
