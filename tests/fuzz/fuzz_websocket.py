@@ -115,6 +115,7 @@ def test_one_input(data: bytes) -> None:
         whole = drive([stream])
         cut = drive(reads_of(stream, size))
         if not any(isinstance(item, tuple) for item in whole + cut):
+            whole, cut = same_however_cut(whole), same_however_cut(cut)
             assert cut == whole, f"the link's items depend on the reads: {cut!r} != {whole!r}"
         return
     if mode == "frames":
