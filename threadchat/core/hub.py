@@ -1471,14 +1471,8 @@ class Hub:
                 raise HubError(
                     "not_yours", f"{live.full_ref(msgid)} is not yours and you are no operator"
                 )
-        if self.history is not None:
-            try:
-                deleted = self.history.delete(msgid)
-            except StoreError as problem:
-                log.error("deletion not stored: %s", problem)
-                raise HubError("history_failed", "the deletion could not be stored") from None
-            if not deleted:  # deleted meanwhile by someone else (or purged)
-                raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
+        # Deleted meanwhile by someone else (or purged): unknown_message.
+        self._store_change(msgid, "deletion", lambda history: history.delete(msgid))
         with delivery.batch(), self._lock:
             self._update_recent(joined, msgid, text="", deleted=True)
             gone = events.MessageDeleted(
@@ -1491,6 +1485,20 @@ class Hub:
             )
             self._fan_out(gone, joined.members.values())
             self._publish_live(joined, gone)
+
+    def _store_change(self, msgid: int, what: str, change: Callable[[ports.History], bool]) -> None:
+        """Store a change to message `msgid` (outside the lock: it waits for the disk).
+        HubError history_failed when the store fails, unknown_message when the message is
+        gone meanwhile (change gives False); nothing to do without history."""
+        if self.history is None:
+            return
+        try:
+            changed = change(self.history)
+        except StoreError as problem:
+            log.error("%s not stored: %s", what, problem)
+            raise HubError("history_failed", f"the {what} could not be stored") from None
+        if not changed:
+            raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
 
     def edit_message(self, user: User, msgid: int, text: str, *, room: str | None = None) -> None:
         """Replace the text of `user`'s own room message (nobody edits another's words).
@@ -1505,14 +1513,7 @@ class Hub:
             if not self._is_author(user, event, sender):
                 raise HubError("not_yours", f"{live.full_ref(msgid)} is not yours to edit")
             self._room_to_speak(user, joined.name)
-        if self.history is not None:
-            try:
-                edited = self.history.edit(msgid, text)
-            except StoreError as problem:
-                log.error("edit not stored: %s", problem)
-                raise HubError("history_failed", "the edit could not be stored") from None
-            if not edited:  # deleted meanwhile
-                raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
+        self._store_change(msgid, "edit", lambda history: history.edit(msgid, text))
         with delivery.batch(), self._lock:
             self._update_recent(joined, msgid, text=text, edited=True)
             edited = events.MessageEdited(
