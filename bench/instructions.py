@@ -320,6 +320,10 @@ def run_once(source: Path, revision: str, args: argparse.Namespace, protocol: st
         if args.tool == "callgrind":
             callgrind_control("--dump", proc.pid)
             instructions = dumped_instructions(tmp, proc.pid)
+            if args.keep_dumps is not None:
+                # For callgrind_annotate: where the instructions of the measured part went.
+                args.keep_dumps.mkdir(parents=True, exist_ok=True)
+                shutil.copy(tmp / f"cg.{proc.pid}.1", args.keep_dumps / f"{revision}-{protocol}.cg")
         else:
             user_after, system_after = cpu_times(proc.pid)
             system_s = system_after - system_before
@@ -444,6 +448,11 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=Path(tempfile.gettempdir()),
         help="with --tool cprofile: where each run's stats go",
+    )
+    parser.add_argument(
+        "--keep-dumps",
+        type=Path,
+        help="with --tool callgrind: copy each run's dump here (REVISION-PROTOCOL.cg)",
     )
     args = parser.parse_args(argv)
     if args.tool == "callgrind" and not shutil.which("valgrind"):
