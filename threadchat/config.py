@@ -45,10 +45,10 @@ class Config:
         200, "rooms with more members than this do not announce joins, leaves and quits"
     )
     sendq: int = setting(1048576, "bytes queued for one client before it is cut off")
-    flush_interval: float = setting(
+    relay_interval: float = setting(
         0.002,
-        "seconds between two rounds of sends at least: messages relayed within it share one "
-        "send per client (0: send each at once)",
+        "seconds between two commits of stored messages at least: the messages of that time "
+        "share one commit, and one send to each client (0: commit and relay each at once)",
     )
     name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
     ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")

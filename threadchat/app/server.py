@@ -14,7 +14,6 @@ from types import FrameType
 from threadchat.app import startup
 from threadchat.app.startup import StartupError
 from threadchat.config import Config
-from threadchat.core import delivery
 from threadchat.core.admission import Admission, parse_exempt
 from threadchat.core.hub import Hub
 from threadchat.services import history
@@ -147,8 +146,6 @@ class Server:
         message for the operator; `stop` then closes whatever did start.
         """
         threading.stack_size(THREAD_STACK)
-        # Process-wide, like the flusher thread it paces (see core/delivery.py).
-        delivery.flush_interval = max(0.0, self.config.flush_interval)
         try:
             self._start()
         except RuntimeError as problem:

@@ -11,26 +11,20 @@ once at the end of the batch, after the hub lock has been released: no socket I/
 happens under the hub lock, and a burst of N lines costs one write per recipient, not N.
 
 The history relay (the store writer's, with history on: every room message takes it) does
-not flush itself: it hands the round to the flusher thread (`handed_off`), and the flusher's
-rounds are spaced in time: one starts at most once per `flush_interval` (2 ms by default),
-with everything relayed until then. At fixed rates the kernel's work for a `send` on loopback
-(4 to 5.5 us of system time per call on this machine under load, whatever its size up to a
-few KiB, against 0.5 us of user time) was most of a delivery's CPU, and one `send` per
-message per recipient was what the server did; ngircd's loop makes 0.33 writes per delivery
-at 1,500 messages/s to 100 clients. The bound on what this adds to a relayed message's
-latency is the interval: a message after a quiet spell is flushed at once, one within the
-interval after the last round waits for the interval's end, at most 2 ms.
+not flush itself: it hands the round to the flusher thread (`handed_off`). Its rounds are
+spaced by the store (`Store.commit_interval`, `--relay-interval`): what several commits would
+have sent in several rounds goes in one, one `send` per recipient.
 
-A reader's batch flushes at its end only when the thread marked something itself: with
-history on, a reader's messages are relayed by the writer, and a reader flushing at the end
-of every read would flush the relayed data that waits for the flusher's turn, a round per
-message again. A flush asked for outside a batch (`mark_dirty`, `flush_dirty`) is immediate:
-its caller may close the connection right after (a close frame, a last error line).
+A reader's batch flushes at its end only when the thread marked something itself (a reply;
+with history off, its read's run of messages). With history on a reader's messages are
+relayed by the store writer, and a reader that flushed whatever was dirty at the end of every
+read would take the relay's rounds off the flusher into the reader threads. A flush asked
+for outside a batch (`mark_dirty`, `flush_dirty`) is immediate: its caller may close the
+connection right after (a close frame, a last error line).
 """
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -49,11 +43,6 @@ _local = threading.local()
 # replaced, so set.add and set.pop (atomic under the GIL) need no lock of ours.
 _dirty: set[Flushable] = set()
 _flush_lock = threading.Lock()
-# Seconds between the starts of two flush rounds at least (see the module docstring); the
-# server sets it from its configuration, 0 flushes at once.
-flush_interval = 0.002
-# When the next round may start (time.monotonic()); written by the round's flushing thread.
-_next_round = 0.0
 
 
 class batch:  # lower case: used as a context manager, it reads like a function
@@ -103,28 +92,14 @@ class _Flusher(threading.Thread):
         self.wake = threading.Event()
 
     def run(self) -> None:
-        global _next_round
         while True:
             self.wake.wait()
             self.wake.clear()
-            # Wait for the round's turn: what is relayed until then rides along.
-            delay = _next_round - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            _next_round = time.monotonic() + flush_interval
             try:
-                # One round, not `flush_dirty`'s loop: what is relayed during it waits for
-                # the next turn. A reader flushing right now re-checks when it is done.
-                if _flush_lock.acquire(blocking=False):
-                    try:
-                        _flush_round()
-                    finally:
-                        _flush_lock.release()
+                flush_dirty()
             except Exception:
                 # The only flusher: if it died, handed-off deliveries would never be sent.
                 log.exception("flusher: flushing failed")
-            if _dirty:
-                self.wake.set()
 
 
 _flusher_thread: _Flusher | None = None
@@ -169,7 +144,7 @@ def mark_all_dirty(targets: Iterable[Flushable]) -> None:
 
 def flush_dirty() -> None:
     """Flush every dirty target now, unless another thread is doing it right now (which
-    re-checks when it is done, see `_Flusher.run`)."""
+    re-checks the list after releasing the lock)."""
     while _dirty:
         if not _flush_lock.acquire(blocking=False):
             return
