@@ -161,7 +161,7 @@ def _flush_round() -> None:
     Taken as a snapshot and removed with `difference_update`, both at C speed: a target
     marked again in between is removed too, but it is flushed right after, which sends what
     was queued before its mark. Targets whose class has a `flush_many` are flushed by it, in
-    one call per class (the outbox's sends every recipient's data at C speed)."""
+    one call per class (the outbox's is one loop without a Python call per outbox)."""
     targets = list(_dirty)
     _dirty.difference_update(targets)
     kinds = set(map(type, targets))

@@ -5,8 +5,8 @@ the GIL makes atomic, plus marking the outbox dirty. This matters because `put` 
 recipient of every message, under the hub lock: a per-outbox lock there was measured to
 convoy the reader threads (a lock holder preempted by the GIL stalls the whole fan-out).
 
-`flush` (run by whichever thread flushes dirty outboxes, see `delivery.py`) sends everything
-queued with one non-blocking `send`. Whatever the kernel does not take is handed to a writer
+`flush` (run by whichever thread flushes dirty outboxes, see `delivery.py`; `flush_many` does
+the same for a whole round in one loop) sends everything queued with one non-blocking `send`. Whatever the kernel does not take is handed to a writer
 thread, started only when such a backlog exists and ending as soon as it has drained it. So a
 fast reader costs no extra thread, and a slow reader never stalls the sender.
 (A writer that lingered after draining was measured too: every later put then had to wake it,
