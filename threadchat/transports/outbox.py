@@ -6,9 +6,10 @@ recipient of every message, under the hub lock: a per-outbox lock there was meas
 convoy the reader threads (a lock holder preempted by the GIL stalls the whole fan-out).
 
 `flush` (run by whichever thread flushes dirty outboxes, see `delivery.py`; `flush_many` does
-the same for a whole round in one loop) sends everything queued with one non-blocking `send`. Whatever the kernel does not take is handed to a writer
-thread, started only when such a backlog exists and ending as soon as it has drained it. So a
-fast reader costs no extra thread, and a slow reader never stalls the sender.
+the same for a whole round in one loop) sends everything queued with one non-blocking `send`.
+Whatever the kernel does not take is handed to a writer thread, started only when such a
+backlog exists and ending as soon as it has drained it. So a fast reader costs no extra
+thread, and a slow reader never stalls the sender.
 (A writer that lingered after draining was measured too: every later put then had to wake it,
 a thread switch per delivery, which cut fan-out throughput several times over.)
 
