@@ -605,6 +605,7 @@ def test_oper_flags_tag_messages_and_wallops_cross_nodes(cluster: Cluster) -> No
         return any(parse(line).command == "313" for line in lines)
 
     assert wait_until(whois_says_oper)
+
     # Wallops go to wallops readers on every node (bob's +w known to node one eventually).
     def wallops_reach_bob() -> bool:
         alice.send("WALLOPS :are you there")
