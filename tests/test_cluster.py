@@ -624,7 +624,12 @@ def test_oper_flags_tag_messages_and_wallops_cross_nodes(cluster: Cluster) -> No
     typing = bob.expect_msg("TAGMSG")
     assert typing.params == ["#t"] and typing.tags["+typing"] == "active"
     assert typing.source.startswith("alice!")
+    # Any other client-only tag is relayed as it is (Hub.send_tags), to the room...
+    alice.send("@+example.org/mood=sunny TAGMSG #t")
+    tagged = bob.expect_msg("TAGMSG", lambda m: "+example.org/mood" in m.tags)
+    assert tagged.params == ["#t"] and tagged.tags["+example.org/mood"] == "sunny"
     bob.send("@+draft/react=👍;+draft/reply=abc TAGMSG alice")
+    # ... and to a person (a reaction to a message id the hub does not know: tags only).
     reaction = alice.expect_msg("TAGMSG")
     assert reaction.params == ["alice"] and reaction.tags["+draft/react"] == "👍"
     alice.close()

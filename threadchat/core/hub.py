@@ -929,6 +929,9 @@ class Hub:
                     # A new room: its state in Redis is this one, whatever an ended room of
                     # the name left there.
                     record["room_state"] = _room_record(room)
+                # The joiner's presence key, with this room, set before the event (a node
+                # starting finds one or the other).
+                record["presence"] = self._user_record(user)
                 self.bus.publish("join", key, record)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
@@ -982,10 +985,11 @@ class Hub:
                 events.Left(room=room.name, nick=user.nick, reason=reason),
                 self._audience(room, user),
             )
-            if self.bus is not None:
-                self.bus.publish("leave", room.key, {"room": room.name, "nick": user.nick,
-                                                     "reason": reason})  # fmt: skip
             self._remove_member(room, user)
+            if self.bus is not None:
+                record = {"room": room.name, "nick": user.nick, "reason": reason,
+                          "presence": self._user_record(user)}  # fmt: skip
+                self.bus.publish("leave", room.key, record)
             if user.always_on and self.always_on is not None and user.account is not None:
                 self.always_on.left(user.account, room.name)
 
@@ -2067,10 +2071,13 @@ class Hub:
                 raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
             event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
             self._fan_out(event, room.members.values())
-            if self.bus is not None:
-                self.bus.publish("kick", room.key, {"room": room.name, "nick": target.nick,
-                                                    "by": user.nick, "reason": reason})  # fmt: skip
             self._remove_member(room, target)
+            if self.bus is not None:
+                record = {"room": room.name, "nick": target.nick, "by": user.nick,
+                          "reason": reason}  # fmt: skip
+                if target.node is None:
+                    record["presence"] = self._user_record(target)
+                self.bus.publish("kick", room.key, record)
             if target.always_on and self.always_on is not None and target.account is not None:
                 self.always_on.left(target.account, room.name)
 
@@ -2089,7 +2096,7 @@ class Hub:
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
             if self.bus is not None:
                 self.bus.publish("invite", room.key, {"room": room.name, "nick": target.nick,
-                                                      "by": user.nick})  # fmt: skip
+                                 "by": user.nick, "room_state": _room_record(room)})  # fmt: skip
             self._tell_invited(user, room, target)
             return target
 
@@ -2581,6 +2588,8 @@ class Hub:
                 )
                 self._fan_out(kicked, room.members.values())
                 self._remove_member(room, user)
+                if user.node is None:
+                    self._publish_user(user)  # its presence key, without the room
         elif kind == "invite":
             target = self._users.get(names.fold(data["nick"]))
             by = self._users.get(names.fold(data["by"]))

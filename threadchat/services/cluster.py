@@ -382,6 +382,12 @@ class RedisBus:
                 pipe.set(self._room_key(state["name"]), value, ex=self._ttl())
                 if kind == "rename" and fold(data["old"]) != fold(data["new"]):
                     pipe.set(self._renamed_key(data["old"]), data["new"], ex=self._ttl())
+            presence = data.pop("presence", None)
+            if presence is not None:
+                # A local user's rooms changed (join, leave, kick): their presence key too,
+                # before the event, for the reason given below.
+                record = json.dumps({"node": self.node, **presence}, separators=(",", ":"))
+                pipe.set(self._nick_key(presence["nick"]), record, ex=self._ttl())
             if kind == "user" and "rooms" in data:
                 # The nick key gets the whole record before the event is added: a node
                 # starting now either reads the event (its streams' positions were taken
