@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from threadchat.core import delivery, events, live, metadata, names, ports
 from threadchat.core import history as history_types
 from threadchat.core import search as search_types
-from threadchat.core.errors import HubError, StoreError
+from threadchat.core.errors import HeldElsewhere, HubError, StoreError
 from threadchat.core.events import Event
 from threadchat.core.modes import (
     DEFAULT_ROOM_FLAGS,
@@ -65,6 +65,8 @@ OPER_COUNT_MAX_AGE = 1.0
 # Departed nicknames remembered for WHOWAS (see Hub.whowas): enough for the recent past of a
 # busy server, bounded so that a stream of quits cannot grow memory.
 WHOWAS_MAX = 2048
+# Rooms renamed on other nodes whose old names are still found (`Hub._room_of_remote`).
+RENAMES_REMEMBERED = 1024
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
 # attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
 _MODERATED = RoomFlag.MODERATED
@@ -310,6 +312,9 @@ class Hub:
         self.relayed_id = 0
         # The other nodes of the chat (services.cluster); None: this node is the whole chat.
         self.bus: ports.Bus | None = None
+        # Rooms renamed by another node, folded old name -> folded new name: their events
+        # still on the old name's stream find them (`_room_of_remote`). Bounded.
+        self._renamed_rooms: dict[str, str] = {}
 
     # -- users -----------------------------------------------------------------------------
 
@@ -356,6 +361,13 @@ class Hub:
             held = self._users.get(names.fold(nick))
         return held is None or self._may_attach(held, account)
 
+    def held_elsewhere(self, nick: str, account: str | None) -> str | None:
+        """Why a connection logged in to `account` cannot have `nick`, when the account's
+        person holds it on another node (None otherwise): that node's name, to connect to."""
+        with self._lock:
+            held = self._users.get(names.fold(nick))
+            return None if held is None else _held_elsewhere(held, account)
+
     def _may_attach(self, person: User, account: str | None) -> bool:
         """The multiclient rule: a connection logged in to `account` joins the person of that
         account; a guest never shares a nick."""
@@ -387,6 +399,10 @@ class Hub:
                 pass  # they left meanwhile: register anew
             else:
                 return SignOn(held, True, missed_since)
+        if held is not None:
+            reason = _held_elsewhere(held, account)
+            if reason is not None:
+                raise HeldElsewhere(reason)
         user = self.register(conn, nick, keeps_member_list=keeps_member_list, **identity)
         return SignOn(user, False, None)
 
@@ -909,6 +925,13 @@ class Hub:
             if self.bus is not None:
                 record = self._user_record(user, rooms=False)
                 record.update(room=room.name, op=user.key in room.operators, owner=room.owner)
+                if created:
+                    # A new room: its state in Redis is this one, whatever an ended room of
+                    # the name left there.
+                    record["room_state"] = _room_record(room)
+                # The joiner's presence key, with this room, set before the event (a node
+                # starting finds one or the other).
+                record["presence"] = self._user_record(user)
                 self.bus.publish("join", key, record)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
@@ -962,10 +985,11 @@ class Hub:
                 events.Left(room=room.name, nick=user.nick, reason=reason),
                 self._audience(room, user),
             )
-            if self.bus is not None:
-                self.bus.publish("leave", room.key, {"room": room.name, "nick": user.nick,
-                                                     "reason": reason})  # fmt: skip
             self._remove_member(room, user)
+            if self.bus is not None:
+                record = {"room": room.name, "nick": user.nick, "reason": reason,
+                          "presence": self._user_record(user)}  # fmt: skip
+                self.bus.publish("leave", room.key, record)
             if user.always_on and self.always_on is not None and user.account is not None:
                 self.always_on.left(user.account, room.name)
 
@@ -1256,6 +1280,8 @@ class Hub:
                 connections = [
                     c for m in joined.members.values() for c in m.connections if c is not origin
                 ]
+                if self.bus is not None:
+                    self.bus.publish("tags", joined.key, _tags_event_record(event))
             else:
                 recipient = self._users.get(names.fold(target))
                 if recipient is None:
@@ -1266,6 +1292,8 @@ class Hub:
                 connections = list(recipient.connections)
                 if recipient is not user:
                     connections += [c for c in user.connections if c is not origin]
+                if recipient.node is not None and self.bus is not None:
+                    self.bus.publish("tags", node_shard(recipient.node), _tags_event_record(event))
             self._deliver(event, connections)
         if echo is not None:
             echo(event)
@@ -1578,7 +1606,7 @@ class Hub:
             )
             if self.bus is not None:
                 self.bus.publish("topic", room.key, {"room": room.name, "topic": topic,
-                                                     "by": user.nick})  # fmt: skip
+                                 "by": user.nick, "room_state": _room_record(room)})  # fmt: skip
         if room.persistent and self.moderation is not None:
             self.moderation.save(room)
 
@@ -1940,7 +1968,8 @@ class Hub:
                 self._fan_out(event, room.members.values())
                 if self.bus is not None:
                     self.bus.publish("modes", room.key, {"room": room.name, "by": user.nick,
-                                     "changes": [_mode_record(c) for c in applied]})  # fmt: skip
+                                     "changes": [_mode_record(c) for c in applied],
+                                     "room_state": _room_record(room)})  # fmt: skip
                 if self.moderation is not None:
                     for change in applied:
                         self.moderation.mode_applied(room, change)
@@ -2001,6 +2030,7 @@ class Hub:
                     self._opers_counted_at = float("-inf")
             if applied:
                 self._fan_out(_mode_event(user.nick, applied, target=user.nick), [user])
+                self._publish_user(user)
             return applied
 
     def grant_server_operator(self, user: User) -> None:
@@ -2011,6 +2041,13 @@ class Hub:
                 self._opers_counted_at = float("-inf")
                 change = ModeChange(True, UserFlag.SERVER_OPERATOR)
                 self._fan_out(_mode_event(user.nick, [change], target=user.nick), [user])
+                self._publish_user(user)
+
+    def _publish_user(self, user: User) -> None:
+        """Tell the other nodes a local user's whole record again (hub lock held): with its
+        rooms, so that its presence key, which a node starting reads, has the change too."""
+        if self.bus is not None and user.node is None:
+            self.bus.publish("user", node_shard(self.bus.node), self._user_record(user))
 
     def kick(self, user: User, room_name: str, nick: str, reason: str = "") -> None:
         """Remove `nick` from the room as `user`, for every protocol (IRC KICK, native
@@ -2034,10 +2071,13 @@ class Hub:
                 raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
             event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
             self._fan_out(event, room.members.values())
-            if self.bus is not None:
-                self.bus.publish("kick", room.key, {"room": room.name, "nick": target.nick,
-                                                    "by": user.nick, "reason": reason})  # fmt: skip
             self._remove_member(room, target)
+            if self.bus is not None:
+                record = {"room": room.name, "nick": target.nick, "by": user.nick,
+                          "reason": reason}  # fmt: skip
+                if target.node is None:
+                    record["presence"] = self._user_record(target)
+                self.bus.publish("kick", room.key, record)
             if target.always_on and self.always_on is not None and target.account is not None:
                 self.always_on.left(target.account, room.name)
 
@@ -2056,7 +2096,7 @@ class Hub:
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
             if self.bus is not None:
                 self.bus.publish("invite", room.key, {"room": room.name, "nick": target.nick,
-                                                      "by": user.nick})  # fmt: skip
+                                 "by": user.nick, "room_state": _room_record(room)})  # fmt: skip
             self._tell_invited(user, room, target)
             return target
 
@@ -2082,37 +2122,56 @@ class Hub:
             if new_key != old_key and new_key in self._rooms:
                 raise HubError("room_exists", f"there is a room {new} already")
             old_name = room.name
-            room.name, room.renamed_from = new, old_name
-            del self._rooms[old_key]
-            self._rooms[new_key] = room
-            for member in room.members.values():
-                member.rooms.pop(old_key, None)
-                member.rooms[new_key] = room
-            if new_key != old_key:
-                if self.history is not None:
-                    self.history.room_renamed(old_name, new)
-                if self.moderation is not None:
-                    self.moderation.renamed(old_name, room)
-            topic = events.TopicInfo(
-                room=new, topic=room.topic, by=room.topic_by, set_at=room.topic_at
-            )
-            shown = tuple((m.nick, _status(room, m)) for m in room.members.values())
-            flags = frozenset(str(flag) for flag in room.flags)
-            for member in room.members.values():
-                event = events.RoomRenamed(
-                    old=old_name,
-                    new=new,
-                    by=user.nick,
-                    reason=reason,
-                    member=member.nick,
-                    topic=topic,
-                    members=shown,
-                    flags=flags,
-                )
-                self._fan_out(event, [member])
+            if self.bus is not None:
+                # On the streams of both names: a node reads the rename before any later
+                # event of the new name, and applies it from whichever stream comes first.
+                record = {"old": old_name, "new": new, "by": user.nick, "reason": reason}
+                self.bus.publish("rename", old_key, record)
+            self._rename_room(room, new, user.nick, reason, stored=True)
+            if self.bus is not None:
+                # The new name's copy carries the room's state, kept under the new name.
+                self.bus.publish("rename", new_key, {**record, "room_state": _room_record(room)})
         if room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
+
+    def _rename_room(self, room: Room, new: str, by: str, reason: str, *, stored: bool) -> None:
+        """Rename `room` and tell its members (hub lock held). `stored`: the stored history
+        and record move too (the node where the rename happened does it, for all)."""
+        old_key, new_key = room.key, names.fold(new)
+        old_name = room.name
+        room.name, room.renamed_from = new, old_name
+        del self._rooms[old_key]
+        self._rooms[new_key] = room
+        for member in room.members.values():
+            member.rooms.pop(old_key, None)
+            member.rooms[new_key] = room
+        if new_key != old_key:
+            if self.history is not None and stored:
+                self.history.room_renamed(old_name, new)
+            if self.moderation is not None:
+                self.moderation.renamed(old_name, room, stored=stored)
+            if not stored:
+                # Events of the old name still on their way (its stream may be read after
+                # the new one's) find the room under its new name.
+                self._renamed_rooms[old_key] = new_key
+                if len(self._renamed_rooms) > RENAMES_REMEMBERED:
+                    del self._renamed_rooms[next(iter(self._renamed_rooms))]
+        topic = events.TopicInfo(room=new, topic=room.topic, by=room.topic_by, set_at=room.topic_at)
+        shown = tuple((m.nick, _status(room, m)) for m in room.members.values())
+        flags = frozenset(str(flag) for flag in room.flags)
+        for member in room.members.values():
+            event = events.RoomRenamed(
+                old=old_name,
+                new=new,
+                by=by,
+                reason=reason,
+                member=member.nick,
+                topic=topic,
+                members=shown,
+                flags=flags,
+            )
+            self._fan_out(event, [member])
 
     def invitations(self, user: User) -> list[str]:
         """The rooms `user` is invited to and has not joined since (IRC `INVITE` alone)."""
@@ -2156,6 +2215,9 @@ class Hub:
                 raise HubError("not_privileged", "only server operators send wallops")
             readers = [u for u in self._users.values() if UserFlag.WALLOPS in u.flags]
             self._fan_out(events.Wallops(sender=user.nick, text=text), readers)
+            if self.bus is not None:
+                self.bus.publish("wallops", node_shard(self.bus.node),
+                                 {"sender": user.nick, "text": text})  # fmt: skip
 
     def kill(self, user: User, nick: str, reason: str) -> User:
         """Tell `nick` that server operator `user` disconnects them, and return them.
@@ -2256,6 +2318,9 @@ class Hub:
             "username": user.username,
             "host": user.host,
             "away": user.away,
+            # Server operator, invisible, wallops, bot: WHOIS, who sees whom, and who reads
+            # wallops are the same on every node.
+            "flags": sorted(flag.value for flag in user.flags),
         }
         if rooms:
             record["rooms"] = [
@@ -2279,6 +2344,15 @@ class Hub:
         with delivery.batch(), self._lock:
             if kind == "pm":
                 self._remote_private(data)
+            elif kind == "tags":
+                self._remote_tags(data)
+            elif kind == "wallops":
+                readers = [
+                    u
+                    for u in self._users.values()
+                    if u.node is None and UserFlag.WALLOPS in u.flags
+                ]
+                self._fan_out(events.Wallops(sender=data["sender"], text=data["text"]), readers)
             elif kind == "kill":
                 victim = self._users.get(names.fold(data["nick"]))
                 if victim is not None and victim.node is None:
@@ -2294,6 +2368,10 @@ class Hub:
                 ghost = self._ghost(node, data)
                 if ghost is not None:
                     self._remote_join(ghost, data["room"], data.get("op", False), data.get("owner"))
+            elif kind == "rename":
+                self._remote_rename(data)
+            elif kind == "room":
+                self._apply_room_state(data)
             elif kind == "quit":
                 ghost = self._users.get(names.fold(data["nick"]))
                 if ghost is not None and ghost.node == node:
@@ -2365,6 +2443,10 @@ class Hub:
             self._fan_out(renamed, self._told_of_changes(user))
         user.username = data.get("username") or ""
         user.host = data.get("host") or ""
+        flags = {UserFlag(v) for v in data.get("flags", ()) if v in _USER_FLAG_VALUES}
+        if flags != user.flags:
+            user.flags = flags
+            self._opers_counted_at = float("-inf")
         away = data.get("away")
         if away != user.away:
             user.away = away
@@ -2372,11 +2454,106 @@ class Hub:
             self._fan_out(changed, self._told_of_changes(user))
         return user
 
-    def _remote_join(self, ghost: User, room_name: str, op: bool, owner: str | None) -> None:
+    def local_room_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(folded name, state) of every room with a member on this node: the bus keeps
+        these in Redis for nodes that gain their first member of one (`wants_room_state`)."""
+        with self._lock:
+            rooms = {
+                room.key: room
+                for user in self._users.values()
+                if user.node is None
+                for room in user.rooms.values()
+            }
+            return [(key, _room_record(room)) for key, room in rooms.items()]
+
+    def wants_room_state(self, room_name: str) -> bool:
+        """Whether this node's copy of the room needs the state other nodes keep of it: it
+        has members, all of them elsewhere (so no event of it started here), or the node
+        has none and the room is about to get its first (`join`)."""
+        with self._lock:
+            room = self._room_of_remote(room_name)
+            return (
+                room is not None
+                and bool(room.members)
+                and all(m.node is not None for m in room.members.values())
+            )
+
+    def remote_room_names(self) -> list[str]:
+        """The rooms this node knows only through other nodes' members."""
+        with self._lock:
+            return [
+                room.name
+                for room in self._rooms.values()
+                if room.members and all(m.node is not None for m in room.members.values())
+            ]
+
+    def _apply_room_state(self, data: dict[str, Any]) -> None:
+        """The room's state as the nodes with members keep it in Redis (hub lock held),
+        taken when no member is here (`wants_room_state`): this node's copy becomes it.
+        Nothing is shown: nobody here is in the room yet."""
+        room = self._room_of_remote(data["name"])
+        if room is None or not room.members or any(m.node is None for m in room.members.values()):
+            return
+        room.topic = data.get("topic", "")
+        room.topic_by = data.get("topic_by", "")
+        room.topic_at = data.get("topic_at", 0.0)
+        room.owner = data.get("owner")
+        room.created = data.get("created", room.created)
+        room.flags = {RoomFlag(v) for v in data.get("flags", ()) if v in _ROOM_FLAG_VALUES}
+        room.password = data.get("key")
+        room.limit = data.get("limit")
+        room.bans = list(data.get("bans", ()))
+        room.ban_exceptions = list(data.get("ban_exceptions", ()))
+        room.invite_exceptions = list(data.get("invite_exceptions", ()))
+        members = room.members
+        room.operators = {k for k in map(names.fold, data.get("operators", ())) if k in members}
+        room.voiced = {k for k in map(names.fold, data.get("voiced", ())) if k in members}
+        room.invited = set(map(names.fold, data.get("invited", ())))
+
+    def _room_of_remote(self, room_name: str) -> Room | None:
+        """The room an event of another node names (hub lock held): by its name, or by the
+        name it had before another node renamed it."""
         key = names.fold(room_name)
         room = self._rooms.get(key)
+        if room is None and key in self._renamed_rooms:
+            room = self._rooms.get(self._renamed_rooms[key])
+        return room
+
+    def _remote_rename(self, data: dict[str, Any]) -> None:
+        """Another node renamed a room (published on the streams of both names; the second
+        copy finds nothing left to do)."""
+        room = self._rooms.get(names.fold(data["old"]))
+        new_key = names.fold(data["new"])
+        if room is None or room.name == data["new"]:
+            return
+        target = self._rooms.get(new_key) if new_key != room.key else None
+        if target is not None:
+            if any(m.node is None for m in room.members.values()):
+                log.warning("%s renamed %s: a room of that name is here", room.name, data["new"])
+                return
+            # Only other nodes' users under the old name (a node starting learnt some of
+            # them before their nodes applied the rename): they are in the renamed room.
+            for key, member in list(room.members.items()):
+                member.rooms.pop(room.key, None)
+                if key not in target.members:
+                    target.members[key] = member
+                    member.rooms[new_key] = target
+                    if key in room.operators:
+                        target.operators.add(key)
+                    if key in room.voiced:
+                        target.voiced.add(key)
+            target.groups = None
+            del self._rooms[room.key]
+            self._renamed_rooms[room.key] = new_key
+            return
+        self._rename_room(room, data["new"], data["by"], data.get("reason", ""), stored=False)
+
+    def _remote_join(self, ghost: User, room_name: str, op: bool, owner: str | None) -> None:
+        room = self._room_of_remote(room_name)
         if room is None:
-            room = self._rooms[key] = Room(name=room_name, owner=owner)
+            room = Room(name=room_name, owner=owner)
+            self._rooms[room.key] = room
+        key = room.key
         if op:
             room.operators.add(ghost.key)
         if ghost.key in room.members:
@@ -2394,7 +2571,7 @@ class Hub:
         self._fan_out(joined, self._audience(room, ghost))
 
     def _remote_room_change(self, kind: str, node: str, data: dict[str, Any]) -> None:
-        room = self._rooms.get(names.fold(data["room"]))
+        room = self._room_of_remote(data["room"])
         if room is None:
             return
         if kind == "leave":
@@ -2411,6 +2588,8 @@ class Hub:
                 )
                 self._fan_out(kicked, room.members.values())
                 self._remove_member(room, user)
+                if user.node is None:
+                    self._publish_user(user)  # its presence key, without the room
         elif kind == "invite":
             target = self._users.get(names.fold(data["nick"]))
             by = self._users.get(names.fold(data["by"]))
@@ -2444,7 +2623,7 @@ class Hub:
     def _remote_room_message(self, data: dict[str, Any]) -> None:
         with delivery.batch():
             with self._lock:
-                room = self._rooms.get(names.fold(data["room"]))
+                room = self._room_of_remote(data["room"])
                 if room is None:
                     return
                 sender = room.members.get(names.fold(data["sender"]))
@@ -2469,6 +2648,27 @@ class Hub:
                 groups = _codec_groups(room)
             # As `_relay_room`: encoded once per codec group, after the lock.
             self._fan_out_groups([(event, None, ())], groups)
+
+    def _remote_tags(self, data: dict[str, Any]) -> None:
+        """A TAGMSG of another node's user (hub lock held): to this node's members of the
+        room, or to the local user it was sent to."""
+        tags = _tags_from_record(data.get("tags"))
+        if data.get("room") is not None:
+            room = self._room_of_remote(data["room"])
+            if room is None:
+                return
+            event = events.TagMessage(
+                sender=data["sender"], tags=tags, room=room.name, account=data.get("account")
+            )
+            self._deliver(event, [c for m in room.members.values() for c in m.connections])
+            return
+        recipient = self._users.get(names.fold(data["target"]))
+        if recipient is None or recipient.node is not None:
+            return
+        event = events.TagMessage(
+            sender=data["sender"], tags=tags, target=recipient.nick, account=data.get("account")
+        )
+        self._deliver(event, recipient.connections)
 
     def _remote_private(self, data: dict[str, Any]) -> None:
         recipient = self._users.get(names.fold(data["target"]))
@@ -3170,6 +3370,23 @@ def _group_by_codec(members: Iterable[User]) -> list[_CodecGroup]:
     return groups
 
 
+def _held_elsewhere(person: User, account: str | None) -> str | None:
+    """Why a device of `account` cannot join `person`, when `person` is that account's on
+    another node: one person's connections all live on one node (docs/architecture.md,
+    "Several devices ... across nodes")."""
+    if (
+        person.node is None
+        or account is None
+        or person.account is None
+        or names.fold(person.account) != names.fold(account)
+    ):
+        return None
+    return (
+        f"{person.nick} is connected through server {person.node}: the devices of one "
+        f"account share one server, so connect this one to {person.node} (or leave there first)"
+    )
+
+
 def node_shard(node: str) -> str:
     """The bus shard of a node's user events (presence, nick, quit; private messages and kills
     to its users): one stream, so another node applies them in the order they happened."""
@@ -3198,6 +3415,17 @@ def _message_record(event: events.RoomMessage | events.PrivateMessage) -> dict[s
     return record
 
 
+def _tags_event_record(event: events.TagMessage) -> dict[str, Any]:
+    """A TAGMSG as other nodes get it."""
+    return {
+        "sender": event.sender,
+        "account": event.account,
+        "room": event.room,
+        "target": event.target,
+        "tags": [list(tag) for tag in event.tags],
+    }
+
+
 # What other nodes are told of (`Hub._publish_live`), by the bus's name for each.
 _LIVE_EVENTS: dict[str, type[events.Event]] = {
     "react": events.Reaction,
@@ -3216,6 +3444,33 @@ def _tags_from_record(tags: Any) -> events.ClientTags:
 _MODE_KINDS: dict[str, Any] = {
     kind.__name__: kind for kind in (RoomFlag, MemberStatus, RoomSetting, RoomList, UserFlag)
 }
+
+
+_USER_FLAG_VALUES = frozenset(flag.value for flag in UserFlag)
+_ROOM_FLAG_VALUES = frozenset(flag.value for flag in RoomFlag)
+
+
+def _room_record(room: Room) -> dict[str, Any]:
+    """A room's state as the bus keeps it in Redis for other nodes (hub lock held; see
+    `Hub._apply_room_state`): topic, modes, lists, statuses, invitations."""
+    members = room.members
+    return {
+        "name": room.name,
+        "created": room.created,
+        "topic": room.topic,
+        "topic_by": room.topic_by,
+        "topic_at": room.topic_at,
+        "owner": room.owner,
+        "flags": sorted(flag.value for flag in room.flags),
+        "key": room.password,
+        "limit": room.limit,
+        "bans": list(room.bans),
+        "ban_exceptions": list(room.ban_exceptions),
+        "invite_exceptions": list(room.invite_exceptions),
+        "operators": [members[k].nick for k in room.operators if k in members],
+        "voiced": [members[k].nick for k in room.voiced if k in members],
+        "invited": sorted(room.invited),
+    }
 
 
 def _mode_record(change: ModeChange) -> list[Any]:

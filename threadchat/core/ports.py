@@ -192,9 +192,10 @@ class Moderation(Protocol):
         """Store the room's state if it is kept (called without the hub lock)."""
         ...
 
-    def renamed(self, old: str, room: "Room") -> None:
-        """`room` was called `old` (hub lock held): its grants follow it, and the stored
-        record under the old name goes at the next `save`."""
+    def renamed(self, old: str, room: "Room", *, stored: bool = True) -> None:
+        """`room` was called `old` (hub lock held): its grants follow it, and (`stored`) the
+        stored record under the old name goes at the next `save`; another node's rename
+        (`stored=False`) was stored by that node."""
         ...
 
     def logged_in(self, user: "User") -> None:
@@ -337,5 +338,7 @@ class Bus(Protocol):
 
     def catch_up(self, shard: str) -> None:
         """Wait (briefly, without the hub lock) until this node has applied every event of
-        `shard` that other nodes published before now: a join then sees the room as it is."""
+        `shard` that other nodes published before now, and, when `Hub.wants_room_state`,
+        take the room's state as the other nodes keep it: a join then sees the room as it
+        is (topic, modes, bans, statuses, members)."""
         ...
