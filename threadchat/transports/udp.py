@@ -152,6 +152,9 @@ class UdpListener:
             session_timeout=config.udp_timeout,
             pace_rate=config.flood_rate,
             pace_burst=config.flood_burst,
+            # Exempt hosts (loopback by default) skip the per-host hello limits, as they skip
+            # the per-address limits of every listener: many local clients are not a flood.
+            exempt=server.admission.is_exempt,
         )
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
