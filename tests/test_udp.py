@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport, split_request
 from threadchat.core.history import HistoryQuery
 from threadchat.protocols import udp as proto
+from threadchat.transports import udp as udp_transport
 
 Connect = Callable[..., LineClient]
 ConnectJson = Callable[..., JsonClient]
@@ -667,3 +669,12 @@ def test_session_without_an_accepted_name_is_closed(
     client.expect_event("error", code="invalid_name")
     client.expect_event("error", code="timeout")
     assert client.disconnected.get(timeout=WAIT) == "no name given in time"
+
+
+def test_the_udp_socket_has_a_large_receive_buffer(server: Server) -> None:
+    """All UDP users share one socket: at the default buffer a soak's byes were dropped."""
+    assert server.udp is not None
+    allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    granted = server.udp.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    # Linux doubles what is asked (bookkeeping), within twice net.core.rmem_max.
+    assert granted >= 2 * min(udp_transport.RECEIVE_BUFFER, allowed)
