@@ -18,8 +18,7 @@ For each: the canary's round trips (one message every 0.3 s, bench/canary.py), i
 median, and any loss. Prints a table and appends one JSON line per attack to
 bench/results/attacks.jsonl.
 
-    python -m bench.attack_canary [--seconds 10] [--attack slowloris,fanout] [--repeat 5]
-    python -m bench.attack_canary --attack half-open --repeat 5 --server-arg=--max-clients=6000
+    python -m bench.attack_canary [--seconds 10] [--attack slowloris,fanout]
 """
 
 from __future__ import annotations
@@ -215,9 +214,8 @@ ATTACKS: dict[str, tuple[Callable[[Ports, argparse.Namespace], str], list[str]]]
     "half-open": (half_open, []),
 }
 # Info level: the log then counts the cut-offs (the last --log-level given wins).
-# --max-clients is the server's default (1,000 a core): the half-open attack is refused past
-# it; `--server-arg=--max-clients=6000` admits all 5,000.
-SERVER_ARGS = ["--line-timeout", "5", "--name-timeout", "5", "--log-level", "info"]
+SERVER_ARGS = ["--line-timeout", "5", "--name-timeout", "5", "--max-clients", "6000",
+               "--log-level", "info"]  # fmt: skip
 
 
 def main() -> None:
