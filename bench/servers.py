@@ -217,25 +217,17 @@ def _launch_naive(options: dict[str, object]) -> RunningServer:
     return RunningServer(f"naive-{protocol}", proc, port, protocol, 64)
 
 
-# --max-clients for benchmarked servers (see threadchat_env).
-BENCH_MAX_CLIENTS = 100_000
-
-
 def threadchat_env(source_dir: Path, web_port: int = 0) -> dict[str, str]:
     """The environment that makes ``python -m threadchat`` import the package in source_dir,
     not an installed one: that checkout first on PYTHONPATH (the server also runs there).
 
-    The web port and the client limit are set here, not on the command line: revisions from
-    before they existed (baselines) ignore an unknown variable but would refuse an unknown
-    flag. The scenarios hold up to 15,000 clients, past the default --max-clients (1,000 a
-    core), which protects latency, not what a benchmark measures; the open-file limit still
-    bounds them."""
+    The web port is set here, not on the command line: revisions from before it existed
+    (baselines) ignore an unknown variable but would refuse an unknown flag."""
     paths = [str(source_dir), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(paths),
         "THREADCHAT_WEB_PORT": str(web_port),
-        "THREADCHAT_MAX_CLIENTS": str(BENCH_MAX_CLIENTS),
     }
 
 
