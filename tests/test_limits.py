@@ -260,13 +260,11 @@ def test_past_max_clients_new_clients_hear_the_server_is_full_then_service_resum
     clients[1].expect("--> newcomer joined lobby")
 
 
-def test_max_clients_defaults_to_the_descriptor_limit_less_64_and_1000_a_core() -> None:
-    import os
+def test_max_clients_defaults_to_the_descriptor_limit_less_a_reserve() -> None:
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    cores = len(os.sched_getaffinity(0))
-    assert default_max_clients() == min(max(1, soft - 64), 1000 * cores)
+    assert default_max_clients() == max(1, soft - 64)
     assert Server(Config(max_clients=0)).admission.max_clients == default_max_clients()
     assert Server(Config(max_clients=7)).admission.max_clients == 7
 

@@ -53,8 +53,7 @@ class Config:
     )
     max_clients: int = setting(
         0,
-        "clients at once in all, TCP and UDP (0: the open-file limit less a reserve of 64, "
-        "and at most 1000 per core)",
+        "clients at once in all, TCP and UDP (0: the open-file limit less a reserve of 64)",
     )
     max_connections_per_ip: int = setting(
         16, "clients at once from one address, IPv6 /64 (0: no limit)"

@@ -2,7 +2,6 @@
 
 import gc
 import logging
-import os
 import resource
 import signal
 import ssl
@@ -44,33 +43,14 @@ HOUSEKEEPING_INTERVAL = 1.0
 DESCRIPTOR_RESERVE = 64
 # The derived limit when the open-file limit is unlimited.
 UNLIMITED_DESCRIPTORS_CLIENTS = 100_000
-# --max-clients by default is also at most this many per core the process may run on: each
-# client is a reader thread, and threads queue for one interpreter lock. With 5,000 admitted
-# at once on 2 cores (half-open connections timing out together), a canary pair's worst round
-# trip passed issue 18's 500 ms in 2 runs of 5, at load averages of 5 to 9; with 1,000 to
-# 3,000 admitted it stayed under 125 ms in every run, on the same busy machine
-# (bench/attack_canary.py, docs/reliability.md). An operator whose machine carries more sets
-# --max-clients.
-CLIENTS_PER_CORE = 1000
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, where the platform says)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def default_max_clients() -> int:
-    """--max-clients when it is not set: the soft open-file limit less DESCRIPTOR_RESERVE,
-    and at most CLIENTS_PER_CORE for each usable core."""
+    """--max-clients when it is not set: the soft open-file limit less DESCRIPTOR_RESERVE."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    by_descriptors = (
-        UNLIMITED_DESCRIPTORS_CLIENTS
-        if soft == resource.RLIM_INFINITY
-        else max(1, soft - DESCRIPTOR_RESERVE)
-    )
-    return min(by_descriptors, CLIENTS_PER_CORE * usable_cores())
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_DESCRIPTORS_CLIENTS
+    return max(1, soft - DESCRIPTOR_RESERVE)
 
 
 def raise_descriptor_limit() -> tuple[int, int]:
