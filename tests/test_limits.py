@@ -74,6 +74,22 @@ def test_the_seventeenth_connection_from_one_address_is_refused_on_any_listener(
     assert server.listener("line").thread.is_alive()
 
 
+def test_the_web_port_refuses_past_the_limit_in_http(
+    make_server: Callable[..., Server], clients: list[LineClient]
+) -> None:
+    """The page's port shares the limits: over them, a 503 that says why, then the close."""
+    server = make_server(limit_exempt=NO_EXEMPTION, max_connections_per_ip=1)
+    clients.append(LineClient(server.listener("line").port))
+    wait_for(lambda: server.admission.count("127.0.0.1") == 1)
+    with socket.create_connection(("127.0.0.1", server.listener("web").port), WAIT) as sock:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert answer.endswith(b"\r\n\r\ntoo many connections from your address (1 at once)\n")
+
+
 def test_udp_sessions_count_with_the_tcp_connections_of_their_address(
     make_server: Callable[..., Server],
     clients: list[LineClient],
