@@ -28,7 +28,7 @@ TAGS = ("message-tags",)
 
 def message(page: Page, text: str, *, exact: bool = False):  # type: ignore[no-untyped-def]
     """The message shown whose text contains `text` (is `text`, when exact)."""
-    wanted: "str | re.Pattern[str]" = re.compile(f"^{re.escape(text)}$") if exact else text
+    wanted: str | re.Pattern[str] = re.compile(f"^{re.escape(text)}$") if exact else text
     return page.locator("#messages li.message", has=page.locator(".text", has_text=wanted))
 
 

@@ -305,8 +305,10 @@ def _relay_round(
                 if isinstance(relay, _Ack):
                     stored = stamps[index].get("id") if index is not None and index >= 0 else None
                     callbacks.append(
-                        (lambda refusal, ack=relay, msgid=stored: ack.answer(refusal, msgid),
-                         failures.get(index))
+                        (
+                            lambda refusal, ack=relay, msgid=stored: ack.answer(refusal, msgid),
+                            failures.get(index),
+                        )
                     )
                 else:
                     callbacks.append((relay, {}))
