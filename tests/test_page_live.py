@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 
 import test_page
-from conftest import IrcClient, JsonClient
+from conftest import WAIT, IrcClient, JsonClient
 from playwright.sync_api import Dialog, Page, expect
 from test_page import MS, Browsing, chat_page, type_line
 
@@ -253,6 +253,14 @@ def test_typing_notices_both_ways_with_an_irc_client(
     alice.locator("#text").fill("")
     done = dora.expect_msg("TAGMSG", lambda m: m.source.startswith("alice!"))
     assert done.tags["+typing"] == "done"
+    # Typing again at once: the server would refuse a notice so soon, so the page sends it
+    # once the 3 s are up.
+    alice.locator("#text").press_sequentially("again")
+    again = dora.expect_msg("TAGMSG", lambda m: m.source.startswith("alice!"), timeout=WAIT + 3)
+    assert again.tags["+typing"] == "active"
+    type_line(alice, "again and done")
+    dora.expect_msg("PRIVMSG", lambda m: m.params[1] == "again and done")
+    assert dora.expect_msg("TAGMSG").tags["+typing"] == "done"
 
     # Others' notices under the log.
     dora.send("@+typing=active TAGMSG #lobby")

@@ -7,9 +7,10 @@
 export const COMMON_REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢", "👀", "🙏"];
 
 // Typing (IRCv3 typing, as the server relays it): a notice at most every THROTTLE ms (the
-// server refuses more), `paused` once the user stopped typing for PAUSE_AFTER ms, and
+// server refuses more than one per 3 s; the margin is for one notice taking longer on the
+// way than the next), `paused` once the user stopped typing for PAUSE_AFTER ms, and
 // someone else's notice forgotten after its state's time.
-export const TYPING_THROTTLE = 3000;
+export const TYPING_THROTTLE = 3300;
 export const PAUSE_AFTER = 5000;
 export const TYPING_EXPIRY = { active: 6000, paused: 30000 };
 
@@ -122,6 +123,7 @@ export class TypingSender {
     // When the last `active` or `paused` went: the server counts those against its rate.
     this.noticeAt = Number.NEGATIVE_INFINITY;
     this.pauseTimer = null;
+    this.laterTimer = null; // an `active` that was too soon, sent when the server allows
   }
 
   // The composer changed: `text` is what it holds now, for conversation `key`.
@@ -134,9 +136,17 @@ export class TypingSender {
     this.key = key;
     window.clearTimeout(this.pauseTimer);
     this.pauseTimer = window.setTimeout(() => this.pause(), PAUSE_AFTER);
-    // Too soon for the server (it would refuse): a later key sends it.
-    if (this.now() - this.noticeAt < TYPING_THROTTLE) return;
-    this.emit("active");
+    if (this.state === "active" && this.now() - this.noticeAt < TYPING_THROTTLE) return;
+    const wait = this.noticeAt + TYPING_THROTTLE - this.now();
+    if (wait <= 0) {
+      this.emit("active");
+    } else if (this.laterTimer === null) {
+      // Too soon for the server (it would refuse): sent once it is not, if still typing.
+      this.laterTimer = window.setTimeout(() => {
+        this.laterTimer = null;
+        if (this.key !== null && this.state !== "active") this.emit("active");
+      }, wait);
+    }
   }
 
   pause() {
@@ -153,7 +163,9 @@ export class TypingSender {
   // Sent, emptied, or gone elsewhere. The server lets one `done` through after a notice.
   done() {
     window.clearTimeout(this.pauseTimer);
+    window.clearTimeout(this.laterTimer);
     this.pauseTimer = null;
+    this.laterTimer = null;
     if (this.state !== "done" && this.key !== null) this.emit("done");
     this.key = null;
   }
@@ -161,7 +173,9 @@ export class TypingSender {
   // The link was lost: whatever we said is forgotten by the server.
   reset() {
     window.clearTimeout(this.pauseTimer);
+    window.clearTimeout(this.laterTimer);
     this.pauseTimer = null;
+    this.laterTimer = null;
     this.key = null;
     this.state = "done";
     this.noticeAt = Number.NEGATIVE_INFINITY;
@@ -199,14 +213,17 @@ export function liveDecorator(actions) {
     const body = li.querySelector(".body");
     const text = li.querySelector(".text");
     if (event.reply && event.reply_to) {
-      const quote = button("reply-quote", "", `Go to ${event.reply.from}'s message`, "quote");
+      // Read as what it shows ("↪ bob: first words"); the title says what a click does.
+      const quote = button("reply-quote", "", null, "quote");
+      quote.title = `Go to ${event.reply.from}'s message`;
       quote.append("↪ ");
       const who = document.createElement("span");
       who.className = "quote-sender";
       who.textContent = event.reply.from;
       quote.append(who, ` ${event.reply.text}`);
       quote.addEventListener("click", () => actions.jump(entry));
-      body.prepend(quote);
+      li.classList.add("reply");
+      li.prepend(quote);
     }
     if (event.deleted) {
       li.classList.add("deleted");
