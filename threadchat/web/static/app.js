@@ -113,25 +113,6 @@ function before(a, b) {
   return a.ts < b.ts || (a.ts === b.ts && a.order < b.order);
 }
 
-// Our own message, shown on the server's "ok" without its history id, comes back from
-// history (after a reconnection) with it: the two are one message, not two.
-function claimOwn(conv, event) {
-  const sent = Date.parse(event.ts);
-  for (const entry of conv.entries) {
-    if (!entry.own || entry.id !== null || entry.event.from !== event.from) continue;
-    if (entry.event.text !== event.text || !entry.event.action !== !event.action) continue;
-    const acked = Date.parse(entry.ts);
-    if (sent <= acked + 1000 && acked - sent < 120000) {
-      entry.id = event.id;
-      conv.ids.add(event.id);
-      conv.lastId = Math.max(conv.lastId, event.id);
-      if (entry.node) entry.node.dataset.id = String(event.id);
-      return true;
-    }
-  }
-  return false;
-}
-
 // Add an entry in time order. Returns false for a message already shown (same history id).
 function addEntry(conv, entry) {
   entry.order = order++;
@@ -139,7 +120,6 @@ function addEntry(conv, entry) {
   entry.id ??= null;
   if (entry.id !== null) {
     if (conv.ids.has(entry.id)) return false;
-    if (entry.kind === "message" && entry.own && claimOwn(conv, entry.event)) return false;
     conv.ids.add(entry.id);
     conv.lastId = Math.max(conv.lastId, entry.id);
   }
