@@ -188,12 +188,16 @@ def test_edit_with_the_up_arrow_and_delete_with_a_confirmation_live_and_after_re
     alice.press("#text", "Escape")
     expect(alice.locator("#text")).to_have_value("")
     expect(alice.locator("#composing")).to_be_hidden()
-    # The first message by its Edit button.
+    # The first message by its Edit button, while another is being written: it comes back.
+    alice.fill("#text", "half a thought")
     helo = message(alice, "helo wrld")
     helo.hover()
     helo.locator("button", has_text="Edit").click()
     expect(alice.locator("#text")).to_have_value("helo wrld")
-    type_line(alice, "hello world")
+    alice.fill("#text", "hello world")
+    alice.press("#text", "Enter")
+    expect(alice.locator("#text")).to_have_value("half a thought")
+    alice.fill("#text", "")
     got = bob.expect_event("edit", msgid=first)
     assert (got["text"], got["from"]) == ("hello world", "alice")
     edited = message(alice, "hello world")
@@ -306,3 +310,57 @@ def test_shift_enter_makes_one_multiline_message(
     # The same after a reload, from history.
     carol = chat_page(browsing, server, "carol")
     assert message(carol, "first line").locator(".text").inner_text() == "first line\nsecond line"
+
+
+def test_the_live_module(server: Server, browsing: Browsing) -> None:
+    page = browsing.page(test_page.page_url(server))
+    results = page.evaluate(
+        """async () => {
+          const live = await import("./live.js");
+          const fold = (name) => name.toLowerCase();
+          let reactions = live.applyReaction([], { reaction: "👍", from: "Bob", on: true }, fold);
+          reactions = live.applyReaction(reactions, { reaction: "👍", from: "bob", on: true }, fold);
+          reactions = live.applyReaction(reactions, { reaction: "🎉", from: "amy", on: true }, fold);
+          reactions = live.applyReaction(reactions, { reaction: "👍", from: "amy", on: true }, fold);
+          const counted = reactions.map((item) => [item.reaction, item.count]);
+          reactions = live.applyReaction(reactions, { reaction: "🎉", from: "AMY", on: false }, fold);
+          reactions = live.applyReaction(reactions, { reaction: "🙏", from: "amy", on: false }, fold);
+          const sent = [];
+          let clock = 100000;
+          const sender = new live.TypingSender((key, state) => sent.push([key, state]), () => clock);
+          sender.typed("#dev", "h");
+          sender.typed("#dev", "he");   // within 3.3 s: nothing more
+          clock += 1000;
+          sender.typed("#dev", "");     // emptied: done
+          sender.typed("#dev", "/who"); // a command: nothing
+          clock += 5000;
+          sender.typed("#dev", "x");
+          sender.typed("#lobby", "y");  // elsewhere: done there; here, once 3.3 s are up
+          sender.done();
+          return {
+            quotes: [live.quoteOf("short"), live.quoteOf("two\\nlines"),
+                     live.quoteOf("a sentence that goes on well past the forty characters")],
+            counted,
+            left: reactions,
+            typing: [[], ["amy"], ["amy", "bob"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+              .map(live.typingText),
+            sent,
+          };
+        }"""
+    )
+    assert results["quotes"] == ["short", "two…", "a sentence that goes on well past the…"]
+    assert results["counted"] == [["👍", 2], ["🎉", 1]]
+    assert results["left"] == [{"reaction": "👍", "from": ["Bob", "amy"], "count": 2}]
+    assert results["typing"] == [
+        "",
+        "amy is typing…",
+        "amy and bob are typing…",
+        "a, b and c are typing…",
+        "Several people are typing…",
+    ]
+    assert results["sent"] == [
+        ["#dev", "active"],
+        ["#dev", "done"],
+        ["#dev", "active"],
+        ["#dev", "done"],
+    ]

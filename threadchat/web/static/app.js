@@ -568,11 +568,13 @@ function deleteMessage(entry) {
 
 // Reply to or edit a message: the line above the composer says which; null ends it.
 function setComposing(next) {
-  const wasEditing = composing && composing.mode === "edit";
+  // An edit borrows the message box: what was being written comes back after it.
+  const draft = composing && composing.mode === "edit" ? composing.draft : null;
+  if (next && next.mode === "edit") next.draft = draft ?? ui.text.value;
   composing = next;
   if (next === null) {
     ui.composing.hidden = true;
-    if (wasEditing) ui.text.value = "";
+    if (draft !== null) ui.text.value = draft;
   } else {
     const { event } = next.entry;
     ui.composingText.textContent = next.mode === "edit"
@@ -580,6 +582,7 @@ function setComposing(next) {
       : `Replying to ${event.from}: ${quoteOf(event.text)}`;
     ui.composing.hidden = false;
     if (next.mode === "edit") ui.text.value = event.text;
+    else if (draft !== null) ui.text.value = draft;
   }
   fitComposer();
   ui.text.focus();
@@ -1275,8 +1278,10 @@ ui.composer.addEventListener("submit", (submit) => {
   const line = ui.text.value;
   if (!line.trim()) return;
   const editing = composing && composing.mode === "edit";
-  if (editing ? sendEdit(line) : submitLine(line)) {
-    if (!editing) lastSent = line;
+  if (editing) {
+    sendEdit(line); // the box gets back what was being written before the edit
+  } else if (submitLine(line)) {
+    lastSent = line;
     ui.text.value = "";
     fitComposer();
     typingSender.done();
