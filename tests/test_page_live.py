@@ -318,13 +318,17 @@ def test_the_live_module(server: Server, browsing: Browsing) -> None:
         """async () => {
           const live = await import("./live.js");
           const fold = (name) => name.toLowerCase();
-          let reactions = live.applyReaction([], { reaction: "👍", from: "Bob", on: true }, fold);
-          reactions = live.applyReaction(reactions, { reaction: "👍", from: "bob", on: true }, fold);
-          reactions = live.applyReaction(reactions, { reaction: "🎉", from: "amy", on: true }, fold);
-          reactions = live.applyReaction(reactions, { reaction: "👍", from: "amy", on: true }, fold);
+          let reactions = [];
+          const react = (reaction, from, on) => {
+            reactions = live.applyReaction(reactions, { reaction, from, on }, fold);
+          };
+          react("👍", "Bob", true);
+          react("👍", "bob", true);
+          react("🎉", "amy", true);
+          react("👍", "amy", true);
           const counted = reactions.map((item) => [item.reaction, item.count]);
-          reactions = live.applyReaction(reactions, { reaction: "🎉", from: "AMY", on: false }, fold);
-          reactions = live.applyReaction(reactions, { reaction: "🙏", from: "amy", on: false }, fold);
+          react("🎉", "AMY", false);
+          react("🙏", "amy", false);
           const sent = [];
           let clock = 100000;
           const sender = new live.TypingSender((key, state) => sent.push([key, state]), () => clock);
