@@ -331,7 +331,8 @@ def test_the_live_module(server: Server, browsing: Browsing) -> None:
           react("🙏", "amy", false);
           const sent = [];
           let clock = 100000;
-          const sender = new live.TypingSender((key, state) => sent.push([key, state]), () => clock);
+          const send = (key, state) => sent.push([key, state]);
+          const sender = new live.TypingSender(send, () => clock);
           sender.typed("#dev", "h");
           sender.typed("#dev", "he");   // within 3.3 s: nothing more
           clock += 1000;
