@@ -524,7 +524,7 @@ const typingBoard = new TypingBoard((key) => {
 const typingSender = new TypingSender((key, state) => {
   const conv = conversations.get(key);
   if (!conv || conv.kind !== "room" || !conv.joined || !session) return;
-  request({ type: "typing", room: conv.name, state }, { kind: "typing" });
+  request({ type: "typing", room: conv.name, state }, { kind: "typing", state });
 });
 
 // The message a request about a message names, with the conversation's name to check it.
@@ -1095,7 +1095,10 @@ function onError(event, purpose) {
     return;
   }
   if (purpose && purpose.kind === "read") return; // a marker not kept: the page keeps its own
-  if (purpose && purpose.kind === "typing") return; // a notice too soon: the next one will do
+  if (purpose && purpose.kind === "typing") {
+    if (event.code === "too_often") typingSender.refused(purpose.state);
+    return; // not the user's business: the notice is sent again when it may be
+  }
   if (purpose && (purpose.kind === "older" || purpose.kind === "catch-up" ||
                   purpose.kind === "around" || purpose.kind === "newer")) {
     const conv = conversations.get(purpose.key);

@@ -149,6 +149,19 @@ export class TypingSender {
     }
   }
 
+  // The server refused our `active` as too soon (one notice took longer on the way than the
+  // next): sent again once it cannot be, if still typing.
+  refused(state) {
+    if (state !== "active" || this.key === null || this.state !== "active") return;
+    this.state = "paused"; // as far as the others know, not typing
+    this.noticeAt = this.now();
+    window.clearTimeout(this.laterTimer);
+    this.laterTimer = window.setTimeout(() => {
+      this.laterTimer = null;
+      if (this.key !== null && this.state !== "active") this.emit("active");
+    }, TYPING_THROTTLE);
+  }
+
   pause() {
     this.pauseTimer = null;
     if (this.state !== "active") return;
