@@ -262,6 +262,9 @@ class TopicInfo(Event):
 @dataclass(frozen=True, slots=True)
 class Ok(Event):
     ref: object = None
+    # The stored message a `say` or `msg` with a ref was answered for: its msgid, so the
+    # sender (who is not sent its own message back) can edit, delete or react to it.
+    msgid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,6 +133,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "notice", "text": "\n".join(event.lines)}
         case events.Ok():
             body = {"type": "ok", "ref": event.ref}
+            if event.msgid is not None:
+                body["msgid"] = event.msgid
         case events.Error():
             body = {"type": "error", "code": event.code, "message": event.message}
             if event.ref is not None:
