@@ -38,6 +38,7 @@ from threadchat.app.server import Server
 from threadchat.config import Config
 from threadchat.core.history import HistoryQuery, Ref
 from threadchat.store.base import NewMessage
+from threadchat.store.schema import summarize_reactions
 from threadchat.store.sqlite import SQLiteStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "live.jsonl"
@@ -220,6 +221,9 @@ def _liven(db_path: Path, first_id: int, last_id: int) -> None:
             reactions,
         )
         conn.execute("UPDATE messages SET text = 'edited ' || id, edited = 1 WHERE id % 10 = 0")
+        # Each message's row holds its reactions too (schema v6), as the store's writer
+        # keeps them: the same function the upgrade to v6 uses.
+        summarize_reactions(conn)
     conn.close()
 
 
