@@ -3402,8 +3402,8 @@ def _changed(event: Any, changes: dict[str, Any]) -> Any:
     """A recent message as an edit, deletion or reaction left it: `text` replaced, the
     other changes made to its `extra`."""
     extra = event.extra or live.MessageExtra()
-    text = changes.pop("text", event.text)
-    return replace(event, text=text, extra=replace(extra, **changes))
+    marks = {name: value for name, value in changes.items() if name != "text"}
+    return replace(event, text=changes.get("text", event.text), extra=replace(extra, **marks))
 
 
 def _recent_of(
