@@ -186,6 +186,9 @@ def test_replies_reactions_edits_and_deletions_between_json_and_irc(people: Serv
         ("PRIVMSG", "alice", ["bob", "great"]),
     ]
     assert batch[2].tags["+draft/react"] == "👍" and batch[4].tags["+draft/reply"] == str(answer)
+    # Each person's copy of the conversation changed: bob's reply quotes the edited text.
+    bob.send(f"@+draft/reply={msgid} PRIVMSG alice :one is fine")
+    assert alice.expect_event("private", text="one is fine")["reply"]["text"] == "lunch at one?"
     for client in (alice, bob, bob_phone, carol):
         client.close()
 
