@@ -547,6 +547,8 @@ def test_private_replies_reactions_edits_deletions_and_typing_cross_nodes(
 ) -> None:
     one, two = cluster.start_all("one", "two")
     alice, bob = one.json("alice"), two.json("bob")
+    # Node one knows bob once his arrival has come over the bus.
+    alice.expect_event("join", room="lobby", name="bob")
     alice.send_json(type="msg", to="bob", text="psst", ref="m")
     alice.expect_event("ok", ref="m")
     question = bob.expect_event("private", text="psst")["msgid"]
