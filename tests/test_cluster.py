@@ -736,3 +736,41 @@ def _whois_known(client: JsonClient, nick: str) -> bool:
     while answer.get("ref") != "w":
         answer = client.read_event()
     return answer["type"] != "error"
+
+
+def test_private_replies_reactions_edits_deletions_and_typing_cross_nodes(
+    cluster: Cluster,
+) -> None:
+    one, two = cluster.start_all("one", "two")
+    alice, bob = one.json("alice"), two.json("bob")
+    # Node one knows bob once his arrival has come over the bus.
+    alice.expect_event("join", room="lobby", name="bob")
+    alice.send_json(type="msg", to="bob", text="psst", ref="m")
+    alice.expect_event("ok", ref="m")
+    question = bob.expect_event("private", text="psst")["msgid"]
+    # Node two knows the message from the bus: bob answers it, reacts to it.
+    bob.send_json(type="msg", to="alice", text="yes?", reply_to=question, ref="a")
+    bob.expect_event("ok", ref="a")
+    answer = alice.expect_event("private", text="yes?")
+    assert answer["reply_to"] == question and answer["reply"]["from"] == "alice"
+    bob.send_json(type="react", msgid=question, reaction="👍", ref="r")
+    bob.expect_event("ok", ref="r")
+    reacted = alice.expect_event("react", msgid=question)
+    assert (reacted["from"], reacted["to"], reacted["reaction"]) == ("bob", "alice", "👍")
+    alice.send_json(type="edit", msgid=question, text="psst, lunch?", ref="e")
+    alice.expect_event("ok", ref="e")
+    edited = bob.expect_event("edit", msgid=question)
+    assert (edited["text"], edited["to"]) == ("psst, lunch?", "bob")
+    bob.send_json(type="typing", to="alice", ref="t")
+    bob.expect_event("ok", ref="t")
+    assert alice.expect_event("typing")["from"] == "bob"
+    # Only the author deletes, on either node; then it is gone for both.
+    bob.send_json(type="delete", msgid=question, ref="no")
+    assert bob.expect_event("error", ref="no")["code"] == "not_yours"
+    alice.send_json(type="delete", msgid=question, ref="d")
+    alice.expect_event("ok", ref="d")
+    assert bob.expect_event("delete", msgid=question)["by"] == "alice"
+    bob.send_json(type="react", msgid=question, reaction="🎉", ref="late")
+    assert bob.expect_event("error", ref="late")["code"] == "unknown_message"
+    alice.close()
+    bob.close()

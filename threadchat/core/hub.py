@@ -136,6 +136,11 @@ class User:
     # The node this person is connected to when it is another one (several nodes, see
     # `Hub.apply_remote`): here they have no connection and nothing they do starts here.
     node: str | None = None
+    # Their last private messages, sent or received (at least live.RECENT_PER_ROOM), by id:
+    # (the message, its sender, its recipient). What replies, reactions, edits, deletions
+    # and short references find without the store, as `Room.recent` for a room; only the
+    # two people of a conversation hold its messages here.
+    recent_private: "dict[int, PrivateEntry]" = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -284,7 +289,8 @@ class Hub:
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
         # (folded nick, room key) -> (monotonic time, state) of the last typing notice relayed.
-        self._typing: dict[tuple[str, str], tuple[float, str]] = {}
+        # A private conversation's key is (folded nick, "", the peer's folded nick).
+        self._typing: dict[tuple[str, ...], tuple[float, str]] = {}
         # Folded nick -> the users watching it (User.watching), online or not.
         self._watchers: dict[str, set[User]] = {}
         # Services the server plugs in when it has a store; None keeps the hub memory-only.
@@ -1198,11 +1204,14 @@ class Hub:
         *,
         origin: Connection | None = None,
         tags: events.ClientTags = (),
+        reply_to: int | None = None,
     ) -> User:
         """Send to one user only (each of their connections, and the sender's other
         connections); returns the recipient (whose `away` a caller may report).
 
-        `echo`, `origin` and `tags` as for `say`."""
+        `echo`, `origin` and `tags` as for `say`. `reply_to`: the id of a message of this
+        same conversation that this one answers (stored; raises HubError unknown_message,
+        not_in_room: a message of another conversation)."""
         check_message(text)
         origin = _origin(user, origin)
         stamp: dict[str, Any] = {"tags": tags} if tags else {}
@@ -1210,13 +1219,18 @@ class Hub:
             first = self.find_user(target)
             if first is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
+            if reply_to is not None:
+                stamp["extra"] = self._private_reply_extra(user, first, reply_to)
             if self.history is None:
                 return self._relay_private(user, origin, target, text, kind, stamp, echo)
 
             def relay(stored: dict[str, Any]) -> None:
                 self._relay_private(user, origin, target, text, kind, {**stored, **stamp}, echo)
 
-            self.history.submit(user, text, kind, relay, target=first)
+            if reply_to is None:
+                self.history.submit(user, text, kind, relay, target=first)
+            else:
+                self.history.submit(user, text, kind, relay, target=first, reply_to=reply_to)
             return first
 
     def _relay_private(
@@ -1241,8 +1255,15 @@ class Hub:
                 text=text,
                 kind=kind,
                 account=user.account,
+                target_account=recipient.account,
                 **stamp,
             )
+            if kind != events.NOTICE and ("id" in stamp or self.history is None):
+                # Stored (or, without history, named by its event id): it may be replied
+                # to, reacted to, edited and deleted.
+                _remember_private(user, event, user, recipient)
+                if recipient is not user:
+                    _remember_private(recipient, event, user, recipient)
             if recipient.node is not None and self.bus is not None:
                 self.bus.publish("pm", node_shard(recipient.node), _message_record(event))
             self._deliver(event, recipient.connections)
@@ -1322,8 +1343,9 @@ class Hub:
         mask = (1 << (4 * digits)) - 1
         best = -1
         with self._lock:
-            for room in user.rooms.values():
-                for msgid in reversed(room.recent):
+            for recent in chain((room.recent for room in user.rooms.values()),
+                                (user.recent_private,)):  # fmt: skip
+                for msgid in reversed(recent):
                     if msgid & mask == value:
                         best = max(best, msgid)
                         break
@@ -1341,12 +1363,20 @@ class Hub:
         raise HubError("unknown_message", f"you have said nothing lately in {room.name}")
 
     def _message_for(
-        self, user: User, msgid: int, room_name: str | None = None
-    ) -> tuple[Room, events.RoomMessage, User | None]:
-        """The room message `msgid` that `user` acts on, with its room and (when recent) the
-        person who sent it: from the recent ones, else from history. Called without the hub
-        lock (history may be read). Raises HubError unknown_message (also for a deleted one),
-        not_in_room (`user` is not in its room, or it is not in `room_name`),
+        self,
+        user: User,
+        msgid: int,
+        room_name: str | None = None,
+        *,
+        peer: str | None = None,
+    ) -> "_Found":
+        """The message `msgid` that `user` acts on: a message of one of their rooms, or of
+        one of their private conversations; from the recent ones, else from history. Called
+        without the hub lock (history may be read). `room_name`: it must be in that room;
+        `peer`: in `user`'s conversation with that person. Raises HubError unknown_message
+        (also for a deleted one, and for a private message of a conversation `user` is not
+        in: whether it exists is not theirs to know), not_in_room (`user` is not in its
+        room, or it is not in `room_name` or the conversation with `peer`),
         history_failed."""
         unknown = HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with self._lock:
@@ -1359,8 +1389,16 @@ class Hub:
                 event, sender = entry
                 if event.extra is not None and event.extra.deleted:
                     raise unknown
-                self._check_message_room(user, room, room_name)
-                return room, event, sender
+                self._check_message_room(user, room, room_name, peer)
+                return _Found(event, sender, room)
+            private = user.recent_private.get(msgid)
+            if private is not None:
+                event, sender, recipient = private
+                if event.extra is not None and event.extra.deleted:
+                    raise unknown
+                return self._private_found(
+                    user, event, sender, (sender, recipient), room_name, peer
+                )
         history = self.history
         if history is None or not 0 < msgid <= history_types.MAX_REF:
             raise unknown
@@ -1371,29 +1409,107 @@ class Hub:
             raise HubError("history_failed", "history cannot be read right now") from None
         if stored is None or (stored.extra is not None and stored.extra.deleted):
             raise unknown
+        if isinstance(stored, events.PrivateMessage):
+            accounts = {names.fold(a) for a in (stored.account, stored.target_account) if a}
+            if user.account is None or names.fold(user.account) not in accounts:
+                raise unknown
+            with self._lock:
+                people = tuple(
+                    u
+                    for u in self._users.values()
+                    if u.account is not None and names.fold(u.account) in accounts
+                )
+                return self._private_found(user, stored, None, people, room_name, peer)
         with self._lock:
             room = self._rooms.get(names.fold(stored.room))
             if room is None:
                 raise HubError("not_in_room", f"you are not in {stored.room}")
-            self._check_message_room(user, room, room_name)
-            return room, stored, None
+            self._check_message_room(user, room, room_name, peer)
+            return _Found(stored, None, room)
 
     @staticmethod
-    def _check_message_room(user: User, room: Room, room_name: str | None) -> None:
+    def _check_message_room(
+        user: User, room: Room, room_name: str | None, peer: str | None = None
+    ) -> None:
+        if peer is not None:
+            raise HubError("not_in_room", f"that message is not in a conversation with {peer}")
         if room_name is not None and names.fold(room_name) != room.key:
             raise HubError("not_in_room", f"that message is not in {room_name}")
         if user.key not in room.members:
             raise HubError("not_in_room", f"you are not in {room.name}")
 
+    @staticmethod
+    def _private_found(
+        user: User,
+        event: events.PrivateMessage,
+        sender: User | None,
+        people: tuple[User, ...],
+        room_name: str | None,
+        peer: str | None,
+    ) -> "_Found":
+        """A private message of `user`'s as found (hub lock held): `people` are the persons
+        of its conversation here (its sender and recipient while recent, else those of
+        either account), of which the others than `user`'s side make the other side."""
+        if room_name is not None:
+            raise HubError("not_in_room", f"that message is not in {room_name}")
+        if sender is not None:
+            recipient = people[1]
+            others: tuple[User, ...] = (recipient if sender is user else sender,)
+            other_nick = others[0].nick
+        else:
+            mine = names.fold(user.account or "")
+            sent = event.account is not None and names.fold(event.account) == mine
+            other_account = event.target_account if sent else event.account
+            other_nick = event.target if sent else event.sender
+            if event.account == event.target_account or other_account is None:
+                others = (user,)
+            else:
+                others = tuple(
+                    p
+                    for p in people
+                    if p.account is not None and names.fold(p.account) == names.fold(other_account)
+                )
+                if others:
+                    other_nick = others[0].nick
+        if peer is not None:
+            # The other side by any name it is known by: now, or when the message was sent.
+            called = {names.fold(n) for n in (other_nick, *(p.nick for p in others))}
+            called.add(names.fold(event.target if event.sender == user.nick else event.sender))
+            if names.fold(peer) not in called:
+                raise HubError("not_in_room", f"that message is not in a conversation with {peer}")
+        return _Found(event, sender, None, tuple(dict.fromkeys((user, *people))), other_nick)
+
+    def reply(
+        self,
+        user: User,
+        msgid: int,
+        text: str,
+        kind: str = events.TEXT,
+        *,
+        origin: Connection | None = None,
+    ) -> None:
+        """Answer the message `msgid` where it was said: in its room (as `say` with
+        `reply_to`), or in its private conversation, to the other person (as
+        `send_private`). Raises HubError as they do."""
+        found = self._message_for(user, msgid)
+        if found.room is not None:
+            self.say(user, found.room.name, text, kind, origin=origin, reply_to=msgid)
+        else:
+            self.send_private(user, found.peer, text, kind, origin=origin, reply_to=msgid)
+
     def _reply_extra(self, user: User, room_name: str, reply_to: int) -> live.MessageExtra:
         """What a reply carries of the message it answers, which must be in the same room."""
-        _, parent, _ = self._message_for(user, reply_to, room_name)
-        return live.MessageExtra(
-            reply_to=parent.id, reply_sender=parent.sender, reply_excerpt=live.excerpt(parent.text)
-        )
+        return _reply_of(self._message_for(user, reply_to, room_name).event)
+
+    def _private_reply_extra(self, user: User, peer: User, reply_to: int) -> live.MessageExtra:
+        """What a private reply carries of the message it answers, which must be in the
+        same conversation (of `user` with `peer`)."""
+        return _reply_of(self._message_for(user, reply_to, peer=peer.nick).event)
 
     @staticmethod
-    def _is_author(user: User, event: events.RoomMessage, sender: User | None) -> bool:
+    def _is_author(
+        user: User, event: events.RoomMessage | events.PrivateMessage, sender: User | None
+    ) -> bool:
         """Whether `user` wrote `event`: the same account; for a guest's message, the very
         person who sent it (known only while it is recent: a guest's nick proves nothing)."""
         if event.account is not None:
@@ -1408,9 +1524,17 @@ class Hub:
         if entry is None:
             return
         event, sender = entry
-        extra = event.extra or live.MessageExtra()
-        text = changes.pop("text", event.text)
-        room.recent[msgid] = (replace(event, text=text, extra=replace(extra, **changes)), sender)
+        room.recent[msgid] = (_changed(event, changes), sender)
+
+    @staticmethod
+    def _update_private(people: Iterable[User], msgid: int, **changes: Any) -> None:
+        """Change a recent private message, in the recent messages of each of the people of
+        its conversation, as an edit, deletion or reaction did (hub lock held)."""
+        for person in people:
+            entry = person.recent_private.get(msgid)
+            if entry is not None:
+                event, sender, recipient = entry
+                person.recent_private[msgid] = (_changed(event, changes), sender, recipient)
 
     def _publish_live(self, room: Room, event: events.Event) -> None:
         """Tell the other nodes of a reaction, deletion, edit or typing notice (hub lock
@@ -1440,21 +1564,80 @@ class Hub:
                 self._update_recent(room, event.msgid, text=event.text, edited=True)
         self._fan_out(event, room.members.values())
 
+    def _tell_live(self, found: "_Found", event: Event) -> None:
+        """Show a reaction, deletion or edit to those who see the message (hub lock held):
+        a room's members (and the other nodes), or the two people of a private
+        conversation, on each of their connections."""
+        if found.room is not None:
+            self._fan_out(event, found.room.members.values())
+            self._publish_live(found.room, event)
+        else:
+            self._fan_out(event, found.people)
+            self._publish_private_live(found.people, event)
+
+    def _publish_private_live(self, people: Iterable[User], event: Event) -> None:
+        """Tell the nodes of the people of a private conversation who are on another node
+        of a reaction, deletion, edit or typing notice (hub lock held): on the stream of
+        each one's node, where their private messages go, so it comes after the message."""
+        if self.bus is None:
+            return
+        record = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        del record["id"], record["ts"]
+        for person in people:
+            if person.node is not None:
+                kind = _LIVE_KINDS_OF_EVENTS[type(event)]
+                self.bus.publish(kind, node_shard(person.node), {**record, "to": person.nick})
+
+    def _apply_remote_private_live(self, kind: str, data: dict[str, Any]) -> None:
+        """What `_publish_private_live` told this node (hub lock held): the person it names
+        is shown the event, and their recent copy of the message changes as it did there."""
+        fields = dict(data)
+        person = self._users.get(names.fold(fields.pop("to", "")))
+        if person is None or person.node is not None:
+            return
+        event = _LIVE_EVENTS[kind](**fields)
+        match event:
+            case events.Reaction():
+                entry = person.recent_private.get(event.msgid)
+                if entry is not None:
+                    extra = entry[0].extra or live.MessageExtra()
+                    reactions, _ = live.with_reaction(
+                        extra.reactions, event.reaction, event.sender, event.on
+                    )
+                    self._update_private((person,), event.msgid, reactions=reactions)
+            case events.MessageDeleted():
+                self._update_private((person,), event.msgid, text="", deleted=True)
+            case events.MessageEdited():
+                self._update_private((person,), event.msgid, text=event.text, edited=True)
+        self._fan_out(event, [person])
+
     def react(
-        self, user: User, msgid: int, reaction: str, *, on: bool = True, room: str | None = None
+        self,
+        user: User,
+        msgid: int,
+        reaction: str,
+        *,
+        on: bool = True,
+        room: str | None = None,
+        to: str | None = None,
     ) -> bool:
-        """Add (`on`) or take back `user`'s `reaction` to a room message; the room's members
-        see a Reaction event. Whoever may speak in the room may react. Returns False (nothing
-        relayed) when that changes nothing. Raises HubError unknown_message, not_in_room,
-        too_long, bad_request, moderated, muted, history_failed."""
+        """Add (`on`) or take back `user`'s `reaction` to a message: in a room whoever may
+        speak there may react, in a private conversation either of its two people; those
+        who see the message see a Reaction event. Returns False (nothing relayed) when that
+        changes nothing. `room` or `to` (a nick), when given, is the conversation the client
+        believes the message is in (not_in_room when it is not). Raises HubError
+        unknown_message, not_in_room, too_long, bad_request, moderated, muted,
+        history_failed."""
         check_text(reaction, strict=True)
         if not reaction.strip() or " " in reaction:
             raise HubError("bad_request", "a reaction is one word or emoji")
         if len(reaction.encode()) > live.REACTION_MAX_BYTES:
             raise HubError("too_long", f"a reaction is at most {live.REACTION_MAX_BYTES} bytes")
-        joined, event, _ = self._message_for(user, msgid, room)
-        with self._lock:
-            self._room_to_speak(user, joined.name)
+        found = self._message_for(user, msgid, room, peer=to)
+        joined, event = found.room, found.event
+        if joined is not None:
+            with self._lock:
+                self._room_to_speak(user, joined.name)
         who = user.nick
         changed = True
         if self.history is not None:
@@ -1465,54 +1648,69 @@ class Hub:
                 log.error("reaction not stored: %s", problem)
                 raise HubError("history_failed", "the reaction could not be stored") from None
         with delivery.batch(), self._lock:
-            entry = joined.recent.get(msgid)
-            if entry is not None:
-                extra = entry[0].extra or live.MessageExtra()
+            recent = _recent_of(found, user, msgid)
+            if recent is not None:
+                extra = recent.extra or live.MessageExtra()
                 reactions, changed_here = live.with_reaction(extra.reactions, reaction, who, on)
                 if self.history is None:
                     changed = changed_here
-                self._update_recent(joined, msgid, reactions=reactions)
+                if joined is not None:
+                    self._update_recent(joined, msgid, reactions=reactions)
+                else:
+                    self._update_private(found.people, msgid, reactions=reactions)
             if not changed:
                 return False
             notice = events.Reaction(
-                room=joined.name,
+                room=joined.name if joined is not None else None,
+                target=found.peer,
                 sender=who,
                 msgid=event.id,
                 reaction=reaction,
                 on=on,
                 account=user.account,
             )
-            self._fan_out(notice, joined.members.values())
-            self._publish_live(joined, notice)
+            self._tell_live(found, notice)
         return True
 
     def delete_message(
-        self, user: User, msgid: int, reason: str = "", *, room: str | None = None
+        self,
+        user: User,
+        msgid: int,
+        reason: str = "",
+        *,
+        room: str | None = None,
+        to: str | None = None,
     ) -> None:
-        """Delete a room message: its author or one who may moderate the room may. History
-        keeps a tombstone (no text, marked deleted); the members see MessageDeleted. Raises
-        HubError unknown_message, not_in_room, not_yours, history_failed."""
+        """Delete a message: in a room its author or one who may moderate the room may, in
+        a private conversation its author only. History keeps a tombstone (no text, marked
+        deleted); those who see the message see MessageDeleted. `room` and `to` as for
+        `react`. Raises HubError unknown_message, not_in_room, not_yours, history_failed."""
         check_text(reason)
-        joined, event, sender = self._message_for(user, msgid, room)
+        found = self._message_for(user, msgid, room, peer=to)
+        joined, event = found.room, found.event
         with self._lock:
-            if not self._is_author(user, event, sender) and not self.may_moderate(user, joined):
-                raise HubError(
-                    "not_yours", f"{live.full_ref(msgid)} is not yours and you are no operator"
-                )
+            if not self._is_author(user, event, found.sender) and (
+                joined is None or not self.may_moderate(user, joined)
+            ):
+                why = "and you are no operator" if joined is not None else "to delete"
+                raise HubError("not_yours", f"{live.full_ref(msgid)} is not yours {why}")
         # Deleted meanwhile by someone else (or purged): unknown_message.
         self._store_change(msgid, "deletion", lambda history: history.delete(msgid))
         with delivery.batch(), self._lock:
-            self._update_recent(joined, msgid, text="", deleted=True)
+            if joined is not None:
+                self._update_recent(joined, msgid, text="", deleted=True)
+            else:
+                self._update_private(found.people, msgid, text="", deleted=True)
             gone = events.MessageDeleted(
-                room=joined.name,
+                room=joined.name if joined is not None else None,
+                target=found.peer,
                 msgid=event.id,
                 by=user.nick,
                 sender=event.sender,
                 reason=reason,
                 account=user.account,
             )
-            self._fan_out(gone, joined.members.values())
-            self._publish_live(joined, gone)
+            self._tell_live(found, gone)
 
     def _store_change(self, msgid: int, what: str, change: Callable[[ports.History], bool]) -> None:
         """Store a change to message `msgid` (outside the lock: it waits for the disk).
@@ -1528,46 +1726,73 @@ class Hub:
         if not changed:
             raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
 
-    def edit_message(self, user: User, msgid: int, text: str, *, room: str | None = None) -> None:
-        """Replace the text of `user`'s own room message (nobody edits another's words).
-        History keeps the latest text, marked edited; the members see MessageEdited. Raises
+    def edit_message(
+        self, user: User, msgid: int, text: str, *, room: str | None = None, to: str | None = None
+    ) -> None:
+        """Replace the text of `user`'s own message, in a room or a private conversation
+        (nobody edits another's words). History keeps the latest text, marked edited; those
+        who see the message see MessageEdited. `room` and `to` as for `react`. Raises
         HubError unknown_message, not_in_room, not_yours, too_long, bad_request, moderated,
         muted, history_failed."""
         check_message(text)
         if not text.strip():
             raise HubError("bad_request", "an edit needs text (delete the message instead)")
-        joined, event, sender = self._message_for(user, msgid, room)
+        found = self._message_for(user, msgid, room, peer=to)
+        joined, event = found.room, found.event
         with self._lock:
-            if not self._is_author(user, event, sender):
+            if not self._is_author(user, event, found.sender):
                 raise HubError("not_yours", f"{live.full_ref(msgid)} is not yours to edit")
-            self._room_to_speak(user, joined.name)
+            if joined is not None:
+                self._room_to_speak(user, joined.name)
         self._store_change(msgid, "edit", lambda history: history.edit(msgid, text))
         with delivery.batch(), self._lock:
-            self._update_recent(joined, msgid, text=text, edited=True)
+            if joined is not None:
+                self._update_recent(joined, msgid, text=text, edited=True)
+            else:
+                self._update_private(found.people, msgid, text=text, edited=True)
             edited = events.MessageEdited(
-                room=joined.name,
+                room=joined.name if joined is not None else None,
+                target=found.peer,
                 msgid=event.id,
                 sender=user.nick,
                 text=text,
                 account=user.account,
             )
-            self._fan_out(edited, joined.members.values())
-            self._publish_live(joined, edited)
+            self._tell_live(found, edited)
 
-    def typing(self, user: User, room_name: str, state: str, *, echo: Echo | None = None) -> None:
-        """Tell the room's other members that `user` is typing (`state` active, paused or
-        done); never stored. At most one notice per user and room every
-        live.TYPING_INTERVAL seconds (a `done` once more after another state); nothing is
-        sent in a quiet room. Raises HubError bad_request, too_often, not_in_room and as
-        `say` does."""
+    def typing(
+        self,
+        user: User,
+        room_name: str | None,
+        state: str,
+        *,
+        echo: Echo | None = None,
+        to: str | None = None,
+    ) -> None:
+        """Tell the room's other members, or the person `to` (a private conversation; then
+        `room_name` is None), that `user` is typing (`state` active, paused or done); never
+        stored. At most one notice per user and conversation every live.TYPING_INTERVAL
+        seconds (a `done` once more after another state); nothing is sent in a quiet room.
+        Raises HubError bad_request, too_often, not_in_room, no_such_nick and as `say`
+        does."""
         if state not in live.TYPING_STATES:
             raise HubError("bad_request", f"typing is one of {', '.join(live.TYPING_STATES)}")
         now = time.monotonic()
         with delivery.batch(), self._lock:
-            room = self._room_to_speak(user, room_name)
-            if user.key not in room.members:
-                raise HubError("not_in_room", f"you are not in {room.name}")
-            key = (user.key, room.key)
+            room: Room | None = None
+            recipient: User | None = None
+            if to is not None:
+                recipient = self._users.get(names.fold(to))
+                if recipient is None:
+                    raise HubError("no_such_nick", f"there is nobody called {to}")
+                # A private conversation's key: "" and the peer, which no room key is.
+                key: tuple[str, ...] = (user.key, "", recipient.key)
+            else:
+                assert room_name is not None
+                room = self._room_to_speak(user, room_name)
+                if user.key not in room.members:
+                    raise HubError("not_in_room", f"you are not in {room.name}")
+                key = (user.key, room.key)
             last = self._typing.get(key)
             # A `done` passes once after another state: whoever stops is not shown typing.
             recent = last is not None and now - last[0] < live.TYPING_INTERVAL
@@ -1577,13 +1802,22 @@ class Hub:
                 cutoff = now - live.TYPING_INTERVAL
                 self._typing = {k: v for k, v in self._typing.items() if v[0] >= cutoff}
             self._typing[key] = (now, state)
-            if self._is_quiet(room):
-                return
-            notice = events.Typing(
-                room=room.name, sender=user.nick, state=state, account=user.account
-            )
-            self._fan_out(notice, [m for m in room.members.values() if m is not user])
-            self._publish_live(room, notice)
+            if recipient is not None:
+                notice = events.Typing(
+                    target=recipient.nick, sender=user.nick, state=state, account=user.account
+                )
+                if recipient is not user:
+                    self._fan_out(notice, [recipient])
+                    self._publish_private_live((recipient,), notice)
+            else:
+                assert room is not None
+                if self._is_quiet(room):
+                    return
+                notice = events.Typing(
+                    room=room.name, sender=user.nick, state=state, account=user.account
+                )
+                self._fan_out(notice, [m for m in room.members.values() if m is not user])
+                self._publish_live(room, notice)
         if echo is not None:  # IRC echo-message: the sender's copy, as for any TAGMSG
             echo(notice)
 
@@ -2353,6 +2587,8 @@ class Hub:
                     if u.node is None and UserFlag.WALLOPS in u.flags
                 ]
                 self._fan_out(events.Wallops(sender=data["sender"], text=data["text"]), readers)
+            elif kind in _LIVE_EVENTS and data.get("room") is None:
+                self._apply_remote_private_live(kind, data)
             elif kind == "kill":
                 victim = self._users.get(names.fold(data["nick"]))
                 if victim is not None and victim.node is None:
@@ -2674,6 +2910,7 @@ class Hub:
         recipient = self._users.get(names.fold(data["target"]))
         if recipient is None or recipient.node is not None:
             return
+        reply = data.get("reply")
         event = events.PrivateMessage(
             sender=data["sender"],
             target=recipient.nick,
@@ -2681,9 +2918,15 @@ class Hub:
             kind=data["kind"],
             account=data.get("account"),
             tags=_tags_from_record(data.get("tags")),
+            extra=live.MessageExtra(*reply) if reply else None,
+            target_account=recipient.account,
             id=data["id"],
             ts=data["ts"],
         )
+        sender = self._users.get(names.fold(data["sender"]))
+        if sender is not None and event.kind != events.NOTICE:
+            # Named by the shared store's id: the recipient may react to it, reply to it.
+            _remember_private(recipient, event, sender, recipient)
         self._deliver(event, recipient.connections)
 
     # -- the services, as every protocol reaches them (core/ports.py) -----------------------
@@ -3317,6 +3560,64 @@ def _among(conn: Connection, connections: tuple[Connection, ...]) -> bool:
 def _own_copy(event: Event) -> Event:
     """The copy of a message a sender's other connections get, marked as their own."""
     return dataclasses.replace(event, own=True)  # type: ignore[type-var]
+
+
+# A recent private message as `User.recent_private` keeps it: (it, its sender, its recipient).
+PrivateEntry = tuple[events.PrivateMessage, User, User]
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A message someone acts on (`Hub._message_for`): the message; the person who sent
+    it, while it is recent (None when read from history); its room, or None for a private
+    message, whose conversation's people here are `people` and whose other side, seen
+    from the person acting, is called `peer`."""
+
+    event: "events.RoomMessage | events.PrivateMessage"
+    sender: User | None
+    room: Room | None = None
+    people: tuple[User, ...] = ()
+    peer: str = ""
+
+
+def _remember_private(
+    holder: User, event: events.PrivateMessage, sender: User, recipient: User
+) -> None:
+    """Keep a relayed private message among `holder`'s recent ones (hub lock held)."""
+    recent = holder.recent_private
+    recent[event.id] = (event, sender, recipient)
+    if len(recent) > 2 * live.RECENT_PER_ROOM:
+        # As `Hub._remember_message`: trimmed in one step per RECENT_PER_ROOM messages.
+        holder.recent_private = dict(islice(recent.items(), live.RECENT_PER_ROOM, None))
+
+
+def _reply_of(parent: "events.RoomMessage | events.PrivateMessage") -> live.MessageExtra:
+    """What a reply carries of the message it answers: its id, sender and first words."""
+    return live.MessageExtra(
+        reply_to=parent.id, reply_sender=parent.sender, reply_excerpt=live.excerpt(parent.text)
+    )
+
+
+def _changed(event: Any, changes: dict[str, Any]) -> Any:
+    """A recent message as an edit, deletion or reaction left it: `text` replaced, the
+    other changes made to its `extra`."""
+    extra = event.extra or live.MessageExtra()
+    marks = {name: value for name, value in changes.items() if name != "text"}
+    return replace(event, text=changes.get("text", event.text), extra=replace(extra, **marks))
+
+
+def _recent_of(
+    found: _Found, user: User, msgid: int
+) -> "events.RoomMessage | events.PrivateMessage | None":
+    """The recent copy of the message `found`, as the hub keeps it now (hub lock held)."""
+    if found.room is not None:
+        entry = found.room.recent.get(msgid)
+        return entry[0] if entry is not None else None
+    for person in (user, *found.people):
+        private = person.recent_private.get(msgid)
+        if private is not None:
+            return private[0]
+    return None
 
 
 def _room_message(

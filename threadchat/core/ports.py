@@ -45,15 +45,17 @@ class History(Protocol):
         reply_to: int | None = None,
     ) -> None:
         """Commit the message, then call `relay` with its stamp (maybe later, pipelined).
-        `reply_to`: the id of the room message it answers (checked by the hub)."""
+        `reply_to`: the id of the message it answers, of the same room or private
+        conversation (checked by the hub)."""
         ...
 
     # The four below are called without the hub lock, by the reader thread of the user who
     # asked: they wait for the store (a lookup reads; the others wait for their commit).
 
-    def lookup(self, msgid: int) -> "events.RoomMessage | None":
-        """The stored room message `msgid` as an event marked history (a deleted one with
-        `extra.deleted`), or None (no such message, or a private one). Raises StoreError."""
+    def lookup(self, msgid: int) -> "events.RoomMessage | events.PrivateMessage | None":
+        """The stored message `msgid` (of a room, or private: then with both accounts) as
+        an event marked history (a deleted one with `extra.deleted`), or None (no such
+        message). Raises StoreError."""
         ...
 
     def delete(self, msgid: int) -> bool:

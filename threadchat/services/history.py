@@ -373,6 +373,8 @@ def to_event(message: StoredMessage) -> Event:
             history=True,
         )
     return events.PrivateMessage(
+        extra=_extra(message),
+        target_account=message.target_account,
         id=message.id,
         ts=message.ts / 1000,
         sender=message.sender,
@@ -686,13 +688,13 @@ class MessageLog:
 
     # -- messages that live on (called without the hub lock; they wait for the store) -------
 
-    def lookup(self, msgid: int) -> events.RoomMessage | None:
-        """The stored room message `msgid` as a history event, or None."""
+    def lookup(self, msgid: int) -> events.RoomMessage | events.PrivateMessage | None:
+        """The stored message `msgid` as a history event, or None."""
         stored = self.store.message(msgid)
-        if stored is None or stored.room is None:
+        if stored is None:
             return None
         event = to_event(stored)
-        assert isinstance(event, events.RoomMessage)
+        assert isinstance(event, events.RoomMessage | events.PrivateMessage)
         return event
 
     def delete(self, msgid: int) -> bool:
