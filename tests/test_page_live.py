@@ -12,7 +12,7 @@ from collections.abc import Callable
 import test_page
 from conftest import WAIT, IrcClient, JsonClient
 from playwright.sync_api import Dialog, Page, expect
-from test_page import MS, Browsing, chat_page, type_line
+from test_page import MS, Browsing, chat_page, sidebar_button, type_line
 
 from threadchat.app.server import Server
 
@@ -379,3 +379,43 @@ def test_the_live_module(server: Server, browsing: Browsing) -> None:
         ["#dev", "done"],
     ]
     assert results["retry"] == ["paused", True]
+
+
+def test_a_private_conversation_has_the_same_reactions_edits_and_typing(
+    server: Server, browsing: Browsing, connect_json: ConnectJson
+) -> None:
+    bob = connect_json("bob")
+    alice = chat_page(browsing, server, "alice")
+    bob.send_json(type="msg", to="alice", text="are you free?", ref="q")
+    question = int(bob.expect_event("ok", ref="q")["msgid"])
+    sidebar_button(alice, "@bob").click()
+    asked = message(alice, "are you free?")
+    expect(asked).to_have_attribute("data-id", str(question))
+
+    # Typing in a private conversation goes to the other person only, by name.
+    alice.locator("#text").press_sequentially("ye")
+    typing = bob.expect_event("typing", **{"from": "alice"})
+    assert typing.get("room") is None and typing["state"] == "active"
+    alice.locator("#text").fill("")
+
+    # A reaction from the picker reaches bob, named by the message and the conversation.
+    asked.hover()
+    asked.locator("button", has_text="React").click()
+    alice.locator(".reaction-picker button", has_text="👍").click()
+    reacted = bob.expect_event("react", msgid=question, **{"from": "alice"})
+    assert reacted["on"] is True and reacted["to"] == "bob"
+    expect(asked.locator("button.reaction")).to_have_text("👍1")
+
+    # bob's edit shows; alice's own message is edited with the up arrow.
+    bob.send_json(type="edit", msgid=question, text="are you free at noon?", ref="e")
+    bob.expect_event("ok", ref="e")
+    expect(message(alice, "are you free at noon?")).to_contain_text("(edited)")
+    type_line(alice, "yes, free")
+    answer = bob.expect_event("private", text="yes, free")["msgid"]
+    expect(message(alice, "yes, free")).to_have_attribute("data-id", str(answer))
+    alice.press("#text", "ArrowUp")
+    expect(alice.locator("#text")).to_have_value("yes, free")
+    alice.fill("#text", "yes, free at noon")
+    alice.press("#text", "Enter")
+    edited = bob.expect_event("edit", msgid=answer)
+    assert (edited["text"], edited["to"]) == ("yes, free at noon", "bob")

@@ -523,7 +523,13 @@ const typingBoard = new TypingBoard((key) => {
 // Typing notices go to rooms; a private conversation's are sent once the protocol has them.
 const typingSender = new TypingSender((key, state) => {
   const conv = conversations.get(key);
-  if (!conv || conv.kind !== "room" || !conv.joined || !session) return;
+  if (!conv || !session) return;
+  if (conv.kind === "private") {
+    // The other person only: the server limits it per conversation as it does per room.
+    request({ type: "typing", to: conv.name, state }, { kind: "typing", state });
+    return;
+  }
+  if (conv.kind !== "room" || !conv.joined) return;
   request({ type: "typing", room: conv.name, state }, { kind: "typing", state });
 });
 
