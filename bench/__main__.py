@@ -120,13 +120,15 @@ def row(rec: dict[str, Any]) -> str:
         f"{fmt(r['deliveries_per_cpu_s']):>11} {fmt(r['p50_ms'], 1, 1):>8} "
         f"{fmt(r['p99_ms'], 1, 1):>8} {fmt(r['max_ms'], 1, 1):>8} "
         f"{fmt(r['completeness'], 100, 1):>6}% {fmt(r['server_cpu_pct'], 1, 0):>4}% "
-        f"{fmt(r['server_rss_kb_end'] / 1024, 1, 1):>6} {fmt(r['generator_cpu_pct']):>7}{extra}"
+        f"{fmt(r['server_rss_kb_end'] / 1024, 1, 1):>6} {fmt(r.get('rss_kb_per_conn'), 1, 1):>8} "
+        f"{fmt(r['generator_cpu_pct']):>7}{extra}"
     )
 
 
 HEADER = (
     f"{'scenario':<26} {'server':<23} {'deliv/s':>11} {'deliv/cpu-s':>11} {'p50 ms':>8} "
-    f"{'p99 ms':>8} {'max ms':>8} {'compl':>7} {'cpu':>5} {'RSS MB':>6} {'gen cpu%':>7}"
+    f"{'p99 ms':>8} {'max ms':>8} {'compl':>7} {'cpu':>5} {'RSS MB':>6} {'KiB/conn':>8} "
+    f"{'gen cpu%':>7}"
 )
 
 
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # Figures of a result that are single numbers; the median takes each on its own.
 MEDIAN_FIELDS = ("deliveries_per_s", "deliveries_per_cpu_s", "p50_ms", "p99_ms", "max_ms",
-                 "completeness", "server_cpu_pct", "server_rss_kb_end")  # fmt: skip
+                 "completeness", "server_cpu_pct", "server_rss_kb_end", "rss_kb_per_conn",
+                 "rss_peak_kb_per_conn")  # fmt: skip
 IDLE_MEDIAN_FIELDS = ("rss_kb_per_conn", "connect_s", "connects_per_s", "server_rss_kb_end")
 STORM_MEDIAN_FIELDS = ("total_s", "registrations_per_s", "server_cpu_s", "server_cpu_pct",
                        "server_cpu_ms_per_registration", "p50_ms", "p99_ms", "max_ms",

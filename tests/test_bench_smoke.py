@@ -157,6 +157,7 @@ def test_baseline_runs_beside_the_working_tree(tmp_path: Path) -> None:
         ("tiny", "deliveries per CPU-s"),
         ("tiny", "p99 ms"),
         ("tiny", "max ms"),
+        ("tiny", "RSS per connection KiB"),
         ("tiny-idle", "RSS per connection KiB"),
     ]
     for row in table["rows"]:
