@@ -20,12 +20,14 @@ CHART = REPO_DIR / "docs" / "performance.png"
 MEMORY_CHART = REPO_DIR / "docs" / "memory.png"
 
 
-def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest(records: list[dict[str, Any]], baselines: bool = False) -> list[dict[str, Any]]:
+    """The newest record of each scenario x server (x variant); `baselines`: other revisions'
+    servers too (``threadchat-irc@REV``), which only the charts show."""
     by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
     for rec in records:
         if isinstance(rec.get("repeat"), int):
             continue  # one of several runs; their median record follows them
-        if baseline_of(rec["server"])[1]:
+        if baseline_of(rec["server"])[1] and not baselines:
             continue  # another revision's server: in the before/after section only
         key = (rec["scenario"], rec["server"], rec["result"].get("variant", ""))
         by_key[key] = rec
@@ -211,6 +213,10 @@ def memory_chart(recs: list[dict[str, Any]]) -> bool:
     if not idle and not fanout:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    # One colour per server in both panels.
+    everyone = sorted({r["server"] for r in idle + fanout})
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {server: palette[i % len(palette)] for i, server in enumerate(everyone)}
     panels = (
         (axes[0], idle, "Idle registered clients", IDLE_TARGET_KIB, "idle-15000"),
         (axes[1], fanout, "Clients in one room, fan-out (after the run)", FANOUT_TARGET_KIB,
@@ -225,14 +231,15 @@ def memory_chart(recs: list[dict[str, Any]]) -> bool:
             for sc in scenarios:
                 match = [r for r in group if r["scenario"] == sc and r["server"] == server]
                 vals.append(match[-1]["result"]["rss_kb_per_conn"] if match else 0)
-            ax.bar([x + i * width for x in range(len(scenarios))], vals, width, label=server)
+            xs = [x + i * width for x in range(len(scenarios))]
+            ax.bar(xs, vals, width, label=server, color=colour[server])
         ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(scenarios))])
         ax.set_xticklabels(scenarios)
-        ax.axhline(target, color="black", linestyle="--", linewidth=1)
-        ax.text(-0.4, target, f" target {target} KiB ({target_scenario})", va="bottom", fontsize=8)
+        ax.axhline(target, color="black", linestyle="--", linewidth=1,
+                   label=f"issue 19 target at {target_scenario}: {target} KiB")  # fmt: skip
         ax.set_ylabel("server RSS per connection, KiB")
         ax.set_title(f"{title} (lower is better)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     MEMORY_CHART.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(MEMORY_CHART, dpi=110)
@@ -334,7 +341,13 @@ def main() -> int:
     out += ["## Traffic", "", *traffic_table(recs), ""]
     out += ["## Slow consumer", "", *slow_table(recs), ""]
     out += ["## Idle connections", "", *idle_table(recs), ""]
-    if memory_chart(recs):
+    # The newest before/after run (--baseline) shows its other revision beside these.
+    comparisons = _jsonl(COMPARISONS)
+    before = comparisons[-1]["before"] if comparisons else None
+    shown = [
+        r for r in latest(records, baselines=True) if baseline_of(r["server"])[1] in (None, before)
+    ]
+    if memory_chart(shown):
         out += ["![memory per connection](memory.png)", ""]
     out += ["## Connect storm", "", *storm_table(recs), ""]
     out += comparison_section()
