@@ -140,13 +140,15 @@ def row(rec: dict[str, Any]) -> str:
         f"{fmt(r['deliveries_per_cpu_s']):>11} {fmt(r['p50_ms'], 1, 1):>8} "
         f"{fmt(r['p99_ms'], 1, 1):>8} {fmt(r['max_ms'], 1, 1):>8} "
         f"{fmt(r['completeness'], 100, 1):>6}% {fmt(r['server_cpu_pct'], 1, 0):>4}% "
-        f"{fmt(r['server_rss_kb_end'] / 1024, 1, 1):>6} {fmt(r['generator_cpu_pct']):>7}{extra}"
+        f"{fmt(r['server_rss_kb_end'] / 1024, 1, 1):>6} {fmt(r.get('rss_kb_per_conn'), 1, 1):>8} "
+        f"{fmt(r['generator_cpu_pct']):>7}{extra}"
     )
 
 
 HEADER = (
     f"{'scenario':<26} {'server':<23} {'deliv/s':>11} {'deliv/cpu-s':>11} {'p50 ms':>8} "
-    f"{'p99 ms':>8} {'max ms':>8} {'compl':>7} {'cpu':>5} {'RSS MB':>6} {'gen cpu%':>7}"
+    f"{'p99 ms':>8} {'max ms':>8} {'compl':>7} {'cpu':>5} {'RSS MB':>6} {'KiB/conn':>8} "
+    f"{'gen cpu%':>7}"
 )
 
 
@@ -319,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # Figures of a result that are single numbers; the median takes each on its own.
 MEDIAN_FIELDS = ("deliveries_per_s", "deliveries_per_cpu_s", "p50_ms", "p99_ms", "max_ms",
-                 "completeness", "server_cpu_pct", "server_rss_kb_end",
+                 "completeness", "server_cpu_pct", "server_rss_kb_end", "rss_kb_per_conn",
+                 "rss_peak_kb_per_conn",
                  # cluster-fanout's (bench/cluster_bench.py)
                  "local_p50_ms", "local_p99_ms", "remote_p50_ms", "remote_p99_ms",
                  "added_p50_ms", "added_p99_ms")  # fmt: skip

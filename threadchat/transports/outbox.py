@@ -41,8 +41,10 @@ class Outbox:
         self._chunks: list[bytes] = []
         self._dirty = False
         self._lock = threading.Lock()
-        # Notified whenever the outbox may have become empty (for wait_empty).
-        self._drained = threading.Condition(self._lock)
+        # Notified whenever the outbox may have become empty (for wait_empty). Made by the
+        # first wait_empty, under the lock: most connections never wait, and a Condition
+        # (with its deque) was about 700 bytes of every idle connection.
+        self._drained: threading.Condition | None = None
         self._writing = False
         # True while flush has taken data and not yet handed it to the kernel (no lock).
         self._sending = False
@@ -113,7 +115,7 @@ class Outbox:
             # woken here or finds _sending already False.
             if self._awaited:
                 with self._lock:
-                    self._drained.notify_all()
+                    self._notify_drained()
             return
         self._hand_to_writer(data[sent:])
 
@@ -133,7 +135,7 @@ class Outbox:
         with self._lock:
             self._sending = False
             if self._closed:
-                self._drained.notify_all()
+                self._notify_drained()
                 return
             self._in_flight = len(rest)
             if self.queued > self.limit:
@@ -166,7 +168,7 @@ class Outbox:
                     # Checked under the lock that flush() takes before it looks at _writing,
                     # so a chunk appended now is sent by the flush its put scheduled.
                     self._writing = False
-                    self._drained.notify_all()
+                    self._notify_drained()
                     return
             data = self._take()
             self._in_flight = len(data)
@@ -175,7 +177,7 @@ class Outbox:
         """Give up on this client (outbox lock held): drop its data, cut it off."""
         self._closed = self.overflowed = True
         self._chunks.clear()
-        self._drained.notify_all()
+        self._notify_drained()
         # Only shuts the socket down and records the reason; safe under our lock.
         self._on_overflow()
 
@@ -186,14 +188,23 @@ class Outbox:
             self._writing = False
             self._in_flight = 0
             self._chunks.clear()
+            self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        """Wake whoever waits in wait_empty (lock held); nobody has, while there is no
+        Condition."""
+        if self._drained is not None:
             self._drained.notify_all()
 
     def wait_empty(self, timeout: float) -> bool:
         """Wait until everything queued has been handed to the kernel (or the outbox closed)."""
         delivery.flush_dirty()
-        with self._drained:
+        with self._lock:
+            if self._drained is None:
+                self._drained = threading.Condition(self._lock)
+            drained = self._drained
             self._awaited = True
-            return self._drained.wait_for(
+            return drained.wait_for(
                 lambda: (
                     self._closed or (not self._chunks and not self._writing and not self._sending)
                 ),
@@ -204,4 +215,4 @@ class Outbox:
         with self._lock:
             self._closed = True
             self._chunks.clear()
-            self._drained.notify_all()
+            self._notify_drained()
