@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser screenshots lint fuzz bench bench-live bench-report soak clean
+.PHONY: run test browser screenshots lint fuzz bench bench-connections bench-live bench-report soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Issue 19's figures in one command: RSS per idle registered connection at 15,000 clients,
+# RSS per connection in fan-out at C=1000, and 10,000 clients registering 8 at a time (its
+# wall clock needs a quiet machine); threadchat and ngircd taking turns, medians of 3.
+bench-connections: $(STAMP)
+	$(BIN)/python -m bench --scenario idle-15000,fanout-1000,connect-10000 --servers threadchat-irc,threadchat-json,ngircd --repeat 3
+
 # Every protocol connecting, joining, sending and leaving for SOAK_SECONDS with SOAK_CLIENTS
 # at once; fails if a message is lost or RSS, threads or open files do not come back to their
 # baseline (docs/reliability.md). Not part of `make test`: SOAK_SECONDS=1800 for the long one.
@@ -56,10 +62,12 @@ soak: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --clients $(SOAK_CLIENTS) --plot $(SOAK_PLOT)
 
-# Issue 14: a typing storm (200 users) and history pages with reactions and edits.
+# Issue 14: a typing storm (200 users) and history pages with reactions and edits, timed, then
+# counted (valgrind's callgrind: the load-independent figure on a shared machine).
 bench-live: $(STAMP)
 	$(BIN)/python -m bench.live_bench typing
 	$(BIN)/python -m bench.live_bench history
+	$(BIN)/python -m bench.live_bench history-count
 
 bench-report: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -30,6 +30,8 @@ TRAFFIC_FIGURES = (
     Figure("deliveries per CPU-s", "deliveries_per_cpu_s", higher_is_better=True),
     Figure("p99 ms", "p99_ms", higher_is_better=False, digits=1),
     Figure("max ms", "max_ms", higher_is_better=False, judged=False, digits=1),
+    # Issue 19: what each client costs the server under traffic (after the run).
+    Figure("RSS per connection KiB", "rss_kb_per_conn", higher_is_better=False, digits=1),
 )
 STORM_FIGURES = (
     Figure("registrations/s", "registrations_per_s", higher_is_better=True),

@@ -17,14 +17,17 @@ from bench.servers import REPO_DIR
 
 DOC = REPO_DIR / "docs" / "performance.md"
 CHART = REPO_DIR / "docs" / "performance.png"
+MEMORY_CHART = REPO_DIR / "docs" / "memory.png"
 
 
-def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest(records: list[dict[str, Any]], baselines: bool = False) -> list[dict[str, Any]]:
+    """The newest record of each scenario x server (x variant); `baselines`: other revisions'
+    servers too (``threadchat-irc@REV``), which only the charts show."""
     by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
     for rec in records:
         if isinstance(rec.get("repeat"), int):
             continue  # one of several runs; their median record follows them
-        if baseline_of(rec["server"])[1]:
+        if baseline_of(rec["server"])[1] and not baselines:
             continue  # another revision's server: in the before/after section only
         key = (rec["scenario"], rec["server"], rec["result"].get("variant", ""))
         by_key[key] = rec
@@ -38,13 +41,14 @@ def _n(v: Any, digits: int = 0, scale: float = 1.0) -> str:
 def traffic_table(recs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| scenario | server | deliveries/s | per server CPU-s | p50 ms | p99 ms | max ms "
-        "| delivered | server CPU | RSS MiB | generator CPU % (per worker) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| delivered | server CPU | RSS MiB | RSS per connection KiB (end / peak) "
+        "| generator CPU % (per worker) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for rec in recs:
         r = rec["result"]
-        if "deliveries_per_s" not in r:
-            continue
+        if "deliveries_per_s" not in r or "cpu_s_per_node" in r:
+            continue  # not a run of one server (cluster runs have their own section)
         name = rec["scenario"] + (f" [{r['variant']}]" if r.get("variant") else "")
         if r.get("runs", 1) > 1:
             low, high = r["spread"]["deliveries_per_s"]
@@ -54,9 +58,16 @@ def traffic_table(recs: list[dict[str, Any]]) -> list[str]:
             f"| {_n(r['deliveries_per_cpu_s'])} | {_n(r['p50_ms'], 1)} | {_n(r['p99_ms'], 1)} "
             f"| {_n(r['max_ms'], 1)} | {_n(r['completeness'], 1, 100)} % "
             f"| {_n(r['server_cpu_pct'])} % | {_n(r['server_rss_kb_end'] / 1024, 1)} "
-            f"| {' / '.join(_n(g) for g in r['generator_cpu_pct'])} |"
+            f"| {_per_conn(r)} | {' / '.join(_n(g) for g in r['generator_cpu_pct'])} |"
         )
     return lines
+
+
+def _per_conn(r: dict[str, Any]) -> str:
+    """RSS per client after the run / at its peak (results before issue 19 have neither)."""
+    if r.get("rss_kb_per_conn") is None:
+        return "-"
+    return f"{_n(r['rss_kb_per_conn'], 1)} / {_n(r.get('rss_peak_kb_per_conn'), 1)}"
 
 
 def slow_table(recs: list[dict[str, Any]]) -> list[str]:
@@ -176,6 +187,65 @@ def chart(recs: list[dict[str, Any]]) -> bool:
     return True
 
 
+# Issue 19's memory targets, drawn on the chart: idle at 15,000 clients, fan-out at C=1000.
+IDLE_TARGET_KIB = 20
+FANOUT_TARGET_KIB = 32
+
+
+def memory_chart(recs: list[dict[str, Any]]) -> bool:
+    """Memory per connection: idle registered clients and clients in a fan-out room, per
+    server, with issue 19's targets; False when matplotlib or the figures are absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    idle = [
+        r for r in recs if r["result"].get("rss_kb_per_conn") is not None and "held" in r["result"]
+    ]
+    fanout = [
+        r
+        for r in recs
+        if r["scenario"].startswith("fanout-") and r["result"].get("rss_kb_per_conn") is not None
+    ]
+    if not idle and not fanout:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    # One colour per server in both panels.
+    everyone = sorted({r["server"] for r in idle + fanout})
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {server: palette[i % len(palette)] for i, server in enumerate(everyone)}
+    panels = (
+        (axes[0], idle, "Idle registered clients", IDLE_TARGET_KIB, "idle-15000"),
+        (axes[1], fanout, "Clients in one room, fan-out (after the run)", FANOUT_TARGET_KIB,
+         "fanout-1000"),
+    )  # fmt: skip
+    for ax, group, title, target, target_scenario in panels:
+        scenarios = sorted({r["scenario"] for r in group}, key=lambda n: int(n.split("-")[1]))
+        servers = sorted({r["server"] for r in group})
+        width = 0.8 / max(1, len(servers))
+        for i, server in enumerate(servers):
+            vals = []
+            for sc in scenarios:
+                match = [r for r in group if r["scenario"] == sc and r["server"] == server]
+                vals.append(match[-1]["result"]["rss_kb_per_conn"] if match else 0)
+            xs = [x + i * width for x in range(len(scenarios))]
+            ax.bar(xs, vals, width, label=server, color=colour[server])
+        ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(scenarios))])
+        ax.set_xticklabels(scenarios)
+        ax.axhline(target, color="black", linestyle="--", linewidth=1,
+                   label=f"issue 19 target at {target_scenario}: {target} KiB")  # fmt: skip
+        ax.set_ylabel("server RSS per connection, KiB")
+        ax.set_title(f"{title} (lower is better)")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    MEMORY_CHART.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(MEMORY_CHART, dpi=110)
+    return True
+
+
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -239,6 +309,58 @@ def devices_section() -> list[str]:
     return out
 
 
+def cluster_section(recs: list[dict[str, Any]]) -> list[str]:
+    """Issue 16: fan-out over 1, 2 and 3 nodes in one run, and connections held by 3 nodes
+    (scenarios cluster-fanout and cluster-held, bench/cluster_bench.py)."""
+    fanout = [r for r in recs if r["scenario"] == "cluster-fanout" and "nodes" in r["result"]]
+    held = [r for r in recs if r["scenario"] == "cluster-held" and "held_total" in r["result"]]
+    if not (fanout or held):
+        return []
+    out = ["## Several nodes (issue 16)", ""]
+    if fanout:
+        first = fanout[0]["result"]
+        out += [
+            f"`cluster-fanout`: {first['clients']} JSON clients spread over the nodes in one "
+            f"room, one sender per node at {first.get('rate_per_sender', '?')} messages/s, "
+            "history on in PostgreSQL, Redis and PostgreSQL on the same machine. Local: a "
+            "receiver on the sender's node; cross-node: on another; added: the difference. "
+            "On a machine shared with other jobs the p99 figures vary tenfold from run to "
+            "run: read the spread.",
+            "",
+            "| nodes | messages | deliveries/s | delivered | p50 / p99 ms | CPU per node "
+            "| generator CPU | local p50 / p99 ms | cross-node p50 / p99 ms "
+            "| added p50 / p99 ms |",
+            "|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+        ]
+        for rec in sorted(fanout, key=lambda rec: rec["result"]["nodes"]):
+            r = rec["result"]
+            cpu = ", ".join(f"{c} %" for c in r["cpu_pct_per_node"])
+            nodes = str(r["nodes"])
+            if r.get("runs", 1) > 1 and "p99_ms" in r.get("spread", {}):
+                low, high = r["spread"]["p99_ms"]
+                nodes += f" (median of {r['runs']}; p99 {low:.0f} to {high:.0f} ms)"
+            out.append(
+                f"| {nodes} | {r['messages']:,} | {_n(r['deliveries_per_s'])} "
+                f"| {_n(r.get('completeness'), 1, 100)} % "
+                f"| {_n(r.get('p50_ms'), 1)} / {_n(r.get('p99_ms'), 1)} | {cpu} "
+                f"| {_n(r.get('generator_cpu_pct'))} % "
+                f"| {_n(r.get('local_p50_ms'), 1)} / {_n(r.get('local_p99_ms'), 1)} "
+                f"| {_n(r.get('remote_p50_ms'), 1)} / {_n(r.get('remote_p99_ms'), 1)} "
+                f"| {_n(r.get('added_p50_ms'), 1)} / {_n(r.get('added_p99_ms'), 1)} |"
+            )
+        out.append("")
+    if held:
+        r = held[-1]["result"]
+        out += [
+            f"`cluster-held`: {r['nodes']} nodes, each limited to {r['nofile_per_node']} open "
+            f"files, held {r['held_total']} registered clients together "
+            f"({' + '.join(str(n) for n in r['held_per_node'])}), more than one process "
+            f"with that limit can.",
+            "",
+        ]
+    return out
+
+
 def main() -> int:
     if not RESULTS.exists():
         print(f"no results yet: run `python -m bench` first ({RESULTS})", file=sys.stderr)
@@ -271,9 +393,18 @@ def main() -> int:
     out += ["## Traffic", "", *traffic_table(recs), ""]
     out += ["## Slow consumer", "", *slow_table(recs), ""]
     out += ["## Idle connections", "", *idle_table(recs), ""]
+    # The newest before/after run (--baseline) shows its other revision beside these.
+    comparisons = _jsonl(COMPARISONS)
+    before = comparisons[-1]["before"] if comparisons else None
+    shown = [
+        r for r in latest(records, baselines=True) if baseline_of(r["server"])[1] in (None, before)
+    ]
+    if memory_chart(shown):
+        out += ["![memory per connection](memory.png)", ""]
     out += ["## Connect storm", "", *storm_table(recs), ""]
     out += comparison_section()
     out += devices_section()
+    out += cluster_section(recs)
     analysis = REPO_DIR / "bench" / "analysis.md"
     if analysis.exists():
         # Hand-written: the targets, what each figure means, and what limits a missed one.

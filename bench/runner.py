@@ -27,10 +27,11 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_rss_kb(pid: int) -> int:
+def proc_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of a process in KiB; ``field="VmHWM"``: the most it has had."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -135,6 +136,7 @@ def run_traffic(spec: ServerSpec, plan: TrafficPlan, **server_opts: object) -> d
         wall = (time.monotonic_ns() - t_go) / 1e9
         cpu = proc_cpu_s(server.pid) - cpu0
         rss1 = proc_rss_kb(server.pid)
+        rss_peak = proc_rss_kb(server.pid, "VmHWM")
         alive = server.alive()
     finally:
         if pool is not None:
@@ -160,6 +162,11 @@ def run_traffic(spec: ServerSpec, plan: TrafficPlan, **server_opts: object) -> d
         "server_cpu_s": round(cpu, 3), "server_cpu_pct": round(100 * cpu / wall, 1),
         "deliveries_per_cpu_s": received / cpu if cpu > 0 else None,
         "server_rss_kb_start": rss0, "server_rss_kb_ready": rss_ready, "server_rss_kb_end": rss1,
+        "server_rss_kb_peak": rss_peak,
+        # What the clients cost, over the server's RSS before they came (issue 19's "RSS per
+        # connection during fan-out"): after the run and drain, and at the peak of the run.
+        "rss_kb_per_conn": round((rss1 - rss0) / plan.clients, 2),
+        "rss_peak_kb_per_conn": round((rss_peak - rss0) / plan.clients, 2),
         "generator_cpu_pct": [round(100 * g, 1) for g in gen_cpu],
         "generator_workers": plan.workers,
         "disconnects": sum(r["disconnects"] for r in results),

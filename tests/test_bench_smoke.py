@@ -157,6 +157,7 @@ def test_baseline_runs_beside_the_working_tree(tmp_path: Path) -> None:
         ("tiny", "deliveries per CPU-s"),
         ("tiny", "p99 ms"),
         ("tiny", "max ms"),
+        ("tiny", "RSS per connection KiB"),
         ("tiny-idle", "RSS per connection KiB"),
     ]
     for row in table["rows"]:
@@ -182,15 +183,17 @@ def test_a_worse_figure_is_marked() -> None:
         return {"scenario": "fanout-100", "server": server, "result": result}
 
     before = {"deliveries_per_s": 100.0, "deliveries_per_cpu_s": 200.0, "p99_ms": 10.0,
-              "max_ms": 20.0, "completeness": 1.0}  # fmt: skip
-    after = {**before, "deliveries_per_s": 94.0, "p99_ms": 10.4, "max_ms": 40.0}
+              "max_ms": 20.0, "completeness": 1.0, "rss_kb_per_conn": 30.0}  # fmt: skip
+    after = {**before, "deliveries_per_s": 94.0, "p99_ms": 10.4, "max_ms": 40.0,
+             "rss_kb_per_conn": 32.0}  # fmt: skip
     table = compare([summary("threadchat-irc@abc", **before), summary("threadchat-irc", **after)],
                     "abc")  # fmt: skip
     worse = {r["figure"]: r["worse"] for r in table["rows"]}
-    # 6 % fewer deliveries is worse than 5 %; p99 4 % up is not; max is shown, not judged.
+    # 6 % fewer deliveries is worse than 5 %; p99 4 % up is not; max is shown, not judged;
+    # 6.7 % more memory per connection is worse.
     assert worse == {"deliveries/s": True, "deliveries per CPU-s": False, "p99 ms": False,
-                     "max ms": False}  # fmt: skip
-    assert table["worse"] == 1
+                     "max ms": False, "RSS per connection KiB": True}  # fmt: skip
+    assert table["worse"] == 2
     text = markdown(table, before="abc", after="def", runs=3)
     assert "| fanout-100 | threadchat-irc | deliveries/s | 100 | 94 | **-6.0 % worse** |" in text
     assert "+100.0 % (not judged)" in text

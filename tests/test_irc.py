@@ -45,6 +45,31 @@ def test_registration_burst(irc: Callable[..., IrcClient]) -> None:
         assert token in tokens
 
 
+def isupport_lines(client: IrcClient) -> list[str]:
+    """The 005 lines of a registration burst (read up to its end)."""
+    lines = []
+    while not lines or parse(lines[-1]).command not in ("376", "422"):
+        lines.append(client.read_line())
+    return [line for line in lines if parse(line).command == "005"]
+
+
+def test_isupport_fits_the_line_for_every_nick_length(irc: Callable[..., IrcClient]) -> None:
+    # The tokens are packed once per nick length and server (issue 19); a long nick must
+    # still get lines within 512 bytes, holding the same tokens as a short one.
+    short, long = irc(), irc()
+    short.send("NICK a", "USER a 0 * :a")
+    long_nick = "l" * 30
+    long.send(f"NICK {long_nick}", "USER l 0 * :l")
+    tokens = []
+    for client, nick in ((short, "a"), (long, long_nick)):
+        lines = isupport_lines(client)
+        assert all(len(line.encode()) + 2 <= 512 for line in lines)
+        assert all(parse(line).params[0] == nick for line in lines)
+        assert all(len(parse(line).params) <= 13 + 2 for line in lines)
+        tokens.append([token for line in lines for token in parse(line).params[1:-1]])
+    assert tokens[0] == tokens[1] and "NICKLEN=30" in tokens[0]
+
+
 def test_motd_when_configured(make_server: Callable[..., Server]) -> None:
     server = make_server(motd="Be nice.\nHave fun.")
     client = IrcClient(server.listener("irc").port)
@@ -139,7 +164,7 @@ def test_irc_and_native_names_fold_alike(
     # KELVIN SIGN is no name anybody can take, so it must not reach the "k" it lowercases to.
     irc_user.send("PRIVMSG \u212a :for k?", "PRIVMSG K :for k")
     assert irc_user.expect_msg("401").params[1] == "\u212a"
-    assert native.expect("Alice[Away]") == "[private] Alice[Away]: for k"
+    assert unref(native.expect("Alice[Away]")) == "[private] Alice[Away]: for k"
     native.send("/msg \u212a for Alice?", "/msg ALICE[AWAY] for Alice")
     native.expect("nobody called \u212a")
     assert irc_user.expect_msg("PRIVMSG").params == ["Alice[Away]", "for Alice"]

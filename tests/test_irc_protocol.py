@@ -719,3 +719,19 @@ def test_cap_new_del_never_use_continuation_marker() -> None:
     assert len(lines) > 1
     assert all(m.params[1] == "NEW" and m.params[2] != "*" for m in lines)
     assert all(len(m.to_bytes()) <= 512 for m in lines)
+
+
+def test_registrations_share_the_offered_capabilities_without_changing_them() -> None:
+    # One dict of offered capabilities per kind of connection (issue 19: not a copy each);
+    # a change of what one connection is offered must not reach the others.
+    from threadchat.core.hub import Hub
+    from threadchat.protocols.irc.registration import new_registration
+
+    hub = Hub()
+    first, second = new_registration(hub, "s"), new_registration(hub, "s")
+    before = second.offered
+    assert first.offered == before and "server-time" in before
+    first.set_offered({"server-time": None})
+    assert first.offered == {"server-time": None}
+    assert second.offered == before
+    assert new_registration(hub, "s").offered == before

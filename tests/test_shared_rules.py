@@ -2,10 +2,11 @@
 times, history replay and history queries each decided once in the hub, seen the same from
 native (text, JSON, UDP) and IRC."""
 
+import json
 from collections.abc import Callable
 
 import pytest
-from conftest import LineClient
+from conftest import JsonClient, LineClient
 from test_irc import IrcClient
 from test_irc_accounts import sasl_plain
 from test_irc_history import HISTORY_CAPS, history, read_batch, say_all
@@ -170,6 +171,42 @@ def test_udp_and_irc_users_see_the_same_members_topic_and_modes(
     assert set(udp_members) == set(irc_join(irc_user(server, "last"), "#hall")) - {"last"}
     assert set(udp_members) == {"op", "udpy", "ian"}
     assert not [e for e in udp.quiet() if e["type"] in ("join", "leave")]
+
+
+def test_quiet_room_announces_to_irc_members_across_nick_changes_until_they_part(
+    make_server: Callable[..., Server],
+) -> None:
+    # A quiet room keeps the members who keep member lists beside its members (issue 19: no
+    # scan of every member per arrival); a renamed IRC member stays among them, one who
+    # parted is not told any more, and native members are never told.
+    server = make_server(quiet_room_size=1)
+
+    def native_user(name: str) -> JsonClient:
+        # The lobby is quiet too at this size: the arrival notice instead of `who`.
+        native = JsonClient(server.listener("line").port)
+        native.send_json(type="hello", name=name)
+        native.expect_event("welcome")
+        return native
+
+    ian = irc_user(server, "ian")
+    irc_join(ian, "#q")
+    native = native_user("nat")
+    native.send_json(type="join", room="q")
+    ian.expect_msg("JOIN", lambda m: m.source.startswith("nat!"))
+    ian.send("NICK ian2")
+    ian.expect_msg("NICK")
+    first = native_user("first")
+    first.send_json(type="join", room="q")
+    ian.expect_msg("JOIN", lambda m: m.source.startswith("first!"))
+    ian.send("PART #q")
+    ian.expect_msg("PART")
+    second = native_user("second")
+    second.send_json(type="join", room="q")
+    assert "3 members" in second.expect_event("notice")["text"]
+    assert not [line for line in ian.quiet() if "second" in line]
+    for member, name in ((native, "nat"), (first, "first")):
+        events = map(json.loads, member.quiet())
+        assert not [e for e in events if e["type"] == "join" and e["name"] != name]
 
 
 # -- mode changes ------------------------------------------------------------------------------

@@ -234,6 +234,11 @@ class Server:
         with self._connections_lock:
             return list(self._connections)
 
+    def connection_count(self) -> int:
+        # len() of a set is atomic under the GIL; a copy of the registry per registration
+        # made a connect storm's LUSERS quadratic.
+        return len(self._connections)
+
     def _housekeep(self) -> None:
         while not self.stopping.wait(HOUSEKEEPING_INTERVAL):
             now = time.monotonic()

@@ -1,5 +1,6 @@
 """Client addresses as the keys of per-host limits (login failures, UDP hellos)."""
 
+import functools
 import ipaddress
 
 # IPv6 hosts are handed at least a /64, so a per-host limit must count the whole prefix: one
@@ -7,6 +8,9 @@ import ipaddress
 IPV6_HOST_PREFIX = 64
 
 
+# Parsing an address is most of what admitting a client costs (twice per connection: admit
+# and release); clients come back from the same addresses, so the keys are remembered.
+@functools.lru_cache(maxsize=4096)
 def host_key(host: str) -> str:
     """The key of `host` (an IP literal, no port) for per-host limits: an IPv6 address counts
     as its /64 and an IPv4-mapped one as the IPv4 address."""

@@ -18,6 +18,7 @@ connections must not become a flood of log lines.
 Thread-safe: one leaf lock, held for a few dictionary operations; nothing is logged under it.
 """
 
+import functools
 import ipaddress
 import logging
 import threading
@@ -76,6 +77,7 @@ def parse_exempt(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+@functools.lru_cache(maxsize=4096)  # once per admitted client: see `addresses.host_key`
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])

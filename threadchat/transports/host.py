@@ -40,5 +40,9 @@ class Host(Protocol):
         ...
 
     def connections(self) -> "list[TcpConnection]":
-        """The live connections (for counts such as LUSERS)."""
+        """The live connections (a copy: for shutdown and housekeeping)."""
+        ...
+
+    def connection_count(self) -> int:
+        """How many connections are live (LUSERS, at every registration: no copy)."""
         ...

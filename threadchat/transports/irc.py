@@ -74,7 +74,7 @@ class IrcConnection(TcpConnection):
         self._batch.__enter__()
 
     def connection_count(self) -> int:
-        return len(self.server.connections())
+        return self.server.connection_count()
 
     def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
         reader = threading.get_ident()

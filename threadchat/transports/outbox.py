@@ -44,8 +44,10 @@ class Outbox:
         self._chunks: list[bytes] = []
         self._dirty = False
         self._lock = threading.Lock()
-        # Notified whenever the outbox may have become empty (for wait_empty).
-        self._drained = threading.Condition(self._lock)
+        # Notified whenever the outbox may have become empty (for wait_empty). Made by the
+        # first wait_empty, under the lock: most connections never wait, and a Condition
+        # (with its deque) was about 700 bytes of every idle connection.
+        self._drained: threading.Condition | None = None
         self._writing = False
         # True while flush has taken data and not yet handed it to the kernel (no lock).
         self._sending = False
@@ -58,8 +60,7 @@ class Outbox:
         # Whether `flush_many` may send for this outbox on its fast path: a plain socket (not
         # TLS), no writer thread draining a backlog, not closed. Kept in step with `_writing`
         # and `_closed` wherever they change, so that it is one attribute to read.
-        self._plain = type(sock) is socket.socket
-        self._direct = self._plain
+        self._direct = type(sock) is socket.socket
 
     def put(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -121,7 +122,7 @@ class Outbox:
             # woken here or finds _sending already False.
             if self._awaited:
                 with self._lock:
-                    self._drained.notify_all()
+                    self._notify_drained()
             return
         self._hand_to_writer(data[sent:])
 
@@ -164,7 +165,7 @@ class Outbox:
             # woken here or finds _sending already False.
             if box._awaited:
                 with box._lock:
-                    box._drained.notify_all()
+                    box._notify_drained()
 
     def _flush_locked(self) -> None:
         """Flush while a writer thread drains a backlog, or after the outbox was closed."""
@@ -182,7 +183,7 @@ class Outbox:
         with self._lock:
             self._sending = False
             if self._closed:
-                self._drained.notify_all()
+                self._notify_drained()
                 return
             self._in_flight = len(rest)
             if self.queued > self.limit:
@@ -199,7 +200,7 @@ class Outbox:
                 # every other recipient behind this one, and raising would end the connection
                 # of whoever is flushing: this client is given up on, like one that overflows.
                 self._writing = False
-                self._direct = self._plain
+                self._direct = type(self._sock) is socket.socket
                 self._in_flight = 0
                 log.warning("no writer thread for a %d-byte backlog (%s)", len(rest), problem)
                 self._overflow()
@@ -217,8 +218,8 @@ class Outbox:
                     # Checked under the lock that flush() takes before it looks at _writing,
                     # so a chunk appended now is sent by the flush its put scheduled.
                     self._writing = False
-                    self._direct = self._plain and not self._closed
-                    self._drained.notify_all()
+                    self._direct = type(self._sock) is socket.socket and not self._closed
+                    self._notify_drained()
                     return
             data = self._take()
             self._in_flight = len(data)
@@ -228,7 +229,7 @@ class Outbox:
         self._closed = self.overflowed = True
         self._direct = False
         self._chunks.clear()
-        self._drained.notify_all()
+        self._notify_drained()
         # Only shuts the socket down and records the reason; safe under our lock.
         self._on_overflow()
 
@@ -240,14 +241,23 @@ class Outbox:
             self._writing = False
             self._in_flight = 0
             self._chunks.clear()
+            self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        """Wake whoever waits in wait_empty (lock held); nobody has, while there is no
+        Condition."""
+        if self._drained is not None:
             self._drained.notify_all()
 
     def wait_empty(self, timeout: float) -> bool:
         """Wait until everything queued has been handed to the kernel (or the outbox closed)."""
         delivery.flush_dirty()
-        with self._drained:
+        with self._lock:
+            if self._drained is None:
+                self._drained = threading.Condition(self._lock)
+            drained = self._drained
             self._awaited = True
-            return self._drained.wait_for(
+            return drained.wait_for(
                 lambda: (
                     self._closed or (not self._chunks and not self._writing and not self._sending)
                 ),
@@ -259,4 +269,4 @@ class Outbox:
             self._closed = True
             self._direct = False
             self._chunks.clear()
-            self._drained.notify_all()
+            self._notify_drained()

@@ -230,6 +230,10 @@ class TlsChannel:
                 self._send_pending()  # e.g. a TLS 1.3 key update answer
             if data is not None:
                 return data
+            # Wait for the peer without holding a buffer (see `tcp.RECV_FIRST_SIZE`): a
+            # blocked recv of RAW_RECV would keep 64 KiB per idle connection.
+            if not raw_flags and not self.raw.recv(1, socket.MSG_PEEK):
+                return b""
             raw = self.raw.recv(RAW_RECV, raw_flags)  # BlockingIOError when non-blocking
             if not raw:
                 return b""

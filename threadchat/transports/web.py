@@ -258,7 +258,7 @@ class WebConnection(TcpConnection):
         self._batch.__enter__()
 
     def connection_count(self) -> int:
-        return len(self.server.connections())
+        return self.server.connection_count()
 
     # -- the reader thread -----------------------------------------------------------------
 

@@ -934,7 +934,9 @@ class Registration:
 
     def __init__(self, server_name: str, offered: Mapping[str, str | None]) -> None:
         self.server_name = server_name
-        self._offered: dict[str, str | None] = dict(offered)
+        # Not copied when it is a dict: the caller shares one among its connections, and
+        # this class only ever replaces it (`set_offered`), never changes it in place.
+        self._offered: dict[str, str | None] = offered if type(offered) is dict else dict(offered)
         self._enabled: set[str] = set()
         self.cap_version = 0
         self.negotiating = False
