@@ -501,8 +501,10 @@ class SQLiteStore:
                     continue
             else:
                 item = self._queue.get()
-            if self.commit_interval > 0:
-                # Spaced commits: what is queued until the interval is over joins this one.
+            if self.commit_interval > 0 and item is not _STOP and item.rows is not None:
+                # Spaced commits of messages: what is queued until the interval is over joins
+                # this one. Other writes (a room's rename or end, accounts) are not held back:
+                # other nodes learn of them over the bus and read the shared database.
                 wait = self._next_commit - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
