@@ -134,6 +134,9 @@ class User:
     # The node this person is connected to when it is another one (several nodes, see
     # `Hub.apply_remote`): here they have no connection and nothing they do starts here.
     node: str | None = None
+    # A guest's read markers (store key -> ms), kept in memory for as long as they are
+    # connected (an account's are stored); None until the first (see `Hub.mark_read`).
+    guest_markers: dict[str, int] | None = None
 
     @property
     def key(self) -> str:
@@ -1317,11 +1320,16 @@ class Hub:
     ) -> tuple[Room, events.RoomMessage, User | None]:
         """The room message `msgid` that `user` acts on, with its room and (when recent) the
         person who sent it: from the recent ones, else from history. Called without the hub
-        lock (history may be read). Raises HubError unknown_message (also for a deleted one),
-        not_in_room (`user` is not in its room, or it is not in `room_name`),
+        lock (history may be read); `msgid` 0 names none. Raises HubError unknown_message
+        (also for a deleted one), not_in_room (`user` is not in `room_name` or in the
+        message's room, or the message is not in `room_name`),
         history_failed."""
         unknown = HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with self._lock:
+            # A room one is not in (or that does not exist) is refused before any message is
+            # looked for: what it holds is none of their business.
+            if room_name is not None and names.fold(room_name) not in user.rooms:
+                raise HubError("not_in_room", f"you are not in {room_name}")
             # Only the rooms `user` is in: a message elsewhere is refused as not_in_room from
             # history below (or unknown without history), whoever else remembers it.
             for room in user.rooms.values():
@@ -2610,26 +2618,34 @@ class Hub:
         self, user: User, target: str, read_ms: int, *, origin: Connection | None = None
     ) -> events.ReadMarker:
         """Move `user`'s read marker of a room they are in (`target` a room name) or of a
-        private conversation (`target` a nick) forward to `read_ms`, stored per account; every
-        connection of the person but `origin` (the one that asked, which the caller answers
-        with the marker returned) is told the marker, so the devices agree. A marker never
-        moves back: a time older than the stored one leaves it, and the answer holds the
-        stored one. Raises HubError history_off, not_logged_in, not_in_room, invalid_name,
-        history_failed."""
+        private conversation (`target` a nick) forward to `read_ms`: stored per account, or
+        for a guest kept in memory while they are connected (the read-marker draft gives
+        markers to every client); every connection of the person but `origin` (the one that
+        asked, which the caller answers with the marker returned) is told the marker, so the
+        devices agree. A marker never moves back: a time older than the kept one leaves it,
+        and the answer holds the kept one. Raises HubError history_off, not_in_room,
+        invalid_name, history_failed."""
         history = self.history
         if history is None:
             raise HubError("history_off", "this server keeps no history")
-        account = user.account
-        if account is None:
-            raise HubError("not_logged_in", "log in to keep read markers")
-        shown, is_room, key = self._marker_target(user, target)
+        shown, is_room, key, markable = self._marker_target(user, target)
+        if not markable:
+            raise HubError("not_in_room", f"you are not in {shown}")
         # A marker is of a message already received: never later than now.
         read_ms = max(0, min(read_ms, time.time_ns() // 1_000_000))
-        try:
-            stored = history.set_read_marker(account, key, read_ms)
-        except StoreError as problem:
-            log.error("read marker not stored: %s", problem)
-            raise HubError("history_failed", "the read marker cannot be stored now") from None
+        account = user.account
+        if account is None:
+            with self._lock:
+                kept = user.guest_markers
+                if kept is None:
+                    kept = user.guest_markers = {}
+                stored = kept[key] = max(kept.get(key, 0), read_ms)
+        else:
+            try:
+                stored = history.set_read_marker(account, key, read_ms)
+            except StoreError as problem:
+                log.error("read marker not stored: %s", problem)
+                raise HubError("history_failed", "the read marker cannot be stored now") from None
         marker = events.ReadMarker(target=shown, room=is_room, read_ms=stored)
         if stored == read_ms:  # it moved (or was set again): the other devices are told
             with delivery.batch(), self._lock:
@@ -2637,22 +2653,22 @@ class Hub:
         return marker
 
     def read_marker(self, user: User, target: str) -> events.ReadMarker:
-        """`user`'s read marker of `target` (as for `mark_read`), read_ms 0 when none."""
-        history = self.history
-        if history is None:
+        """`user`'s read marker of `target` (as for `mark_read`), read_ms 0 when none. A
+        channel they are not in (or that does not exist) is answered too: the marker is
+        their own, and none is kept for it unless they were in it. Raises HubError
+        history_off, invalid_name, history_failed."""
+        if self.history is None:
             raise HubError("history_off", "this server keeps no history")
-        if user.account is None:
-            raise HubError("not_logged_in", "log in to keep read markers")
-        shown, is_room, key = self._marker_target(user, target)
-        markers = self._read_markers(user.account)
+        shown, is_room, key, _ = self._marker_target(user, target)
+        markers = self._read_markers(user)
         return events.ReadMarker(target=shown, room=is_room, read_ms=markers.get(key, 0))
 
     def read_markers(self, user: User) -> list[events.ReadMarker]:
         """The markers of the rooms `user` is in and of their private conversations, for a
-        client that has just connected (none for a guest or without history)."""
-        if self.history is None or user.account is None:
+        client that has just connected (none without history)."""
+        if self.history is None:
             return []
-        markers = self._read_markers(user.account)
+        markers = self._read_markers(user)
         with self._lock:
             rooms = {room.key: room.name for room in user.rooms.values()}
         shown = []
@@ -2663,26 +2679,35 @@ class Hub:
                 shown.append(events.ReadMarker(target=rooms[key], room=True, read_ms=read_ms))
         return shown
 
-    def _read_markers(self, account: str) -> dict[str, int]:
+    def _read_markers(self, user: User) -> dict[str, int]:
+        """The markers kept for `user`: their account's, or a guest's own (a copy)."""
         assert self.history is not None
+        account = user.account
+        if account is None:
+            with self._lock:
+                return dict(user.guest_markers or {})
         try:
             return self.history.read_markers(account)
         except StoreError as problem:
             log.error("read markers not read: %s", problem)
             raise HubError("history_failed", "read markers cannot be read now") from None
 
-    def _marker_target(self, user: User, target: str) -> tuple[str, bool, str]:
-        """(the target as shown, whether a room, its key in the store)."""
+    def _marker_target(self, user: User, target: str) -> tuple[str, bool, str, bool]:
+        """(the target as shown, whether a room, its key in the store, whether `user` may
+        mark it). A room `user` is not in (or that does not exist) may be asked about, not
+        marked."""
         room_name = target[1:] if target.startswith("#") else target
         with self._lock:
             joined = user.rooms.get(names.fold(room_name))
             if joined is not None:
-                return joined.name, True, joined.key
+                return joined.name, True, joined.key, True
             if target.startswith("#") or names.fold(room_name) in self._rooms:
-                raise HubError("not_in_room", f"you are not in {room_name}")
+                if names.room_error(room_name):
+                    raise HubError("invalid_name", f"{target} is not a room name")
+                return room_name, True, names.fold(room_name), False
         if names.nick_error(target):
             raise HubError("invalid_name", f"{target} is neither your room nor a name")
-        return target, False, "@" + names.fold(target)
+        return target, False, "@" + names.fold(target), True
 
     def history_targets(
         self, user: User, after_ms: int, before_ms: int, limit: int

@@ -321,6 +321,9 @@ def live_failure(
     code = LIVE_FAIL_CODES.get(problem.code, "FAILED")
     if command == "EDIT" and code == "REDACT_FORBIDDEN":
         code = "EDIT_FORBIDDEN"
+    if code == "INVALID_TARGET":  # the draft's context: the target alone
+        session.fail(command, code, target, problem.message)
+        return
     session.fail(command, code, target, msgid, problem.message)
 
 
@@ -333,13 +336,13 @@ def on_redact(session: IrcSession, message: Message) -> None:
     reason = message.params[2] if len(message.params) > 2 else ""
     room = channel_to_room(target) if target.startswith("#") else None
     if room is None:
-        session.fail("REDACT", "INVALID_TARGET", target, msgid, "Only channel messages are deleted")
+        session.fail("REDACT", "INVALID_TARGET", target, "Only channel messages are deleted")
         return
-    if not msgid.isdigit() or not 0 < int(msgid) <= 2**62:
-        session.fail("REDACT", "UNKNOWN_MSGID", target, msgid, "This message does not exist")
-        return
+    # Not one of our msgids: 0, which names no message (the hub checks the channel first,
+    # so a channel one is not in is INVALID_TARGET whatever the msgid).
+    number = int(msgid) if msgid.isdigit() and 0 < int(msgid) <= 2**62 else 0
     try:
-        session.hub.delete_message(user, int(msgid), reason, room=room)
+        session.hub.delete_message(user, number, reason, room=room)
     except HubError as problem:
         live_failure(session, "REDACT", target, msgid, problem)
 
