@@ -6,8 +6,8 @@ what, where a marker may move, what an always-on account missed) are the hub's.
 - `draft/read-marker`: `MARKREAD <target> [timestamp=...]` sets or asks the read marker of
   a channel or a nick (an account's is stored, a guest's kept while connected); the server
   answers `MARKREAD <target> timestamp=...` (or `*` when none is known) and tells every
-  connection of the account that has the capability when a marker moves; after a JOIN (and for the channels a new connection of an
-  account is shown), before RPL_ENDOFNAMES.
+  connection of the account that has the capability when a marker moves; after a JOIN
+  (and for the channels a new connection of an account is shown), before RPL_ENDOFNAMES.
 - `soju.im/search`: `SEARCH text=...;in=...;from=...;after=...;before=...;limit=...`;
   results in a `soju.im/search` batch (plain lines without `batch`), oldest first. `after`
   and `before` are inclusive there; the words are read as everywhere (`core/search.py`).
