@@ -1421,12 +1421,22 @@ class Hub:
         self._fan_out(event, room.members.values())
 
     def react(
-        self, user: User, msgid: int, reaction: str, *, on: bool = True, room: str | None = None
+        self,
+        user: User,
+        msgid: int,
+        reaction: str,
+        *,
+        on: bool = True,
+        room: str | None = None,
+        echo: Echo | None = None,
+        origin: Connection | None = None,
     ) -> bool:
         """Add (`on`) or take back `user`'s `reaction` to a room message; the room's members
-        see a Reaction event. Whoever may speak in the room may react. Returns False (nothing
-        relayed) when that changes nothing. Raises HubError unknown_message, not_in_room,
-        too_long, bad_request, moderated, muted, history_failed."""
+        see a Reaction event, but the connection it came from (`origin`, when given), which
+        gets it through `echo` (IRC echo-message) if at all, after the others, as a message
+        is echoed. Whoever may speak in the room may react. Returns False (nothing relayed)
+        when that changes nothing. Raises HubError unknown_message, not_in_room, too_long,
+        bad_request, moderated, muted, history_failed."""
         check_text(reaction, strict=True)
         if not reaction.strip() or " " in reaction:
             raise HubError("bad_request", "a reaction is one word or emoji")
@@ -1462,8 +1472,11 @@ class Hub:
                 on=on,
                 account=user.account,
             )
-            self._fan_out(notice, joined.members.values())
+            members = chain.from_iterable(map(_CONNECTIONS, joined.members.values()))
+            self._deliver(notice, [c for c in members if c is not origin])
             self._publish_live(joined, notice)
+        if echo is not None:
+            echo(notice)
         return True
 
     def delete_message(
