@@ -99,17 +99,12 @@ def new_registration(
     *,
     open_server: bool = True,
     tls: bool = False,
-    labeled_responses: bool = True,
 ) -> Registration:
     """The registration state machine, offering what this server can do. `open_server`:
     no connection password is asked (accounts may then be registered before connecting).
     `tls`: the connection is over TLS (with TLS on, every listener is: there is no plain
-    port to upgrade from), so STS says to keep using it (a persistence policy).
-    `labeled_responses`: the transport can capture a command's response (see
-    `IrcTransport.begin_capture`); one that cannot does not offer labeled-response."""
+    port to upgrade from), so STS says to keep using it (a persistence policy)."""
     offered = OFFERED_CAPS
-    if not labeled_responses:
-        offered = {cap: value for cap, value in offered.items() if cap != "labeled-response"}
     if tls:
         offered = {**offered, "sts": f"duration={STS_DURATION}"}
     if hub.accounts is not None:

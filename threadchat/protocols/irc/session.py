@@ -165,7 +165,6 @@ class IrcSession:
         *,
         send_bytes: Callable[[bytes], None] | None = None,
         tls: bool = False,
-        labeled_responses: bool = True,
     ) -> None:
         self.hub = hub
         self.config = config
@@ -183,7 +182,6 @@ class IrcSession:
             self.server_name,
             open_server=config.irc_password is None,
             tls=tls,
-            labeled_responses=labeled_responses,
         )
         self.codec = IrcCodec(hub, self.server_name, host, self.label)
         # Made by the first AUTHENTICATE: most clients never send one.
