@@ -95,12 +95,12 @@ def on_batch(session: IrcSession, message: Message) -> None:
     if batch.label is not None:
         # The label of the opening BATCH line labels the response to the whole batch: its
         # echo (a batch, labeled on its opening line) or its error.
-        session.labeled(batch.label, _send_batch, session, batch)
+        session.labeled(batch.label, _send_batch, batch, session)
     else:
-        _send_batch(session, batch)
+        _send_batch(batch, session)
 
 
-def _send_batch(session: IrcSession, batch: MultilineBatch) -> None:
+def _send_batch(batch: MultilineBatch, session: IrcSession) -> None:
     if not batch.text.strip():
         session.fail("BATCH", "MULTILINE_INVALID", "Invalid multiline batch with blank lines only")
         return

@@ -331,9 +331,11 @@ class IrcSession:
         # PRIVMSGs queued before it are not part of its response: relayed (echoed) first.
         self.hub.pipeline.complete()
         # A message's response is its echo: a copy delivered to the sender as its recipient
-        # (a message to oneself) is not part of it.
+        # (a message to oneself) is not part of it. So for a multiline batch's.
         message = args[0] if args else None
-        deliveries = not (isinstance(message, Message) and message.command in _MESSAGE_COMMANDS)
+        deliveries = not (
+            isinstance(message, Message) and message.command in _MESSAGE_COMMANDS
+        ) and not isinstance(message, MultilineBatch)
         # Restored afterwards as it was (a WebSocket session's is its framer).
         previous = self.send_bytes
         self.send_bytes = self.transport.begin_capture(deliveries=deliveries)
