@@ -13,6 +13,7 @@ from test_irc_accounts import PASSWORD, register_account, sasl_plain
 
 from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport
+from threadchat.core.hub import GUEST_MARKERS_MAX
 from threadchat.protocols.irc.wire import parse
 
 
@@ -253,6 +254,14 @@ def test_a_guest_on_irc_keeps_read_markers_while_connected(
     wanda.send("PART #den", "JOIN #den")
     assert wanda.expect_msg("MARKREAD").params == ["#den", f"timestamp={stamp}"]
     wanda.expect_msg("366")
+    # A guest's markers are bounded: past GUEST_MARKERS_MAX the oldest set goes.
+    many = [f"peer{n}" for n in range(GUEST_MARKERS_MAX)]
+    wanda.send(*(f"MARKREAD {nick} timestamp={stamp}" for nick in many))
+    for _ in many:
+        wanda.expect_msg("MARKREAD")
+    wanda.send("MARKREAD #den", f"MARKREAD {many[-1]}")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", "*"]  # the oldest: gone
+    assert wanda.expect_msg("MARKREAD").params == [many[-1], f"timestamp={stamp}"]
     # Gone with the connection: the next guest of that nick starts with none.
     wanda.send("QUIT")
     wanda.read_until_closed()

@@ -65,6 +65,9 @@ OPER_COUNT_MAX_AGE = 1.0
 # Departed nicknames remembered for WHOWAS (see Hub.whowas): enough for the recent past of a
 # busy server, bounded so that a stream of quits cannot grow memory.
 WHOWAS_MAX = 2048
+# A guest's read markers kept at most (the oldest set goes first): a guest could otherwise
+# grow memory by marking ever new nicks.
+GUEST_MARKERS_MAX = 256
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
 # attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
 _MODERATED = RoomFlag.MODERATED
@@ -2652,6 +2655,8 @@ class Hub:
                 kept = user.guest_markers
                 if kept is None:
                     kept = user.guest_markers = {}
+                elif key not in kept and len(kept) >= GUEST_MARKERS_MAX:
+                    del kept[next(iter(kept))]
                 stored = kept[key] = max(kept.get(key, 0), read_ms)
         else:
             try:
