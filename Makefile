@@ -56,10 +56,12 @@ soak: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --clients $(SOAK_CLIENTS) --plot $(SOAK_PLOT)
 
-# Issue 14: a typing storm (200 users) and history pages with reactions and edits.
+# Issue 14: a typing storm (200 users) and history pages with reactions and edits, timed, then
+# counted (valgrind's callgrind: the load-independent figure on a shared machine).
 bench-live: $(STAMP)
 	$(BIN)/python -m bench.live_bench typing
 	$(BIN)/python -m bench.live_bench history
+	$(BIN)/python -m bench.live_bench history-count
 
 bench-report: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -105,6 +105,26 @@ def row(rec: dict[str, Any]) -> str:
             f"server cpu {r['server_cpu_s']:.2f}s ({fmt(r['server_cpu_pct'], 1, 0)}%)  "
             f"p99 {fmt(r['p99_ms'], 1, 1)} ms"
         )
+    if "cpu_s_per_node" in r:
+        # A cluster run (bench/cluster_bench.py): one row per node count.
+        added = ""
+        if r.get("added_p50_ms") is not None:
+            added = (
+                f"  cross-node adds p50 {r['added_p50_ms']:+.1f} p99 {r['added_p99_ms']:+.1f} ms"
+            )
+        cpu = " ".join(f"{c:.0f}%" for c in r["cpu_pct_per_node"])
+        return (
+            f"{name:<26} {rec['server']:<23} {fmt(r['deliveries_per_s']):>11} "
+            f"{'':>11} {fmt(r['p50_ms'], 1, 1):>8} {fmt(r['p99_ms'], 1, 1):>8} {'':>8} "
+            f"{fmt(r['completeness'], 100, 1):>6}%  cpu per node {cpu}, generator "
+            f"{fmt(r.get('generator_cpu_pct'))}%{added}"
+        )
+    if "held_per_node" in r:
+        return (
+            f"{name:<26} {rec['server']:<23} held {r['held_total']} on {r['nodes']} nodes "
+            f"({'+'.join(str(n) for n in r['held_per_node'])}), each limited to "
+            f"{r['nofile_per_node']} open files"
+        )
     if "held" in r:
         per_conn = fmt(r["rss_kb_per_conn"], 1, 1)
         return (
@@ -166,6 +186,8 @@ def run_scenarios(
             # Servers take turns, so a slow moment of the machine does not hit one server's
             # runs only; every other round in reverse, so no server always goes first.
             for server in servers if index % 2 == 0 else servers[::-1]:
+                if scenario.only_server is not None and server != scenario.only_server:
+                    continue
                 try:
                     results = scenario.run(specs[server], opts)
                 except Exception as exc:  # one broken server must not lose the other rows
@@ -297,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # Figures of a result that are single numbers; the median takes each on its own.
 MEDIAN_FIELDS = ("deliveries_per_s", "deliveries_per_cpu_s", "p50_ms", "p99_ms", "max_ms",
-                 "completeness", "server_cpu_pct", "server_rss_kb_end")  # fmt: skip
+                 "completeness", "server_cpu_pct", "server_rss_kb_end",
+                 # cluster-fanout's (bench/cluster_bench.py)
+                 "local_p50_ms", "local_p99_ms", "remote_p50_ms", "remote_p99_ms",
+                 "added_p50_ms", "added_p99_ms")  # fmt: skip
 IDLE_MEDIAN_FIELDS = ("rss_kb_per_conn", "connect_s", "connects_per_s", "server_rss_kb_end")
 STORM_MEDIAN_FIELDS = ("total_s", "registrations_per_s", "server_cpu_s", "server_cpu_pct",
                        "server_cpu_ms_per_registration", "p50_ms", "p99_ms", "max_ms",

@@ -226,6 +226,9 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=500)
     parser.add_argument("--flooders", type=int, default=20)
     parser.add_argument("--half-open", type=int, default=5000)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each attack (a busy machine is noisy)"
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument(
         "--server-arg",
@@ -237,7 +240,7 @@ def main() -> None:
     args = parser.parse_args()
     chosen = args.attack.split(",")
     records = []
-    for name in chosen:
+    for name in [name for name in chosen for _ in range(args.repeat)]:
         ports = Ports()
         with tempfile.TemporaryDirectory() as data_dir:
             log_path = Path(data_dir) / "server.log"
@@ -284,6 +287,16 @@ def main() -> None:
             f"{record['cut_off_by_line_timeout']} by line timeout",
             flush=True,
         )
+    if args.repeat > 1:
+        for name in chosen:
+            worsts = [r["canary_worst_ms"] for r in records if r["attack"] == name]
+            print(
+                f"{name:12} over {len(worsts)} runs: canary worst round trip median "
+                f"{statistics.median(worsts)} ms, worst {max(worsts)} ms; lost "
+                f"{sum(r['canary_lost'] for r in records if r['attack'] == name)}; load "
+                f"average {min(r['load_average'] for r in records if r['attack'] == name):.1f}"
+                f" to {max(r['load_average'] for r in records if r['attack'] == name):.1f}"
+            )
     if not args.no_record:
         RESULTS.parent.mkdir(exist_ok=True)
         with RESULTS.open("a") as results:

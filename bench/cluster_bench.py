@@ -10,6 +10,9 @@ delivery's latency, apart for receivers on the sender's node (local) and on anot
     python -m bench.cluster_bench [--nodes 1,2,3] [--clients 300] [--rate 40] [--seconds 5]
     python -m bench.cluster_bench --held 256   # connections held by 3 nodes with that fd limit
 
+`python -m bench --scenario cluster-fanout,cluster-held` (part of `make bench`) runs the same
+two, printing rows in its table and recording them in bench/results/results.jsonl.
+
 Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (user postgres, trust), as on
 every machine of this project. Prints a table and appends one JSON line per node count to
 bench/results/cluster.jsonl.
@@ -100,13 +103,18 @@ def start_node(
     raise RuntimeError(f"node {name} did not start")
 
 
-def hello(port: int, name: str, until: bytes = b'"type":"who"') -> socket.socket:
-    """A registered JSON client, once it has seen `until` (by default the lobby's members;
-    a quiet lobby, over --quiet-room-size, shows only a count)."""
+# What a JSON client is shown on arriving in the lobby: its members, or in a quiet room (over
+# --quiet-room-size members) a notice with their count.
+ARRIVED = (b'"type":"who"', b"/who lists them")
+
+
+def hello(port: int, name: str, until: tuple[bytes, ...] = ARRIVED) -> socket.socket:
+    """A registered JSON client, once it has seen one of `until` (by default its arrival in
+    the lobby)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(json.dumps({"type": "hello", "name": name}).encode() + b"\n")
     buffer = b""
-    while until not in buffer:
+    while not any(mark in buffer for mark in until):
         chunk = sock.recv(65536)
         if not chunk:
             raise RuntimeError(f"{name} refused: {buffer[-300:]!r}")
@@ -136,6 +144,7 @@ def run(nodes: int, clients: int, rate: float, seconds: float) -> dict[str, Any]
         reader = threading.Thread(target=read_all, args=(receivers, latencies, stop))
         reader.start()
         cpu_before = [cpu_seconds(p.pid) for p, _ in procs]
+        generator_before = time.process_time()
         start = time.perf_counter()
         sent = 0
         while time.perf_counter() - start < seconds:
@@ -152,6 +161,7 @@ def run(nodes: int, clients: int, rate: float, seconds: float) -> dict[str, Any]
         stop.set()
         reader.join(10)
         elapsed = time.perf_counter() - start - 2.0
+        generator_cpu = time.process_time() - generator_before
         cpu = [
             round(cpu_seconds(p.pid) - before, 2)
             for (p, _), before in zip(procs, cpu_before, strict=True)
@@ -161,17 +171,31 @@ def run(nodes: int, clients: int, rate: float, seconds: float) -> dict[str, Any]
         row: dict[str, Any] = {
             "nodes": nodes,
             "clients": clients,
+            "rate_per_sender": rate,
             "messages": sent * nodes,
             "deliveries": len(every),
             "expected": expected,
+            "completeness": round(len(every) / expected, 4) if expected else None,
             "deliveries_per_s": round(len(every) / elapsed),
+            "seconds": round(elapsed, 2),
             "cpu_s_per_node": cpu,
+            "cpu_pct_per_node": [round(100 * c / elapsed) for c in cpu],
+            # The senders and the one reader thread of this process: near 100 %, the
+            # latencies are the generator's as much as the nodes'.
+            "generator_cpu_pct": round(100 * generator_cpu / elapsed),
+            "p50_ms": _percentile_ms(every, 0.5),
+            "p99_ms": _percentile_ms(every, 0.99),
         }
         for kind in ("local", "remote"):
             values = sorted(latencies[kind])
             if values:
-                row[f"{kind}_p50_ms"] = round(statistics.median(values) * 1000, 2)
-                row[f"{kind}_p99_ms"] = round(values[int(len(values) * 0.99) - 1] * 1000, 2)
+                row[f"{kind}_p50_ms"] = _percentile_ms(values, 0.5)
+                row[f"{kind}_p99_ms"] = _percentile_ms(values, 0.99)
+        if "remote_p50_ms" in row:
+            # What the bus adds: a delivery on another node than the sender's, against one on
+            # the sender's own node, in the same run (both include the PostgreSQL commit).
+            row["added_p50_ms"] = round(row["remote_p50_ms"] - row["local_p50_ms"], 2)
+            row["added_p99_ms"] = round(row["remote_p99_ms"] - row["local_p99_ms"], 2)
         return row
     finally:
         for sock in sockets:
@@ -190,6 +214,30 @@ def run(nodes: int, clients: int, rate: float, seconds: float) -> dict[str, Any]
         client.close()
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def _percentile_ms(values: list[float], fraction: float) -> float | None:
+    """The `fraction` percentile of sorted `values` (seconds), in ms."""
+    if not values:
+        return None
+    if fraction == 0.5:
+        return round(statistics.median(values) * 1000, 2)
+    return round(values[max(0, int(len(values) * fraction) - 1)] * 1000, 2)
+
+
+def available() -> str | None:
+    """Why the cluster benches cannot run here (None: Redis and PostgreSQL answer)."""
+    try:
+        client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except redis.RedisError as problem:
+        return f"no Redis at {REDIS}: {problem}"
+    try:
+        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=2).close()
+    except psycopg.Error as problem:
+        return f"no PostgreSQL at {POSTGRES}: {problem}"
+    return None
 
 
 def held(nodes: int, nofile: int) -> dict[str, Any]:
@@ -211,13 +259,13 @@ def held(nodes: int, nofile: int) -> dict[str, Any]:
             count = 0
             while count < nofile:  # a node cannot hold more than its limit
                 try:
-                    sockets.append(hello(port, f"u{i}x{count}", b'"type":"welcome"'))
+                    sockets.append(hello(port, f"u{i}x{count}", (b'"type":"welcome"',)))
                 except (RuntimeError, OSError) as problem:
                     print(f"node {i} refused client {count + 1}: {problem}", file=sys.stderr)
                     break
                 count += 1
             per_node.append(count)
-        return {"nodes": nodes, "nofile_per_node": nofile, "held": per_node,
+        return {"nodes": nodes, "nofile_per_node": nofile, "held_per_node": per_node,
                 "held_total": sum(per_node)}  # fmt: skip
     finally:
         for sock in sockets:
@@ -263,7 +311,10 @@ def read_all(
             for line in lines:
                 if b'"type":"message"' not in line:
                     continue
-                sent_at, node = json.loads(line)["text"].split("|")
+                # The text ("SENT_AT|NODE") sliced out rather than the line parsed: at tens of
+                # thousands of lines/s, json.loads would make this thread the bottleneck.
+                start = line.index(b'"text":"') + 8
+                sent_at, node = line[start : line.index(b'"', start)].split(b"|")
                 kind = "local" if int(node) == key.data else "remote"
                 latencies[kind].append(now - float(sent_at))
     selector.close()

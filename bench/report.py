@@ -43,8 +43,8 @@ def traffic_table(recs: list[dict[str, Any]]) -> list[str]:
     ]
     for rec in recs:
         r = rec["result"]
-        if "deliveries_per_s" not in r:
-            continue
+        if "deliveries_per_s" not in r or "cpu_s_per_node" in r:
+            continue  # not a run of one server (cluster runs have their own section)
         name = rec["scenario"] + (f" [{r['variant']}]" if r.get("variant") else "")
         if r.get("runs", 1) > 1:
             low, high = r["spread"]["deliveries_per_s"]
@@ -239,6 +239,58 @@ def devices_section() -> list[str]:
     return out
 
 
+def cluster_section(recs: list[dict[str, Any]]) -> list[str]:
+    """Issue 16: fan-out over 1, 2 and 3 nodes in one run, and connections held by 3 nodes
+    (scenarios cluster-fanout and cluster-held, bench/cluster_bench.py)."""
+    fanout = [r for r in recs if r["scenario"] == "cluster-fanout" and "nodes" in r["result"]]
+    held = [r for r in recs if r["scenario"] == "cluster-held" and "held_total" in r["result"]]
+    if not (fanout or held):
+        return []
+    out = ["## Several nodes (issue 16)", ""]
+    if fanout:
+        first = fanout[0]["result"]
+        out += [
+            f"`cluster-fanout`: {first['clients']} JSON clients spread over the nodes in one "
+            f"room, one sender per node at {first.get('rate_per_sender', '?')} messages/s, "
+            "history on in PostgreSQL, Redis and PostgreSQL on the same machine. Local: a "
+            "receiver on the sender's node; cross-node: on another; added: the difference. "
+            "On a machine shared with other jobs the p99 figures vary tenfold from run to "
+            "run: read the spread.",
+            "",
+            "| nodes | messages | deliveries/s | delivered | p50 / p99 ms | CPU per node "
+            "| generator CPU | local p50 / p99 ms | cross-node p50 / p99 ms "
+            "| added p50 / p99 ms |",
+            "|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+        ]
+        for rec in sorted(fanout, key=lambda rec: rec["result"]["nodes"]):
+            r = rec["result"]
+            cpu = ", ".join(f"{c} %" for c in r["cpu_pct_per_node"])
+            nodes = str(r["nodes"])
+            if r.get("runs", 1) > 1 and "p99_ms" in r.get("spread", {}):
+                low, high = r["spread"]["p99_ms"]
+                nodes += f" (median of {r['runs']}; p99 {low:.0f} to {high:.0f} ms)"
+            out.append(
+                f"| {nodes} | {r['messages']:,} | {_n(r['deliveries_per_s'])} "
+                f"| {_n(r.get('completeness'), 1, 100)} % "
+                f"| {_n(r.get('p50_ms'), 1)} / {_n(r.get('p99_ms'), 1)} | {cpu} "
+                f"| {_n(r.get('generator_cpu_pct'))} % "
+                f"| {_n(r.get('local_p50_ms'), 1)} / {_n(r.get('local_p99_ms'), 1)} "
+                f"| {_n(r.get('remote_p50_ms'), 1)} / {_n(r.get('remote_p99_ms'), 1)} "
+                f"| {_n(r.get('added_p50_ms'), 1)} / {_n(r.get('added_p99_ms'), 1)} |"
+            )
+        out.append("")
+    if held:
+        r = held[-1]["result"]
+        out += [
+            f"`cluster-held`: {r['nodes']} nodes, each limited to {r['nofile_per_node']} open "
+            f"files, held {r['held_total']} registered clients together "
+            f"({' + '.join(str(n) for n in r['held_per_node'])}), more than one process "
+            f"with that limit can.",
+            "",
+        ]
+    return out
+
+
 def main() -> int:
     if not RESULTS.exists():
         print(f"no results yet: run `python -m bench` first ({RESULTS})", file=sys.stderr)
@@ -274,6 +326,7 @@ def main() -> int:
     out += ["## Connect storm", "", *storm_table(recs), ""]
     out += comparison_section()
     out += devices_section()
+    out += cluster_section(recs)
     analysis = REPO_DIR / "bench" / "analysis.md"
     if analysis.exists():
         # Hand-written: the targets, what each figure means, and what limits a missed one.

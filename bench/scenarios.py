@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bench import cluster_bench
 from bench.runner import TrafficPlan, run_connect_storm, run_idle, run_traffic
 from bench.servers import ServerSpec
 
@@ -30,6 +31,9 @@ class Scenario:
     traffic: bool = True  # False for idle runs (connections and memory, not messages)
     # Run --repeat times even when not a traffic scenario (a short run with a noisy figure).
     repeated: bool = False
+    # The one server it runs against when set (it starts its own processes, as that
+    # server): the others have no row for it.
+    only_server: str | None = None
 
 
 def _traffic(plan: TrafficPlan) -> Callable[[ServerSpec, Options], list[dict[str, Any]]]:
@@ -83,6 +87,37 @@ def _history(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
     return out
 
 
+# Issue 16: fan-out over 1, 2 and 3 nodes sharing Redis and PostgreSQL (history on), JSON
+# clients spread round-robin over the nodes in one room, one paced sender per node.
+CLUSTER_NODES = (1, 2, 3)
+CLUSTER_CLIENTS, CLUSTER_RATE = 300, 30.0
+CLUSTER_QUICK_CLIENTS, CLUSTER_QUICK_RATE = 150, 20.0
+# Each node's open-file limit in the connections-held run: three such nodes hold more
+# clients together than one process with that limit could.
+CLUSTER_NOFILE = 256
+
+
+def _cluster_fanout(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+    missing = cluster_bench.available()
+    if missing is not None:
+        return [{"skipped": missing}]
+    clients = CLUSTER_QUICK_CLIENTS if opts.quick else CLUSTER_CLIENTS
+    rate = CLUSTER_QUICK_RATE if opts.quick else CLUSTER_RATE
+    out = []
+    for nodes in CLUSTER_NODES:
+        result = cluster_bench.run(nodes, clients, rate, opts.duration)
+        result["variant"] = f"nodes={nodes}"
+        out.append(result)
+    return out
+
+
+def _cluster_held(spec: ServerSpec, opts: Options) -> list[dict[str, Any]]:
+    missing = cluster_bench.available()
+    if missing is not None:
+        return [{"skipped": missing}]
+    return [cluster_bench.held(len(CLUSTER_NODES), CLUSTER_NOFILE)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -108,5 +143,12 @@ SCENARIOS: dict[str, Scenario] = {
                  _slow_consumer),
         Scenario("history", "fanout-100 with message history off vs on (threadchat only)",
                  _history),
+        Scenario("cluster-fanout", f"1 room over 1, 2 and 3 nodes (Redis + PostgreSQL, history "
+                 f"on), C={CLUSTER_CLIENTS} JSON clients spread over the nodes, one sender per "
+                 f"node at {CLUSTER_RATE:.0f} msgs/s", _cluster_fanout,
+                 only_server="threadchat-json"),
+        Scenario("cluster-held", f"3 nodes, each with an open-file limit of {CLUSTER_NOFILE}: "
+                 "registered clients held until each refuses", _cluster_held, traffic=False,
+                 only_server="threadchat-json"),
     )
 }  # fmt: skip

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import queue
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,13 @@ from threadchat.store.sqlite import READ_POOL_SIZE
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.jsonl"
 TIMEOUT_S = 15.0
 SAMPLE_EVERY_S = 2.0
+# Between starting one client thread and the next in a client process.
+RAMP_S = 0.005
+# Clients per client process when --processes is not given.
+CLIENTS_PER_PROCESS = 200
+# Clients per room at once when --rooms is not given: the fan-out of each message stays that
+# of the first soak (200 clients, 10 rooms) however many clients there are.
+CLIENTS_PER_ROOM = 20
 PROTOCOLS = ("text", "json", "irc", "udp", "ws-json", "ws-irc")
 # Threads must come back to their baseline exactly, give or take this few (a housekeeping
 # thread between two ticks).
@@ -332,6 +341,13 @@ class Tally:
     visits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROTOCOLS, 0))
     failures: dict[str, list[str]] = field(default_factory=dict)
 
+    def __getstate__(self) -> dict:
+        # Sent back from a client process: everything but the lock.
+        return {key: value for key, value in vars(self).items() if key != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state, lock=threading.Lock())
+
 
 def worker(
     n: int, ports: Ports, rooms: list[str], args: argparse.Namespace, until: float, tally: Tally
@@ -355,6 +371,34 @@ def worker(
         with tally.lock:
             tally.accepted.setdefault(room, set()).update(texts)
             tally.visits[protocol] += 1
+
+
+def client_process(
+    numbers: list[int], ports: Ports, rooms: list[str], args: argparse.Namespace, until: float
+) -> Tally:
+    """The workers of these numbers, in one of the `--processes` processes; their tally."""
+    tally = Tally()
+    threads = [
+        threading.Thread(target=worker, args=(n, ports, rooms, args, until, tally)) for n in numbers
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(RAMP_S)  # a ramp, not a connect storm (bench/connect_storm.py is one)
+    for thread in threads:
+        thread.join()
+    return tally
+
+
+def merge(tallies: Sequence[Tally]) -> Tally:
+    merged = Tally()
+    for tally in tallies:
+        for room, texts in tally.accepted.items():
+            merged.accepted.setdefault(room, set()).update(texts)
+        for protocol, count in tally.visits.items():
+            merged.visits[protocol] += count
+        for protocol, problems in tally.failures.items():
+            merged.failures.setdefault(protocol, []).extend(problems)
+    return merged
 
 
 def start_server(
@@ -399,7 +443,6 @@ def run(args: argparse.Namespace) -> int:
     ports = Ports()
     rooms = [f"soak{r}" for r in range(args.rooms)]
     samples: list[dict] = []
-    tally = Tally()
     with tempfile.TemporaryDirectory() as data_dir:
         log_path = Path(data_dir) / "server.log"
         server = start_server(ports, os.path.join(data_dir, "data"), log_path, args.server_arg)
@@ -414,18 +457,21 @@ def run(args: argparse.Namespace) -> int:
             baseline = sample(server.pid)
             started = time.monotonic()
             until = started + args.seconds
-            threads = [
-                threading.Thread(target=worker, args=(n, ports, rooms, args, until, tally))
-                for n in range(args.clients)
-            ]
-            for thread in threads:
-                thread.start()
-                time.sleep(0.005)  # a ramp, not a connect storm (bench/connect_storm.py is one)
-            while any(thread.is_alive() for thread in threads):
-                samples.append({"t": round(time.monotonic() - started, 1), **sample(server.pid)})
-                time.sleep(SAMPLE_EVERY_S)
-            for thread in threads:
-                thread.join(TIMEOUT_S * 4)
+            # The clients in --processes processes, so that their own interpreter lock is not
+            # what makes a visit time out (CLOCK_MONOTONIC, hence `until`, is the machine's).
+            shares = [list(range(args.clients))[k :: args.processes] for k in range(args.processes)]
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+                futures = [
+                    pool.submit(client_process, share, ports, rooms, args, until)
+                    for share in shares
+                ]
+                while not all(future.done() for future in futures):
+                    samples.append(
+                        {"t": round(time.monotonic() - started, 1), **sample(server.pid)}
+                    )
+                    time.sleep(SAMPLE_EVERY_S)
+                tally = merge([future.result() for future in futures])
             final = settle(server.pid, baseline, 30.0)
             samples.append({"t": round(time.monotonic() - started, 1), **final})
             time.sleep(1.0)  # the listeners read the last messages
@@ -457,6 +503,8 @@ def run(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
         "clients": args.clients,
         "rooms": args.rooms,
+        "client_processes": args.processes,
+        "load_average": os.getloadavg(),
         "server_args": args.server_arg,
         "visits": sum(tally.visits.values()),
         "visits_by_protocol": tally.visits,
@@ -471,7 +519,10 @@ def run(args: argparse.Namespace) -> int:
         "tracebacks_in_log": server_log.count("Traceback"),
         "samples": samples,
     }
-    print(f"soak: {args.seconds:g} s, {args.clients} clients at once, {args.rooms} rooms")
+    print(
+        f"soak: {args.seconds:g} s, {args.clients} clients at once in {args.processes} "
+        f"processes, {args.rooms} rooms; load average at the end {os.getloadavg()[0]:.1f}"
+    )
     print(f"visits: {record['visits']} "
           f"({', '.join(f'{p} {v}' for p, v in tally.visits.items())}); failed: "
           f"{record['failed_visits'] or 'none'}")  # fmt: skip
@@ -526,7 +577,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="how long (default 180)")
     parser.add_argument("--clients", type=int, default=200, help="clients at once (default 200)")
-    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument(
+        "--rooms", type=int, help=f"default: one per {CLIENTS_PER_ROOM} clients, at least 10"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help=f"client processes (default: one per {CLIENTS_PER_PROCESS} clients)",
+    )
     parser.add_argument("--messages", type=int, default=5, help="per visit (default 5)")
     parser.add_argument("--pace", type=float, default=0.2, help="seconds between messages")
     parser.add_argument("--plot", metavar="FILE", help="draw the samples (needs matplotlib)")
@@ -538,7 +596,13 @@ def main() -> None:
         help="passed on to threadchat serve (repeat: --server-arg=--no-history)",
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to results")
-    sys.exit(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.rooms is None:
+        args.rooms = max(10, args.clients // CLIENTS_PER_ROOM)
+    if args.processes is None:
+        args.processes = max(1, -(-args.clients // CLIENTS_PER_PROCESS))
+    args.processes = min(args.processes, args.clients)
+    sys.exit(run(args))
 
 
 if __name__ == "__main__":

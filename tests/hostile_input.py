@@ -251,6 +251,8 @@ def _request(cls: type, text: st.SearchStrategy[str]) -> st.SearchStrategy[reque
     if cls is requests.Say:
         statuses = st.sampled_from([None, "operator", "voice"])
         return st.builds(dataclasses.replace, base, reply_to=st.none() | msgids, status=statuses)
+    if cls is requests.SendPrivate:
+        return st.builds(dataclasses.replace, base, reply_to=st.none() | msgids)
     if cls in (requests.React, requests.DeleteMessage, requests.EditMessage):
         return st.builds(dataclasses.replace, base, message=msgids)
     # Times a client can write in JSON (RFC 3339, years 1970 to 9999), limits it can ask.

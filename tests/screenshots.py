@@ -6,6 +6,7 @@ dark; and the search panel (desktop and phone).
 """
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -64,12 +65,29 @@ def shoot(browser: Browser, name: str, viewport: dict[str, int], scheme: str) ->
         type_line(bob, "welcome alice! the design notes: https://example.com/threadchat/page")
         expect(page.locator("#messages li.message").last).to_contain_text("design notes")
         type_line(page, "thanks! reading them now")
+        # Issue 14: a reaction and a reply from bob's page, an edit (the up arrow) on alice's.
+        merged = bob.locator("#messages li.message", has_text="the WebSocket port is merged")
+        merged.hover()
+        merged.locator("button", has_text="React").click()
+        bob.locator(".reaction-picker button", has_text="🎉").click()
+        itself = bob.locator("#messages li.message", has_text="no framework, no build step")
+        itself.hover()
+        itself.locator("button", has_text="Reply").click()
+        type_line(bob, "and replies, reactions and edits\nShift+Enter for a second line")
+        own = page.locator("#messages li.message", has_text="reading them now")
+        expect(own).to_have_attribute("data-id", re.compile(r"^\d+$"))
+        page.press("#text", "ArrowUp")
+        type_line(page, "thanks! reading them tonight")
+        expect(page.locator("#messages .edited")).to_have_count(1)
+        expect(page.locator("#messages .reaction")).to_have_count(1)
         carol.send("/msg alice can you look at the phone layout later?")
         erin.send("anyone for lunch?")
         expect(sidebar_button(page, "#lobby")).to_contain_text("1")
         expect(sidebar_button(page, "@carol")).to_contain_text("1")
         type_line(bob, "alice: links open in a new tab, and <b>markup</b> stays text")
         expect(page.locator("#messages li.mention")).to_have_count(2)
+        bob.locator("#text").press_sequentially("one more")
+        expect(page.locator("#typing")).to_have_text("bob is typing…")
         page.locator("#text").fill("looks good to me")
         page.screenshot(path=str(IMAGES / f"web-{name}.png"))
         if name in ("desktop", "phone"):

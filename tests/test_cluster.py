@@ -25,7 +25,7 @@ import redis
 from conftest import WAIT, IrcClient, JsonClient, LineClient
 from store_backends import postgres_database
 from test_config_and_process import free_port
-from test_irc_accounts import PASSWORD
+from test_irc_accounts import PASSWORD, sasl_plain
 from test_shared_rules import irc_join
 
 from threadchat.app.server import Server
@@ -538,5 +538,240 @@ def test_replies_reactions_edits_deletions_and_typing_cross_nodes(cluster: Clust
     page = {m["msgid"]: m for m in bob.expect_event("history", ref="h")["messages"]}
     assert page[question]["deleted"] is True and page[question]["text"] == ""
     assert page[answer["msgid"]]["reply_to"] == question
+    alice.close()
+    bob.close()
+
+
+def test_a_node_started_later_gets_the_rooms_state(cluster: Cluster) -> None:
+    """Topic, modes, bans and statuses set before a node started reach it (from the state
+    the nodes with members keep in Redis), not only at the next change."""
+    [one] = cluster.start_all("one")
+    alice = one.irc_client("alice")
+    irc_join(alice, "#state")
+    carl = one.irc_client("carl")
+    irc_join(carl, "#state")
+    alice.expect_msg("JOIN", lambda m: m.source.startswith("carl!"))
+    alice.send("TOPIC #state :set before two started")
+    alice.expect_msg("TOPIC")
+    alice.send("MODE #state +ml 10", "MODE #state +b troll!*@*", "MODE #state +v carl")
+    alice.expect_msg("MODE", lambda m: m.params[1:] == ["+v", "carl"])
+
+    [two] = cluster.start_all("two")
+    bob = two.irc_client("bob")
+    bob.send("JOIN #state")
+    topic = bob.expect_msg("332")
+    assert topic.params[-1] == "set before two started"
+    names = bob.expect(lambda line: parse(line).command == "353")
+    assert "@alice" in names and "+carl" in names
+    bob.expect_msg("366")
+    bob.send("MODE #state")
+    modes = bob.expect_msg("324")
+    assert "m" in modes.params[2] and "l" in modes.params[2] and modes.params[3:] == ["10"]
+    bob.send("MODE #state +b")
+    assert bob.expect_msg("367").params[2] == "troll!*@*"
+    # Checks on node two use that state: the ban keeps troll out, the room is moderated.
+    troll = two.irc_client("troll")
+    troll.send("JOIN #state")
+    troll.expect_msg("474")
+    bob.send("PRIVMSG #state :may I?")
+    bob.expect_msg("404")
+    # And later changes arrive as events, as ever.
+    alice.send("TOPIC #state :changed later")
+    assert bob.expect_msg("TOPIC").params[-1] == "changed later"
+    for client in (alice, carl, bob, troll):
+        client.close()
+
+
+def test_oper_flags_tag_messages_and_wallops_cross_nodes(cluster: Cluster) -> None:
+    one = cluster.start("one", THREADCHAT_OPER="root:secret")
+    two = cluster.start("two", THREADCHAT_OPER="root:secret")
+    one.wait_ready()
+    two.wait_ready()
+    alice = IrcClient(one.irc)
+    alice.register("alice", ("message-tags",))
+    bob = IrcClient(two.irc)
+    bob.register("bob", ("message-tags",))
+    bob.send("MODE bob +w")
+    bob.expect_msg("MODE")
+    alice.send("OPER root secret")
+    alice.expect_msg("381")
+
+    # Node two learns that alice is a server operator: its WHOIS says so.
+    def whois_says_oper() -> bool:
+        bob.send("WHOIS alice")
+        lines = []
+        while not lines or parse(lines[-1]).command != "318":
+            lines.append(bob.expect(lambda line: parse(line).command in {"313", "318"}))
+        return any(parse(line).command == "313" for line in lines)
+
+    assert wait_until(whois_says_oper)
+
+    # Wallops go to wallops readers on every node (bob's +w known to node one eventually).
+    def wallops_reach_bob() -> bool:
+        alice.send("WALLOPS :are you there")
+        try:
+            bob.expect_msg("WALLOPS", lambda m: m.params == ["are you there"], timeout=0.3)
+        except AssertionError:
+            return False
+        return True
+
+    assert wait_until(wallops_reach_bob)
+
+    irc_join(alice, "#t")
+    irc_join(bob, "#t")
+    alice.expect_msg("JOIN", lambda m: m.source.startswith("bob!"))
+    alice.send("@+typing=active TAGMSG #t")
+    typing = bob.expect_msg("TAGMSG")
+    assert typing.params == ["#t"] and typing.tags["+typing"] == "active"
+    assert typing.source.startswith("alice!")
+    # Any other client-only tag is relayed as it is (Hub.send_tags), to the room...
+    alice.send("@+example.org/mood=sunny TAGMSG #t")
+    tagged = bob.expect_msg("TAGMSG", lambda m: "+example.org/mood" in m.tags)
+    assert tagged.params == ["#t"] and tagged.tags["+example.org/mood"] == "sunny"
+    bob.send("@+example.org/mood=rainy TAGMSG alice")
+    # ... and to a person (reactions and typing to a person are the hub's own live events,
+    # tested across nodes in test_private_replies_reactions_edits_deletions_and_typing...).
+    private = alice.expect_msg("TAGMSG")
+    assert private.params == ["alice"] and private.tags["+example.org/mood"] == "rainy"
+    alice.close()
+    bob.close()
+
+
+def test_a_room_rename_crosses_nodes(cluster: Cluster) -> None:
+    one, two = cluster.start_all("one", "two")
+    alice = IrcClient(one.irc)
+    alice.register("alice", ("draft/channel-rename",))
+    irc_join(alice, "#old")
+    bob = two.json("bob")
+    bob.send_json(type="join", room="old")
+    bob.expect_event("who", room="old")
+    legacy = two.irc_client("legacy")
+    irc_join(legacy, "#old")
+    alice.expect_msg("JOIN", lambda m: m.source.startswith("legacy!"))
+    alice.send("TOPIC #old :kept across the rename", "PRIVMSG #old :said before")
+    bob.expect_event("message", room="old", text="said before")
+    legacy.expect_msg("PRIVMSG", lambda m: m.params == ["#old", "said before"])
+
+    alice.send("RENAME #old #new :a tidier name")
+    alice.expect_msg("RENAME")
+    renamed = bob.expect_event("rename", room="old")
+    assert (renamed["new"], renamed["by"]) == ("new", "alice")
+    # IRC without the capability: a PART and a JOIN of its own, then what a join shows.
+    legacy.expect_msg("PART", lambda m: m.params[0] == "#old")
+    legacy.expect_msg("JOIN", lambda m: m.params[0] == "#new")
+    assert legacy.expect_msg("332").params[-1] == "kept across the rename"
+
+    # The room lives on under its new name on both nodes, with its history.
+    bob.send_json(type="say", room="new", text="said after", ref="a")
+    bob.expect_event("ok", ref="a")
+    alice.expect_msg("PRIVMSG", lambda m: m.params == ["#new", "said after"])
+    bob.send_json(type="history", room="new", ref="h")
+    texts = [m["text"] for m in bob.expect_event("history", ref="h")["messages"]]
+    assert texts == ["said before", "said after"]
+    # A node started after the rename finds the room, its topic and members under the
+    # new name, and no room of the old one.
+    [three] = cluster.start_all("three")
+    carol = three.irc_client("carol")
+    carol.send("JOIN #new")
+    assert carol.expect_msg("332").params[-1] == "kept across the rename"
+    names = carol.expect(lambda line: parse(line).command == "353")
+    assert all(name in names for name in ("@alice", "bob", "legacy", "carol"))
+    carol.send("LIST")
+    listed = []
+    while True:
+        line = parse(carol.expect(lambda line: parse(line).command in {"322", "323"}))
+        if line.command == "323":
+            break
+        listed.append(line.params[1])
+    assert "#new" in listed and "#old" not in listed
+    # Node three's start deleted no history of the rooms the other nodes hold.
+    bob.send_json(type="history", room="new", ref="h2")
+    texts = [m["text"] for m in bob.expect_event("history", ref="h2")["messages"]]
+    assert texts == ["said before", "said after"]
+    for client in (alice, bob, legacy, carol):
+        client.close()
+
+
+def test_a_second_device_on_another_node_is_told_which_node(cluster: Cluster) -> None:
+    """A person's connections share one node: a device of the same account reaching another
+    node is refused the nick with the name of the node to connect to, over JSON and IRC;
+    on the person's node it is attached as on one server."""
+    with PostgresStore(cluster.database_url) as store:
+        store.create_account("alice", PASSWORD)
+    one, two = cluster.start_all("one", "two")
+    phone = JsonClient(one.line)
+    phone.send_json(type="hello", name="alice", password=PASSWORD)
+    phone.expect_event("welcome")
+    observer = two.json("observer")
+    assert wait_until(lambda: _whois_known(observer, "alice"))
+
+    laptop = JsonClient(two.line)
+    laptop.send_json(type="hello", name="alice", password=PASSWORD)
+    refused = laptop.expect_event("error")
+    assert refused["code"] == "name_in_use" and "server one" in refused["message"]
+    laptop.close()
+    irc = IrcClient(two.irc)
+    irc.send("CAP LS 302", "CAP REQ :sasl")
+    irc.expect_msg("CAP", lambda m: m.params[1] == "ACK")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect_msg("AUTHENTICATE")
+    irc.send(f"AUTHENTICATE {sasl_plain('alice', PASSWORD)}")
+    irc.expect_msg("903")
+    irc.send("NICK alice", "USER alice 0 * :Alice", "CAP END")
+    notice = irc.expect_msg("NOTICE", lambda m: "server one" in m.params[-1])
+    assert "connect this one to one" in notice.params[-1]
+    irc.expect_msg("433")
+    irc.close()
+
+    # On node one, the same device is attached to her: one person, two connections.
+    tablet = JsonClient(one.line)
+    tablet.send_json(type="hello", name="alice", password=PASSWORD)
+    assert tablet.expect_event("welcome")["name"] == "alice"
+    for client in (phone, observer, tablet):
+        client.close()
+
+
+def _whois_known(client: JsonClient, nick: str) -> bool:
+    client.send_json(type="whois", name=nick, ref="w")
+    answer = client.read_event()
+    while answer.get("ref") != "w":
+        answer = client.read_event()
+    return answer["type"] != "error"
+
+
+def test_private_replies_reactions_edits_deletions_and_typing_cross_nodes(
+    cluster: Cluster,
+) -> None:
+    one, two = cluster.start_all("one", "two")
+    alice, bob = one.json("alice"), two.json("bob")
+    # Node one knows bob once his arrival has come over the bus.
+    alice.expect_event("join", room="lobby", name="bob")
+    alice.send_json(type="msg", to="bob", text="psst", ref="m")
+    alice.expect_event("ok", ref="m")
+    question = bob.expect_event("private", text="psst")["msgid"]
+    # Node two knows the message from the bus: bob answers it, reacts to it.
+    bob.send_json(type="msg", to="alice", text="yes?", reply_to=question, ref="a")
+    bob.expect_event("ok", ref="a")
+    answer = alice.expect_event("private", text="yes?")
+    assert answer["reply_to"] == question and answer["reply"]["from"] == "alice"
+    bob.send_json(type="react", msgid=question, reaction="👍", ref="r")
+    bob.expect_event("ok", ref="r")
+    reacted = alice.expect_event("react", msgid=question)
+    assert (reacted["from"], reacted["to"], reacted["reaction"]) == ("bob", "alice", "👍")
+    alice.send_json(type="edit", msgid=question, text="psst, lunch?", ref="e")
+    alice.expect_event("ok", ref="e")
+    edited = bob.expect_event("edit", msgid=question)
+    assert (edited["text"], edited["to"]) == ("psst, lunch?", "bob")
+    bob.send_json(type="typing", to="alice", ref="t")
+    bob.expect_event("ok", ref="t")
+    assert alice.expect_event("typing")["from"] == "bob"
+    # Only the author deletes, on either node; then it is gone for both.
+    bob.send_json(type="delete", msgid=question, ref="no")
+    assert bob.expect_event("error", ref="no")["code"] == "not_yours"
+    alice.send_json(type="delete", msgid=question, ref="d")
+    alice.expect_event("ok", ref="d")
+    assert bob.expect_event("delete", msgid=question)["by"] == "alice"
+    bob.send_json(type="react", msgid=question, reaction="🎉", ref="late")
+    assert bob.expect_event("error", ref="late")["code"] == "unknown_message"
     alice.close()
     bob.close()

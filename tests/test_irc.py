@@ -139,7 +139,7 @@ def test_irc_and_native_names_fold_alike(
     # KELVIN SIGN is no name anybody can take, so it must not reach the "k" it lowercases to.
     irc_user.send("PRIVMSG \u212a :for k?", "PRIVMSG K :for k")
     assert irc_user.expect_msg("401").params[1] == "\u212a"
-    assert native.expect("Alice[Away]") == "[private] Alice[Away]: for k"
+    assert unref(native.expect("Alice[Away]")) == "[private] Alice[Away]: for k"
     native.send("/msg \u212a for Alice?", "/msg ALICE[AWAY] for Alice")
     native.expect("nobody called \u212a")
     assert irc_user.expect_msg("PRIVMSG").params == ["Alice[Away]", "for Alice"]

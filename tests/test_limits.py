@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,6 +22,7 @@ from threadchat.app.server import Server, default_max_clients
 from threadchat.app.startup import StartupError
 from threadchat.config import Config
 from threadchat.core.admission import Admission, Refusal, RefusalLog, parse_exempt
+from threadchat.protocols import udp as proto
 
 __all__ = ["udp_clients"]  # a fixture, used by name
 
@@ -72,6 +74,22 @@ def test_the_seventeenth_connection_from_one_address_is_refused_on_any_listener(
     assert server.listener("line").thread.is_alive()
 
 
+def test_the_web_port_refuses_past_the_limit_in_http(
+    make_server: Callable[..., Server], clients: list[LineClient]
+) -> None:
+    """The page's port shares the limits: over them, a 503 that says why, then the close."""
+    server = make_server(limit_exempt=NO_EXEMPTION, max_connections_per_ip=1)
+    clients.append(LineClient(server.listener("line").port))
+    wait_for(lambda: server.admission.count("127.0.0.1") == 1)
+    with socket.create_connection(("127.0.0.1", server.listener("web").port), WAIT) as sock:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert answer.endswith(b"\r\n\r\ntoo many connections from your address (1 at once)\n")
+
+
 def test_udp_sessions_count_with_the_tcp_connections_of_their_address(
     make_server: Callable[..., Server],
     clients: list[LineClient],
@@ -110,6 +128,68 @@ def test_exempt_addresses_are_not_limited(
     refused = LineClient(port)
     clients.append(refused)
     assert refused.read_until_closed() == ["!!! too many connections from your address (1 at once)"]
+
+
+# A hello unanswered this long was refused (on loopback an answer takes a millisecond or so).
+UDP_REFUSED_AFTER = 0.3
+
+
+def udp_handshakes(port: int, source: str, count: int) -> tuple[int, int]:
+    """Open `count` UDP handshakes from `source`, each from its own port, one after another
+    (all at once would overflow the server's socket buffer): every hello, then every cookie
+    echoed, none finished. Returns how many got a retry and how many then an accept."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((source, 0))
+            sock.settimeout(UDP_REFUSED_AFTER)
+            socks.append(sock)
+
+        def answer(sock: socket.socket, hello: bytes, kind: str) -> proto.Envelope | None:
+            sock.sendto(hello, ("127.0.0.1", port))
+            try:
+                envelope = proto.decode(sock.recv(2048))
+            except TimeoutError:
+                return None  # refused: the server answers nothing
+            return envelope if envelope.kind == kind else None
+
+        nonces = [proto.new_nonce() for _ in socks]
+        retries = [answer(sock, proto.encode_hello(f"local{n}", nonce), "retry")
+                   for n, (sock, nonce) in enumerate(zip(socks, nonces, strict=True))]  # fmt: skip
+        accepts = [
+            answer(sock, proto.encode_hello(f"local{n}", nonce, cookie=retry.cookie), "accept")
+            for n, (sock, nonce, retry) in enumerate(zip(socks, nonces, retries, strict=True))
+            if retry is not None
+        ]
+        return sum(r is not None for r in retries), sum(a is not None for a in accepts)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_many_udp_logins_at_once_from_an_exempt_address_are_not_limited_per_host(
+    make_server: Callable[..., Server],
+) -> None:
+    """Many UDP clients on one machine (a load test, a bouncer) are not one host flooding
+    hellos: the soak's UDP visits failed under load while loopback's hellos were limited as
+    a stranger's (50 a second, 32 handshakes at once)."""
+    server = make_server()
+    assert server.udp is not None
+    assert udp_handshakes(server.udp.port, "127.0.0.1", 150) == (150, 150)
+    assert server.udp.endpoint.pending_handshakes() == 150
+
+
+def test_udp_hellos_from_an_address_not_exempt_are_limited_per_host(
+    make_server: Callable[..., Server],
+) -> None:
+    """The counterpart: from a host not exempt, at most its share of the handshake table is
+    pending at once (40 logins cost 80 hellos, within the host's burst of 100; the hello
+    rate itself is test_udp.py's hello flood)."""
+    server = make_server(limit_exempt=NO_EXEMPTION)
+    assert server.udp is not None
+    assert udp_handshakes(server.udp.port, "127.0.0.1", 40) == (40, proto.MAX_PENDING_PER_HOST)
+    assert server.udp.endpoint_stats()["host_handshakes_full"] == 40 - proto.MAX_PENDING_PER_HOST
 
 
 # -- connection rate per address --------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_rooms_are_isolated_and_room_shown_when_in_several(connect: Connect) -> 
 def test_private_message_reaches_only_its_target(connect: Connect) -> None:
     alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
     alice.send("/msg BOB psst")
-    assert bob.expect("psst") == "[private] alice: psst"
+    assert unref(bob.expect("psst")) == "[private] alice: psst"
     assert not [line for line in carol.quiet() if "psst" in line]
     alice.send("/msg nobody hi")
     assert alice.expect("!!!") == "!!! there is nobody called nobody"

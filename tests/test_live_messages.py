@@ -90,6 +90,25 @@ def test_every_protocol_names_a_message_by_the_same_id(
     assert line == f"alice: hello all  {live.short_ref(msgid)}"
 
 
+def test_the_ok_for_a_stored_message_names_it(connect_json: ConnectJson) -> None:
+    """The sender is not sent its own message back: the `ok` for it carries its msgid, so a
+    client (the web page) can edit, delete or react to what it just said."""
+    alice, bob = connect_json("alice"), connect_json("bob")
+    alice.send_json(type="say", room="lobby", text="first\nsecond", ref="s1")
+    ok = alice.expect_event("ok", ref="s1")
+    seen = bob.expect_event("message", text="first\nsecond")
+    assert ok["msgid"] == seen["msgid"]
+    alice.send_json(type="edit", msgid=ok["msgid"], text="edited", ref="e1")
+    alice.expect_event("ok", ref="e1")
+    assert bob.expect_event("edit", msgid=seen["msgid"])["text"] == "edited"
+    alice.send_json(type="msg", to="bob", text="just you", ref="p1")
+    private_ok = alice.expect_event("ok", ref="p1")
+    assert private_ok["msgid"] == bob.expect_event("private", text="just you")["msgid"]
+    # A request that is not a message keeps its plain `ok`.
+    alice.send_json(type="typing", room="lobby", state="active", ref="t1")
+    assert "msgid" not in alice.expect_event("ok", ref="t1")
+
+
 def test_replies_across_protocols(
     connect_json: ConnectJson, connect: Connect, irc: Irc, udp: Callable[[str], UdpClient]
 ) -> None:

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, IrcClient, LineClient
+from conftest import WAIT, IrcClient, LineClient, unref
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from threadchat.app.server import Server
@@ -183,7 +183,7 @@ def test_two_pages_an_nc_user_and_an_irc_user_chat_in_a_room_and_privately(
     sidebar_button(alice, "@carol").click()
     expect(alice.locator("#messages li.message").last).to_contain_text("carol from nc, privately")
     type_line(alice, "back to you")
-    assert carol.expect("[private]") == "[private] alice: back to you"
+    assert unref(carol.expect("[private]")) == "[private] alice: back to you"
 
     # Another room: joined by a command and by the form; the lobby counts what is missed.
     type_line(alice, "/join dev")

@@ -359,6 +359,52 @@ def test_migration_upgrades_v1_and_keeps_data(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_upgrade_to_v6_copies_each_messages_reactions_to_its_row(tmp_path: Path) -> None:
+    # A database of v5, with reactions in their table only: v6 gives each message's row its
+    # reactions (what history pages read), in the order they were given.
+    data = tmp_path / "data"
+    data.mkdir()
+    conn = sqlite3.connect(data / DB_FILENAME)
+    for step in MIGRATIONS[:5]:
+        for statement in step:
+            assert isinstance(statement, str)
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 5")
+    for text in ("first", "second"):
+        conn.execute(
+            "INSERT INTO messages (ts, room_key, room, sender, text)"
+            " VALUES (5, 'dev', 'dev', 'a', ?)",
+            (text,),
+        )
+    given = [
+        (1, "n:bob", "🎉", "bob", 30),
+        (1, "n:ann", "👍", "ann", 10),
+        (1, "n:cy", "👍", "cy", 20),
+    ]
+    conn.executemany(
+        "INSERT INTO reactions (message_id, reactor_key, reaction, reactor, ts)"
+        " VALUES (?, ?, ?, ?, ?)",
+        given,
+    )
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(data)
+    try:
+        first, second = s.room_history("dev", HistoryQuery.latest(5))
+        assert first.reactions == (("👍", ("ann", "cy")), ("🎉", ("bob",)))
+        assert second.reactions == ()
+        # The writer keeps the row's copy from now on.
+        assert s.set_reaction(2, "n:ann", "ann", "👀", True)
+        assert s.set_reaction(1, "n:ann", "ann", "👍", False)
+        first, second = s.room_history("dev", HistoryQuery.latest(5))
+        assert first.reactions == (("👍", ("cy",)), ("🎉", ("bob",)))
+        assert second.reactions == (("👀", ("ann",)),)
+        assert s.delete_message(1)
+        assert s.room_history("dev", HistoryQuery.latest(5))[0].reactions == ()
+    finally:
+        s.close()
+
+
 def test_newer_schema_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

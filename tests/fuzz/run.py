@@ -14,18 +14,27 @@ status 1.
 """
 
 import argparse
+import os
 import re
 import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+# budget.py lies beside this file, which tests/test_fuzz.py loads by its path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget import DEADLINE_VARIABLE
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 # Headroom over the fuzzing time for a harness to start (instrumenting its imports) and end.
 START_UP_ALLOWANCE = 60.0
+# A harness at its deadline still ends its last input and prints its statistics: the bounded
+# run's deadline is set this much before its end.
+ENDING_ALLOWANCE = 1.5
 # libFuzzer reports an input that runs this long (seconds) as a hang: no parser may take it.
 INPUT_TIMEOUT = 10
 
@@ -60,9 +69,19 @@ class Outcome:
 
 
 def run_harness(
-    name: str, path: Path, seconds: int, corpus: Path, crashes: Path, timeout: float | None = None
+    name: str,
+    path: Path,
+    seconds: int,
+    corpus: Path,
+    crashes: Path,
+    timeout: float | None = None,
+    deadline: float | None = None,
 ) -> Outcome:
-    """Fuzz one harness for `seconds`; new inputs go to `corpus`, failing ones to `crashes`."""
+    """Fuzz one harness for `seconds`; new inputs go to `corpus`, failing ones to `crashes`.
+
+    With a `deadline` (a time.time()), the harness fuzzes only until then, its start-up
+    included (see budget.py). Either way it is ended, and fails, if it runs past `timeout`
+    (by default `seconds` and START_UP_ALLOWANCE)."""
     corpus.mkdir(parents=True, exist_ok=True)
     crashes.mkdir(parents=True, exist_ok=True)
     before = set(crashes.iterdir())
@@ -80,6 +99,9 @@ def run_harness(
         str(corpus),
         *([str(seeds)] if seeds.is_dir() else []),
     ]
+    environment = dict(os.environ)
+    if deadline is not None:
+        environment[DEADLINE_VARIABLE] = repr(deadline)
     started = time.monotonic()
     try:
         result = subprocess.run(
@@ -88,6 +110,7 @@ def run_harness(
             text=True,
             errors="replace",
             cwd=ROOT,
+            env=environment,
             timeout=timeout if timeout is not None else seconds + START_UP_ALLOWANCE,
         )
         output, ok = result.stdout + result.stderr, result.returncode == 0
@@ -100,6 +123,32 @@ def run_harness(
     runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", output)
     found = sorted(set(crashes.iterdir()) - before)
     return Outcome(name, ok and not found, int(runs[-1]) if runs else 0, elapsed, found, output)
+
+
+def run_all_at_once(
+    chosen: dict[str, Path], seconds: float, work: Path
+) -> tuple[list[Outcome], float]:
+    """Every harness at the same time, all done `seconds` after the start, start-up included
+    (the bounded run of `make test`): on a machine of two cores the harnesses' start-ups
+    overlap, where one after another they added up to more than the fuzzing itself.
+    Returns the outcomes and the seconds the whole took."""
+    started = time.monotonic()
+    deadline = time.time() + seconds - ENDING_ALLOWANCE
+    with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+        futures = [
+            pool.submit(
+                run_harness,
+                name,
+                path,
+                int(seconds),
+                work / "corpus" / name,
+                work / "crashes",
+                deadline=deadline,
+            )
+            for name, path in chosen.items()
+        ]
+        outcomes = [future.result() for future in futures]
+    return outcomes, time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:

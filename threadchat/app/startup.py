@@ -87,7 +87,10 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
     try:
         kept = always_on.load()
         # The rooms always-on accounts are in keep their history, whether stored or not.
-        loaded = keeper.load(keep=[room for record in kept for room in record.rooms])
+        # With several nodes the others' rooms live on: their history is not deleted.
+        loaded = keeper.load(
+            keep=[room for record in kept for room in record.rooms], purge=not config.redis_url
+        )
     except StoreError as problem:
         raise StartupError(f"cannot load rooms: {problem}") from problem
     hub.moderation = keeper

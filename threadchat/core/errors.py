@@ -18,6 +18,16 @@ class AuthError(HubError):
     """A login or registration refused; `message` never says whether an account exists."""
 
 
+class HeldElsewhere(HubError):
+    """A nick held by the same account's person on another node (several nodes): code
+    `name_in_use`, with a message saying which node to reach instead, for every protocol to
+    show (a person's devices share one node; docs/scaling.md, "One account on several
+    devices")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("name_in_use", message)
+
+
 class StoreError(Exception):
     """The store could not do what was asked (cannot open, write failed, closed, timed out).
 

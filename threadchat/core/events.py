@@ -73,6 +73,16 @@ class PrivateMessage(Event):
     history: bool = False
     tags: ClientTags = ()
     own: bool = False
+    # As a room message's (core/live.py): the message it replies to, and from history its
+    # edited and deleted marks and reactions; None for the plain message.
+    extra: MessageExtra | None = None
+    # The recipient's account when they had one: with `account`, who the two people of the
+    # conversation are (only they act on its messages, see `Hub.react`).
+    target_account: str | None = None
+
+    @property
+    def reply_to(self) -> int | None:
+        return self.extra.reply_to if self.extra is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +123,13 @@ class TagMessage(Event):
     account: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reaction(Event):
-    """`sender` added (`on`) or took back a reaction to the room message `msgid`."""
+    """`sender` added (`on`) or took back a reaction to the message `msgid`: of the room
+    `room`, or of `sender`'s private conversation with `target` (`room` None)."""
 
-    room: str
+    room: str | None = None
+    target: str = ""
     sender: str
     msgid: int
     reaction: str
@@ -125,11 +137,14 @@ class Reaction(Event):
     account: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MessageDeleted(Event):
-    """`by` deleted the room message `msgid` of `sender` (its author, or as an operator)."""
+    """`by` deleted the message `msgid` of `sender` (its author, or as an operator): in the
+    room `room`, or in the private conversation of `by` with `target` (`room` None; there
+    only the author deletes)."""
 
-    room: str
+    room: str | None = None
+    target: str = ""
     msgid: int
     by: str
     sender: str
@@ -137,22 +152,26 @@ class MessageDeleted(Event):
     account: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MessageEdited(Event):
-    """`sender` changed the text of their room message `msgid` to `text`."""
+    """`sender` changed the text of their message `msgid` to `text`: in the room `room`, or
+    in their private conversation with `target` (`room` None)."""
 
-    room: str
+    room: str | None = None
+    target: str = ""
     msgid: int
     sender: str
     text: str
     account: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Typing(Event):
-    """`sender` is typing in `room` (`state`: active, paused or done); never stored."""
+    """`sender` is typing (`state`: active, paused or done) in `room`, or to `target` in a
+    private conversation (`room` None); never stored."""
 
-    room: str
+    room: str | None = None
+    target: str = ""
     sender: str
     state: str
     account: str | None = None
@@ -262,6 +281,9 @@ class TopicInfo(Event):
 @dataclass(frozen=True, slots=True)
 class Ok(Event):
     ref: object = None
+    # The stored message a `say` or `msg` with a ref was answered for: its msgid, so the
+    # sender (who is not sent its own message back) can edit, delete or react to it.
+    msgid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

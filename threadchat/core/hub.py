@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from threadchat.core import delivery, events, live, metadata, names, ports
 from threadchat.core import history as history_types
 from threadchat.core import search as search_types
-from threadchat.core.errors import HubError, StoreError
+from threadchat.core.errors import HeldElsewhere, HubError, StoreError
 from threadchat.core.events import Event
 from threadchat.core.modes import (
     DEFAULT_ROOM_FLAGS,
@@ -68,6 +68,8 @@ WHOWAS_MAX = 2048
 # A guest's read markers kept at most (the oldest set goes first): a guest could otherwise
 # grow memory by marking ever new nicks.
 GUEST_MARKERS_MAX = 256
+# Rooms renamed on other nodes whose old names are still found (`Hub._room_of_remote`).
+RENAMES_REMEMBERED = 1024
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
 # attribute in about 90 ns, a module global in about 15 ns (measured with timeit).
 _MODERATED = RoomFlag.MODERATED
@@ -137,6 +139,11 @@ class User:
     # The node this person is connected to when it is another one (several nodes, see
     # `Hub.apply_remote`): here they have no connection and nothing they do starts here.
     node: str | None = None
+    # Their last private messages, sent or received (at least live.RECENT_PER_ROOM), by id:
+    # (the message, its sender, its recipient). What replies, reactions, edits, deletions
+    # and short references find without the store, as `Room.recent` for a room; only the
+    # two people of a conversation hold its messages here.
+    recent_private: "dict[int, PrivateEntry]" = field(default_factory=dict)
     # A guest's read markers (store key -> ms), kept in memory for as long as they are
     # connected (an account's are stored); None until the first (see `Hub.mark_read`).
     guest_markers: dict[str, int] | None = None
@@ -288,7 +295,8 @@ class Hub:
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
         # (folded nick, room key) -> (monotonic time, state) of the last typing notice relayed.
-        self._typing: dict[tuple[str, str], tuple[float, str]] = {}
+        # A private conversation's key is (folded nick, "", the peer's folded nick).
+        self._typing: dict[tuple[str, ...], tuple[float, str]] = {}
         # Folded nick -> the users watching it (User.watching), online or not.
         self._watchers: dict[str, set[User]] = {}
         # Services the server plugs in when it has a store; None keeps the hub memory-only.
@@ -316,6 +324,9 @@ class Hub:
         self.relayed_id = 0
         # The other nodes of the chat (services.cluster); None: this node is the whole chat.
         self.bus: ports.Bus | None = None
+        # Rooms renamed by another node, folded old name -> folded new name: their events
+        # still on the old name's stream find them (`_room_of_remote`). Bounded.
+        self._renamed_rooms: dict[str, str] = {}
 
     # -- users -----------------------------------------------------------------------------
 
@@ -362,6 +373,13 @@ class Hub:
             held = self._users.get(names.fold(nick))
         return held is None or self._may_attach(held, account)
 
+    def held_elsewhere(self, nick: str, account: str | None) -> str | None:
+        """Why a connection logged in to `account` cannot have `nick`, when the account's
+        person holds it on another node (None otherwise): that node's name, to connect to."""
+        with self._lock:
+            held = self._users.get(names.fold(nick))
+            return None if held is None else _held_elsewhere(held, account)
+
     def _may_attach(self, person: User, account: str | None) -> bool:
         """The multiclient rule: a connection logged in to `account` joins the person of that
         account; a guest never shares a nick."""
@@ -393,6 +411,10 @@ class Hub:
                 pass  # they left meanwhile: register anew
             else:
                 return SignOn(held, True, missed_since)
+        if held is not None:
+            reason = _held_elsewhere(held, account)
+            if reason is not None:
+                raise HeldElsewhere(reason)
         user = self.register(conn, nick, keeps_member_list=keeps_member_list, **identity)
         return SignOn(user, False, None)
 
@@ -915,6 +937,13 @@ class Hub:
             if self.bus is not None:
                 record = self._user_record(user, rooms=False)
                 record.update(room=room.name, op=user.key in room.operators, owner=room.owner)
+                if created:
+                    # A new room: its state in Redis is this one, whatever an ended room of
+                    # the name left there.
+                    record["room_state"] = _room_record(room)
+                # The joiner's presence key, with this room, set before the event (a node
+                # starting finds one or the other).
+                record["presence"] = self._user_record(user)
                 self.bus.publish("join", key, record)
         if created and room.persistent and self.moderation is not None:
             self.moderation.save(room)
@@ -968,10 +997,11 @@ class Hub:
                 events.Left(room=room.name, nick=user.nick, reason=reason),
                 self._audience(room, user),
             )
-            if self.bus is not None:
-                self.bus.publish("leave", room.key, {"room": room.name, "nick": user.nick,
-                                                     "reason": reason})  # fmt: skip
             self._remove_member(room, user)
+            if self.bus is not None:
+                record = {"room": room.name, "nick": user.nick, "reason": reason,
+                          "presence": self._user_record(user)}  # fmt: skip
+                self.bus.publish("leave", room.key, record)
             if user.always_on and self.always_on is not None and user.account is not None:
                 self.always_on.left(user.account, room.name)
 
@@ -1180,11 +1210,14 @@ class Hub:
         *,
         origin: Connection | None = None,
         tags: events.ClientTags = (),
+        reply_to: int | None = None,
     ) -> User:
         """Send to one user only (each of their connections, and the sender's other
         connections); returns the recipient (whose `away` a caller may report).
 
-        `echo`, `origin` and `tags` as for `say`."""
+        `echo`, `origin` and `tags` as for `say`. `reply_to`: the id of a message of this
+        same conversation that this one answers (stored; raises HubError unknown_message,
+        not_in_room: a message of another conversation)."""
         check_message(text)
         origin = _origin(user, origin)
         stamp: dict[str, Any] = {"tags": tags} if tags else {}
@@ -1192,13 +1225,18 @@ class Hub:
             first = self.find_user(target)
             if first is None:
                 raise HubError("no_such_nick", f"there is nobody called {target}")
+            if reply_to is not None:
+                stamp["extra"] = self._private_reply_extra(user, first, reply_to)
             if self.history is None:
                 return self._relay_private(user, origin, target, text, kind, stamp, echo)
 
             def relay(stored: dict[str, Any]) -> None:
                 self._relay_private(user, origin, target, text, kind, {**stored, **stamp}, echo)
 
-            self.history.submit(user, text, kind, relay, target=first)
+            if reply_to is None:
+                self.history.submit(user, text, kind, relay, target=first)
+            else:
+                self.history.submit(user, text, kind, relay, target=first, reply_to=reply_to)
             return first
 
     def _relay_private(
@@ -1223,8 +1261,15 @@ class Hub:
                 text=text,
                 kind=kind,
                 account=user.account,
+                target_account=recipient.account,
                 **stamp,
             )
+            if kind != events.NOTICE and ("id" in stamp or self.history is None):
+                # Stored (or, without history, named by its event id): it may be replied
+                # to, reacted to, edited and deleted.
+                _remember_private(user, event, user, recipient)
+                if recipient is not user:
+                    _remember_private(recipient, event, user, recipient)
             if recipient.node is not None and self.bus is not None:
                 self.bus.publish("pm", node_shard(recipient.node), _message_record(event))
             self._deliver(event, recipient.connections)
@@ -1262,6 +1307,8 @@ class Hub:
                 connections = [
                     c for m in joined.members.values() for c in m.connections if c is not origin
                 ]
+                if self.bus is not None:
+                    self.bus.publish("tags", joined.key, _tags_event_record(event))
             else:
                 recipient = self._users.get(names.fold(target))
                 if recipient is None:
@@ -1272,6 +1319,8 @@ class Hub:
                 connections = list(recipient.connections)
                 if recipient is not user:
                     connections += [c for c in user.connections if c is not origin]
+                if recipient.node is not None and self.bus is not None:
+                    self.bus.publish("tags", node_shard(recipient.node), _tags_event_record(event))
             self._deliver(event, connections)
         if echo is not None:
             echo(event)
@@ -1300,8 +1349,9 @@ class Hub:
         mask = (1 << (4 * digits)) - 1
         best = -1
         with self._lock:
-            for room in user.rooms.values():
-                for msgid in reversed(room.recent):
+            for recent in chain((room.recent for room in user.rooms.values()),
+                                (user.recent_private,)):  # fmt: skip
+                for msgid in reversed(recent):
                     if msgid & mask == value:
                         best = max(best, msgid)
                         break
@@ -1319,13 +1369,21 @@ class Hub:
         raise HubError("unknown_message", f"you have said nothing lately in {room.name}")
 
     def _message_for(
-        self, user: User, msgid: int, room_name: str | None = None
-    ) -> tuple[Room, events.RoomMessage, User | None]:
-        """The room message `msgid` that `user` acts on, with its room and (when recent) the
-        person who sent it: from the recent ones, else from history. Called without the hub
-        lock (history may be read); `msgid` 0 names none. Raises HubError unknown_message
-        (also for a deleted one), not_in_room (`user` is not in `room_name` or in the
-        message's room, or the message is not in `room_name`),
+        self,
+        user: User,
+        msgid: int,
+        room_name: str | None = None,
+        *,
+        peer: str | None = None,
+    ) -> "_Found":
+        """The message `msgid` that `user` acts on: a message of one of their rooms, or of
+        one of their private conversations; from the recent ones, else from history. Called
+        without the hub lock (history may be read); `msgid` 0 names none. `room_name`: it
+        must be in that room (a room `user` is not in is refused first); `peer`: in `user`'s
+        conversation with that person. Raises HubError unknown_message (also for a deleted
+        one, and for a private message of a conversation `user` is not in: whether it
+        exists is not theirs to know), not_in_room (`user` is not in `room_name` or in its
+        room, or it is not in `room_name` or the conversation with `peer`),
         history_failed."""
         unknown = HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with self._lock:
@@ -1342,8 +1400,16 @@ class Hub:
                 event, sender = entry
                 if event.extra is not None and event.extra.deleted:
                     raise unknown
-                self._check_message_room(user, room, room_name)
-                return room, event, sender
+                self._check_message_room(user, room, room_name, peer)
+                return _Found(event, sender, room)
+            private = user.recent_private.get(msgid)
+            if private is not None:
+                event, sender, recipient = private
+                if event.extra is not None and event.extra.deleted:
+                    raise unknown
+                return self._private_found(
+                    user, event, sender, (sender, recipient), room_name, peer
+                )
         history = self.history
         if history is None or not 0 < msgid <= history_types.MAX_REF:
             raise unknown
@@ -1354,29 +1420,107 @@ class Hub:
             raise HubError("history_failed", "history cannot be read right now") from None
         if stored is None or (stored.extra is not None and stored.extra.deleted):
             raise unknown
+        if isinstance(stored, events.PrivateMessage):
+            accounts = {names.fold(a) for a in (stored.account, stored.target_account) if a}
+            if user.account is None or names.fold(user.account) not in accounts:
+                raise unknown
+            with self._lock:
+                people = tuple(
+                    u
+                    for u in self._users.values()
+                    if u.account is not None and names.fold(u.account) in accounts
+                )
+                return self._private_found(user, stored, None, people, room_name, peer)
         with self._lock:
             room = self._rooms.get(names.fold(stored.room))
             if room is None:
                 raise HubError("not_in_room", f"you are not in {stored.room}")
-            self._check_message_room(user, room, room_name)
-            return room, stored, None
+            self._check_message_room(user, room, room_name, peer)
+            return _Found(stored, None, room)
 
     @staticmethod
-    def _check_message_room(user: User, room: Room, room_name: str | None) -> None:
+    def _check_message_room(
+        user: User, room: Room, room_name: str | None, peer: str | None = None
+    ) -> None:
+        if peer is not None:
+            raise HubError("not_in_room", f"that message is not in a conversation with {peer}")
         if room_name is not None and names.fold(room_name) != room.key:
             raise HubError("not_in_room", f"that message is not in {room_name}")
         if user.key not in room.members:
             raise HubError("not_in_room", f"you are not in {room.name}")
 
+    @staticmethod
+    def _private_found(
+        user: User,
+        event: events.PrivateMessage,
+        sender: User | None,
+        people: tuple[User, ...],
+        room_name: str | None,
+        peer: str | None,
+    ) -> "_Found":
+        """A private message of `user`'s as found (hub lock held): `people` are the persons
+        of its conversation here (its sender and recipient while recent, else those of
+        either account), of which the others than `user`'s side make the other side."""
+        if room_name is not None:
+            raise HubError("not_in_room", f"that message is not in {room_name}")
+        if sender is not None:
+            recipient = people[1]
+            others: tuple[User, ...] = (recipient if sender is user else sender,)
+            other_nick = others[0].nick
+        else:
+            mine = names.fold(user.account or "")
+            sent = event.account is not None and names.fold(event.account) == mine
+            other_account = event.target_account if sent else event.account
+            other_nick = event.target if sent else event.sender
+            if event.account == event.target_account or other_account is None:
+                others = (user,)
+            else:
+                others = tuple(
+                    p
+                    for p in people
+                    if p.account is not None and names.fold(p.account) == names.fold(other_account)
+                )
+                if others:
+                    other_nick = others[0].nick
+        if peer is not None:
+            # The other side by any name it is known by: now, or when the message was sent.
+            called = {names.fold(n) for n in (other_nick, *(p.nick for p in others))}
+            called.add(names.fold(event.target if event.sender == user.nick else event.sender))
+            if names.fold(peer) not in called:
+                raise HubError("not_in_room", f"that message is not in a conversation with {peer}")
+        return _Found(event, sender, None, tuple(dict.fromkeys((user, *people))), other_nick)
+
+    def reply(
+        self,
+        user: User,
+        msgid: int,
+        text: str,
+        kind: str = events.TEXT,
+        *,
+        origin: Connection | None = None,
+    ) -> None:
+        """Answer the message `msgid` where it was said: in its room (as `say` with
+        `reply_to`), or in its private conversation, to the other person (as
+        `send_private`). Raises HubError as they do."""
+        found = self._message_for(user, msgid)
+        if found.room is not None:
+            self.say(user, found.room.name, text, kind, origin=origin, reply_to=msgid)
+        else:
+            self.send_private(user, found.peer, text, kind, origin=origin, reply_to=msgid)
+
     def _reply_extra(self, user: User, room_name: str, reply_to: int) -> live.MessageExtra:
         """What a reply carries of the message it answers, which must be in the same room."""
-        _, parent, _ = self._message_for(user, reply_to, room_name)
-        return live.MessageExtra(
-            reply_to=parent.id, reply_sender=parent.sender, reply_excerpt=live.excerpt(parent.text)
-        )
+        return _reply_of(self._message_for(user, reply_to, room_name).event)
+
+    def _private_reply_extra(self, user: User, peer: User, reply_to: int) -> live.MessageExtra:
+        """What a private reply carries of the message it answers, which must be in the
+        same conversation (of `user` with `peer`)."""
+        return _reply_of(self._message_for(user, reply_to, peer=peer.nick).event)
 
     @staticmethod
-    def _is_author(user: User, event: events.RoomMessage, sender: User | None) -> bool:
+    def _is_author(
+        user: User, event: events.RoomMessage | events.PrivateMessage, sender: User | None
+    ) -> bool:
         """Whether `user` wrote `event`: the same account; for a guest's message, the very
         person who sent it (known only while it is recent: a guest's nick proves nothing)."""
         if event.account is not None:
@@ -1391,9 +1535,17 @@ class Hub:
         if entry is None:
             return
         event, sender = entry
-        extra = event.extra or live.MessageExtra()
-        text = changes.pop("text", event.text)
-        room.recent[msgid] = (replace(event, text=text, extra=replace(extra, **changes)), sender)
+        room.recent[msgid] = (_changed(event, changes), sender)
+
+    @staticmethod
+    def _update_private(people: Iterable[User], msgid: int, **changes: Any) -> None:
+        """Change a recent private message, in the recent messages of each of the people of
+        its conversation, as an edit, deletion or reaction did (hub lock held)."""
+        for person in people:
+            entry = person.recent_private.get(msgid)
+            if entry is not None:
+                event, sender, recipient = entry
+                person.recent_private[msgid] = (_changed(event, changes), sender, recipient)
 
     def _publish_live(self, room: Room, event: events.Event) -> None:
         """Tell the other nodes of a reaction, deletion, edit or typing notice (hub lock
@@ -1423,6 +1575,58 @@ class Hub:
                 self._update_recent(room, event.msgid, text=event.text, edited=True)
         self._fan_out(event, room.members.values())
 
+    def _tell_live(self, found: "_Found", event: Event, origin: Connection | None = None) -> None:
+        """Show a reaction, deletion or edit to those who see the message (hub lock held):
+        a room's members (and the other nodes), or the two people of a private
+        conversation, on each of their connections but `origin` (the one it came from,
+        when its client is answered otherwise: IRC's echo-message)."""
+        people = found.room.members.values() if found.room is not None else found.people
+        if origin is None:
+            self._fan_out(event, people)
+        else:
+            connections = chain.from_iterable(map(_CONNECTIONS, people))
+            self._deliver(event, [c for c in connections if c is not origin])
+        if found.room is not None:
+            self._publish_live(found.room, event)
+        else:
+            self._publish_private_live(found.people, event)
+
+    def _publish_private_live(self, people: Iterable[User], event: Event) -> None:
+        """Tell the nodes of the people of a private conversation who are on another node
+        of a reaction, deletion, edit or typing notice (hub lock held): on the stream of
+        each one's node, where their private messages go, so it comes after the message."""
+        if self.bus is None:
+            return
+        record = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        del record["id"], record["ts"]
+        for person in people:
+            if person.node is not None:
+                kind = _LIVE_KINDS_OF_EVENTS[type(event)]
+                self.bus.publish(kind, node_shard(person.node), {**record, "to": person.nick})
+
+    def _apply_remote_private_live(self, kind: str, data: dict[str, Any]) -> None:
+        """What `_publish_private_live` told this node (hub lock held): the person it names
+        is shown the event, and their recent copy of the message changes as it did there."""
+        fields = dict(data)
+        person = self._users.get(names.fold(fields.pop("to", "")))
+        if person is None or person.node is not None:
+            return
+        event = _LIVE_EVENTS[kind](**fields)
+        match event:
+            case events.Reaction():
+                entry = person.recent_private.get(event.msgid)
+                if entry is not None:
+                    extra = entry[0].extra or live.MessageExtra()
+                    reactions, _ = live.with_reaction(
+                        extra.reactions, event.reaction, event.sender, event.on
+                    )
+                    self._update_private((person,), event.msgid, reactions=reactions)
+            case events.MessageDeleted():
+                self._update_private((person,), event.msgid, text="", deleted=True)
+            case events.MessageEdited():
+                self._update_private((person,), event.msgid, text=event.text, edited=True)
+        self._fan_out(event, [person])
+
     def react(
         self,
         user: User,
@@ -1431,23 +1635,29 @@ class Hub:
         *,
         on: bool = True,
         room: str | None = None,
+        to: str | None = None,
         echo: Echo | None = None,
         origin: Connection | None = None,
     ) -> bool:
-        """Add (`on`) or take back `user`'s `reaction` to a room message; the room's members
-        see a Reaction event, but the connection it came from (`origin`, when given), which
-        gets it through `echo` (IRC echo-message) if at all, after the others, as a message
-        is echoed. Whoever may speak in the room may react. Returns False (nothing relayed)
-        when that changes nothing. Raises HubError unknown_message, not_in_room, too_long,
-        bad_request, moderated, muted, history_failed."""
+        """Add (`on`) or take back `user`'s `reaction` to a message: in a room whoever may
+        speak there may react, in a private conversation either of its two people; those
+        who see the message see a Reaction event, but the connection it came from
+        (`origin`, when given), which gets it through `echo` (IRC echo-message) if at all,
+        after the others, as a message is echoed. Returns False (nothing relayed) when that
+        changes nothing. `room` or `to` (a nick), when given, is the conversation the client
+        believes the message is in (not_in_room when it is not). Raises HubError
+        unknown_message, not_in_room, too_long, bad_request, moderated, muted,
+        history_failed."""
         check_text(reaction, strict=True)
         if not reaction.strip() or " " in reaction:
             raise HubError("bad_request", "a reaction is one word or emoji")
         if len(reaction.encode()) > live.REACTION_MAX_BYTES:
             raise HubError("too_long", f"a reaction is at most {live.REACTION_MAX_BYTES} bytes")
-        joined, event, _ = self._message_for(user, msgid, room)
-        with self._lock:
-            self._room_to_speak(user, joined.name)
+        found = self._message_for(user, msgid, room, peer=to)
+        joined, event = found.room, found.event
+        if joined is not None:
+            with self._lock:
+                self._room_to_speak(user, joined.name)
         who = user.nick
         changed = True
         if self.history is not None:
@@ -1458,57 +1668,71 @@ class Hub:
                 log.error("reaction not stored: %s", problem)
                 raise HubError("history_failed", "the reaction could not be stored") from None
         with delivery.batch(), self._lock:
-            entry = joined.recent.get(msgid)
-            if entry is not None:
-                extra = entry[0].extra or live.MessageExtra()
+            recent = _recent_of(found, user, msgid)
+            if recent is not None:
+                extra = recent.extra or live.MessageExtra()
                 reactions, changed_here = live.with_reaction(extra.reactions, reaction, who, on)
                 if self.history is None:
                     changed = changed_here
-                self._update_recent(joined, msgid, reactions=reactions)
+                if joined is not None:
+                    self._update_recent(joined, msgid, reactions=reactions)
+                else:
+                    self._update_private(found.people, msgid, reactions=reactions)
             if not changed:
                 return False
             notice = events.Reaction(
-                room=joined.name,
+                room=joined.name if joined is not None else None,
+                target=found.peer,
                 sender=who,
                 msgid=event.id,
                 reaction=reaction,
                 on=on,
                 account=user.account,
             )
-            members = chain.from_iterable(map(_CONNECTIONS, joined.members.values()))
-            self._deliver(notice, [c for c in members if c is not origin])
-            self._publish_live(joined, notice)
+            self._tell_live(found, notice, origin)
         if echo is not None:
             echo(notice)
         return True
 
     def delete_message(
-        self, user: User, msgid: int, reason: str = "", *, room: str | None = None
+        self,
+        user: User,
+        msgid: int,
+        reason: str = "",
+        *,
+        room: str | None = None,
+        to: str | None = None,
     ) -> None:
-        """Delete a room message: its author or one who may moderate the room may. History
-        keeps a tombstone (no text, marked deleted); the members see MessageDeleted. Raises
-        HubError unknown_message, not_in_room, not_yours, history_failed."""
+        """Delete a message: in a room its author or one who may moderate the room may, in
+        a private conversation its author only. History keeps a tombstone (no text, marked
+        deleted); those who see the message see MessageDeleted. `room` and `to` as for
+        `react`. Raises HubError unknown_message, not_in_room, not_yours, history_failed."""
         check_text(reason)
-        joined, event, sender = self._message_for(user, msgid, room)
+        found = self._message_for(user, msgid, room, peer=to)
+        joined, event = found.room, found.event
         with self._lock:
-            if not self._is_author(user, event, sender) and not self.may_moderate(user, joined):
-                raise HubError(
-                    "not_yours", f"{live.full_ref(msgid)} is not yours and you are no operator"
-                )
+            if not self._is_author(user, event, found.sender) and (
+                joined is None or not self.may_moderate(user, joined)
+            ):
+                why = "and you are no operator" if joined is not None else "to delete"
+                raise HubError("not_yours", f"{live.full_ref(msgid)} is not yours {why}")
         # Deleted meanwhile by someone else (or purged): unknown_message.
         self._store_change(msgid, "deletion", lambda history: history.delete(msgid))
         with delivery.batch(), self._lock:
-            self._update_recent(joined, msgid, text="", deleted=True)
+            if joined is not None:
+                self._update_recent(joined, msgid, text="", deleted=True)
+            else:
+                self._update_private(found.people, msgid, text="", deleted=True)
             gone = events.MessageDeleted(
-                room=joined.name,
+                room=joined.name if joined is not None else None,
+                target=found.peer,
                 msgid=event.id,
                 by=user.nick,
                 sender=event.sender,
                 reason=reason,
                 account=user.account,
             )
-            self._fan_out(gone, joined.members.values())
-            self._publish_live(joined, gone)
+            self._tell_live(found, gone)
 
     def _store_change(self, msgid: int, what: str, change: Callable[[ports.History], bool]) -> None:
         """Store a change to message `msgid` (outside the lock: it waits for the disk).
@@ -1524,46 +1748,73 @@ class Hub:
         if not changed:
             raise HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
 
-    def edit_message(self, user: User, msgid: int, text: str, *, room: str | None = None) -> None:
-        """Replace the text of `user`'s own room message (nobody edits another's words).
-        History keeps the latest text, marked edited; the members see MessageEdited. Raises
+    def edit_message(
+        self, user: User, msgid: int, text: str, *, room: str | None = None, to: str | None = None
+    ) -> None:
+        """Replace the text of `user`'s own message, in a room or a private conversation
+        (nobody edits another's words). History keeps the latest text, marked edited; those
+        who see the message see MessageEdited. `room` and `to` as for `react`. Raises
         HubError unknown_message, not_in_room, not_yours, too_long, bad_request, moderated,
         muted, history_failed."""
         check_message(text)
         if not text.strip():
             raise HubError("bad_request", "an edit needs text (delete the message instead)")
-        joined, event, sender = self._message_for(user, msgid, room)
+        found = self._message_for(user, msgid, room, peer=to)
+        joined, event = found.room, found.event
         with self._lock:
-            if not self._is_author(user, event, sender):
+            if not self._is_author(user, event, found.sender):
                 raise HubError("not_yours", f"{live.full_ref(msgid)} is not yours to edit")
-            self._room_to_speak(user, joined.name)
+            if joined is not None:
+                self._room_to_speak(user, joined.name)
         self._store_change(msgid, "edit", lambda history: history.edit(msgid, text))
         with delivery.batch(), self._lock:
-            self._update_recent(joined, msgid, text=text, edited=True)
+            if joined is not None:
+                self._update_recent(joined, msgid, text=text, edited=True)
+            else:
+                self._update_private(found.people, msgid, text=text, edited=True)
             edited = events.MessageEdited(
-                room=joined.name,
+                room=joined.name if joined is not None else None,
+                target=found.peer,
                 msgid=event.id,
                 sender=user.nick,
                 text=text,
                 account=user.account,
             )
-            self._fan_out(edited, joined.members.values())
-            self._publish_live(joined, edited)
+            self._tell_live(found, edited)
 
-    def typing(self, user: User, room_name: str, state: str, *, echo: Echo | None = None) -> None:
-        """Tell the room's other members that `user` is typing (`state` active, paused or
-        done); never stored. At most one notice per user and room every
-        live.TYPING_INTERVAL seconds (a `done` once more after another state); nothing is
-        sent in a quiet room. Raises HubError bad_request, too_often, not_in_room and as
-        `say` does."""
+    def typing(
+        self,
+        user: User,
+        room_name: str | None,
+        state: str,
+        *,
+        echo: Echo | None = None,
+        to: str | None = None,
+    ) -> None:
+        """Tell the room's other members, or the person `to` (a private conversation; then
+        `room_name` is None), that `user` is typing (`state` active, paused or done); never
+        stored. At most one notice per user and conversation every live.TYPING_INTERVAL
+        seconds (a `done` once more after another state); nothing is sent in a quiet room.
+        Raises HubError bad_request, too_often, not_in_room, no_such_nick and as `say`
+        does."""
         if state not in live.TYPING_STATES:
             raise HubError("bad_request", f"typing is one of {', '.join(live.TYPING_STATES)}")
         now = time.monotonic()
         with delivery.batch(), self._lock:
-            room = self._room_to_speak(user, room_name)
-            if user.key not in room.members:
-                raise HubError("not_in_room", f"you are not in {room.name}")
-            key = (user.key, room.key)
+            room: Room | None = None
+            recipient: User | None = None
+            if to is not None:
+                recipient = self._users.get(names.fold(to))
+                if recipient is None:
+                    raise HubError("no_such_nick", f"there is nobody called {to}")
+                # A private conversation's key: "" and the peer, which no room key is.
+                key: tuple[str, ...] = (user.key, "", recipient.key)
+            else:
+                assert room_name is not None
+                room = self._room_to_speak(user, room_name)
+                if user.key not in room.members:
+                    raise HubError("not_in_room", f"you are not in {room.name}")
+                key = (user.key, room.key)
             last = self._typing.get(key)
             # A `done` passes once after another state: whoever stops is not shown typing.
             recent = last is not None and now - last[0] < live.TYPING_INTERVAL
@@ -1573,13 +1824,22 @@ class Hub:
                 cutoff = now - live.TYPING_INTERVAL
                 self._typing = {k: v for k, v in self._typing.items() if v[0] >= cutoff}
             self._typing[key] = (now, state)
-            if self._is_quiet(room):
-                return
-            notice = events.Typing(
-                room=room.name, sender=user.nick, state=state, account=user.account
-            )
-            self._fan_out(notice, [m for m in room.members.values() if m is not user])
-            self._publish_live(room, notice)
+            if recipient is not None:
+                notice = events.Typing(
+                    target=recipient.nick, sender=user.nick, state=state, account=user.account
+                )
+                if recipient is not user:
+                    self._fan_out(notice, [recipient])
+                    self._publish_private_live((recipient,), notice)
+            else:
+                assert room is not None
+                if self._is_quiet(room):
+                    return
+                notice = events.Typing(
+                    room=room.name, sender=user.nick, state=state, account=user.account
+                )
+                self._fan_out(notice, [m for m in room.members.values() if m is not user])
+                self._publish_live(room, notice)
         if echo is not None:  # IRC echo-message: the sender's copy, as for any TAGMSG
             echo(notice)
 
@@ -1602,7 +1862,7 @@ class Hub:
             )
             if self.bus is not None:
                 self.bus.publish("topic", room.key, {"room": room.name, "topic": topic,
-                                                     "by": user.nick})  # fmt: skip
+                                 "by": user.nick, "room_state": _room_record(room)})  # fmt: skip
         if room.persistent and self.moderation is not None:
             self.moderation.save(room)
 
@@ -1964,7 +2224,8 @@ class Hub:
                 self._fan_out(event, room.members.values())
                 if self.bus is not None:
                     self.bus.publish("modes", room.key, {"room": room.name, "by": user.nick,
-                                     "changes": [_mode_record(c) for c in applied]})  # fmt: skip
+                                     "changes": [_mode_record(c) for c in applied],
+                                     "room_state": _room_record(room)})  # fmt: skip
                 if self.moderation is not None:
                     for change in applied:
                         self.moderation.mode_applied(room, change)
@@ -2025,6 +2286,7 @@ class Hub:
                     self._opers_counted_at = float("-inf")
             if applied:
                 self._fan_out(_mode_event(user.nick, applied, target=user.nick), [user])
+                self._publish_user(user)
             return applied
 
     def grant_server_operator(self, user: User) -> None:
@@ -2035,6 +2297,13 @@ class Hub:
                 self._opers_counted_at = float("-inf")
                 change = ModeChange(True, UserFlag.SERVER_OPERATOR)
                 self._fan_out(_mode_event(user.nick, [change], target=user.nick), [user])
+                self._publish_user(user)
+
+    def _publish_user(self, user: User) -> None:
+        """Tell the other nodes a local user's whole record again (hub lock held): with its
+        rooms, so that its presence key, which a node starting reads, has the change too."""
+        if self.bus is not None and user.node is None:
+            self.bus.publish("user", node_shard(self.bus.node), self._user_record(user))
 
     def kick(self, user: User, room_name: str, nick: str, reason: str = "") -> None:
         """Remove `nick` from the room as `user`, for every protocol (IRC KICK, native
@@ -2058,10 +2327,13 @@ class Hub:
                 raise HubError("user_not_in_room", f"{target.nick} is not in {room.name}")
             event = events.Kicked(room=room.name, nick=target.nick, by=user.nick, reason=reason)
             self._fan_out(event, room.members.values())
-            if self.bus is not None:
-                self.bus.publish("kick", room.key, {"room": room.name, "nick": target.nick,
-                                                    "by": user.nick, "reason": reason})  # fmt: skip
             self._remove_member(room, target)
+            if self.bus is not None:
+                record = {"room": room.name, "nick": target.nick, "by": user.nick,
+                          "reason": reason}  # fmt: skip
+                if target.node is None:
+                    record["presence"] = self._user_record(target)
+                self.bus.publish("kick", room.key, record)
             if target.always_on and self.always_on is not None and target.account is not None:
                 self.always_on.left(target.account, room.name)
 
@@ -2080,7 +2352,7 @@ class Hub:
             self._fan_out(events.Invited(room=room.name, nick=target.nick, by=user.nick), [target])
             if self.bus is not None:
                 self.bus.publish("invite", room.key, {"room": room.name, "nick": target.nick,
-                                                      "by": user.nick})  # fmt: skip
+                                 "by": user.nick, "room_state": _room_record(room)})  # fmt: skip
             self._tell_invited(user, room, target)
             return target
 
@@ -2106,37 +2378,56 @@ class Hub:
             if new_key != old_key and new_key in self._rooms:
                 raise HubError("room_exists", f"there is a room {new} already")
             old_name = room.name
-            room.name, room.renamed_from = new, old_name
-            del self._rooms[old_key]
-            self._rooms[new_key] = room
-            for member in room.members.values():
-                member.rooms.pop(old_key, None)
-                member.rooms[new_key] = room
-            if new_key != old_key:
-                if self.history is not None:
-                    self.history.room_renamed(old_name, new)
-                if self.moderation is not None:
-                    self.moderation.renamed(old_name, room)
-            topic = events.TopicInfo(
-                room=new, topic=room.topic, by=room.topic_by, set_at=room.topic_at
-            )
-            shown = tuple((m.nick, _status(room, m)) for m in room.members.values())
-            flags = frozenset(str(flag) for flag in room.flags)
-            for member in room.members.values():
-                event = events.RoomRenamed(
-                    old=old_name,
-                    new=new,
-                    by=user.nick,
-                    reason=reason,
-                    member=member.nick,
-                    topic=topic,
-                    members=shown,
-                    flags=flags,
-                )
-                self._fan_out(event, [member])
+            if self.bus is not None:
+                # On the streams of both names: a node reads the rename before any later
+                # event of the new name, and applies it from whichever stream comes first.
+                record = {"old": old_name, "new": new, "by": user.nick, "reason": reason}
+                self.bus.publish("rename", old_key, record)
+            self._rename_room(room, new, user.nick, reason, stored=True)
+            if self.bus is not None:
+                # The new name's copy carries the room's state, kept under the new name.
+                self.bus.publish("rename", new_key, {**record, "room_state": _room_record(room)})
         if room.persistent and self.moderation is not None:
             self.moderation.save(room)
         return room
+
+    def _rename_room(self, room: Room, new: str, by: str, reason: str, *, stored: bool) -> None:
+        """Rename `room` and tell its members (hub lock held). `stored`: the stored history
+        and record move too (the node where the rename happened does it, for all)."""
+        old_key, new_key = room.key, names.fold(new)
+        old_name = room.name
+        room.name, room.renamed_from = new, old_name
+        del self._rooms[old_key]
+        self._rooms[new_key] = room
+        for member in room.members.values():
+            member.rooms.pop(old_key, None)
+            member.rooms[new_key] = room
+        if new_key != old_key:
+            if self.history is not None and stored:
+                self.history.room_renamed(old_name, new)
+            if self.moderation is not None:
+                self.moderation.renamed(old_name, room, stored=stored)
+            if not stored:
+                # Events of the old name still on their way (its stream may be read after
+                # the new one's) find the room under its new name.
+                self._renamed_rooms[old_key] = new_key
+                if len(self._renamed_rooms) > RENAMES_REMEMBERED:
+                    del self._renamed_rooms[next(iter(self._renamed_rooms))]
+        topic = events.TopicInfo(room=new, topic=room.topic, by=room.topic_by, set_at=room.topic_at)
+        shown = tuple((m.nick, _status(room, m)) for m in room.members.values())
+        flags = frozenset(str(flag) for flag in room.flags)
+        for member in room.members.values():
+            event = events.RoomRenamed(
+                old=old_name,
+                new=new,
+                by=by,
+                reason=reason,
+                member=member.nick,
+                topic=topic,
+                members=shown,
+                flags=flags,
+            )
+            self._fan_out(event, [member])
 
     def invitations(self, user: User) -> list[str]:
         """The rooms `user` is invited to and has not joined since (IRC `INVITE` alone)."""
@@ -2180,6 +2471,9 @@ class Hub:
                 raise HubError("not_privileged", "only server operators send wallops")
             readers = [u for u in self._users.values() if UserFlag.WALLOPS in u.flags]
             self._fan_out(events.Wallops(sender=user.nick, text=text), readers)
+            if self.bus is not None:
+                self.bus.publish("wallops", node_shard(self.bus.node),
+                                 {"sender": user.nick, "text": text})  # fmt: skip
 
     def kill(self, user: User, nick: str, reason: str) -> User:
         """Tell `nick` that server operator `user` disconnects them, and return them.
@@ -2280,6 +2574,9 @@ class Hub:
             "username": user.username,
             "host": user.host,
             "away": user.away,
+            # Server operator, invisible, wallops, bot: WHOIS, who sees whom, and who reads
+            # wallops are the same on every node.
+            "flags": sorted(flag.value for flag in user.flags),
         }
         if rooms:
             record["rooms"] = [
@@ -2303,6 +2600,17 @@ class Hub:
         with delivery.batch(), self._lock:
             if kind == "pm":
                 self._remote_private(data)
+            elif kind == "tags":
+                self._remote_tags(data)
+            elif kind == "wallops":
+                readers = [
+                    u
+                    for u in self._users.values()
+                    if u.node is None and UserFlag.WALLOPS in u.flags
+                ]
+                self._fan_out(events.Wallops(sender=data["sender"], text=data["text"]), readers)
+            elif kind in _LIVE_EVENTS and data.get("room") is None:
+                self._apply_remote_private_live(kind, data)
             elif kind == "kill":
                 victim = self._users.get(names.fold(data["nick"]))
                 if victim is not None and victim.node is None:
@@ -2318,6 +2626,10 @@ class Hub:
                 ghost = self._ghost(node, data)
                 if ghost is not None:
                     self._remote_join(ghost, data["room"], data.get("op", False), data.get("owner"))
+            elif kind == "rename":
+                self._remote_rename(data)
+            elif kind == "room":
+                self._apply_room_state(data)
             elif kind == "quit":
                 ghost = self._users.get(names.fold(data["nick"]))
                 if ghost is not None and ghost.node == node:
@@ -2389,6 +2701,10 @@ class Hub:
             self._fan_out(renamed, self._told_of_changes(user))
         user.username = data.get("username") or ""
         user.host = data.get("host") or ""
+        flags = {UserFlag(v) for v in data.get("flags", ()) if v in _USER_FLAG_VALUES}
+        if flags != user.flags:
+            user.flags = flags
+            self._opers_counted_at = float("-inf")
         away = data.get("away")
         if away != user.away:
             user.away = away
@@ -2396,11 +2712,106 @@ class Hub:
             self._fan_out(changed, self._told_of_changes(user))
         return user
 
-    def _remote_join(self, ghost: User, room_name: str, op: bool, owner: str | None) -> None:
+    def local_room_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(folded name, state) of every room with a member on this node: the bus keeps
+        these in Redis for nodes that gain their first member of one (`wants_room_state`)."""
+        with self._lock:
+            rooms = {
+                room.key: room
+                for user in self._users.values()
+                if user.node is None
+                for room in user.rooms.values()
+            }
+            return [(key, _room_record(room)) for key, room in rooms.items()]
+
+    def wants_room_state(self, room_name: str) -> bool:
+        """Whether this node's copy of the room needs the state other nodes keep of it: it
+        has members, all of them elsewhere (so no event of it started here), or the node
+        has none and the room is about to get its first (`join`)."""
+        with self._lock:
+            room = self._room_of_remote(room_name)
+            return (
+                room is not None
+                and bool(room.members)
+                and all(m.node is not None for m in room.members.values())
+            )
+
+    def remote_room_names(self) -> list[str]:
+        """The rooms this node knows only through other nodes' members."""
+        with self._lock:
+            return [
+                room.name
+                for room in self._rooms.values()
+                if room.members and all(m.node is not None for m in room.members.values())
+            ]
+
+    def _apply_room_state(self, data: dict[str, Any]) -> None:
+        """The room's state as the nodes with members keep it in Redis (hub lock held),
+        taken when no member is here (`wants_room_state`): this node's copy becomes it.
+        Nothing is shown: nobody here is in the room yet."""
+        room = self._room_of_remote(data["name"])
+        if room is None or not room.members or any(m.node is None for m in room.members.values()):
+            return
+        room.topic = data.get("topic", "")
+        room.topic_by = data.get("topic_by", "")
+        room.topic_at = data.get("topic_at", 0.0)
+        room.owner = data.get("owner")
+        room.created = data.get("created", room.created)
+        room.flags = {RoomFlag(v) for v in data.get("flags", ()) if v in _ROOM_FLAG_VALUES}
+        room.password = data.get("key")
+        room.limit = data.get("limit")
+        room.bans = list(data.get("bans", ()))
+        room.ban_exceptions = list(data.get("ban_exceptions", ()))
+        room.invite_exceptions = list(data.get("invite_exceptions", ()))
+        members = room.members
+        room.operators = {k for k in map(names.fold, data.get("operators", ())) if k in members}
+        room.voiced = {k for k in map(names.fold, data.get("voiced", ())) if k in members}
+        room.invited = set(map(names.fold, data.get("invited", ())))
+
+    def _room_of_remote(self, room_name: str) -> Room | None:
+        """The room an event of another node names (hub lock held): by its name, or by the
+        name it had before another node renamed it."""
         key = names.fold(room_name)
         room = self._rooms.get(key)
+        if room is None and key in self._renamed_rooms:
+            room = self._rooms.get(self._renamed_rooms[key])
+        return room
+
+    def _remote_rename(self, data: dict[str, Any]) -> None:
+        """Another node renamed a room (published on the streams of both names; the second
+        copy finds nothing left to do)."""
+        room = self._rooms.get(names.fold(data["old"]))
+        new_key = names.fold(data["new"])
+        if room is None or room.name == data["new"]:
+            return
+        target = self._rooms.get(new_key) if new_key != room.key else None
+        if target is not None:
+            if any(m.node is None for m in room.members.values()):
+                log.warning("%s renamed %s: a room of that name is here", room.name, data["new"])
+                return
+            # Only other nodes' users under the old name (a node starting learnt some of
+            # them before their nodes applied the rename): they are in the renamed room.
+            for key, member in list(room.members.items()):
+                member.rooms.pop(room.key, None)
+                if key not in target.members:
+                    target.members[key] = member
+                    member.rooms[new_key] = target
+                    if key in room.operators:
+                        target.operators.add(key)
+                    if key in room.voiced:
+                        target.voiced.add(key)
+            target.groups = None
+            del self._rooms[room.key]
+            self._renamed_rooms[room.key] = new_key
+            return
+        self._rename_room(room, data["new"], data["by"], data.get("reason", ""), stored=False)
+
+    def _remote_join(self, ghost: User, room_name: str, op: bool, owner: str | None) -> None:
+        room = self._room_of_remote(room_name)
         if room is None:
-            room = self._rooms[key] = Room(name=room_name, owner=owner)
+            room = Room(name=room_name, owner=owner)
+            self._rooms[room.key] = room
+        key = room.key
         if op:
             room.operators.add(ghost.key)
         if ghost.key in room.members:
@@ -2418,7 +2829,7 @@ class Hub:
         self._fan_out(joined, self._audience(room, ghost))
 
     def _remote_room_change(self, kind: str, node: str, data: dict[str, Any]) -> None:
-        room = self._rooms.get(names.fold(data["room"]))
+        room = self._room_of_remote(data["room"])
         if room is None:
             return
         if kind == "leave":
@@ -2435,6 +2846,8 @@ class Hub:
                 )
                 self._fan_out(kicked, room.members.values())
                 self._remove_member(room, user)
+                if user.node is None:
+                    self._publish_user(user)  # its presence key, without the room
         elif kind == "invite":
             target = self._users.get(names.fold(data["nick"]))
             by = self._users.get(names.fold(data["by"]))
@@ -2468,7 +2881,7 @@ class Hub:
     def _remote_room_message(self, data: dict[str, Any]) -> None:
         with delivery.batch():
             with self._lock:
-                room = self._rooms.get(names.fold(data["room"]))
+                room = self._room_of_remote(data["room"])
                 if room is None:
                     return
                 sender = room.members.get(names.fold(data["sender"]))
@@ -2494,10 +2907,32 @@ class Hub:
             # As `_relay_room`: encoded once per codec group, after the lock.
             self._fan_out_groups([(event, None, ())], groups)
 
+    def _remote_tags(self, data: dict[str, Any]) -> None:
+        """A TAGMSG of another node's user (hub lock held): to this node's members of the
+        room, or to the local user it was sent to."""
+        tags = _tags_from_record(data.get("tags"))
+        if data.get("room") is not None:
+            room = self._room_of_remote(data["room"])
+            if room is None:
+                return
+            event = events.TagMessage(
+                sender=data["sender"], tags=tags, room=room.name, account=data.get("account")
+            )
+            self._deliver(event, [c for m in room.members.values() for c in m.connections])
+            return
+        recipient = self._users.get(names.fold(data["target"]))
+        if recipient is None or recipient.node is not None:
+            return
+        event = events.TagMessage(
+            sender=data["sender"], tags=tags, target=recipient.nick, account=data.get("account")
+        )
+        self._deliver(event, recipient.connections)
+
     def _remote_private(self, data: dict[str, Any]) -> None:
         recipient = self._users.get(names.fold(data["target"]))
         if recipient is None or recipient.node is not None:
             return
+        reply = data.get("reply")
         event = events.PrivateMessage(
             sender=data["sender"],
             target=recipient.nick,
@@ -2505,9 +2940,15 @@ class Hub:
             kind=data["kind"],
             account=data.get("account"),
             tags=_tags_from_record(data.get("tags")),
+            extra=live.MessageExtra(*reply) if reply else None,
+            target_account=recipient.account,
             id=data["id"],
             ts=data["ts"],
         )
+        sender = self._users.get(names.fold(data["sender"]))
+        if sender is not None and event.kind != events.NOTICE:
+            # Named by the shared store's id: the recipient may react to it, reply to it.
+            _remember_private(recipient, event, sender, recipient)
         self._deliver(event, recipient.connections)
 
     # -- the services, as every protocol reaches them (core/ports.py) -----------------------
@@ -3162,6 +3603,64 @@ def _own_copy(event: Event) -> Event:
     return dataclasses.replace(event, own=True)  # type: ignore[type-var]
 
 
+# A recent private message as `User.recent_private` keeps it: (it, its sender, its recipient).
+PrivateEntry = tuple[events.PrivateMessage, User, User]
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A message someone acts on (`Hub._message_for`): the message; the person who sent
+    it, while it is recent (None when read from history); its room, or None for a private
+    message, whose conversation's people here are `people` and whose other side, seen
+    from the person acting, is called `peer`."""
+
+    event: "events.RoomMessage | events.PrivateMessage"
+    sender: User | None
+    room: Room | None = None
+    people: tuple[User, ...] = ()
+    peer: str = ""
+
+
+def _remember_private(
+    holder: User, event: events.PrivateMessage, sender: User, recipient: User
+) -> None:
+    """Keep a relayed private message among `holder`'s recent ones (hub lock held)."""
+    recent = holder.recent_private
+    recent[event.id] = (event, sender, recipient)
+    if len(recent) > 2 * live.RECENT_PER_ROOM:
+        # As `Hub._remember_message`: trimmed in one step per RECENT_PER_ROOM messages.
+        holder.recent_private = dict(islice(recent.items(), live.RECENT_PER_ROOM, None))
+
+
+def _reply_of(parent: "events.RoomMessage | events.PrivateMessage") -> live.MessageExtra:
+    """What a reply carries of the message it answers: its id, sender and first words."""
+    return live.MessageExtra(
+        reply_to=parent.id, reply_sender=parent.sender, reply_excerpt=live.excerpt(parent.text)
+    )
+
+
+def _changed(event: Any, changes: dict[str, Any]) -> Any:
+    """A recent message as an edit, deletion or reaction left it: `text` replaced, the
+    other changes made to its `extra`."""
+    extra = event.extra or live.MessageExtra()
+    marks = {name: value for name, value in changes.items() if name != "text"}
+    return replace(event, text=changes.get("text", event.text), extra=replace(extra, **marks))
+
+
+def _recent_of(
+    found: _Found, user: User, msgid: int
+) -> "events.RoomMessage | events.PrivateMessage | None":
+    """The recent copy of the message `found`, as the hub keeps it now (hub lock held)."""
+    if found.room is not None:
+        entry = found.room.recent.get(msgid)
+        return entry[0] if entry is not None else None
+    for person in (user, *found.people):
+        private = person.recent_private.get(msgid)
+        if private is not None:
+            return private[0]
+    return None
+
+
 def _room_message(
     room: Room,
     user: User,
@@ -3213,6 +3712,23 @@ def _group_by_codec(members: Iterable[User]) -> list[_CodecGroup]:
     return groups
 
 
+def _held_elsewhere(person: User, account: str | None) -> str | None:
+    """Why a device of `account` cannot join `person`, when `person` is that account's on
+    another node: one person's connections all live on one node (docs/architecture.md,
+    "Several devices ... across nodes")."""
+    if (
+        person.node is None
+        or account is None
+        or person.account is None
+        or names.fold(person.account) != names.fold(account)
+    ):
+        return None
+    return (
+        f"{person.nick} is connected through server {person.node}: the devices of one "
+        f"account share one server, so connect this one to {person.node} (or leave there first)"
+    )
+
+
 def node_shard(node: str) -> str:
     """The bus shard of a node's user events (presence, nick, quit; private messages and kills
     to its users): one stream, so another node applies them in the order they happened."""
@@ -3241,6 +3757,17 @@ def _message_record(event: events.RoomMessage | events.PrivateMessage) -> dict[s
     return record
 
 
+def _tags_event_record(event: events.TagMessage) -> dict[str, Any]:
+    """A TAGMSG as other nodes get it."""
+    return {
+        "sender": event.sender,
+        "account": event.account,
+        "room": event.room,
+        "target": event.target,
+        "tags": [list(tag) for tag in event.tags],
+    }
+
+
 # What other nodes are told of (`Hub._publish_live`), by the bus's name for each.
 _LIVE_EVENTS: dict[str, type[events.Event]] = {
     "react": events.Reaction,
@@ -3259,6 +3786,33 @@ def _tags_from_record(tags: Any) -> events.ClientTags:
 _MODE_KINDS: dict[str, Any] = {
     kind.__name__: kind for kind in (RoomFlag, MemberStatus, RoomSetting, RoomList, UserFlag)
 }
+
+
+_USER_FLAG_VALUES = frozenset(flag.value for flag in UserFlag)
+_ROOM_FLAG_VALUES = frozenset(flag.value for flag in RoomFlag)
+
+
+def _room_record(room: Room) -> dict[str, Any]:
+    """A room's state as the bus keeps it in Redis for other nodes (hub lock held; see
+    `Hub._apply_room_state`): topic, modes, lists, statuses, invitations."""
+    members = room.members
+    return {
+        "name": room.name,
+        "created": room.created,
+        "topic": room.topic,
+        "topic_by": room.topic_by,
+        "topic_at": room.topic_at,
+        "owner": room.owner,
+        "flags": sorted(flag.value for flag in room.flags),
+        "key": room.password,
+        "limit": room.limit,
+        "bans": list(room.bans),
+        "ban_exceptions": list(room.ban_exceptions),
+        "invite_exceptions": list(room.invite_exceptions),
+        "operators": [members[k].nick for k in room.operators if k in members],
+        "voiced": [members[k].nick for k in room.voiced if k in members],
+        "invited": sorted(room.invited),
+    }
 
 
 def _mode_record(change: ModeChange) -> list[Any]:

@@ -45,15 +45,17 @@ class History(Protocol):
         reply_to: int | None = None,
     ) -> None:
         """Commit the message, then call `relay` with its stamp (maybe later, pipelined).
-        `reply_to`: the id of the room message it answers (checked by the hub)."""
+        `reply_to`: the id of the message it answers, of the same room or private
+        conversation (checked by the hub)."""
         ...
 
     # The four below are called without the hub lock, by the reader thread of the user who
     # asked: they wait for the store (a lookup reads; the others wait for their commit).
 
-    def lookup(self, msgid: int) -> "events.RoomMessage | None":
-        """The stored room message `msgid` as an event marked history (a deleted one with
-        `extra.deleted`), or None (no such message, or a private one). Raises StoreError."""
+    def lookup(self, msgid: int) -> "events.RoomMessage | events.PrivateMessage | None":
+        """The stored message `msgid` (of a room, or private: then with both accounts) as
+        an event marked history (a deleted one with `extra.deleted`), or None (no such
+        message). Raises StoreError."""
         ...
 
     def delete(self, msgid: int) -> bool:
@@ -192,9 +194,10 @@ class Moderation(Protocol):
         """Store the room's state if it is kept (called without the hub lock)."""
         ...
 
-    def renamed(self, old: str, room: "Room") -> None:
-        """`room` was called `old` (hub lock held): its grants follow it, and the stored
-        record under the old name goes at the next `save`."""
+    def renamed(self, old: str, room: "Room", *, stored: bool = True) -> None:
+        """`room` was called `old` (hub lock held): its grants follow it, and (`stored`) the
+        stored record under the old name goes at the next `save`; another node's rename
+        (`stored=False`) was stored by that node."""
         ...
 
     def logged_in(self, user: "User") -> None:
@@ -337,5 +340,7 @@ class Bus(Protocol):
 
     def catch_up(self, shard: str) -> None:
         """Wait (briefly, without the hub lock) until this node has applied every event of
-        `shard` that other nodes published before now: a join then sees the room as it is."""
+        `shard` that other nodes published before now, and, when `Hub.wants_room_state`,
+        take the room's state as the other nodes keep it: a join then sees the room as it
+        is (topic, modes, bans, statuses, members)."""
         ...

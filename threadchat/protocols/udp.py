@@ -45,7 +45,10 @@ Handshake and address validation (no amplification, no spoofed registrations):
    server registers the session (:class:`Registered`, then :class:`Deliver` of the hello event).
 
 Hellos are limited per host (the IP address, whatever the port; an IPv6 /64), in rate and in
-pending handshakes, so one host with many source ports cannot crowd out everyone else.
+pending handshakes, so one host with many source ports cannot crowd out everyone else.  Hosts
+the server exempts from its per-address limits (``--limit-exempt``, loopback by default) skip
+these two, as they skip the TCP listeners' limits; the cap on all pending handshakes holds for
+them too.
 
 Every later datagram must carry the token registered for its source address; anything else is
 dropped and counted (``forged`` / ``unknown_session``).  A session is bound to one address: a
@@ -61,6 +64,7 @@ import json
 import math
 import secrets
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -854,10 +858,15 @@ class ServerEndpoint:
         channel_options: dict[str, Any] | None = None,
         pace_rate: float = 0.0,
         pace_burst: float = 0.0,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
         """``rate_limiter`` counts every datagram per (address, port); ``hello_limiter``
         counts hellos per host (:func:`host_key`).  ``pace_rate`` and ``pace_burst`` pace
-        each session's events (see :class:`ReliableChannel`; 0: not paced)."""
+        each session's events (see :class:`ReliableChannel`; 0: not paced).  ``exempt``
+        says which source IPs skip the per-host limits (hello rate, pending handshakes): the
+        server's exempt networks, so that many local clients (a load test, a bouncer) are
+        not taken for one flooding host."""
+        self.exempt = exempt
         self.pace_rate = pace_rate
         self.pace_burst = pace_burst
         self.rate_limiter = (
@@ -1024,7 +1033,8 @@ class ServerEndpoint:
                 return self._reject(addr, "duplicates", "late copy of the opening hello")
             return self._reject(addr, "forged", "address already has a session")
         host = host_key(addr)
-        if not self.hello_limiter.allow(host, now):
+        limited = self.exempt is None or not self.exempt(str(addr[0]))
+        if limited and not self.hello_limiter.allow(host, now):
             return self._reject(addr, "hello_rate_limited", "too many hellos from this host")
         if env.cookie is None or not self.cookies.valid(env.cookie, addr, now):
             # Unproven address: answer statelessly, so a flood costs no memory.  A forged or
@@ -1038,9 +1048,9 @@ class ServerEndpoint:
         if pending is not None and pending.nonce != env.nonce:
             return self._reject(addr, "forged", "handshake in progress for address")
         if pending is None:
-            if self._pending_per_host[host] >= self.max_pending_per_host:
+            if limited and self._pending_per_host[host] >= self.max_pending_per_host:
                 self._expire_pending(now)
-            if self._pending_per_host[host] >= self.max_pending_per_host:
+            if limited and self._pending_per_host[host] >= self.max_pending_per_host:
                 return self._reject(addr, "host_handshakes_full", "too many handshakes from host")
             if len(self._pending) >= self.max_pending:
                 self._expire_pending(now)

@@ -18,8 +18,13 @@ or test runs; `{...}` is a Redis Cluster hash tag):
   seconds that the node sets again every third of it. A node whose key is gone is lost:
   the others remove its users with the reason `node lost`.
 - `P:nick:{FOLDED}`: who owns a nick: SET NX (so a nick is unique across nodes), with the
-  user's record (node, nick, identity, rooms) as its value, expiring like the heartbeat
-  and set again with it. A node starting reads these to learn who is on the others.
+  user's record (node, nick, identity, flags, rooms) as its value, expiring like the
+  heartbeat and set again with it. A node starting reads these to learn who is on the others.
+- `P:room:{FOLDED}`: a room's state (topic, modes, lists, statuses; `Hub._room_record`),
+  set by the node where it changes, in the same round trip and before the event that tells
+  of the change, and kept alive (EXPIRE, and SET NX when missing) by every node with members
+  there. A node that gains its first member of a room, or starts, reads it
+  (`catch_up`, `start`): state set before it arrived is not waited for until its next change.
 
 Streams rather than pub/sub: a node that was cut off reads on from the last id it saw, so it
 catches up whatever Redis still holds (each stream keeps its last `STREAM_MAXLEN` events);
@@ -59,6 +64,8 @@ STREAM_MAXLEN = 100_000
 # Events read per XREAD, and how long it blocks (ms) before looking at `stopping` again.
 READ_COUNT = 1000
 READ_BLOCK_MS = 500
+# Renames in a row that a node starting follows (`_follow_renames`).
+RENAME_HOPS = 4
 # How long a join waits at most for its room's events to be applied (`catch_up`).
 CATCH_UP_TIMEOUT = 1.0
 # Events the publisher sends per round trip at most.
@@ -140,6 +147,12 @@ class RedisBus:
     def _nick_key(self, nick: str) -> str:
         return f"{self.prefix}:nick:{{{fold(nick)}}}"
 
+    def _room_key(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{fold(room)}}}"
+
+    def _renamed_key(self, room: str) -> str:
+        return f"{self.prefix}:renamed:{{{fold(room)}}}"
+
     # -- start and stop ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -151,6 +164,8 @@ class RedisBus:
             self._run_id = self._server_run_id()
             positions = {shard: self._last_id(shard) for shard in range(SHARDS)}
             known = self._load_presence()
+            self._follow_renames()
+            self._load_rooms(self.hub.remote_room_names())
         except redis.RedisError as problem:
             raise BusError(f"cannot use Redis at {self._where()}: {problem}") from problem
         self._judge_after = time.monotonic() + self.expiry
@@ -234,6 +249,45 @@ class RedisBus:
             nodes.add(node)
         return users, len(nodes)
 
+    def _follow_renames(self) -> None:
+        """Rooms renamed lately under their new names: the presence keys of other nodes'
+        users may name the old one until their node refreshes them (a third of the expiry),
+        so a rename leaves a marker for as long as the expiry."""
+        for _ in range(RENAME_HOPS):
+            rooms = self.hub.remote_room_names()
+            if not rooms:
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for room in rooms:
+                pipe.get(self._renamed_key(room))
+            renamed = [
+                (room, new.decode())
+                for room, new in zip(rooms, pipe.execute(), strict=True)
+                if new is not None
+            ]
+            if not renamed:
+                return
+            for old, new in renamed:
+                record = {"old": old, "new": new, "by": "", "reason": ""}
+                self.hub.apply_remote("rename", "", record)
+
+    def _load_rooms(self, rooms: list[str]) -> None:
+        """Take the state other nodes keep of `rooms` (topic, modes, lists, statuses)."""
+        if not rooms:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for room in rooms:
+            pipe.get(self._room_key(room))
+        for room, raw in zip(rooms, pipe.execute(), strict=True):
+            if raw is None:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                log.warning("bus: unreadable state of room %s", room)
+                continue
+            self.hub.apply_remote("room", record.get("node", ""), record)
+
     # -- ports.Bus -----------------------------------------------------------------------------
 
     def claim_nick(self, nick: str) -> bool:
@@ -269,8 +323,15 @@ class RedisBus:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.warning("bus: shard %d not caught up within %ss", number, CATCH_UP_TIMEOUT)
-                    return
+                    break
                 self._advanced.wait(remaining)
+        # The first member here of a room others hold: its state as they keep it, which is
+        # at least as new as the events just applied (it is set before each is added).
+        if self.hub.wants_room_state(shard):
+            try:
+                self._load_rooms([shard])
+            except redis.RedisError as problem:
+                log.warning("bus: cannot read the state of room %s: %s", shard, problem)
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -314,6 +375,19 @@ class RedisBus:
                 pipe.delete(self._nick_key(item[1]))
                 continue
             kind, shard, data = item
+            state = data.pop("room_state", None)
+            if state is not None:
+                # Before the event: whoever reads the event finds the state as new as it.
+                value = json.dumps({"node": self.node, **state}, separators=(",", ":"))
+                pipe.set(self._room_key(state["name"]), value, ex=self._ttl())
+                if kind == "rename" and fold(data["old"]) != fold(data["new"]):
+                    pipe.set(self._renamed_key(data["old"]), data["new"], ex=self._ttl())
+            presence = data.pop("presence", None)
+            if presence is not None:
+                # A local user's rooms changed (join, leave, kick): their presence key too,
+                # before the event, for the reason given below.
+                record = json.dumps({"node": self.node, **presence}, separators=(",", ":"))
+                pipe.set(self._nick_key(presence["nick"]), record, ex=self._ttl())
             if kind == "user" and "rooms" in data:
                 # The nick key gets the whole record before the event is added: a node
                 # starting now either reads the event (its streams' positions were taken
@@ -444,6 +518,13 @@ class RedisBus:
         for record in records:
             value = json.dumps({"node": self.node, **record}, separators=(",", ":"))
             pipe.set(self._nick_key(record["nick"]), value, ex=self._ttl())
+        for room, state in self.hub.local_room_records():
+            # Kept while this node has members there; written when missing (a room from
+            # before the node started, or whose key expired during a cut).
+            room_key = self._room_key(room)
+            value = json.dumps({"node": self.node, **state}, separators=(",", ":"))
+            pipe.set(room_key, value, ex=self._ttl(), nx=True)
+            pipe.expire(room_key, self._ttl())
         previous = pipe.execute()[0]
         if previous is None or relinking or not self._linked:
             self._judge_after = time.monotonic() + self.expiry

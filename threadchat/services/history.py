@@ -97,9 +97,9 @@ class _Ack:
         self.reply = reply
         self.used = False
 
-    def answer(self, refusal: Refusal | None) -> None:
+    def answer(self, refusal: Refusal | None, msgid: int | None = None) -> None:
         if refusal is None:
-            self.reply(events.Ok(ref=self.ref))
+            self.reply(events.Ok(ref=self.ref, msgid=msgid))
         else:
             self.reply(events.Error(code=refusal[0], message=refusal[1], ref=self.ref))
 
@@ -303,7 +303,13 @@ def _relay_round(
         for index, user, relay in entries:
             if index is None or user is None:
                 if isinstance(relay, _Ack):
-                    callbacks.append((relay.answer, failures.get(index)))
+                    stored = stamps[index].get("id") if index is not None and index >= 0 else None
+                    callbacks.append(
+                        (
+                            lambda refusal, ack=relay, msgid=stored: ack.answer(refusal, msgid),
+                            failures.get(index),
+                        )
+                    )
                 else:
                     callbacks.append((relay, {}))
             else:
@@ -367,6 +373,8 @@ def to_event(message: StoredMessage) -> Event:
             history=True,
         )
     return events.PrivateMessage(
+        extra=_extra(message),
+        target_account=message.target_account,
         id=message.id,
         ts=message.ts / 1000,
         sender=message.sender,
@@ -618,7 +626,7 @@ class MessageLog:
                 self._tell(user, refusal)
             relay(stamp)
             if ack is not None:
-                ack.answer(refusal)
+                ack.answer(refusal, stamp.get("id"))
             return
         writes: list[NewMessage] = _local.writes
         if not writes:
@@ -680,13 +688,13 @@ class MessageLog:
 
     # -- messages that live on (called without the hub lock; they wait for the store) -------
 
-    def lookup(self, msgid: int) -> events.RoomMessage | None:
-        """The stored room message `msgid` as a history event, or None."""
+    def lookup(self, msgid: int) -> events.RoomMessage | events.PrivateMessage | None:
+        """The stored message `msgid` as a history event, or None."""
         stored = self.store.message(msgid)
-        if stored is None or stored.room is None:
+        if stored is None:
             return None
         event = to_event(stored)
-        assert isinstance(event, events.RoomMessage)
+        assert isinstance(event, events.RoomMessage | events.PrivateMessage)
         return event
 
     def delete(self, msgid: int) -> bool:

@@ -114,16 +114,18 @@ class RoomKeeper:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def load(self, keep: Iterable[str] = ()) -> int:
+    def load(self, keep: Iterable[str] = (), *, purge: bool = True) -> int:
         """Put every stored room into the hub (at start); return how many.
 
         The messages of rooms that are not kept are deleted first: those rooms ended with
         the last run, and their history must not pass to whoever makes a room of the name
         now (see `MessageLog.room_ended`). `keep`: rooms whose history stays all the same
-        (those always-on accounts are in)."""
+        (those always-on accounts are in). `purge=False` (several nodes sharing the store):
+        nothing is deleted, as the rooms of the other nodes' users live on; a room made
+        anew deletes what an ended one of its name left (`MessageLog.room_created`)."""
         try:
             kept = [names.fold(DEFAULT_ROOM), *map(names.fold, keep)]
-            purged = self.store.purge_rooms_not_kept(keep=kept)
+            purged = self.store.purge_rooms_not_kept(keep=kept) if purge else 0
         except StoreError as problem:
             # Starting matters more; a room made anew deletes them first anyway (see
             # `MessageLog.room_created`), and the next start tries again.
@@ -190,11 +192,11 @@ class RoomKeeper:
             except StoreError as problem:
                 log.error("cannot save room %s: %s", room.name, problem)
 
-    def renamed(self, old: str, room: Room) -> None:
+    def renamed(self, old: str, room: Room, *, stored: bool = True) -> None:
         grants = self._grants.pop(names.fold(old), None)
         if grants is not None:
             self._grants[room.key] = grants
-        if room.persistent and names.fold(old) != room.key:
+        if stored and room.persistent and names.fold(old) != room.key:
             self._renamed_from.append(old)
 
     # -- hooks the hub calls (lock held) ----------------------------------------------------

@@ -51,7 +51,13 @@ from threadchat.store.base import (
     Stamp,
     StoredMessage,
 )
-from threadchat.store.schema import MIGRATIONS, SCHEMA_VERSION
+from threadchat.store.schema import (
+    MIGRATIONS,
+    REACTION_PEOPLE_SEPARATOR,
+    REACTIONS_SEPARATOR,
+    SCHEMA_VERSION,
+    summarize_reactions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ PURGE_CHUNK = 5000
 _T = TypeVar("_T")
 _COLUMNS = (
     "id, ts, room, sender, sender_account, target, target_account, text, action,"
-    " reply_to, edited, deleted"
+    " reply_to, edited, deleted, reactions"
 )
 _ENTRY_KINDS = {"op": "operators", "voice": "voiced", "ban": "bans"}
 
@@ -223,13 +229,9 @@ def _insert_row(m: NewMessage) -> tuple[Any, ...]:
             pair_lo, pair_hi, m.text, int(m.action), m.reply_to)  # fmt: skip
 
 
-def _row_to_message(
-    row: tuple[Any, ...],
-    parent: tuple[str, str] | None = None,
-    reactions: tuple[tuple[str, tuple[str, ...]], ...] = (),
-) -> StoredMessage:
+def _row_to_message(row: tuple[Any, ...], parent: tuple[str, str] | None = None) -> StoredMessage:
     (mid, ts, room, sender, sender_account, target, target_account, text, action,
-     reply_to, edited, deleted) = row  # fmt: skip
+     reply_to, edited, deleted, summary) = row  # fmt: skip
     return StoredMessage(
         id=mid,
         ts=ts,
@@ -245,61 +247,40 @@ def _row_to_message(
         reply_text=parent[1] if parent else "",
         edited=bool(edited),
         deleted=bool(deleted),
-        reactions=reactions,
+        reactions=_reactions(summary) if summary is not None else (),
     )
 
 
+def _reactions(summary: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A message's reactions from its `reactions` column (schema.reactions_summary). A plain
+    loop: the quickest of the forms measured (this runs for every message with reactions
+    on every history page)."""
+    found = []
+    for part in summary.split(REACTIONS_SEPARATOR):
+        reaction, *people = part.split(REACTION_PEOPLE_SEPARATOR)
+        found.append((reaction, tuple(people)))
+    return tuple(found)
+
+
 _REPLY_TO_OF_ROW = operator.itemgetter(9)
-# A page's reactions, in the order they were given: by a range of message ids when the page's
-# ids are at most this many times as spread as it has messages, else by the list of its ids.
-DENSE_PAGE = 4
-_REACTIONS_IN_RANGE = (
-    "SELECT message_id, reaction, reactor FROM reactions"
-    " WHERE message_id BETWEEN ? AND ? ORDER BY ts, reactor_key"
-)
-_REACTIONS_OF_IDS = (
-    "SELECT message_id, reaction, reactor FROM reactions"
-    " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY ts, reactor_key"
-)
 
 
 def _messages(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
-    """Rows of `_COLUMNS` as messages, with what other rows say of them: the sender and
-    text of the message each replies to, and their reactions (a query each, by id; the
-    parents' only for a page that has replies). Each message is built once, whole."""
+    """Rows of `_COLUMNS` as messages, with the sender and text of the message each replies
+    to (one query by id, only for a page that has replies). Each message is built once,
+    whole; its reactions come with its row (schema v6)."""
     if not rows:
         return []
-    parents: dict[int, tuple[str, str]] = {}
     wanted = [r for r in map(_REPLY_TO_OF_ROW, rows) if r is not None]
-    if wanted:
-        for pid, sender, text in conn.execute(
-            "SELECT id, sender, text FROM messages WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(wanted),),
-        ):
-            parents[pid] = (sender, text)
-    ids = [r[0] for r in rows]
-    low, high = min(ids), max(ids)
-    if high - low < DENSE_PAGE * len(ids):
-        # A page of a busy room: its ids are close together, and a range of the primary key
-        # is read faster than a list of ids (other rooms' reactions in it are left out).
-        found = conn.execute(_REACTIONS_IN_RANGE, (low, high))
-    else:
-        found = conn.execute(_REACTIONS_OF_IDS, (json.dumps(ids),))
-    page = set(ids)
-    given: dict[int, dict[str, list[str]]] = {}
-    for mid, reaction, reactor in found:
-        if mid in page:
-            given.setdefault(mid, {}).setdefault(reaction, []).append(reactor)
-    if not parents and not given:
+    if not wanted:
         return [_row_to_message(r) for r in rows]
-    return [
-        _row_to_message(
-            r,
-            parents.get(r[9]) if r[9] is not None else None,
-            tuple((name, tuple(who)) for name, who in given[r[0]].items()) if r[0] in given else (),
-        )
-        for r in rows
-    ]
+    parents: dict[int, tuple[str, str]] = {}
+    for pid, sender, text in conn.execute(
+        "SELECT id, sender, text FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(wanted),),
+    ):
+        parents[pid] = (sender, text)
+    return [_row_to_message(r, parents.get(r[9]) if r[9] is not None else None) for r in rows]
 
 
 class _Job:
@@ -452,7 +433,10 @@ class SQLiteStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in MIGRATIONS[target - 1]:
-                    conn.execute(statement)
+                    if isinstance(statement, str):
+                        conn.execute(statement)
+                    else:
+                        statement(conn)
                 conn.execute(f"PRAGMA user_version = {target}")
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
@@ -889,6 +873,7 @@ class SQLiteStore:
                 (msgid,),
             )
             conn.execute("DELETE FROM reactions WHERE message_id = ?", (msgid,))
+            conn.execute("UPDATE messages SET reactions = NULL WHERE id = ?", (msgid,))
             return cur.rowcount > 0
 
         return self._submit(tombstone, None)
@@ -924,6 +909,9 @@ class SQLiteStore:
                     " WHERE message_id = ? AND reactor_key = ? AND reaction = ?",
                     (msgid, reactor_key, reaction),
                 )
+            if cur.rowcount > 0:
+                # The row's copy of its reactions, read with it by history pages.
+                summarize_reactions(conn, (msgid,))
             return cur.rowcount > 0
 
         return self._submit(change, None)

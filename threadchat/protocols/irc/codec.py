@@ -114,6 +114,22 @@ def safe_host(host: str) -> str:
     return "0" + host if host.startswith(":") else host
 
 
+def _where(
+    event: events.Reaction | events.Typing | events.MessageDeleted | events.MessageEdited,
+) -> str:
+    """The target of a reaction, typing notice, deletion or edit on IRC: its channel, or
+    in a private conversation the other person (of the one who acted), as for a PRIVMSG."""
+    return "#" + event.room if event.room is not None else event.target
+
+
+def _live_target(event: events.RoomMessage | events.PrivateMessage, actor: str) -> str:
+    """Where `actor`'s act on a stored message goes on IRC: its channel, or the other
+    person of its private conversation."""
+    if isinstance(event, events.RoomMessage):
+        return "#" + event.room
+    return event.target if names.fold(actor) == names.fold(event.sender) else event.sender
+
+
 class IrcCodec:
     """Encodes hub events for one IRC connection: its capabilities make its codec key."""
 
@@ -166,8 +182,8 @@ class IrcCodec:
         # Message objects, a Formatter and three serialisations (see `chat_line`).
         if event.tags and self._chat_tags[1]:
             return None  # client tags, for a client with message-tags: the general path
-        if type(event) is events.RoomMessage and (
-            event.extra is not None or event.status is not None
+        if event.extra is not None or (
+            type(event) is events.RoomMessage and event.status is not None
         ):
             # A reply (history: marks, reactions), or a STATUSMSG (its target has a prefix):
             # the general path.
@@ -261,28 +277,32 @@ class IrcCodec:
         return MULTILINE_CAP in self._caps and "batch" in self._caps
 
     def _reactions_in_history(
-        self, channel: str, msgid: int, reactions: tuple[tuple[str, tuple[str, ...]], ...]
+        self,
+        event: events.RoomMessage | events.PrivateMessage,
+        reactions: tuple[tuple[str, tuple[str, ...]], ...],
     ) -> list[Message]:
         """A stored message's reactions, replayed after it as the TAGMSGs that made them
-        (ergo replays reactions as history items the same way)."""
+        (ergo replays reactions as history items the same way): to its channel, or in a
+        private conversation to the other person than the one who reacted."""
+        tags = {REPLY_TAG: str(event.id)}
         return [
             Message(
-                "TAGMSG", [channel], self._source(nick), {REPLY_TAG: str(msgid), REACT_TAG: name}
+                "TAGMSG", [_live_target(event, nick)], self._source(nick), {**tags, REACT_TAG: name}
             )
             for name, people in reactions
             for nick in people
         ]
 
     def _deleted_in_history(
-        self, source: str, channel: str, event: events.RoomMessage
+        self, source: str, target: str, event: events.RoomMessage | events.PrivateMessage
     ) -> list[Message]:
         """A tombstone replayed from history: a REDACT of it for clients that know REDACT
         (message-redaction lets chathistory put one in a deleted message's place), a notice
         saying a message was deleted for the others."""
         if REDACTION_CAP in self.caps:
-            return [Message("REDACT", [channel, str(event.id)], source)]
+            return [Message("REDACT", [target, str(event.id)], source)]
         text = f"(a message of {event.sender} was deleted)"
-        return [Message("NOTICE", [channel, text], self.server_name)]
+        return [Message("NOTICE", [target, text], self.server_name)]
 
     def event_messages(self, event: Event) -> list[Message]:
         """The IRC lines for one hub event as this connection sees it (without time tags)."""
@@ -310,22 +330,31 @@ class IrcCodec:
                     batch_ref=f"ml{event.id}",
                 )
                 if extra is not None and extra.reactions and "message-tags" in self.caps:
-                    lines += self._reactions_in_history(channel, event.id, extra.reactions)
+                    lines += self._reactions_in_history(event, extra.reactions)
                 return lines
             case events.PrivateMessage():
                 source = self._source(event.sender)
-                return chat_messages(
+                tags = event.tags
+                extra = event.extra
+                if extra is not None and extra.reply_to is not None:
+                    tags = ((REPLY_TAG, str(extra.reply_to)), *tags)
+                if extra is not None and extra.deleted:
+                    return self._deleted_in_history(source, event.target, event)
+                lines = chat_messages(
                     source,
                     event.target,
                     event.text,
                     event.kind,
                     event.account,
                     self._msgid(event),
-                    event.tags,
+                    tags,
                     bot=self._is_bot(event.sender),
                     multiline=self._multiline(),
                     batch_ref=f"ml{event.id}",
                 )
+                if extra is not None and extra.reactions and "message-tags" in self.caps:
+                    lines += self._reactions_in_history(event, extra.reactions)
+                return lines
             case events.Reaction():
                 # A reaction is a TAGMSG naming its message (IRCv3 react); only clients
                 # with message-tags know TAGMSG, the others are shown nothing.
@@ -336,30 +365,32 @@ class IrcCodec:
                 if event.account:
                     tags["account"] = event.account
                 tags["msgid"] = f"t{event.id}"
-                return [Message("TAGMSG", ["#" + event.room], self._source(event.sender), tags)]
+                return [Message("TAGMSG", [_where(event)], self._source(event.sender), tags)]
             case events.Typing():
                 if "message-tags" not in self.caps:
                     return []
                 tags = {TYPING_TAG: event.state, "msgid": f"t{event.id}"}
                 if event.account:
                     tags["account"] = event.account
-                return [Message("TAGMSG", ["#" + event.room], self._source(event.sender), tags)]
+                return [Message("TAGMSG", [_where(event)], self._source(event.sender), tags)]
             case events.MessageDeleted():
-                channel = "#" + event.room
+                where = _where(event)
                 if REDACTION_CAP in self.caps:
-                    params = [channel, str(event.msgid)] + ([event.reason] if event.reason else [])
+                    params = [where, str(event.msgid)] + ([event.reason] if event.reason else [])
                     return [Message("REDACT", params, self._source(event.by))]
-                # The fallback the message-redaction draft suggests: a notice to the channel.
+                # The fallback the message-redaction draft suggests: a notice to the channel
+                # (in a private conversation, from the one who deleted).
                 whose = "their own" if event.by == event.sender else f"one of {event.sender}'s"
                 reason = f": {event.reason}" if event.reason else ""
                 text = f"{event.by} deleted {whose} messages (msgid {event.msgid}){reason}"
-                return [Message("NOTICE", [channel, text], self.server_name)]
+                notifier = self.server_name if event.room is not None else self._source(event.by)
+                return [Message("NOTICE", [where, text], notifier)]
             case events.MessageEdited():
                 # No ratified spec: a new message marked as an edit (docs/irc.md, "Edits").
                 tags_edit: events.ClientTags = ((REPLY_TAG, str(event.msgid)),)
                 lines = chat_messages(
                     self._source(event.sender),
-                    "#" + event.room,
+                    _where(event),
                     EDIT_PREFIX + event.text,
                     events.TEXT,
                     event.account,

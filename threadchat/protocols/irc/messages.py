@@ -272,9 +272,28 @@ def _deliver(
                 session.send_bytes(Formatter(line, time=time.time()).encode(session.caps))
         irc_accounts.nickserv(session, text)
         return
-    recipient = hub.send_private(
-        user, target, text, kind, echo, origin=session.transport, tags=tags
-    )
+    reply_to, plain_tags = _reply_of(tags) if tags else (None, tags)
+    recipient = None
+    if reply_to is not None:
+        try:
+            recipient = hub.send_private(
+                user,
+                target,
+                text,
+                kind,
+                echo,
+                origin=session.transport,
+                tags=plain_tags,
+                reply_to=reply_to,
+            )
+        except HubError as problem:
+            if problem.code not in ("unknown_message", "not_in_room"):
+                raise
+            # As in a channel: a reply to a message this server does not know keeps its tag.
+    if recipient is None:
+        recipient = hub.send_private(
+            user, target, text, kind, echo, origin=session.transport, tags=tags
+        )
     if recipient.away and not notice:
         session.numeric(Numeric.RPL_AWAY, recipient.nick, recipient.away)
 
@@ -287,34 +306,45 @@ def _reply_of(tags: events.ClientTags) -> tuple[int | None, events.ClientTags]:
     return int(value), tuple(t for t in tags if t[0] != REPLY_TAG)
 
 
-def _live_tagmsg(session: IrcSession, room: str, channel: str, tags: events.ClientTags) -> bool:
+def _live_tagmsg(
+    session: IrcSession, room: str | None, target: str, tags: events.ClientTags
+) -> bool:
     """A reaction (+draft/react or +draft/unreact with +draft/reply) or a typing notice
-    (+typing) to a channel, which the hub handles itself; False for other tags."""
+    (+typing) to a channel (`room`) or to a nick (`room` None: a private conversation), which
+    the hub handles itself; False for other tags."""
     user = session.user
     assert user is not None
     named = dict(tags)
     reaction = named.get(REACT_TAG) or named.get(UNREACT_TAG)
-    target = named.get(REPLY_TAG)
-    if reaction and target is not None:
-        if not target.isdigit() or not 0 < int(target) <= 2**62:
-            session.fail("TAGMSG", "UNKNOWN_MSGID", channel, target, "No such message")
+    to = target if room is None else None
+    msgid = named.get(REPLY_TAG)
+    if reaction and msgid is not None:
+        if not msgid.isdigit() or not 0 < int(msgid) <= 2**62:
+            session.fail("TAGMSG", "UNKNOWN_MSGID", target, msgid, "No such message")
             return True
         on = REACT_TAG in named and bool(named.get(REACT_TAG))
         echo = session.echo if "echo-message" in session.caps else None
         try:
             session.hub.react(
-                user, int(target), reaction, on=on, room=room, echo=echo, origin=session.transport
+                user,
+                int(msgid),
+                reaction,
+                on=on,
+                room=room,
+                to=to,
+                echo=echo,
+                origin=session.transport,
             )
         except HubError as problem:
-            live_failure(session, "TAGMSG", channel, target, problem)
+            live_failure(session, "TAGMSG", target, msgid, problem)
         return True
     state = named.get(TYPING_TAG)
     if state is not None:
         try:
             echo = session.echo if "echo-message" in session.caps else None
-            session.hub.typing(user, room, state, echo=echo)
+            session.hub.typing(user, room, state, echo=echo, to=to)
         except HubError as problem:
-            live_failure(session, "TAGMSG", channel, "*", problem)
+            live_failure(session, "TAGMSG", target, "*", problem)
         return True
     return False
 
@@ -343,7 +373,9 @@ def live_failure(
 ) -> None:
     """FAIL <command> <code> <target> <msgid> :<why> for a refused reaction, deletion,
     edit or typing notice (a TAGMSG to a channel one may not send to: its numeric)."""
-    if command == "TAGMSG" and problem.code in _CHANNEL_CODES:
+    if problem.code == "no_such_nick" or (
+        command == "TAGMSG" and problem.code in _CHANNEL_CODES and target.startswith("#")
+    ):
         code = "moderated" if problem.code == "not_in_room" else problem.code
         session.hub_error(HubError(code, problem.message), nick=target, channel=target)
         return
@@ -358,20 +390,28 @@ def live_failure(
 
 def on_redact(session: IrcSession, message: Message) -> None:
     """REDACT <target> <msgid> [:reason] (IRCv3 message-redaction): delete a channel
-    message, allowed to its author and to those who may moderate the channel."""
+    message, allowed to its author and to those who may moderate the channel, or a private
+    message (the target is the other person's nick), allowed to its author."""
     user = session.user
     assert user is not None
     target, msgid = message.params[0], message.params[1]
     reason = message.params[2] if len(message.params) > 2 else ""
-    room = channel_to_room(target) if target.startswith("#") else None
-    if room is None:
-        session.fail("REDACT", "INVALID_TARGET", target, "Only channel messages are deleted")
+    room, to = None, None
+    if target.startswith("#"):
+        room = channel_to_room(target)
+        if room is None:
+            session.fail("REDACT", "INVALID_TARGET", target, "No such channel")
+            return
+    elif "," in target or not target:
+        session.fail("REDACT", "INVALID_TARGET", target, "One channel or nick")
         return
+    else:
+        to = target
     # Not one of our msgids: 0, which names no message (the hub checks the channel first,
     # so a channel one is not in is INVALID_TARGET whatever the msgid).
     number = int(msgid) if msgid.isdigit() and 0 < int(msgid) <= 2**62 else 0
     try:
-        session.hub.delete_message(user, number, reason, room=room)
+        session.hub.delete_message(user, number, reason, room=room, to=to)
     except HubError as problem:
         live_failure(session, "REDACT", target, msgid, problem)
 
@@ -389,6 +429,13 @@ def on_tagmsg(session: IrcSession, message: Message) -> None:
         room = channel_to_room(first)
         if room is not None and _live_tagmsg(session, room, first, tags):
             return
+    elif (
+        first
+        and "," not in first
+        and first[0] not in STATUSMSG
+        and _live_tagmsg(session, None, first, tags)
+    ):
+        return
     echo = session.echo if "echo-message" in session.caps else None
     targets = split_targets(message.params[0])
     for target in targets[MAX_TARGETS:]:

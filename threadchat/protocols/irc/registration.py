@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from threadchat import __version__
 from threadchat.core import live, names
+from threadchat.core.errors import HeldElsewhere
 from threadchat.core.hub import MAX_BANS, Hub, HubError
 from threadchat.protocols.irc import channels as irc_channels
 from threadchat.protocols.irc import chathistory as irc_history
@@ -133,11 +134,14 @@ def on_registration(session: IrcSession, message: Message) -> None:
     session.send(*step.replies)
     if step.cap_changes:
         session.caps = session.reg.enabled
-    if step.nick_to_check and not session.hub.nick_available(
-        step.nick_to_check, irc_accounts.account_to_come(session, step.nick_to_check)
-    ):
-        session.send(*session.reg.reject_nick(step.nick_to_check))
-        return
+    if step.nick_to_check:
+        account = irc_accounts.account_to_come(session, step.nick_to_check)
+        if not session.hub.nick_available(step.nick_to_check, account):
+            elsewhere = session.hub.held_elsewhere(step.nick_to_check, account)
+            if elsewhere is not None:
+                session.notice(f"*** {elsewhere}")
+            session.send(*session.reg.reject_nick(step.nick_to_check))
+            return
     if step.ready:
         _register(session)
 
@@ -187,7 +191,7 @@ def _register(session: IrcSession) -> None:
             **identity,
         )
     except HubError as problem:
-        if problem.code == "name_registered":
+        if problem.code == "name_registered" or isinstance(problem, HeldElsewhere):
             session.notice(f"*** {problem.message}")
         numeric = HUB_NUMERICS.get(problem.code, Numeric.ERR_ERRONEUSNICKNAME)
         session.send(*session.reg.reject_nick(nick, numeric))

@@ -69,20 +69,23 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
                 body["history"] = True
             if event.own:
                 body["own"] = True
+            if event.extra is not None:
+                body.update(_extra_fields(event.extra))
             body["msgid"] = event.id
         case events.Reaction():
-            body = {"type": "react", "room": event.room, "from": event.sender}
+            body = {"type": "react", **_conversation(event), "from": event.sender}
             body.update(msgid=event.msgid, reaction=event.reaction, on=event.on)
         case events.MessageDeleted():
-            body = {"type": "delete", "room": event.room, "msgid": event.msgid, "by": event.by}
+            body = {"type": "delete", **_conversation(event), "msgid": event.msgid}
+            body["by"] = event.by
             body["from"] = event.sender
             body["reason"] = event.reason
         case events.MessageEdited():
-            body = {"type": "edit", "room": event.room, "msgid": event.msgid}
+            body = {"type": "edit", **_conversation(event), "msgid": event.msgid}
             body["from"] = event.sender
             body["text"] = event.text
         case events.Typing():
-            body = {"type": "typing", "room": event.room, "from": event.sender}
+            body = {"type": "typing", **_conversation(event), "from": event.sender}
             body["state"] = event.state
         case events.HistoryPage():
             body = _history_page(event)
@@ -133,6 +136,8 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
             body = {"type": "notice", "text": "\n".join(event.lines)}
         case events.Ok():
             body = {"type": "ok", "ref": event.ref}
+            if event.msgid is not None:
+                body["msgid"] = event.msgid
         case events.Error():
             body = {"type": "error", "code": event.code, "message": event.message}
             if event.ref is not None:
@@ -179,6 +184,15 @@ def event_to_dict(event: Event) -> dict[str, Any] | None:
 
 def _holder(room: str | None, nick: str) -> dict[str, str]:
     return {"room": room} if room is not None else {"name": nick}
+
+
+def _conversation(
+    event: events.Reaction | events.MessageDeleted | events.MessageEdited | events.Typing,
+) -> dict[str, str]:
+    """Where a reaction, deletion, edit or typing notice happened: `room`, or in a private
+    conversation `to`, the other person than the one who acted (as a private message's
+    `from` and `to`)."""
+    return {"room": event.room} if event.room is not None else {"to": event.target}
 
 
 def _extra_fields(extra: MessageExtra) -> dict[str, Any]:
@@ -305,7 +319,7 @@ def _chat_line(event: events.RoomMessage | events.PrivateMessage) -> bytes | Non
     """
     if type(event.id) is not int or type(event.kind) is not str:
         return None  # e.g. a bool id would be "true" in JSON, "True" in an f-string
-    if type(event) is events.RoomMessage and (event.extra is not None or event.status is not None):
+    if event.extra is not None or (type(event) is events.RoomMessage and event.status is not None):
         # A reply, history's marks and reactions, or a message to a status: the general
         # path adds them.
         return None
@@ -459,6 +473,7 @@ def _build_live(kind: str, obj: dict[str, Any], ref: object) -> requests.Request
                 on=_flag_default(obj, "on", True),
                 room=_optional_text(obj, "room"),
                 ref=ref,
+                to=_optional_text(obj, "to"),
             )
         case "delete":
             msgid = _msgid(obj, "msgid")
@@ -468,18 +483,24 @@ def _build_live(kind: str, obj: dict[str, Any], ref: object) -> requests.Request
                 reason=_text(obj, "reason", required=False),
                 room=_optional_text(obj, "room"),
                 ref=ref,
+                to=_optional_text(obj, "to"),
             )
         case "edit":
             msgid = _msgid(obj, "msgid")
             assert msgid is not None
             return requests.EditMessage(
-                message=msgid, text=_text(obj, "text"), room=_optional_text(obj, "room"), ref=ref
+                message=msgid,
+                text=_text(obj, "text"),
+                room=_optional_text(obj, "room"),
+                ref=ref,
+                to=_optional_text(obj, "to"),
             )
         case "typing":
             return requests.TypingNotice(
                 state=_text(obj, "state", required=False, default="active"),
                 room=_optional_text(obj, "room"),
                 ref=ref,
+                to=_optional_text(obj, "to"),
             )
     return None
 
@@ -574,6 +595,7 @@ def _build(kind: str, obj: dict[str, Any], ref: object) -> requests.Request | No
                 text=_text(obj, "text"),
                 action=_flag(obj, "action"),
                 ref=ref,
+                reply_to=_msgid(obj, "reply_to", required=False),
             )
         case "join":
             return requests.JoinRoom(room=_text(obj, "room"), ref=ref)
@@ -668,6 +690,8 @@ def request_to_dict(request: requests.Request) -> dict[str, Any] | None:
         case requests.SendPrivate():
             body = {"type": "msg", "to": request.target, "text": request.text}
             body["action"] = request.action
+            if isinstance(request.reply_to, int):
+                body["reply_to"] = request.reply_to
         case requests.JoinRoom():
             body = {"type": "join", "room": request.room}
         case requests.LeaveRoom():
@@ -793,20 +817,28 @@ def _extra_to_dict(request: requests.Request) -> dict[str, Any] | None:
             body["on"] = request.on
             if request.room is not None:
                 body["room"] = request.room
+            if request.to is not None:
+                body["to"] = request.to
         case requests.DeleteMessage(message=int()):
             body = {"type": "delete", "msgid": request.message}
             if request.reason:
                 body["reason"] = request.reason
             if request.room is not None:
                 body["room"] = request.room
+            if request.to is not None:
+                body["to"] = request.to
         case requests.EditMessage(message=int()):
             body = {"type": "edit", "msgid": request.message, "text": request.text}
             if request.room is not None:
                 body["room"] = request.room
+            if request.to is not None:
+                body["to"] = request.to
         case requests.TypingNotice():
             body = {"type": "typing", "state": request.state}
             if request.room is not None:
                 body["room"] = request.room
+            if request.to is not None:
+                body["to"] = request.to
         case _:
             # Includes `/history more`: the JSON schema has no cursor; a client continues a
             # page itself with "before" set to the oldest id it was shown.

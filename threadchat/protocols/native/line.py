@@ -430,22 +430,40 @@ def _room_message_text(event: events.RoomMessage, several_rooms: bool) -> str:
     where = f"[{event.room}] " if several_rooms else ""
     if event.status is not None:
         where += f"(to {event.status}s) "
-    extra = event.extra
     if event.kind == events.NOTICE:
         return f"{where}-{event.sender}- {_continued(event.text)}"
     # A message to a status is not stored (Hub.say_to_status): nothing to name.
     ref = "" if event.status is not None else "  " + live.short_ref(event.id)
+    return _message_text(where, event.sender, event, ref)
+
+
+def _private_text(event: events.PrivateMessage, both: bool) -> str:
+    """`[private] alice: text  #a3f`; `alice -> bob:` when `both` (one's own message from
+    another device, and history, where either may have sent it)."""
+    who = f"{event.sender} -> {event.target}" if both else event.sender
+    # A notice is not stored (and never named).
+    ref = "" if event.kind == events.NOTICE else "  " + live.short_ref(event.id)
+    return _message_text("[private] ", who, event, ref)
+
+
+def _message_text(
+    where: str, who: str, event: events.RoomMessage | events.PrivateMessage, ref: str
+) -> str:
+    """A message's lines: the message it replies to above it, its text (continuation lines
+    marked) with its reference and whether it was edited, or that it was deleted, and its
+    reactions below."""
+    extra = event.extra
     head = ""
     if extra is not None and extra.reply_to is not None:
         quoted = f"{extra.reply_sender}: {extra.reply_excerpt}" if extra.reply_sender else "…"
         head = f"{where}↪ {quoted}\n"
     if extra is not None and extra.deleted:
-        return f"{head}{where}{event.sender}: (deleted){ref}"
+        return f"{head}{where}{who}: (deleted){ref}"
     edited = " (edited)" if extra is not None and extra.edited else ""
     if event.kind == events.ACTION:
         body = f"{where}* {event.sender} {event.text}"
     else:
-        body = f"{where}{event.sender}: {event.text}"
+        body = f"{where}{who}: {event.text}"
     first, newline, rest = body.partition("\n")
     line = f"{head}{first}{ref}{edited}"
     if newline:
@@ -457,6 +475,15 @@ def _room_message_text(event: events.RoomMessage, several_rooms: bool) -> str:
     return line
 
 
+def _live_where(
+    event: events.Reaction | events.MessageDeleted | events.MessageEdited, several_rooms: bool
+) -> str:
+    """Where a reaction, deletion or edit happened, as a message there shows it."""
+    if event.room is None:
+        return "[private] "
+    return f"[{event.room}] " if several_rooms else ""
+
+
 def _render_history(event: Event, several_rooms: bool) -> str | None:
     """A stored message: `(history) [12:01] alice: text`."""
     if isinstance(event, events.RoomMessage | events.PrivateMessage):
@@ -465,10 +492,7 @@ def _render_history(event: Event, several_rooms: bool) -> str | None:
         case events.RoomMessage():
             line = _room_message_text(event, several_rooms)
         case events.PrivateMessage():
-            if event.kind == events.ACTION:
-                line = f"[private] * {event.sender} {event.text}"
-            else:
-                line = f"[private] {event.sender} -> {event.target}: {_continued(event.text)}"
+            line = _private_text(event, True)
         case _:
             return None
     return f"(history) [{history_time(event.ts)}] {line}"
@@ -482,25 +506,21 @@ def render_text(event: Event, several_rooms: bool) -> str | None:
         case events.RoomMessage():
             return _room_message_text(event, several_rooms)
         case events.PrivateMessage():
-            if event.kind == events.ACTION:
-                return f"[private] * {event.sender} {_continued(event.text)}"
-            if event.own:  # sent from another of your devices
-                return f"[private] {event.sender} -> {event.target}: {_continued(event.text)}"
-            return f"[private] {event.sender}: {_continued(event.text)}"
+            return _private_text(event, event.own)  # own: sent from another of your devices
         case events.Reaction():
-            where = f"[{event.room}] " if several_rooms else ""
+            where = _live_where(event, several_rooms)
             ref = live.short_ref(event.msgid)
             if event.on:
                 return f"{where}--- {event.sender} reacted {event.reaction} to {ref}"
             return f"{where}--- {event.sender} took back {event.reaction} from {ref}"
         case events.MessageDeleted():
-            where = f"[{event.room}] " if several_rooms else ""
+            where = _live_where(event, several_rooms)
             ref = live.short_ref(event.msgid)
             whose = "their" if event.by == event.sender else f"{event.sender}'s"
             reason = f" ({event.reason})" if event.reason else ""
             return f"{where}--- {event.by} deleted {whose} message {ref}{reason}"
         case events.MessageEdited():
-            where = f"[{event.room}] " if several_rooms else ""
+            where = _live_where(event, several_rooms)
             ref = live.short_ref(event.msgid)
             return f"{where}--- {event.sender} edited {ref}: {_continued(event.text)}"
         case events.RoomRenamed():

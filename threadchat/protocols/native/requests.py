@@ -40,7 +40,8 @@ class Say(Request):
 
 # Requests about a message already sent name it as `message`: a msgid (JSON, UDP, web) or
 # a reference as typed in text mode (`#a3f`, which the hub resolves: `Hub.find_ref`). `room`,
-# when given, is the room the client believes it is in (refused if it is not).
+# when given, is the room the client believes it is in, `to` the person of the private
+# conversation it believes it is in (refused if it is not); neither is needed.
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class React(Request):
     on: bool = True
     room: str | None = None
     ref: object = None
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class DeleteMessage(Request):
     reason: str = ""
     room: str | None = None
     ref: object = None
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +69,18 @@ class EditMessage(Request):
     text: str
     room: str | None = None
     ref: object = None
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TypingNotice(Request):
-    """Typing in `room` (None: the current room): active, paused or done."""
+    """Typing in `room` (None: the current room), or to the person `to` (a private
+    conversation): active, paused or done."""
 
     state: str
     room: str | None = None
     ref: object = None
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,8 @@ class SendPrivate(Request):
     text: str
     action: bool = False
     ref: object = None
+    # The message of this conversation it answers, as for `Say`.
+    reply_to: "int | str | None" = None
 
 
 @dataclass(frozen=True, slots=True)

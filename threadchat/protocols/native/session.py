@@ -248,6 +248,11 @@ class NativeSession:
         reply_to = None
         if request.reply_to is not None:
             reply_to = self._msgid(request.reply_to)
+            if request.room is None and isinstance(request.reply_to, str):
+                # Text mode's `/reply #a3f`: the answer goes where the message is, a room
+                # or a private conversation.
+                self.hub.reply(self.user, reply_to, request.text, kind, origin=self.conn)
+                return False
         if request.ref is None:  # the usual message: nothing to answer, no context to enter
             self._say(room, request.text, kind, reply_to)
             if self.reads_as_shown:
@@ -291,35 +296,41 @@ class NativeSession:
     def _on_react(self, request: requests.React) -> bool:
         assert self.user is not None
         msgid = self._msgid(request.message)
-        self.hub.react(self.user, msgid, request.reaction, on=request.on, room=request.room)
+        self.hub.react(
+            self.user, msgid, request.reaction, on=request.on, room=request.room, to=request.to
+        )
         return False
 
     def _on_delete(self, request: requests.DeleteMessage) -> bool:
         assert self.user is not None
         check_text(request.reason, strict=True)
         msgid = self._msgid(request.message)
-        self.hub.delete_message(self.user, msgid, request.reason, room=request.room)
+        self.hub.delete_message(self.user, msgid, request.reason, room=request.room, to=request.to)
         return False
 
     def _on_edit(self, request: requests.EditMessage) -> bool:
         assert self.user is not None
         check_message(request.text, strict=True)
         msgid = self._msgid(request.message)
-        self.hub.edit_message(self.user, msgid, request.text, room=request.room)
+        self.hub.edit_message(self.user, msgid, request.text, room=request.room, to=request.to)
         return False
 
     def _on_typing(self, request: requests.TypingNotice) -> bool:
         assert self.user is not None
-        self.hub.typing(self.user, self._room_or_current(request.room), request.state)
+        if request.to is not None and request.room is None:
+            self.hub.typing(self.user, None, request.state, to=request.to)
+        else:
+            self.hub.typing(self.user, self._room_or_current(request.room), request.state)
         return False
 
     def _on_private(self, request: requests.SendPrivate) -> bool:
         assert self.user is not None
         check_message(request.text, strict=True)
         kind = events.ACTION if request.action else events.TEXT
+        reply_to = None if request.reply_to is None else self._msgid(request.reply_to)
         with self.hub.pipeline.acknowledged(request.ref, self.reply):
             recipient = self.hub.send_private(
-                self.user, request.target, request.text, kind, origin=self.conn
+                self.user, request.target, request.text, kind, origin=self.conn, reply_to=reply_to
             )
         if recipient.away:
             self.reply(events.Notice(text=f"{recipient.nick} is away: {recipient.away}"))

@@ -10,7 +10,11 @@ import {
 } from "./reading.js";
 import { SearchPanel } from "./search.js";
 import {
-  dayKey, daySeparator, infoItem, mentions, messageItem, modeText, roomsItem, whoisText,
+  ReactionPicker, TypingBoard, TypingSender, applyReaction, liveDecorator, quoteOf, typingText,
+} from "./live.js";
+import {
+  dayKey, daySeparator, infoItem, mentions, messageDecorators, messageItem, modeText, roomsItem,
+  whoisText,
 } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,7 +24,8 @@ const ui = {
   listRooms: $("list-rooms"), title: $("title"), topic: $("topic"), messages: $("messages"),
   composer: $("composer"), text: $("text"), memberList: $("member-list"), notify: $("notify"),
   toggleSidebar: $("toggle-sidebar"), toggleMembers: $("toggle-members"),
-  toggleSearch: $("toggle-search"),
+  toggleSearch: $("toggle-search"), typing: $("typing"), composing: $("composing"),
+  composingText: $("composing-text"), composingCancel: $("composing-cancel"),
 };
 
 const HISTORY_PAGE = 50;
@@ -47,6 +52,9 @@ const wantedJoins = new Set();
 const markers = new Map();
 // Search results to open once their room is joined (key -> the found message).
 const jumpAfterJoin = new Map();
+// What the composer is doing besides a new message: null, or {mode: "reply" | "edit", entry}
+// (answering or editing that message; entry.conv is its conversation).
+let composing = null;
 
 // Names fold A-Z only, as the server folds them (docs/protocol.md, "Names and rooms").
 const fold = (name) => name.replace(/[A-Z]/gu, (c) => c.toLowerCase());
@@ -105,32 +113,13 @@ function before(a, b) {
   return a.ts < b.ts || (a.ts === b.ts && a.order < b.order);
 }
 
-// Our own message, shown on the server's "ok" without its history id, comes back from
-// history (after a reconnection) with it: the two are one message, not two.
-function claimOwn(conv, event) {
-  const sent = Date.parse(event.ts);
-  for (const entry of conv.entries) {
-    if (!entry.own || entry.id !== null || entry.event.from !== event.from) continue;
-    if (entry.event.text !== event.text || !entry.event.action !== !event.action) continue;
-    const acked = Date.parse(entry.ts);
-    if (sent <= acked + 1000 && acked - sent < 120000) {
-      entry.id = event.id;
-      conv.ids.add(event.id);
-      conv.lastId = Math.max(conv.lastId, event.id);
-      if (entry.node) entry.node.dataset.id = String(event.id);
-      return true;
-    }
-  }
-  return false;
-}
-
 // Add an entry in time order. Returns false for a message already shown (same history id).
 function addEntry(conv, entry) {
   entry.order = order++;
+  entry.conv = conv;
   entry.id ??= null;
   if (entry.id !== null) {
     if (conv.ids.has(entry.id)) return false;
-    if (entry.kind === "message" && entry.own && claimOwn(conv, entry.event)) return false;
     conv.ids.add(entry.id);
     conv.lastId = Math.max(conv.lastId, entry.id);
   }
@@ -329,6 +318,11 @@ function renderSidebar() {
 function activate(key, { focus = false } = {}) {
   const conv = conversations.get(key);
   if (!conv) return;
+  if (active !== key) {
+    typingSender.done();
+    if (composing) setComposing(null);
+    picker.close({ focusBack: false });
+  }
   active = key;
   for (const [text, ts, className] of early.splice(0)) info(conv, text, ts, className);
   conv.lineTs = readLine(conv);
@@ -336,6 +330,7 @@ function activate(key, { focus = false } = {}) {
   renderHeader();
   renderMessages();
   renderMembers();
+  renderTyping();
   markSeen(conv);
   renderSidebar();
   if (focus) ui.text.focus();
@@ -446,6 +441,188 @@ function renderNotifyButton() {
   ui.notify.hidden = !("Notification" in window) || Notification.permission !== "default";
 }
 
+// -- messages that live on: replies, reactions, edits, deletions, typing (live.js) -----------
+
+// The entry of message `msgid` in `conv`, if the page holds it.
+function findEntry(conv, msgid) {
+  if (!conv || !conv.ids.has(msgid)) return null;
+  for (let at = conv.entries.length - 1; at >= 0; at -= 1) {
+    const entry = conv.entries[at];
+    if (entry.kind === "message" && entry.id === msgid) return entry;
+  }
+  return null;
+}
+
+// The conversation a react, edit or delete event is about: its room, or (a private message's)
+// the conversation that holds the message, since ids are unique on the server.
+function conversationOfLive(event) {
+  if (event.room) return conversations.get(roomKey(event.room)) || null;
+  for (const conv of conversations.values()) {
+    if (conv.kind === "private" && conv.ids.has(event.msgid)) return conv;
+  }
+  return null;
+}
+
+// Draw an entry again after its event changed; the focus stays on the same control.
+function redraw(entry) {
+  const old = entry.node;
+  entry.node = null;
+  if (!old || !old.isConnected) return;
+  const focused = old.contains(document.activeElement) ? document.activeElement : null;
+  const fresh = nodeFor(entry);
+  if (old.classList.contains("found")) fresh.classList.add("found");
+  if (picker.isOpen && picker.entry === entry) picker.close({ focusBack: false });
+  old.replaceWith(fresh);
+  if (focused) {
+    const same = focused.dataset.action &&
+      [...fresh.querySelectorAll("button")].find((control) => control.dataset.action === focused.dataset.action);
+    (same || fresh.querySelector(".message-actions button") || ui.text).focus({ preventScroll: true });
+  }
+}
+
+function onReact(event) {
+  const conv = conversationOfLive(event);
+  const entry = findEntry(conv, event.msgid);
+  if (!entry) return;
+  entry.event = { ...entry.event, reactions: applyReaction(entry.event.reactions, event, fold) };
+  redraw(entry);
+}
+
+function onEdited(event) {
+  const conv = conversationOfLive(event);
+  const entry = findEntry(conv, event.msgid);
+  if (!entry) return;
+  entry.event = { ...entry.event, text: event.text, edited: true };
+  redraw(entry);
+}
+
+function onDeleted(event) {
+  const conv = conversationOfLive(event);
+  const entry = findEntry(conv, event.msgid);
+  if (!entry) return;
+  entry.event = { ...entry.event, text: "", deleted: true, reactions: [] };
+  if (composing && composing.entry === entry) setComposing(null);
+  redraw(entry);
+}
+
+function onTyping(event) {
+  if (fold(event.from) === fold(me || "")) return;
+  const key = event.room ? roomKey(event.room) : peerKey(event.from);
+  if (!conversations.has(key)) return;
+  typingBoard.note(key, event.from, event.state);
+}
+
+function renderTyping() {
+  ui.typing.textContent = active ? typingText(typingBoard.names(active)) : "";
+}
+
+const typingBoard = new TypingBoard((key) => {
+  if (key === active) renderTyping();
+}, fold);
+
+// Typing notices go to rooms; a private conversation's are sent once the protocol has them.
+const typingSender = new TypingSender((key, state) => {
+  const conv = conversations.get(key);
+  if (!conv || !session) return;
+  if (conv.kind === "private") {
+    // The other person only: the server limits it per conversation as it does per room.
+    request({ type: "typing", to: conv.name, state }, { kind: "typing", state });
+    return;
+  }
+  if (conv.kind !== "room" || !conv.joined) return;
+  request({ type: "typing", room: conv.name, state }, { kind: "typing", state });
+});
+
+// The message a request about a message names, with the conversation's name to check it.
+function aboutMessage(entry, fields) {
+  const { conv } = entry;
+  const body = { msgid: entry.id, ...fields };
+  if (conv && conv.kind === "room") body.room = conv.name;
+  return body;
+}
+
+const canAct = (entry) => entry.id !== null && !entry.event.notice && !entry.event.status;
+
+// The reply, reaction and edit buttons of a message (live.js draws them).
+messageDecorators.push(liveDecorator({
+  me: () => me,
+  fold,
+  canAct,
+  jump: (entry) => jumpTo(entry.conv, entry.event.reply_to),
+  reply: (entry) => setComposing({ mode: "reply", entry }),
+  react: (entry, reaction, on) => react(entry, reaction, on),
+  pick: (entry, anchor) => picker.toggle(entry, anchor),
+  edit: (entry) => setComposing({ mode: "edit", entry }),
+  remove: (entry) => deleteMessage(entry),
+}));
+
+const picker = new ReactionPicker((entry, reaction) => {
+  const mine = (entry.event.reactions || []).some(
+    (item) => item.reaction === reaction && item.from.some((name) => fold(name) === fold(me)));
+  react(entry, reaction, !mine);
+});
+
+function react(entry, reaction, on) {
+  request({ type: "react", ...aboutMessage(entry, { reaction, on }) }, { kind: "react", key: entry.conv.key });
+}
+
+function deleteMessage(entry) {
+  // A deletion cannot be undone: asked first.
+  if (!window.confirm("Delete this message for everyone?")) return;
+  request({ type: "delete", ...aboutMessage(entry, {}) }, { kind: "delete", key: entry.conv.key });
+}
+
+// Reply to or edit a message: the line above the composer says which; null ends it.
+function setComposing(next) {
+  // An edit borrows the message box: what was being written comes back after it.
+  const draft = composing && composing.mode === "edit" ? composing.draft : null;
+  if (next && next.mode === "edit") next.draft = draft ?? ui.text.value;
+  composing = next;
+  if (next === null) {
+    ui.composing.hidden = true;
+    if (draft !== null) ui.text.value = draft;
+  } else {
+    const { event } = next.entry;
+    ui.composingText.textContent = next.mode === "edit"
+      ? "Editing your message"
+      : `Replying to ${event.from}: ${quoteOf(event.text)}`;
+    ui.composing.hidden = false;
+    if (next.mode === "edit") ui.text.value = event.text;
+    else if (draft !== null) ui.text.value = draft;
+  }
+  fitComposer();
+  ui.text.focus();
+  if (next && next.mode === "edit") ui.text.setSelectionRange(ui.text.value.length, ui.text.value.length);
+}
+
+// Your last message in the conversation that can still be edited.
+function lastOwnMessage(conv) {
+  for (let at = conv.entries.length - 1; at >= 0; at -= 1) {
+    const entry = conv.entries[at];
+    if (entry.kind === "message" && entry.own && canAct(entry) && !entry.event.deleted) return entry;
+  }
+  return null;
+}
+
+// A reply's quote was clicked: show the original, loading the history around it when the
+// page does not hold it.
+function jumpTo(conv, msgid) {
+  if (!conv || !msgid || !conversations.has(conv.key)) return;
+  if (conv.key !== active) activate(conv.key);
+  if (findEntry(conv, msgid)) {
+    renderMessages({ showId: msgid });
+    return;
+  }
+  request(historyBody(conv, { around: msgid, limit: AROUND_PAGE }),
+          { kind: "around", key: conv.key, target: msgid });
+}
+
+// The composer grows with its lines, up to a few.
+function fitComposer() {
+  ui.text.style.height = "auto";
+  ui.text.style.height = `${Math.min(ui.text.scrollHeight + 2, 200)}px`;
+}
+
 // -- requests -----------------------------------------------------------------------------
 
 function loadOlder(conv, { latest = false } = {}) {
@@ -522,6 +699,7 @@ function onAroundPage(conv, event, target) {
   }
   conv.more = true;
   renderMessages({ showId: target });
+  if (!conv.ids.has(target)) info(conv, "That message is no longer in the history.", null, "error");
 }
 
 function loadNewer(conv) {
@@ -562,7 +740,27 @@ function say(conv, text, action) {
   const body = conv.kind === "room"
     ? { type: "say", room: conv.name, text, action }
     : { type: "msg", to: conv.name, text, action };
-  return request(body, { kind: "say", key: conv.key, text, action });
+  const purpose = { kind: "say", key: conv.key, text, action };
+  if (composing && composing.mode === "reply" && composing.entry.conv === conv) {
+    const { entry } = composing;
+    body.reply_to = entry.id;
+    purpose.reply = { msgid: entry.id, quote: { from: entry.event.from, text: quoteOf(entry.event.text) } };
+  }
+  const sent = request(body, purpose);
+  if (sent && purpose.reply) setComposing(null);
+  return sent;
+}
+
+// The composer's text replaces the text of the message being edited.
+function sendEdit(text) {
+  const { entry } = composing;
+  if (text === entry.event.text) {
+    setComposing(null);
+    return true;
+  }
+  const sent = request({ type: "edit", ...aboutMessage(entry, { text }) }, { kind: "edit", key: entry.conv.key });
+  if (sent) setComposing(null);
+  return sent;
 }
 
 function openPrivate(nick, { focus = false } = {}) {
@@ -647,6 +845,10 @@ function resetToLogin(message) {
   markers.clear();
   jumpAfterJoin.clear();
   markerSender.clear();
+  typingBoard.clear();
+  typingSender.reset();
+  composing = null;
+  ui.composing.hidden = true;
   early.length = 0;
   active = null;
   ui.toggleSearch.hidden = true;
@@ -676,6 +878,7 @@ function onWelcome(event) {
     ui.text.focus();
     return;
   }
+  typingSender.reset();
   // Back after a lost link: join the rooms we were in again; each join's replay and a
   // history query after the last message we have fill the gap (entries are kept by id, so
   // nothing shows twice).
@@ -742,6 +945,7 @@ function onLeave(event) {
     return;
   }
   conv.members = conv.members.filter((name) => fold(name) !== fold(event.name));
+  typingBoard.stop(conv.key, event.name);
   info(conv, `${event.name} left${reason}`, event.ts);
   if (conv.key === active) renderMembers();
 }
@@ -752,6 +956,7 @@ function onQuit(event) {
     const here = conv.kind === "room" ? conv.members.some((name) => fold(name) === who) : conv.key === peerKey(event.name);
     if (!here) continue;
     conv.members = conv.members.filter((name) => fold(name) !== who);
+    typingBoard.stop(conv.key, event.name);
     info(conv, `${event.name} quit (${event.reason})`, event.ts);
   }
   renderMembers();
@@ -802,6 +1007,7 @@ function onChat(event) {
   if (live && conv.key === active && attention() && !ui.messages.querySelector("li.new-messages")) {
     conv.lineTs = later(conv.lineTs, event.ts);
   }
+  if (live) typingBoard.stop(conv.key, event.from); // their message ends their typing
   // A live message is stored before it is relayed: its id is its history id.
   if (!addEntry(conv, entry)) return;
   if (!live) {
@@ -869,7 +1075,11 @@ function onOk(event, purpose) {
   const said = conv.kind === "room"
     ? { type: "message", room: conv.name, from: me, text: purpose.text, action: purpose.action, ts: event.ts }
     : { type: "private", from: me, to: conv.name, text: purpose.text, action: purpose.action, ts: event.ts };
-  addEntry(conv, { kind: "message", ts: event.ts, event: said, own: true, mention: false });
+  if (purpose.reply) Object.assign(said, { reply_to: purpose.reply.msgid, reply: purpose.reply.quote });
+  // The ok of a stored message names it (msgid): our copy can be edited, deleted, reacted to.
+  const id = event.msgid ?? null;
+  if (id !== null) said.msgid = id;
+  addEntry(conv, { kind: "message", ts: event.ts, id, event: said, own: true, mention: false });
   if (conv.key === active) ui.messages.scrollTop = ui.messages.scrollHeight;
   markSeen(conv); // what one answers, one has read
 }
@@ -891,6 +1101,10 @@ function onError(event, purpose) {
     return;
   }
   if (purpose && purpose.kind === "read") return; // a marker not kept: the page keeps its own
+  if (purpose && purpose.kind === "typing") {
+    if (event.code === "too_often") typingSender.refused(purpose.state);
+    return; // not the user's business: the notice is sent again when it may be
+  }
   if (purpose && (purpose.kind === "older" || purpose.kind === "catch-up" ||
                   purpose.kind === "around" || purpose.kind === "newer")) {
     const conv = conversations.get(purpose.key);
@@ -1007,8 +1221,18 @@ function onEvent(event) {
     case "whois":
       showHere(whoisText(event), event.ts);
       return;
-    // Hooks: the events of replies, reactions, edits and typing notices, when the JSON
-    // protocol has them, are handled here (render.js's messageDecorators draw them).
+    case "react":
+      onReact(event);
+      return;
+    case "edit":
+      onEdited(event);
+      return;
+    case "delete":
+      onDeleted(event);
+      return;
+    case "typing":
+      onTyping(event);
+      return;
     default:
       return;
   }
@@ -1062,18 +1286,55 @@ ui.composer.addEventListener("submit", (submit) => {
   submit.preventDefault();
   const line = ui.text.value;
   if (!line.trim()) return;
-  if (submitLine(line)) {
+  const editing = composing && composing.mode === "edit";
+  if (editing) {
+    sendEdit(line); // the box gets back what was being written before the edit
+  } else if (submitLine(line)) {
     lastSent = line;
     ui.text.value = "";
+    fitComposer();
+    typingSender.done();
   }
 });
 
 ui.text.addEventListener("keydown", (key) => {
-  if (key.key === "ArrowUp" && !ui.text.value && lastSent) {
+  // Enter sends, Shift+Enter starts a new line (and Enter that ends an input method's
+  // composition is the composition's).
+  if (key.key === "Enter" && !key.shiftKey && !key.isComposing) {
     key.preventDefault();
-    ui.text.value = lastSent;
+    ui.composer.requestSubmit();
+    return;
+  }
+  if (key.key === "Escape" && (composing || picker.isOpen)) {
+    key.preventDefault();
+    key.stopPropagation(); // the page's Escape would close panels too
+    picker.close({ focusBack: false });
+    setComposing(null);
+    return;
+  }
+  if (key.key === "ArrowUp" && !ui.text.value) {
+    // The up arrow edits your last message here; without one it recalls the last line.
+    const conv = current();
+    const last = conv && !composing ? lastOwnMessage(conv) : null;
+    if (last) {
+      key.preventDefault();
+      setComposing({ mode: "edit", entry: last });
+    } else if (lastSent) {
+      key.preventDefault();
+      ui.text.value = lastSent;
+      fitComposer();
+    }
   }
 });
+
+ui.text.addEventListener("input", () => {
+  fitComposer();
+  const conv = current();
+  // An edit is not typing a new message.
+  if (conv && !(composing && composing.mode === "edit")) typingSender.typed(conv.key, ui.text.value);
+});
+
+ui.composingCancel.addEventListener("click", () => setComposing(null));
 
 ui.joinForm.addEventListener("submit", (submit) => {
   submit.preventDefault();
