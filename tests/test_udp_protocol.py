@@ -709,7 +709,6 @@ def test_events_held_for_the_pace_are_handed_over_before_a_bye() -> None:
     assert server.next_release() is None
 
 
-
 def test_what_the_consumer_has_not_taken_is_held_unacknowledged() -> None:
     """With ``max_in_hand`` 3, an ack means "taken in": past 3 events in the consumer's
     hands the rest wait in the window, unacknowledged, until the consumer reports some done;
