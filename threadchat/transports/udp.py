@@ -12,18 +12,22 @@ The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
   It also hands over, at their pace, the requests the endpoint holds for users who send
   faster than `flood_rate` (`ServerEndpoint.release`): it then waits on the socket only
   until the next of those is due.
-- **hub workers** (HUB_WORKERS threads): each user's actions go to one worker (by address),
-  in the order the endpoint made them, so a user's requests are handled in order, after its
-  registration and before it leaves.  A worker handles what it finds queued (up to
-  WORK_BATCH items, from any of its users) as one read, as a TCP reader's recv is
-  (`hub.pipeline.reading`): its messages share one store commit and are relayed and answered
-  after it, while the worker goes on.  Requests of UDP users are parsed and handled here by
-  each user's `NativeSession`.  An acknowledgement means "taken in": what is queued here is
-  never dropped.  The queue is bounded per user instead (`MAX_IN_HAND`, the endpoint's
-  `max_in_hand`): past it the endpoint holds further requests unacknowledged, the client's
-  window fills and it waits, as for flood control, until the worker reports them done
-  (`ServerEndpoint.handled`).  Any exception while handling one item is logged and counted
-  (`internal_errors`); the worker goes on with the next.
+- **hub worker**, one per UDP user, as a TCP user has its reader thread: started when the
+  session registers, ended once it is over.  It gets its user's actions in the order the
+  endpoint made them, so the requests are handled in order, after the registration and
+  before the leaving.  One thread per user, not a few shared ones: the hub lock is not fair,
+  and a few workers queueing for it among a thousand TCP readers got a few tickets in its
+  lottery for hundreds of UDP users, whose requests then waited for seconds (the soak).  If
+  no thread can be started, the user's work goes to one shared worker, started with the
+  listener.  A worker handles what it finds queued (up to WORK_BATCH items) as one read, as
+  a TCP reader's recv is (`hub.pipeline.reading`): its messages share one store commit and
+  are relayed and answered after it, while the worker goes on.  Requests of UDP users are
+  parsed and handled here by each user's `NativeSession`.  An acknowledgement means "taken
+  in": what is queued here is never dropped.  The queue is bounded per user instead
+  (`MAX_IN_HAND`, the endpoint's `max_in_hand`): past it the endpoint holds further requests
+  unacknowledged, the client's window fills and it waits, as for flood control, until the
+  worker reports them done (`ServerEndpoint.handled`).  Any exception while handling one
+  item is logged and counted (`internal_errors`); the worker goes on with the next.
 - **sender thread**: drains the outbound queue of (user, bytes) items that the hub filled via
   `UdpUser.send_bytes`, hands each event to `ServerEndpoint.send_event`, and calls
   `ServerEndpoint.poll` at `next_deadline()` for retransmissions and timeouts.  Ending a
@@ -85,10 +89,6 @@ RECEIVE_BATCH = 256
 TIMER_SLACK = 0.05
 # The UDP socket's receive buffer (see UdpListener.__init__).
 RECEIVE_BUFFER = 4 * 1024 * 1024
-# Threads that do the hub's work for UDP users (module docstring).  A user's work always goes
-# to the same one; more than one, so that a user whose request waits (for the hub lock, or
-# for the store before a join: `complete()`) holds up a share of the UDP users, not all.
-HUB_WORKERS = 4
 # Items a hub worker takes from its queue per round (one `hub.pipeline.reading`).
 WORK_BATCH = 256
 # Requests of one user handed to its worker and not yet handled: past this the endpoint
@@ -132,12 +132,17 @@ _Work = proto.Deliver | proto.Registered | proto.Paced | proto.Drop | proto.Erro
 
 
 class _HubWorker:
-    """One hub worker's queue (see the module docstring); `cond`'s lock is a leaf."""
+    """One hub worker's queue (see the module docstring); `cond`'s lock is a leaf.
 
-    def __init__(self) -> None:
+    `addr` is its user's address (None: the shared worker).  Items are put only under the
+    listener's `_lock`, so under it an empty queue stays empty."""
+
+    def __init__(self, addr: proto.Address | None) -> None:
+        self.addr = addr
         self.cond = threading.Condition(threading.Lock())
         self.queue: deque[_Work] = deque()
         self.busy = False
+        self.thread: threading.Thread | None = None
 
     def put(self, item: _Work) -> None:
         with self.cond:
@@ -238,19 +243,21 @@ class UdpListener:
         self._closing = False
         self._receiver = threading.Thread(target=self._receive_loop, name="udp-receiver")
         self._sender = threading.Thread(target=self._send_loop, name="udp-sender")
-        self._workers = [_HubWorker() for _ in range(HUB_WORKERS)]
-        self._worker_threads = [
-            threading.Thread(target=self._work_loop, args=(worker,), name=f"udp-hub-{n}")
-            for n, worker in enumerate(self._workers)
-        ]
+        # Each user's hub worker, by address (guarded by _lock); the shared one for users
+        # whose own could not be started.
+        self._workers: dict[proto.Address, _HubWorker] = {}
+        self._shared = _HubWorker(None)
+        self._shared.thread = threading.Thread(
+            target=self._work_loop, args=(self._shared,), name="udp-hub-shared"
+        )
 
     @property
     def port(self) -> int:
         return int(self.address[1])
 
     def start(self) -> None:
-        for thread in self._worker_threads:
-            thread.start()
+        assert self._shared.thread is not None
+        self._shared.thread.start()
         self._receiver.start()
         self._sender.start()
 
@@ -354,12 +361,32 @@ class UdpListener:
                     log.debug("udp: ignored datagram from %s: %s", addr, reason)
                 case proto.Connected():  # pragma: no cover - a client's action
                     pass
+                case proto.Registered(addr):
+                    self._start_worker(addr).put(action)
                 case _:
                     self._worker_for(action.addr).put(action)
         return sends
 
     def _worker_for(self, addr: proto.Address) -> _HubWorker:
-        return self._workers[hash(addr) % len(self._workers)]
+        return self._workers.get(addr, self._shared)
+
+    def _start_worker(self, addr: proto.Address) -> _HubWorker:
+        """A new session's own worker (called with `_lock` held); the shared one if no
+        thread can be started now (out of threads: the process's or the system's limit)."""
+        worker = _HubWorker(addr)
+        worker.thread = threading.Thread(
+            target=self._work_loop, args=(worker,), name=f"udp-hub {addr[0]}:{addr[1]}"
+        )
+        try:
+            worker.thread.start()
+        except RuntimeError as problem:
+            self.stats["shared_worker"] += 1
+            log.warning("udp %s:%s: no thread of its own (%s), shares one", *addr[:2], problem)
+            return self._shared
+        # A worker still at this address serves the session that ended there: it finishes
+        # that session's work, and retires (see `_retire`).
+        self._workers[addr] = worker
+        return worker
 
     def _send_all(self, sends: list[proto.Send]) -> None:
         for send in sends:
@@ -381,6 +408,22 @@ class UdpListener:
             finally:
                 with worker.cond:
                     worker.busy = False
+            if worker.addr is not None and self._retire(worker):
+                return
+
+    def _retire(self, worker: _HubWorker) -> bool:
+        """Whether `worker` is done: nothing queued, and its session over (or another
+        session at its address has a worker of its own). Nothing is queued for it after."""
+        assert worker.addr is not None
+        with self._lock:
+            if worker.queue:
+                return False
+            current = self._workers.get(worker.addr) is worker
+            if current and self.endpoint.has_session(worker.addr):
+                return False
+            if current:
+                del self._workers[worker.addr]
+            return True
 
     def _work_round(self, batch: list[_Work]) -> None:
         """The batch as one read (`hub.pipeline.reading`), then its requests reported done."""
@@ -611,9 +654,10 @@ class UdpListener:
         limit = self.server.config.name_timeout
         for user in self.users():
             if user.session.user is None and now - user.created > limit:
-                self._worker_for(user.addr).put(
-                    _EndSession(user, "no name given in time", last_word="timeout")
-                )
+                with self._lock:
+                    self._worker_for(user.addr).put(
+                        _EndSession(user, "no name given in time", last_word="timeout")
+                    )
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -627,17 +671,21 @@ class UdpListener:
                 queued = bool(self._queue)
             with self._lock:
                 unacked = self.endpoint.unacked()
-            working = not all(worker.idle() for worker in self._workers)
+            with self._lock:
+                workers = [self._shared, *self._workers.values()]
+            working = not all(worker.idle() for worker in workers)
             if not queued and not unacked and not working:
                 break
             self._stop.wait(FLUSH_POLL)
         self._stop.set()
-        for worker in self._workers:
+        with self._lock:
+            workers = [self._shared, *self._workers.values()]
+        for worker in workers:
             with worker.cond:
                 worker.cond.notify_all()
-        for thread in self._worker_threads:
-            if thread.is_alive():
-                thread.join()
+        for worker in workers:
+            if worker.thread is not None and worker.thread.is_alive():
+                worker.thread.join()
         # The workers are gone: ending the sessions here races nobody's requests.
         for user in self.users():
             self._close_user(user, "server shutdown")
