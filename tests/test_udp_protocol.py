@@ -1062,3 +1062,11 @@ def test_a_history_page_too_big_for_one_datagram_is_split_with_continued() -> No
     assert [m for p in pieces for m in p["messages"]] == messages
     assert all(p["continued"] for p in pieces[:-1]) and "continued" not in pieces[-1]
     assert all(p["more"] is True for p in pieces)
+
+
+@pytest.mark.parametrize("size", [0, 10, 1000, 1200])
+def test_the_size_of_an_encoded_event_is_the_size_of_its_datagram(size: int) -> None:
+    event = udp.EncodedEvent(json.dumps({"type": "say", "text": "x" * size}).encode())
+    longest = udp.encode_data("x" * udp.MAX_TOKEN_LENGTH, udp.MAX_SEQ, udp.MAX_SEQ, event)
+    assert udp.data_datagram_size(event) == len(longest)
+    assert udp.event_fits(event) == (len(longest) <= udp.MAX_DATAGRAM_SIZE)
