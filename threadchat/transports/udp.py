@@ -382,6 +382,9 @@ class UdpListener:
         except RuntimeError as problem:
             self.stats["shared_worker"] += 1
             log.warning("udp %s:%s: no thread of its own (%s), shares one", *addr[:2], problem)
+            # All of this session's work must go to one thread: not to the worker of a
+            # session that ended at this address (it retires once its queue is done).
+            self._workers.pop(addr, None)
             return self._shared
         # A worker still at this address serves the session that ended there: it finishes
         # that session's work, and retires (see `_retire`).
