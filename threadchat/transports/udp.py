@@ -378,7 +378,7 @@ class UdpListener:
             target=self._work_loop, args=(worker,), name=f"udp-hub {addr[0]}:{addr[1]}"
         )
         try:
-            worker.thread.start()
+            self.server.start_reader(worker.thread)  # Thread.start, as for a TCP reader
         except RuntimeError as problem:
             self.stats["shared_worker"] += 1
             log.warning("udp %s:%s: no thread of its own (%s), shares one", *addr[:2], problem)
