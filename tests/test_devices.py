@@ -13,6 +13,7 @@ from test_irc_accounts import PASSWORD, register_account, sasl_plain
 
 from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport
+from threadchat.core.hub import GUEST_MARKERS_MAX
 from threadchat.protocols.irc.wire import parse
 
 
@@ -207,9 +208,66 @@ def test_a_read_marker_set_on_one_device_shows_on_the_others(
     assert laptop.expect_msg("FAIL").params[:2] == ["MARKREAD", "INVALID_PARAMS"]
     laptop.send("MARKREAD")
     assert laptop.expect_msg("FAIL").params[:2] == ["MARKREAD", "NEED_MORE_PARAMS"]
-    # A guest keeps no markers.
+    # A guest's markers are kept too (in memory, while connected), apart from the account's.
     bob.send_json(type="read", target="lobby", read=later, ref="g")
-    assert bob.expect_event("error", ref="g")["code"] == "not_logged_in"
+    kept = bob.expect_event("read", ref="g")["read"]
+    assert stamp <= kept < later
+    bob.send_json(type="read", target="lobby", ref="ga")
+    assert bob.expect_event("read", ref="ga")["read"] == kept
+
+
+def test_a_guest_on_irc_keeps_read_markers_while_connected(
+    make_server: Callable[..., Server],
+) -> None:
+    """draft/read-marker gives markers to every client: a guest's live in memory, for as
+    long as its connection (an account's are stored)."""
+    server = make_server()
+
+    def irc_guest() -> IrcClient:
+        client = IrcClient(server.listener("irc").port)
+        client.send("CAP LS 302", "CAP REQ :draft/read-marker", "NICK wanda")
+        client.send("USER wanda 0 * :Wanda", "CAP END")
+        client.expect_msg("001")
+        return client
+
+    wanda = irc_guest()
+    wanda.send("JOIN #den")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", "*"]
+    wanda.expect_msg("366")
+    stamp = "2019-01-04T14:33:26.123Z"
+    wanda.send(f"MARKREAD #den timestamp={stamp}")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", f"timestamp={stamp}"]
+    # Never backwards: an older time gets the kept one.
+    wanda.send("MARKREAD #den timestamp=2010-01-01T00:00:00.000Z")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", f"timestamp={stamp}"]
+    wanda.send("MARKREAD #den")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", f"timestamp={stamp}"]
+    # A private conversation's, and a channel that does not exist: asked, answered.
+    wanda.send("MARKREAD bob timestamp=2020-02-02T00:00:00.000Z")
+    assert wanda.expect_msg("MARKREAD").params == ["bob", "timestamp=2020-02-02T00:00:00.000Z"]
+    wanda.send("MARKREAD #nosuchchannel")
+    assert wanda.expect_msg("MARKREAD").params == ["#nosuchchannel", "*"]
+    # Marking one is for members only.
+    wanda.send(f"MARKREAD #nosuchchannel timestamp={stamp}")
+    assert wanda.expect_msg("FAIL").params[:3] == ["MARKREAD", "INVALID_PARAMS", "#nosuchchannel"]
+    # Rejoining shows the kept marker before the end of the names.
+    wanda.send("PART #den", "JOIN #den")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", f"timestamp={stamp}"]
+    wanda.expect_msg("366")
+    # A guest's markers are bounded: past GUEST_MARKERS_MAX the oldest set goes.
+    many = [f"peer{n}" for n in range(GUEST_MARKERS_MAX)]
+    wanda.send(*(f"MARKREAD {nick} timestamp={stamp}" for nick in many))
+    for _ in many:
+        wanda.expect_msg("MARKREAD")
+    wanda.send("MARKREAD #den", f"MARKREAD {many[-1]}")
+    assert wanda.expect_msg("MARKREAD").params == ["#den", "*"]  # the oldest: gone
+    assert wanda.expect_msg("MARKREAD").params == [many[-1], f"timestamp={stamp}"]
+    # Gone with the connection: the next guest of that nick starts with none.
+    wanda.send("QUIT")
+    wanda.read_until_closed()
+    again = irc_guest()
+    again.send("JOIN #den")
+    assert again.expect_msg("MARKREAD").params == ["#den", "*"]
 
 
 def test_text_mode_moves_the_marker_as_you_read(make_server: Callable[..., Server]) -> None:

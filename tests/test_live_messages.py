@@ -262,13 +262,14 @@ def test_deletions_across_protocols(
     attic = alice.expect_event("history", ref="ha")["messages"][-1]["msgid"]
     bob.send_json(type="delete", msgid=attic, ref="n")
     assert bob.expect_event("error", ref="n")["code"] == "not_in_room"
+    # The draft's INVALID_TARGET names the target alone; a channel one is not in (or that
+    # does not exist) is refused so, whatever the msgid (not UNKNOWN_MSGID).
     tagged.send(f"REDACT #attic {attic}")
-    assert tagged.expect_msg("FAIL").params[:4] == [
-        "REDACT",
-        "INVALID_TARGET",
-        "#attic",
-        str(attic),
-    ]
+    assert tagged.expect_msg("FAIL").params[:3] == ["REDACT", "INVALID_TARGET", "#attic"]
+    tagged.send("REDACT #nowhere notanid")
+    invalid = tagged.expect_msg("FAIL")
+    assert invalid.params[:3] == ["REDACT", "INVALID_TARGET", "#nowhere"]
+    assert len(invalid.params) == 4  # the target and the description, no msgid
     text_user.send(f"/react {live.full_ref(attic)} 👍")
     assert text_user.expect("!!!") == "!!! you are not in attic"
 
@@ -501,3 +502,90 @@ def test_multiline_across_protocols(connect_json: ConnectJson, connect: Connect,
     bob.send_json(type="history", room="lobby", ref="h")
     texts = [m["text"] for m in bob.expect_event("history", ref="h")["messages"]]
     assert "first\n\nthird" in texts and "line one\nline two is long" in texts
+
+
+def test_multiline_keeps_the_lines_as_sent_blank_ones_and_joined_ones(
+    connect_json: ConnectJson, irc: Irc
+) -> None:
+    """The multiline draft: blank lines are relayed (never to clients without the
+    capability), a `draft/multiline-concat` line stays a line of its own, tagged, in the
+    batch, and in the fallback (the server keeps the sender's line composition); the
+    message's tags ride on every fallback line, its msgid on the first only."""
+    bob = connect_json("bob")
+    sender = irc("sender", (*FULL_CAPS, "labeled-response"))
+    tagged = irc("tagged", FULL_CAPS)
+    plain = irc("plain", ("message-tags", "server-time"))
+    for client in (sender, tagged, plain):
+        _join(client)
+    sender.send(
+        "@label=ml1;+client-only BATCH +b1 draft/multiline #lobby",
+        "@batch=b1 PRIVMSG #lobby :",
+        "@batch=b1 PRIVMSG #lobby :#how is ",
+        "@batch=b1;draft/multiline-concat PRIVMSG #lobby :everyone?",
+        "BATCH -b1",
+    )
+    # The echo is the response: one batch, labeled on its opening line (no ACK before it).
+    echo = _batch_lines(sender)
+    assert echo[0].tags["label"] == "ml1" and echo[0].params[1:] == ["draft/multiline", "#lobby"]
+    assert [m.params[1] for m in echo[1:-1]] == ["", "#how is ", "everyone?"]
+    assert ["draft/multiline-concat" in m.tags for m in echo[1:-1]] == [False, False, True]
+    assert all("msgid" not in m.tags and "label" not in m.tags for m in echo[1:])
+    relay = _batch_lines(tagged)
+    msgid, when = relay[0].tags["msgid"], relay[0].tags["time"]
+    assert relay[0].tags["+client-only"] is None and "label" not in relay[0].tags
+    assert [m.params[1] for m in relay[1:-1]] == ["", "#how is ", "everyone?"]
+    assert ["draft/multiline-concat" in m.tags for m in relay[1:-1]] == [False, False, True]
+    assert echo[0].tags["msgid"] == msgid
+    # Without the capability: the non-blank lines as sent, every one with the message's
+    # tags and time, the msgid on the first only, no concat tag.
+    fallback = [plain.expect_msg("PRIVMSG") for _ in range(2)]
+    assert [m.params[1] for m in fallback] == ["#how is ", "everyone?"]
+    assert [m.tags.get("msgid") for m in fallback] == [msgid, None]
+    assert all(m.tags["time"] == when and "+client-only" in m.tags for m in fallback)
+    assert not any("draft/multiline-concat" in m.tags for m in fallback)
+    # Everyone else gets the one message, as the lines join.
+    assert bob.expect_event("message", **{"from": "sender"})["text"] == "\n#how is everyone?"
+    # A refusal of a labeled batch carries the label too.
+    sender.send(
+        "@label=ml2 BATCH +b2 draft/multiline #lobby",
+        "@batch=b2 PRIVMSG #lobby :hi",
+        "@batch=b2;draft/multiline-concat PRIVMSG #lobby :",
+        "BATCH -b2",
+        "@label=p3 PING after",
+    )
+    answers = _until_pong(sender)
+    # No ACK for the opening line: the FAIL is the batch's labeled response.
+    assert [m.command for m in answers] == ["FAIL", "PONG"]
+    assert answers[0].params[:2] == ["BATCH", "MULTILINE_INVALID"]
+    assert answers[0].tags["label"] == "ml2" and answers[1].tags["label"] == "p3"
+
+
+def _until_pong(client: IrcClient) -> list[Message]:
+    """Every line up to and including the next PONG."""
+    lines = [parse(client.read_line())]
+    while lines[-1].command != "PONG":
+        lines.append(parse(client.read_line()))
+    return lines
+
+
+def test_a_labeled_reaction_is_echoed_with_its_label(irc: Irc) -> None:
+    """labeled-response with echo-message: a TAGMSG reaction's response is its echo, labeled;
+    the other members get it without the label, and a sender without echo-message gets an
+    ACK and not its own reaction back."""
+    caps = ("message-tags", "echo-message", "batch", "labeled-response")
+    alice, bob = irc("alice", caps), irc("bob", caps)
+    quiet = irc("quiet", ("message-tags", "labeled-response", "batch"))
+    for client in (alice, bob, quiet):
+        _join(client)
+    alice.send("PRIVMSG #lobby :react to me")
+    msgid = alice.expect_msg("PRIVMSG").tags["msgid"]
+    bob.expect_msg("PRIVMSG")
+    alice.send(f"@label=r1;+draft/reply={msgid};+draft/react=👍 TAGMSG #lobby")
+    echoed = alice.expect_msg("TAGMSG")
+    assert echoed.tags["label"] == "r1" and echoed.tags["+draft/react"] == "👍"
+    relayed = bob.expect_msg("TAGMSG")
+    assert "label" not in relayed.tags and relayed.tags["+draft/reply"] == msgid
+    assert quiet.expect_msg("TAGMSG").tags["+draft/react"] == "👍"
+    quiet.send(f"@label=r2;+draft/reply={msgid};+draft/react=🎉 TAGMSG #lobby", "PING done")
+    assert [m.command for m in _until_pong(quiet)] == ["ACK", "PONG"]
+    assert alice.expect_msg("TAGMSG").tags["+draft/react"] == "🎉"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WAIT, JsonClient, LineClient, writer_held
+from conftest import WAIT, JsonClient, LineClient, ThreadLimit, writer_held
 from lossy_relay import LossyRelay
 
 from threadchat.app.server import Server
@@ -554,6 +554,52 @@ def test_udp_receive_thread_takes_in_messages_while_the_store_is_busy(
     for peer in peers:
         assert [peer.expect_event("ok")["ref"] for _ in range(per_peer)] == list(range(per_peer))
     expect_relayed_in_order(watcher, peers, per_peer)
+
+
+def test_udp_users_are_acknowledged_while_the_hub_lock_is_taken(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    """While another thread holds the hub lock (as a thousand busy TCP readers do in
+    turn), UDP requests are still acknowledged and a new UDP user still gets its session;
+    once the lock is free, everything acknowledged is handled, in order. A receive thread
+    that handled requests itself acknowledged nothing until the lock came back, and the
+    clients gave up after 10 s."""
+    watcher = connect_json("watcher")
+    peers = burst_peers(raw_udp, 2)
+    per_peer = 5
+    with server.hub._lock:
+        send_bursts(peers, per_peer)
+        for peer in peers:
+            peer.expect_ack(per_peer)
+        newcomer = raw_udp()
+        newcomer.handshake("newcomer")  # the accept...
+        newcomer.expect_ack(0)  # ...and the proof of its address, taken in
+    for peer in peers:
+        assert [peer.expect_event("ok")["ref"] for _ in range(per_peer)] == list(range(per_peer))
+    expect_relayed_in_order(watcher, peers, per_peer)
+    newcomer.expect_event("welcome", name="newcomer")
+
+
+def test_out_of_threads_udp_users_share_a_worker_and_lose_nothing(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    """A UDP user whose hub worker cannot start (a thread limit) is served by the shared
+    one, in order, and so is the next; with threads back, users get their own again."""
+    assert server.udp is not None
+    watcher = connect_json("watcher")
+    limit = ThreadLimit(server)
+    limit.reached.set()
+    peers = burst_peers(raw_udp, 2)
+    assert server.udp.stats["shared_worker"] == 2
+    send_bursts(peers, 5)
+    for peer in peers:
+        assert [peer.expect_event("ok")["ref"] for _ in range(5)] == list(range(5))
+    expect_relayed_in_order(watcher, peers, 5)
+    limit.reached.clear()
+    later = raw_udp()
+    later.handshake("later")
+    later.expect_event("who", room="lobby")
+    assert server.udp.stats["shared_worker"] == 2
 
 
 def test_udp_messages_not_stored_get_errors_with_their_refs_and_no_ok(

@@ -709,6 +709,80 @@ def test_events_held_for_the_pace_are_handed_over_before_a_bye() -> None:
     assert server.next_release() is None
 
 
+def test_what_the_consumer_has_not_taken_is_held_unacknowledged() -> None:
+    """With ``max_in_hand`` 3, an ack means "taken in": past 3 events in the consumer's
+    hands the rest wait in the window, unacknowledged, until the consumer reports some done;
+    no flood notice, since it is not the user's pace; a bye hands over everything."""
+    server = ServerEndpoint(rate_limiter=unlimited(), max_in_hand=3)
+    client, registered = handshake(server)
+    assert [a.event["type"] for a in registered if isinstance(a, Deliver)] == ["hello"]
+    datagrams = [s.data for e in range(6) for s in sends(client.send({"type": "say", "n": e}, 0))]
+    delivered: list[int] = []
+    acks: list[int] = []
+    for datagram in datagrams:
+        actions = server.receive(datagram, CLIENT, 0.0)
+        assert not any(isinstance(a, Paced) for a in actions)
+        delivered += [a.event["n"] for a in actions if isinstance(a, Deliver)]
+        acks += [env.ack for env in envelopes(actions) if env.ack is not None]
+    # The hello is in hand too: two more events go (seqs 1 and 2), the other four wait
+    # unacknowledged.
+    assert delivered == [0, 1] and max(acks) == 2 and server.next_release() is None
+    actions = server.handled(CLIENT, 2, 0.1)
+    assert [a.event["n"] for a in actions if isinstance(a, Deliver)] == [2, 3]
+    assert [env.ack for env in envelopes(actions)] == [4]
+    (bye,) = sends(client.close("quit"))
+    actions = server.receive(bye.data, CLIENT, 0.2)
+    assert [a.event["n"] for a in actions if isinstance(a, Deliver)] == [4, 5]
+    assert isinstance(actions[-1], Drop)
+    assert server.handled(CLIENT, 3, 0.3) == []  # the session is gone: nothing to do
+
+
+def test_a_slow_consumer_slows_the_sender_and_nothing_is_lost() -> None:
+    """A client sends 60 events to a paced server (burst 20, 10 a second) whose consumer
+    takes one event per 0.2 s, below the pace, with at most 4 in hand: every event is
+    handed over once, in order, never more than 4 in hand, and the client never gives up
+    though the consumer, not the pace, sets the speed."""
+    server = ServerEndpoint(rate_limiter=unlimited(), pace_rate=10.0, pace_burst=20, max_in_hand=4)
+    client, registered = handshake(server)
+    in_hand = [a.event for a in registered if isinstance(a, Deliver)]
+    now = 0.0
+    to_server = [
+        s.data for e in range(60) for s in sends(client.send({"type": "say", "n": e}, now))
+    ]
+    got: list[int] = []
+    most_in_hand = 0
+    next_take = 0.0
+    while len(got) < 60 and now < 30.0:
+        to_client: list[bytes] = []
+        for datagram in to_server:
+            actions = server.receive(datagram, CLIENT, now)
+            in_hand += [a.event for a in actions if isinstance(a, Deliver)]
+            to_client += [a.data for a in sends(actions)]
+        release = server.next_release()
+        if release is not None and release <= now:
+            actions = server.release(now)
+            in_hand += [a.event for a in actions if isinstance(a, Deliver)]
+            to_client += [a.data for a in sends(actions)]
+        most_in_hand = max(most_in_hand, len(in_hand))
+        if in_hand and now >= next_take:
+            event = in_hand.pop(0)
+            if event["type"] == "say":
+                got.append(event["n"])
+            next_take = now + 0.2
+            actions = server.handled(CLIENT, 1, now)
+            in_hand += [a.event for a in actions if isinstance(a, Deliver)]
+            to_client += [a.data for a in sends(actions)]
+        to_server = []
+        for datagram in to_client:
+            to_server += [a.data for a in sends(client.receive(datagram, SERVER, now))]
+        to_server += [a.data for a in sends(client.poll(now))]
+        now = round(now + 0.01, 6)
+    assert got == list(range(60))
+    assert most_in_hand == 4
+    assert now == pytest.approx(61 * 0.2, abs=0.2)
+    assert client.state == "connected"
+
+
 # --- bye and liveness ------------------------------------------------------------------------
 
 
@@ -988,3 +1062,11 @@ def test_a_history_page_too_big_for_one_datagram_is_split_with_continued() -> No
     assert [m for p in pieces for m in p["messages"]] == messages
     assert all(p["continued"] for p in pieces[:-1]) and "continued" not in pieces[-1]
     assert all(p["more"] is True for p in pieces)
+
+
+@pytest.mark.parametrize("size", [0, 10, 1000, 1200])
+def test_the_size_of_an_encoded_event_is_the_size_of_its_datagram(size: int) -> None:
+    event = udp.EncodedEvent(json.dumps({"type": "say", "text": "x" * size}).encode())
+    longest = udp.encode_data("x" * udp.MAX_TOKEN_LENGTH, udp.MAX_SEQ, udp.MAX_SEQ, event)
+    assert udp.data_datagram_size(event) == len(longest)
+    assert udp.event_fits(event) == (len(longest) <= udp.MAX_DATAGRAM_SIZE)

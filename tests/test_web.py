@@ -319,25 +319,40 @@ def test_a_handshake_at_the_root_is_taken(server: Server) -> None:
     assert status == 200 and headers["content-type"].startswith("text/html")
 
 
-def test_irc_over_websocket_offers_no_labeled_response_and_works_with_its_peers_caps(
+def test_irc_over_websocket_offers_labeled_response(
     web_clients: Callable[..., ClientConnection],
 ) -> None:
-    # The hub's deliveries reach a WebSocket link already framed, so a command's response
-    # cannot be captured line by line: labeled-response is not offered there.
+    """labeled-response over WebSocket as over TCP: one line labeled, several in a labeled
+    batch (the JOIN the hub delivers to the link, framed already, among them), an echo
+    labeled, an ACK; and every line still one frame."""
     hana = web_clients("text.ircv3.net")
     hana.send("CAP LS 302")
     listing = expect_irc(hana, lambda line: " CAP * LS " in line)
-    assert "labeled-response" not in listing and "batch" in listing
-    hana.send("CAP REQ :labeled-response")
-    expect_irc(hana, lambda line: " CAP * NAK " in line)
-    hana.send("CAP REQ :batch echo-message")
+    assert "labeled-response" in listing and "batch" in listing
+    hana.send("CAP REQ :labeled-response batch echo-message")
     expect_irc(hana, lambda line: " CAP * ACK " in line)
     hana.send("CAP END")
     hana.send("NICK hana")
     hana.send("USER hana 0 * :Hana")
     expect_irc(hana, lambda line: " 001 hana " in line)
-    hana.send("@label=x1 JOIN #lobby")
-    expect_irc(hana, lambda line: " 366 hana #lobby " in line)
+    expect_irc(hana, lambda line: " 376 hana " in line or " 422 hana " in line)
+    hana.send("@label=p1 PING there")
+    assert expect_irc(hana, "PONG").startswith("@label=p1 :")
+    hana.send("@label=j1 JOIN #den")
+    start = expect_irc(hana, "BATCH")
+    assert start.startswith("@label=j1 ") and start.endswith(" labeled-response")
+    ref = start.split()[3][1:]
+    joined = expect_irc(hana, "JOIN")
+    assert joined.startswith(f"@batch={ref} :hana!")
+    expect_irc(hana, f"BATCH -{ref}")
+    hana.send("@label=m1 PRIVMSG #den :hello")
+    echo = expect_irc(hana, "PRIVMSG")
+    assert echo.startswith("@label=m1") and echo.endswith(" PRIVMSG #den hello")
+    hana.send("@label=a1 PONG x")
+    assert expect_irc(hana, "ACK").startswith("@label=a1 ")
+    # After a labeled response, lines are framed as before.
+    hana.send("PING again")
+    assert expect_irc(hana, "PONG").endswith(" again")
 
 
 def test_irc_client_may_end_lines_with_crlf_or_send_binary(

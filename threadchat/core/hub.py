@@ -65,6 +65,9 @@ OPER_COUNT_MAX_AGE = 1.0
 # Departed nicknames remembered for WHOWAS (see Hub.whowas): enough for the recent past of a
 # busy server, bounded so that a stream of quits cannot grow memory.
 WHOWAS_MAX = 2048
+# A guest's read markers kept at most (the oldest set goes first): a guest could otherwise
+# grow memory by marking ever new nicks.
+GUEST_MARKERS_MAX = 256
 # Rooms renamed on other nodes whose old names are still found (`Hub._room_of_remote`).
 RENAMES_REMEMBERED = 1024
 # Checked for every message (Room.can_speak). Python 3.11 looks up an Enum member as a class
@@ -141,6 +144,9 @@ class User:
     # and short references find without the store, as `Room.recent` for a room; only the
     # two people of a conversation hold its messages here.
     recent_private: "dict[int, PrivateEntry]" = field(default_factory=dict)
+    # A guest's read markers (store key -> ms), kept in memory for as long as they are
+    # connected (an account's are stored); None until the first (see `Hub.mark_read`).
+    guest_markers: dict[str, int] | None = None
 
     @property
     def key(self) -> str:
@@ -1382,14 +1388,19 @@ class Hub:
     ) -> "_Found":
         """The message `msgid` that `user` acts on: a message of one of their rooms, or of
         one of their private conversations; from the recent ones, else from history. Called
-        without the hub lock (history may be read). `room_name`: it must be in that room;
-        `peer`: in `user`'s conversation with that person. Raises HubError unknown_message
-        (also for a deleted one, and for a private message of a conversation `user` is not
-        in: whether it exists is not theirs to know), not_in_room (`user` is not in its
+        without the hub lock (history may be read); `msgid` 0 names none. `room_name`: it
+        must be in that room (a room `user` is not in is refused first); `peer`: in `user`'s
+        conversation with that person. Raises HubError unknown_message (also for a deleted
+        one, and for a private message of a conversation `user` is not in: whether it
+        exists is not theirs to know), not_in_room (`user` is not in `room_name` or in its
         room, or it is not in `room_name` or the conversation with `peer`),
         history_failed."""
         unknown = HubError("unknown_message", f"there is no message {live.full_ref(msgid)}")
         with self._lock:
+            # A room one is not in (or that does not exist) is refused before any message is
+            # looked for: what it holds is none of their business.
+            if room_name is not None and names.fold(room_name) not in user.rooms:
+                raise HubError("not_in_room", f"you are not in {room_name}")
             # Only the rooms `user` is in: a message elsewhere is refused as not_in_room from
             # history below (or unknown without history), whoever else remembers it.
             for room in user.rooms.values():
@@ -1574,15 +1585,20 @@ class Hub:
                 self._update_recent(room, event.msgid, text=event.text, edited=True)
         self._fan_out(event, room.members.values())
 
-    def _tell_live(self, found: "_Found", event: Event) -> None:
+    def _tell_live(self, found: "_Found", event: Event, origin: Connection | None = None) -> None:
         """Show a reaction, deletion or edit to those who see the message (hub lock held):
         a room's members (and the other nodes), or the two people of a private
-        conversation, on each of their connections."""
+        conversation, on each of their connections but `origin` (the one it came from,
+        when its client is answered otherwise: IRC's echo-message)."""
+        people = found.room.members.values() if found.room is not None else found.people
+        if origin is None:
+            self._fan_out(event, people)
+        else:
+            connections = chain.from_iterable(map(_CONNECTIONS, people))
+            self._deliver(event, [c for c in connections if c is not origin])
         if found.room is not None:
-            self._fan_out(event, found.room.members.values())
             self._publish_live(found.room, event)
         else:
-            self._fan_out(event, found.people)
             self._publish_private_live(found.people, event)
 
     def _publish_private_live(self, people: Iterable[User], event: Event) -> None:
@@ -1630,10 +1646,14 @@ class Hub:
         on: bool = True,
         room: str | None = None,
         to: str | None = None,
+        echo: Echo | None = None,
+        origin: Connection | None = None,
     ) -> bool:
         """Add (`on`) or take back `user`'s `reaction` to a message: in a room whoever may
         speak there may react, in a private conversation either of its two people; those
-        who see the message see a Reaction event. Returns False (nothing relayed) when that
+        who see the message see a Reaction event, but the connection it came from
+        (`origin`, when given), which gets it through `echo` (IRC echo-message) if at all,
+        after the others, as a message is echoed. Returns False (nothing relayed) when that
         changes nothing. `room` or `to` (a nick), when given, is the conversation the client
         believes the message is in (not_in_room when it is not). Raises HubError
         unknown_message, not_in_room, too_long, bad_request, moderated, muted,
@@ -1679,7 +1699,9 @@ class Hub:
                 on=on,
                 account=user.account,
             )
-            self._tell_live(found, notice)
+            self._tell_live(found, notice, origin)
+        if echo is not None:
+            echo(notice)
         return True
 
     def delete_message(
@@ -3069,26 +3091,36 @@ class Hub:
         self, user: User, target: str, read_ms: int, *, origin: Connection | None = None
     ) -> events.ReadMarker:
         """Move `user`'s read marker of a room they are in (`target` a room name) or of a
-        private conversation (`target` a nick) forward to `read_ms`, stored per account; every
-        connection of the person but `origin` (the one that asked, which the caller answers
-        with the marker returned) is told the marker, so the devices agree. A marker never
-        moves back: a time older than the stored one leaves it, and the answer holds the
-        stored one. Raises HubError history_off, not_logged_in, not_in_room, invalid_name,
-        history_failed."""
+        private conversation (`target` a nick) forward to `read_ms`: stored per account, or
+        for a guest kept in memory while they are connected (the read-marker draft gives
+        markers to every client); every connection of the person but `origin` (the one that
+        asked, which the caller answers with the marker returned) is told the marker, so the
+        devices agree. A marker never moves back: a time older than the kept one leaves it,
+        and the answer holds the kept one. Raises HubError history_off, not_in_room,
+        invalid_name, history_failed."""
         history = self.history
         if history is None:
             raise HubError("history_off", "this server keeps no history")
-        account = user.account
-        if account is None:
-            raise HubError("not_logged_in", "log in to keep read markers")
-        shown, is_room, key = self._marker_target(user, target)
+        shown, is_room, key, markable = self._marker_target(user, target)
+        if not markable:
+            raise HubError("not_in_room", f"you are not in {shown}")
         # A marker is of a message already received: never later than now.
         read_ms = max(0, min(read_ms, time.time_ns() // 1_000_000))
-        try:
-            stored = history.set_read_marker(account, key, read_ms)
-        except StoreError as problem:
-            log.error("read marker not stored: %s", problem)
-            raise HubError("history_failed", "the read marker cannot be stored now") from None
+        account = user.account
+        if account is None:
+            with self._lock:
+                kept = user.guest_markers
+                if kept is None:
+                    kept = user.guest_markers = {}
+                elif key not in kept and len(kept) >= GUEST_MARKERS_MAX:
+                    del kept[next(iter(kept))]
+                stored = kept[key] = max(kept.get(key, 0), read_ms)
+        else:
+            try:
+                stored = history.set_read_marker(account, key, read_ms)
+            except StoreError as problem:
+                log.error("read marker not stored: %s", problem)
+                raise HubError("history_failed", "the read marker cannot be stored now") from None
         marker = events.ReadMarker(target=shown, room=is_room, read_ms=stored)
         if stored == read_ms:  # it moved (or was set again): the other devices are told
             with delivery.batch(), self._lock:
@@ -3096,22 +3128,22 @@ class Hub:
         return marker
 
     def read_marker(self, user: User, target: str) -> events.ReadMarker:
-        """`user`'s read marker of `target` (as for `mark_read`), read_ms 0 when none."""
-        history = self.history
-        if history is None:
+        """`user`'s read marker of `target` (as for `mark_read`), read_ms 0 when none. A
+        channel they are not in (or that does not exist) is answered too: the marker is
+        their own, and none is kept for it unless they were in it. Raises HubError
+        history_off, invalid_name, history_failed."""
+        if self.history is None:
             raise HubError("history_off", "this server keeps no history")
-        if user.account is None:
-            raise HubError("not_logged_in", "log in to keep read markers")
-        shown, is_room, key = self._marker_target(user, target)
-        markers = self._read_markers(user.account)
+        shown, is_room, key, _ = self._marker_target(user, target)
+        markers = self._read_markers(user)
         return events.ReadMarker(target=shown, room=is_room, read_ms=markers.get(key, 0))
 
     def read_markers(self, user: User) -> list[events.ReadMarker]:
         """The markers of the rooms `user` is in and of their private conversations, for a
-        client that has just connected (none for a guest or without history)."""
-        if self.history is None or user.account is None:
+        client that has just connected (none without history)."""
+        if self.history is None:
             return []
-        markers = self._read_markers(user.account)
+        markers = self._read_markers(user)
         with self._lock:
             rooms = {room.key: room.name for room in user.rooms.values()}
         shown = []
@@ -3122,26 +3154,35 @@ class Hub:
                 shown.append(events.ReadMarker(target=rooms[key], room=True, read_ms=read_ms))
         return shown
 
-    def _read_markers(self, account: str) -> dict[str, int]:
+    def _read_markers(self, user: User) -> dict[str, int]:
+        """The markers kept for `user`: their account's, or a guest's own (a copy)."""
         assert self.history is not None
+        account = user.account
+        if account is None:
+            with self._lock:
+                return dict(user.guest_markers or {})
         try:
             return self.history.read_markers(account)
         except StoreError as problem:
             log.error("read markers not read: %s", problem)
             raise HubError("history_failed", "read markers cannot be read now") from None
 
-    def _marker_target(self, user: User, target: str) -> tuple[str, bool, str]:
-        """(the target as shown, whether a room, its key in the store)."""
+    def _marker_target(self, user: User, target: str) -> tuple[str, bool, str, bool]:
+        """(the target as shown, whether a room, its key in the store, whether `user` may
+        mark it). A room `user` is not in (or that does not exist) may be asked about, not
+        marked."""
         room_name = target[1:] if target.startswith("#") else target
         with self._lock:
             joined = user.rooms.get(names.fold(room_name))
             if joined is not None:
-                return joined.name, True, joined.key
+                return joined.name, True, joined.key, True
             if target.startswith("#") or names.fold(room_name) in self._rooms:
-                raise HubError("not_in_room", f"you are not in {room_name}")
+                if names.room_error(room_name):
+                    raise HubError("invalid_name", f"{target} is not a room name")
+                return room_name, True, names.fold(room_name), False
         if names.nick_error(target):
             raise HubError("invalid_name", f"{target} is neither your room nor a name")
-        return target, False, "@" + names.fold(target)
+        return target, False, "@" + names.fold(target), True
 
     def history_targets(
         self, user: User, after_ms: int, before_ms: int, limit: int

@@ -384,7 +384,16 @@ def encode_bye(token: str, reason: str = "") -> bytes:
 
 def data_datagram_size(event: OutEvent) -> int:
     """Worst-case size of a data datagram carrying ``event`` (longest token, seq and ack)."""
+    if isinstance(event, EncodedEvent):
+        # The envelope is spliced around the bytes: its size is theirs plus a constant. The
+        # server checks every event it fans out to every UDP user, so no encoding here.
+        return _ENCODED_DATA_OVERHEAD + len(event.json)
     return len(encode_data("x" * MAX_TOKEN_LENGTH, MAX_SEQ, MAX_SEQ, event))
+
+
+_ENCODED_DATA_OVERHEAD = len(
+    encode_data("x" * MAX_TOKEN_LENGTH, MAX_SEQ, MAX_SEQ, EncodedEvent(b""))
+)
 
 
 def event_fits(event: OutEvent) -> bool:
@@ -551,6 +560,12 @@ class ReliableChannel:
     handed over (``release``, at ``release_at``).  The peer's send window then fills, and the
     peer waits instead of its events being refused: flood control paces, nothing is lost,
     and the window bounds what is held.
+
+    With ``max_in_hand``, at most that many events are handed over and not yet reported
+    done by the caller (``handed_back``): the caller may queue what it was handed for
+    another thread, and an acknowledgement means "taken in", so what waits beyond the bound
+    is held, unacknowledged, exactly like what waits for the pace.  A slow consumer thus
+    slows the peer down instead of growing a queue or dropping what was acknowledged.
     """
 
     def __init__(
@@ -565,9 +580,14 @@ class ReliableChannel:
         max_rto: float = MAX_RTO,
         give_up_after: float = GIVE_UP_AFTER,
         pace: TokenBucket | None = None,
+        max_in_hand: int | None = None,
     ) -> None:
         self.token = token
         self.pace = pace if pace is not None and pace.enabled else None
+        self.max_in_hand = max_in_hand
+        # Events handed over and not yet reported done (`handed_back`); counted only with a
+        # max_in_hand.
+        self.in_hand = 0
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.send_window = send_window
         self.recv_window = recv_window
@@ -649,23 +669,49 @@ class ReliableChannel:
         """The events now in order, as many as the pace allows."""
         delivered: list[Event] = []
         pace = self.pace
+        bound = self.max_in_hand
         while self._delivered + 1 in self._buffer:
+            # The consumer's bound first: a token is not spent on an event that cannot go.
+            if bound is not None and self.in_hand >= bound:
+                break
             if pace is not None and not pace.allow(now):
                 break
             self._delivered += 1
             delivered.append(self._buffer.pop(self._delivered))
+            if bound is not None:
+                self.in_hand += 1
         return delivered
 
     @property
     def holding(self) -> bool:
-        """Whether an event in order waits for the pace (see the class docstring)."""
+        """Whether an event in order waits, for the pace or for the consumer (see the class
+        docstring)."""
         return self._delivered + 1 in self._buffer
 
+    @property
+    def consumer_full(self) -> bool:
+        """Whether ``max_in_hand`` events are in the consumer's hands (nothing more goes)."""
+        return self.max_in_hand is not None and self.in_hand >= self.max_in_hand
+
+    @property
+    def pace_holding(self) -> bool:
+        """Whether an event in order waits for the pace (and not for the consumer)."""
+        return self.pace is not None and self.holding and not self.consumer_full
+
     def release_at(self) -> float | None:
-        """When ``release`` can hand over a held event (None: nothing is held)."""
-        if self.pace is None or not self.holding:
+        """When ``release`` can hand over an event held for the pace (None: nothing is, or
+        what is held waits for the consumer's ``handed_back``)."""
+        if not self.pace_holding:
             return None
+        assert self.pace is not None
         return self.pace.ready_at()
+
+    def handed_back(self, count: int, now: float) -> tuple[list[Event], list[bytes]]:
+        """The consumer is done with ``count`` events: what was held for it and the pace
+        allows now, and an ack for that (it opens the peer's window)."""
+        # Clamped: a transport may report for a session that ended and was replaced.
+        self.in_hand = max(0, self.in_hand - count)
+        return self.release(now)
 
     def release(self, now: float) -> tuple[list[Event], list[bytes]]:
         """Held events the pace allows now, and an ack for them (it opens the peer's window)."""
@@ -673,17 +719,21 @@ class ReliableChannel:
         return delivered, [self.ack_datagram()] if delivered else []
 
     def take_held(self) -> list[Event]:
-        """Every held event at once, pace or not: for a peer that is leaving (its bye came
-        after them), so that what it sent and we received is not lost."""
+        """Every held event at once, pace and consumer's bound or not: for a peer that is
+        leaving (its bye came after them), so that what it sent and we received is not lost.
+        The receive window bounds how many."""
         pace, self.pace = self.pace, None
+        bound, self.max_in_hand = self.max_in_hand, None
         try:
             return self._hand_over(0.0)
         finally:
             self.pace = pace
+            self.max_in_hand = bound
 
     def ack_datagram(self) -> bytes:
         """A pure ack of everything received so far (cumulative plus selective), except
-        events held for the pace: those are acknowledged when they are handed over."""
+        events held (for the pace or the consumer): those are acknowledged when they are
+        handed over."""
         sacks: list[int] = []
         held = self._delivered + 1
         for seq in sorted(self._buffer):
@@ -859,14 +909,18 @@ class ServerEndpoint:
         pace_rate: float = 0.0,
         pace_burst: float = 0.0,
         exempt: Callable[[str], bool] | None = None,
+        max_in_hand: int | None = None,
     ) -> None:
         """``rate_limiter`` counts every datagram per (address, port); ``hello_limiter``
         counts hellos per host (:func:`host_key`).  ``pace_rate`` and ``pace_burst`` pace
         each session's events (see :class:`ReliableChannel`; 0: not paced).  ``exempt``
         says which source IPs skip the per-host limits (hello rate, pending handshakes): the
         server's exempt networks, so that many local clients (a load test, a bouncer) are
-        not taken for one flooding host."""
+        not taken for one flooding host.  ``max_in_hand`` bounds each session's events
+        handed over (Deliver) and not yet reported done with ``handled`` (see
+        :class:`ReliableChannel`; None: no bound, and ``handled`` is not needed)."""
         self.exempt = exempt
+        self.max_in_hand = max_in_hand
         self.pace_rate = pace_rate
         self.pace_burst = pace_burst
         self.rate_limiter = (
@@ -955,23 +1009,46 @@ class ServerEndpoint:
             out.append(session.channel.ack_datagram())
         actions.extend(Deliver(addr, event) for event in delivered)
         actions.extend(Send(addr, datagram) for datagram in out)
-        if session.channel.holding:
-            if addr not in self._held:
-                self._held[addr] = session
-                self._stats["paced"] += 1
-                actions.append(Paced(addr))
-        elif self._held:
-            self._held.pop(addr, None)
+        self._note_holding(addr, session, actions)
+        return actions
+
+    def _note_holding(self, addr: Address, session: _Session, actions: list[Action]) -> None:
+        """Keep `_held` (sessions with events held for the pace) true after a hand-over.
+
+        A session enters it when the pace holds an event (one Paced action per episode) and
+        leaves it when nothing is held.  While what it holds waits for the consumer
+        (``handled``) it stays, so an episode of pacing goes on across such waits."""
+        channel = session.channel
+        if not channel.holding:
+            if self._held:
+                self._held.pop(addr, None)
+        elif channel.pace_holding and addr not in self._held:
+            self._held[addr] = session
+            self._stats["paced"] += 1
+            actions.append(Paced(addr))
+
+    def handled(self, addr: Address, count: int, now: float) -> list[Action]:
+        """The consumer is done with ``count`` events delivered from ``addr`` (see
+        ``max_in_hand``): Deliver what was held for it and the pace allows, and the ack."""
+        session = self._sessions.get(addr)
+        if session is None:
+            return []
+        delivered, out = session.channel.handed_back(count, now)
+        actions: list[Action] = [Deliver(addr, event) for event in delivered]
+        actions.extend(Send(addr, datagram) for datagram in out)
+        self._note_holding(addr, session, actions)
         return actions
 
     def next_release(self) -> float | None:
-        """When ``release`` has held events to hand over (None: no session holds any)."""
+        """When ``release`` has held events to hand over (None: no session holds any for
+        the pace now)."""
         earliest: float | None = None
         for addr, session in list(self._held.items()):
-            at = session.channel.release_at()
-            if at is None or self._sessions.get(addr) is not session:
+            if not session.channel.holding or self._sessions.get(addr) is not session:
                 del self._held[addr]  # handed over on receipt, or the session ended
-            elif earliest is None or at < earliest:
+                continue
+            at = session.channel.release_at()
+            if at is not None and (earliest is None or at < earliest):
                 earliest = at
         return earliest
 
@@ -995,13 +1072,19 @@ class ServerEndpoint:
         self._forget_pending(addr)
         pace = TokenBucket(self.pace_rate, self.pace_burst, now)
         channel = ReliableChannel(
-            pending.token, stats=self._stats, pace=pace, **self._channel_options
+            pending.token,
+            stats=self._stats,
+            pace=pace,
+            max_in_hand=self.max_in_hand,
+            **self._channel_options,
         )
         session = _Session(pending.token, pending.nonce, channel, now)
         self._sessions[addr] = session
         self._stats["registered"] += 1
         actions.append(Registered(addr, pending.hello["name"]))
         actions.append(Deliver(addr, pending.hello))
+        if self.max_in_hand is not None:
+            channel.in_hand += 1  # the hello is handed over like any event
         # Tell the client its address is proven, so it stops resending its first ack.
         actions.append(Send(addr, channel.ack_datagram()))
         return session

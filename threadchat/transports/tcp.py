@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from threadchat.core import delivery
 from threadchat.core.admission import Refusal, Ticket
-from threadchat.core.flood import TokenBucket
+from threadchat.core.flood import ROUNDING, TokenBucket
 from threadchat.transports.outbox import Outbox
 from threadchat.transports.tls import TlsChannel
 
@@ -246,7 +246,12 @@ class TcpConnection:
         """
         delay = self.bucket.delay()
         if delay <= 0:
-            self._flooding = False
+            # The flood is over once the bucket was full again (the client paused for
+            # burst / rate seconds), not at the first line that found a token: a pause that
+            # overslept by one token's time (a busy machine) would otherwise end it, and the
+            # next line would say "flood control" a second time in the same flood.
+            if self.bucket.tokens >= self.bucket.burst - 1 - ROUNDING:
+                self._flooding = False
             return
         if not self._flooding:
             self._flooding = True

@@ -3,25 +3,44 @@
 The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
 `threadchat.protocols.udp`; this module only runs it.  Threads and locks:
 
-- **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> carries out the actions;
-  also hands over, at their pace, the requests the endpoint holds for users who send faster
-  than `flood_rate` (`ServerEndpoint.release`): it then waits on the socket only until the
-  next of those is due.
-  Requests of UDP users are parsed and handled here by each user's `NativeSession`.  What
-  one wake-up drains from the socket (up to RECEIVE_BATCH datagrams, from any users) is one
-  read, as a TCP reader's recv is (`hub.pipeline.reading`): its messages share one store commit
-  and are relayed and acknowledged after it, while this thread goes on with the next
-  datagrams.  Any exception while handling one datagram is logged and counted
-  (`internal_errors`); the thread goes on with the next datagram.
+- **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> sends the acks (and every
+  other datagram the endpoint asks for) at once, and queues the rest of the actions (a
+  request to handle, a user registered, paced or gone) for the user's hub worker.  It never
+  takes the hub lock, so no acknowledgement waits for it: with a thousand TCP reader
+  threads queueing for that lock, a receive thread that handled requests itself left every
+  UDP user unacknowledged for seconds, and their clients gave up (the 1,000-client soak).
+  It also hands over, at their pace, the requests the endpoint holds for users who send
+  faster than `flood_rate` (`ServerEndpoint.release`): it then waits on the socket only
+  until the next of those is due.
+- **hub worker**, one per UDP user, as a TCP user has its reader thread: started when the
+  session registers, ended once it is over.  It gets its user's actions in the order the
+  endpoint made them, so the requests are handled in order, after the registration and
+  before the leaving.  One thread per user, not a few shared ones: the hub lock is not fair,
+  and a few workers queueing for it among a thousand TCP readers got a few tickets in its
+  lottery for hundreds of UDP users, whose requests then waited for seconds (the soak).  If
+  no thread can be started, the user's work goes to one shared worker, started with the
+  listener.  A worker handles what it finds queued (up to WORK_BATCH items) as one read, as
+  a TCP reader's recv is (`hub.pipeline.reading`): its messages share one store commit and
+  are relayed and answered after it, while the worker goes on.  Requests of UDP users are
+  parsed and handled here by each user's `NativeSession`.  An acknowledgement means "taken
+  in": what is queued here is never dropped.  The queue is bounded per user instead
+  (`MAX_IN_HAND`, the endpoint's `max_in_hand`): past it the endpoint holds further requests
+  unacknowledged, the client's window fills and it waits, as for flood control, until the
+  worker reports them done (`ServerEndpoint.handled`).  Any exception while handling one
+  item is logged and counted (`internal_errors`); the worker goes on with the next.
 - **sender thread**: drains the outbound queue of (user, bytes) items that the hub filled via
   `UdpUser.send_bytes`, hands each event to `ServerEndpoint.send_event`, and calls
-  `ServerEndpoint.poll` at `next_deadline()` for retransmissions and timeouts.
-- `_lock` guards the endpoint and the address -> user table.  It is a leaf: nothing else is
-  locked and no hub method is called while it is held.
+  `ServerEndpoint.poll` at `next_deadline()` for retransmissions and timeouts.  Ending a
+  session (timed out, unreachable, send queue exceeded, no name in time) is hub work too:
+  queued for the user's worker, so the sender never waits for the hub lock either.
+- `_lock` guards the endpoint and the address -> user table.  Nothing but a worker's queue
+  lock (a leaf) is taken and no hub method is called while it is held.  Actions are queued
+  for the workers under it, so that what two threads got from the endpoint reaches a worker
+  in the endpoint's order (a request before the timeout that ended its session).
 - `_cond` guards the outbound queue; also a leaf (taken by `send_bytes` under the hub lock).
-- each `UdpUser.lock` serialises that user's session: handling a request (receive thread)
-  and dropping the user (either thread), so a drop can never race a registration.  Order:
-  user lock, then hub lock, then `_cond`.
+- each `UdpUser.lock` serialises that user's session: handling a request and dropping the
+  user, so a drop can never race a registration.  Order: user lock, then hub lock, then
+  `_cond`.
 
 Sockets are never written under a lock, and sends use MSG_DONTWAIT: a full socket buffer is
 just loss, which the reliable channel repairs by retransmission.
@@ -38,9 +57,10 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from threadchat.core import delivery, events, names
+from threadchat.core import events, names
 from threadchat.core.admission import Ticket
 from threadchat.core.events import Event
 from threadchat.core.hub import encode_contained
@@ -69,6 +89,12 @@ RECEIVE_BATCH = 256
 TIMER_SLACK = 0.05
 # The UDP socket's receive buffer (see UdpListener.__init__).
 RECEIVE_BUFFER = 4 * 1024 * 1024
+# Items a hub worker takes from its queue per round (one `hub.pipeline.reading`).
+WORK_BATCH = 256
+# Requests of one user handed to its worker and not yet handled: past this the endpoint
+# holds the next ones unacknowledged (module docstring). Above flood_burst (20 by default),
+# so that it never bites while the hub keeps up; 4,096 sessions at most bound the queues.
+MAX_IN_HAND = 32
 # How often sessions that never got a name past the hub are checked against name_timeout.
 HOUSEKEEPING_INTERVAL = 1.0
 # Poll step while waiting for the last events to be acknowledged on shutdown.
@@ -86,6 +112,46 @@ def _drop_reason(reason: str) -> str:
     """What the rooms see: the endpoint's wording mapped, a peer's bye reason sanitised."""
     reason = _DROP_REASONS.get(reason, reason)
     return "quit" if names.text_error(reason) else reason
+
+
+@dataclass(frozen=True, slots=True)
+class _EndSession:
+    """Hub work from the sender thread: end `user`'s session (see `UdpListener._close_user`)."""
+
+    user: UdpUser
+    reason: str
+    last_word: str | None = None
+
+    @property
+    def addr(self) -> proto.Address:
+        return self.user.addr
+
+
+# What a hub worker does: the endpoint's actions other than sends, and sessions to end.
+_Work = proto.Deliver | proto.Registered | proto.Paced | proto.Drop | proto.ErrorReply | _EndSession
+
+
+class _HubWorker:
+    """One hub worker's queue (see the module docstring); `cond`'s lock is a leaf.
+
+    `addr` is its user's address (None: the shared worker).  Items are put only under the
+    listener's `_lock`, so under it an empty queue stays empty."""
+
+    def __init__(self, addr: proto.Address | None) -> None:
+        self.addr = addr
+        self.cond = threading.Condition(threading.Lock())
+        self.queue: deque[_Work] = deque()
+        self.busy = False
+        self.thread: threading.Thread | None = None
+
+    def put(self, item: _Work) -> None:
+        with self.cond:
+            self.queue.append(item)
+            self.cond.notify()
+
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.queue and not self.busy
 
 
 class UdpUser:
@@ -153,6 +219,7 @@ class UdpListener:
         # stop() writes here to wake the receive thread: it blocks with no timeout, since
         # periodic wake-ups cost every other thread latency for nothing.
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self.address = self.sock.getsockname()
         # Requests are paced by the endpoint: flood_burst at once, then flood_rate per second,
         # as a TCP reader paces lines (see `ReliableChannel`).
@@ -163,6 +230,7 @@ class UdpListener:
             # Exempt hosts (loopback by default) skip the per-host hello limits, as they skip
             # the per-address limits of every listener: many local clients are not a flood.
             exempt=server.admission.is_exempt,
+            max_in_hand=MAX_IN_HAND,
         )
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -175,12 +243,21 @@ class UdpListener:
         self._closing = False
         self._receiver = threading.Thread(target=self._receive_loop, name="udp-receiver")
         self._sender = threading.Thread(target=self._send_loop, name="udp-sender")
+        # Each user's hub worker, by address (guarded by _lock); the shared one for users
+        # whose own could not be started.
+        self._workers: dict[proto.Address, _HubWorker] = {}
+        self._shared = _HubWorker(None)
+        self._shared.thread = threading.Thread(
+            target=self._work_loop, args=(self._shared,), name="udp-hub-shared"
+        )
 
     @property
     def port(self) -> int:
         return int(self.address[1])
 
     def start(self) -> None:
+        assert self._shared.thread is not None
+        self._shared.thread.start()
         self._receiver.start()
         self._sender.start()
 
@@ -222,72 +299,183 @@ class UdpListener:
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.sock:
                         self._drain()
+                    else:
+                        # A worker's wake-up (see `_handled`): only the timeout changes.
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
                 if release_at is not None:
                     self._release_held()
 
     def _release_held(self) -> None:
-        """Hand over the held requests whose pace allows them now, as one read."""
-        with self.server.hub.pipeline.reading():
-            try:
-                with self._lock:
-                    actions = self.endpoint.release(time.monotonic())
-                self._carry_out(actions)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                log.exception("udp: error handing over paced requests")
+        """Hand over the held requests whose pace allows them now."""
+        try:
+            with self._lock:
+                sends = self._route(self.endpoint.release(time.monotonic()))
+            self._send_all(sends)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.exception("udp: error handing over paced requests")
 
     def _drain(self) -> None:
-        with self.server.hub.pipeline.reading():
-            for _ in range(RECEIVE_BATCH):
-                if self._stop.is_set():
-                    return
-                try:
-                    data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as problem:
-                    # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
-                    self.stats["recv_errors"] += 1
-                    log.debug("udp: recvfrom: %s", problem)
-                    return
-                try:
-                    self._on_datagram(data, addr)
-                except Exception:
-                    self.stats["internal_errors"] += 1
-                    log.exception("udp: error handling a datagram from %s", addr)
+        for _ in range(RECEIVE_BATCH):
+            if self._stop.is_set():
+                return
+            try:
+                data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as problem:
+                # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
+                self.stats["recv_errors"] += 1
+                log.debug("udp: recvfrom: %s", problem)
+                return
+            try:
+                self._on_datagram(data, addr)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("udp: error handling a datagram from %s", addr)
 
     def _on_datagram(self, data: bytes, addr: proto.Address) -> None:
         now = time.monotonic()
         with self._lock:
             had_timers = self._deadline is not None
-            actions = self.endpoint.receive(data, addr, now)
-        self._carry_out(actions)  # inside the round's delivery batch (`hub.pipeline.reading`)
-        if not had_timers and any(isinstance(a, proto.Send) for a in actions):
+            sends = self._route(self.endpoint.receive(data, addr, now))
+        self._send_all(sends)
+        if not had_timers and sends:
             # The sender may be sleeping without a deadline: let it look again.
             with self._cond:
                 self._deadline = now
                 self._cond.notify()
 
-    def _carry_out(self, actions: list[proto.Action]) -> None:
+    def _route(self, actions: list[proto.Action]) -> list[proto.Send]:
+        """Queue the hub's part of `actions` for the workers, in order; return the sends.
+
+        Called with `_lock` held, so that each worker gets a user's actions in the order the
+        endpoint made them, whichever thread got them."""
+        sends: list[proto.Send] = []
         for action in actions:
             match action:
-                case proto.Send(addr, data):
-                    self._sendto(data, addr)
-                case proto.Registered(addr, name):
-                    self._admit(addr, name)
-                case proto.Paced(addr):
-                    self._paced(addr)
-                case proto.Deliver(addr, event):
-                    self._deliver(addr, event)
-                case proto.Drop(addr, reason):
-                    self._drop(addr, _drop_reason(reason))
-                case proto.ErrorReply(addr, code, message):
-                    with self._lock:
-                        user = self._users.get(addr)
-                    if user is not None:
-                        user.reply(events.Error(code=code, message=message))
+                case proto.Send():
+                    sends.append(action)
                 case proto.Rejected(addr, reason):
                     log.debug("udp: ignored datagram from %s: %s", addr, reason)
+                case proto.Connected():  # pragma: no cover - a client's action
+                    pass
+                case proto.Registered(addr):
+                    self._start_worker(addr).put(action)
+                case _:
+                    self._worker_for(action.addr).put(action)
+        return sends
+
+    def _worker_for(self, addr: proto.Address) -> _HubWorker:
+        return self._workers.get(addr, self._shared)
+
+    def _start_worker(self, addr: proto.Address) -> _HubWorker:
+        """A new session's own worker (called with `_lock` held); the shared one if no
+        thread can be started now (out of threads: the process's or the system's limit)."""
+        worker = _HubWorker(addr)
+        worker.thread = threading.Thread(
+            target=self._work_loop, args=(worker,), name=f"udp-hub {addr[0]}:{addr[1]}"
+        )
+        try:
+            self.server.start_reader(worker.thread)  # Thread.start, as for a TCP reader
+        except RuntimeError as problem:
+            self.stats["shared_worker"] += 1
+            log.warning("udp %s:%s: no thread of its own (%s), shares one", *addr[:2], problem)
+            # All of this session's work must go to one thread: not to the worker of a
+            # session that ended at this address (it retires once its queue is done).
+            self._workers.pop(addr, None)
+            return self._shared
+        # A worker still at this address serves the session that ended there: it finishes
+        # that session's work, and retires (see `_retire`).
+        self._workers[addr] = worker
+        return worker
+
+    def _send_all(self, sends: list[proto.Send]) -> None:
+        for send in sends:
+            self._sendto(send.data, send.addr)
+
+    # -- the hub workers ---------------------------------------------------------------------
+
+    def _work_loop(self, worker: _HubWorker) -> None:
+        while True:
+            with worker.cond:
+                while not worker.queue and not self._stop.is_set():
+                    worker.cond.wait()
+                if self._stop.is_set():
+                    return
+                batch = [worker.queue.popleft() for _ in range(min(WORK_BATCH, len(worker.queue)))]
+                worker.busy = True
+            try:
+                self._work_round(batch)
+            finally:
+                with worker.cond:
+                    worker.busy = False
+            if worker.addr is not None and self._retire(worker):
+                return
+
+    def _retire(self, worker: _HubWorker) -> bool:
+        """Whether `worker` is done: nothing queued, and its session over (or another
+        session at its address has a worker of its own). Nothing is queued for it after."""
+        assert worker.addr is not None
+        with self._lock:
+            if worker.queue:
+                return False
+            current = self._workers.get(worker.addr) is worker
+            if current and self.endpoint.has_session(worker.addr):
+                return False
+            if current:
+                del self._workers[worker.addr]
+            return True
+
+    def _work_round(self, batch: list[_Work]) -> None:
+        """The batch as one read (`hub.pipeline.reading`), then its requests reported done."""
+        done: Counter[proto.Address] = Counter()
+        with self.server.hub.pipeline.reading():
+            for item in batch:
+                if isinstance(item, proto.Deliver):
+                    done[item.addr] += 1
+                try:
+                    self._do(item)
+                except Exception:
+                    self.stats["internal_errors"] += 1
+                    log.exception("udp: error handling %s from %s", type(item).__name__, item.addr)
+        if done:
+            self._handled(done)
+
+    def _do(self, item: _Work) -> None:
+        match item:
+            case proto.Registered(addr, name):
+                self._admit(addr, name)
+            case proto.Paced(addr):
+                self._paced(addr)
+            case proto.Deliver(addr, event):
+                self._deliver(addr, event)
+            case proto.Drop(addr, reason):
+                self._drop(addr, _drop_reason(reason))
+            case proto.ErrorReply(addr, code, message):
+                with self._lock:
+                    user = self._users.get(addr)
+                if user is not None:
+                    user.reply(events.Error(code=code, message=message))
+            case _EndSession(user, reason, last_word):
+                self._close_user(user, reason, last_word)
+
+    def _handled(self, done: Counter[proto.Address]) -> None:
+        """Tell the endpoint which requests are done: what it held for them goes on."""
+        now = time.monotonic()
+        with self._lock:
+            actions: list[proto.Action] = []
+            for addr, count in done.items():
+                actions.extend(self.endpoint.handled(addr, count, now))
+            sends = self._route(actions)
+            paced_wait = self.endpoint.next_release() is not None
+        self._send_all(sends)
+        if paced_wait:
+            # What was held for the worker may now wait for the pace: the receive thread
+            # must wake for it, and may be waiting on its socket with no timeout.
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0", socket.MSG_DONTWAIT)
 
     def _admit(self, addr: proto.Address, name: str) -> None:
         """A session's address is proven: a user, if the server's limits allow one more.
@@ -312,7 +500,8 @@ class UdpListener:
         with self._lock:
             actions = self.endpoint.send_event(addr, error, now)
             actions.extend(self.endpoint.close(addr, refusal.text))
-        self._carry_out(actions)
+            sends = self._route(actions)
+        self._send_all(sends)
 
     def _paced(self, addr: proto.Address) -> None:
         with self._lock:
@@ -371,7 +560,8 @@ class UdpListener:
                 assert error is not None
                 actions.extend(self.endpoint.send_event(user.addr, error, time.monotonic()))
             actions.extend(self.endpoint.close(user.addr, reason))
-        self._carry_out(actions)
+            sends = self._route(actions)
+        self._send_all(sends)
         self._drop(user.addr, reason, user)
 
     def _drop(self, addr: proto.Address, reason: str, user: UdpUser | None = None) -> None:
@@ -390,8 +580,7 @@ class UdpListener:
             hub_user = user.session.user
         log.info("%s: session ended (%s)", user.label, reason)
         if hub_user is not None:
-            # The user's last messages go out before the others see them leave. (A no-op in
-            # the sender thread: it queues no messages.)
+            # The user's last messages go out before the others see them leave.
             self.server.hub.pipeline.complete()
             self.server.hub.detach(hub_user, user, reason)
 
@@ -441,16 +630,16 @@ class UdpListener:
             if deadline is not None and now >= deadline:
                 actions.extend(self.endpoint.poll(now))
                 deadline = self.endpoint.next_deadline()
+            sends = self._route(actions)  # a Drop is hub work: the user's worker detaches it
+            for user in overflowed:
+                log.warning("%s: send queue exceeded (%d events)", user.label, MAX_USER_BACKLOG)
+                self._worker_for(user.addr).put(_EndSession(user, "send queue exceeded"))
         if deadline is not None:
             # Re-read at least every TIMER_SLACK: the receive thread may have added timers.
             deadline = min(deadline, now + TIMER_SLACK)
         with self._cond:
             self._deadline = deadline
-        with delivery.batch():
-            self._carry_out(actions)
-        for user in overflowed:
-            log.warning("%s: send queue exceeded (%d events)", user.label, MAX_USER_BACKLOG)
-            self._close_user(user, "send queue exceeded")
+        self._send_all(sends)
 
     def _fit(self, data: bytes) -> list[proto.OutEvent]:
         encoded = proto.EncodedEvent(data.rstrip(b"\n"))
@@ -468,7 +657,10 @@ class UdpListener:
         limit = self.server.config.name_timeout
         for user in self.users():
             if user.session.user is None and now - user.created > limit:
-                self._close_user(user, "no name given in time", last_word="timeout")
+                with self._lock:
+                    self._worker_for(user.addr).put(
+                        _EndSession(user, "no name given in time", last_word="timeout")
+                    )
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -482,12 +674,24 @@ class UdpListener:
                 queued = bool(self._queue)
             with self._lock:
                 unacked = self.endpoint.unacked()
-            if not queued and not unacked:
+            with self._lock:
+                workers = [self._shared, *self._workers.values()]
+            working = not all(worker.idle() for worker in workers)
+            if not queued and not unacked and not working:
                 break
             self._stop.wait(FLUSH_POLL)
+        self._stop.set()
+        with self._lock:
+            workers = [self._shared, *self._workers.values()]
+        for worker in workers:
+            with worker.cond:
+                worker.cond.notify_all()
+        for worker in workers:
+            if worker.thread is not None and worker.thread.is_alive():
+                worker.thread.join()
+        # The workers are gone: ending the sessions here races nobody's requests.
         for user in self.users():
             self._close_user(user, "server shutdown")
-        self._stop.set()
         with self._cond:
             self._cond.notify_all()
         with contextlib.suppress(OSError):

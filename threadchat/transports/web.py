@@ -23,7 +23,7 @@ import logging
 import secrets
 import socket
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,9 +162,6 @@ class IrcOverWebSocket:
             conn,
             safe_host(str(conn.address[0])),
             send_bytes=self.send_lines,
-            # The hub's deliveries reach this link already framed, so a labeled command's
-            # response cannot be captured line by line: labeled-response is not offered.
-            labeled_responses=False,
         )
 
     @property
@@ -225,6 +222,8 @@ class WebConnection(TcpConnection):
         self.link: WebSocketLink | None = None
         self.language: JsonOverWebSocket | IrcOverWebSocket | None = None
         self._close_sent = False
+        # What a labeled IRC command sent this connection (see `begin_capture`).
+        self._captured: list[bytes] = []
 
     @property
     def user(self) -> User | None:
@@ -259,6 +258,31 @@ class WebConnection(TcpConnection):
 
     def connection_count(self) -> int:
         return self.server.connection_count()
+
+    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
+        """IRC labeled-response (see `IrcTransport.begin_capture`): the session's own lines
+        are kept as IRC lines; what the hub delivers meanwhile from this reader thread comes
+        framed already (encoded once for every WebSocket recipient alike), so its frames are
+        read back into lines, to be labeled and framed again with the rest."""
+        reader = threading.get_ident()
+        captured: list[bytes] = []
+        self._captured = captured
+        if deliveries:
+            put = self.outbox.put
+
+            def capture(data: bytes) -> None:
+                if threading.get_ident() == reader:
+                    captured.append(b"".join(p + b"\r\n" for p in websocket.payloads(data)))
+                else:
+                    put(data)
+
+            self.send_bytes = capture
+        return captured.append
+
+    def end_capture(self) -> list[bytes]:
+        self.send_bytes = self.outbox.put
+        captured, self._captured = self._captured, []
+        return captured
 
     # -- the reader thread -----------------------------------------------------------------
 

@@ -60,6 +60,11 @@ EDIT_TARGET_TAG = "draft/target-msgid"
 EDIT_PREFIX = "(edit) "
 MULTILINE_CAP = "draft/multiline"
 MULTILINE_BATCH = "draft/multiline"
+# A multiline line joined to the previous one without a line break. Among a message's client
+# tags (which only IRC shows) it is the one that is not a client's: its value lists where in
+# the text such lines start (character offsets, comma-separated), so that the message is
+# relayed in the lines its sender used, as the multiline draft asks; never sent as such.
+CONCAT_TAG = "draft/multiline-concat"
 REDACTION_CAP = "draft/message-redaction"
 
 
@@ -522,11 +527,18 @@ def chat_messages(
     relayed intact, as Modern IRC allows (the reference server, ergo, does the same). Client
     tags go first, so the server's own tags (account, msgid) win a clash of names.
 
-    A message with line breaks is a `draft/multiline` batch for a client that has it
-    (`multiline`; the tags ride on the BATCH line, `batch_ref` names it), and one line per
-    non-blank line for the others, the tags on the first (IRCv3 multiline's fallback).
+    A message of several lines (line breaks, or lines a multiline sender joined with
+    `draft/multiline-concat`, listed by the `CONCAT_TAG` client tag) is a `draft/multiline`
+    batch for a client that has it (`multiline`; the tags ride on the BATCH line, `batch_ref`
+    names it; blank lines included, joined lines tagged), and for the others one line per
+    non-blank line as the sender made them, the msgid on the first only (IRCv3 multiline's
+    fallback).
     """
     command = "NOTICE" if kind == events.NOTICE else "PRIVMSG"
+    concat_at = ""
+    if client_tags and any(name == CONCAT_TAG for name, _ in client_tags):
+        concat_at = dict(client_tags)[CONCAT_TAG] or ""
+        client_tags = tuple(tag for tag in client_tags if tag[0] != CONCAT_TAG)
     tags: dict[str, str | None] = dict(client_tags)
     if account:
         tags["account"] = account
@@ -534,26 +546,50 @@ def chat_messages(
         tags["msgid"] = msgid
     if bot:
         tags["bot"] = None  # IRCv3 bot mode: the sender is a bot (+B)
-    if "\n" not in text:
+    if "\n" not in text and not concat_at:
         wrapped = f"\x01ACTION {text}\x01" if kind == events.ACTION else text
         return [Message(command, [target, wrapped], source, tags)]
-    lines = text.split("\n")
+    pieces = _lines_as_sent(text, concat_at)
     if kind == events.ACTION:
-        lines = [f"\x01ACTION {line}\x01" for line in lines]
+        pieces = [(f"\x01ACTION {line}\x01", joined) for line, joined in pieces]
     if multiline:
-        inner = {"batch": batch_ref}
+        inner: dict[str, str | None] = {"batch": batch_ref}
+        joined_tags: dict[str, str | None] = {"batch": batch_ref, CONCAT_TAG: None}
         return [
             Message("BATCH", ["+" + batch_ref, MULTILINE_BATCH, target], source, tags),
-            *(Message(command, [target, line], source, dict(inner)) for line in lines),
+            *(
+                Message(command, [target, line], source, dict(joined_tags if joined else inner))
+                for line, joined in pieces
+            ),
             Message("BATCH", ["-" + batch_ref]),
         ]
-    shown = [line for line in lines if line.strip()]
+    shown = [line for line, _ in pieces if line.strip()]
     first, *rest = shown or [""]
-    plain = {k: v for k, v in tags.items() if k == "account"}
+    # The tags the message carries, on each of its lines; its msgid on the first only.
+    plain = {k: v for k, v in tags.items() if k != "msgid"}
     return [
         Message(command, [target, first], source, tags),
         *(Message(command, [target, line], source, dict(plain)) for line in rest),
     ]
+
+
+def _lines_as_sent(text: str, concat_at: str) -> list[tuple[str, bool]]:
+    """`text` cut into its lines as its sender made them: at each line break, and at each
+    offset of `concat_at` (a line joined to the previous one, marked True)."""
+    cuts = sorted({int(n) for n in concat_at.split(",") if n.isdigit() and 0 < int(n) < len(text)})
+    pieces: list[tuple[str, bool]] = []
+    start = 0
+    for line in text.split("\n"):
+        end = start + len(line)
+        at, joined = start, False
+        for cut in cuts:
+            # A cut at the very start of a line follows a blank line (then "" comes first).
+            if at <= cut < end:
+                pieces.append((text[at:cut], joined))
+                at, joined = cut, True
+        pieces.append((text[at:end], joined))
+        start = end + 1
+    return pieces
 
 
 def chat_line(

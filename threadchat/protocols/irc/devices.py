@@ -3,11 +3,11 @@
 Glue between the IRC session and the hub, like `chathistory.py`; the rules (who may search
 what, where a marker may move, what an always-on account missed) are the hub's.
 
-- `draft/read-marker`: `MARKREAD <target> [timestamp=...]` sets or asks the account's read
-  marker of a channel or a nick; the server answers `MARKREAD <target> timestamp=...` (or
-  `*` when none is known) and tells every connection of the account that has the
-  capability when a marker moves; after a JOIN (and for the channels a new connection of an
-  account is shown), before RPL_ENDOFNAMES.
+- `draft/read-marker`: `MARKREAD <target> [timestamp=...]` sets or asks the read marker of
+  a channel or a nick (an account's is stored, a guest's kept while connected); the server
+  answers `MARKREAD <target> timestamp=...` (or `*` when none is known) and tells every
+  connection of the account that has the capability when a marker moves; after a JOIN
+  (and for the channels a new connection of an account is shown), before RPL_ENDOFNAMES.
 - `soju.im/search`: `SEARCH text=...;in=...;from=...;after=...;before=...;limit=...`;
   results in a `soju.im/search` batch (plain lines without `batch`), oldest first. `after`
   and `before` are inclusive there; the words are read as everywhere (`core/search.py`).
@@ -55,9 +55,10 @@ def marker_line(session: IrcSession, marker: ReadMarker) -> Message | None:
 
 
 def send_marker(session: IrcSession, room: str) -> None:
-    """After a JOIN (before RPL_ENDOFNAMES): the account's read marker of the channel."""
+    """After a JOIN (before RPL_ENDOFNAMES): the read marker of the channel (a guest's
+    too: the hub keeps those in memory)."""
     user = session.user
-    if READ_MARKER not in session.caps or user is None or user.account is None:
+    if READ_MARKER not in session.caps or user is None:
         return
     try:
         marker = session.hub.read_marker(user, room)

@@ -14,7 +14,7 @@ message-tags (the others would not know the command).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from threadchat.core import events, live
@@ -23,6 +23,7 @@ from threadchat.core.modes import MemberStatus
 from threadchat.protocols.irc import modes as irc_modes
 from threadchat.protocols.irc import sasl as irc_accounts
 from threadchat.protocols.irc.codec import (
+    CONCAT_TAG,
     MULTILINE_BATCH,
     MULTILINE_CAP,
     REACT_TAG,
@@ -52,15 +53,19 @@ _STATUS_ORDER = (MemberStatus.VOICE, MemberStatus.OPERATOR)
 @dataclass(eq=False)
 class MultilineBatch:
     """A draft/multiline batch being received: its reference, target, the client tags of
-    its BATCH line, and the text so far. `failed` once a limit was passed (the rest of the
-    batch is dropped)."""
+    its BATCH line, its label (labeled-response: the answer to the batch, its echo, comes
+    at its end), the text so far and where lines were joined to the previous one
+    (`draft/multiline-concat`, offsets in the text). `failed` once a limit was passed (the
+    rest of the batch is dropped)."""
 
     ref: str
     target: str
     tags: events.ClientTags
+    label: str | None = None
     command: str = ""
     text: str = ""
     lines: int = 0
+    concat_at: list[int] = field(default_factory=list)
     failed: bool = False
 
 
@@ -75,7 +80,10 @@ def on_batch(session: IrcSession, message: Message) -> None:
         if MULTILINE_CAP not in session.caps:
             session.fail("BATCH", "MULTILINE_INVALID", "Enable draft/multiline first")
             return
-        session.multiline = MultilineBatch(ref[1:], message.params[2], client_tags(message))
+        label = message.tags.get("label") if "labeled-response" in session.caps else None
+        session.multiline = MultilineBatch(
+            ref[1:], message.params[2], client_tags(message), label or None
+        )
         return
     batch = session.multiline
     if not ref.startswith("-") or batch is None or ref[1:] != batch.ref:
@@ -84,13 +92,26 @@ def on_batch(session: IrcSession, message: Message) -> None:
     session.multiline = None
     if batch.failed:
         return
+    if batch.label is not None:
+        # The label of the opening BATCH line labels the response to the whole batch: its
+        # echo (a batch, labeled on its opening line) or its error.
+        session.labeled(batch.label, _send_batch, batch, session)
+    else:
+        _send_batch(batch, session)
+
+
+def _send_batch(batch: MultilineBatch, session: IrcSession) -> None:
     if not batch.text.strip():
         session.fail("BATCH", "MULTILINE_INVALID", "Invalid multiline batch with blank lines only")
         return
     notice = batch.command == "NOTICE"
     echo = session.echo if "echo-message" in session.caps else None
+    tags = batch.tags
+    if batch.concat_at:
+        # The lines as sent ride with the message (see codec.CONCAT_TAG).
+        tags = (*tags, (CONCAT_TAG, ",".join(map(str, batch.concat_at))))
     try:
-        _deliver(session, batch.target, batch.text, _kind(notice), notice, echo, batch.tags)
+        _deliver(session, batch.target, batch.text, _kind(notice), notice, echo, tags)
     except HubError as problem:
         if not notice:
             session.hub_error(problem, nick=batch.target, channel=batch.target)
@@ -110,7 +131,7 @@ def _in_batch(session: IrcSession, message: Message) -> None:
         return
     target = message.params[0] if message.params else ""
     text = message.params[1] if len(message.params) > 1 else ""
-    concat = "draft/multiline-concat" in message.tags
+    concat = CONCAT_TAG in message.tags
     problem: tuple[str, ...] | None = None
     if target != batch.target:
         problem = ("MULTILINE_INVALID_TARGET", batch.target, target, "Invalid multiline target")
@@ -133,8 +154,13 @@ def _in_batch(session: IrcSession, message: Message) -> None:
         )
     if problem is not None:
         batch.failed = True
-        session.fail("BATCH", *problem)
+        if batch.label is not None:  # the batch's response, labeled as its opening line
+            session.labeled(batch.label, session.fail, "BATCH", *problem)
+        else:
+            session.fail("BATCH", *problem)
         return
+    if concat and batch.lines:
+        batch.concat_at.append(len(batch.text))
     batch.command = message.command
     batch.text = joined
     batch.lines += 1
@@ -297,8 +323,18 @@ def _live_tagmsg(
             session.fail("TAGMSG", "UNKNOWN_MSGID", target, msgid, "No such message")
             return True
         on = REACT_TAG in named and bool(named.get(REACT_TAG))
+        echo = session.echo if "echo-message" in session.caps else None
         try:
-            session.hub.react(user, int(msgid), reaction, on=on, room=room, to=to)
+            session.hub.react(
+                user,
+                int(msgid),
+                reaction,
+                on=on,
+                room=room,
+                to=to,
+                echo=echo,
+                origin=session.transport,
+            )
         except HubError as problem:
             live_failure(session, "TAGMSG", target, msgid, problem)
         return True
@@ -346,6 +382,9 @@ def live_failure(
     code = LIVE_FAIL_CODES.get(problem.code, "FAILED")
     if command == "EDIT" and code == "REDACT_FORBIDDEN":
         code = "EDIT_FORBIDDEN"
+    if code == "INVALID_TARGET":  # the draft's context: the target alone
+        session.fail(command, code, target, problem.message)
+        return
     session.fail(command, code, target, msgid, problem.message)
 
 
@@ -361,18 +400,18 @@ def on_redact(session: IrcSession, message: Message) -> None:
     if target.startswith("#"):
         room = channel_to_room(target)
         if room is None:
-            session.fail("REDACT", "INVALID_TARGET", target, msgid, "No such channel")
+            session.fail("REDACT", "INVALID_TARGET", target, "No such channel")
             return
     elif "," in target or not target:
-        session.fail("REDACT", "INVALID_TARGET", target, msgid, "One channel or nick")
+        session.fail("REDACT", "INVALID_TARGET", target, "One channel or nick")
         return
     else:
         to = target
-    if not msgid.isdigit() or not 0 < int(msgid) <= 2**62:
-        session.fail("REDACT", "UNKNOWN_MSGID", target, msgid, "This message does not exist")
-        return
+    # Not one of our msgids: 0, which names no message (the hub checks the channel first,
+    # so a channel one is not in is INVALID_TARGET whatever the msgid).
+    number = int(msgid) if msgid.isdigit() and 0 < int(msgid) <= 2**62 else 0
     try:
-        session.hub.delete_message(user, int(msgid), reason, room=room, to=to)
+        session.hub.delete_message(user, number, reason, room=room, to=to)
     except HubError as problem:
         live_failure(session, "REDACT", target, msgid, problem)
 

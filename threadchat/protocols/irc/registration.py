@@ -103,29 +103,22 @@ def new_registration(
     *,
     open_server: bool = True,
     tls: bool = False,
-    labeled_responses: bool = True,
 ) -> Registration:
     """The registration state machine, offering what this server can do. `open_server`:
     no connection password is asked (accounts may then be registered before connecting).
     `tls`: the connection is over TLS (with TLS on, every listener is: there is no plain
-    port to upgrade from), so STS says to keep using it (a persistence policy).
-    `labeled_responses`: the transport can capture a command's response (see
-    `IrcTransport.begin_capture`); one that cannot does not offer labeled-response."""
-    offered = _offered_caps(
-        open_server, tls, labeled_responses, hub.accounts is not None, hub.history is not None
-    )
+    port to upgrade from), so STS says to keep using it (a persistence policy)."""
+    offered = _offered_caps(open_server, tls, hub.accounts is not None, hub.history is not None)
     return Registration(server_name, offered)
 
 
 @functools.lru_cache(maxsize=64)
 def _offered_caps(
-    open_server: bool, tls: bool, labeled_responses: bool, accounts: bool, history: bool
+    open_server: bool, tls: bool, accounts: bool, history: bool
 ) -> dict[str, str | None]:
     """The capabilities offered, one dict per kind of connection shared by all of them
     (`Registration` never changes it in place): a copy per connection was 0.8 KB of each."""
     offered = OFFERED_CAPS
-    if not labeled_responses:
-        offered = {cap: value for cap, value in offered.items() if cap != "labeled-response"}
     if tls:
         offered = {**offered, "sts": f"duration={STS_DURATION}"}
     if accounts:

@@ -74,6 +74,23 @@ def _has_batch_tag(line: bytes) -> bool:
     return any(t.startswith(b"batch=") for t in tags.split(b";"))
 
 
+def _one_batch(lines: list[bytes]) -> bool:
+    """Whether `lines` are one batch: its opening line, lines tagged with its reference, and
+    its end (a multiline echo is one)."""
+    first = parse(lines[0].decode("utf-8", "replace"))
+    if first.command != "BATCH" or not first.params or not first.params[0].startswith("+"):
+        return False
+    ref = first.params[0][1:]
+    last = lines[-1].split(b" ")
+    if last[-2:] != [b"BATCH", b"-" + ref.encode()] or _has_batch_tag(lines[-1]):
+        return False
+    inner = b"batch=" + ref.encode()
+    return all(
+        line.startswith(b"@") and inner in line[1:].split(b" ", 1)[0].split(b";")
+        for line in lines[1:-1]
+    )
+
+
 class IrcTransport(Connection, Protocol):
     """What a session needs of the transport that carries it (besides being the hub's
     `Connection` for its user): a name for logs, flood pacing, and flushing."""
@@ -125,6 +142,7 @@ class IrcSession:
         "host",
         "hub",
         "label",
+        "labeling",
         "multiline",
         "pending_metadata",
         "reader",
@@ -147,7 +165,6 @@ class IrcSession:
         *,
         send_bytes: Callable[[bytes], None] | None = None,
         tls: bool = False,
-        labeled_responses: bool = True,
     ) -> None:
         self.hub = hub
         self.config = config
@@ -165,7 +182,6 @@ class IrcSession:
             self.server_name,
             open_server=config.irc_password is None,
             tls=tls,
-            labeled_responses=labeled_responses,
         )
         self.codec = IrcCodec(hub, self.server_name, host, self.label)
         # Made by the first AUTHENTICATE: most clients never send one.
@@ -180,6 +196,8 @@ class IrcSession:
         self.closing: str | None = None
         # A draft/multiline batch the client is sending (messages.py), or None.
         self.multiline: MultilineBatch | None = None
+        # The label whose response is being kept now (see `labeled`), or None.
+        self.labeling: str | None = None
 
     @property
     def caps(self) -> frozenset[str]:
@@ -269,7 +287,7 @@ class IrcSession:
                 # A valueless label labels nothing, as if there were none.
                 label = tags.get("label") if tags else None
                 if label is not None and "labeled-response" in self.codec.caps:
-                    self._labeled(label, self._run, message, item.latin1)
+                    self.labeled(label, self._run, message, item.latin1)
                 elif item.latin1:
                     self._run(message, True)
                 else:
@@ -284,7 +302,7 @@ class IrcSession:
                         caps = self.codec.caps
                         label = _label_of(line) if "labeled-response" in caps else None
                         if label is not None:
-                            self._labeled(label, self._malformed, line, reason)
+                            self.labeled(label, self._malformed, line, reason)
                         else:
                             self._malformed(line, reason)
                     case BufferOverflow():
@@ -300,32 +318,51 @@ class IrcSession:
         else:
             commands.dispatch(self, message)
 
-    def _labeled(self, label: str, handle: Callable[..., None], *args: object) -> None:
+    def labeled(self, label: str, handle: Callable[..., None], *args: object) -> None:
         """IRCv3 labeled-response: run the command keeping everything it makes this
-        connection receive, then send that with the label: one line tagged, several in a
-        `labeled-response` batch (bare and unlabeled without `batch`), none as an `ACK`."""
+        connection receive, then send that with the label: one line tagged, one batch
+        (a multiline echo) tagged on its opening line, several lines in a
+        `labeled-response` batch (bare and unlabeled without `batch`), none as an `ACK`.
+        Within another labeled response (a labeled line that ends a labeled batch), the
+        outer one takes what it makes."""
+        if self.labeling is not None:
+            handle(*args)
+            return
         # PRIVMSGs queued before it are not part of its response: relayed (echoed) first.
         self.hub.pipeline.complete()
         # A message's response is its echo: a copy delivered to the sender as its recipient
-        # (a message to oneself) is not part of it.
-        message = args[0]
-        deliveries = not (isinstance(message, Message) and message.command in _MESSAGE_COMMANDS)
+        # (a message to oneself) is not part of it. So for a multiline batch's.
+        message = args[0] if args else None
+        deliveries = not (
+            isinstance(message, Message) and message.command in _MESSAGE_COMMANDS
+        ) and not isinstance(message, MultilineBatch)
+        # Restored afterwards as it was (a WebSocket session's is its framer).
+        previous = self.send_bytes
         self.send_bytes = self.transport.begin_capture(deliveries=deliveries)
+        self.labeling = label
         try:
             handle(*args)
             # Queued PRIVMSGs are relayed (and echoed) now, so the echo is in the response.
             self.hub.pipeline.complete()
         finally:
+            self.labeling = None
             captured = self.transport.end_capture()
-            self.send_bytes = self.transport.send_bytes
+            self.send_bytes = previous
         lines = [line for chunk in captured for line in chunk.split(b"\r\n") if line]
         tag = b"label=" + escape_tag_value(label).encode()
         if not lines:
+            batch = self.multiline
+            if batch is not None and batch.label == label and not batch.lines:
+                return  # a multiline batch opened: its end gets the response (messages.py)
             ack = Message("ACK", [], self.server_name, {"label": label})
             self.send_bytes(ack.to_bytes())
         elif len(lines) == 1:
             self.send_bytes(_with_tag(lines[0], tag) + b"\r\n")
         elif "batch" not in self.codec.caps:
+            self.send_bytes(b"".join(line + b"\r\n" for line in lines))
+        elif _one_batch(lines):
+            # A batch of a type that covers the whole response: labeled itself.
+            lines[0] = _with_tag(lines[0], tag)
             self.send_bytes(b"".join(line + b"\r\n" for line in lines))
         else:
             ref = f"L{next(_label_batches)}"

@@ -198,7 +198,7 @@ def handle_mark_read(session: "NativeSession", request: requests.MarkRead) -> bo
 def mark_read_now(session: "NativeSession", room: str) -> None:
     """Text mode's "updated as you read": a person typing in a room has read it up to now."""
     user = session.user
-    if user is None or user.account is None or session.hub.history is None:
+    if user is None or session.hub.history is None:
         return
     try:
         session.hub.mark_read(user, room, time.time_ns() // 1_000_000, origin=session.conn)

@@ -29,6 +29,7 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 # The library logs every frame at debug level, and frames carry passwords (a JSON login, an
 # IRC AUTHENTICATE): its logger stays at INFO whatever --log-level says, so its errors are
@@ -80,6 +81,27 @@ def frame_text(payload: str) -> bytes:
 
 def frame_binary(payload: bytes) -> bytes:
     return Frame(Opcode.BINARY, payload).serialize(mask=False)
+
+
+def payloads(data: bytes) -> list[bytes]:
+    """The payloads of whole frames this server made (`frame_text`, `frame_binary`: never
+    masked), in order: what a labeled IRC command's response was, before its label is added
+    (see `transports/web.py`). ValueError when `data` ends inside a frame."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    found: list[bytes] = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(parser)
+        except StopIteration as parsed:
+            found.append(bytes(parsed.value.data))
+        except EOFError:
+            raise ValueError("data ends inside a frame") from None
+        else:
+            raise ValueError("data ends inside a frame")
+    return found
 
 
 def ping_frame(payload: bytes) -> bytes:
