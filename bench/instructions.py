@@ -178,8 +178,10 @@ class Harness:
             return f"PRIVMSG #{ROOM} :{text}\r\n".encode()
         return f'{{"type":"say","room":"{ROOM}","text":"{text}","action":false}}\n'.encode()
 
-    def run(self, rounds: int, batch: int) -> int:
-        """Send the rounds; the number of deliveries received."""
+    def run(self, rounds: int, batch: int, spread_s: float = 0.0) -> int:
+        """Send the rounds; the number of deliveries received. With `spread_s`, the senders
+        of a round write one after another, that long apart (as at a fixed rate), instead of
+        all at once."""
         senders = [c for c in self.clients if c.sender]
         listeners = [c for c in self.clients if not c.sender]
         for c in self.clients:
@@ -191,7 +193,9 @@ class Harness:
             for c in senders:
                 writes.append((c, b"".join(self.message(c, seq + i) for i in range(batch))))
             seq += batch
-            for c, data in writes:
+            for index, (c, data) in enumerate(writes):
+                if spread_s and index:
+                    time.sleep(spread_s)
                 self._send(c, data)
             expected = len(senders) * batch * r
             deadline = time.monotonic() + PHASE_TIMEOUT_S
@@ -306,7 +310,7 @@ def run_once(source: Path, revision: str, args: argparse.Namespace, protocol: st
         perf = start_perf_stat(proc.pid, tmp / "perf.csv") if args.tool == "cpu" else None
         if args.tool == "cprofile":
             proc.send_signal(signal.SIGUSR1)  # the set-up's counts are dropped
-        deliveries = harness.run(args.rounds, args.batch)
+        deliveries = harness.run(args.rounds, args.batch, args.spread_ms / 1000)
         if perf is not None:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -320,6 +324,10 @@ def run_once(source: Path, revision: str, args: argparse.Namespace, protocol: st
         if args.tool == "callgrind":
             callgrind_control("--dump", proc.pid)
             instructions = dumped_instructions(tmp, proc.pid)
+            if args.keep_dumps is not None:
+                # For callgrind_annotate: where the instructions of the measured part went.
+                args.keep_dumps.mkdir(parents=True, exist_ok=True)
+                shutil.copy(tmp / f"cg.{proc.pid}.1", args.keep_dumps / f"{revision}-{protocol}.cg")
         else:
             user_after, system_after = cpu_times(proc.pid)
             system_s = system_after - system_before
@@ -429,6 +437,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--batch", type=int, default=128, help="lines per sender per round")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--spread-ms",
+        type=float,
+        default=0.0,
+        help="the senders of a round write this many ms apart (a fixed rate's timing; "
+        "meant for --tool cpu: callgrind slows the server too much for it)",
+    )
     parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument(
         "--tool",
@@ -444,6 +459,11 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=Path(tempfile.gettempdir()),
         help="with --tool cprofile: where each run's stats go",
+    )
+    parser.add_argument(
+        "--keep-dumps",
+        type=Path,
+        help="with --tool callgrind: copy each run's dump here (REVISION-PROTOCOL.cg)",
     )
     args = parser.parse_args(argv)
     if args.tool == "callgrind" and not shutil.which("valgrind"):

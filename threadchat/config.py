@@ -45,6 +45,11 @@ class Config:
         200, "rooms with more members than this do not announce joins, leaves and quits"
     )
     sendq: int = setting(1048576, "bytes queued for one client before it is cut off")
+    relay_interval: float = setting(
+        0.004,
+        "seconds between two commits of stored messages at least: the messages of that time "
+        "share one commit, and one send to each client (0: commit and relay each at once)",
+    )
     name_timeout: float = setting(30.0, "seconds a new connection has to give its name")
     ping_interval: float = setting(60.0, "seconds of silence before a JSON client is pinged")
     ping_timeout: float = setting(60.0, "seconds a pinged client has to answer")

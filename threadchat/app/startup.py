@@ -81,6 +81,8 @@ def _plug_in(config: Config, hub: Hub, stopping: threading.Event, wiring: Wiring
     store = wiring.store
     if config.history:
         hub.history = MessageLog(store, on_join=config.history_on_join)
+        # Spaced commits are spaced relay rounds: several messages per send to each client.
+        store.commit_interval = max(0.0, config.relay_interval)
     hub.accounts = AccountService(store, enforcement=config.nick_enforcement, admins=config.admins)
     keeper = RoomKeeper(hub, store)
     always_on = AlwaysOnKeeper(store)

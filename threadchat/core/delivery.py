@@ -9,6 +9,18 @@ Under load, many messages from many senders thus reach each recipient in one wri
 A reader thread wraps everything it does for one `recv()` in `batch()`, so flushing happens
 once at the end of the batch, after the hub lock has been released: no socket I/O ever
 happens under the hub lock, and a burst of N lines costs one write per recipient, not N.
+
+The history relay (the store writer's, with history on: every room message takes it) does
+not flush itself: it hands the round to the flusher thread (`handed_off`). Its rounds are
+spaced by the store (`Store.commit_interval`, `--relay-interval`): what several commits would
+have sent in several rounds goes in one, one `send` per recipient.
+
+A reader's batch flushes at its end only when the thread marked something itself (a reply;
+with history off, its read's run of messages). With history on a reader's messages are
+relayed by the store writer, and a reader that flushed whatever was dirty at the end of every
+read would take the relay's rounds off the flusher into the reader threads. A flush asked
+for outside a batch (`mark_dirty`, `flush_dirty`) is immediate: its caller may close the
+connection right after (a close frame, a last error line).
 """
 
 import logging
@@ -20,6 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class Flushable(Protocol):
+    """A target of delivery. Its class may also offer `flush_many(targets)`, a static method
+    that flushes many of its instances at once (see `_flush_round`)."""
+
     def flush(self) -> None: ...
 
 
@@ -43,7 +58,9 @@ class batch:  # lower case: used as a context manager, it reads like a function
     def __exit__(self, *exc: object) -> None:
         if self._outer:
             _local.open = False
-            flush_dirty()
+            if getattr(_local, "marked", False):
+                _local.marked = False
+                flush_dirty()
 
 
 class handed_off(batch):
@@ -60,6 +77,7 @@ class handed_off(batch):
     def __exit__(self, *exc: object) -> None:
         if self._outer:
             _local.open = False
+            _local.marked = False
             if _dirty:
                 flusher = _flusher()
                 if flusher is None:
@@ -112,28 +130,46 @@ def _flusher() -> _Flusher | None:
 def mark_dirty(target: Flushable) -> None:
     """Have `target` flushed: at the end of this thread's batch, or now when none is open."""
     _dirty.add(target)
-    if not getattr(_local, "open", False):
+    if getattr(_local, "open", False):
+        _local.marked = True
+    else:
         flush_dirty()
 
 
 def mark_all_dirty(targets: Iterable[Flushable]) -> None:
     """Mark many targets at C speed; only for callers inside a batch (the hub's fan-out)."""
     _dirty.update(targets)
+    _local.marked = True
 
 
 def flush_dirty() -> None:
-    """Flush every dirty target, unless another thread is doing it right now."""
+    """Flush every dirty target now, unless another thread is doing it right now (which
+    re-checks the list after releasing the lock)."""
     while _dirty:
         if not _flush_lock.acquire(blocking=False):
             return
         try:
-            # One round: what is dirty now. Targets marked meanwhile are the next round's,
-            # so their data rides along with everything queued until then.
-            for _ in range(len(_dirty)):
-                try:
-                    target = _dirty.pop()
-                except KeyError:
-                    break
-                target.flush()
+            _flush_round()
         finally:
             _flush_lock.release()
+
+
+def _flush_round() -> None:
+    """One round (flush lock held): what is dirty now. Targets marked meanwhile are the next
+    round's, so their data rides along with everything queued until then.
+
+    Taken as a snapshot and removed with `difference_update`, both at C speed: a target
+    marked again in between is removed too, but it is flushed right after, which sends what
+    was queued before its mark. Targets whose class has a `flush_many` are flushed by it, in
+    one call per class (the outbox's is one loop without a Python call per outbox)."""
+    targets = list(_dirty)
+    _dirty.difference_update(targets)
+    kinds = set(map(type, targets))
+    for kind in kinds:
+        group = targets if len(kinds) == 1 else [t for t in targets if type(t) is kind]
+        flush_many = getattr(kind, "flush_many", None)
+        if flush_many is not None:
+            flush_many(group)
+        else:
+            for target in group:
+                target.flush()

@@ -155,6 +155,11 @@ class Store(Protocol):
 
     # Called in the writer thread after each group commit, once its Futures are settled.
     after_commit: Callable[[], None] | None
+    # Seconds between the starts of two group commits of messages at least (0, the default:
+    # commit as soon as a write is queued). Writes queued meanwhile share the next commit, and
+    # so its `after_commit` relay round: see `--relay-interval` in docs/architecture.md. A
+    # commit that starts with another kind of write is not held back.
+    commit_interval: float
 
     def append_many(
         self,

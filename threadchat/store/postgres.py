@@ -284,6 +284,10 @@ class PostgresStore:
         self._closed = False
         self._drained = False
         self.after_commit: Callable[[], None] | None = None
+        # See `Store.commit_interval`: 0 unless the history service's relay is spaced.
+        self.commit_interval = 0.0
+        # When the next group commit may start (time.monotonic()); the writer thread's.
+        self._next_commit = 0.0
         self.commits = 0
         self._state_lock = threading.Lock()
         self._migrate()
@@ -384,6 +388,14 @@ class PostgresStore:
         while not stopping:
             batch: list[_Job] = []
             item = self._queue.get()
+            if self.commit_interval > 0 and item is not _STOP and item.rows is not None:
+                # Spaced commits of messages: what is queued until the interval is over joins
+                # this one. Other writes (a room's rename or end, accounts) are not held back:
+                # other nodes learn of them over the bus and read the shared database.
+                wait = self._next_commit - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self._next_commit = time.monotonic() + self.commit_interval
             while True:
                 if item is _STOP:
                     stopping = True

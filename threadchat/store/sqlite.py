@@ -331,6 +331,10 @@ class SQLiteStore:
         # Called in the writer thread after each group commit, once every Future of it is
         # settled (and every `then` has run): the history service relays from here.
         self.after_commit: Callable[[], None] | None = None
+        # See `Store.commit_interval`: 0 unless the history service's relay is spaced.
+        self.commit_interval = 0.0
+        # When the next group commit may start (time.monotonic()); the writer thread's.
+        self._next_commit = 0.0
         # Group commits (transactions) the writer has run, failed ones included: shows how
         # well writes are grouped (tests, benchmarks). Only the writer thread changes it.
         self.commits = 0
@@ -497,6 +501,14 @@ class SQLiteStore:
                     continue
             else:
                 item = self._queue.get()
+            if self.commit_interval > 0 and item is not _STOP and item.rows is not None:
+                # Spaced commits of messages: what is queued until the interval is over joins
+                # this one. Other writes (a room's rename or end, accounts) are not held back:
+                # other nodes learn of them over the bus and read the shared database.
+                wait = self._next_commit - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self._next_commit = time.monotonic() + self.commit_interval
             while True:
                 if item is _STOP:
                     stopping = True

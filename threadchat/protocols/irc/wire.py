@@ -99,7 +99,9 @@ PRE_REGISTRATION_COMMANDS = frozenset(
     {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT", "AUTHENTICATE"}
 )
 
-_FORBIDDEN_CHARS = frozenset("\r\n\0")
+# CR, LF and NUL may not appear in a line or in a parameter. Tested with three `in` scans (C,
+# memchr): `frozenset.isdisjoint` hashed every character of the line, 7,600 instructions per
+# chat line parsed (callgrind), about 4 % of a message's work at fan-out C=100.
 
 
 class IrcParseError(ValueError):
@@ -199,7 +201,7 @@ class Message:
 
 
 def _check_text(what: str, value: str) -> None:
-    if not _FORBIDDEN_CHARS.isdisjoint(value):
+    if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"{what} contains CR, LF or NUL: {value!r}")
 
 
@@ -338,7 +340,7 @@ def parse(line: bytes | str) -> Message:
         text = text[:-1]
         if text.endswith("\r"):
             text = text[:-1]
-    if not _FORBIDDEN_CHARS.isdisjoint(text):
+    if "\r" in text or "\n" in text or "\0" in text:
         raise IrcParseError("line contains CR, LF or NUL")
     if text and text[0] not in " @:" and "  " not in text:
         # The usual client line (no tags, no source, single spaces) split at C speed: the
