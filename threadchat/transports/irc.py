@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from threadchat.core.hub import User
 from threadchat.protocols.irc.codec import safe_host
 from threadchat.protocols.irc.replies import closing_link
 from threadchat.protocols.irc.session import IrcSession
+from threadchat.transports.irc_side import IrcTransportSide
 from threadchat.transports.outbox import Outbox
-from threadchat.transports.tcp import TcpConnection
 
 if TYPE_CHECKING:
     from threadchat.transports.host import Host
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class IrcConnection(TcpConnection):
+class IrcConnection(IrcTransportSide):
     kind = "irc"
 
     @classmethod
@@ -65,43 +64,6 @@ class IrcConnection(TcpConnection):
 
     def direct_queue(self) -> tuple[list[bytes], Outbox]:
         return self.outbox.direct()
-
-    # -- the session's side (the reader thread) --------------------------------------------
-
-    def flush_now(self) -> None:
-        """Flush what this thread queued so far (to every recipient), then keep batching."""
-        self._batch.__exit__(None, None, None)
-        self._batch.__enter__()
-
-    def connection_count(self) -> int:
-        return self.server.connection_count()
-
-    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
-        reader = threading.get_ident()
-        captured: list[bytes] = []
-        self._captured = captured
-        if not deliveries:
-            return captured.append
-        put = self.outbox.put
-
-        def capture(data: bytes) -> None:
-            # The hub delivers to this connection from every thread; only what this reader
-            # thread causes while the command runs is its response.
-            if threading.get_ident() == reader:
-                captured.append(data)
-            else:
-                put(data)
-
-        # The hub reads `send_bytes` at each delivery (state events: JOIN, NICK, MODE, ...).
-        self.send_bytes = capture
-        # The session's own sends are all part of the response, whatever thread makes them
-        # (an echo comes from the thread that relays the stored message).
-        return captured.append
-
-    def end_capture(self) -> list[bytes]:
-        self.send_bytes = self.outbox.put
-        captured, self._captured = self._captured, []
-        return captured
 
     # -- the reader thread -----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import logging
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +45,8 @@ from threadchat.protocols.web.endpoint import (
 )
 from threadchat.protocols.web.static import StaticFiles
 from threadchat.protocols.web.websocket import CloseIn, MessageIn, Refused, WebSocketLink
+from threadchat.transports.irc_side import IrcTransportSide
 from threadchat.transports.outbox import Outbox
-from threadchat.transports.tcp import TcpConnection
 
 if TYPE_CHECKING:
     from threadchat.transports.host import Host
@@ -204,7 +204,7 @@ class IrcOverWebSocket:
         self.session.closed(reason)
 
 
-class WebConnection(TcpConnection):
+class WebConnection(IrcTransportSide):
     kind = "web"
 
     @classmethod
@@ -250,39 +250,13 @@ class WebConnection(TcpConnection):
             self._send_close(code or websocket.POLICY_VIOLATION, reason)
         super().abort(reason)
 
-    # -- what the IRC session needs of its transport ---------------------------------------
+    # -- what the IRC session needs of its transport (the rest: IrcTransportSide) -----------
 
-    def flush_now(self) -> None:
-        self._batch.__exit__(None, None, None)
-        self._batch.__enter__()
-
-    def connection_count(self) -> int:
-        return self.server.connection_count()
-
-    def begin_capture(self, *, deliveries: bool) -> Callable[[bytes], None]:
-        """IRC labeled-response (see `IrcTransport.begin_capture`): the session's own lines
-        are kept as IRC lines; what the hub delivers meanwhile from this reader thread comes
-        framed already (encoded once for every WebSocket recipient alike), so its frames are
-        read back into lines, to be labeled and framed again with the rest."""
-        reader = threading.get_ident()
-        captured: list[bytes] = []
-        self._captured = captured
-        if deliveries:
-            put = self.outbox.put
-
-            def capture(data: bytes) -> None:
-                if threading.get_ident() == reader:
-                    captured.append(b"".join(p + b"\r\n" for p in websocket.payloads(data)))
-                else:
-                    put(data)
-
-            self.send_bytes = capture
-        return captured.append
-
-    def end_capture(self) -> list[bytes]:
-        self.send_bytes = self.outbox.put
-        captured, self._captured = self._captured, []
-        return captured
+    def unframe(self, data: bytes) -> bytes:
+        """For IRC labeled-response: what the hub delivers comes framed already (encoded once
+        for every WebSocket recipient alike), so its frames are read back into lines, to be
+        labeled and framed again with the rest of the response."""
+        return b"".join(payload + b"\r\n" for payload in websocket.payloads(data))
 
     # -- the reader thread -----------------------------------------------------------------
 
