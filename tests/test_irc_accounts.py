@@ -20,6 +20,7 @@ def register_account(server: Server, name: str) -> None:
     client.expect_event("logged_in", ref=1)
     client.send_json(type="quit")
     client.read_until_closed()
+    client.close()
 
 
 def sasl_plain(name: str, password: str) -> str:

@@ -6,12 +6,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import JsonClient
 from test_irc import IrcClient
+from test_irc_accounts import PASSWORD, register_account
 
 from threadchat.app.server import Server
 from threadchat.protocols.irc.wire import Message, parse
 from threadchat.protocols.utctime import parse_millis
 
-PASSWORD = "correct-horse"
 HISTORY_CAPS = ("batch", "server-time", "message-tags", "echo-message")
 
 
@@ -42,17 +42,6 @@ def irc(make_server: Callable[..., Server]) -> Iterator[Callable[..., IrcClient]
     yield open_client
     for client in clients:
         client.close()
-
-
-def register_account(server: Server, name: str) -> None:
-    client = JsonClient(server.listener("line").port)
-    client.send_json(type="hello", name=name)
-    client.expect_event("who")
-    client.send_json(type="register", password=PASSWORD, ref=1)
-    client.expect_event("logged_in", ref=1)
-    client.send_json(type="quit")
-    client.read_until_closed()
-    client.close()
 
 
 def join(client: IrcClient, channel: str) -> None:

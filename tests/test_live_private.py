@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import IrcClient, JsonClient, LineClient
 from store_backends import PostgresBackend, backend_of
+from test_irc_accounts import PASSWORD, register_account
 from test_live_messages import FULL_CAPS
 from test_udp import UdpClient
 
@@ -23,19 +24,7 @@ from threadchat.app.server import Server
 from threadchat.core import live
 from threadchat.protocols.irc.wire import Message, parse
 
-PASSWORD = "correct-horse"
 HISTORY_CAPS = (*FULL_CAPS, "draft/chathistory")
-
-
-def _register(server: Server, name: str) -> None:
-    client = JsonClient(server.listener("line").port)
-    client.send_json(type="hello", name=name)
-    client.expect_event("who")
-    client.send_json(type="register", password=PASSWORD, ref=1)
-    client.expect_event("logged_in", ref=1)
-    client.send_json(type="quit")
-    client.read_until_closed()
-    client.close()
 
 
 def _json(server: Server, name: str, password: str | None = PASSWORD) -> JsonClient:
@@ -78,7 +67,7 @@ def _history_batch(client: IrcClient, target: str) -> list[Message]:
 def people(make_server: Callable[..., Server]) -> Server:
     server = make_server()
     for name in ("alice", "bob", "carol"):
-        _register(server, name)
+        register_account(server, name)
     return server
 
 
@@ -305,7 +294,7 @@ def _private_changes_outlive_a_restart(
 ) -> None:
     first = make_server(**store)
     for name in ("alice", "bob"):
-        _register(first, name)
+        register_account(first, name)
     alice, bob = _json(first, "alice"), _json(first, "bob")
     ids = {}
     for text in ("keep me", "delete me", "edit me"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import selectors
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from conftest import WAIT, JsonClient
 from test_udp import UdpClient
 
+from bench.attack_canary import Drain
 from threadchat.app.server import Server
 
 # TCP members of the busy room: a reader thread each on the server, as in the soak.
@@ -39,38 +39,6 @@ def json_member(port: int, name: str, room: str) -> socket.socket:
     ]
     sock.sendall(b"".join(json.dumps(request).encode() + b"\n" for request in requests))
     return sock
-
-
-class Drain:
-    """Reads and discards what the members receive, so that none is cut off at its sendq."""
-
-    def __init__(self, socks: list[socket.socket]) -> None:
-        self.selector = selectors.DefaultSelector()
-        for sock in socks:
-            sock.setblocking(False)
-            self.selector.register(sock, selectors.EVENT_READ)
-        self.stop = threading.Event()
-        self.received = 0
-        self.thread = threading.Thread(target=self._run, name="drain")
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            for key, _ in self.selector.select(0.1):
-                try:
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    self.selector.unregister(key.fileobj)
-                self.received += len(data)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(WAIT)
-        self.selector.close()
 
 
 def flood(port: int, name: str, stop: threading.Event, sent: list[int]) -> None:
