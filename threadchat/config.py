@@ -46,7 +46,7 @@ class Config:
     )
     sendq: int = setting(1048576, "bytes queued for one client before it is cut off")
     relay_interval: float = setting(
-        0.004,
+        0.008,
         "seconds between two commits of stored messages at least: the messages of that time "
         "share one commit, and one send to each client (0: commit and relay each at once)",
     )
