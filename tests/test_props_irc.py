@@ -207,3 +207,26 @@ def test_a_tag_value_of_a_lone_backslash_is_no_value() -> None:
     message = wire.parse(b"@label=\\;+x=\\ PING a\r\n")
     assert message.tags == {"label": None, "+x": None}
     assert wire.parse(wire.serialize(message)) == message
+
+
+@given(
+    st.text(_WORD, min_size=0, max_size=12),
+    st.sampled_from([*wire.Numeric, "privmsg", "9x9"]),
+    st.text(max_size=12),
+    st.lists(st.text(max_size=20), max_size=5),
+)
+def test_the_reply_shortcut_matches_the_general_path(
+    server_name: str, numeric: str, target: str, params: list[str]
+) -> None:
+    # The welcome burst goes through `reply_line`; it must write what `reply` would, and
+    # refuse (ValueError) whatever `reply` refuses: a CR, LF or NUL in any word, a space or
+    # a leading ':' in a word before the last, an empty word before the last.
+    try:
+        expected: bytes | None = wire.reply(server_name, numeric, target, *params).to_bytes()
+    except ValueError:
+        expected = None
+    try:
+        shortcut: bytes | None = wire.reply_line(server_name, numeric, target, params)
+    except ValueError:
+        shortcut = None
+    assert shortcut == expected

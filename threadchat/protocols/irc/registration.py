@@ -49,7 +49,6 @@ from threadchat.protocols.irc.wire import (
     Registration,
     is_valid_nick,
     isupport,
-    reply,
 )
 
 if TYPE_CHECKING:
@@ -254,12 +253,8 @@ def send_isupport(session: IrcSession) -> None:
         session.server_name, len(session.nick), session.hub.history is not None
     )
     text = NUMERIC_TEXT[Numeric.RPL_ISUPPORT]
-    session.send(
-        *(
-            reply(session.server_name, Numeric.RPL_ISUPPORT, session.nick, *group, text)
-            for group in groups
-        )
-    )
+    for group in groups:
+        session.numeric(Numeric.RPL_ISUPPORT, *group, text)
 
 
 @functools.lru_cache(maxsize=256)

@@ -36,7 +36,7 @@ from threadchat.protocols.irc.wire import (
     Numeric,
     escape_tag_value,
     parse,
-    reply,
+    reply_line,
     reply_with_text,
 )
 
@@ -233,7 +233,11 @@ class IrcSession:
                 log.warning("%s: unsendable reply %r", self.label, message)
 
     def numeric(self, numeric: Numeric | str, *params: str) -> None:
-        self.send(reply(self.server_name, numeric, self.nick, *params))
+        try:
+            self.send_bytes(reply_line(self.server_name, numeric, self.nick, params))
+        except ValueError:
+            # A reply built from a client's own words; never worth the connection.
+            log.warning("%s: unsendable reply %s %r", self.label, numeric, params)
 
     def error(self, numeric: Numeric, *params: str) -> None:
         self.send(reply_with_text(self.server_name, numeric, self.nick, *params))
