@@ -251,7 +251,8 @@ class UdpTransport:
             # Everything the socket held is in: one ack covers it (the endpoint delays acks
             # of in-order data, so a burst from a busy room is not a round trip per datagram).
             with self._lock:
-                actions = self.endpoint.flush_acks(time.monotonic()) if self.endpoint else []
+                endpoint = self.endpoint
+                actions = endpoint.flush_acks(time.monotonic()) if endpoint is not None else []
             self._carry_out(actions)
 
     def _receive_all(self) -> None:
