@@ -9,7 +9,9 @@ leave the lobby, whose churn would otherwise be most of the traffic); send
 `--messages` messages at a chat pace; wait for the server to have handled them (a JSON `ok`,
 an IRC PONG, a `/rooms` answer); leave. A JSON listener in every room records what it hears.
 
-Every few seconds it samples the server's RSS, threads and open descriptors (/proc). At the
+Every few seconds it samples the server's RSS, threads and open descriptors (/proc), and
+how many are in the lobby (a JSON client there asks `who`): over --quiet-room-size the lobby
+announces no joins and leaves, so its size decides how much churn visitors get. At the
 end it checks that every message the server accepted (its fence answered) was heard in its
 room; that threads and open files came back to their baseline (taken after a warm-up round,
 since the first connections of each protocol load code and caches) once every client left;
@@ -18,7 +20,8 @@ third's). Prints
 a table, appends one JSON line to bench/results/soak.jsonl, and with `--plot FILE` draws
 the samples (matplotlib, the bench extra). Exit status 1 if anything was lost, a resource
 did not come back or RSS kept growing, or the server logged a traceback. Visits that failed
-(the server did not answer in time) are counted and shown; their messages are not expected.
+(the server did not answer in time) are counted and shown, grouped by what went wrong;
+their messages are not expected.
 
     python -m bench.soak [--seconds 180] [--clients 200]      # make soak (SOAK_SECONDS=...)
 """
@@ -26,6 +29,7 @@ did not come back or RSS kept growing, or the server logged a traceback. Visits 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -39,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +53,7 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from threadchat.client.udp import UdpTransport
+from threadchat.config import Config
 from threadchat.store.sqlite import READ_POOL_SIZE
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.jsonl"
@@ -334,6 +340,58 @@ class Listener:
         self.client.close()
 
 
+class LobbyWatch:
+    """A JSON client that stays in the lobby and asks how many are in it: whether the lobby
+    is over --quiet-room-size (then its joins and leaves are announced to nobody but IRC
+    clients) is what decides how much churn the visitors waiting there get."""
+
+    def __init__(self, ports: Ports) -> None:
+        self.client = LineSocket(ports.line)
+        self.client.send(json.dumps({"type": "hello", "name": "watch-lobby"}))
+        self.client.until(lambda line: '"type": "welcome"' in line or '"type":"welcome"' in line)
+        self.members: int | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def ask(self) -> int | None:
+        """The count from the last answer, and a new question for the next sample."""
+        with contextlib.suppress(OSError):
+            self.client.send(json.dumps({"type": "who", "room": "lobby"}))
+        return self.members
+
+    def _run(self) -> None:
+        self.client.sock.settimeout(0.5)
+        while not self.stop.is_set():
+            try:
+                chunk = self.client.sock.recv(262144)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.client.buffer += chunk
+            *lines, self.client.buffer = self.client.buffer.split(b"\n")
+            for raw in lines:
+                event = json.loads(raw)
+                if event.get("type") == "who" and event.get("room") == "lobby":
+                    self.members = len(event["members"]) - 1  # not counting the watcher
+                elif event.get("type") == "ping":
+                    pong = {"type": "pong", "token": event["token"]}
+                    self.client.sock.sendall((json.dumps(pong) + "\n").encode())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(TIMEOUT_S)
+        self.client.close()
+
+
+def failure_kind(problem: str) -> str:
+    """A failure without what varies from visit to visit (the events it saw last)."""
+    return problem.split("; saw ", 1)[0]
+
+
 @dataclass
 class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -448,6 +506,7 @@ def run(args: argparse.Namespace) -> int:
         server = start_server(ports, os.path.join(data_dir, "data"), log_path, args.server_arg)
         try:
             listeners = [Listener(ports, room) for room in rooms]
+            lobby = LobbyWatch(ports)
             # Warm-up: one visit per protocol, so code and caches are loaded, then the baseline.
             warm = Tally()
             for k in range(len(PROTOCOLS)):
@@ -468,7 +527,11 @@ def run(args: argparse.Namespace) -> int:
                 ]
                 while not all(future.done() for future in futures):
                     samples.append(
-                        {"t": round(time.monotonic() - started, 1), **sample(server.pid)}
+                        {
+                            "t": round(time.monotonic() - started, 1),
+                            **sample(server.pid),
+                            "lobby": lobby.ask(),
+                        }
                     )
                     time.sleep(SAMPLE_EVERY_S)
                 tally = merge([future.result() for future in futures])
@@ -477,6 +540,7 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(1.0)  # the listeners read the last messages
             for listener in listeners:
                 listener.close()
+            lobby.close()
         finally:
             server.terminate()
             try:
@@ -489,6 +553,12 @@ def run(args: argparse.Namespace) -> int:
     lost = sum(len(texts - heard[room]) for room, texts in tally.accepted.items())
     accepted = sum(len(texts) for texts in tally.accepted.values())
     peak = {key: max(s[key] for s in samples) for key in ("rss_kb", "threads", "fds")}
+    lobby_sizes = sorted(s["lobby"] for s in samples if s.get("lobby") is not None)
+    quiet_size = quiet_room_size(args.server_arg)
+    failure_kinds = {
+        protocol: Counter(map(failure_kind, problems)).most_common(5)
+        for protocol, problems in tally.failures.items()
+    }
     middle = [x["rss_kb"] for x in samples if args.seconds / 3 <= x["t"] < 2 * args.seconds / 3]
     last = [x["rss_kb"] for x in samples if 2 * args.seconds / 3 <= x["t"] <= args.seconds]
     rss_thirds = (max(middle), max(last)) if middle and last else None
@@ -509,6 +579,14 @@ def run(args: argparse.Namespace) -> int:
         "visits": sum(tally.visits.values()),
         "visits_by_protocol": tally.visits,
         "failed_visits": {p: len(f) for p, f in tally.failures.items()},
+        "failure_kinds": failure_kinds,
+        "lobby_members": lobby_sizes
+        and {
+            "min": lobby_sizes[0],
+            "median": lobby_sizes[len(lobby_sizes) // 2],
+            "max": lobby_sizes[-1],
+            "share_quiet": round(sum(n > quiet_size for n in lobby_sizes) / len(lobby_sizes), 2),
+        },
         "accepted_messages": accepted,
         "lost_messages": lost,
         "baseline": baseline,
@@ -527,6 +605,11 @@ def run(args: argparse.Namespace) -> int:
           f"({', '.join(f'{p} {v}' for p, v in tally.visits.items())}); failed: "
           f"{record['failed_visits'] or 'none'}")  # fmt: skip
     print(f"messages accepted: {accepted}, lost: {lost}")
+    if record["lobby_members"]:
+        sizes = record["lobby_members"]
+        print(f"lobby members: min {sizes['min']}, median {sizes['median']}, max {sizes['max']}; "
+              f"over the quiet room size ({quiet_size}) in {sizes['share_quiet']:.0%} "
+              f"of the samples")  # fmt: skip
     print(f"{'':10} {'baseline':>10} {'peak':>10} {'final':>10}")
     for key, unit in (("rss_kb", "RSS KiB"), ("threads", "threads"), ("fds", "open fds")):
         print(f"{unit:10} {baseline[key]:>10} {peak[key]:>10} {final[key]:>10}")
@@ -539,6 +622,8 @@ def run(args: argparse.Namespace) -> int:
           f"{record['tracebacks_in_log']}")  # fmt: skip
     for protocol, problems in tally.failures.items():
         print(f"  {protocol} failures, first: {problems[0]}")
+        for kind, count in failure_kinds[protocol]:
+            print(f"    {count:>6} x {kind[:150]}")
     if not args.no_record:
         RESULTS.parent.mkdir(exist_ok=True)
         with RESULTS.open("a") as results:
@@ -546,6 +631,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot(samples, baseline, Path(args.plot), args)
     return 0 if lost == 0 and flat and not record["tracebacks_in_log"] else 1
+
+
+def quiet_room_size(server_args: Sequence[str]) -> int:
+    """The server's --quiet-room-size (its default when not given)."""
+    for k, arg in enumerate(server_args):
+        if arg.startswith("--quiet-room-size="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--quiet-room-size" and k + 1 < len(server_args):
+            return int(server_args[k + 1])
+    return Config.quiet_room_size
 
 
 def plot(

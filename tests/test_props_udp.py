@@ -55,7 +55,15 @@ envelope_objects = st.fixed_dictionaries(
     {"v": st.sampled_from([1, 1, 1, 2, True, "1"]), "k": st.sampled_from([*udp.KINDS, "x"])},
     optional={
         key: st.one_of(json_values, hostile_text, seqs, st.lists(seqs, max_size=40))
-        for key in ("t", "c", "ck", "r", "s", "a", "sa", "e", "p")
+        for key in ("t", "c", "ck", "r", "s", "a", "sa", "e", "p", "pk")
+    }
+    # Packed events: lists of objects (too many, too few, not all objects) and anything else.
+    | {
+        "es": st.one_of(
+            st.lists(st.dictionaries(st.text(max_size=4), json_values, max_size=3), max_size=40),
+            st.lists(json_values, max_size=4),
+            json_values,
+        )
     },
 )
 
@@ -75,6 +83,12 @@ def test_any_envelope_shaped_datagram_decodes_or_is_malformed(
     for text in (envelope.token, envelope.nonce, envelope.cookie, envelope.reason):
         if text is not None:
             text.encode("utf-8")  # a field the endpoints compare and log is valid Unicode
+    if envelope.kind == "data":
+        # Events to hand over, each an object, as many as one envelope may carry.
+        assert 1 <= len(envelope.events) <= udp.MAX_PACKED_EVENTS
+        assert all(isinstance(event, dict) for event in envelope.events)
+    else:
+        assert envelope.events == ()
 
 
 @given(short_strings, seqs, seqs, event_dicts)
@@ -85,11 +99,38 @@ def test_a_data_datagram_decodes_to_what_was_sent(
     data = udp.encode_data(token, seq, ack, event)
     if len(data) > udp.MAX_DATAGRAM_SIZE:
         return
-    assert udp.decode(data) == Envelope("data", token=token, seq=seq, ack=ack, event=event)
+    assert udp.decode(data) == Envelope("data", token=token, seq=seq, ack=ack, events=(event,))
     encoded = udp.EncodedEvent(
         json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     )
     assert udp.encode_data(token, seq, ack, encoded) == data
+    assert udp.encode_data_events(token, seq, ack, [encoded]) == data
+
+
+@given(
+    short_strings,
+    seqs,
+    seqs,
+    st.lists(event_dicts, min_size=1, max_size=udp.MAX_PACKED_EVENTS),
+    st.booleans(),
+)
+def test_a_packed_data_datagram_decodes_to_what_was_sent(
+    token: str, seq: int, ack: int, events: list[dict[str, Any]], as_bytes: bool
+) -> None:
+    seq = max(seq, 1)
+    if as_bytes:
+        # The server packs events it encoded once for everyone: the same bytes either way.
+        out: list[udp.OutEvent] = [
+            udp.EncodedEvent(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode())
+            for e in events
+        ]
+    else:
+        out = list(events)
+    data = udp.encode_data_events(token, seq, ack, out)
+    assert data == udp.encode_data_events(token, seq, ack, events)
+    if len(data) > udp.MAX_DATAGRAM_SIZE:
+        return
+    assert udp.decode(data) == Envelope("data", token=token, seq=seq, ack=ack, events=tuple(events))
 
 
 @given(short_strings, seqs, st.lists(st.integers(1, udp.MAX_SEQ), max_size=udp.MAX_SACKS))
@@ -114,6 +155,9 @@ def test_handshake_and_bye_datagrams_decode_to_what_was_sent(
     assert udp.decode(udp.encode_accept(nonce, secret)) == Envelope(
         "accept", token=secret, nonce=nonce
     )
+    assert udp.decode(udp.encode_accept(nonce, secret, pack=True)) == Envelope(
+        "accept", token=secret, nonce=nonce, pack=True
+    )
     reason = reason[: udp.MAX_REASON_LENGTH]
     assert udp.decode(udp.encode_bye(secret, reason)) == Envelope(
         "bye", token=secret, reason=reason or None
@@ -123,6 +167,15 @@ def test_handshake_and_bye_datagrams_decode_to_what_was_sent(
     assert len(hello) == udp.MIN_HELLO_SIZE
     assert udp.decode(hello) == Envelope(
         "hello", event={"type": "hello", "name": name, "ref": 7}, nonce=nonce, cookie=secret
+    )
+    offering = udp.encode_hello(name, nonce, 7, secret, pack=True)
+    assert len(offering) == udp.MIN_HELLO_SIZE
+    assert udp.decode(offering) == Envelope(
+        "hello",
+        event={"type": "hello", "name": name, "ref": 7},
+        nonce=nonce,
+        cookie=secret,
+        pack=True,
     )
 
 
@@ -164,7 +217,9 @@ def hostile_datagrams(token: str) -> st.SearchStrategy[bytes]:
     envelopes = st.one_of(
         st.fixed_dictionaries(
             {"v": st.just(1), "k": st.sampled_from(sorted(udp.KINDS))},
-            optional={key: fields for key in ("t", "c", "ck", "r", "s", "a", "sa", "e", "p")},
+            optional={
+                key: fields for key in ("t", "c", "ck", "r", "s", "a", "sa", "e", "es", "p", "pk")
+            },
         ),
         # Well formed but for the strings: what passes the checks that come first.
         st.fixed_dictionaries(
@@ -177,6 +232,17 @@ def hostile_datagrams(token: str) -> st.SearchStrategy[bytes]:
                 "e": st.just({"type": "ping"}),
             },
             optional={"r": secrets},
+        ),
+        # Packed, well formed: what reaches the hand-over of several events.
+        st.fixed_dictionaries(
+            {
+                "v": st.just(1),
+                "k": st.just("data"),
+                "t": st.just(token),
+                "s": st.integers(1, 3),
+                "a": st.integers(0, 3),
+                "es": st.lists(st.just({"type": "ping"}), min_size=1, max_size=40),
+            },
         ),
     )
     return st.one_of(
@@ -236,14 +302,19 @@ def test_a_token_with_a_lone_surrogate_is_malformed_not_a_crash() -> None:
     st.lists(st.integers(0, 10**6).map(lambda n: {"type": "say", "n": n}), min_size=1, max_size=40),
     st.randoms(use_true_random=False),
     st.floats(0.0, 0.6),
+    st.booleans(),
+    st.sampled_from([0.0, udp.ACK_DELAY]),
+    st.integers(1, 8),
 )
 def test_the_channel_delivers_every_event_once_and_in_order_over_any_loss(
-    sent: list[dict[str, Any]], chance: Any, loss: float
+    sent: list[dict[str, Any]], chance: Any, loss: float, pack: bool, ack_delay: float, burst: int
 ) -> None:
     # The link drops, duplicates and reorders datagrams (both ways) for its first 20 s, then
-    # heals: what arrives must be what was sent, each once, in order.
+    # heals: what arrives must be what was sent, each once, in order. Events go out `burst`
+    # at a time, packed or not; the receiver acknowledges at once or delays its acks.
     options = {"give_up_after": 1e9}
-    sender, receiver = ReliableChannel("t", **options), ReliableChannel("t", **options)
+    sender = ReliableChannel("t", pack=pack, send_window=8, **options)
+    receiver = ReliableChannel("t", ack_delay=ack_delay, **options)
     in_flight: list[tuple[float, int, ReliableChannel, bytes]] = []
     order = itertools.count()  # ties in arrival time keep the order of sending
 
@@ -258,8 +329,8 @@ def test_the_channel_delivers_every_event_once_and_in_order_over_any_loss(
 
     delivered: list[dict[str, Any]] = []
     now = 0.0
-    for event in sent:
-        post(receiver, sender.send(event, now), now)
+    for start in range(0, len(sent), burst):
+        post(receiver, sender.send_many(sent[start : start + burst], now), now)
     while len(delivered) < len(sent):
         assert now < 300.0, f"stuck: {len(delivered)} of {len(sent)} delivered"
         in_flight.sort()
@@ -271,6 +342,7 @@ def test_the_channel_delivers_every_event_once_and_in_order_over_any_loss(
                 delivered += got
             post(sender if to is receiver else receiver, replies, now)
         post(receiver, sender.poll(now), now)
+        post(sender, receiver.poll(now), now)  # delayed acks
         now += 0.05
     assert delivered == sent
 
@@ -281,4 +353,4 @@ def test_a_number_too_large_for_a_float_is_malformed() -> None:
     data = json.dumps({"v": 1, "k": "data", "t": "x", "s": 1, "a": 0, "e": {"n": 1}})
     with pytest.raises(MalformedDatagram):
         udp.decode(data.replace('"n": 1', '"n": 1e400').encode())
-    assert udp.decode(data.replace('"n": 1', '"n": 1.5e300').encode()).event == {"n": 1.5e300}
+    assert udp.decode(data.replace('"n": 1', '"n": 1.5e300').encode()).events == ({"n": 1.5e300},)

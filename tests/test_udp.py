@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class UdpClient:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.disconnected: queue.Queue[str | None] = queue.Queue()
         self.transport = UdpTransport(host, port, endpoint_options=options)
+        # Every event taken from the queue so far, in order, matching or not.
+        self.taken: list[dict[str, Any]] = []
         self.transport.start(self.events.put, self.disconnected.put)
         assert self.transport.send({"type": "hello", "name": name})
 
@@ -48,6 +51,7 @@ class UdpClient:
             except queue.Empty:
                 raise AssertionError(f"no {kind} event with {fields}; saw {seen}") from None
             seen.append(event)
+            self.taken.append(event)
             if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                 return event
 
@@ -90,6 +94,11 @@ class RawUdp:
         self.ack = 0
         # Every event taken in, in order, matching or not.
         self.received: list[dict[str, Any]] = []
+        # Events taken in and not yet looked at by `expect_event` (the rest of a packed
+        # envelope whose first events matched).
+        self.unread: deque[dict[str, Any]] = deque()
+        # Data envelopes taken in (in order).
+        self.data_envelopes = 0
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, self.server)
@@ -100,14 +109,17 @@ class RawUdp:
         assert addr == self.server
         return data
 
-    def handshake(self, name: str) -> None:
+    def handshake(self, name: str, pack: bool = False) -> None:
+        """Log in; `pack`: offer packed data envelopes (by default this peer is one that
+        predates them)."""
         nonce = proto.new_nonce()
-        self.send(proto.encode_hello(name, nonce))
+        self.send(proto.encode_hello(name, nonce, pack=pack))
         retry = proto.decode(self.recv())
         assert retry.kind == "retry" and retry.nonce == nonce and retry.cookie
-        self.send(proto.encode_hello(name, nonce, cookie=retry.cookie))
+        self.send(proto.encode_hello(name, nonce, cookie=retry.cookie, pack=pack))
         accept = proto.decode(self.recv())
         assert accept.kind == "accept" and accept.nonce == nonce and accept.token
+        assert accept.pack == pack
         self.token = accept.token
         self.send(proto.encode_ack(self.token, 0))
 
@@ -134,21 +146,32 @@ class RawUdp:
         deadline = time.monotonic() + timeout
         seen: list[dict[str, Any]] = []
         while True:
+            while self.unread:
+                event = self.unread.popleft()
+                seen.append(event)
+                if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                    return event
             env = self._next_envelope(
                 deadline, lambda: f"no {kind} event with {fields}; saw {seen}"
             )
-            if env.kind != "data" or env.seq is None or env.event is None:
+            if env.kind != "data" or env.seq is None:
                 continue
             if env.seq == self.ack + 1:
                 self.ack = env.seq
-                event = env.event
-                seen.append(event)
-                self.received.append(event)
-                self.send(proto.encode_ack(self.token, self.ack))
-                if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
-                    return event
-            else:
-                self.send(proto.encode_ack(self.token, self.ack))
+                self.data_envelopes += 1
+                self.received.extend(env.events)
+                self.unread.extend(env.events)
+            self.send(proto.encode_ack(self.token, self.ack))
+
+    def read_data(self, count: int, timeout: float = WAIT) -> list[proto.Envelope]:
+        """The next `count` data envelopes in order, not acknowledged (copies skipped)."""
+        deadline = time.monotonic() + timeout
+        got: list[proto.Envelope] = []
+        while len(got) < count:
+            env = self._next_envelope(deadline, lambda: f"{len(got)} of {count} data envelopes")
+            if env.kind == "data" and env.seq == self.ack + len(got) + 1:
+                got.append(env)
+        return got
 
     def expect_ack(self, seq: int, timeout: float = WAIT) -> None:
         """Read datagrams until the server acknowledges our data up to `seq`. Data read
@@ -724,3 +747,175 @@ def test_the_udp_socket_has_a_large_receive_buffer(server: Server) -> None:
     granted = server.udp.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     # Linux doubles what is asked (bookkeeping), within twice net.core.rmem_max.
     assert granted >= 2 * min(udp_transport.RECEIVE_BUFFER, allowed)
+
+
+# -- a busy room: packed data envelopes, acks of several ---------------------------------
+
+
+def relay_while_held(listener: udp_transport.UdpListener, sender: JsonClient, count: int) -> None:
+    """`sender` says `count` messages in the lobby while the UDP sender thread cannot hand
+    events to the endpoint (its lock is held), so they wait together in the outbound queue, as
+    a busy room's events do behind a slow sender thread. The ok of the last comes once every
+    message was relayed (queued for the UDP users)."""
+    with listener._lock:
+        for n in range(count):
+            sender.send_json(type="say", room="lobby", text=f"m{n}", ref=n)
+        sender.expect_event("ok", ref=count - 1)
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["offers-packing", "predates-packing"])
+def test_events_queued_together_reach_a_udp_user_in_fewer_datagrams_in_order(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp], pack: bool
+) -> None:
+    assert server.udp is not None
+    sender = connect_json("sender")
+    peer = raw_udp()
+    peer.handshake("busy", pack=pack)
+    peer.expect_event("who", room="lobby")
+    sender.expect_event("join", name="busy")
+    before = peer.data_envelopes
+    count = 40
+    relay_while_held(server.udp, sender, count)
+    texts = [peer.expect_event("message", room="lobby")["text"] for _ in range(count)]
+    assert texts == [f"m{n}" for n in range(count)]  # nothing lost, nothing reordered
+    datagrams = peer.data_envelopes - before
+    if pack:
+        # About seven messages to a datagram; the first may have gone alone.
+        assert datagrams <= count // 4, f"{datagrams} datagrams for {count} events"
+        assert server.udp.endpoint_stats()["packed"] >= 1
+    else:
+        assert datagrams == count  # a client that did not offer packing gets one per datagram
+
+
+def test_one_ack_covers_several_data_datagrams(
+    server: Server, connect_json: ConnectJson, raw_udp: Callable[[], RawUdp]
+) -> None:
+    """The peer reads ten data envelopes without acknowledging any, then acknowledges them
+    all at once: the server takes that one ack for all ten and sends none of them again."""
+    listener = server.udp
+    assert listener is not None
+    sender = connect_json("sender")
+    peer = raw_udp()
+    peer.handshake("lazy")
+    peer.expect_event("who", room="lobby")
+    sender.expect_event("join", name="lazy")
+    for n in range(10):
+        sender.send_json(type="say", room="lobby", text=f"m{n}", ref=n)
+    envelopes = peer.read_data(10)
+    assert [e["text"] for env in envelopes for e in env.events] == [f"m{n}" for n in range(10)]
+    last = envelopes[-1].seq
+    assert last is not None
+    peer.ack = last
+    peer.send(proto.encode_ack(peer.token, last))
+    # The server answers a keepalive at once, after the ack before it (one socket, in order).
+    peer.send(proto.encode_keepalive(peer.token, last))
+    deadline = time.monotonic() + WAIT
+    while True:
+        env = peer._next_envelope(deadline, lambda: "no answer to the keepalive")
+        if env.kind == "ack":
+            break
+    with listener._lock:
+        assert listener.endpoint.unacked() == 0
+    # Nothing is sent again: any data now would be a resend of what was acknowledged.
+    peer.sock.settimeout(3 * proto.INITIAL_RTO)
+    with pytest.raises(TimeoutError):
+        while True:
+            data, _ = peer.sock.recvfrom(proto.RECV_BUFFER_SIZE)
+            assert proto.decode(data).kind != "data", "a resend after the cumulative ack"
+
+
+def test_the_client_takes_packed_events_and_acknowledges_a_burst_with_few_acks() -> None:
+    """A hand-driven server sends the client 12 data envelopes at once, some packed: the
+    client hands every event over in order and acknowledges all 12 datagrams with at most
+    one ack per ACK_EVERY of them (and the last ack covers the burst)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.settimeout(WAIT)
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        transport = UdpTransport("127.0.0.1", fake.getsockname()[1])
+        transport.start(events.put, lambda problem: None)
+        try:
+            assert transport.send({"type": "hello", "name": "alice"})
+            hello, client = fake.recvfrom(proto.RECV_BUFFER_SIZE)
+            offer = proto.decode(hello)
+            assert offer.kind == "hello" and offer.pack
+            # An accept at once (a server without retries) that agrees to packing.
+            fake.sendto(proto.encode_accept(offer.nonce or "", "tok", pack=True), client)
+            proof = proto.decode(fake.recvfrom(proto.RECV_BUFFER_SIZE)[0])
+            assert proof.token == "tok"
+            fake.sendto(proto.encode_ack("tok", 0), client)  # the address is proven
+            sent: list[dict[str, Any]] = []
+            burst: list[bytes] = []
+            for seq in range(1, 13):
+                group = [{"type": "notice", "text": f"{seq}.{k}"} for k in range(seq % 3 + 1)]
+                sent += group
+                burst.append(proto.encode_data_events("tok", seq, 0, group))
+            # The client's receive thread waits while the burst lands in its socket, as a
+            # busy client process's does, then reads it all in one go.
+            with transport._lock:
+                for datagram in burst:
+                    fake.sendto(datagram, client)
+            got = [events.get(timeout=WAIT) for _ in sent]
+            assert got == sent
+            acks: list[int] = []
+            while not acks or acks[-1] < 12:
+                env = proto.decode(fake.recvfrom(proto.RECV_BUFFER_SIZE)[0])
+                if env.kind == "ack" and env.ack is not None and env.ack > 0:
+                    acks.append(env.ack)
+            assert len(acks) <= 12 // proto.ACK_EVERY + 1, acks
+            assert acks == sorted(acks)
+        finally:
+            transport.close()
+
+
+def test_the_reference_client_gets_a_busy_room_packed_and_in_order(
+    server: Server, connect_json: ConnectJson, udp_clients: Callable[..., UdpClient]
+) -> None:
+    assert server.udp is not None
+    sender = connect_json("sender")
+    client = udp_clients(server, "reader")
+    client.expect_event("who", room="lobby")
+    sender.expect_event("join", name="reader")
+    count = 60
+    relay_while_held(server.udp, sender, count)
+    texts = [client.expect_event("message", room="lobby")["text"] for _ in range(count)]
+    assert texts == [f"m{n}" for n in range(count)]
+    assert server.udp.endpoint_stats()["packed"] >= 1
+    assert client.transport.stats.get("duplicates", 0) == 0
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet-lobby", "small-lobby"])
+def test_a_udp_user_in_a_quiet_lobby_is_not_told_of_arrivals_and_departures(
+    make_server: Callable[..., Server], udp_clients: Callable[..., UdpClient], quiet: bool
+) -> None:
+    """Rooms over --quiet-room-size announce no joins, leaves and quits (but to clients that
+    keep member lists: IRC's): a UDP user in a busy lobby gets none of its churn."""
+    server = make_server(quiet_room_size=2 if quiet else 200)
+    port = server.listener("line").port
+    regulars = [JsonClient(port) for _ in range(3)]
+    try:
+        for n, regular in enumerate(regulars):
+            regular.send_json(type="hello", name=f"regular{n}")
+            regular.expect_event("welcome")
+        reader = udp_clients(server, "reader")
+        reader.expect_event("welcome", name="reader")
+        passer = JsonClient(port)
+        passer.send_json(type="hello", name="passer")
+        passer.expect_event("welcome")
+        passer.send_json(type="leave", room="lobby")
+        passer.send_json(type="join", room="lobby")
+        passer.send_json(type="quit", reason="bye")
+        passer.read_until_closed()
+        passer.close()
+        # Handled after the passer's quit: whatever the passer's coming and going sent the
+        # reader came before this answer.
+        reader.send(type="who", room="lobby", ref="fence")
+        reader.expect_event("ok", ref="fence")
+        about_passer = [e for e in reader.taken if e.get("name") == "passer"]
+    finally:
+        for regular in regulars:
+            regular.close()
+    if quiet:
+        assert about_passer == []
+    else:
+        assert [e["type"] for e in about_passer] == ["join", "leave", "join", "quit"]

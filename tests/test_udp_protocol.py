@@ -94,7 +94,7 @@ def test_data_roundtrip_is_compact_json() -> None:
     assert b" " not in data.replace("héllo".encode(), b"")
     assert json.loads(data) == {"v": 1, "k": "data", "t": "tok", "s": 3, "a": 2, "e": event}
     env = udp.decode(data)
-    assert (env.kind, env.token, env.seq, env.ack, env.event) == ("data", "tok", 3, 2, event)
+    assert (env.kind, env.token, env.seq, env.ack, env.events) == ("data", "tok", 3, 2, (event,))
 
 
 def test_ack_roundtrip_with_selective_acks() -> None:
@@ -610,6 +610,173 @@ def test_selective_ack_stops_retransmission_of_that_seq() -> None:
     assert resent == [1, 3]
 
 
+# --- packing and delayed acks ----------------------------------------------------------------
+
+
+def test_client_and_server_agree_to_packing_and_either_can_decline() -> None:
+    server = ServerEndpoint(rate_limiter=unlimited(), hello_limiter=unlimited())
+    client, _ = handshake(server)
+    assert client.channel is not None and client.channel.pack
+    assert server._sessions[CLIENT].channel.pack
+    # A client that predates packing offers nothing, and gets one event per datagram.
+    old_client = ClientEndpoint("bob", SERVER, pack=False)
+    (hello,) = sends(old_client.connect(0.0))
+    assert "pk" not in json.loads(hello.data) and not udp.decode(hello.data).pack
+    (retry,) = sends(server.receive(hello.data, OTHER, 0.0))
+    (with_cookie,) = sends(old_client.receive(retry.data, SERVER, 0.0))
+    (accept,) = sends(server.receive(with_cookie.data, OTHER, 0.0))
+    assert not udp.decode(accept.data).pack
+    # A server that predates packing never says "pk": the client then sends one per datagram.
+    old_server = ServerEndpoint(rate_limiter=unlimited(), hello_limiter=unlimited(), pack=False)
+    client, _ = handshake(old_server, addr=OTHER)
+    assert client.channel is not None and not client.channel.pack
+    assert not old_server._sessions[OTHER].channel.pack
+
+
+def joined(n: int) -> dict[str, Any]:
+    """A lobby arrival as the hub sends it (about 150 bytes)."""
+    return {
+        "type": "joined",
+        "room": "lobby",
+        "nick": f"soak-{n:05d}",
+        "account": None,
+        "realname": f"soak visitor {n}",
+        "away": None,
+        "id": 1000 + n,
+        "ts": "2026-12-07T15:00:00.000Z",
+    }
+
+
+def test_events_queued_together_go_out_packed_in_order_and_within_the_size_limit() -> None:
+    sender = ReliableChannel("tok", pack=True)
+    events = [joined(n) for n in range(100)]
+    datagrams = sender.send_many(events, 0.0)
+    assert all(len(d) <= udp.MAX_DATAGRAM_SIZE for d in datagrams)
+    decoded = [udp.decode(d) for d in datagrams]
+    assert [env.seq for env in decoded] == list(range(1, len(datagrams) + 1))
+    assert [e for env in decoded for e in env.events] == events
+    # About seven arrivals fill a datagram: far fewer datagrams than events.
+    assert len(datagrams) <= len(events) // 5
+    assert sender.unacked == 100
+    # Unpacked (the peer did not agree), one per datagram, as before.
+    assert len(ReliableChannel("tok").send_many(events[:10], 0.0)) == 10
+
+
+def test_packing_respects_the_event_bound_and_events_near_the_size_limit() -> None:
+    sender = ReliableChannel("tok", pack=True)
+    tiny = [{"n": n} for n in range(100)]
+    counts = [len(udp.decode(d).events) for d in sender.send_many(tiny, 0.0)]
+    assert counts[:3] == [udp.MAX_PACKED_EVENTS] * 3 and sum(counts) == 100
+    big = {"type": "notice", "text": "x" * 950}
+    assert udp.event_fits(big)
+    datagrams = ReliableChannel("tok", pack=True).send_many([big, big, {"n": 1}], 0.0)
+    assert [len(udp.decode(d).events) for d in datagrams] == [1, 2]
+    assert all(len(d) <= udp.MAX_DATAGRAM_SIZE for d in datagrams)
+
+
+def test_events_waiting_behind_a_full_window_go_out_packed_when_it_opens() -> None:
+    sender = ReliableChannel("tok", pack=True, send_window=2)
+    first = [d for n in range(20) for d in sender.send(joined(n), 0.0)]
+    assert len(first) == 2  # one event each: the window had room for them
+    _, more = sender.receive(udp.decode(udp.encode_ack("tok", 2)), 0.1)
+    packed = [udp.decode(d) for d in more]
+    assert [env.seq for env in packed] == [3, 4]
+    assert [e["nick"] for env in packed for e in env.events][:2] == ["soak-00002", "soak-00003"]
+    assert sum(len(env.events) for env in packed) > 2
+    # A retransmission carries the same events again.
+    again = [udp.decode(d) for d in sender.poll(1.0)]
+    assert [env.events for env in again] == [env.events for env in packed]
+
+
+def test_a_packed_envelope_is_handed_over_event_by_event_and_acked_once_all_are() -> None:
+    receiver = ReliableChannel("tok", pace=TokenBucket(1.0, 2, 0.0))
+    datagram = udp.encode_data_events("tok", 1, 0, [{"n": n} for n in range(4)])
+    delivered, out = receiver.receive(udp.decode(datagram), 0.0)
+    assert [e["n"] for e in delivered] == [0, 1]
+    assert udp.decode(out[-1]).ack == 0 and receiver.holding  # partly handed over: not acked
+    # A copy of it (the peer resends what we did not ack) delivers nothing twice.
+    delivered, out = receiver.receive(udp.decode(datagram), 0.5)
+    assert delivered == [] and receiver.stats["duplicates"] == 1
+    delivered, out = receiver.release(1.0)
+    assert [e["n"] for e in delivered] == [2] and udp.decode(out[0]).ack == 0
+    delivered, out = receiver.release(2.0)
+    assert [e["n"] for e in delivered] == [3] and udp.decode(out[0]).ack == 1
+    assert not receiver.holding
+
+
+def test_a_bye_hands_over_the_rest_of_a_partly_held_packed_envelope() -> None:
+    server = ServerEndpoint(rate_limiter=unlimited(), pace_rate=1.0, pace_burst=1)
+    client, _ = handshake(server)
+    assert client.channel is not None
+    datagram = udp.encode_data_events(client.token or "", 1, 0, [{"n": n} for n in range(3)])
+    actions = server.receive(datagram, CLIENT, 0.0)
+    assert [a.event for a in actions if isinstance(a, Deliver)] == [{"n": 0}]
+    (bye,) = sends(client.close("quit"))
+    actions = server.receive(bye.data, CLIENT, 0.1)
+    assert actions == [Deliver(CLIENT, {"n": 1}), Deliver(CLIENT, {"n": 2}), Drop(CLIENT, "quit")]
+
+
+def test_delayed_acks_cover_several_datagrams_and_never_delay_a_gap() -> None:
+    receiver = ReliableChannel("tok", ack_delay=0.025, ack_every=4)
+
+    def arrive(seq: int, now: float) -> list[udp.Envelope]:
+        _, out = receiver.receive(data(seq), now)
+        return [udp.decode(d) for d in out]
+
+    assert arrive(1, 0.0) == [] and receiver.next_deadline() == pytest.approx(0.025)
+    assert arrive(2, 0.01) == [] and arrive(3, 0.01) == []
+    assert receiver.next_deadline() == pytest.approx(0.025)  # from the first
+    (ack,) = arrive(4, 0.02)  # the fourth: at once, one ack for four datagrams
+    assert ack.ack == 4 and receiver.next_deadline() is None
+    assert arrive(5, 0.03) == []
+    assert receiver.poll(0.05) == []  # not due yet
+    (due,) = [udp.decode(d) for d in receiver.poll(0.06)]
+    assert due.ack == 5 and receiver.next_deadline() is None
+    assert arrive(6, 0.06) == []
+    assert [udp.decode(d).ack for d in receiver.flush_acks()] == [6]
+    assert receiver.flush_acks() == []
+    # Out of order and duplicates are acknowledged at once: the sender learns of a gap now.
+    (gap,) = arrive(8, 0.07)
+    assert (gap.ack, gap.sacks) == (6, (8,))
+    (duplicate,) = arrive(8, 0.08)
+    assert (duplicate.ack, duplicate.sacks) == (6, (8,))
+    (filled,) = arrive(7, 0.09)
+    assert filled.ack == 8
+    # Data sent the other way carries the ack: no separate one afterwards.
+    assert arrive(9, 0.1) == []
+    (sent,) = receiver.send({"type": "say"}, 0.11)
+    assert udp.decode(sent).ack == 9
+    assert receiver.flush_acks() == []
+    assert [udp.decode(d).kind for d in receiver.poll(1.0)] == ["data"]  # a resend, no ack
+
+
+def test_the_client_delays_its_acks_and_the_server_does_not() -> None:
+    server = ServerEndpoint(rate_limiter=unlimited(), hello_limiter=unlimited())
+    client, _ = handshake(server)
+    datagrams = [s.data for n in range(3) for s in sends(server.send_event(CLIENT, joined(n), 1.0))]
+    assert len(datagrams) == 3  # the window had room: each went at once
+    acks = [s for d in datagrams for s in sends(client.receive(d, SERVER, 1.0))]
+    assert acks == []
+    (flushed,) = sends(client.flush_acks(1.0))
+    assert udp.decode(flushed.data).ack == 3
+    assert server.receive(flushed.data, CLIENT, 1.0) == []
+    assert server._sessions[CLIENT].channel.unacked == 0
+    # The server acknowledges the client's data at once ("taken in").
+    (request,) = sends(client.send({"type": "say", "text": "hi"}, 1.0))
+    assert any(env.kind == "ack" for env in envelopes(server.receive(request.data, CLIENT, 1.0)))
+
+
+def test_the_server_packs_what_it_is_given_together() -> None:
+    server = ServerEndpoint(rate_limiter=unlimited(), hello_limiter=unlimited())
+    client, _ = handshake(server)
+    actions = server.send_events(CLIENT, [joined(n) for n in range(20)], 1.0)
+    got: list[dict[str, Any]] = []
+    for send in sends(actions):
+        got += [a.event for a in client.receive(send.data, SERVER, 1.0) if isinstance(a, Deliver)]
+    assert got == [joined(n) for n in range(20)]
+    assert len(sends(actions)) <= 4
+
+
 # --- pacing: a flood is held unacknowledged, never refused -----------------------------------
 
 
@@ -852,8 +1019,14 @@ class LossyLink:
     """Seeded in-memory network: drops, duplicates and reorders (random delay) datagrams."""
 
     def __init__(
-        self, seed: int, drop: float = 0.2, duplicate: float = 0.1, max_delay: float = 0.08
+        self,
+        seed: int,
+        drop: float = 0.2,
+        duplicate: float = 0.1,
+        max_delay: float = 0.08,
+        pack: bool = True,
     ) -> None:
+        self.pack = pack
         self.rng = random.Random(seed)
         self.drop = drop
         self.duplicate = duplicate
@@ -880,7 +1053,7 @@ class LossyLink:
             heapq.heappush(self._heap, (self.now + delay, self._n, src, dst, data))
 
     def add_client(self, addr: Any, name: str) -> ClientEndpoint:
-        client = ClientEndpoint(name, SERVER)
+        client = ClientEndpoint(name, SERVER, pack=self.pack)
         self.clients[addr] = client
         self.on_client(addr, client.connect(self.now))
         return client
@@ -939,8 +1112,9 @@ class LossyLink:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 42])
-def test_lossy_link_delivers_exactly_once_in_order_both_ways(seed: int) -> None:
-    link = LossyLink(seed)
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "one-per-datagram"])
+def test_lossy_link_delivers_exactly_once_in_order_both_ways(seed: int, pack: bool) -> None:
+    link = LossyLink(seed, pack=pack)
     addrs = [("10.0.0.1", 5000 + i) for i in range(3)]
     for i, addr in enumerate(addrs):
         link.add_client(addr, f"user{i}")
@@ -950,7 +1124,15 @@ def test_lossy_link_delivers_exactly_once_in_order_both_ways(seed: int) -> None:
     for n in range(count):
         for addr in addrs:
             link.client_send(addr, {"type": "say", "room": "lobby", "text": f"{addr[1]}:{n}"})
-            link.server_send(addr, {"type": "notice", "text": f"to {addr[1]}:{n}"})
+            if n % 3 == 0:
+                # The server hands over three events together at times, as its sender does.
+                link.on_server(
+                    link.server.send_events(
+                        addr,
+                        [{"type": "notice", "text": f"to {addr[1]}:{n + k}"} for k in range(3)],
+                        link.now,
+                    )
+                )
         if n % 10 == 0:
             link.step()
 
@@ -1040,7 +1222,7 @@ def test_encoded_event_envelope_is_identical_to_the_dict_one() -> None:
     encoded = udp.EncodedEvent(compact.encode())
     assert udp.encode_data("tok", 5, 2, encoded) == udp.encode_data("tok", 5, 2, event)
     assert udp.data_datagram_size(encoded) == udp.data_datagram_size(event)
-    assert udp.decode(udp.encode_data("tok", 5, 2, encoded)).event == event
+    assert udp.decode(udp.encode_data("tok", 5, 2, encoded)).events == (event,)
 
 
 def test_hello_ref_travels_in_the_handshake() -> None:

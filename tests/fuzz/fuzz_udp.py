@@ -2,7 +2,8 @@
 
 Each input is a datagram sent to a server that holds a registered session and a handshake
 in progress, from the session's address, the handshake's or a stranger's, and then to a
-connected client. Checks: `decode` raises MalformedDatagram or nothing; no datagram makes an
+connected client; both agreed to packed data envelopes ("es"), which either end takes from
+anyone anyway. Checks: `decode` raises MalformedDatagram or nothing; no datagram makes an
 endpoint raise; every envelope that decodes is written back by the encoders to one that
 decodes the same. Run: python tests/fuzz/run.py udp
 """
@@ -67,7 +68,9 @@ def reencoded(envelope: udp.Envelope) -> bytes | None:
     """The envelope as the encoders write it (None for a hello: it is padded)."""
     match envelope.kind:
         case "data":
-            return udp.encode_data(envelope.token, envelope.seq, envelope.ack, envelope.event)
+            return udp.encode_data_events(
+                envelope.token, envelope.seq, envelope.ack, envelope.events
+            )
         case "ack":
             return udp.encode_ack(envelope.token, envelope.ack, envelope.sacks)
         case "keepalive":
@@ -77,7 +80,7 @@ def reencoded(envelope: udp.Envelope) -> bytes | None:
         case "retry":
             return udp.encode_retry(envelope.nonce, envelope.cookie)
         case "accept":
-            return udp.encode_accept(envelope.nonce, envelope.token)
+            return udp.encode_accept(envelope.nonce, envelope.token, envelope.pack)
     return None
 
 

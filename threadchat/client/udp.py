@@ -245,6 +245,17 @@ class UdpTransport:
                 self._carry_out(actions)
 
     def _drain(self) -> None:
+        try:
+            self._receive_all()
+        finally:
+            # Everything the socket held is in: one ack covers it (the endpoint delays acks
+            # of in-order data, so a burst from a busy room is not a round trip per datagram).
+            with self._lock:
+                endpoint = self.endpoint
+                actions = endpoint.flush_acks(time.monotonic()) if endpoint is not None else []
+            self._carry_out(actions)
+
+    def _receive_all(self) -> None:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)

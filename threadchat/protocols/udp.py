@@ -13,10 +13,11 @@ Envelope (one per datagram, compact UTF-8 JSON object, at most ``MAX_DATAGRAM_SI
     {"v": 1, "k": KIND, ...}
 
     hello      client -> server  {"v","k","c": nonce, "e": {"type":"hello","name":...},
-                                  "ck": cookie?, "p": pad}
+                                  "ck": cookie?, "pk": 1?, "p": pad}
     retry      server -> client  {"v","k","c": nonce echoed, "ck": address cookie}
-    accept     server -> client  {"v","k","c": nonce echoed, "t": session token}
+    accept     server -> client  {"v","k","c": nonce echoed, "t": session token, "pk": 1?}
     data       both directions   {"v","k","t","s": seq, "a": cumulative ack, "e": event}
+                                 or {..., "es": [event, event, ...]} (packed, see below)
     ack        both directions   {"v","k","t","a": cumulative ack, "sa": [selective acks]?}
     keepalive  client -> server  {"v","k","t","a"}         (the server answers with an ack)
     bye        both directions   {"v","k","t","r": reason?}
@@ -24,6 +25,20 @@ Envelope (one per datagram, compact UTF-8 JSON object, at most ``MAX_DATAGRAM_SI
 ``e`` is exactly one event of the native JSON-lines schema.  ``s`` counts from 1 per direction;
 ``a`` is the highest seq delivered in order (0 = none); ``sa`` lists seqs above ``a`` that are
 buffered.  Unknown keys are ignored so later versions can add fields.
+
+Packing: a hello with ``"pk": 1`` says that its client takes data envelopes carrying several
+events (``"es"``, 1 to ``MAX_PACKED_EVENTS`` events, delivered in order; the envelope's seq
+numbers the datagram, not its events), and an accept with ``"pk": 1`` says the server does
+too.  Only then do the two send packed envelopes: events queued together (a busy room's
+burst, or what waits behind a full send window) go out in as few datagrams as fit.  Either
+end *receives* packed envelopes in any case.  A peer that predates packing sends no ``pk``
+(or ignores it) and gets one event per datagram, as before.
+
+Delayed acks (the client's side): an in-order data envelope is acknowledged once
+``ACK_EVERY`` of them are unacknowledged, or ``ACK_DELAY`` after the first, or when the
+transport has read what its socket held (``flush_acks``); anything out of order or duplicated
+is acknowledged at once.  One ack then covers several data envelopes.  This needs no
+agreement: ``ACK_DELAY`` is far below the sender's retransmission timeout.
 
 Handshake and address validation (no amplification, no spoofed registrations):
 
@@ -64,7 +79,7 @@ import json
 import math
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +153,16 @@ MAX_SESSIONS = 4096
 
 # Datagrams in flight per direction; kept below RECV_WINDOW so in-window data is never dropped.
 SEND_WINDOW = 64
+# Events in one packed data envelope ("es"): a busy room's events (joins, leaves, messages of
+# 80 to 300 bytes) fill a datagram at 4 to 12; the bound caps what one datagram of tiny events
+# makes a receiver hold (it buffers up to RECV_WINDOW datagrams).
+MAX_PACKED_EVENTS = 32
+# Delayed acks (a client's): at most this long after an in-order data envelope, far below
+# INITIAL_RTO so the sender never retransmits for the delay (QUIC's max_ack_delay is 25 ms).
+ACK_DELAY = 0.025
+# ... or at once when this many in-order data envelopes are unacknowledged: a window of 64
+# then still sees an ack every few datagrams.
+ACK_EVERY = 4
 # Out-of-order datagrams the receiver buffers; seqs beyond are dropped (and counted).
 RECV_WINDOW = 128
 # Events queued behind a full send window; beyond this the peer cannot keep up and is dropped.
@@ -218,10 +243,15 @@ class Envelope:
     seq: int | None = None
     ack: int | None = None
     sacks: tuple[int, ...] = ()
+    # A hello's event.
     event: Event | None = None
     nonce: str | None = None
     reason: str | None = None
     cookie: str | None = None
+    # A data envelope's events, in order (one for "e", one or more for packed "es").
+    events: tuple[Event, ...] = ()
+    # A hello offering, or an accept granting, packed data envelopes ("pk": 1).
+    pack: bool = False
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -251,6 +281,30 @@ def _short_str(obj: dict[str, Any], key: str, limit: int, required: bool) -> str
         except UnicodeEncodeError:
             raise MalformedDatagram(f"bad {key!r}") from None
     return value
+
+
+def _pack_flag(obj: dict[str, Any]) -> bool:
+    # Only the value 1 means packing as specified here; anything else is a version or a
+    # mistake this end does not know, so it is ignored like an unknown key.
+    value = obj.get("pk")
+    return _is_int(value) and value == 1
+
+
+def _data_events(obj: dict[str, Any]) -> tuple[Event, ...]:
+    packed = obj.get("es")
+    if packed is None:
+        event = obj.get("e")
+        if not isinstance(event, dict):
+            raise MalformedDatagram("bad event")
+        return (event,)
+    if (
+        "e" in obj
+        or not isinstance(packed, list)
+        or not 1 <= len(packed) <= MAX_PACKED_EVENTS
+        or not all(isinstance(event, dict) for event in packed)
+    ):
+        raise MalformedDatagram("bad 'es'")
+    return tuple(packed)
 
 
 def _seq_field(obj: dict[str, Any], key: str, low: int) -> int:
@@ -292,6 +346,7 @@ def decode(data: bytes) -> Envelope:
             event=event,
             nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True),
             cookie=_short_str(obj, "ck", MAX_COOKIE_LENGTH, False),
+            pack=_pack_flag(obj),
         )
     if kind == "retry":
         return Envelope(
@@ -300,7 +355,12 @@ def decode(data: bytes) -> Envelope:
             cookie=_short_str(obj, "ck", MAX_COOKIE_LENGTH, True),
         )
     if kind == "accept":
-        return Envelope(kind, token=token, nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True))
+        return Envelope(
+            kind,
+            token=token,
+            nonce=_short_str(obj, "c", MAX_NONCE_LENGTH, True),
+            pack=_pack_flag(obj),
+        )
     if kind == "bye":
         return Envelope(kind, token=token, reason=_short_str(obj, "r", MAX_REASON_LENGTH, False))
     ack = _seq_field(obj, "a", 0)
@@ -315,22 +375,30 @@ def decode(data: bytes) -> Envelope:
         raise MalformedDatagram("bad 'sa'")
     if kind == "ack":
         return Envelope(kind, token=token, ack=ack, sacks=tuple(raw_sacks))
-    event = obj.get("e")
-    if not isinstance(event, dict):
-        raise MalformedDatagram("bad event")
+    events = _data_events(obj)
     return Envelope(
-        kind, token=token, seq=_seq_field(obj, "s", 1), ack=ack, sacks=tuple(raw_sacks), event=event
+        kind,
+        token=token,
+        seq=_seq_field(obj, "s", 1),
+        ack=ack,
+        sacks=tuple(raw_sacks),
+        events=events,
     )
 
 
 def encode_hello(
-    name: str, nonce: str, ref: str | int | None = None, cookie: str | None = None
+    name: str,
+    nonce: str,
+    ref: str | int | None = None,
+    cookie: str | None = None,
+    pack: bool = False,
 ) -> bytes:
     """The client's hello, padded to exactly ``MIN_HELLO_SIZE`` bytes.
 
     ``ref`` (optional) rides in the hello event, so the server's ``ok`` for it tells the
     client that registration finished, as in TCP JSON mode.  ``cookie`` is the one from the
-    server's retry (None on the first hello).
+    server's retry (None on the first hello).  ``pack``: the client takes packed data
+    envelopes (``"pk": 1``).
     Raises :class:`DatagramTooLarge` if the name does not leave room for the envelope.
     """
     base: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "hello", "c": nonce}
@@ -340,6 +408,8 @@ def encode_hello(
     base["e"] = hello
     if cookie is not None:
         base["ck"] = cookie
+    if pack:
+        base["pk"] = 1
     base["p"] = ""
     room = MIN_HELLO_SIZE - len(_dumps(base))
     if room < 0:
@@ -352,8 +422,11 @@ def encode_retry(nonce: str, cookie: str) -> bytes:
     return _dumps({"v": PROTOCOL_VERSION, "k": "retry", "c": nonce, "ck": cookie})
 
 
-def encode_accept(nonce: str, token: str) -> bytes:
-    return _dumps({"v": PROTOCOL_VERSION, "k": "accept", "c": nonce, "t": token})
+def encode_accept(nonce: str, token: str, pack: bool = False) -> bytes:
+    obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "k": "accept", "c": nonce, "t": token}
+    if pack:
+        obj["pk"] = 1
+    return _dumps(obj)
 
 
 def encode_data(token: str, seq: int, ack: int, event: OutEvent) -> bytes:
@@ -362,6 +435,23 @@ def encode_data(token: str, seq: int, ack: int, event: OutEvent) -> bytes:
         head = _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack})
         return head[:-1] + b',"e":' + event.json + b"}"
     return _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack, "e": event})
+
+
+def _event_json(event: OutEvent) -> bytes:
+    return event.json if isinstance(event, EncodedEvent) else _dumps(event)
+
+
+def encode_data_events(token: str, seq: int, ack: int, events: Sequence[OutEvent]) -> bytes:
+    """A data envelope carrying ``events`` in order: ``"e"`` for one, packed ``"es"`` for more.
+
+    Only for a peer that agreed to packing (``"pk"``) when there are several.
+    """
+    if len(events) == 1:
+        return encode_data(token, seq, ack, events[0])
+    if not 1 < len(events) <= MAX_PACKED_EVENTS:
+        raise ValueError(f"{len(events)} events in one envelope")
+    head = _dumps({"v": PROTOCOL_VERSION, "k": "data", "t": token, "s": seq, "a": ack})
+    return head[:-1] + b',"es":[' + b",".join(map(_event_json, events)) + b"]}"
 
 
 def encode_ack(token: str, ack: int, sacks: tuple[int, ...] | list[int] = ()) -> bytes:
@@ -394,6 +484,15 @@ def data_datagram_size(event: OutEvent) -> int:
 _ENCODED_DATA_OVERHEAD = len(
     encode_data("x" * MAX_TOKEN_LENGTH, MAX_SEQ, MAX_SEQ, EncodedEvent(b""))
 )
+
+
+# A packed envelope of n events is this plus their lengths plus n - 1 commas, at worst (the
+# longest token, seq and ack: a retransmission carries a later ack than the first copy).
+_PACKED_DATA_OVERHEAD = len(
+    encode_data_events(
+        "x" * MAX_TOKEN_LENGTH, MAX_SEQ, MAX_SEQ, [EncodedEvent(b""), EncodedEvent(b"")]
+    )
+) - len(b",")
 
 
 def event_fits(event: OutEvent) -> bool:
@@ -541,7 +640,8 @@ class AddressCookies:
 
 @dataclass(slots=True)
 class _Outstanding:
-    event: OutEvent
+    # The events of one data envelope, sent again as they were on retransmission.
+    events: tuple[EncodedEvent, ...]
     rto: float
     due: float
 
@@ -566,6 +666,17 @@ class ReliableChannel:
     another thread, and an acknowledgement means "taken in", so what waits beyond the bound
     is held, unacknowledged, exactly like what waits for the pace.  A slow consumer thus
     slows the peer down instead of growing a queue or dropping what was acknowledged.
+
+    Seq numbers count data envelopes.  With ``pack`` (the peer agreed, see the module
+    docstring) the events queued when the window has room go out packed, as many to a
+    datagram as fit (``send_many`` queues several before filling the window).  A received
+    packed envelope is handed over event by event (pace and consumer's bound count events)
+    and acknowledged once all of its events are.
+
+    With ``ack_delay`` > 0 acks of in-order data are delayed (the module docstring): the
+    caller then calls ``poll`` by ``next_deadline`` as for retransmissions, and may call
+    ``flush_acks`` once it has read every datagram waiting.  0: every data envelope is
+    acknowledged at once.
     """
 
     def __init__(
@@ -581,8 +692,18 @@ class ReliableChannel:
         give_up_after: float = GIVE_UP_AFTER,
         pace: TokenBucket | None = None,
         max_in_hand: int | None = None,
+        pack: bool = False,
+        ack_delay: float = 0.0,
+        ack_every: int = ACK_EVERY,
     ) -> None:
         self.token = token
+        self.pack = pack
+        self.ack_delay = ack_delay
+        self.ack_every = ack_every
+        # In-order data envelopes received and not yet acknowledged, and when the oldest's
+        # ack is due (None: nothing waits; only with ack_delay).
+        self._ack_pending = 0
+        self._ack_due: float | None = None
         self.pace = pace if pace is not None and pace.enabled else None
         self.max_in_hand = max_in_hand
         # Events handed over and not yet reported done (`handed_back`); counted only with a
@@ -598,10 +719,12 @@ class ReliableChannel:
         self.failed = False
         self._next_seq = 1
         self._unacked: dict[int, _Outstanding] = {}  # insertion order == seq order
-        self._queue: deque[OutEvent] = deque()
+        self._queue: deque[EncodedEvent] = deque()
         self._progress_at = 0.0
-        self._delivered = 0  # cumulative: highest seq handed to the caller
-        self._buffer: dict[int, Event] = {}
+        self._delivered = 0  # cumulative: highest seq all of whose events were handed over
+        # Received envelopes' events not yet handed over, by seq (the next one's may be
+        # partly handed over already).
+        self._buffer: dict[int, deque[Event]] = {}
 
     @property
     def ack_number(self) -> int:
@@ -610,7 +733,7 @@ class ReliableChannel:
     @property
     def unacked(self) -> int:
         """Events sent or queued and not yet acknowledged."""
-        return len(self._unacked) + len(self._queue)
+        return sum(len(item.events) for item in self._unacked.values()) + len(self._queue)
 
     @property
     def queue_full(self) -> bool:
@@ -622,64 +745,124 @@ class ReliableChannel:
 
         Raises :class:`DatagramTooLarge` (nothing queued) or :class:`SendQueueFull`.
         """
-        if not event_fits(event):
-            raise DatagramTooLarge(
-                f"event needs {data_datagram_size(event)} bytes, limit {MAX_DATAGRAM_SIZE}"
-            )
+        return self.send_many((event,), now)
+
+    def send_many(self, events: Iterable[OutEvent], now: float) -> list[bytes]:
+        """Queue ``events`` in order, then fill the window once (packed, with ``pack``).
+
+        Raises :class:`DatagramTooLarge` (nothing queued) or :class:`SendQueueFull` (the
+        events before the one that did not fit stay queued).
+        """
+        encoded = [
+            event if isinstance(event, EncodedEvent) else EncodedEvent(_dumps(event))
+            for event in events
+        ]
+        for event in encoded:
+            if not event_fits(event):
+                raise DatagramTooLarge(
+                    f"event needs {data_datagram_size(event)} bytes, limit {MAX_DATAGRAM_SIZE}"
+                )
         if self.failed:
             return []
-        if len(self._queue) >= self.max_queue:
-            raise SendQueueFull("peer is not acknowledging fast enough")
-        self._queue.append(event)
+        for event in encoded:
+            if len(self._queue) >= self.max_queue:
+                raise SendQueueFull("peer is not acknowledging fast enough")
+            self._queue.append(event)
         return self._fill_window(now)
+
+    def _next_envelope(self) -> tuple[EncodedEvent, ...]:
+        """The events of the next data envelope, off the queue: one, or with ``pack`` as
+        many as fit in a datagram."""
+        first = self._queue.popleft()
+        if not self.pack or not self._queue:
+            return (first,)
+        taken = [first]
+        size = _PACKED_DATA_OVERHEAD + len(first.json)
+        while self._queue and len(taken) < MAX_PACKED_EVENTS:
+            cost = len(b",") + len(self._queue[0].json)
+            if size + cost > MAX_DATAGRAM_SIZE:
+                break
+            size += cost
+            taken.append(self._queue.popleft())
+        return tuple(taken)
 
     def _fill_window(self, now: float) -> list[bytes]:
         out: list[bytes] = []
         while self._queue and len(self._unacked) < self.send_window:
             if not self._unacked:
                 self._progress_at = now
-            event = self._queue.popleft()
+            events = self._next_envelope()
+            if len(events) > 1:
+                self.stats["packed"] += 1
             seq = self._next_seq
             self._next_seq += 1
-            self._unacked[seq] = _Outstanding(event, self.initial_rto, now + self.initial_rto)
-            out.append(encode_data(self.token, seq, self._delivered, event))
+            self._unacked[seq] = _Outstanding(events, self.initial_rto, now + self.initial_rto)
+            out.append(encode_data_events(self.token, seq, self._delivered, events))
+        if out:
+            self._ack_carried()
         return out
+
+    def _ack_carried(self) -> None:
+        """Data just sent carries ``a``: with nothing buffered, that acknowledges everything
+        received, and a delayed ack has nothing left to say."""
+        if not self._buffer:
+            self._ack_pending = 0
+            self._ack_due = None
 
     def receive(self, env: Envelope, now: float) -> tuple[list[Event], list[bytes]]:
         """Process a data/ack/keepalive envelope; return (events delivered in order, datagrams)."""
         out: list[bytes] = []
         if env.ack is not None:
             out.extend(self._on_ack(env.ack, env.sacks, now))
-        if env.kind != "data" or env.seq is None or env.event is None:
+        if env.kind != "data" or env.seq is None or not env.events:
             return [], out
         delivered: list[Event] = []
         seq = env.seq
+        in_order = False
         if seq <= self._delivered or seq in self._buffer:
             self.stats["duplicates"] += 1
         elif seq > self._delivered + self.recv_window:
             self.stats["out_of_window"] += 1
         else:
-            self._buffer[seq] = env.event
+            in_order = seq == self._delivered + 1 and not self._buffer
+            self._buffer[seq] = deque(env.events)
             delivered = self._hand_over(now)
-        # Acknowledge every data datagram, duplicates included: the peer may have lost our ack.
+        if self.ack_delay > 0 and in_order and not self._buffer:
+            # In order, and all handed over: the ack may wait for more (module docstring).
+            self._ack_pending += 1
+            if self._ack_pending >= self.ack_every:
+                out.append(self.ack_datagram())
+            elif self._ack_due is None:
+                self._ack_due = now + self.ack_delay
+            return delivered, out
+        # Acknowledge every other data datagram at once, duplicates included (the peer may
+        # have lost our ack), and anything out of order (the peer learns of the gap now).
         out.append(self.ack_datagram())
         return delivered, out
+
+    def flush_acks(self) -> list[bytes]:
+        """The delayed ack, now, if one waits: for a caller that has read every datagram
+        its socket held, so one ack covers them all."""
+        return [self.ack_datagram()] if self._ack_pending else []
 
     def _hand_over(self, now: float) -> list[Event]:
         """The events now in order, as many as the pace allows."""
         delivered: list[Event] = []
         pace = self.pace
         bound = self.max_in_hand
-        while self._delivered + 1 in self._buffer:
+        while (waiting := self._buffer.get(self._delivered + 1)) is not None:
             # The consumer's bound first: a token is not spent on an event that cannot go.
             if bound is not None and self.in_hand >= bound:
                 break
             if pace is not None and not pace.allow(now):
                 break
-            self._delivered += 1
-            delivered.append(self._buffer.pop(self._delivered))
+            delivered.append(waiting.popleft())
             if bound is not None:
                 self.in_hand += 1
+            if not waiting:
+                # Every event of the envelope is handed over: now it counts as delivered.
+                del self._buffer[self._delivered + 1]
+                self._delivered += 1
         return delivered
 
     @property
@@ -733,7 +916,9 @@ class ReliableChannel:
     def ack_datagram(self) -> bytes:
         """A pure ack of everything received so far (cumulative plus selective), except
         events held (for the pace or the consumer): those are acknowledged when they are
-        handed over."""
+        handed over (an envelope once all of its events are)."""
+        self._ack_pending = 0
+        self._ack_due = None
         sacks: list[int] = []
         held = self._delivered + 1
         for seq in sorted(self._buffer):
@@ -765,29 +950,40 @@ class ReliableChannel:
         return self._fill_window(now)
 
     def poll(self, now: float) -> list[bytes]:
-        """Datagrams to retransmit at ``now``; sets ``failed`` after ``give_up_after``."""
-        if self.failed or not self._unacked:
+        """A delayed ack that is due, and datagrams to retransmit at ``now``; sets ``failed``
+        after ``give_up_after``."""
+        if self.failed:
             return []
+        out: list[bytes] = []
+        if self._ack_due is not None and now >= self._ack_due:
+            out.append(self.ack_datagram())
+        if not self._unacked:
+            return out
         if now >= self._progress_at + self.give_up_after:
             self.failed = True
             self._unacked.clear()
             self._queue.clear()
             return []
-        out: list[bytes] = []
         for seq, item in self._unacked.items():
             if item.due <= now:
                 item.rto = min(item.rto * 2, self.max_rto)
                 item.due = now + item.rto
                 self.stats["retransmits"] += 1
-                out.append(encode_data(self.token, seq, self._delivered, item.event))
+                out.append(encode_data_events(self.token, seq, self._delivered, item.events))
         return out
 
     def next_deadline(self) -> float | None:
-        """Earliest time ``poll`` has work to do, or None while nothing is outstanding."""
-        if self.failed or not self._unacked:
+        """Earliest time ``poll`` has work to do, or None while nothing is outstanding and
+        no ack waits."""
+        if self.failed:
             return None
-        earliest = min(item.due for item in self._unacked.values())
-        return min(earliest, self._progress_at + self.give_up_after)
+        deadlines: list[float] = []
+        if self._ack_due is not None:
+            deadlines.append(self._ack_due)
+        if self._unacked:
+            deadlines.append(min(item.due for item in self._unacked.values()))
+            deadlines.append(self._progress_at + self.give_up_after)
+        return min(deadlines, default=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -877,6 +1073,8 @@ class _Pending:
     token: str
     hello: Event
     created: float
+    # The client offered packed data envelopes and this server agreed (the accept says so).
+    pack: bool = False
 
 
 @dataclass(slots=True)
@@ -910,6 +1108,7 @@ class ServerEndpoint:
         pace_burst: float = 0.0,
         exempt: Callable[[str], bool] | None = None,
         max_in_hand: int | None = None,
+        pack: bool = True,
     ) -> None:
         """``rate_limiter`` counts every datagram per (address, port); ``hello_limiter``
         counts hellos per host (:func:`host_key`).  ``pace_rate`` and ``pace_burst`` pace
@@ -918,7 +1117,10 @@ class ServerEndpoint:
         server's exempt networks, so that many local clients (a load test, a bouncer) are
         not taken for one flooding host.  ``max_in_hand`` bounds each session's events
         handed over (Deliver) and not yet reported done with ``handled`` (see
-        :class:`ReliableChannel`; None: no bound, and ``handled`` is not needed)."""
+        :class:`ReliableChannel`; None: no bound, and ``handled`` is not needed).  ``pack``:
+        agree to packed data envelopes with clients that offer them (False: behave as a
+        server that predates them)."""
+        self.pack = pack
         self.exempt = exempt
         self.max_in_hand = max_in_hand
         self.pace_rate = pace_rate
@@ -952,7 +1154,8 @@ class ServerEndpoint:
         """Counters: malformed, forged, unknown_session, oversize, short_hello, rate_limited,
         hello_rate_limited, retries, bad_cookie, handshakes_full, host_handshakes_full,
         sessions_full, duplicates, retransmits, out_of_window, registered, paced (episodes
-        of a session's events held for its pace)."""
+        of a session's events held for its pace), packed (data envelopes sent with several
+        events)."""
         return dict(self._stats)
 
     def addresses(self) -> list[Address]:
@@ -1076,7 +1279,9 @@ class ServerEndpoint:
             stats=self._stats,
             pace=pace,
             max_in_hand=self.max_in_hand,
-            **self._channel_options,
+            # No ack_delay: the server acknowledges at once, since "taken in" is what paces
+            # a client, and it gets few data envelopes (requests, not a room's traffic).
+            **{"pack": pending.pack, **self._channel_options},
         )
         session = _Session(pending.token, pending.nonce, channel, now)
         self._sessions[addr] = session
@@ -1139,10 +1344,11 @@ class ServerEndpoint:
                 self._expire_pending(now)
             if len(self._pending) >= self.max_pending:
                 return self._reject(addr, "handshakes_full", "too many handshakes")
-            pending = _Pending(env.nonce, new_token(), env.event, now)
+            pending = _Pending(env.nonce, new_token(), env.event, now, env.pack and self.pack)
             self._pending[addr] = pending
             self._pending_per_host[host] += 1
-        return self._reply_unproven(addr, size, encode_accept(pending.nonce, pending.token), None)
+        accept = encode_accept(pending.nonce, pending.token, pending.pack)
+        return self._reply_unproven(addr, size, accept, None)
 
     def _reply_unproven(
         self, addr: Address, request_size: int, reply: bytes, counter: str | None
@@ -1173,11 +1379,16 @@ class ServerEndpoint:
         [Drop(addr, "send queue full")] if the peer cannot keep up (session forgotten).
         Raises :class:`DatagramTooLarge` if the event cannot fit in one datagram.
         """
+        return self.send_events(addr, (event,), now)
+
+    def send_events(self, addr: Address, events: Iterable[OutEvent], now: float) -> list[Action]:
+        """Queue ``events`` for the user at ``addr``, in order, as ``send_event`` does each;
+        to a client that agreed to packing they go out in as few datagrams as fit."""
         session = self._sessions.get(addr)
         if session is None:
             return []
         try:
-            out = session.channel.send(event, now)
+            out = session.channel.send_many(events, now)
         except SendQueueFull:
             del self._sessions[addr]
             return [Drop(addr, "send queue full")]
@@ -1244,8 +1455,14 @@ class ClientEndpoint:
         session_timeout: float = SESSION_TIMEOUT,
         channel_options: dict[str, Any] | None = None,
         hello_ref: str | int | None = None,
+        pack: bool = True,
     ) -> None:
+        """``pack``: offer packed data envelopes in the hello (False: behave as a client
+        that predates them).  ``channel_options`` go to the session's
+        :class:`ReliableChannel`; acks are delayed (``ACK_DELAY``) unless they say
+        ``ack_delay=0``."""
         self.name = name
+        self.pack = pack
         self.server = server
         self.nonce = nonce if nonce is not None else new_nonce()
         self.keepalive_interval = keepalive_interval
@@ -1253,8 +1470,8 @@ class ClientEndpoint:
         self._channel_options = channel_options or {}
         self._hello_ref = hello_ref
         # Raises DatagramTooLarge now, not at a retry: room is left for the longest cookie.
-        encode_hello(name, self.nonce, hello_ref, "x" * MAX_COOKIE_LENGTH)
-        self._hello = encode_hello(name, self.nonce, hello_ref)
+        encode_hello(name, self.nonce, hello_ref, "x" * MAX_COOKIE_LENGTH, pack)
+        self._hello = encode_hello(name, self.nonce, hello_ref, pack=pack)
         self._cookie: str | None = None
         self._stats: Counter[str] = Counter()
         self.state = "new"  # new -> handshaking -> connected -> closed
@@ -1365,7 +1582,7 @@ class ClientEndpoint:
             return []
         self._stats["retries"] += 1
         self._cookie = env.cookie
-        self._hello = encode_hello(self.name, self.nonce, self._hello_ref, env.cookie)
+        self._hello = encode_hello(self.name, self.nonce, self._hello_ref, env.cookie, self.pack)
         self._retry_rto = INITIAL_RTO
         self._retry_due = now + self._retry_rto
         return self._sends([self._hello], now)
@@ -1379,7 +1596,12 @@ class ClientEndpoint:
             self._stats["duplicates"] += 1
             return []
         self.state = "connected"
-        self.channel = ReliableChannel(env.token, stats=self._stats, **self._channel_options)
+        options: dict[str, Any] = {
+            "ack_delay": ACK_DELAY,
+            "pack": self.pack and env.pack,
+            **self._channel_options,
+        }
+        self.channel = ReliableChannel(env.token, stats=self._stats, **options)
         self._last_heard = now
         self._retry_rto = INITIAL_RTO
         self._retry_due = now + self._retry_rto
@@ -1388,10 +1610,16 @@ class ClientEndpoint:
         # The first token-bearing datagram proves our address; an ack is the smallest one.
         out = [self.channel.ack_datagram()]
         early, self._early = self._early, []
-        for event in early:
-            out.extend(self.channel.send(event, now))
+        if early:
+            out.extend(self.channel.send_many(early, now))
         actions.extend(self._sends(out, now))
         return actions
+
+    def flush_acks(self, now: float) -> list[Action]:
+        """The delayed ack, if one waits: call once every datagram waiting was received."""
+        if self.state != "connected" or self.channel is None:
+            return []
+        return self._sends(self.channel.flush_acks(), now)
 
     def close(self, reason: str = "") -> list[Action]:
         """End the session: a best-effort bye (no retransmission)."""
