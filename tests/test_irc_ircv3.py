@@ -303,7 +303,8 @@ def test_register_before_and_after_connecting(irc: Callable[..., IrcClient]) -> 
     assert early.read_line() == (
         f":{SERVER} REGISTER SUCCESS early :Account created (no email verification on this server)"
     )
-    assert early.expect_msg("900").params[2] == "early"
+    # Before registration the username is not settled: `*` stands for it in the mask.
+    assert early.expect_msg("900").params[:3] == ["early", "early!*@127.0.0.1", "early"]
     early.send("CAP END")
     early.expect_msg("001")
     early.send("WHOIS early")
@@ -315,6 +316,10 @@ def test_register_before_and_after_connecting(irc: Callable[..., IrcClient]) -> 
     assert late.expect_msg("FAIL").params[:3] == ["REGISTER", "WEAK_PASSWORD", "late"]
     late.send("REGISTER late you@example.org correct-horse")
     late.expect_msg("REGISTER")
+    # Once registered, the mask is the one the others see (with the username's `~`).
+    assert late.read_line() == (
+        f":{SERVER} 900 late late!~late@127.0.0.1 late :You are now logged in as late"
+    )
     late.send("REGISTER late * correct-horse")
     assert late.expect_msg("FAIL").params[:2] == ["REGISTER", "ALREADY_AUTHENTICATED"]
     late.send("VERIFY late 123")

@@ -364,6 +364,14 @@ LIVE_FAIL_CODES = {
 }
 
 
+# The hub words these for text mode, naming the message by its hex reference (`#7b`); an
+# IRC client named it by its msgid, which the FAIL line already carries as a parameter.
+_IRC_DESCRIPTIONS = {
+    "unknown_message": "No such message",
+    "not_yours": "That message is not yours",
+}
+
+
 # Refusals about the channel itself keep the numerics TAGMSG always had (404 and the like).
 _CHANNEL_CODES = ("not_in_room", "moderated", "muted", "no_such_room", "invalid_room")
 
@@ -385,7 +393,8 @@ def live_failure(
     if code == "INVALID_TARGET":  # the draft's context: the target alone
         session.fail(command, code, target, problem.message)
         return
-    session.fail(command, code, target, msgid, problem.message)
+    why = _IRC_DESCRIPTIONS.get(problem.code, problem.message)
+    session.fail(command, code, target, msgid, why)
 
 
 def on_redact(session: IrcSession, message: Message) -> None:

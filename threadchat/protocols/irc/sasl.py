@@ -101,15 +101,24 @@ def on_authenticate(conn: IrcSession, message: Message) -> None:
         conn.sasl_account = account
     elif not irc_devices.continue_as_person(conn, account):
         accounts.logged_in(conn.hub, conn.user, account)
-    target = conn.user.nick if conn.user is not None else conn.reg.nick or "*"
-    conn.send(
-        Message(
-            Numeric.RPL_LOGGEDIN.value,
-            [target, f"{target}!*@{conn.host}", account, f"You are now logged in as {account}"],
-            conn.server_name,
-        )
-    )
+    conn.send(logged_in_reply(conn, account))
     _numeric(conn, Numeric.RPL_SASLSUCCESS)
+
+
+def logged_in_reply(conn: IrcSession, account: str) -> Message:
+    """900 RPL_LOGGEDIN `<nick> <nick>!<user>@<host> <account> :...`. A registered client's
+    mask is the one others see it by; before registration its username is not settled yet
+    (it gets the `~` and the length limit then), so that part is `*`."""
+    if conn.user is not None:
+        target, mask = conn.user.nick, conn.mask
+    else:
+        target = conn.reg.nick or "*"
+        mask = f"{target}!*@{conn.host}"
+    return Message(
+        Numeric.RPL_LOGGEDIN.value,
+        [target, mask, account, f"You are now logged in as {account}"],
+        conn.server_name,
+    )
 
 
 def account_for_registration(conn: IrcSession, nick: str) -> str | None:
@@ -257,14 +266,7 @@ def on_register(conn: IrcSession, message: Message) -> None:
             conn.server_name,
         )
     )
-    target = nick
-    conn.send(
-        Message(
-            Numeric.RPL_LOGGEDIN.value,
-            [target, f"{target}!*@{conn.host}", account, f"You are now logged in as {account}"],
-            conn.server_name,
-        )
-    )
+    conn.send(logged_in_reply(conn, account))
 
 
 def on_verify(conn: IrcSession, message: Message) -> None:
