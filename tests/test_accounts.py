@@ -275,7 +275,11 @@ def test_grace_mode_renames_a_guest_who_does_not_log_in(
 ) -> None:
     monkeypatch.setattr(accounts, "GRACE_PERIOD", 0.5)
     server = make_server(nick_enforcement="grace")
-    registered(server, "alice").send_json(type="quit")
+    first = registered(server, "alice")
+    first.send_json(type="quit")
+    # The server frees the name before it closes the socket: once closed, "alice" is free
+    # (otherwise the guest below could be told the name is in use).
+    first.read_until_closed()
     guest = LineClient(server.listener("line").port)
     guest.send("alice")
     guest.expect("the name alice is registered: /login alice PASSWORD")
