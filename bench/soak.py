@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -299,7 +300,48 @@ VISITS: dict[str, Callable[[Ports, str, str, list[str], float], None]] = {
 # -- the room listeners ---------------------------------------------------------------------
 
 
-class Listener:
+class _JsonReader:
+    """A JSON client read by a thread of its own, which answers pings and hands every other
+    event to `on_event` (set up by the subclass before `_start`)."""
+
+    client: LineSocket
+
+    def _start(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        self.client.sock.settimeout(0.5)
+        while not self.stop.is_set():
+            try:
+                chunk = self.client.sock.recv(262144)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.client.buffer += chunk
+            *lines, self.client.buffer = self.client.buffer.split(b"\n")
+            for raw in lines:
+                event = json.loads(raw)
+                if event.get("type") == "ping":
+                    pong = {"type": "pong", "token": event["token"]}
+                    self.client.sock.sendall((json.dumps(pong) + "\n").encode())
+                else:
+                    self.on_event(event)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(TIMEOUT_S)
+        self.client.close()
+
+
+class Listener(_JsonReader):
     """A JSON client that stays in one room and keeps every message text it hears."""
 
     def __init__(self, ports: Ports, room: str) -> None:
@@ -309,38 +351,14 @@ class Listener:
         self.client.send(json.dumps({"type": "leave", "room": "lobby"}))
         self.client.until(lambda line: '"ref": "j"' in line or '"ref":"j"' in line)
         self.heard: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self._start()
 
-    def _run(self) -> None:
-        self.client.sock.settimeout(0.5)
-        while not self.stop.is_set():
-            try:
-                chunk = self.client.sock.recv(262144)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.client.buffer += chunk
-            *lines, self.client.buffer = self.client.buffer.split(b"\n")
-            for raw in lines:
-                event = json.loads(raw)
-                if event.get("type") == "message":
-                    self.heard.add(event["text"])
-                elif event.get("type") == "ping":
-                    pong = {"type": "pong", "token": event["token"]}
-                    self.client.sock.sendall((json.dumps(pong) + "\n").encode())
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(TIMEOUT_S)
-        self.client.close()
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "message":
+            self.heard.add(event["text"])
 
 
-class LobbyWatch:
+class LobbyWatch(_JsonReader):
     """A JSON client that stays in the lobby and asks how many are in it: whether the lobby
     is over --quiet-room-size (then its joins and leaves are announced to nobody but IRC
     clients) is what decides how much churn the visitors waiting there get."""
@@ -350,9 +368,7 @@ class LobbyWatch:
         self.client.send(json.dumps({"type": "hello", "name": "watch-lobby"}))
         self.client.until(lambda line: '"type": "welcome"' in line or '"type":"welcome"' in line)
         self.members: int | None = None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self._start()
 
     def ask(self) -> int | None:
         """The count from the last answer, and a new question for the next sample."""
@@ -360,31 +376,9 @@ class LobbyWatch:
             self.client.send(json.dumps({"type": "who", "room": "lobby"}))
         return self.members
 
-    def _run(self) -> None:
-        self.client.sock.settimeout(0.5)
-        while not self.stop.is_set():
-            try:
-                chunk = self.client.sock.recv(262144)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.client.buffer += chunk
-            *lines, self.client.buffer = self.client.buffer.split(b"\n")
-            for raw in lines:
-                event = json.loads(raw)
-                if event.get("type") == "who" and event.get("room") == "lobby":
-                    self.members = len(event["members"]) - 1  # not counting the watcher
-                elif event.get("type") == "ping":
-                    pong = {"type": "pong", "token": event["token"]}
-                    self.client.sock.sendall((json.dumps(pong) + "\n").encode())
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(TIMEOUT_S)
-        self.client.close()
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "who" and event.get("room") == "lobby":
+            self.members = len(event["members"]) - 1  # not counting the watcher
 
 
 def failure_kind(problem: str) -> str:
