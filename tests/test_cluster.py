@@ -775,3 +775,34 @@ def test_private_replies_reactions_edits_deletions_and_typing_cross_nodes(
     assert bob.expect_event("error", ref="late")["code"] == "unknown_message"
     alice.close()
     bob.close()
+
+
+def test_a_message_in_the_stream_twice_is_shown_once(cluster: Cluster) -> None:
+    # The publisher sends a batch again when its pipeline failed, and a batch that failed
+    # part way had reached Redis in part, so a stream may hold a message twice (seen once in
+    # test_redis_restarted_under_traffic under load). Here a node "elsewhere" wrote one twice.
+    one = cluster.start("one")
+    one.wait_ready()
+    ann = one.json("ann")
+    ann.send_json(type="join", room="r")
+    ann.expect_event("who", room="r")
+    stream = f"{cluster.prefix}:events:{{s{shard_of('r')}}}"
+    writer = redis.Redis.from_url(REDIS_URL)
+
+    def add(text: str, message_id: int) -> None:
+        record = {"sender": "ghost", "text": text, "kind": "text", "account": None,
+                  "id": message_id, "ts": time.time(), "room": "r"}  # fmt: skip
+        writer.xadd(stream, {"e": json.dumps(["elsewhere", "msg", record])})
+
+    try:
+        add("twice", 10**12)
+        add("twice", 10**12)
+        add("after", 10**12 + 1)  # the same stream: applied after both copies
+        texts = []
+        while "after" not in texts:
+            event = ann.read_event()
+            if event["type"] == "message":
+                texts.append(event["text"])
+        assert texts == ["twice", "after"]
+    finally:
+        writer.close()

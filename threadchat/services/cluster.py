@@ -39,6 +39,7 @@ Redis connection from the client's pool. The hub lock is never held across a Red
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -70,6 +71,9 @@ RENAME_HOPS = 4
 CATCH_UP_TIMEOUT = 1.0
 # Events the publisher sends per round trip at most.
 PUBLISH_BATCH = 500
+# Room and private messages whose ids a node remembers, to show a message sent twice once.
+MESSAGE_KINDS = frozenset({"msg", "pm"})
+RECENT_MESSAGES = 16_384
 # Events held for Redis while it is away, at most; later ones are dropped (and counted, and
 # reported when Redis is back) rather than growing memory without bound.
 MAX_UNSENT = 200_000
@@ -135,6 +139,11 @@ class RedisBus:
         # Events published / applied, for logs and tests.
         self.published = 0
         self.applied = 0
+        # The ids of messages applied lately (see `_first_time`), oldest first, and a lock:
+        # every shard's reader thread applies events.
+        self._recent_messages: collections.deque[tuple[str, int]] = collections.deque()
+        self._recent_message_keys: set[tuple[str, int]] = set()
+        self._recent_lock = threading.Lock()
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -457,12 +466,30 @@ class RedisBus:
             return
         if node == self.node:
             return
+        if kind in MESSAGE_KINDS and not self._first_time(kind, data.get("id")):
+            return
         try:
             self.hub.apply_remote(kind, node, data)
             self.applied += 1
         except Exception:
             # A bad event from another node (another release?) costs that event only.
             log.exception("bus: cannot apply %s from %s", kind, node)
+
+    def _first_time(self, kind: str, message_id: object) -> bool:
+        """False for a message this node applied already. The publisher sends a batch again
+        when its pipeline failed, and one that failed part way had reached Redis in part: a
+        stream may hold an event twice (at least once), and a message must show once."""
+        if not isinstance(message_id, int):
+            return True
+        key = (kind, message_id)
+        with self._recent_lock:
+            if key in self._recent_message_keys:
+                return False
+            self._recent_message_keys.add(key)
+            self._recent_messages.append(key)
+            if len(self._recent_messages) > RECENT_MESSAGES:
+                self._recent_message_keys.discard(self._recent_messages.popleft())
+        return True
 
     def _keeper(self) -> None:
         interval = self.expiry / 3
