@@ -277,6 +277,19 @@ def dumped_instructions(out_dir: Path, pid: int, timeout_s: float = 120.0) -> in
     raise RuntimeError(f"no callgrind dump at {path}")
 
 
+def start_server(cmd: list[str], source: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    """Start `cmd` (a server of `source`'s checkout), its standard error kept in tmp."""
+    with open(tmp / "stderr", "wb") as errors:
+        return subprocess.Popen(
+            cmd,
+            cwd=source,
+            env=threadchat_env(source),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+
+
 def run_once(source: Path, revision: str, args: argparse.Namespace, protocol: str) -> Result:
     tmp = Path(tempfile.mkdtemp(prefix="bench-instr-"))
     line_port, irc_port = free_port(), free_port()
@@ -288,15 +301,7 @@ def run_once(source: Path, revision: str, args: argparse.Namespace, protocol: st
         # Not `-m threadchat`: the script, so threadchat still comes from source's checkout.
         assert cmd[1:3] == ["-m", "threadchat"]
         cmd = [cmd[0], str(PROFILED_SERVER), str(tmp / "stats.prof"), *cmd[3:]]
-    with open(tmp / "stderr", "wb") as errors:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=source,
-            env=threadchat_env(source),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
+    proc = start_server(cmd, source, tmp)
     harness = None
     try:
         port = irc_port if protocol == "irc" else line_port

@@ -23,8 +23,14 @@ from pathlib import Path
 
 from bench.baseline import prepare_baseline
 from bench.connect_storm import storm
-from bench.instructions import QUIET_TIMERS, callgrind_control, dumped_instructions, wait_listening
-from bench.servers import HOST, free_port, threadchat_command, threadchat_env
+from bench.instructions import (
+    QUIET_TIMERS,
+    callgrind_control,
+    dumped_instructions,
+    start_server,
+    wait_listening,
+)
+from bench.servers import HOST, free_port, threadchat_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_S = 2.0
@@ -37,15 +43,7 @@ def count(source: Path, protocol: str, clients: int, in_flight: int) -> tuple[in
     line_port, irc_port = free_port(), free_port()
     cmd = threadchat_command(line_port, irc_port, data_dir=str(tmp / "data")) + QUIET_TIMERS
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p", *cmd]
-    with open(tmp / "stderr", "wb") as errors:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=source,
-            env=threadchat_env(source),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
+    proc = start_server(cmd, source, tmp)
     try:
         port = irc_port if protocol == "irc" else line_port
         wait_listening(proc, port)
