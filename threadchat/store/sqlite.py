@@ -533,6 +533,9 @@ class SQLiteStore:
                         self.after_commit()
                     except Exception:
                         log.exception("store writer: after_commit failed")
+            # The last job (its rows, and the batch of connections and users its relay
+            # holds) is not kept while the writer waits for the next one.
+            del item
             # Under a steady load the writer is never idle: the index is brought up to
             # date at least every INDEX_EVERY seconds all the same.
             if self._unindexed and time.monotonic() - self._indexed_at >= INDEX_EVERY:

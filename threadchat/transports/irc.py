@@ -94,6 +94,9 @@ class IrcConnection(IrcTransportSide):
         self.server.hub.pipeline.complete()
         self.session.closed(reason)
 
+    def release(self) -> None:
+        self.session.release()
+
     # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------
 
     @property

@@ -114,6 +114,9 @@ class LineConnection(TcpConnection):
 
     # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------
 
+    def release(self) -> None:
+        self.session.release()
+
     @property
     def registered(self) -> bool:
         return self.session.user is not None

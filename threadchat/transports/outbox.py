@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 _NO_WAIT = socket.MSG_DONTWAIT
 
 
+def _closed_outboxes_do_not_overflow() -> None:
+    pass
+
+
 class Outbox:
     def __init__(self, sock: socket.socket, limit: int, on_overflow: Callable[[], None]) -> None:
         self._sock = sock
@@ -270,3 +274,7 @@ class Outbox:
             self._direct = False
             self._chunks.clear()
             self._notify_drained()
+            # The callback is a method of the connection, which holds this outbox: a cycle
+            # that only the (rarely run) garbage collector would free. A closed outbox never
+            # overflows, so let go of it and let reference counting free both.
+            self._on_overflow = _closed_outboxes_do_not_overflow

@@ -230,6 +230,7 @@ class TcpConnection:
             self.ticket.release()
         self.server.forget(self)
         log.debug("%s: closed (%s)", self.label, reason)
+        self.release()
 
     def discard(self) -> None:
         """Close a connection whose reader thread never ran (the server stopped meanwhile)."""
@@ -289,6 +290,10 @@ class TcpConnection:
 
     def on_close(self, reason: str) -> None:
         pass
+
+    def release(self) -> None:
+        """The last step of the reader thread: let the protocol's session go of this
+        connection (see `NativeSession.release`), so that reference counting frees both."""
 
     def partial_line(self) -> int:
         """Bytes received of a line not yet ended (0: none), for the line timeout."""

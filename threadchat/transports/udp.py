@@ -200,6 +200,14 @@ class UdpUser:
             self.send_bytes(data)
 
 
+def _count_taken(items: list[tuple[UdpUser, bytes | None]]) -> None:
+    """Items taken off the outbound queue (its lock held) leave their users' backlogs. A
+    function of its own, so that its loop variables do not outlive the round."""
+    for user, data in items:
+        if data is not None:
+            user.backlog -= 1
+
+
 class UdpListener:
     """A UDP socket serving native JSON users; see the module docstring for the threads."""
 
@@ -413,6 +421,8 @@ class UdpListener:
             finally:
                 with worker.cond:
                     worker.busy = False
+            # Not kept while waiting for the next: an ended session's user would stay alive.
+            del batch
             if worker.addr is not None and self._retire(worker):
                 return
 
@@ -585,6 +595,10 @@ class UdpListener:
             # The user's last messages go out before the others see them leave.
             self.server.hub.pipeline.complete()
             self.server.hub.detach(hub_user, user, reason)
+        # Nothing is handled for it any more (`_deliver` checks `gone` first): the session
+        # lets go of this user, so that reference counting frees both (see
+        # `NativeSession.release`).
+        user.session.release()
 
     # -- the sender thread -----------------------------------------------------------------
 
@@ -602,9 +616,7 @@ class UdpListener:
                 if self._stop.is_set():
                     return
                 items = [self._queue.popleft() for _ in range(min(SENDER_BATCH, len(self._queue)))]
-                for user, data in items:
-                    if data is not None:
-                        user.backlog -= 1
+                _count_taken(items)
             try:
                 self._send_round(items)
                 now = time.monotonic()
@@ -614,6 +626,9 @@ class UdpListener:
             except Exception:
                 self.stats["internal_errors"] += 1
                 log.exception("udp: sender round failed")
+            # Not kept while waiting for the next round: an ended session's user would stay
+            # alive (with its session) until then.
+            del items
 
     def _send_round(self, items: list[tuple[UdpUser, bytes | None]]) -> None:
         now = time.monotonic()

@@ -349,6 +349,15 @@ class WebConnection(IrcTransportSide):
         if self.language is not None:
             self.language.closed(reason)
 
+    def release(self) -> None:
+        # Connection, language and session hold each other: let go of the language, whose
+        # session lets go of us, so that reference counting frees them all. A late encode
+        # (a fan-out that took this connection before it left) finds no language and sends
+        # nothing, as before one was chosen.
+        language, self.language = self.language, None
+        if language is not None:
+            language.session.release()
+
     # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------
 
     @property

@@ -400,6 +400,13 @@ class IrcSession:
             reason = {"EOF": "Connection closed"}.get(reason, reason)
             self.hub.detach(self.user, self.transport, reason)
 
+    def release(self) -> None:
+        """The link has ended and nothing more will be read from it: let go of the transport
+        (and its sending end). The two hold each other; without this the pair waits for the
+        rarely run garbage collector (docs/architecture.md, "Garbage collection") instead of
+        being freed at once."""
+        del self.transport, self.send_bytes
+
     # -- the shared lifecycle's hooks (`TcpConnection.tick`): what IRC says ----------------
 
     @property

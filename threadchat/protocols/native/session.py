@@ -69,6 +69,13 @@ class NativeSession:
         self.reads_as_shown = False
         self._marked_at: dict[str, float] = {}
 
+    def release(self) -> None:
+        """The connection has ended and nothing more will be read from it: let go of it.
+        Session and connection hold each other; without this the pair (with the socket,
+        outbox, thread object and buffers) waits for the rarely run garbage collector (see
+        docs/architecture.md, "Garbage collection") instead of being freed at once."""
+        del self.conn, self.reply, self.on_registered
+
     @property
     def several_rooms(self) -> bool:
         return self.user is not None and len(self.user.rooms) > 1
