@@ -153,6 +153,10 @@ def test_a_websocket_visit_leaves_no_cycle(
         ws.send("JOIN #den")
         expect_irc(ws, lambda line: " 366 " in line)
         ws.send("PRIVMSG #den :yo")
+    # The library's protocol object, which its own frame parser holds while it runs.
+    conn = server.hub.find_user("erin").connections[0]  # type: ignore[union-attr]
+    watched.append(weakref.ref(conn.link._protocol))
+    del conn
     ws.close()
     left = _left_behind(server, "erin", watched)
     assert left == [], left

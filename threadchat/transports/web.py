@@ -357,6 +357,8 @@ class WebConnection(IrcTransportSide):
         language, self.language = self.language, None
         if language is not None:
             language.session.release()
+        if self.link is not None:
+            self.link.release()
 
     # -- the shared lifecycle (timed by TcpConnection.tick) ---------------------------------
 

@@ -160,6 +160,23 @@ class WebSocketLink:
         # --line-timeout: it grows while the message does, and drops when one completes.
         self.held = 0
 
+    def release(self) -> None:
+        """The connection has ended: let the library's protocol object go with it. Its frame
+        parser is a generator that holds it; left suspended, the two form a cycle that only
+        the rarely run garbage collector frees (docs/architecture.md, "Garbage collection").
+        `parser`, `parser_exc` and `select_subprotocol` are that object's own attributes."""
+        parser = getattr(self._protocol, "parser", None)
+        if parser is not None:
+            parser.close()
+        # The error that ended the parser (an abrupt end of the stream, say) keeps the
+        # parser's frames, which hold the protocol, in its traceback: the same cycle.
+        problem = getattr(self._protocol, "parser_exc", None)
+        if problem is not None:
+            problem.__traceback__ = None
+        # The subprotocol chooser we gave it is stored on the protocol object as a method
+        # bound to that object: a cycle of its own.
+        vars(self._protocol).pop("select_subprotocol", None)
+
     def _unfinished(self) -> int:
         """Bytes held of a message not yet complete: its fragments, and a partial frame in
         the library's buffer (0 when no frame or message is under way)."""
