@@ -74,6 +74,10 @@ def test_a_text_mode_visit_leaves_no_cycle(server: Server, collector_off: None) 
     client.send("alice")
     client.expect("--- in lobby:")
     watched = _watch(server, "alice")
+    # What she says in the lobby stays among its recent messages after she has gone (for
+    # replies and reactions); the person it names must not be kept alive by it.
+    watched.append(weakref.ref(server.hub.find_user("alice")))  # type: ignore[arg-type]
+    client.send("hello, lobby")
     client.send("/join den")
     client.expect("--- in den")
     client.send("hello")

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -147,6 +148,12 @@ class User:
     # A guest's read markers (store key -> ms), kept in memory for as long as they are
     # connected (an account's are stored); None until the first (see `Hub.mark_read`).
     guest_markers: dict[str, int] | None = None
+    # How a room's recent messages name their sender (`Room.recent`): weakly, so that a
+    # person who has left is not kept in memory by what they said. Made once per person.
+    as_sender: "weakref.ref[User]" = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.as_sender = weakref.ref(self)
 
     @property
     def key(self) -> str:
@@ -190,9 +197,10 @@ class Room:
     # The name it had before its last rename (see `Hub.rename_room`), for clients that
     # keep a current room by name.
     renamed_from: str | None = None
-    # The last messages (live.RECENT_PER_ROOM), by id, with the person who sent them: what
-    # replies, reactions, edits, deletions and short references find without the store.
-    recent: "dict[int, tuple[events.RoomMessage, User]]" = field(default_factory=dict)
+    # The last messages (live.RECENT_PER_ROOM), by id, with the person who sent them (weakly,
+    # `User.as_sender`: None once they have left): what replies, reactions, edits, deletions
+    # and short references find without the store.
+    recent: "dict[int, tuple[events.RoomMessage, weakref.ref[User]]]" = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -1342,7 +1350,7 @@ class Hub:
         if event.kind == events.NOTICE:
             return  # never stored, never named
         recent = room.recent
-        recent[event.id] = (event, user)
+        recent[event.id] = (event, user.as_sender)
         if len(recent) > 2 * live.RECENT_PER_ROOM:
             # Trimmed in one step per RECENT_PER_ROOM messages: taking the oldest out one at a
             # time makes a dict walk the dead slots at its front on every `next(iter())`.
@@ -1374,7 +1382,7 @@ class Hub:
             room = self._member_room(user, room_name)
             for msgid in reversed(room.recent):
                 event, sender = room.recent[msgid]
-                if sender is user and not (event.extra is not None and event.extra.deleted):
+                if sender() is user and not (event.extra is not None and event.extra.deleted):
                     return msgid
         raise HubError("unknown_message", f"you have said nothing lately in {room.name}")
 
@@ -1411,7 +1419,7 @@ class Hub:
                 if event.extra is not None and event.extra.deleted:
                     raise unknown
                 self._check_message_room(user, room, room_name, peer)
-                return _Found(event, sender, room)
+                return _Found(event, sender(), room)
             private = user.recent_private.get(msgid)
             if private is not None:
                 event, sender, recipient = private
