@@ -17,10 +17,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from conftest import WAIT, IrcClient, JsonClient, LineClient
+from test_tls import ca, hello, tls_client, tls_server, trusting  # noqa: F401  (fixtures)
 from test_udp import UdpClient, udp_clients  # noqa: F401  (a fixture)
 from test_web import expect_irc, expect_json, web_clients  # noqa: F401  (a fixture)
 
@@ -163,4 +166,36 @@ def test_a_websocket_visit_leaves_no_cycle(
     del conn
     ws.close()
     left = _left_behind(server, "erin", watched)
+    assert left == [], left
+
+
+@pytest.mark.parametrize("listener", ["line", "irc"])
+def test_a_connection_that_never_logs_in_leaves_no_cycle(
+    server: Server, collector_off: None, listener: str
+) -> None:
+    client = LineClient(server.listener(listener).port)
+    deadline = time.monotonic() + WAIT
+    while not server.connections():
+        assert time.monotonic() < deadline, "the connection was not accepted"
+        time.sleep(0.01)
+    [conn] = server.connections()
+    watched = [weakref.ref(conn), weakref.ref(conn.outbox)]
+    del conn
+    client.close()
+    left = _left_behind(server, "nobody", watched)
+    assert left == [], left
+
+
+def test_a_json_visit_over_tls_leaves_no_cycle(
+    tls_server: Server,  # noqa: F811
+    ca: trustme.CA,  # noqa: F811
+    tmp_path: Path,
+    collector_off: None,
+) -> None:
+    client = hello(tls_client(tls_server.listener("line").port, trusting(ca, tmp_path)), "fay")
+    watched = _watch(tls_server, "fay")
+    client.send_json(type="say", room="lobby", text="hi", ref="1")
+    client.expect_event("ok", ref="1")
+    client.close()
+    left = _left_behind(tls_server, "fay", watched)
     assert left == [], left
