@@ -46,8 +46,8 @@ def _watch(server: Server, nick: str) -> list[weakref.ref]:
     return watched
 
 
-def _left_behind(server: Server, nick: str, watched: list[weakref.ref]) -> list[str]:
-    """What of `watched` is still alive once `nick` has left and the reader thread ended."""
+def _assert_freed(server: Server, nick: str, watched: list[weakref.ref]) -> None:
+    """Nothing of `watched` is still alive once `nick` has left and the reader thread ended."""
     deadline = time.monotonic() + WAIT
     while server.hub.find_user(nick) is not None or any(
         t.name.startswith(("line-reader", "irc-reader", "web-reader"))
@@ -58,7 +58,8 @@ def _left_behind(server: Server, nick: str, watched: list[weakref.ref]) -> list[
     # Late references (a commit's acknowledgement, a relay round) are let go within moments.
     while any(ref() is not None for ref in watched) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return [type(ref()).__qualname__ for ref in watched if ref() is not None]
+    left = [type(ref()).__qualname__ for ref in watched if ref() is not None]
+    assert left == [], left
 
 
 @pytest.fixture
@@ -87,8 +88,7 @@ def test_a_text_mode_visit_leaves_no_cycle(server: Server, collector_off: None) 
     client.send("/quit")
     client.read_until_closed()
     client.close()
-    left = _left_behind(server, "alice", watched)
-    assert left == [], left
+    _assert_freed(server, "alice", watched)
 
 
 def test_a_json_visit_leaves_no_cycle(server: Server, collector_off: None) -> None:
@@ -101,8 +101,7 @@ def test_a_json_visit_leaves_no_cycle(server: Server, collector_off: None) -> No
     client.send_json(type="say", room="den", text="hi", ref="1")
     client.expect_event("ok", ref="1")
     client.close()
-    left = _left_behind(server, "bob", watched)
-    assert left == [], left
+    _assert_freed(server, "bob", watched)
 
 
 def test_an_irc_visit_leaves_no_cycle(server: Server, collector_off: None) -> None:
@@ -116,8 +115,7 @@ def test_an_irc_visit_leaves_no_cycle(server: Server, collector_off: None) -> No
     client.send("QUIT :bye")
     client.read_until_closed()
     client.close()
-    left = _left_behind(server, "carol", watched)
-    assert left == [], left
+    _assert_freed(server, "carol", watched)
 
 
 def test_a_udp_visit_leaves_no_cycle(
@@ -134,8 +132,7 @@ def test_a_udp_visit_leaves_no_cycle(
     client.expect_event("ok", ref="1")
     client.send(type="quit")
     client.close()
-    left = _left_behind(server, "dave", watched)
-    assert left == [], left
+    _assert_freed(server, "dave", watched)
 
 
 @pytest.mark.parametrize("subprotocol", ["threadchat.json", "text.ircv3.net"])
@@ -165,8 +162,7 @@ def test_a_websocket_visit_leaves_no_cycle(
     watched.append(weakref.ref(conn.link._protocol))
     del conn
     ws.close()
-    left = _left_behind(server, "erin", watched)
-    assert left == [], left
+    _assert_freed(server, "erin", watched)
 
 
 @pytest.mark.parametrize("listener", ["line", "irc"])
@@ -182,8 +178,7 @@ def test_a_connection_that_never_logs_in_leaves_no_cycle(
     watched = [weakref.ref(conn), weakref.ref(conn.outbox)]
     del conn
     client.close()
-    left = _left_behind(server, "nobody", watched)
-    assert left == [], left
+    _assert_freed(server, "nobody", watched)
 
 
 def test_a_json_visit_over_tls_leaves_no_cycle(
@@ -197,5 +192,4 @@ def test_a_json_visit_over_tls_leaves_no_cycle(
     client.send_json(type="say", room="lobby", text="hi", ref="1")
     client.expect_event("ok", ref="1")
     client.close()
-    left = _left_behind(tls_server, "fay", watched)
-    assert left == [], left
+    _assert_freed(tls_server, "fay", watched)
