@@ -313,12 +313,17 @@ def run_once(source: Path, revision: str, args: argparse.Namespace, protocol: st
             callgrind_control("--zero", proc.pid)
         user_before, system_before = cpu_times(proc.pid)
         perf = start_perf_stat(proc.pid, tmp / "perf.csv") if args.tool == "cpu" else None
+        sampler = None
+        if args.tool == "cpu" and args.perf_record is not None:
+            args.perf_record.mkdir(parents=True, exist_ok=True)
+            sampler = start_perf_record(proc.pid, args.perf_record / f"{revision}-{protocol}.data")
         if args.tool == "cprofile":
             proc.send_signal(signal.SIGUSR1)  # the set-up's counts are dropped
         deliveries = harness.run(args.rounds, args.batch, args.spread_ms / 1000)
-        if perf is not None:
-            perf.send_signal(signal.SIGINT)
-            perf.wait(60)
+        for watcher in (perf, sampler):
+            if watcher is not None:
+                watcher.send_signal(signal.SIGINT)
+                watcher.wait(60)
         counts = read_perf_stat(tmp / "perf.csv") if perf is not None else {}
         kept = None
         if args.tool == "cprofile":
@@ -380,6 +385,19 @@ def start_perf_stat(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
         return None
     proc = subprocess.Popen(
         ["perf", "stat", "-x", ",", "-o", str(out), "-e", ",".join(PERF_EVENTS), "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return proc
+
+
+def start_perf_record(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """``perf record -g`` sampling the server (every thread) until interrupted."""
+    if not shutil.which("perf"):
+        return None
+    proc = subprocess.Popen(
+        ["perf", "record", "-g", "-o", str(out), "-p", str(pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -469,6 +487,13 @@ def main(argv: list[str] | None = None) -> None:
         "--keep-dumps",
         type=Path,
         help="with --tool callgrind: copy each run's dump here (REVISION-PROTOCOL.cg)",
+    )
+    parser.add_argument(
+        "--perf-record",
+        type=Path,
+        metavar="DIR",
+        help="with --tool cpu: also sample the counted part with perf record -g "
+        "(DIR/REVISION-PROTOCOL.data, for perf report)",
     )
     args = parser.parse_args(argv)
     if args.tool == "callgrind" and not shutil.which("valgrind"):
