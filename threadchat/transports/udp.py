@@ -3,7 +3,9 @@
 The protocol itself (envelope, handshake, reliability, limits) is sans-I/O in
 `threadchat.protocols.udp`; this module only runs it.  Threads and locks:
 
-- **receive thread**: `recvfrom` -> `ServerEndpoint.receive` -> sends the acks (and every
+- **receive thread**: `recvmmsg` (up to 64 datagrams per call, keeping the interpreter lock:
+  `mmsg.py`; `recvfrom` where that is missing) -> `ServerEndpoint.receive` for each -> sends
+  the batch's acks with one `sendmmsg` (and every
   other datagram the endpoint asks for) at once, and queues the rest of the actions (a
   request to handle, a user registered, paced or gone) for the user's hub worker.  It never
   takes the hub lock, so no acknowledgement waits for it: with a thousand TCP reader
@@ -70,6 +72,7 @@ from threadchat.protocols import udp as proto
 from threadchat.protocols.native import jsonlines
 from threadchat.protocols.native.line import JSON_MODE
 from threadchat.protocols.native.session import NativeSession, SessionEnded
+from threadchat.transports import mmsg
 
 if TYPE_CHECKING:
     from threadchat.transports.host import Host
@@ -226,6 +229,12 @@ class UdpListener:
         # server retransmitting to closed ports. The kernel caps this at net.core.rmem_max.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.sock.setblocking(False)
+        # Batched reads and sends that keep the interpreter lock (transports/mmsg.py), where
+        # the system has them; else recvfrom and sendto, one datagram per call.
+        self._batched_receive = (
+            mmsg.Receiver(self.sock, proto.RECV_BUFFER_SIZE) if mmsg.available() else None
+        )
+        self._batched_send = mmsg.Sender(self.sock) if mmsg.available() else None
         # stop() writes here to wake the receive thread: it blocks with no timeout, since
         # periodic wake-ups cost every other thread latency for nothing.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -327,6 +336,9 @@ class UdpListener:
             log.exception("udp: error handing over paced requests")
 
     def _drain(self) -> None:
+        if self._batched_receive is not None:
+            self._drain_batched(self._batched_receive)
+            return
         for _ in range(RECEIVE_BATCH):
             if self._stop.is_set():
                 return
@@ -345,17 +357,43 @@ class UdpListener:
                 self.stats["internal_errors"] += 1
                 log.exception("udp: error handling a datagram from %s", addr)
 
+    def _drain_batched(self, receiver: mmsg.Receiver) -> None:
+        """As `_drain`, a batch per call; the batch's acknowledgements go out together."""
+        for _ in range(RECEIVE_BATCH // mmsg.BATCH):
+            if self._stop.is_set():
+                return
+            try:
+                datagrams = receiver.recv_many()
+            except OSError as problem:
+                self.stats["recv_errors"] += 1
+                log.debug("udp: recvmmsg: %s", problem)
+                return
+            sends: list[proto.Send] = []
+            for data, addr in datagrams:
+                try:
+                    sends.extend(self._take_datagram(data, addr))
+                except Exception:
+                    self.stats["internal_errors"] += 1
+                    log.exception("udp: error handling a datagram from %s", addr)
+            self._send_all(sends)
+            if len(datagrams) < mmsg.BATCH:
+                return
+
     def _on_datagram(self, data: bytes, addr: proto.Address) -> None:
+        self._send_all(self._take_datagram(data, addr))
+
+    def _take_datagram(self, data: bytes, addr: proto.Address) -> list[proto.Send]:
+        """Hand one datagram to the endpoint; return what to send back."""
         now = time.monotonic()
         with self._lock:
             had_timers = self._deadline is not None
             sends = self._route(self.endpoint.receive(data, addr, now))
-        self._send_all(sends)
         if not had_timers and sends:
             # The sender may be sleeping without a deadline: let it look again.
             with self._cond:
                 self._deadline = now
                 self._cond.notify()
+        return sends
 
     def _route(self, actions: list[proto.Action]) -> list[proto.Send]:
         """Queue the hub's part of `actions` for the workers, in order; return the sends.
@@ -402,8 +440,14 @@ class UdpListener:
         return worker
 
     def _send_all(self, sends: list[proto.Send]) -> None:
-        for send in sends:
-            self._sendto(send.data, send.addr)
+        if self._batched_send is None or not sends:
+            for send in sends:
+                self._sendto(send.data, send.addr)
+            return
+        for problem in self._batched_send.send_many([(send.data, send.addr) for send in sends]):
+            # As for sendto: loss, which retransmission or the session timeout repairs.
+            self.stats["send_errors"] += 1
+            log.debug("udp: sendmmsg: %s", problem)
 
     # -- the hub workers ---------------------------------------------------------------------
 
@@ -724,3 +768,5 @@ class UdpListener:
         for sock in (self.sock, self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 sock.close()
+        if self._batched_receive is not None:
+            self._batched_receive.close()
