@@ -167,9 +167,12 @@ class Receiver:
         size = self._size
         out = []
         for k in range(count):
+            try:
+                address = _decode_address(names[k * _SOCKADDR_SPACE : k * _SOCKADDR_SPACE + 28])
+            except OSError:
+                continue  # not an IP sender (cannot happen on a UDP/IP socket): ignored
             length = headers[k].msg_len
-            raw_name = names[k * _SOCKADDR_SPACE : k * _SOCKADDR_SPACE + 28]
-            out.append((memory[k * size : k * size + length], _decode_address(raw_name)))
+            out.append((memory[k * size : k * size + length], address))
         return out
 
     def close(self) -> None:
