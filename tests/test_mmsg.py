@@ -1,18 +1,16 @@
 """Batched UDP I/O (transports/mmsg.py) against Python's own recvfrom and sendto, on real
-sockets at 127.0.0.1 and [::1]."""
+sockets at 127.0.0.1 and [::1]. The listener on either path, over a lossy link:
+`test_udp.py::test_lossy_relay_every_message_once_in_order`."""
 
 from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from conftest import WAIT
-from lossy_relay import LossyRelay
-from test_udp import UdpClient
 
-from threadchat.app.server import Server
 from threadchat.protocols import udp as proto
 from threadchat.transports import mmsg
 
@@ -97,40 +95,3 @@ def test_send_many_skips_a_datagram_that_fails_and_sends_the_rest(
     assert len(errors) == 2
     assert all(isinstance(problem, OSError) for problem in errors)
     assert [peer.recvfrom(100)[0] for _ in range(2)] == [b"first", b"last"]
-
-
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-per-call"])
-def test_udp_users_get_every_message_once_in_order_over_loss_on_either_path(
-    batched: bool, monkeypatch: pytest.MonkeyPatch, make_server: Callable[..., Server]
-) -> None:
-    """The listener on batched calls, and on recvfrom/sendto where they are missing: two UDP
-    users, one behind a lossy relay (loss, duplicates, reordering), exchange messages."""
-    if not batched:
-        monkeypatch.setattr(mmsg, "available", lambda: False)
-    server = make_server()
-    assert server.udp is not None
-    assert (server.udp._batched_receive is not None) == batched
-    count = 20
-    plain = UdpClient(server.udp.port, "plain")
-    try:
-        plain.expect_event("who", room="lobby")
-        with LossyRelay(
-            ("127.0.0.1", server.udp.port), drop=0.2, duplicate=0.1, reorder=0.1, seed=7
-        ) as relay:
-            host, port = relay.address
-            lossy = UdpClient(port, "lossy", host=host)
-            try:
-                lossy.expect_event("who", room="lobby", timeout=15)
-                plain.expect_event("join", name="lossy")
-                for n in range(count):
-                    lossy.send(type="say", room="lobby", text=f"up {n}")
-                    plain.send(type="say", room="lobby", text=f"down {n}")
-                up = [plain.expect_event("message", timeout=15)["text"] for _ in range(count)]
-                down = [lossy.expect_event("message", timeout=15)["text"] for _ in range(count)]
-                assert up == [f"up {n}" for n in range(count)]
-                assert down == [f"down {n}" for n in range(count)]
-                assert relay.stats["dropped"] > 0
-            finally:
-                lossy.close()
-    finally:
-        plain.close()

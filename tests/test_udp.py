@@ -21,6 +21,7 @@ from threadchat.app.server import Server
 from threadchat.client.udp import UdpTransport, split_request
 from threadchat.core.history import HistoryQuery
 from threadchat.protocols import udp as proto
+from threadchat.transports import mmsg
 from threadchat.transports import udp as udp_transport
 
 Connect = Callable[..., LineClient]
@@ -302,12 +303,25 @@ def test_keepalives_keep_an_idle_client(
 # -- reliability over a lossy path ---------------------------------------------------------
 
 
+@pytest.fixture(params=[True, False], ids=["batched", "one-per-call"])
+def udp_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The listener's socket calls: batched (`transports/mmsg.py`), or one datagram per
+    call as where the system lacks them. Asked for before `server`, so it is set first."""
+    if not request.param:
+        monkeypatch.setattr(mmsg, "available", lambda: False)
+    return bool(request.param)
+
+
 def test_lossy_relay_every_message_once_in_order(
-    server: Server, connect_json: ConnectJson, udp_clients: Callable[..., UdpClient]
+    udp_io: bool,
+    server: Server,
+    connect_json: ConnectJson,
+    udp_clients: Callable[..., UdpClient],
 ) -> None:
     count = 30
     tcp = connect_json("tcp")
     assert server.udp is not None
+    assert (server.udp._batched_receive is not None) == udp_io
     with LossyRelay(
         ("127.0.0.1", server.udp.port), drop=0.2, duplicate=0.1, reorder=0.1, seed=4
     ) as relay:

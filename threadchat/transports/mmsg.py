@@ -44,7 +44,7 @@ class _MsgHdr(ctypes.Structure):
     _fields_ = [
         ("msg_name", ctypes.c_void_p),
         ("msg_namelen", ctypes.c_uint32),
-        ("msg_iov", ctypes.POINTER(_IoVec)),
+        ("msg_iov", ctypes.c_void_p),  # one iovec each here, set by address
         ("msg_iovlen", ctypes.c_size_t),
         ("msg_control", ctypes.c_void_p),
         ("msg_controllen", ctypes.c_size_t),
@@ -54,6 +54,10 @@ class _MsgHdr(ctypes.Structure):
 
 class _MMsgHdr(ctypes.Structure):
     _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+
+
+_IOVEC_SIZE = ctypes.sizeof(_IoVec)
+_MMSGHDR_SIZE = ctypes.sizeof(_MMsgHdr)
 
 
 def _load() -> tuple[Any, Any] | None:
@@ -141,12 +145,13 @@ class Receiver:
         names = ctypes.addressof(self._names)
         self._iovecs = (_IoVec * BATCH)()
         self._headers = (_MMsgHdr * BATCH)()
+        iovecs = ctypes.addressof(self._iovecs)
         for k in range(BATCH):
             self._iovecs[k].iov_base = base + k * size
             self._iovecs[k].iov_len = size
             header = self._headers[k].msg_hdr
             header.msg_name = names + k * _SOCKADDR_SPACE
-            header.msg_iov = ctypes.pointer(self._iovecs[k])
+            header.msg_iov = iovecs + k * _IOVEC_SIZE
             header.msg_iovlen = 1
 
     def recv_many(self) -> list[tuple[bytes, tuple[Any, ...]]]:
@@ -203,6 +208,7 @@ class Sender:
             names.clear()
         headers = (_MMsgHdr * count)()
         iovecs = (_IoVec * count)()
+        iovecs_at = ctypes.addressof(iovecs)
         keep = []  # the buffers must live until the call returns
         k = 0
         for data, addr in datagrams:
@@ -221,15 +227,16 @@ class Sender:
             header = headers[k].msg_hdr
             header.msg_name = ctypes.cast(name_buffer, ctypes.c_void_p)
             header.msg_namelen = len(name)
-            header.msg_iov = ctypes.pointer(iovecs[k])
+            header.msg_iov = iovecs_at + k * _IOVEC_SIZE
             header.msg_iovlen = 1
             k += 1
-        count = k
-        base = ctypes.addressof(headers)
-        step = ctypes.sizeof(_MMsgHdr)
+        count = k  # those whose address could be encoded
+        headers_at = ctypes.addressof(headers)
         start = 0
         while start < count:
-            sent = _calls[1](self._fd, base + start * step, count - start, socket.MSG_DONTWAIT)
+            sent = _calls[1](
+                self._fd, headers_at + start * _MMSGHDR_SIZE, count - start, socket.MSG_DONTWAIT
+            )
             if sent > 0:
                 start += sent
                 continue

@@ -336,37 +336,18 @@ class UdpListener:
             log.exception("udp: error handing over paced requests")
 
     def _drain(self) -> None:
-        if self._batched_receive is not None:
-            self._drain_batched(self._batched_receive)
-            return
-        for _ in range(RECEIVE_BATCH):
+        """Take in what the socket holds, a batch at a time (up to RECEIVE_BATCH datagrams);
+        each batch's replies (the acknowledgements) go out together."""
+        per_call = mmsg.BATCH if self._batched_receive is not None else 1
+        for _ in range(RECEIVE_BATCH // per_call):
             if self._stop.is_set():
                 return
             try:
-                data, addr = self.sock.recvfrom(proto.RECV_BUFFER_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
+                datagrams = self._read_some()
             except OSError as problem:
                 # e.g. ECONNREFUSED from an ICMP error about an earlier send: not fatal.
                 self.stats["recv_errors"] += 1
-                log.debug("udp: recvfrom: %s", problem)
-                return
-            try:
-                self._on_datagram(data, addr)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                log.exception("udp: error handling a datagram from %s", addr)
-
-    def _drain_batched(self, receiver: mmsg.Receiver) -> None:
-        """As `_drain`, a batch per call; the batch's acknowledgements go out together."""
-        for _ in range(RECEIVE_BATCH // mmsg.BATCH):
-            if self._stop.is_set():
-                return
-            try:
-                datagrams = receiver.recv_many()
-            except OSError as problem:
-                self.stats["recv_errors"] += 1
-                log.debug("udp: recvmmsg: %s", problem)
+                log.debug("udp: receive: %s", problem)
                 return
             sends: list[proto.Send] = []
             for data, addr in datagrams:
@@ -376,11 +357,17 @@ class UdpListener:
                     self.stats["internal_errors"] += 1
                     log.exception("udp: error handling a datagram from %s", addr)
             self._send_all(sends)
-            if len(datagrams) < mmsg.BATCH:
+            if len(datagrams) < per_call:
                 return
 
-    def _on_datagram(self, data: bytes, addr: proto.Address) -> None:
-        self._send_all(self._take_datagram(data, addr))
+    def _read_some(self) -> list[tuple[bytes, proto.Address]]:
+        """The datagrams waiting now: a batch (`mmsg`), or one by `recvfrom`; [] when none."""
+        if self._batched_receive is not None:
+            return self._batched_receive.recv_many()
+        try:
+            return [self.sock.recvfrom(proto.RECV_BUFFER_SIZE)]
+        except (BlockingIOError, InterruptedError):
+            return []
 
     def _take_datagram(self, data: bytes, addr: proto.Address) -> list[proto.Send]:
         """Hand one datagram to the endpoint; return what to send back."""
