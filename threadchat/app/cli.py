@@ -12,6 +12,7 @@ def _serve(args: argparse.Namespace) -> int:
     from threadchat.app.server import (
         Server,
         StartupError,
+        limit_malloc_arenas,
         raise_descriptor_limit,
         tune_garbage_collector,
     )
@@ -26,6 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Before Server() starts any thread: an arena is made when a thread first meets a busy one.
+    limit_malloc_arenas()
     before, after = raise_descriptor_limit()
     if after != before:
         logging.getLogger("threadchat").info("open-file limit raised from %d to %d", before, after)
