@@ -232,3 +232,59 @@ def test_process_that_cannot_start_its_threads_says_so_and_exits_1(
     assert proc.returncode == 1
     assert "cannot start: can't start new thread" in output
     assert "Traceback" not in output
+
+
+# Starts threads that each call malloc (through ctypes, outside the interpreter lock) while all
+# are alive (an ended thread's arena is reused by the next), then has glibc print one
+# "Arena N:" block per arena to stderr.
+_ARENA_CENSUS = """
+import ctypes, sys, threading
+from threadchat.app.server import limit_malloc_arenas
+print(limit_malloc_arenas() if sys.argv[1] == "cap" else "uncapped", flush=True)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+all_alive = threading.Barrier(8)
+def allocate():
+    all_alive.wait(timeout=10)
+    libc.free(libc.malloc(1000))
+    all_alive.wait(timeout=10)
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.malloc_stats()
+"""
+
+
+@pytest.mark.skipif(os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
+@pytest.mark.parametrize(
+    ("mode", "environ", "printed", "most_arenas"),
+    [
+        ("cap", {}, "2", 2),
+        # The operator's own choice wins: the cap is not set over it.
+        ("cap", {"MALLOC_ARENA_MAX": "4"}, "None", 4),
+        # Without the cap a thread that finds the arenas busy gets a new one: the check above
+        # can fail.
+        ("plain", {}, "uncapped", 16),
+    ],
+)
+def test_server_caps_glibc_malloc_arenas(
+    mode: str, environ: dict[str, str], printed: str, most_arenas: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    done = subprocess.run(
+        [sys.executable, "-c", _ARENA_CENSUS, mode],
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    arenas = done.stderr.count("Arena ")
+    assert done.stdout.strip() == printed
+    assert 1 <= arenas <= most_arenas
+    if mode == "plain":
+        assert arenas > 2, done.stderr
