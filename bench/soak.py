@@ -496,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
     rooms = [f"soak{r}" for r in range(args.rooms)]
     samples: list[dict] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        log_path = Path(data_dir) / "server.log"
+        log_path = Path(args.server_log) if args.server_log else Path(data_dir) / "server.log"
         server = start_server(ports, os.path.join(data_dir, "data"), log_path, args.server_arg)
         try:
             listeners = [Listener(ports, room) for room in rooms]
@@ -685,6 +685,9 @@ def main() -> None:
         help="passed on to threadchat serve (repeat: --server-arg=--no-history)",
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to results")
+    parser.add_argument(
+        "--server-log", metavar="FILE", help="keep the server's log there (default: dropped)"
+    )
     args = parser.parse_args()
     if args.rooms is None:
         args.rooms = max(10, args.clients // CLIENTS_PER_ROOM)
