@@ -535,6 +535,13 @@ def run(args: argparse.Namespace) -> int:
             for listener in listeners:
                 listener.close()
             lobby.close()
+            # Every client gone, the rooms with them (and what they kept: their recent
+            # messages): what RSS comes back to once nothing is left to hold.
+            empty = settle(
+                server.pid,
+                {**baseline, "threads": baseline["threads"] - len(listeners) - 1},
+                30.0,
+            )
         finally:
             server.terminate()
             try:
@@ -586,6 +593,7 @@ def run(args: argparse.Namespace) -> int:
         "baseline": baseline,
         "peak": peak,
         "final": final,
+        "empty": empty,
         "rss_peak_middle_and_last_third_kb": rss_thirds,
         "flat": flat,
         "tracebacks_in_log": server_log.count("Traceback"),
@@ -607,6 +615,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'':10} {'baseline':>10} {'peak':>10} {'final':>10}")
     for key, unit in (("rss_kb", "RSS KiB"), ("threads", "threads"), ("fds", "open fds")):
         print(f"{unit:10} {baseline[key]:>10} {peak[key]:>10} {final[key]:>10}")
+    print(f"RSS once every client, the listeners too, had left: {empty['rss_kb']} KiB "
+          f"({empty['threads']} threads)")  # fmt: skip
     if rss_thirds is not None:
         growth = (rss_thirds[1] / rss_thirds[0] - 1) * 100
         print(f"RSS peak, middle third -> last third: {rss_thirds[0]} -> {rss_thirds[1]} KiB "
