@@ -124,8 +124,14 @@ INDEX_EVERY = 0.5
 # waits to win it back from the readers: per statement, that wait was the writer's largest
 # cost under load (a commit took 8 ms, 2.6 ms of it CPU). Fewer if the SQLite build allows
 # fewer parameters per statement (999 before SQLite 3.32). Each row count is its own prepared
-# statement; the connection's statement cache (128) bounds what they hold.
+# statement, so the writer keeps fewer of them (WRITER_CACHED_STATEMENTS).
 ROWS_PER_INSERT = 1000
+# Prepared statements the writer's connection keeps (Python's default is 128). Under varied
+# load a batch's row count seldom repeats, and 128 large INSERTs of different sizes held
+# 33 MB after a soak of 1,000 clients (sqlite3_memory_used, docs/reliability.md), for few
+# hits. The statements that repeat (BEGIN, COMMIT, savepoints, small INSERTs) stay in the
+# least-recently-used cache; a large INSERT is prepared again, as it nearly always was.
+WRITER_CACHED_STATEMENTS = 16
 
 
 @functools.cache
@@ -394,20 +400,21 @@ class SQLiteStore:
             raise StoreError(f"data directory {path} is in use by another process") from e
         return lock_fd
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cached_statements: int = 128) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.db_path,
                 timeout=BUSY_TIMEOUT,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # handed between threads, never shared at once
+                cached_statements=cached_statements,
             )
         except sqlite3.Error as e:
             raise StoreError(f"cannot open database {self.db_path}: {e}") from e
         return conn
 
     def _connect_writer(self) -> sqlite3.Connection:
-        conn = self._connect()
+        conn = self._connect(WRITER_CACHED_STATEMENTS)
         parameters = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._rows_per_insert = max(1, min(ROWS_PER_INSERT, (parameters - 1) // _INSERT_PARAMETERS))
         try:
