@@ -72,10 +72,10 @@ def raise_descriptor_limit() -> tuple[int, int]:
 # glibc's malloc gives each thread that meets a locked arena a new one, up to eight per core,
 # and an arena never returns its free pages while one live block sits at its top. With a
 # thread per connection, a server soon has every arena, each holding freed message buffers the
-# others cannot reuse: with history off, 1,000 fan-out clients held 103 KiB each, against 52
-# with two arenas (bench/analysis.md, "MALLOC_ARENA_MAX"). Python allocates under the
-# interpreter lock, so the threads seldom meet in malloc anyway; two arenas leave one for the
-# few calls made without it (socket buffers in the kernel are not malloc's).
+# others cannot reuse: in fan-out to 100 clients with history off the server held 102 KiB
+# per connection, against 45 with two arenas (bench/analysis.md, "glibc arenas capped").
+# Python allocates under the interpreter lock, so the threads seldom meet in malloc anyway;
+# two arenas leave one for the few calls made without it.
 MALLOC_ARENAS = 2
 # mallopt's parameter number for the arena limit (malloc.h: M_ARENA_MAX).
 _M_ARENA_MAX = -8
